@@ -1,0 +1,660 @@
+// Command devcluster runs a real etcd and kube-apiserver on loopback for roster's tests and demo,
+// the way controller-runtime's envtest does elsewhere.
+//
+//	devcluster up     --dir D --bin B [--detach] [--lifeline] [--port N] [-- extra apiserver flags]
+//	devcluster status --dir D
+//	devcluster down   --dir D
+//
+// `up` stays in the foreground as the supervisor of its two children (they get SIGKILL if it
+// dies, through PR_SET_PDEATHSIG) until SIGTERM/SIGINT, or, with --lifeline, until its standard
+// input closes: a test binary that holds the other end of that pipe cannot leave orphans behind,
+// however it ends. SIGHUP restarts the kube-apiserver on the same port (tests of roster's retries).
+// With --detach it re-executes itself in a new session, waits until the cluster is ready, and
+// returns (make demo).
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	// Children are started from this thread only; PDEATHSIG fires when the thread that forked
+	// them exits, so it must be the one that lives as long as the process.
+	runtime.LockOSThread()
+	if len(os.Args) < 2 {
+		usage()
+	}
+	var err error
+	switch os.Args[1] {
+	case "up":
+		err = up(os.Args[2:])
+	case "down":
+		err = down(os.Args[2:])
+	case "status":
+		err = status(os.Args[2:])
+	default:
+		usage()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "devcluster: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: devcluster up|status|down --dir DIR [--bin DIR] [--detach] [--lifeline] [--port N] [-- apiserver flags]")
+	os.Exit(2)
+}
+
+type paths struct{ dir string }
+
+func (p paths) f(name string) string { return filepath.Join(p.dir, name) }
+func (p paths) pidFile() string      { return p.f("devcluster.pid") }
+func (p paths) readyFile() string    { return p.f("ready") }
+func (p paths) childFile() string    { return p.f("children.pid") }
+func (p paths) kubeconfig() string   { return p.f("kubeconfig") }
+
+// ---------------------------------------------------------------------------------------------
+// up
+
+type upOpts struct {
+	dir, bin         string
+	detach, lifeline bool
+	port             int
+	timeout          time.Duration
+	extra            []string
+}
+
+func up(args []string) error {
+	fs := flag.NewFlagSet("up", flag.ExitOnError)
+	var o upOpts
+	fs.StringVar(&o.dir, "dir", "", "state directory (certificates, etcd data, logs, kubeconfig)")
+	fs.StringVar(&o.bin, "bin", os.Getenv("ROSTER_CP_BIN"), "directory holding kube-apiserver and etcd (tests/control-plane/build.sh prints it)")
+	fs.BoolVar(&o.detach, "detach", false, "run in the background and return once ready")
+	fs.BoolVar(&o.lifeline, "lifeline", false, "shut down when standard input closes")
+	fs.IntVar(&o.port, "port", 0, "kube-apiserver secure port (0: a free one)")
+	fs.DurationVar(&o.timeout, "timeout", 3*time.Minute, "how long to wait for readiness")
+	_ = fs.Parse(args)
+	o.extra = fs.Args()
+	if o.dir == "" || o.bin == "" {
+		return errors.New("up needs --dir and --bin (or ROSTER_CP_BIN)")
+	}
+	var err error
+	if o.dir, err = filepath.Abs(o.dir); err != nil {
+		return err
+	}
+	if o.bin, err = filepath.Abs(o.bin); err != nil {
+		return err
+	}
+	for _, b := range []string{"kube-apiserver", "etcd"} {
+		if _, err := os.Stat(filepath.Join(o.bin, b)); err != nil {
+			return fmt.Errorf("%s not found in %s; build it with tests/control-plane/build.sh", b, o.bin)
+		}
+	}
+	p := paths{o.dir}
+	if err := os.MkdirAll(o.dir, 0o755); err != nil {
+		return err
+	}
+	if err := clearStale(p); err != nil {
+		return err
+	}
+	if o.port != 0 {
+		if err := portFree(o.port); err != nil {
+			return fmt.Errorf("port %d for kube-apiserver is in use (%v); pick another with --port or stop what holds it", o.port, err)
+		}
+	}
+	if o.detach {
+		return detach(p, args, o.timeout)
+	}
+	return supervise(p, o)
+}
+
+// clearStale refuses to start over a live run and removes what a dead one left behind.
+func clearStale(p paths) error {
+	if pid, ok := readPid(p.pidFile()); ok {
+		if alive(pid, "devcluster") {
+			return fmt.Errorf("a control plane is already running from %s (pid %d); stop it with `make down` or `devcluster down --dir %s`", p.dir, pid, p.dir)
+		}
+		fmt.Fprintf(os.Stderr, "devcluster: clearing a stale run in %s (pid %d is gone)\n", p.dir, pid)
+	}
+	killRecordedChildren(p)
+	for _, f := range []string{p.pidFile(), p.readyFile(), p.childFile(), p.kubeconfig()} {
+		_ = os.Remove(f)
+	}
+	return os.RemoveAll(p.f("etcd"))
+}
+
+func detach(p paths, args []string, timeout time.Duration) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	var rest []string
+	for _, a := range args {
+		if a != "--detach" && a != "-detach" {
+			rest = append(rest, a)
+		}
+	}
+	logf, err := os.Create(p.f("devcluster.log"))
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(self, append([]string{"up"}, rest...)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.After(timeout + 10*time.Second)
+	for {
+		select {
+		case err := <-exited:
+			return fmt.Errorf("control plane exited before it was ready (%v); its log %s ends with:\n%s", err, logf.Name(), tail(logf.Name(), 20))
+		case <-deadline:
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			return fmt.Errorf("control plane not ready after %s; see %s", timeout, logf.Name())
+		case <-time.After(200 * time.Millisecond):
+			if b, err := os.ReadFile(p.readyFile()); err == nil {
+				fmt.Print(string(b))
+				return nil
+			}
+		}
+	}
+}
+
+type child struct {
+	name string
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func start(p paths, name, bin string, args []string) (*child, error) {
+	logf, err := os.OpenFile(p.f(name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	c := &child{name: name, cmd: cmd, done: make(chan error, 1)}
+	go func() { c.done <- cmd.Wait(); logf.Close() }()
+	return c, nil
+}
+
+func (c *child) stop() {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(15 * time.Second):
+		_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+		<-c.done
+	}
+}
+
+func supervise(p paths, o upOpts) (err error) {
+	if err := os.WriteFile(p.pidFile(), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return err
+	}
+	defer func() {
+		for _, f := range []string{p.pidFile(), p.readyFile(), p.childFile()} {
+			_ = os.Remove(f)
+		}
+	}()
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	lifeline := make(chan struct{})
+	if o.lifeline {
+		go func() { _, _ = io.Copy(io.Discard, os.Stdin); close(lifeline) }()
+	}
+
+	pki, err := makePKI(p.f("pki"))
+	if err != nil {
+		return fmt.Errorf("certificates: %w", err)
+	}
+	etcdPort, etcdPeer := freePort(), freePort()
+	port := o.port
+	if port == 0 {
+		port = freePort()
+	}
+	if err := os.WriteFile(p.f("audit-policy.yaml"), []byte(auditPolicy), 0o644); err != nil {
+		return err
+	}
+
+	etcd, err := start(p, "etcd", filepath.Join(o.bin, "etcd"), []string{
+		"--name=default", "--data-dir=" + p.f("etcd"),
+		fmt.Sprintf("--listen-client-urls=http://127.0.0.1:%d", etcdPort),
+		fmt.Sprintf("--advertise-client-urls=http://127.0.0.1:%d", etcdPort),
+		fmt.Sprintf("--listen-peer-urls=http://127.0.0.1:%d", etcdPeer),
+		fmt.Sprintf("--initial-advertise-peer-urls=http://127.0.0.1:%d", etcdPeer),
+		fmt.Sprintf("--initial-cluster=default=http://127.0.0.1:%d", etcdPeer),
+		"--unsafe-no-fsync", "--log-level=warn",
+	})
+	if err != nil {
+		return err
+	}
+	defer etcd.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	defer cancel()
+	if err := waitHTTP(ctx, etcd, &http.Client{}, fmt.Sprintf("http://127.0.0.1:%d/health", etcdPort), `"health":"true"`); err != nil {
+		return fmt.Errorf("etcd: %w\n%s", err, tail(p.f("etcd.log"), 20))
+	}
+
+	server := fmt.Sprintf("https://127.0.0.1:%d", port)
+	apiArgs := append([]string{
+		fmt.Sprintf("--etcd-servers=http://127.0.0.1:%d", etcdPort),
+		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port),
+		"--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
+		"--cert-dir=" + pki.dir,
+		"--tls-cert-file=" + pki.f("serving.crt"), "--tls-private-key-file=" + pki.f("serving.key"),
+		"--client-ca-file=" + pki.f("ca.crt"),
+		"--service-account-issuer=" + server,
+		"--service-account-key-file=" + pki.f("sa.pub"),
+		"--service-account-signing-key-file=" + pki.f("sa.key"),
+		"--service-cluster-ip-range=10.0.0.0/24",
+		"--authorization-mode=RBAC",
+		"--disable-admission-plugins=ServiceAccount",
+		"--profiling=false",
+		// Writes only: tests count what roster changes (a resync of an unchanged world must write nothing).
+		"--audit-policy-file=" + p.f("audit-policy.yaml"),
+		"--audit-log-path=" + p.f("audit.log"), "--audit-log-format=json", "--audit-log-mode=blocking",
+	}, o.extra...)
+	apiBin := filepath.Join(o.bin, "kube-apiserver")
+	api, err := start(p, "kube-apiserver", apiBin, apiArgs)
+	if err != nil {
+		return err
+	}
+	defer func() { api.stop() }()
+	recordChildren(p, etcd, api)
+
+	client := pki.adminClient()
+	if err := waitAPI(ctx, p, api, client, server); err != nil {
+		return err
+	}
+	if err := writeKubeconfig(p.kubeconfig(), server, pki); err != nil {
+		return err
+	}
+	ready := fmt.Sprintf("kubeconfig=%s\nserver=%s\nca=%s\naudit=%s\npid=%d\n", p.kubeconfig(), server, pki.f("ca.crt"), p.f("audit.log"), os.Getpid())
+	if err := os.WriteFile(p.readyFile(), []byte(ready), 0o644); err != nil {
+		return err
+	}
+	fmt.Print(ready)
+
+	for {
+		select {
+		case s := <-sigs:
+			if s != syscall.SIGHUP {
+				fmt.Fprintf(os.Stderr, "devcluster: %s, stopping\n", s)
+				return nil
+			}
+			fmt.Fprintln(os.Stderr, "devcluster: SIGHUP, restarting kube-apiserver")
+			api.stop()
+			if api, err = start(p, "kube-apiserver", apiBin, apiArgs); err != nil {
+				return err
+			}
+			recordChildren(p, etcd, api)
+			rctx, rcancel := context.WithTimeout(context.Background(), o.timeout)
+			err = waitAPI(rctx, p, api, client, server)
+			rcancel()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(os.Stderr, "devcluster: kube-apiserver ready again")
+		case <-lifeline:
+			fmt.Fprintln(os.Stderr, "devcluster: lifeline closed, stopping")
+			return nil
+		case err := <-etcd.done:
+			return fmt.Errorf("etcd exited (%v):\n%s", err, tail(p.f("etcd.log"), 20))
+		case err := <-api.done:
+			return fmt.Errorf("kube-apiserver exited (%v):\n%s", err, tail(p.f("kube-apiserver.log"), 20))
+		}
+	}
+}
+
+// waitAPI waits for /readyz and for the `default` namespace, failing fast if the process dies.
+func waitAPI(ctx context.Context, p paths, api *child, client *http.Client, server string) error {
+	explain := func(err error) error {
+		log := tail(p.f("kube-apiserver.log"), 30)
+		if strings.Contains(log, "address already in use") {
+			return fmt.Errorf("kube-apiserver could not bind %s: the port is in use; pick another with --port", server)
+		}
+		return fmt.Errorf("kube-apiserver: %w\n%s", err, log)
+	}
+	if err := waitHTTP(ctx, api, client, server+"/readyz", "ok"); err != nil {
+		return explain(err)
+	}
+	if err := waitHTTP(ctx, api, client, server+"/api/v1/namespaces/default", `"name":"default"`); err != nil {
+		return explain(err)
+	}
+	return nil
+}
+
+func waitHTTP(ctx context.Context, c *child, client *http.Client, url, want string) error {
+	var last string
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 && bytes.Contains(b, []byte(want)) {
+				return nil
+			}
+			last = fmt.Sprintf("%s answered %d: %.200s", url, resp.StatusCode, b)
+		} else {
+			last = err.Error()
+		}
+		select {
+		case err := <-c.done:
+			c.done <- err
+			return fmt.Errorf("%s exited while starting (%v)", c.name, err)
+		case <-ctx.Done():
+			return fmt.Errorf("not ready in time; last answer: %s", last)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  verbs: ["create", "update", "patch", "delete", "deletecollection"]
+- level: None
+`
+
+// ---------------------------------------------------------------------------------------------
+// down / status
+
+func down(args []string) error {
+	fs := flag.NewFlagSet("down", flag.ExitOnError)
+	dir := fs.String("dir", "", "state directory")
+	_ = fs.Parse(args)
+	p := paths{*dir}
+	pid, ok := readPid(p.pidFile())
+	if !ok || !alive(pid, "devcluster") {
+		killRecordedChildren(p)
+		fmt.Fprintf(os.Stderr, "devcluster: nothing running from %s\n", *dir)
+		return nil
+	}
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	for i := 0; i < 300; i++ {
+		if !alive(pid, "devcluster") {
+			fmt.Fprintf(os.Stderr, "devcluster: stopped (pid %d)\n", pid)
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	killRecordedChildren(p)
+	return fmt.Errorf("pid %d did not stop in 30s; killed", pid)
+}
+
+func status(args []string) error {
+	fs := flag.NewFlagSet("status", flag.ExitOnError)
+	dir := fs.String("dir", "", "state directory")
+	_ = fs.Parse(args)
+	p := paths{*dir}
+	pid, ok := readPid(p.pidFile())
+	if !ok || !alive(pid, "devcluster") {
+		return fmt.Errorf("not running from %s", *dir)
+	}
+	b, err := os.ReadFile(p.readyFile())
+	if err != nil {
+		return fmt.Errorf("running (pid %d) but not ready yet", pid)
+	}
+	fmt.Print(string(b))
+	return nil
+}
+
+func readPid(file string) (int, bool) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid, err == nil && pid > 0
+}
+
+// alive reports whether pid runs a program whose command line mentions name (so a recycled pid
+// of an unrelated process is never signalled).
+func alive(pid int, name string) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return false
+	}
+	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		if f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:])); len(f) > 0 && f[0] == "Z" {
+			return false
+		}
+	}
+	return bytes.Contains(b, []byte(name))
+}
+
+func recordChildren(p paths, cs ...*child) {
+	var b strings.Builder
+	for _, c := range cs {
+		fmt.Fprintf(&b, "%d %s\n", c.cmd.Process.Pid, filepath.Base(c.cmd.Path))
+	}
+	_ = os.WriteFile(p.childFile(), []byte(b.String()), 0o644)
+}
+
+func killRecordedChildren(p paths) {
+	b, err := os.ReadFile(p.childFile())
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			continue
+		}
+		if pid, err := strconv.Atoi(f[0]); err == nil && alive(pid, f[1]) {
+			fmt.Fprintf(os.Stderr, "devcluster: killing leftover %s (pid %d)\n", f[1], pid)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	_ = os.Remove(p.childFile())
+}
+
+// ---------------------------------------------------------------------------------------------
+// ports, files
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(fmt.Sprintf("no free loopback port: %v", err))
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func portFree(port int) error {
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return err
+	}
+	return l.Close()
+}
+
+func tail(file string, n int) string {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// ---------------------------------------------------------------------------------------------
+// certificates
+
+type pki struct {
+	dir                 string
+	ca                  *x509.Certificate
+	adminCert, adminKey []byte
+	caPEM               []byte
+}
+
+func (k *pki) f(name string) string { return filepath.Join(k.dir, name) }
+
+func (k *pki) adminClient() *http.Client {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(k.caPEM)
+	cert, err := tls.X509KeyPair(k.adminCert, k.adminKey)
+	if err != nil {
+		panic(err)
+	}
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: pool, Certificates: []tls.Certificate{cert},
+	}}}
+}
+
+func makePKI(dir string) (*pki, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	k := &pki{dir: dir}
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber: serial(), Subject: pkix.Name{CommonName: "roster-dev-ca"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(10 * 365 * 24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, err
+	}
+	if k.ca, err = x509.ParseCertificate(caDER); err != nil {
+		return nil, err
+	}
+	k.caPEM = pemBlock("CERTIFICATE", caDER)
+	if err := os.WriteFile(k.f("ca.crt"), k.caPEM, 0o644); err != nil {
+		return nil, err
+	}
+	caKeyDER, _ := x509.MarshalECPrivateKey(caKey)
+	if err := os.WriteFile(k.f("ca.key"), pemBlock("EC PRIVATE KEY", caKeyDER), 0o600); err != nil {
+		return nil, err
+	}
+
+	issue := func(name string, tmpl *x509.Certificate) ([]byte, []byte, error) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, nil, err
+		}
+		tmpl.SerialNumber = serial()
+		tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(365*24*time.Hour)
+		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, k.ca, &key.PublicKey, caKey)
+		if err != nil {
+			return nil, nil, err
+		}
+		keyDER, _ := x509.MarshalECPrivateKey(key)
+		certPEM, keyPEM := pemBlock("CERTIFICATE", der), pemBlock("EC PRIVATE KEY", keyDER)
+		if err := os.WriteFile(k.f(name+".crt"), certPEM, 0o644); err != nil {
+			return nil, nil, err
+		}
+		return certPEM, keyPEM, os.WriteFile(k.f(name+".key"), keyPEM, 0o600)
+	}
+	if _, _, err := issue("serving", &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "kube-apiserver"},
+		DNSNames:    []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1"), net.ParseIP("10.0.0.1")},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}); err != nil {
+		return nil, err
+	}
+	if k.adminCert, k.adminKey, err = issue("admin", &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "admin", Organization: []string{"system:masters"}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}); err != nil {
+		return nil, err
+	}
+	saKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	saDER, _ := x509.MarshalECPrivateKey(saKey)
+	saPub, _ := x509.MarshalPKIXPublicKey(&saKey.PublicKey)
+	if err := os.WriteFile(k.f("sa.key"), pemBlock("EC PRIVATE KEY", saDER), 0o600); err != nil {
+		return nil, err
+	}
+	return k, os.WriteFile(k.f("sa.pub"), pemBlock("PUBLIC KEY", saPub), 0o644)
+}
+
+func serial() *big.Int {
+	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	return n
+}
+
+func pemBlock(typ string, der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+}
+
+func writeKubeconfig(file, server string, k *pki) error {
+	b64 := base64.StdEncoding.EncodeToString
+	cfg := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: roster-dev
+  cluster:
+    server: %s
+    certificate-authority-data: %s
+users:
+- name: admin
+  user:
+    client-certificate-data: %s
+    client-key-data: %s
+contexts:
+- name: roster-dev
+  context:
+    cluster: roster-dev
+    user: admin
+current-context: roster-dev
+`, server, b64(k.caPEM), b64(k.adminCert), b64(k.adminKey))
+	return os.WriteFile(file, []byte(cfg), 0o600)
+}
