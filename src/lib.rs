@@ -1,5 +1,8 @@
 //! roster: organizations, projects and memberships as Kubernetes resources.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod api;
+pub mod condition;
+pub mod controller;
 pub mod crdgen;

@@ -22,9 +22,17 @@ use super::{EMAIL_MESSAGE, EMAIL_RULE, OrgRole, ProjectRole};
     printcolumn(name = "Role", type_ = "string", json_path = ".status.effectiveRole"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "MFA", type_ = "string", json_path = ".status.mfa.state"),
-    printcolumn(name = "Access", type_ = "string", json_path = ".status.accessSummary",
-        description = "projects the member can reach now, with the role held"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Access",
+        type_ = "string",
+        json_path = ".status.accessSummary",
+        description = "projects the member can reach now, with the role held"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MembershipSpec {

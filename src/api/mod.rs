@@ -4,8 +4,13 @@
 //! API server enforces it before roster sees the object. Rules that span objects or depend on who
 //! is asking belong to the webhook.
 
+// clippy reads the repeated `printcolumn(type_ = ...)` arguments of kube's derive as duplicated
+// attributes; they are one column each.
+#[allow(clippy::duplicated_attributes)]
 mod membership;
+#[allow(clippy::duplicated_attributes)]
 mod organization;
+#[allow(clippy::duplicated_attributes)]
 mod project;
 
 pub use membership::{
@@ -21,6 +26,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub const GROUP: &str = "roster.dev";
+
+/// Label on a Membership that roster created for an owner who had none. A declared Membership
+/// with the same e-mail always supersedes it (and roster then deletes it), so applying an
+/// Organization and its owner's Membership together never races the bootstrap.
+pub const BOOTSTRAP_LABEL: &str = "roster.dev/bootstrap";
 pub const VERSION: &str = "v1alpha1";
 
 /// A member's role in the organization, as declared. `Owner` is deliberately absent: there is
@@ -42,7 +52,11 @@ pub enum ProjectRole {
 }
 
 impl ProjectRole {
-    pub const ALL: [ProjectRole; 3] = [ProjectRole::Admin, ProjectRole::Developer, ProjectRole::Viewer];
+    pub const ALL: [ProjectRole; 3] = [
+        ProjectRole::Admin,
+        ProjectRole::Developer,
+        ProjectRole::Viewer,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -55,14 +69,12 @@ impl ProjectRole {
 
 /// CEL shared by the e-mail fields. Lower-case only, so that uniqueness, RBAC subjects and login
 /// never depend on case folding rules.
-pub(crate) const EMAIL_RULE: &str =
-    r#"self.matches("^[a-z0-9._%+-]+@[a-z0-9]([a-z0-9-]*[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$")"#;
+pub(crate) const EMAIL_RULE: &str = r#"self.matches("^[a-z0-9._%+-]+@[a-z0-9]([a-z0-9-]*[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$")"#;
 pub(crate) const EMAIL_MESSAGE: &str =
     "must be a lower-case e-mail address such as bob@example.com";
 
 /// CEL for Go-style durations (what `kube::core::Duration` parses), without a sign.
-pub(crate) const DURATION_RULE: &str =
-    r#"self.matches("^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$")"#;
+pub(crate) const DURATION_RULE: &str = r#"self.matches("^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$")"#;
 pub(crate) const DURATION_MESSAGE: &str = "must be a duration such as 90s, 15m, 72h or 1h30m";
 
 /// A spec duration that the CRD's CEL rule let through but that does not parse (or is negative).
@@ -74,8 +86,14 @@ pub struct BadDuration {
 }
 
 /// Parses a Go-style duration from a spec field (the syntax `metav1.Duration` uses).
-pub fn parse_duration(field: &'static str, value: &str) -> Result<std::time::Duration, BadDuration> {
-    let bad = || BadDuration { field, value: value.to_string() };
+pub fn parse_duration(
+    field: &'static str,
+    value: &str,
+) -> Result<std::time::Duration, BadDuration> {
+    let bad = || BadDuration {
+        field,
+        value: value.to_string(),
+    };
     if value.is_empty() {
         return Err(bad());
     }

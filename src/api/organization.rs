@@ -21,10 +21,22 @@ use super::{DURATION_MESSAGE, DURATION_RULE, EMAIL_MESSAGE, EMAIL_RULE, OrgRole}
     printcolumn(name = "Owner", type_ = "string", json_path = ".spec.owner"),
     printcolumn(name = "Members", type_ = "integer", json_path = ".status.members"),
     printcolumn(name = "Projects", type_ = "integer", json_path = ".status.projects"),
-    printcolumn(name = "MFA", type_ = "string", json_path = ".status.mfaCompliant",
-        description = "members compliant with the MFA policy / members"),
-    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "MFA",
+        type_ = "string",
+        json_path = ".status.mfaCompliant",
+        description = "members compliant with the MFA policy / members"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct OrganizationSpec {
@@ -103,7 +115,10 @@ pub struct MfaPolicy {
 
 impl Default for MfaPolicy {
     fn default() -> Self {
-        MfaPolicy { required: false, grace_period: default_grace_period() }
+        MfaPolicy {
+            required: false,
+            grace_period: default_grace_period(),
+        }
     }
 }
 

@@ -17,8 +17,16 @@ use serde::{Deserialize, Serialize};
     doc = "A project: a workload namespace whose access follows the members' project roles.",
     printcolumn(name = "Namespace", type_ = "string", json_path = ".status.namespace"),
     printcolumn(name = "Members", type_ = "integer", json_path = ".status.members"),
-    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 // `namespace` is a CEL reserved word: Kubernetes exposes the field as `__namespace__`.
@@ -42,7 +50,9 @@ pub struct ProjectSpec {
     pub namespace_deletion: NamespaceDeletion,
 }
 
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
 pub enum NamespaceDeletion {
     /// Keep the namespace (and its workloads); only roster's RoleBindings are removed.
     #[default]

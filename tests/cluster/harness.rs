@@ -9,7 +9,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
@@ -17,11 +18,25 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub bin: PathBuf,
     pub kubeconfig: PathBuf,
-    pub server: String,
     pub audit_log: PathBuf,
-    // Kept open for the life of the process: closing it stops the control plane.
-    _lifeline: Mutex<(Child, ChildStdin)>,
+    // Kept open for the life of the process: closing them stops the control plane and roster.
+    lifeline: Mutex<(Child, ChildStdin)>,
+    roster: Mutex<Option<(Child, ChildStdin)>>,
 }
+
+/// Tests share the API server; the one test that restarts it takes this exclusively.
+static API_SERVER: RwLock<()> = RwLock::new(());
+
+pub fn shared() -> RwLockReadGuard<'static, ()> {
+    API_SERVER.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    API_SERVER.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How often roster re-plans an unchanged organization in the tests.
+pub const RESYNC: Duration = Duration::from_secs(2);
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 
@@ -33,7 +48,15 @@ pub fn root() -> &'static Path {
 pub fn cluster() -> &'static Cluster {
     CLUSTER.get_or_init(|| {
         let c = Cluster::start(&[]);
-        c.kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", "crds/roster.dev.yaml"]);
+        c.kubectl_ok(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            "crds/roster.dev.yaml",
+            "-f",
+            "config/clusterroles.yaml",
+        ]);
         c.kubectl_ok(&[
             "wait",
             "--for=condition=Established",
@@ -42,6 +65,7 @@ pub fn cluster() -> &'static Cluster {
             "crd/projects.roster.dev",
             "crd/memberships.roster.dev",
         ]);
+        c.start_roster();
         c
     })
 }
@@ -52,8 +76,17 @@ impl Cluster {
             .stderr(Stdio::inherit())
             .output()
             .expect("cannot run tests/control-plane/build.sh");
-        assert!(build.status.success(), "tests/control-plane/build.sh failed (see its output above)");
-        let bin = PathBuf::from(String::from_utf8_lossy(&build.stdout).trim().lines().last().unwrap_or(""));
+        assert!(
+            build.status.success(),
+            "tests/control-plane/build.sh failed (see its output above)"
+        );
+        let bin = PathBuf::from(
+            String::from_utf8_lossy(&build.stdout)
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or(""),
+        );
 
         let runs = root().join("target/cluster-test");
         clear_finished_runs(&runs);
@@ -88,25 +121,76 @@ impl Cluster {
         }
         let get = |k: &str| {
             ready.get(k).cloned().unwrap_or_else(|| {
-                panic!("control plane did not come up; logs are in {}", dir.display())
+                panic!(
+                    "control plane did not come up; logs are in {}",
+                    dir.display()
+                )
             })
         };
         Cluster {
             kubeconfig: PathBuf::from(get("kubeconfig")),
-            server: get("server"),
             audit_log: PathBuf::from(get("audit")),
             dir,
             bin,
-            _lifeline: Mutex::new((child, stdin)),
+            lifeline: Mutex::new((child, stdin)),
+            roster: Mutex::new(None),
         }
+    }
+
+    /// Runs the real `roster run` against this control plane, logging to `<dir>/roster.log`.
+    fn start_roster(&self) {
+        let log = std::fs::File::create(self.dir.join("roster.log")).expect("roster log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_roster"))
+            .args([
+                "run",
+                "--lifeline",
+                "--resync",
+                &format!("{}s", RESYNC.as_secs()),
+            ])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", "info,roster=debug,kube_runtime=warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start roster");
+        let stdin = child.stdin.take().expect("piped stdin");
+        *self.roster.lock().unwrap_or_else(|e| e.into_inner()) = Some((child, stdin));
+    }
+
+    /// Restarts the kube-apiserver (same port, same etcd) and waits until the new one serves:
+    /// the launcher counts restarts in its ready file.
+    pub fn restart_apiserver(&self) {
+        let restarts = || {
+            let ready = std::fs::read_to_string(self.dir.join("ready")).unwrap_or_default();
+            ready
+                .lines()
+                .find_map(|l| l.strip_prefix("restarts=")?.parse::<u32>().ok())
+        };
+        let before = restarts().expect("restarts= in the ready file");
+        let pid = self
+            .lifeline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .id();
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        wait_for("the restarted API server", Duration::from_secs(120), || {
+            (restarts()? > before).then_some(())
+        });
     }
 
     /// A client with the admin identity (group system:masters).
     pub async fn client(&self) -> kube::Client {
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .expect("kubeconfig");
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .expect("kubeconfig");
         kube::Client::try_from(config).expect("client")
     }
 
@@ -119,13 +203,18 @@ impl Cluster {
         cmd.args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .current_dir(root())
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("run kubectl");
         if let Some(input) = stdin {
             let mut pipe = child.stdin.take().expect("stdin");
-            pipe.write_all(input.as_bytes()).expect("write kubectl stdin");
+            pipe.write_all(input.as_bytes())
+                .expect("write kubectl stdin");
         }
         child.wait_with_output().expect("kubectl output")
     }
@@ -151,9 +240,26 @@ impl Cluster {
     }
 }
 
+/// Polls `probe` every 200 ms until it returns Some, or panics naming `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Removes state directories of earlier runs whose launcher has exited (it deletes its pid file).
 fn clear_finished_runs(runs: &Path) {
-    let Ok(entries) = std::fs::read_dir(runs) else { return };
+    let Ok(entries) = std::fs::read_dir(runs) else {
+        return;
+    };
     for entry in entries.flatten() {
         if !entry.path().join("devcluster.pid").exists() {
             let _ = std::fs::remove_dir_all(entry.path());

@@ -1,5 +1,6 @@
 //! Cluster tests: roster against a real kube-apiserver and etcd (see harness.rs).
 //! One binary for all of them: one control plane, one link step.
 
+mod controller;
 mod harness;
 mod smoke;

@@ -4,13 +4,18 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 
-use crate::harness::{cluster, root};
+use crate::harness::{cluster, root, shared};
 
+// The guard orders this test against the API server restart test; each test has a runtime of
+// its own, so holding it across an await blocks nothing else.
+#[allow(clippy::await_holding_lock)]
 #[tokio::test]
 async fn control_plane_is_the_pinned_kubernetes_release() {
+    let _api = shared();
     let client = cluster().client().await;
     let version = client.apiserver_version().await.expect("/version");
-    let go_mod = std::fs::read_to_string(root().join("tests/control-plane/go.mod")).expect("go.mod");
+    let go_mod =
+        std::fs::read_to_string(root().join("tests/control-plane/go.mod")).expect("go.mod");
     let pinned = go_mod
         .lines()
         .find_map(|l| l.strip_prefix("require k8s.io/kubernetes "))
@@ -19,8 +24,12 @@ async fn control_plane_is_the_pinned_kubernetes_release() {
     assert_eq!(version.git_version, pinned);
 }
 
+// The guard orders this test against the API server restart test; each test has a runtime of
+// its own, so holding it across an await blocks nothing else.
+#[allow(clippy::await_holding_lock)]
 #[tokio::test]
 async fn crds_are_established_as_generated() {
+    let _api = shared();
     let crds: Api<CustomResourceDefinition> = Api::all(cluster().client().await);
     for expected in roster::crdgen::definitions() {
         let name = expected.metadata.name.clone().expect("crd name");
@@ -44,6 +53,7 @@ async fn crds_are_established_as_generated() {
 
 #[test]
 fn examples_are_accepted() {
+    let _api = shared();
     let c = cluster();
     let out = c.kubectl_ok(&["apply", "-f", "examples/acme"]);
     assert!(out.contains("organization.roster.dev/acme"), "{out}");
@@ -57,10 +67,15 @@ fn examples_are_accepted() {
 /// give; the object must not be stored.
 #[test]
 fn invalid_examples_are_rejected_with_their_message() {
+    let _api = shared();
     let c = cluster();
     let ns = c.namespace("invalid");
     let dir = root().join("examples/invalid");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("examples/invalid").flatten().map(|e| e.path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("examples/invalid")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     files.sort();
     assert!(files.len() >= 10, "expected a folder of invalid examples");
     for file in files {
@@ -72,14 +87,26 @@ fn invalid_examples_are_rejected_with_their_message() {
         let out = c.kubectl(&["apply", "-n", &ns, "-f", file.to_str().expect("utf-8 path")]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{} was accepted", file.display());
-        assert!(stderr.contains(expect), "{}:\n  want: {expect}\n  got:  {stderr}", file.display());
+        assert!(
+            stderr.contains(expect),
+            "{}:\n  want: {expect}\n  got:  {stderr}",
+            file.display()
+        );
     }
-    let stored = c.kubectl_ok(&["get", "organizations,projects,memberships", "-n", &ns, "-o", "name"]);
+    let stored = c.kubectl_ok(&[
+        "get",
+        "organizations,projects,memberships",
+        "-n",
+        &ns,
+        "-o",
+        "name",
+    ]);
     assert_eq!(stored.trim(), "", "rejected objects were stored");
 }
 
 #[test]
 fn immutable_fields_cannot_change() {
+    let _api = shared();
     let c = cluster();
     let ns = c.namespace("immutable");
     let member = |email: &str| {
@@ -102,7 +129,10 @@ fn immutable_fields_cannot_change() {
     assert!(apply(project("namespace: p-one")).status.success());
     for change in ["namespace: p-two", ""] {
         let out = apply(project(change));
-        assert!(!out.status.success(), "changing spec.namespace to {change:?} was accepted");
+        assert!(
+            !out.status.success(),
+            "changing spec.namespace to {change:?} was accepted"
+        );
         assert!(String::from_utf8_lossy(&out.stderr).contains("spec.namespace is immutable"));
     }
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, etcd and kubectl from the Go modules pinned in go.mod/go.sum, and the
+# Builds kube-apiserver, kube-controller-manager, etcd and kubectl from the Go modules pinned in go.mod/go.sum, and the
 # devcluster launcher beside them, and prints the directory holding them. The binaries are cached
 # outside git, keyed by a hash of go.mod, go.sum, the recipe version below and the Go version, so
 # a second run costs a hash and a stat.
@@ -24,7 +24,7 @@ fi
 
 k8s_version=$(go list -m -f "{{.Version}}" k8s.io/kubernetes)
 # Bump when the build commands below change in a way that changes the binaries.
-recipe=1
+recipe=2
 key=$( { cat go.mod go.sum; echo "$recipe"; go env GOVERSION GOOS GOARCH; } | sha256sum | cut -c1-16)
 cache_root=${ROSTER_CP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/roster/control-plane}
 out="$cache_root/$k8s_version-$key"
@@ -42,7 +42,7 @@ build_devcluster() {
     fi
 }
 
-if [ -x "$out/kube-apiserver" ] && [ -x "$out/etcd" ] && [ -x "$out/kubectl" ]; then
+if [ -x "$out/kube-apiserver" ] && [ -x "$out/kube-controller-manager" ] && [ -x "$out/etcd" ] && [ -x "$out/kubectl" ]; then
     build_devcluster
     echo "$out"
     exit 0
@@ -56,10 +56,14 @@ trap 'rm -rf "$tmp"' EXIT
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$k8s_version \
  -X k8s.io/component-base/version.gitMajor=1 \
  -X k8s.io/component-base/version.gitMinor=$(echo "$k8s_version" | cut -d. -f2) \
- -X k8s.io/component-base/version.gitTreeState=clean"
+ -X k8s.io/component-base/version.gitTreeState=clean \
+ -X k8s.io/client-go/pkg/version.gitVersion=$k8s_version \
+ -X k8s.io/client-go/pkg/version.gitMajor=1 \
+ -X k8s.io/client-go/pkg/version.gitMinor=$(echo "$k8s_version" | cut -d. -f2)"
 echo "build.sh: building Kubernetes $k8s_version control plane into $out (cold: ~10-20 min on 2 cores)" >&2
 start=$(date +%s)
 go build -trimpath -ldflags "$ldflags" -o "$tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver >&2
+go build -trimpath -ldflags "$ldflags" -o "$tmp/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager >&2
 go build -trimpath -ldflags "$ldflags" -o "$tmp/kubectl" k8s.io/kubernetes/cmd/kubectl >&2
 go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3 >&2
 echo "build.sh: built in $(( $(date +%s) - start ))s" >&2

@@ -1,5 +1,8 @@
-// Command devcluster runs a real etcd and kube-apiserver on loopback for roster's tests and demo,
-// the way controller-runtime's envtest does elsewhere.
+// Command devcluster runs a real etcd, kube-apiserver and kube-controller-manager on loopback for
+// roster's tests and demo, the way controller-runtime's envtest does elsewhere. The controller
+// manager runs only the controllers a cluster without nodes needs to behave like a real one:
+// namespace deletion, garbage collection of owned objects, aggregation of the admin/edit/view
+// ClusterRoles, and service-account tokens.
 //
 //	devcluster up     --dir D --bin B [--detach] [--lifeline] [--port N] [-- extra apiserver flags]
 //	devcluster status --dir D
@@ -111,7 +114,7 @@ func up(args []string) error {
 	if o.bin, err = filepath.Abs(o.bin); err != nil {
 		return err
 	}
-	for _, b := range []string{"kube-apiserver", "etcd"} {
+	for _, b := range []string{"kube-apiserver", "kube-controller-manager", "etcd"} {
 		if _, err := os.Stat(filepath.Join(o.bin, b)); err != nil {
 			return fmt.Errorf("%s not found in %s; build it with tests/control-plane/build.sh", b, o.bin)
 		}
@@ -213,7 +216,7 @@ func start(p paths, name, bin string, args []string) (*child, error) {
 	return c, nil
 }
 
-func (c *child) stop() {
+func (c *child) stop(grace time.Duration) {
 	select {
 	case <-c.done:
 		return
@@ -222,7 +225,7 @@ func (c *child) stop() {
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-c.done:
-	case <-time.After(15 * time.Second):
+	case <-time.After(grace):
 		_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
 		<-c.done
 	}
@@ -269,7 +272,7 @@ func supervise(p paths, o upOpts) (err error) {
 	if err != nil {
 		return err
 	}
-	defer etcd.stop()
+	defer etcd.stop(15 * time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
 	if err := waitHTTP(ctx, etcd, &http.Client{}, fmt.Sprintf("http://127.0.0.1:%d/health", etcdPort), `"health":"true"`); err != nil {
@@ -300,7 +303,7 @@ func supervise(p paths, o upOpts) (err error) {
 	if err != nil {
 		return err
 	}
-	defer func() { api.stop() }()
+	defer func() { api.stop(15 * time.Second) }()
 	recordChildren(p, etcd, api)
 
 	client := pki.adminClient()
@@ -310,11 +313,38 @@ func supervise(p paths, o upOpts) (err error) {
 	if err := writeKubeconfig(p.kubeconfig(), server, pki); err != nil {
 		return err
 	}
-	ready := fmt.Sprintf("kubeconfig=%s\nserver=%s\nca=%s\naudit=%s\npid=%d\n", p.kubeconfig(), server, pki.f("ca.crt"), p.f("audit.log"), os.Getpid())
-	if err := os.WriteFile(p.readyFile(), []byte(ready), 0o644); err != nil {
+	kcm, err := start(p, "kube-controller-manager", filepath.Join(o.bin, "kube-controller-manager"), []string{
+		"--kubeconfig=" + p.kubeconfig(),
+		"--leader-elect=false", "--secure-port=0", "--use-service-account-credentials=false",
+		"--controllers=namespace-controller,garbage-collector-controller,clusterrole-aggregation-controller," +
+			"serviceaccount-controller,serviceaccount-token-controller",
+		"--service-account-private-key-file=" + pki.f("sa.key"),
+		"--root-ca-file=" + pki.f("ca.crt"),
+	})
+	if err != nil {
 		return err
 	}
-	fmt.Print(ready)
+	defer kcm.stop(15 * time.Second)
+	recordChildren(p, etcd, api, kcm)
+	// Aggregated ClusterRoles are filled in by the controller manager: once `edit` grants
+	// deployments, it is working.
+	if err := waitHTTP(ctx, kcm, client, server+"/apis/rbac.authorization.k8s.io/v1/clusterroles/edit", "deployments"); err != nil {
+		return fmt.Errorf("kube-controller-manager: %w\n%s", err, tail(p.f("kube-controller-manager.log"), 20))
+	}
+	restarts := 0
+	// The ready file says how many times the apiserver was restarted, so that whoever sent
+	// SIGHUP can tell the new server from the old one still draining.
+	writeReady := func() error {
+		ready := fmt.Sprintf("kubeconfig=%s\nserver=%s\nca=%s\naudit=%s\nrestarts=%d\npid=%d\n",
+			p.kubeconfig(), server, pki.f("ca.crt"), p.f("audit.log"), restarts, os.Getpid())
+		return os.WriteFile(p.readyFile(), []byte(ready), 0o644)
+	}
+	if err := writeReady(); err != nil {
+		return err
+	}
+	if b, err := os.ReadFile(p.readyFile()); err == nil {
+		fmt.Print(string(b))
+	}
 
 	for {
 		select {
@@ -324,15 +354,20 @@ func supervise(p paths, o upOpts) (err error) {
 				return nil
 			}
 			fmt.Fprintln(os.Stderr, "devcluster: SIGHUP, restarting kube-apiserver")
-			api.stop()
+			// A short grace: long-running watches would otherwise hold it for a minute.
+			api.stop(3 * time.Second)
 			if api, err = start(p, "kube-apiserver", apiBin, apiArgs); err != nil {
 				return err
 			}
-			recordChildren(p, etcd, api)
+			recordChildren(p, etcd, api, kcm)
 			rctx, rcancel := context.WithTimeout(context.Background(), o.timeout)
 			err = waitAPI(rctx, p, api, client, server)
 			rcancel()
 			if err != nil {
+				return err
+			}
+			restarts++
+			if err := writeReady(); err != nil {
 				return err
 			}
 			fmt.Fprintln(os.Stderr, "devcluster: kube-apiserver ready again")
@@ -343,6 +378,8 @@ func supervise(p paths, o upOpts) (err error) {
 			return fmt.Errorf("etcd exited (%v):\n%s", err, tail(p.f("etcd.log"), 20))
 		case err := <-api.done:
 			return fmt.Errorf("kube-apiserver exited (%v):\n%s", err, tail(p.f("kube-apiserver.log"), 20))
+		case err := <-kcm.done:
+			return fmt.Errorf("kube-controller-manager exited (%v):\n%s", err, tail(p.f("kube-controller-manager.log"), 20))
 		}
 	}
 }
@@ -395,6 +432,8 @@ const auditPolicy = `apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived"]
 rules:
+- level: None
+  users: ["system:apiserver"]
 - level: Metadata
   verbs: ["create", "update", "patch", "delete", "deletecollection"]
 - level: None

@@ -1,0 +1,368 @@
+//! Who may use what, right now: the entitlement rules of an organization, as pure functions.
+//!
+//! The controller turns the result into RoleBindings and status; `roster plan` (offline) and the
+//! webhook reuse the same evaluation, so the three can never disagree about a member's access.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt;
+
+use crate::api::{
+    AccessEntry, EffectiveRole, Membership, MfaState, MfaStatus, OrgRole, Organization, Phase,
+    ProjectRole, parse_duration,
+};
+
+/// A project as the access rules see it: where it lives and whether it can hold access now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectView {
+    pub name: String,
+    pub namespace: String,
+    /// Why no one can have access through this project now (being deleted, namespace not ours).
+    pub unavailable: Option<String>,
+}
+
+/// Everything the rules decide about one Membership.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberAccess {
+    pub membership: String,
+    pub email: String,
+    pub phase: Phase,
+    pub effective_role: EffectiveRole,
+    pub mfa: MfaStatus,
+    /// Why the member has no access at all (disabled, expired, conflict, MFA overdue).
+    pub blocked: Option<String>,
+    /// project name → role held now.
+    pub grants: BTreeMap<String, ProjectRole>,
+    pub entries: Vec<AccessEntry>,
+}
+
+impl MemberAccess {
+    pub fn entitled(&self) -> bool {
+        self.blocked.is_none()
+    }
+
+    /// "payments=Developer,web=Viewer", or "-" when nothing is reachable.
+    pub fn summary(&self) -> String {
+        if self.grants.is_empty() {
+            return "-".into();
+        }
+        self.grants
+            .iter()
+            .map(|(p, r)| format!("{p}={}", r.as_str()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Evaluation {
+    pub members: Vec<MemberAccess>,
+    /// The owner has access without a Membership (before bootstrap created one).
+    pub owner_without_membership: Option<String>,
+    /// The earliest future moment at which an evaluation with the same inputs changes (an
+    /// expiry, an MFA deadline, the end of an exemption): the controller requeues for it.
+    pub next_change: Option<Timestamp>,
+}
+
+pub struct Inputs<'a> {
+    pub org: Option<&'a Organization>,
+    /// Since when the organization requires MFA (the `MfaRequired` condition's transition time).
+    pub mfa_required_since: Option<Timestamp>,
+    pub projects: &'a [ProjectView],
+    pub memberships: &'a [Membership],
+    /// E-mails of members enrolled in TOTP (the identity store's answer).
+    pub enrolled: &'a BTreeSet<String>,
+    pub now: Timestamp,
+}
+
+pub fn evaluate(inp: &Inputs<'_>) -> Evaluation {
+    let mut next = NextChange(None);
+    let winners = email_winners(inp.memberships);
+    let owner = inp.org.map(|o| o.spec.owner.as_str());
+    let mut members = Vec::new();
+    for m in inp.memberships {
+        if m.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        members.push(evaluate_member(inp, m, &winners, owner, &mut next));
+    }
+    members.sort_by(|a, b| a.membership.cmp(&b.membership));
+    let owner_without_membership = owner
+        .filter(|o| {
+            !inp.memberships
+                .iter()
+                .any(|m| m.spec.email == *o && m.metadata.deletion_timestamp.is_none())
+        })
+        .map(str::to_string);
+    Evaluation {
+        members,
+        owner_without_membership,
+        next_change: next.0,
+    }
+}
+
+/// Grants for the owner when no Membership names them yet: Admin in every available project.
+pub fn owner_grants(projects: &[ProjectView]) -> BTreeMap<String, ProjectRole> {
+    projects
+        .iter()
+        .filter(|p| p.unavailable.is_none())
+        .map(|p| (p.name.clone(), ProjectRole::Admin))
+        .collect()
+}
+
+struct NextChange(Option<Timestamp>);
+
+impl NextChange {
+    fn at(&mut self, t: Timestamp, now: Timestamp) {
+        if t > now && self.0.is_none_or(|n| t < n) {
+            self.0 = Some(t);
+        }
+    }
+}
+
+/// For each e-mail, the Membership that holds it: a declared one before roster's bootstrap
+/// placeholder, then the oldest, ties broken by name.
+fn email_winners(memberships: &[Membership]) -> BTreeMap<&str, &str> {
+    let rank = |m: &Membership| {
+        (
+            is_bootstrap(m),
+            created(m),
+            m.metadata.name.clone().unwrap_or_default(),
+        )
+    };
+    let mut winners: BTreeMap<&str, &Membership> = BTreeMap::new();
+    for m in memberships
+        .iter()
+        .filter(|m| m.metadata.deletion_timestamp.is_none())
+    {
+        match winners.get(m.spec.email.as_str()) {
+            Some(w) if rank(w) <= rank(m) => {}
+            _ => {
+                winners.insert(&m.spec.email, m);
+            }
+        }
+    }
+    winners
+        .into_iter()
+        .map(|(e, m)| (e, m.metadata.name.as_deref().unwrap_or("")))
+        .collect()
+}
+
+pub fn is_bootstrap(m: &Membership) -> bool {
+    m.metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(crate::api::BOOTSTRAP_LABEL))
+}
+
+/// Bootstrap placeholders that a declared Membership with the same e-mail supersedes.
+pub fn superseded_bootstraps(memberships: &[Membership]) -> Vec<String> {
+    let live = || {
+        memberships
+            .iter()
+            .filter(|m| m.metadata.deletion_timestamp.is_none())
+    };
+    live()
+        .filter(|b| {
+            is_bootstrap(b) && live().any(|m| !is_bootstrap(m) && m.spec.email == b.spec.email)
+        })
+        .filter_map(|b| b.metadata.name.clone())
+        .collect()
+}
+
+fn created(m: &Membership) -> Timestamp {
+    m.metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or(Timestamp::MAX)
+}
+
+fn evaluate_member(
+    inp: &Inputs<'_>,
+    m: &Membership,
+    winners: &BTreeMap<&str, &str>,
+    owner: Option<&str>,
+    next: &mut NextChange,
+) -> MemberAccess {
+    let name = m.name_any();
+    let now = inp.now;
+    let is_owner = owner == Some(m.spec.email.as_str());
+    let effective_role = match (is_owner, m.spec.role, inp.org) {
+        (true, _, _) => EffectiveRole::Owner,
+        (false, Some(r), _) => r.into(),
+        (false, None, Some(org)) => org.spec.default_role.into(),
+        (false, None, None) => EffectiveRole::Member,
+    };
+    let mfa = mfa_status(inp, m, next);
+
+    let expired = m.spec.expires_at.as_ref().map(|t| t.0);
+    if let Some(at) = expired {
+        next.at(at, now);
+    }
+    let (phase, blocked) = if inp.org.is_none() {
+        (
+            Phase::Invited,
+            Some("no Organization in this namespace".to_string()),
+        )
+    } else if winners.get(m.spec.email.as_str()) != Some(&name.as_str()) {
+        let holder = winners.get(m.spec.email.as_str()).copied().unwrap_or("?");
+        (
+            Phase::Conflict,
+            Some(format!(
+                "e-mail {} already belongs to Membership {holder}",
+                m.spec.email
+            )),
+        )
+    } else if m.spec.disabled {
+        (Phase::Disabled, Some("membership is disabled".to_string()))
+    } else if expired.is_some_and(|at| at <= now) {
+        (Phase::Expired, Some("membership expired".to_string()))
+    } else if mfa.state == MfaState::Overdue {
+        (
+            Phase::Invited,
+            Some("MFA required and not enrolled; grace period over".to_string()),
+        )
+    } else {
+        (Phase::Invited, None)
+    };
+
+    let mut grants = BTreeMap::new();
+    let mut entries = Vec::new();
+    let sees_all = match effective_role {
+        EffectiveRole::Owner => true,
+        EffectiveRole::Admin => inp.org.is_some_and(|o| o.spec.admins_see_all_projects),
+        EffectiveRole::Member => false,
+    };
+    let declared: BTreeMap<&str, ProjectRole> = m
+        .spec
+        .projects
+        .iter()
+        .map(|g| (g.name.as_str(), g.role))
+        .collect();
+    let mut names: BTreeSet<&str> = declared.keys().copied().collect();
+    if sees_all {
+        names.extend(inp.projects.iter().map(|p| p.name.as_str()));
+    }
+    for project in names {
+        let role = if sees_all {
+            Some(ProjectRole::Admin)
+        } else {
+            declared.get(project).copied()
+        };
+        let view = inp.projects.iter().find(|p| p.name == project);
+        let reason = match (view, &blocked) {
+            (None, _) => Some(format!("project {project} does not exist")),
+            (Some(v), _) if v.unavailable.is_some() => v.unavailable.clone(),
+            (Some(_), Some(why)) => Some(why.clone()),
+            (Some(_), None) => None,
+        };
+        if reason.is_none()
+            && let Some(r) = role
+        {
+            grants.insert(project.to_string(), r);
+        }
+        entries.push(AccessEntry {
+            project: project.to_string(),
+            namespace: view.map(|v| v.namespace.clone()),
+            role: if reason.is_none() { role } else { None },
+            reason,
+        });
+    }
+    MemberAccess {
+        membership: name,
+        email: m.spec.email.clone(),
+        phase,
+        effective_role,
+        mfa,
+        blocked,
+        grants,
+        entries,
+    }
+}
+
+fn mfa_status(inp: &Inputs<'_>, m: &Membership, next: &mut NextChange) -> MfaStatus {
+    let now = inp.now;
+    let Some(org) = inp.org.filter(|o| o.spec.security.mfa.required) else {
+        return MfaStatus {
+            state: MfaState::NotRequired,
+            deadline: None,
+        };
+    };
+    let exemption = m.spec.mfa.as_ref().filter(|e| e.exempt);
+    let exempt_until = exemption.and_then(|e| e.exempt_until.as_ref()).map(|t| t.0);
+    if exemption.is_some() && exempt_until.is_none_or(|u| u > now) {
+        if let Some(u) = exempt_until {
+            next.at(u, now);
+        }
+        return MfaStatus {
+            state: MfaState::Exempt,
+            deadline: None,
+        };
+    }
+    if inp.enrolled.contains(&m.spec.email) {
+        return MfaStatus {
+            state: MfaState::Enrolled,
+            deadline: None,
+        };
+    }
+    // The grace period runs from the latest of: MFA became required, the member joined, the
+    // member's exemption ended.
+    let start = [
+        inp.mfa_required_since,
+        m.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        exempt_until,
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(now);
+    let grace = parse_duration(
+        "spec.security.mfa.gracePeriod",
+        &org.spec.security.mfa.grace_period,
+    )
+    .ok()
+    .and_then(|d| SignedDuration::try_from(d).ok())
+    .unwrap_or(SignedDuration::ZERO);
+    let deadline = start.checked_add(grace).unwrap_or(Timestamp::MAX);
+    next.at(deadline, now);
+    let state = if now < deadline {
+        MfaState::Pending
+    } else {
+        MfaState::Overdue
+    };
+    MfaStatus {
+        state,
+        deadline: Some(Time(deadline)),
+    }
+}
+
+impl From<OrgRole> for EffectiveRole {
+    fn from(r: OrgRole) -> Self {
+        match r {
+            OrgRole::Admin => EffectiveRole::Admin,
+            OrgRole::Member => EffectiveRole::Member,
+        }
+    }
+}
+
+/// Members whose MFA state satisfies the policy, and members counted (those not disabled,
+/// expired or in conflict).
+pub fn mfa_compliance(members: &[MemberAccess]) -> (usize, usize) {
+    let counted: Vec<_> = members
+        .iter()
+        .filter(|m| !matches!(m.phase, Phase::Disabled | Phase::Expired | Phase::Conflict))
+        .collect();
+    let ok = counted
+        .iter()
+        .filter(|m| {
+            matches!(
+                m.mfa.state,
+                MfaState::Enrolled | MfaState::Exempt | MfaState::NotRequired
+            )
+        })
+        .count();
+    (ok, counted.len())
+}

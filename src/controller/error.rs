@@ -1,0 +1,89 @@
+use std::time::Duration;
+
+/// Why a reconcile did not complete. `reason()` is stable: it names Events, condition reasons and
+/// log fields.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the API server rejected {action}: {source}")]
+    Api {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the controller's caches are not ready: {0}")]
+    CacheNotReady(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Api {
+                source: kube::Error::Api(s),
+                ..
+            } if s.code == 409 => "Conflict",
+            Error::Api {
+                source: kube::Error::Api(s),
+                ..
+            } if s.code == 403 => "Forbidden",
+            Error::Api {
+                source: kube::Error::Api(s),
+                ..
+            } if s.code == 422 => "Invalid",
+            Error::Api {
+                source: kube::Error::Api(s),
+                ..
+            } if s.code >= 500 => "ApiServerError",
+            Error::Api { .. } => "ApiUnavailable",
+            Error::Encode { .. } => "EncodeFailed",
+            Error::CacheNotReady(_) => "CacheNotReady",
+        }
+    }
+
+    pub fn api(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+        let action = action.into();
+        move |source| Error::Api { action, source }
+    }
+}
+
+/// Exponential backoff for a key that failed `failures` times in a row: 1 s doubling to 5 min.
+pub fn backoff(failures: u32) -> Duration {
+    let secs = 1u64
+        .checked_shl(failures.min(16))
+        .unwrap_or(u64::MAX)
+        .min(300);
+    Duration::from_secs(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let got: Vec<u64> = [0, 1, 2, 3, 8, 9, 40]
+            .iter()
+            .map(|f| backoff(*f).as_secs())
+            .collect();
+        assert_eq!(got, vec![1, 2, 4, 8, 256, 300, 300]);
+    }
+
+    #[test]
+    fn reasons_are_stable_pascal_case() {
+        let conflict = Error::Api {
+            action: "x".into(),
+            source: kube::Error::Api(Box::new(
+                kube::core::Status::failure("conflict", "Conflict").with_code(409),
+            )),
+        };
+        assert_eq!(conflict.reason(), "Conflict");
+        assert_eq!(Error::CacheNotReady("x".into()).reason(), "CacheNotReady");
+    }
+}

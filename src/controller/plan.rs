@@ -1,0 +1,746 @@
+//! `plan()`: from what was observed in one organization's namespace to the writes that converge
+//! it. Pure: no I/O, the clock is an input, and an unchanged world plans no writes at all.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, OwnerReference};
+use k8s_openapi::jiff::Timestamp;
+use kube::{Resource, ResourceExt};
+
+use crate::access::{self, Evaluation, Inputs, MemberAccess, ProjectView};
+use crate::api::{
+    AccessEntry, EffectiveRole, Membership, MembershipSpec, MembershipStatus, NamespaceDeletion,
+    OrgRole, Organization, OrganizationStatus, Phase, Project, ProjectRole, ProjectStatus,
+};
+use crate::condition::{self, READY};
+
+use super::labels::{self, FINALIZER};
+
+/// How roster maps roles to Kubernetes RBAC.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Prepended to a member's e-mail to form their Kubernetes user name.
+    pub subject_prefix: String,
+    /// ClusterRole bound in a project namespace for each project role.
+    pub project_cluster_roles: BTreeMap<ProjectRole, String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            subject_prefix: String::new(),
+            project_cluster_roles: [
+                (ProjectRole::Admin, "admin".to_string()),
+                (ProjectRole::Developer, "edit".to_string()),
+                (ProjectRole::Viewer, "view".to_string()),
+            ]
+            .into(),
+        }
+    }
+}
+
+/// ClusterRoles (shipped in config/clusterroles.yaml) bound in the organization's namespace.
+pub const ORG_BINDINGS: [(&str, &str, EffectiveRole); 3] = [
+    ("roster-owner", "roster-org-owner", EffectiveRole::Owner),
+    ("roster-admins", "roster-org-admin", EffectiveRole::Admin),
+    ("roster-members", "roster-org-member", EffectiveRole::Member),
+];
+
+/// What was observed in (and about) one organization's namespace.
+#[derive(Clone, Debug)]
+pub struct World {
+    pub namespace: String,
+    /// The home namespace is being deleted: only clean-up can be planned (nothing can be
+    /// created in a terminating namespace), so the organization counts as deleted.
+    pub home_terminating: bool,
+    pub org: Option<Organization>,
+    /// Organizations in this namespace not named after it (one organization per namespace).
+    pub stray_orgs: Vec<Organization>,
+    pub projects: Vec<Project>,
+    pub memberships: Vec<Membership>,
+    /// Observed namespaces that the projects name (absent ones are simply missing).
+    pub namespaces: BTreeMap<String, Namespace>,
+    /// Observed RoleBindings labelled as roster's for this organization.
+    pub rolebindings: Vec<RoleBinding>,
+    pub enrolled: BTreeSet<String>,
+    pub now: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Target {
+    Organization(String),
+    Project(String),
+    Membership(String),
+    Namespace(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedEvent {
+    pub target: Target,
+    pub warning: bool,
+    pub reason: &'static str,
+    pub note: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    pub add_finalizer: Vec<Target>,
+    pub namespaces: Vec<Namespace>,
+    pub rolebindings: Vec<RoleBinding>,
+    pub delete_rolebindings: Vec<(String, String)>,
+    pub delete_namespaces: Vec<String>,
+    pub create_memberships: Vec<Membership>,
+    /// Bootstrap placeholders superseded by a declared Membership of the same e-mail.
+    pub delete_memberships: Vec<String>,
+    pub org_status: Option<OrganizationStatus>,
+    pub stray_org_status: Vec<(String, OrganizationStatus)>,
+    pub project_status: Vec<(String, ProjectStatus)>,
+    pub membership_status: Vec<(String, MembershipStatus)>,
+    pub remove_finalizer: Vec<Target>,
+    pub events: Vec<PlannedEvent>,
+    pub requeue_at: Option<Timestamp>,
+}
+
+impl Plan {
+    /// Number of API writes this plan makes (events aside).
+    pub fn writes(&self) -> usize {
+        self.add_finalizer.len()
+            + self.namespaces.len()
+            + self.rolebindings.len()
+            + self.delete_rolebindings.len()
+            + self.delete_namespaces.len()
+            + self.create_memberships.len()
+            + self.delete_memberships.len()
+            + usize::from(self.org_status.is_some())
+            + self.stray_org_status.len()
+            + self.project_status.len()
+            + self.membership_status.len()
+            + self.remove_finalizer.len()
+    }
+}
+
+/// The project's workload namespace: `spec.namespace`, else `<organization>-<project>`.
+pub fn project_namespace(org_ns: &str, p: &Project) -> String {
+    p.spec
+        .namespace
+        .clone()
+        .unwrap_or_else(|| format!("{org_ns}-{}", p.name_any()))
+}
+
+pub fn plan(w: &World, s: &Settings) -> Plan {
+    let mut plan = Plan::default();
+    let org = w
+        .org
+        .as_ref()
+        .filter(|o| o.metadata.deletion_timestamp.is_none() && !w.home_terminating);
+    let ns = w.namespace.as_str();
+
+    // Projects and their namespaces.
+    let mut views = Vec::new();
+    let mut namespace_reasons = BTreeMap::new();
+    for p in &w.projects {
+        let name = p.name_any();
+        let target_ns = project_namespace(ns, p);
+        let terminating = p.metadata.deletion_timestamp.is_some();
+        let observed = w.namespaces.get(&target_ns);
+        let ours =
+            observed.is_some_and(|n| labels::owned_by(n.metadata.labels.as_ref(), ns, &name));
+        let adoptable = observed.is_some_and(|n| labels::adoption_requested(n, ns, &name));
+        let unavailable = if terminating {
+            Some(format!("project {name} is being deleted"))
+        } else if org.is_none() {
+            Some("no Organization in this namespace".to_string())
+        } else if target_ns.len() > 63 {
+            Some(format!(
+                "namespace name {target_ns} is longer than 63 characters; set spec.namespace"
+            ))
+        } else if observed.is_some_and(|n| n.metadata.deletion_timestamp.is_some()) {
+            Some(format!("namespace {target_ns} is terminating"))
+        } else if observed.is_some() && !ours && !adoptable {
+            Some(format!(
+                "namespace {target_ns} exists and was not created by roster; to hand it over, annotate it {}={ns}/{name}",
+                labels::ADOPT
+            ))
+        } else {
+            None
+        };
+        if unavailable.is_none() && (!ours || observed.is_none()) {
+            plan.namespaces
+                .push(labels::namespace(&target_ns, ns, &name));
+        }
+        if terminating && ours && p.spec.namespace_deletion == NamespaceDeletion::Delete {
+            plan.delete_namespaces.push(target_ns.clone());
+        }
+        namespace_reasons.insert(name.clone(), unavailable.clone());
+        views.push(ProjectView {
+            name,
+            namespace: target_ns,
+            unavailable,
+        });
+    }
+
+    let prev_org_conditions: &[Condition] = w
+        .org
+        .as_ref()
+        .and_then(|o| o.status.as_ref())
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or(&[]);
+    let mfa_required = org.is_some_and(|o| o.spec.security.mfa.required);
+    let mfa_required_since = if mfa_required {
+        Some(condition::true_since(prev_org_conditions, "MfaRequired").unwrap_or(w.now))
+    } else {
+        None
+    };
+    let eval = access::evaluate(&Inputs {
+        org,
+        mfa_required_since,
+        projects: &views,
+        memberships: &w.memberships,
+        enrolled: &w.enrolled,
+        now: w.now,
+    });
+    plan.requeue_at = eval.next_change;
+
+    // RoleBindings: desired set, then only the differences.
+    let mut desired: Vec<RoleBinding> = Vec::new();
+    if let Some(org) = org {
+        for (rb_name, cluster_role, role) in ORG_BINDINGS {
+            let mut users: BTreeSet<&str> = eval
+                .members
+                .iter()
+                .filter(|m| m.entitled() && m.effective_role == role)
+                .map(|m| m.email.as_str())
+                .collect();
+            if role == EffectiveRole::Owner
+                && let Some(owner) = &eval.owner_without_membership
+            {
+                users.insert(owner);
+            }
+            desired.push(binding(
+                ns,
+                ns,
+                rb_name,
+                cluster_role,
+                &users,
+                s,
+                None,
+                Some(owner_ref(org)),
+            ));
+        }
+        for view in views.iter().filter(|v| v.unavailable.is_none()) {
+            let mut by_role: BTreeMap<ProjectRole, BTreeSet<&str>> = BTreeMap::new();
+            for m in &eval.members {
+                if let Some(role) = m.grants.get(&view.name) {
+                    by_role.entry(*role).or_default().insert(&m.email);
+                }
+            }
+            if let Some(owner) = &eval.owner_without_membership {
+                by_role.entry(ProjectRole::Admin).or_default().insert(owner);
+            }
+            for role in ProjectRole::ALL {
+                let users = by_role.remove(&role).unwrap_or_default();
+                let cluster_role = s
+                    .project_cluster_roles
+                    .get(&role)
+                    .map(String::as_str)
+                    .unwrap_or("view");
+                let rb_name = format!("roster-{}", role.as_str().to_lowercase());
+                desired.push(binding(
+                    ns,
+                    &view.namespace,
+                    &rb_name,
+                    cluster_role,
+                    &users,
+                    s,
+                    Some(&view.name),
+                    None,
+                ));
+            }
+        }
+    }
+    diff_rolebindings(w, desired, &mut plan);
+
+    bootstrap_owner(w, org, &eval, &mut plan);
+    finalizers(w, org, &mut plan);
+    statuses(
+        w,
+        org,
+        &eval,
+        &views,
+        &namespace_reasons,
+        mfa_required,
+        &mut plan,
+    );
+    plan
+}
+
+#[allow(clippy::too_many_arguments)]
+fn binding(
+    org_ns: &str,
+    ns: &str,
+    name: &str,
+    cluster_role: &str,
+    users: &BTreeSet<&str>,
+    s: &Settings,
+    project: Option<&str>,
+    owner: Option<OwnerReference>,
+) -> RoleBinding {
+    RoleBinding {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(ns.to_string()),
+            labels: Some(labels::managed(org_ns, project)),
+            owner_references: owner.map(|o| vec![o]),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: cluster_role.to_string(),
+        },
+        subjects: Some(
+            users
+                .iter()
+                .map(|email| Subject {
+                    api_group: Some("rbac.authorization.k8s.io".into()),
+                    kind: "User".into(),
+                    name: format!("{}{email}", s.subject_prefix),
+                    namespace: None,
+                })
+                .collect(),
+        ),
+    }
+}
+
+fn owner_ref(org: &Organization) -> OwnerReference {
+    OwnerReference {
+        api_version: Organization::api_version(&()).into_owned(),
+        kind: Organization::kind(&()).into_owned(),
+        name: org.name_any(),
+        uid: org.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    }
+}
+
+/// Keeps only the RoleBindings that differ from what is observed, and deletes roster's
+/// bindings of this organization that are no longer desired.
+fn diff_rolebindings(w: &World, desired: Vec<RoleBinding>, plan: &mut Plan) {
+    let key = |rb: &RoleBinding| {
+        (
+            rb.metadata.namespace.clone().unwrap_or_default(),
+            rb.name_any(),
+        )
+    };
+    let observed: BTreeMap<_, _> = w.rolebindings.iter().map(|rb| (key(rb), rb)).collect();
+    let wanted: BTreeSet<_> = desired.iter().map(key).collect();
+    for rb in desired {
+        match observed.get(&key(&rb)) {
+            Some(have) if same_binding(have, &rb) => {}
+            // roleRef is immutable: a binding to another role is replaced, not patched.
+            Some(have) if have.role_ref != rb.role_ref => {
+                plan.delete_rolebindings.push(key(&rb));
+                plan.rolebindings.push(rb);
+            }
+            _ => plan.rolebindings.push(rb),
+        }
+    }
+    for k in observed.keys() {
+        if !wanted.contains(k) {
+            plan.delete_rolebindings.push(k.clone());
+        }
+    }
+}
+
+fn same_binding(have: &RoleBinding, want: &RoleBinding) -> bool {
+    let labels_ok = want
+        .metadata
+        .labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| have.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v));
+    let owners_ok = want.metadata.owner_references.iter().flatten().all(|o| {
+        have.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|h| h.uid == o.uid && h.controller == o.controller)
+    });
+    let subjects = |rb: &RoleBinding| rb.subjects.clone().unwrap_or_default();
+    labels_ok && owners_ok && have.role_ref == want.role_ref && subjects(have) == subjects(want)
+}
+
+/// The owner is invited like everyone else: without a Membership naming them, create one.
+fn bootstrap_owner(w: &World, org: Option<&Organization>, eval: &Evaluation, plan: &mut Plan) {
+    plan.delete_memberships = access::superseded_bootstraps(&w.memberships);
+    let (Some(org), Some(email)) = (org, &eval.owner_without_membership) else {
+        return;
+    };
+    let taken: BTreeSet<String> = w.memberships.iter().map(|m| m.name_any()).collect();
+    let name = labels::membership_name_for(email, &taken);
+    let mut m = Membership::new(
+        &name,
+        MembershipSpec {
+            email: email.clone(),
+            display_name: None,
+            role: Some(OrgRole::Admin),
+            projects: vec![],
+            disabled: false,
+            mfa: None,
+            expires_at: None,
+        },
+    );
+    m.metadata.namespace = Some(w.namespace.clone());
+    m.metadata.labels = Some([(labels::BOOTSTRAP.to_string(), "owner".to_string())].into());
+    plan.create_memberships.push(m);
+    plan.events.push(PlannedEvent {
+        target: Target::Organization(org.name_any()),
+        warning: false,
+        reason: "OwnerMembershipCreated",
+        note: format!("created Membership {name} for owner {email}"),
+    });
+}
+
+fn finalizers(w: &World, org: Option<&Organization>, plan: &mut Plan) {
+    let has = |meta: &ObjectMeta| meta.finalizers.iter().flatten().any(|f| f == FINALIZER);
+    if let Some(o) = &w.org {
+        let t = Target::Organization(o.name_any());
+        match (org.is_some(), has(&o.metadata)) {
+            (true, false) => plan.add_finalizer.push(t),
+            (false, true) => plan.remove_finalizer.push(t),
+            _ => {}
+        }
+    }
+    for p in &w.projects {
+        let t = Target::Project(p.name_any());
+        match (p.metadata.deletion_timestamp.is_none(), has(&p.metadata)) {
+            (true, false) => plan.add_finalizer.push(t),
+            (false, true) => plan.remove_finalizer.push(t),
+            _ => {}
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn statuses(
+    w: &World,
+    org: Option<&Organization>,
+    eval: &Evaluation,
+    views: &[ProjectView],
+    namespace_reasons: &BTreeMap<String, Option<String>>,
+    mfa_required: bool,
+    plan: &mut Plan,
+) {
+    let now = w.now;
+    // Organization.
+    if let Some(o) = org {
+        let prev = o.status.clone().unwrap_or_default();
+        let (ok, counted) = access::mfa_compliance(&eval.members);
+        let gen_ = o.metadata.generation;
+        let conflicts = eval
+            .members
+            .iter()
+            .filter(|m| m.phase == Phase::Conflict)
+            .count();
+        let ready = condition::make(
+            &prev.conditions,
+            READY,
+            true,
+            "Converged",
+            format!(
+                "{} members, {} projects converged",
+                eval.members.len() - conflicts,
+                views.len()
+            ),
+            gen_,
+            now,
+        );
+        let mfa = condition::make(
+            &prev.conditions,
+            "MfaRequired",
+            mfa_required,
+            if mfa_required {
+                "Required"
+            } else {
+                "NotRequired"
+            },
+            if mfa_required {
+                "members must enrol TOTP within the grace period"
+            } else {
+                "MFA is optional"
+            },
+            gen_,
+            now,
+        );
+        let status = OrganizationStatus {
+            observed_generation: gen_,
+            owner: Some(o.spec.owner.clone()),
+            members: Some(u32::try_from(eval.members.len() - conflicts).unwrap_or(u32::MAX)),
+            projects: Some(u32::try_from(views.len()).unwrap_or(u32::MAX)),
+            mfa_compliant: Some(format!("{ok}/{counted}")),
+            conditions: vec![ready, mfa],
+        };
+        if let Some(previous_owner) = prev.owner.as_ref().filter(|p| **p != o.spec.owner) {
+            plan.events.push(PlannedEvent {
+                target: Target::Organization(o.name_any()),
+                warning: false,
+                reason: "OwnerChanged",
+                note: format!("owner is now {} (was {previous_owner})", o.spec.owner),
+            });
+        }
+        if status != prev {
+            plan.org_status = Some(status);
+        }
+    }
+
+    for o in &w.stray_orgs {
+        let prev = o.status.clone().unwrap_or_default();
+        let msg = format!(
+            "an Organization must be named after its namespace; rename it to {} or move it to a namespace named {}",
+            w.namespace,
+            o.name_any()
+        );
+        let ready = condition::make(
+            &prev.conditions,
+            READY,
+            false,
+            "NameNotNamespace",
+            msg,
+            o.metadata.generation,
+            now,
+        );
+        let status = OrganizationStatus {
+            observed_generation: o.metadata.generation,
+            conditions: vec![ready],
+            ..Default::default()
+        };
+        if status != prev {
+            plan.stray_org_status.push((o.name_any(), status));
+        }
+    }
+
+    // Projects.
+    for (p, view) in w.projects.iter().zip(views) {
+        if p.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let prev = p.status.clone().unwrap_or_default();
+        let members = eval
+            .members
+            .iter()
+            .filter(|m| m.grants.contains_key(&view.name))
+            .count()
+            + usize::from(eval.owner_without_membership.is_some() && view.unavailable.is_none());
+        let reason = namespace_reasons.get(&view.name).cloned().flatten();
+        let (ok, why, msg) = match &reason {
+            None => (
+                true,
+                "Converged",
+                format!(
+                    "namespace {} and its RoleBindings converged",
+                    view.namespace
+                ),
+            ),
+            Some(r) if r.contains("not created by roster") => {
+                (false, "NamespaceNotOwned", r.clone())
+            }
+            Some(r) if org.is_none() => (false, "NoOrganization", r.clone()),
+            Some(r) => (false, "NamespaceUnavailable", r.clone()),
+        };
+        let ready = condition::make(
+            &prev.conditions,
+            READY,
+            ok,
+            why,
+            msg.clone(),
+            p.metadata.generation,
+            now,
+        );
+        let flipped_to_not_owned = why == "NamespaceNotOwned"
+            && condition::find(&prev.conditions, READY)
+                .is_none_or(|c| c.reason != "NamespaceNotOwned");
+        if flipped_to_not_owned {
+            plan.events.push(PlannedEvent {
+                target: Target::Project(view.name.clone()),
+                warning: true,
+                reason: "NamespaceNotOwned",
+                note: msg,
+            });
+        }
+        let status = ProjectStatus {
+            observed_generation: p.metadata.generation,
+            namespace: Some(view.namespace.clone()),
+            members: Some(u32::try_from(members).unwrap_or(u32::MAX)),
+            conditions: vec![ready],
+        };
+        if status != prev {
+            plan.project_status.push((view.name.clone(), status));
+        }
+    }
+
+    // Memberships.
+    for m in &w.memberships {
+        let Some(a) = eval.members.iter().find(|a| a.membership == m.name_any()) else {
+            continue;
+        };
+        let prev = m.status.clone().unwrap_or_default();
+        let status = membership_status(m, a, &prev, now);
+        access_events(m, &prev.access, a, plan);
+        if status != controller_owned(&prev) {
+            plan.membership_status.push((a.membership.clone(), status));
+        }
+    }
+}
+
+fn membership_status(
+    m: &Membership,
+    a: &MemberAccess,
+    prev: &MembershipStatus,
+    now: Timestamp,
+) -> MembershipStatus {
+    let gen_ = m.metadata.generation;
+    // kstatus: Ready means "converged", which a disabled or conflicting member is too; whether
+    // the member may use their roles is the separate Entitled condition (so a GitOps health
+    // check does not report a deliberately disabled member as broken).
+    let ready = condition::make(
+        &prev.conditions,
+        READY,
+        true,
+        "Converged",
+        format!("access: {}", a.summary()),
+        gen_,
+        now,
+    );
+    let entitled = match &a.blocked {
+        None => condition::make(
+            &prev.conditions,
+            "Entitled",
+            true,
+            "Entitled",
+            "may use the declared roles",
+            gen_,
+            now,
+        ),
+        Some(why) => condition::make(
+            &prev.conditions,
+            "Entitled",
+            false,
+            phase_reason(a),
+            why.clone(),
+            gen_,
+            now,
+        ),
+    };
+    let compliant_ok = !matches!(a.mfa.state, crate::api::MfaState::Overdue);
+    let compliant = condition::make(
+        &prev.conditions,
+        "Compliant",
+        compliant_ok,
+        match a.mfa.state {
+            crate::api::MfaState::Enrolled => "MfaEnrolled",
+            crate::api::MfaState::Pending => "MfaGracePeriod",
+            crate::api::MfaState::Exempt => "MfaExempt",
+            crate::api::MfaState::NotRequired => "MfaNotRequired",
+            crate::api::MfaState::Overdue => "MfaOverdue",
+        },
+        match (&a.mfa.state, &a.mfa.deadline) {
+            (crate::api::MfaState::Pending, Some(d)) => format!("enrol TOTP before {}", d.0),
+            (crate::api::MfaState::Overdue, Some(d)) => format!(
+                "MFA grace period ended at {}; enrol TOTP to regain access",
+                d.0
+            ),
+            _ => "meets the organization's MFA policy".to_string(),
+        },
+        gen_,
+        now,
+    );
+    MembershipStatus {
+        observed_generation: gen_,
+        phase: Some(a.phase),
+        effective_role: Some(a.effective_role),
+        mfa: Some(a.mfa.clone()),
+        access: a.entries.clone(),
+        access_summary: Some(a.summary()),
+        conditions: vec![ready, entitled, compliant],
+        ..Default::default()
+    }
+}
+
+fn phase_reason(a: &MemberAccess) -> &'static str {
+    match a.phase {
+        Phase::Conflict => "EmailConflict",
+        Phase::Disabled => "Disabled",
+        Phase::Expired => "Expired",
+        Phase::Locked => "Locked",
+        _ if a.blocked.as_deref().is_some_and(|b| b.starts_with("MFA")) => "MfaOverdue",
+        _ if a
+            .blocked
+            .as_deref()
+            .is_some_and(|b| b.starts_with("no Organization")) =>
+        {
+            "NoOrganization"
+        }
+        _ => "NoAccess",
+    }
+}
+
+/// The part of a Membership's status the controller owns (identity owns the rest).
+fn controller_owned(s: &MembershipStatus) -> MembershipStatus {
+    MembershipStatus {
+        invitation: None,
+        last_login: None,
+        failed_logins: None,
+        locked_until: None,
+        ..s.clone()
+    }
+}
+
+/// One Event per project whose role changed for this member since the last status.
+fn access_events(m: &Membership, prev: &[AccessEntry], a: &MemberAccess, plan: &mut Plan) {
+    let before: BTreeMap<&str, ProjectRole> = prev
+        .iter()
+        .filter_map(|e| Some((e.project.as_str(), e.role?)))
+        .collect();
+    let after: BTreeMap<&str, ProjectRole> =
+        a.grants.iter().map(|(p, r)| (p.as_str(), *r)).collect();
+    let projects: BTreeSet<&str> = before.keys().chain(after.keys()).copied().collect();
+    for p in projects {
+        let (b, n) = (before.get(p), after.get(p));
+        if b == n {
+            continue;
+        }
+        let why = a
+            .entries
+            .iter()
+            .find(|e| e.project == p)
+            .and_then(|e| e.reason.clone());
+        let (reason, note) = match (b, n) {
+            (None, Some(r)) => ("AccessGranted", format!("{p}: granted {}", r.as_str())),
+            (Some(r), None) => (
+                "AccessRevoked",
+                format!(
+                    "{p}: revoked {} ({})",
+                    r.as_str(),
+                    why.as_deref().unwrap_or("no longer declared")
+                ),
+            ),
+            (Some(o), Some(r)) => (
+                "AccessChanged",
+                format!("{p}: {} → {}", o.as_str(), r.as_str()),
+            ),
+            (None, None) => continue,
+        };
+        plan.events.push(PlannedEvent {
+            target: Target::Membership(m.name_any()),
+            warning: reason == "AccessRevoked",
+            reason,
+            note,
+        });
+    }
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

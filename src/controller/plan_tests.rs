@@ -1,0 +1,945 @@
+//! Table-driven tests of `plan()`: every entitlement rule, grace-period edges, conflicts,
+//! ownership moves, deletion, and the steady state (a converged world plans zero writes).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use super::*;
+use crate::api::{
+    MembershipSpec, MfaExemption, MfaState, OrgRole, OrganizationSpec, Phase, ProjectGrant,
+    ProjectRole, ProjectSpec,
+};
+
+const NS: &str = "acme";
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().expect("timestamp")
+}
+
+const CREATED: &str = "2026-01-01T00:00:00Z";
+const NOW: &str = "2026-01-10T00:00:00Z";
+
+fn org(owner: &str) -> Organization {
+    let mut o = Organization::new(
+        NS,
+        OrganizationSpec {
+            display_name: None,
+            owner: owner.into(),
+            default_role: OrgRole::Member,
+            admins_see_all_projects: false,
+            security: Default::default(),
+        },
+    );
+    o.metadata.namespace = Some(NS.into());
+    o.metadata.uid = Some("org-uid".into());
+    o.metadata.generation = Some(1);
+    o.metadata.creation_timestamp = Some(Time(ts(CREATED)));
+    o
+}
+
+fn project(name: &str) -> Project {
+    let mut p = Project::new(
+        name,
+        ProjectSpec {
+            display_name: None,
+            namespace: None,
+            namespace_deletion: Default::default(),
+        },
+    );
+    p.metadata.namespace = Some(NS.into());
+    p.metadata.generation = Some(1);
+    p
+}
+
+fn member(name: &str, role: Option<OrgRole>, projects: &[(&str, ProjectRole)]) -> Membership {
+    let mut m = Membership::new(
+        name,
+        MembershipSpec {
+            email: format!("{name}@acme.example"),
+            display_name: None,
+            role,
+            projects: projects
+                .iter()
+                .map(|(p, r)| ProjectGrant {
+                    name: p.to_string(),
+                    role: *r,
+                })
+                .collect(),
+            disabled: false,
+            mfa: None,
+            expires_at: None,
+        },
+    );
+    m.metadata.namespace = Some(NS.into());
+    m.metadata.generation = Some(1);
+    m.metadata.creation_timestamp = Some(Time(ts(CREATED)));
+    m
+}
+
+fn world(org: Option<Organization>, projects: Vec<Project>, memberships: Vec<Membership>) -> World {
+    World {
+        namespace: NS.into(),
+        home_terminating: false,
+        org,
+        stray_orgs: vec![],
+        projects,
+        memberships,
+        namespaces: BTreeMap::new(),
+        rolebindings: vec![],
+        enrolled: BTreeSet::new(),
+        now: ts(NOW),
+    }
+}
+
+/// The acme fixture: owner alice, admin bob (payments Admin), member dave (payments Developer,
+/// web Viewer), projects payments and web.
+fn acme() -> World {
+    world(
+        Some(org("alice@acme.example")),
+        vec![project("payments"), project("web")],
+        vec![
+            member("alice", Some(OrgRole::Admin), &[]),
+            member(
+                "bob",
+                Some(OrgRole::Admin),
+                &[("payments", ProjectRole::Admin)],
+            ),
+            member(
+                "dave",
+                Some(OrgRole::Member),
+                &[
+                    ("payments", ProjectRole::Developer),
+                    ("web", ProjectRole::Viewer),
+                ],
+            ),
+        ],
+    )
+}
+
+/// What the API server would hold after `plan` was applied to `w`.
+fn converge(mut w: World, plan: &Plan) -> World {
+    for n in &plan.namespaces {
+        w.namespaces.insert(n.name_any(), n.clone());
+    }
+    for n in &plan.delete_namespaces {
+        w.namespaces.remove(n);
+    }
+    let key = |rb: &RoleBinding| {
+        (
+            rb.metadata.namespace.clone().unwrap_or_default(),
+            rb.name_any(),
+        )
+    };
+    w.rolebindings
+        .retain(|rb| !plan.delete_rolebindings.contains(&key(rb)));
+    for rb in &plan.rolebindings {
+        w.rolebindings.retain(|have| key(have) != key(rb));
+        w.rolebindings.push(rb.clone());
+    }
+    w.memberships
+        .retain(|m| !plan.delete_memberships.contains(&m.name_any()));
+    for m in &plan.create_memberships {
+        let mut m = m.clone();
+        m.metadata.creation_timestamp = Some(Time(w.now));
+        m.metadata.generation = Some(1);
+        w.memberships.push(m);
+    }
+    if let (Some(o), Some(s)) = (w.org.as_mut(), &plan.org_status) {
+        o.status = Some(s.clone());
+    }
+    for (name, s) in &plan.project_status {
+        if let Some(p) = w.projects.iter_mut().find(|p| p.name_any() == *name) {
+            p.status = Some(s.clone());
+        }
+    }
+    for (name, s) in &plan.membership_status {
+        if let Some(m) = w.memberships.iter_mut().find(|m| m.name_any() == *name) {
+            m.status = Some(s.clone());
+        }
+    }
+    let set = |meta: &mut kube::core::ObjectMeta, on: bool| {
+        let mut f: Vec<String> = meta
+            .finalizers
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| f != FINALIZER)
+            .collect();
+        if on {
+            f.push(FINALIZER.into());
+        }
+        meta.finalizers = Some(f);
+    };
+    for (targets, on) in [(&plan.add_finalizer, true), (&plan.remove_finalizer, false)] {
+        for t in targets {
+            match t {
+                Target::Organization(_) => {
+                    if let Some(o) = w.org.as_mut() {
+                        set(&mut o.metadata, on);
+                    }
+                }
+                Target::Project(n) => {
+                    if let Some(p) = w.projects.iter_mut().find(|p| p.name_any() == *n) {
+                        set(&mut p.metadata, on);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    // Objects whose deletion was waiting only for roster's finalizer are gone now.
+    let gone = |meta: &kube::core::ObjectMeta| {
+        meta.deletion_timestamp.is_some() && meta.finalizers.iter().flatten().next().is_none()
+    };
+    w.projects.retain(|p| !gone(&p.metadata));
+    if w.org.as_ref().is_some_and(|o| gone(&o.metadata)) {
+        w.org = None;
+    }
+    w
+}
+
+/// Plans and applies until nothing is left to write; returns the converged world.
+fn settle(w: World) -> World {
+    let mut w = w;
+    for _ in 0..5 {
+        let p = plan(&w, &Settings::default());
+        if p.writes() == 0 {
+            return w;
+        }
+        w = converge(w, &p);
+    }
+    panic!(
+        "did not converge in 5 rounds: {:?}",
+        plan(&w, &Settings::default())
+    );
+}
+
+fn subjects(w: &World, ns: &str, rb: &str) -> Vec<String> {
+    w.rolebindings
+        .iter()
+        .find(|b| b.metadata.namespace.as_deref() == Some(ns) && b.name_any() == rb)
+        .unwrap_or_else(|| panic!("no RoleBinding {ns}/{rb}"))
+        .subjects
+        .iter()
+        .flatten()
+        .map(|s| s.name.trim_end_matches("@acme.example").to_string())
+        .collect()
+}
+
+fn status<'a>(w: &'a World, member: &str) -> &'a crate::api::MembershipStatus {
+    w.memberships
+        .iter()
+        .find(|m| m.name_any() == member)
+        .and_then(|m| m.status.as_ref())
+        .expect("status")
+}
+
+#[test]
+fn bindings_follow_the_declaration() {
+    let w = settle(acme());
+    assert_eq!(subjects(&w, "acme", "roster-owner"), ["alice"]);
+    assert_eq!(subjects(&w, "acme", "roster-admins"), ["bob"]);
+    assert_eq!(subjects(&w, "acme", "roster-members"), ["dave"]);
+    assert_eq!(
+        subjects(&w, "acme-payments", "roster-admin"),
+        ["alice", "bob"]
+    );
+    assert_eq!(subjects(&w, "acme-payments", "roster-developer"), ["dave"]);
+    assert!(subjects(&w, "acme-payments", "roster-viewer").is_empty());
+    assert_eq!(
+        subjects(&w, "acme-web", "roster-admin"),
+        ["alice"],
+        "bob is not in web"
+    );
+    assert_eq!(subjects(&w, "acme-web", "roster-viewer"), ["dave"]);
+    assert_eq!(w.rolebindings.len(), 3 + 2 * 3);
+    let rb = w
+        .rolebindings
+        .iter()
+        .find(|b| b.name_any() == "roster-developer")
+        .expect("rb");
+    assert_eq!(rb.role_ref.name, "edit");
+    assert_eq!(
+        rb.labels().get(labels::ORGANIZATION).map(String::as_str),
+        Some("acme")
+    );
+    assert_eq!(
+        status(&w, "dave").access_summary.as_deref(),
+        Some("payments=Developer,web=Viewer")
+    );
+    assert_eq!(
+        status(&w, "alice").effective_role,
+        Some(EffectiveRole::Owner)
+    );
+}
+
+#[test]
+fn a_converged_world_plans_zero_writes_and_no_events() {
+    let w = settle(acme());
+    let p = plan(&w, &Settings::default());
+    assert_eq!(p.writes(), 0, "{p:?}");
+    assert!(p.events.is_empty(), "{:?}", p.events);
+    // Later, nothing changed but the clock: still nothing to write.
+    let mut later = w;
+    later.now = ts("2026-01-10T06:00:00Z");
+    assert_eq!(plan(&later, &Settings::default()).writes(), 0);
+}
+
+#[test]
+fn subject_prefix_and_role_mapping_are_configurable() {
+    let s = Settings {
+        subject_prefix: "oidc:".into(),
+        project_cluster_roles: [
+            (ProjectRole::Admin, "acme-admin".to_string()),
+            (ProjectRole::Developer, "acme-dev".to_string()),
+            (ProjectRole::Viewer, "view".to_string()),
+        ]
+        .into(),
+    };
+    let p = plan(&acme(), &s);
+    let dev = p
+        .rolebindings
+        .iter()
+        .find(|b| b.name_any() == "roster-developer")
+        .expect("rb");
+    assert_eq!(dev.role_ref.name, "acme-dev");
+    assert_eq!(
+        dev.subjects.as_ref().expect("subjects")[0].name,
+        "oidc:dave@acme.example"
+    );
+
+    // Changing the mapping replaces the binding (roleRef is immutable).
+    let w = settle(acme());
+    let p = plan(&w, &s);
+    assert!(
+        p.delete_rolebindings
+            .contains(&("acme-payments".into(), "roster-developer".into()))
+    );
+    assert!(
+        p.rolebindings
+            .iter()
+            .any(|b| b.name_any() == "roster-developer" && b.role_ref.name == "acme-dev")
+    );
+}
+
+#[test]
+fn entitlement_rules() {
+    struct Case {
+        name: &'static str,
+        change: fn(&mut Membership),
+        phase: Phase,
+        access: &'static str,
+    }
+    let cases = [
+        Case {
+            name: "enabled",
+            change: |_| {},
+            phase: Phase::Invited,
+            access: "payments=Developer,web=Viewer",
+        },
+        Case {
+            name: "disabled",
+            change: |m| m.spec.disabled = true,
+            phase: Phase::Disabled,
+            access: "-",
+        },
+        Case {
+            name: "expired",
+            change: |m| m.spec.expires_at = Some(Time(ts("2026-01-09T00:00:00Z"))),
+            phase: Phase::Expired,
+            access: "-",
+        },
+        Case {
+            name: "expires exactly now",
+            change: |m| m.spec.expires_at = Some(Time(ts(NOW))),
+            phase: Phase::Expired,
+            access: "-",
+        },
+        Case {
+            name: "expires later",
+            change: |m| m.spec.expires_at = Some(Time(ts("2026-02-01T00:00:00Z"))),
+            phase: Phase::Invited,
+            access: "payments=Developer,web=Viewer",
+        },
+        Case {
+            name: "unknown project",
+            change: |m| {
+                m.spec.projects.push(ProjectGrant {
+                    name: "ghost".into(),
+                    role: ProjectRole::Admin,
+                })
+            },
+            phase: Phase::Invited,
+            access: "payments=Developer,web=Viewer",
+        },
+    ];
+    for c in cases {
+        let mut w = acme();
+        (c.change)(&mut w.memberships[2]);
+        let w = settle(w);
+        let s = status(&w, "dave");
+        assert_eq!(s.phase, Some(c.phase), "{}", c.name);
+        assert_eq!(s.access_summary.as_deref(), Some(c.access), "{}", c.name);
+        let in_dev =
+            subjects(&w, "acme-payments", "roster-developer").contains(&"dave".to_string());
+        assert_eq!(
+            in_dev,
+            c.access != "-",
+            "{}: RoleBinding subjects follow entitlement",
+            c.name
+        );
+    }
+}
+
+#[test]
+fn expiry_schedules_a_requeue_and_regaining_restores_access() {
+    let mut w = acme();
+    w.memberships[2].spec.expires_at = Some(Time(ts("2026-01-12T00:00:00Z")));
+    let p = plan(&w, &Settings::default());
+    assert_eq!(p.requeue_at, Some(ts("2026-01-12T00:00:00Z")));
+
+    let mut w = settle(w);
+    w.now = ts("2026-01-12T00:00:01Z");
+    let mut w = settle(w);
+    assert!(subjects(&w, "acme-payments", "roster-developer").is_empty());
+    w.memberships[2].spec.expires_at = None;
+    w.memberships[2].metadata.generation = Some(2);
+    let p = plan(&w, &Settings::default());
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.reason == "AccessGranted" && e.note.starts_with("payments")),
+        "{:?}",
+        p.events
+    );
+    let w = settle(w);
+    assert_eq!(subjects(&w, "acme-payments", "roster-developer"), ["dave"]);
+}
+
+#[test]
+fn email_conflict_older_membership_wins() {
+    let mut w = acme();
+    let mut dup = member(
+        "dave2",
+        Some(OrgRole::Admin),
+        &[("web", ProjectRole::Admin)],
+    );
+    dup.spec.email = "dave@acme.example".into();
+    dup.metadata.creation_timestamp = Some(Time(ts("2026-01-05T00:00:00Z")));
+    w.memberships.push(dup);
+    let w = settle(w);
+    assert_eq!(status(&w, "dave2").phase, Some(Phase::Conflict));
+    assert_eq!(status(&w, "dave2").access_summary.as_deref(), Some("-"));
+    assert_eq!(status(&w, "dave").phase, Some(Phase::Invited));
+    assert_eq!(
+        subjects(&w, "acme-web", "roster-admin"),
+        ["alice"],
+        "the newer claim gives nothing"
+    );
+    let conditions = &status(&w, "dave2").conditions;
+    let entitled = conditions
+        .iter()
+        .find(|c| c.type_ == "Entitled")
+        .expect("entitled");
+    assert_eq!(
+        (entitled.status.as_str(), entitled.reason.as_str()),
+        ("False", "EmailConflict")
+    );
+    assert!(
+        entitled.message.contains("Membership dave"),
+        "{}",
+        entitled.message
+    );
+    let ready = conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("ready");
+    assert_eq!(ready.status, "True", "a conflict is converged, not broken");
+
+    // Same creation time: the name breaks the tie, stably.
+    let mut w = acme();
+    let mut dup = member("aaa", None, &[]);
+    dup.spec.email = "dave@acme.example".into();
+    w.memberships.push(dup);
+    let w = settle(w);
+    assert_eq!(status(&w, "dave").phase, Some(Phase::Conflict));
+}
+
+#[test]
+fn mfa_grace_period_edges() {
+    // MFA became required at REQUIRED (the org condition), grace 72h; dave joined at CREATED.
+    const REQUIRED: &str = "2026-01-08T00:00:00Z";
+    struct Case {
+        name: &'static str,
+        now: &'static str,
+        joined: &'static str,
+        enrolled: bool,
+        exemption: Option<(Option<&'static str>,)>,
+        state: MfaState,
+        access: bool,
+        deadline: Option<&'static str>,
+    }
+    let cases = [
+        Case {
+            name: "inside grace",
+            now: "2026-01-10T00:00:00Z",
+            joined: CREATED,
+            enrolled: false,
+            exemption: None,
+            state: MfaState::Pending,
+            access: true,
+            deadline: Some("2026-01-11T00:00:00Z"),
+        },
+        Case {
+            name: "one second before the deadline",
+            now: "2026-01-10T23:59:59Z",
+            joined: CREATED,
+            enrolled: false,
+            exemption: None,
+            state: MfaState::Pending,
+            access: true,
+            deadline: Some("2026-01-11T00:00:00Z"),
+        },
+        Case {
+            name: "at the deadline",
+            now: "2026-01-11T00:00:00Z",
+            joined: CREATED,
+            enrolled: false,
+            exemption: None,
+            state: MfaState::Overdue,
+            access: false,
+            deadline: Some("2026-01-11T00:00:00Z"),
+        },
+        Case {
+            name: "joined after MFA was required",
+            now: "2026-01-12T00:00:00Z",
+            joined: "2026-01-10T00:00:00Z",
+            enrolled: false,
+            exemption: None,
+            state: MfaState::Pending,
+            access: true,
+            deadline: Some("2026-01-13T00:00:00Z"),
+        },
+        Case {
+            name: "enrolled",
+            now: "2026-02-01T00:00:00Z",
+            joined: CREATED,
+            enrolled: true,
+            exemption: None,
+            state: MfaState::Enrolled,
+            access: true,
+            deadline: None,
+        },
+        Case {
+            name: "exempt for good",
+            now: "2026-02-01T00:00:00Z",
+            joined: CREATED,
+            enrolled: false,
+            exemption: Some((None,)),
+            state: MfaState::Exempt,
+            access: true,
+            deadline: None,
+        },
+        Case {
+            name: "exemption running",
+            now: "2026-02-01T00:00:00Z",
+            joined: CREATED,
+            enrolled: false,
+            exemption: Some((Some("2026-03-01T00:00:00Z"),)),
+            state: MfaState::Exempt,
+            access: true,
+            deadline: None,
+        },
+        Case {
+            name: "exemption ended: grace runs from its end",
+            now: "2026-03-02T00:00:00Z",
+            joined: CREATED,
+            enrolled: false,
+            exemption: Some((Some("2026-03-01T00:00:00Z"),)),
+            state: MfaState::Pending,
+            access: true,
+            deadline: Some("2026-03-04T00:00:00Z"),
+        },
+    ];
+    for c in cases {
+        let mut w = acme();
+        let o = w.org.as_mut().expect("org");
+        o.spec.security.mfa.required = true;
+        o.status = Some(crate::api::OrganizationStatus {
+            conditions: vec![crate::condition::make(
+                &[],
+                "MfaRequired",
+                true,
+                "Required",
+                "",
+                Some(1),
+                ts(REQUIRED),
+            )],
+            ..Default::default()
+        });
+        w.now = ts(c.now);
+        let dave = &mut w.memberships[2];
+        dave.metadata.creation_timestamp = Some(Time(ts(c.joined)));
+        if let Some((until,)) = c.exemption {
+            dave.spec.mfa = Some(MfaExemption {
+                exempt: true,
+                exempt_until: until.map(|u| Time(ts(u))),
+                reason: Some("r".into()),
+            });
+        }
+        if c.enrolled {
+            w.enrolled.insert("dave@acme.example".into());
+        }
+        let p = plan(&w, &Settings::default());
+        let s = &p
+            .membership_status
+            .iter()
+            .find(|(n, _)| n == "dave")
+            .expect("dave status")
+            .1;
+        let mfa = s.mfa.as_ref().expect("mfa");
+        assert_eq!(mfa.state, c.state, "{}", c.name);
+        assert_eq!(
+            mfa.deadline.as_ref().map(|d| d.0),
+            c.deadline.map(ts),
+            "{}",
+            c.name
+        );
+        assert_eq!(
+            s.access_summary.as_deref() != Some("-"),
+            c.access,
+            "{}",
+            c.name
+        );
+        if c.state == MfaState::Pending {
+            assert!(
+                p.requeue_at
+                    .is_some_and(|r| r <= ts(c.deadline.expect("deadline"))),
+                "{}: requeue before the deadline",
+                c.name
+            );
+        }
+    }
+}
+
+#[test]
+fn mfa_required_since_is_recorded_once() {
+    let mut w = acme();
+    w.org.as_mut().expect("org").spec.security.mfa.required = true;
+    let w = settle(w);
+    let o = w
+        .org
+        .as_ref()
+        .and_then(|o| o.status.as_ref())
+        .expect("org status");
+    let since = crate::condition::true_since(&o.conditions, "MfaRequired").expect("condition");
+    assert_eq!(since, ts(NOW));
+    assert_eq!(o.mfa_compliant.as_deref(), Some("0/3"));
+    assert_eq!(
+        status(&w, "dave")
+            .mfa
+            .as_ref()
+            .and_then(|m| m.deadline.as_ref())
+            .map(|d| d.0),
+        Some(ts("2026-01-13T00:00:00Z"))
+    );
+}
+
+#[test]
+fn admins_see_all_projects_only_when_the_org_says_so() {
+    for (flag, expected_web_admins) in [(false, vec!["alice"]), (true, vec!["alice", "bob"])] {
+        let mut w = acme();
+        w.org.as_mut().expect("org").spec.admins_see_all_projects = flag;
+        let w = settle(w);
+        assert_eq!(
+            subjects(&w, "acme-web", "roster-admin"),
+            expected_web_admins,
+            "adminsSeeAllProjects={flag}"
+        );
+    }
+}
+
+#[test]
+fn owner_is_admin_everywhere_even_when_listed_lower() {
+    let mut w = acme();
+    w.memberships[0].spec.projects = vec![ProjectGrant {
+        name: "web".into(),
+        role: ProjectRole::Viewer,
+    }];
+    let w = settle(w);
+    assert!(subjects(&w, "acme-web", "roster-admin").contains(&"alice".to_string()));
+    assert!(!subjects(&w, "acme-web", "roster-viewer").contains(&"alice".to_string()));
+}
+
+#[test]
+fn default_role_applies_when_none_declared() {
+    let mut w = acme();
+    w.memberships.push(member("niaj", None, &[]));
+    w.org.as_mut().expect("org").spec.default_role = OrgRole::Admin;
+    let w = settle(w);
+    assert_eq!(
+        status(&w, "niaj").effective_role,
+        Some(EffectiveRole::Admin)
+    );
+    assert_eq!(subjects(&w, "acme", "roster-admins"), ["bob", "niaj"]);
+}
+
+#[test]
+fn ownership_moves_within_one_plan() {
+    let mut w = settle(acme());
+    let o = w.org.as_mut().expect("org");
+    o.spec.owner = "bob@acme.example".into();
+    o.metadata.generation = Some(2);
+    let p = plan(&w, &Settings::default());
+    assert!(p.events.iter().any(|e| e.reason == "OwnerChanged"));
+    let w = converge(w, &p);
+    assert_eq!(subjects(&w, "acme", "roster-owner"), ["bob"]);
+    assert_eq!(
+        subjects(&w, "acme", "roster-admins"),
+        ["alice"],
+        "the old owner keeps their declared role"
+    );
+    assert_eq!(
+        subjects(&w, "acme-web", "roster-admin"),
+        ["bob"],
+        "new owner is Admin everywhere; alice listed nowhere"
+    );
+    assert_eq!(status(&w, "alice").access_summary.as_deref(), Some("-"));
+    assert_eq!(
+        plan(&w, &Settings::default()).writes(),
+        0,
+        "one plan was enough"
+    );
+}
+
+#[test]
+fn owner_without_membership_is_bootstrapped_and_keeps_access() {
+    let mut w = acme();
+    w.memberships.remove(0);
+    let p = plan(&w, &Settings::default());
+    assert_eq!(p.create_memberships.len(), 1);
+    let created = &p.create_memberships[0];
+    assert_eq!(created.spec.email, "alice@acme.example");
+    assert_eq!(created.spec.role, Some(OrgRole::Admin));
+    assert_eq!(created.name_any(), "owner-alice");
+    let owner_rb = p
+        .rolebindings
+        .iter()
+        .find(|b| b.name_any() == "roster-owner")
+        .expect("owner binding");
+    assert_eq!(
+        owner_rb.subjects.as_ref().map(Vec::len),
+        Some(1),
+        "access does not wait for the Membership"
+    );
+    let w = settle(w);
+    assert_eq!(w.memberships.len(), 3);
+}
+
+/// An Organization and its owner's Membership applied together must not race the bootstrap:
+/// the declared Membership wins even though it is younger, and the placeholder is deleted.
+#[test]
+fn a_declared_owner_membership_supersedes_the_bootstrap() {
+    let mut w = acme();
+    let declared = w.memberships.remove(0);
+    let w = settle(w);
+    let boot = w
+        .memberships
+        .iter()
+        .find(|m| m.name_any() == "owner-alice")
+        .expect("bootstrap")
+        .clone();
+    let mut w = w;
+    let mut declared = declared;
+    declared.metadata.creation_timestamp = Some(Time(ts("2026-01-11T00:00:00Z")));
+    w.memberships.push(declared);
+    let p = plan(&w, &Settings::default());
+    assert_eq!(p.delete_memberships, vec!["owner-alice".to_string()]);
+    let s = &p
+        .membership_status
+        .iter()
+        .find(|(n, _)| n == "alice")
+        .expect("alice status")
+        .1;
+    assert_eq!(
+        s.phase,
+        Some(Phase::Invited),
+        "the declared one holds the e-mail"
+    );
+    assert!(
+        p.membership_status
+            .iter()
+            .any(|(n, s)| n == &boot.name_any() && s.phase == Some(Phase::Conflict))
+    );
+}
+
+#[test]
+fn foreign_namespace_is_not_adopted_silently() {
+    let mut w = acme();
+    let foreign = Namespace {
+        metadata: kube::core::ObjectMeta {
+            name: Some("acme-web".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    w.namespaces.insert("acme-web".into(), foreign.clone());
+    let p = plan(&w, &Settings::default());
+    assert!(
+        !p.namespaces.iter().any(|n| n.name_any() == "acme-web"),
+        "no write to a foreign namespace"
+    );
+    assert!(
+        !p.rolebindings
+            .iter()
+            .any(|b| b.metadata.namespace.as_deref() == Some("acme-web"))
+    );
+    let (_, web) = p
+        .project_status
+        .iter()
+        .find(|(n, _)| n == "web")
+        .expect("web status");
+    assert_eq!(web.conditions[0].reason, "NamespaceNotOwned");
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.reason == "NamespaceNotOwned" && e.warning)
+    );
+    let w2 = converge(w.clone(), &p);
+    assert!(
+        plan(&w2, &Settings::default())
+            .events
+            .iter()
+            .all(|e| e.reason != "NamespaceNotOwned"),
+        "one Event, not one per reconcile"
+    );
+
+    // The namespace's owner hands it over explicitly.
+    let mut adopt = foreign;
+    adopt.metadata.annotations = Some([(labels::ADOPT.to_string(), "acme/web".to_string())].into());
+    w.namespaces.insert("acme-web".into(), adopt);
+    let p = plan(&w, &Settings::default());
+    assert!(p.namespaces.iter().any(|n| n.name_any() == "acme-web"
+        && n.labels().get(labels::PROJECT).map(String::as_str) == Some("web")));
+}
+
+#[test]
+fn deleting_a_project_removes_what_roster_created_once() {
+    for (policy, namespace_deleted) in [
+        (NamespaceDeletion::Retain, false),
+        (NamespaceDeletion::Delete, true),
+    ] {
+        let mut w = acme();
+        w.projects[0].spec.namespace_deletion = policy;
+        let mut w = settle(w);
+        w.projects[0].metadata.deletion_timestamp = Some(Time(ts(NOW)));
+        let p = plan(&w, &Settings::default());
+        let payments_rbs = p
+            .delete_rolebindings
+            .iter()
+            .filter(|(ns, _)| ns == "acme-payments")
+            .count();
+        assert_eq!(payments_rbs, 3, "{policy:?}");
+        assert_eq!(
+            p.delete_namespaces.contains(&"acme-payments".to_string()),
+            namespace_deleted,
+            "{policy:?}"
+        );
+        assert_eq!(p.remove_finalizer, vec![Target::Project("payments".into())]);
+        assert!(
+            p.events
+                .iter()
+                .any(|e| e.reason == "AccessRevoked"
+                    && e.target == Target::Membership("dave".into()))
+        );
+        let w = converge(w, &p);
+        assert!(w.projects.iter().all(|p| p.name_any() != "payments"));
+        let again = plan(&w, &Settings::default());
+        assert!(
+            again.delete_rolebindings.is_empty()
+                && again.delete_namespaces.is_empty()
+                && again.remove_finalizer.is_empty(),
+            "{policy:?}: nothing is deleted twice"
+        );
+        let w = settle(w);
+        assert_eq!(
+            status(&w, "dave").access_summary.as_deref(),
+            Some("web=Viewer")
+        );
+    }
+}
+
+#[test]
+fn deleting_the_organization_removes_every_binding() {
+    let mut w = settle(acme());
+    w.org.as_mut().expect("org").metadata.deletion_timestamp = Some(Time(ts(NOW)));
+    let p = plan(&w, &Settings::default());
+    assert_eq!(p.delete_rolebindings.len(), 9);
+    assert!(p.rolebindings.is_empty());
+    assert_eq!(
+        p.remove_finalizer,
+        vec![Target::Organization("acme".into())]
+    );
+    assert!(p.create_memberships.is_empty());
+    let w = settle(converge(w, &p));
+    assert!(w.org.is_none() && w.rolebindings.is_empty());
+    assert_eq!(status(&w, "dave").conditions[1].reason, "NoOrganization");
+}
+
+#[test]
+fn a_terminating_home_namespace_plans_only_clean_up() {
+    let mut w = settle(acme());
+    w.home_terminating = true;
+    let p = plan(&w, &Settings::default());
+    assert!(
+        p.rolebindings.is_empty()
+            && p.namespaces.is_empty()
+            && p.create_memberships.is_empty()
+            && p.add_finalizer.is_empty()
+    );
+    assert_eq!(
+        p.remove_finalizer.first(),
+        Some(&Target::Organization("acme".into()))
+    );
+}
+
+#[test]
+fn an_organization_not_named_after_its_namespace_is_reported() {
+    let mut w = world(None, vec![], vec![]);
+    let mut stray = org("alice@acme.example");
+    stray.metadata.name = Some("other".into());
+    w.stray_orgs.push(stray);
+    let p = plan(&w, &Settings::default());
+    let (name, s) = &p.stray_org_status[0];
+    assert_eq!(name, "other");
+    assert_eq!(s.conditions[0].reason, "NameNotNamespace");
+    assert!(p.rolebindings.is_empty());
+}
+
+#[test]
+fn access_changes_produce_one_event_each() {
+    let mut w = settle(acme());
+    let dave = &mut w.memberships[2];
+    dave.spec.projects = vec![ProjectGrant {
+        name: "payments".into(),
+        role: ProjectRole::Viewer,
+    }];
+    dave.metadata.generation = Some(2);
+    let p = plan(&w, &Settings::default());
+    let notes: Vec<(&str, &str)> = p
+        .events
+        .iter()
+        .map(|e| (e.reason, e.note.as_str()))
+        .collect();
+    assert_eq!(
+        notes,
+        vec![
+            ("AccessChanged", "payments: Developer → Viewer"),
+            ("AccessRevoked", "web: revoked Viewer (no longer declared)")
+        ]
+    );
+}

@@ -1,0 +1,488 @@
+//! The controller against the real API server: YAML applied with kubectl becomes exactly the
+//! declared RoleBindings, changes converge within seconds, and an unchanged world is not written.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{Cluster, RESYNC, cluster, exclusive, shared, wait_for};
+
+const CONVERGE: Duration = Duration::from_secs(30);
+
+/// Subject names of a RoleBinding, without the e-mail domain, sorted; None if it is absent.
+fn subjects(c: &Cluster, ns: &str, rb: &str) -> Option<Vec<String>> {
+    let out = c.kubectl(&[
+        "get",
+        "rolebinding",
+        rb,
+        "-n",
+        ns,
+        "-o",
+        "jsonpath={.subjects[*].name}",
+    ]);
+    if !out.status.success() {
+        return None;
+    }
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|s| s.split('@').next().unwrap_or(s).to_string())
+        .collect();
+    names.sort();
+    Some(names)
+}
+
+fn wait_subjects(c: &Cluster, ns: &str, rb: &str, want: &[&str]) {
+    wait_for(
+        &format!("{ns}/{rb} to bind exactly {want:?}"),
+        CONVERGE,
+        || (subjects(c, ns, rb)? == want).then_some(()),
+    );
+}
+
+fn wait_gone(c: &Cluster, args: &[&str]) {
+    wait_for(&format!("{} to be gone", args.join(" ")), CONVERGE, || {
+        let out = c.kubectl(&[&["get"], args].concat());
+        (!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NotFound"))
+            .then_some(())
+    });
+}
+
+fn jsonpath(c: &Cluster, args: &[&str], path: &str) -> String {
+    let jp = format!("jsonpath={path}");
+    c.kubectl_ok(&[&["get"], args, &["-o", &jp]].concat())
+}
+
+fn apply(c: &Cluster, yaml: &str) {
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], Some(yaml));
+    assert!(
+        out.status.success(),
+        "kubectl apply failed: {}\n{yaml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An organization in namespace `ns` with two projects and three members.
+fn small_org(ns: &str, owner: &str, carl: &str) -> String {
+    format!(
+        r#"apiVersion: roster.dev/v1alpha1
+kind: Organization
+metadata: {{name: {ns}, namespace: {ns}}}
+spec: {{owner: {owner}@acme.example}}
+---
+apiVersion: roster.dev/v1alpha1
+kind: Project
+metadata: {{name: one, namespace: {ns}}}
+spec: {{namespaceDeletion: Delete}}
+---
+apiVersion: roster.dev/v1alpha1
+kind: Project
+metadata: {{name: two, namespace: {ns}}}
+---
+apiVersion: roster.dev/v1alpha1
+kind: Membership
+metadata: {{name: alice, namespace: {ns}}}
+spec: {{email: alice@acme.example, role: Admin}}
+---
+apiVersion: roster.dev/v1alpha1
+kind: Membership
+metadata: {{name: bob, namespace: {ns}}}
+spec:
+  email: bob@acme.example
+  role: Admin
+  projects: [{{name: one, role: Admin}}]
+---
+apiVersion: roster.dev/v1alpha1
+kind: Membership
+metadata: {{name: carl, namespace: {ns}}}
+spec:
+  email: carl@acme.example
+  role: Member
+  disabled: false
+{carl}
+"#
+    )
+}
+
+const CARL_BOTH: &str = "  projects: [{name: one, role: Developer}, {name: two, role: Viewer}]";
+
+#[test]
+fn examples_converge_to_exactly_the_declared_bindings() {
+    let _api = shared();
+    let c = cluster();
+    c.kubectl_ok(&["apply", "-f", "examples/acme"]);
+    let expected: &[(&str, &str, &[&str])] = &[
+        ("acme", "roster-owner", &["alice"]),
+        ("acme", "roster-admins", &["bob", "carol"]),
+        (
+            "acme",
+            "roster-members",
+            &[
+                "dave", "erin", "frank", "grace", "heidi", "judy", "mallory", "niaj", "oscar",
+            ],
+        ),
+        ("acme-payments", "roster-admin", &["alice", "bob"]),
+        ("acme-payments", "roster-developer", &["dave", "erin"]),
+        ("acme-payments", "roster-viewer", &["grace", "oscar"]),
+        ("acme-web", "roster-admin", &["alice", "carol"]),
+        ("acme-web", "roster-developer", &["frank", "mallory"]),
+        ("acme-web", "roster-viewer", &["erin", "oscar"]),
+        ("acme-data", "roster-admin", &["alice", "heidi"]),
+        ("acme-data", "roster-developer", &["grace"]),
+        ("acme-data", "roster-viewer", &["carol", "niaj", "oscar"]),
+        ("acme-infra", "roster-admin", &["alice", "judy"]),
+        ("acme-infra", "roster-developer", &[]),
+        ("acme-infra", "roster-viewer", &["niaj", "oscar"]),
+    ];
+    for (ns, rb, want) in expected {
+        wait_subjects(c, ns, rb, want);
+    }
+    let role = jsonpath(
+        c,
+        &["rolebinding", "roster-developer", "-n", "acme-payments"],
+        "{.roleRef.name}",
+    );
+    assert_eq!(role, "edit");
+    wait_for("the organization's status", CONVERGE, || {
+        let s = jsonpath(
+            c,
+            &["organization", "acme", "-n", "acme"],
+            "{.status.mfaCompliant} {.status.members} {.status.projects}",
+        );
+        (s == "1/12 13 4").then_some(())
+    });
+    assert_eq!(
+        jsonpath(c, &["membership", "ivan", "-n", "acme"], "{.status.phase}"),
+        "Disabled"
+    );
+    assert_eq!(
+        jsonpath(
+            c,
+            &["membership", "judy", "-n", "acme"],
+            "{.status.mfa.state}"
+        ),
+        "Exempt"
+    );
+    assert_eq!(
+        jsonpath(
+            c,
+            &["membership", "dave", "-n", "acme"],
+            "{.status.mfa.state}"
+        ),
+        "Pending"
+    );
+    let ns_labels = jsonpath(
+        c,
+        &["namespace", "acme-web"],
+        "{.metadata.labels.roster\\.dev/project}",
+    );
+    assert_eq!(ns_labels, "web");
+    // The bindings are real RBAC: the API server authorizes members exactly as declared.
+    let can = |who: &str, verb: &str, what: &str, ns: &str| {
+        let out = c.kubectl(&[
+            "auth",
+            "can-i",
+            verb,
+            what,
+            "-n",
+            ns,
+            "--as",
+            &format!("{who}@acme.example"),
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    assert!(
+        can("frank", "create", "deployments", "acme-web"),
+        "frank is Developer in web"
+    );
+    assert!(
+        !can("frank", "create", "deployments", "acme-payments"),
+        "frank has no role in payments"
+    );
+    assert!(
+        can("oscar", "get", "pods", "acme-web")
+            && !can("oscar", "create", "deployments", "acme-web"),
+        "oscar is Viewer"
+    );
+    assert!(
+        can("heidi", "create", "rolebindings", "acme-data"),
+        "heidi is project Admin in data"
+    );
+    assert!(
+        !can("ivan", "get", "pods", "acme-infra"),
+        "ivan is disabled"
+    );
+    assert!(
+        can("alice", "delete", "deployments", "acme-infra"),
+        "the owner is Admin everywhere"
+    );
+    assert!(
+        can("bob", "create", "memberships.roster.dev", "acme")
+            && !can("dave", "list", "memberships.roster.dev", "acme")
+    );
+    // kstatus: Ready with observedGeneration, so `kubectl wait` works.
+    c.kubectl_ok(&[
+        "wait",
+        "-n",
+        "acme",
+        "--for=condition=Ready",
+        "--timeout=30s",
+        "organization/acme",
+        "project/web",
+        "membership/dave",
+    ]);
+}
+
+#[test]
+fn changes_converge_and_deletion_cleans_up_exactly_once() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("life");
+    let (one, two) = (format!("{ns}-one"), format!("{ns}-two"));
+    apply(c, &small_org(&ns, "alice", CARL_BOTH));
+    wait_subjects(c, &ns, "roster-owner", &["alice"]);
+    wait_subjects(c, &ns, "roster-admins", &["bob"]);
+    wait_subjects(c, &one, "roster-admin", &["alice", "bob"]);
+    wait_subjects(c, &one, "roster-developer", &["carl"]);
+    wait_subjects(c, &two, "roster-viewer", &["carl"]);
+    // The owner's Membership came with the Organization: any bootstrap placeholder roster made in
+    // between is superseded and gone.
+    wait_for("exactly the declared memberships", CONVERGE, || {
+        let names = c.kubectl_ok(&[
+            "get",
+            "memberships",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ]);
+        (names == "alice bob carl").then_some(())
+    });
+
+    // Disable a member: every binding loses them, and an Event says so.
+    c.kubectl_ok(&[
+        "patch",
+        "membership",
+        "carl",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"disabled":true}}"#,
+    ]);
+    wait_subjects(c, &one, "roster-developer", &[]);
+    wait_subjects(c, &two, "roster-viewer", &[]);
+    wait_subjects(c, &ns, "roster-members", &[]);
+    wait_for("an AccessRevoked event for carl", CONVERGE, || {
+        let events = c.kubectl_ok(&[
+            "get",
+            "events",
+            "-n",
+            &ns,
+            "--field-selector",
+            "involvedObject.name=carl",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ]);
+        events.contains("AccessRevoked").then_some(())
+    });
+    assert_eq!(
+        jsonpath(c, &["membership", "carl", "-n", &ns], "{.status.phase}"),
+        "Disabled"
+    );
+
+    // Enable again, without the role in project two.
+    apply(
+        c,
+        &small_org(&ns, "alice", "  projects: [{name: one, role: Developer}]"),
+    );
+    wait_subjects(c, &one, "roster-developer", &["carl"]);
+    wait_subjects(c, &two, "roster-viewer", &[]);
+
+    // Move the owner: bob is Admin everywhere, alice keeps what her Membership says (nothing).
+    apply(
+        c,
+        &small_org(&ns, "bob", "  projects: [{name: one, role: Developer}]"),
+    );
+    wait_subjects(c, &ns, "roster-owner", &["bob"]);
+    wait_subjects(c, &ns, "roster-admins", &["alice"]);
+    wait_subjects(c, &one, "roster-admin", &["bob"]);
+    wait_subjects(c, &two, "roster-admin", &["bob"]);
+
+    // Delete project one (namespaceDeletion: Delete): its namespace goes, the Project goes.
+    c.kubectl_ok(&["delete", "project", "one", "-n", &ns, "--wait=false"]);
+    wait_gone(c, &["project", "one", "-n", &ns]);
+    wait_for("namespace one to be deleted", CONVERGE, || {
+        let out = c.kubectl(&["get", "namespace", &one, "-o", "jsonpath={.status.phase}"]);
+        (!out.status.success() || String::from_utf8_lossy(&out.stdout) == "Terminating")
+            .then_some(())
+    });
+
+    // Delete project two (Retain): the namespace stays, roster's bindings go.
+    c.kubectl_ok(&["delete", "project", "two", "-n", &ns, "--wait=false"]);
+    wait_gone(c, &["project", "two", "-n", &ns]);
+    assert!(
+        c.kubectl(&["get", "namespace", &two]).status.success(),
+        "Retain keeps the namespace"
+    );
+    let left = c.kubectl_ok(&["get", "rolebindings", "-n", &two, "-o", "name"]);
+    assert_eq!(
+        left.trim(),
+        "",
+        "roster's bindings are gone from the retained namespace"
+    );
+
+    // Delete the organization: its bindings go with it.
+    c.kubectl_ok(&["delete", "organization", &ns, "-n", &ns, "--wait=false"]);
+    wait_gone(c, &["organization", &ns, "-n", &ns]);
+    wait_for("the org namespace bindings to go", CONVERGE, || {
+        c.kubectl_ok(&[
+            "get",
+            "rolebindings",
+            "-n",
+            &ns,
+            "-l",
+            "app.kubernetes.io/managed-by=roster",
+            "-o",
+            "name",
+        ])
+        .trim()
+        .is_empty()
+        .then_some(())
+    });
+}
+
+#[test]
+fn a_foreign_namespace_is_not_adopted_until_handed_over() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("foreign");
+    let target = format!("{ns}-one");
+    c.kubectl_ok(&["create", "namespace", &target]);
+    apply(c, &small_org(&ns, "alice", CARL_BOTH));
+    wait_for("project one to report NamespaceNotOwned", CONVERGE, || {
+        let r = jsonpath(
+            c,
+            &["project", "one", "-n", &ns],
+            r#"{.status.conditions[?(@.type=="Ready")].reason}"#,
+        );
+        (r == "NamespaceNotOwned").then_some(())
+    });
+    assert!(
+        subjects(c, &target, "roster-admin").is_none(),
+        "nothing written into a foreign namespace"
+    );
+    let events = c.kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        &ns,
+        "--field-selector",
+        "involvedObject.name=one",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    assert!(events.contains("NamespaceNotOwned"), "{events}");
+
+    c.kubectl_ok(&[
+        "annotate",
+        "namespace",
+        &target,
+        &format!("roster.dev/adopt={ns}/one"),
+    ]);
+    wait_subjects(c, &target, "roster-developer", &["carl"]);
+}
+
+/// The steady state: once converged, resyncs (every RESYNC) plan again and write nothing.
+/// Proven from the API server's audit log of write requests made by roster.
+#[test]
+fn a_resync_of_an_unchanged_world_writes_nothing() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("steady");
+    apply(c, &small_org(&ns, "alice", CARL_BOTH));
+    wait_subjects(c, &format!("{ns}-one"), "roster-developer", &["carl"]);
+    wait_for("status to settle", CONVERGE, || {
+        let g = jsonpath(
+            c,
+            &["membership", "carl", "-n", &ns],
+            "{.status.observedGeneration}",
+        );
+        (g == "1").then_some(())
+    });
+
+    // Roster is live on this namespace: a binding removed behind its back is restored.
+    c.kubectl_ok(&[
+        "delete",
+        "rolebinding",
+        "roster-developer",
+        "-n",
+        &format!("{ns}-one"),
+    ]);
+    wait_subjects(c, &format!("{ns}-one"), "roster-developer", &["carl"]);
+    std::thread::sleep(Duration::from_secs(1));
+
+    let before = roster_writes(c, &ns);
+    let quiet = RESYNC * 4;
+    let start = Instant::now();
+    std::thread::sleep(quiet);
+    let after = roster_writes(c, &ns);
+    assert!(
+        after == before,
+        "roster wrote {} times in {:?} of an unchanged world (resync every {RESYNC:?}): {:?}",
+        after.len() - before.len(),
+        start.elapsed(),
+        &after[before.len()..]
+    );
+    assert!(
+        !before.is_empty(),
+        "the audit log shows roster's writes (sanity check of the counter)"
+    );
+}
+
+/// Writes by roster (user agent roster/…) touching `ns` or its project namespaces.
+fn roster_writes(c: &Cluster, ns: &str) -> Vec<String> {
+    let log = std::fs::read_to_string(&c.audit_log).unwrap_or_default();
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            e["userAgent"]
+                .as_str()
+                .is_some_and(|ua| ua.starts_with("roster/"))
+        })
+        .filter(|e| {
+            let target = e["objectRef"]["namespace"]
+                .as_str()
+                .or(e["objectRef"]["name"].as_str())
+                .unwrap_or("");
+            target == ns || target.starts_with(&format!("{ns}-"))
+        })
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["verb"].as_str().unwrap_or(""),
+                e["requestURI"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+/// The API server goes away and comes back; roster's watches reconnect and it converges changes
+/// made after the restart.
+#[test]
+fn roster_converges_after_an_api_server_restart() {
+    let _api = exclusive();
+    let c = cluster();
+    let ns = c.namespace("restart");
+    apply(c, &small_org(&ns, "alice", CARL_BOTH));
+    wait_subjects(c, &format!("{ns}-one"), "roster-developer", &["carl"]);
+    c.restart_apiserver();
+    c.kubectl_ok(&[
+        "patch",
+        "membership",
+        "carl",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"disabled":true}}"#,
+    ]);
+    wait_subjects(c, &format!("{ns}-one"), "roster-developer", &[]);
+}
