@@ -6,3 +6,4 @@ pub mod api;
 pub mod condition;
 pub mod controller;
 pub mod crdgen;
+pub mod webhook;

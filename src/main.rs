@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use roster::api::ProjectRole;
 use roster::controller::{self, Settings};
+use roster::webhook;
 
 /// roster: organizations, projects and memberships as Kubernetes resources.
 #[derive(Parser)]
@@ -19,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller (uses KUBECONFIG or the in-cluster service account).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as multi-document YAML.
     Crds {
         /// Write them to the repository's committed copies (crds/ and the Helm chart) instead.
@@ -52,6 +53,37 @@ struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Do not run the controller (webhook only; the caches are still kept).
+    #[arg(long)]
+    no_controller: bool,
+    /// Serve the admission webhook over TLS on this address, e.g. 0.0.0.0:8443.
+    #[arg(long)]
+    webhook_addr: Option<std::net::SocketAddr>,
+    /// URL the API server calls the webhook at (written to the ValidatingWebhookConfiguration),
+    /// e.g. https://127.0.0.1:8443/validate. Its host goes into the serving certificate.
+    #[arg(long, conflicts_with = "webhook_service")]
+    webhook_url: Option<String>,
+    /// The in-cluster Service the API server calls the webhook through: NAMESPACE/NAME:PORT.
+    #[arg(long)]
+    webhook_service: Option<String>,
+    /// Users that may do anything the organization rules allow (platform admins, GitOps).
+    #[arg(
+        long = "trusted-user",
+        env = "ROSTER_TRUSTED_USERS",
+        value_delimiter = ','
+    )]
+    trusted_users: Vec<String>,
+    /// Groups whose members are trusted like --trusted-user.
+    #[arg(
+        long = "trusted-group",
+        env = "ROSTER_TRUSTED_GROUPS",
+        value_delimiter = ',',
+        default_value = "system:masters"
+    )]
+    trusted_groups: Vec<String>,
+    /// roster's own namespace: the webhook never applies there, so roster can always be repaired.
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: Option<String>,
     /// Exit when standard input closes (for test harnesses that must never leave it running).
     #[arg(long, hide = true)]
     lifeline: bool,
@@ -71,7 +103,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crds { write, out } => crds(write, out).map_err(|e| e.to_string()),
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -125,7 +157,7 @@ fn run(args: RunArgs) -> Result<(), String> {
             .await
             .map_err(|e| format!("the Kubernetes API server does not answer: {e}"))?;
         let settings = Settings {
-            subject_prefix: args.subject_prefix,
+            subject_prefix: args.subject_prefix.clone(),
             project_cluster_roles: [
                 (ProjectRole::Admin, args.project_admin_role),
                 (ProjectRole::Developer, args.project_developer_role),
@@ -154,9 +186,58 @@ fn run(args: RunArgs) -> Result<(), String> {
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        tracing::info!(version = env!("CARGO_PKG_VERSION"), "roster controller starting");
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), "roster starting");
+        let caches = controller::Caches::new(&client);
+        let stores = caches.stores();
+        if let Some(addr) = args.webhook_addr {
+            // roster's own writes (bootstrap memberships, finalizers) pass its webhook: it trusts
+            // the identity it runs as, whatever the flags say.
+            let mut trusted_users = args.trusted_users.clone();
+            match own_username(&client).await {
+                Ok(me) => trusted_users.push(me),
+                Err(e) => tracing::warn!(error = %e, "cannot tell which user roster runs as; pass it with --trusted-user"),
+            }
+            let endpoint = webhook_endpoint(&args.webhook_url, &args.webhook_service, addr)?;
+            let certs = webhook::Certificates::generate(&certificate_names(&endpoint))
+                .map_err(|e| format!("cannot create the webhook certificate: {e}"))?;
+            let state = std::sync::Arc::new(webhook::AppState {
+                index: webhook::StoreIndex { orgs: stores.orgs.clone(), projects: stores.projects.clone(), memberships: stores.memberships.clone() },
+                policy: webhook::validate::Policy {
+                    trusted_users,
+                    trusted_groups: args.trusted_groups.clone(),
+                    subject_prefix: args.subject_prefix.clone(),
+                },
+                ready: {
+                    let stores = stores.clone();
+                    Box::new(move || stores.is_ready())
+                },
+            });
+            let router = webhook::router(state);
+            let stop = stopped(stop_rx.clone());
+            let serve_certs = certs.clone_for_serving();
+            let server = tokio::spawn(async move { webhook::serve(addr, &serve_certs, router, stop).await });
+            webhook::register(&client, &endpoint, &certs.ca_pem, args.namespace.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(?endpoint, "webhook registered");
+            tokio::spawn(async move {
+                match server.await {
+                    Ok(Err(e)) => tracing::error!(reason = e.reason(), error = %e, "webhook server stopped"),
+                    Err(e) => tracing::error!(error = %e, "webhook server task failed"),
+                    Ok(Ok(())) => {}
+                }
+            });
+        }
         let config = controller::Config { settings, resync: args.resync };
-        let run = controller::run(client, config, stopped(stop_rx.clone()));
+        let run_stop = stop_rx.clone();
+        let run = async move {
+            if args.no_controller {
+                let _stores = caches.drive();
+                stopped(run_stop).await;
+            } else {
+                controller::run(client.clone(), caches, config, stopped(run_stop)).await;
+            }
+        };
         // In-flight reconciles get a grace period to finish; a hung API call must not keep the
         // process alive after it was asked to stop.
         let deadline = async {
@@ -169,6 +250,74 @@ fn run(args: RunArgs) -> Result<(), String> {
         }
         Ok(())
     })
+}
+
+async fn own_username(client: &kube::Client) -> Result<String, kube::Error> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let api: kube::Api<SelfSubjectReview> = kube::Api::all(client.clone());
+    let review = api
+        .create(
+            &kube::api::PostParams::default(),
+            &SelfSubjectReview::default(),
+        )
+        .await?;
+    Ok(review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .unwrap_or_default())
+}
+
+fn webhook_endpoint(
+    url: &Option<String>,
+    service: &Option<String>,
+    addr: std::net::SocketAddr,
+) -> Result<webhook::Endpoint, String> {
+    if let Some(url) = url {
+        return Ok(webhook::Endpoint::Url(url.clone()));
+    }
+    if let Some(svc) = service {
+        let bad = || format!("--webhook-service {svc:?}: expected NAMESPACE/NAME:PORT");
+        let (ns, rest) = svc.split_once('/').ok_or_else(bad)?;
+        let (name, port) = rest.split_once(':').ok_or_else(bad)?;
+        let port = port.parse().map_err(|_| bad())?;
+        return Ok(webhook::Endpoint::Service {
+            namespace: ns.into(),
+            name: name.into(),
+            port,
+        });
+    }
+    if addr.ip().is_unspecified() {
+        return Err("--webhook-addr listens on every address: say where the API server reaches it with --webhook-url or --webhook-service".into());
+    }
+    Ok(webhook::Endpoint::Url(format!("https://{addr}/validate")))
+}
+
+/// The names the API server dials: the URL's host, or the Service's DNS names.
+fn certificate_names(endpoint: &webhook::Endpoint) -> Vec<String> {
+    match endpoint {
+        webhook::Endpoint::Url(url) => {
+            let host = url
+                .trim_start_matches("https://")
+                .split('/')
+                .next()
+                .unwrap_or("");
+            let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+            vec![
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+            ]
+        }
+        webhook::Endpoint::Service {
+            namespace, name, ..
+        } => {
+            vec![
+                format!("{name}.{namespace}.svc"),
+                format!("{name}.{namespace}.svc.cluster.local"),
+            ]
+        }
+    }
 }
 
 async fn terminate() {

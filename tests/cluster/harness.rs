@@ -38,15 +38,31 @@ pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
 /// How often roster re-plans an unchanged organization in the tests.
 pub const RESYNC: Duration = Duration::from_secs(2);
 
-static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
 
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The shared control plane with roster's CRDs installed and Established.
+/// If starting it fails, every test fails with the first error instead of starting another.
 pub fn cluster() -> &'static Cluster {
-    CLUSTER.get_or_init(|| {
+    let started = CLUSTER.get_or_init(|| {
+        std::panic::catch_unwind(start_cluster).map_err(|e| {
+            e.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown error".into())
+        })
+    });
+    match started {
+        Ok(c) => c,
+        Err(e) => panic!("the test control plane did not start: {e}"),
+    }
+}
+
+fn start_cluster() -> Cluster {
+    {
         let c = Cluster::start(&[]);
         c.kubectl_ok(&[
             "apply",
@@ -67,7 +83,7 @@ pub fn cluster() -> &'static Cluster {
         ]);
         c.start_roster();
         c
-    })
+    }
 }
 
 impl Cluster {
@@ -137,9 +153,14 @@ impl Cluster {
         }
     }
 
-    /// Runs the real `roster run` against this control plane, logging to `<dir>/roster.log`.
+    /// Runs the real `roster run` (controller and webhook) against this control plane, logging
+    /// to `<dir>/roster.log`, and waits until the API server calls the webhook.
     fn start_roster(&self) {
         let log = std::fs::File::create(self.dir.join("roster.log")).expect("roster log");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_roster"))
             .args([
                 "run",
@@ -147,6 +168,7 @@ impl Cluster {
                 "--resync",
                 &format!("{}s", RESYNC.as_secs()),
             ])
+            .args(["--webhook-addr", &format!("127.0.0.1:{port}")])
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,roster=debug,kube_runtime=warn")
             .stdin(Stdio::piped())
@@ -156,6 +178,15 @@ impl Cluster {
             .expect("start roster");
         let stdin = child.stdin.take().expect("piped stdin");
         *self.roster.lock().unwrap_or_else(|e| e.into_inner()) = Some((child, stdin));
+        // The API server picks up a new webhook configuration asynchronously: wait until an
+        // object only the webhook refuses is refused.
+        let probe = "apiVersion: roster.dev/v1alpha1\nkind: Organization\nmetadata: {name: probe, namespace: default}\nspec: {owner: a@b.example}\n";
+        wait_for("the webhook to answer", Duration::from_secs(60), || {
+            let out = self.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], Some(probe));
+            String::from_utf8_lossy(&out.stderr)
+                .contains("named after its namespace")
+                .then_some(())
+        });
     }
 
     /// Restarts the kube-apiserver (same port, same etcd) and waits until the new one serves:

@@ -1,0 +1,316 @@
+//! The caches roster reads instead of the API server: reflectors of Organizations, Projects,
+//! Memberships and roster's RoleBindings. The controller polls their trigger streams (which keeps
+//! them current); the webhook reads the same stores. Without a controller, `drive()` polls them.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::utils::{Backoff, ResetTimerBackoff};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+
+use super::labels;
+use crate::api::{Membership, Organization, Project};
+
+type Trigger<K> = BoxStream<'static, Result<K, watcher::Error>>;
+
+/// Read handles on the caches; cheap to clone.
+#[derive(Clone)]
+pub struct Stores {
+    pub orgs: Store<Organization>,
+    pub projects: Store<Project>,
+    pub memberships: Store<Membership>,
+    pub rolebindings: Store<RoleBinding>,
+    ready: tokio::sync::watch::Receiver<Option<Result<(), String>>>,
+}
+
+pub struct Triggers {
+    pub orgs: Trigger<Organization>,
+    pub projects: Trigger<Project>,
+    pub memberships: Trigger<Membership>,
+    pub rolebindings: Trigger<RoleBinding>,
+}
+
+pub struct Caches {
+    stores: Stores,
+    triggers: Triggers,
+}
+
+impl Caches {
+    /// Sets up the watches; nothing is listed until the trigger streams are polled.
+    pub fn new(client: &Client) -> Caches {
+        let wc = watcher::Config::default().any_semantic();
+        let managed = wc.clone().labels(&labels::managed_selector());
+        let (orgs, org_events) = reflected::<Organization>(Api::all(client.clone()), wc.clone());
+        let (projects, project_events) = reflected::<Project>(Api::all(client.clone()), wc.clone());
+        let (memberships, membership_events) =
+            reflected::<Membership>(Api::all(client.clone()), wc);
+        let (rolebindings, rb_events) = reflected::<RoleBinding>(Api::all(client.clone()), managed);
+        let ready = watch_readiness(&orgs, &projects, &memberships, &rolebindings);
+        Caches {
+            stores: Stores {
+                orgs,
+                projects,
+                memberships,
+                rolebindings,
+                ready,
+            },
+            triggers: Triggers {
+                orgs: org_events.boxed(),
+                projects: project_events.boxed(),
+                memberships: membership_events.boxed(),
+                rolebindings: rb_events.boxed(),
+            },
+        }
+    }
+
+    pub fn stores(&self) -> Stores {
+        self.stores.clone()
+    }
+
+    pub fn split(self) -> (Stores, Triggers) {
+        (self.stores, self.triggers)
+    }
+
+    /// Keeps the caches current when no controller polls them (webhook-only mode).
+    pub fn drive(self) -> Stores {
+        let Triggers {
+            orgs,
+            projects,
+            memberships,
+            rolebindings,
+        } = self.triggers;
+        tokio::spawn(orgs.for_each(|_| async {}));
+        tokio::spawn(projects.for_each(|_| async {}));
+        tokio::spawn(memberships.for_each(|_| async {}));
+        tokio::spawn(rolebindings.for_each(|_| async {}));
+        self.stores
+    }
+}
+
+impl Stores {
+    /// Waits until every cache has listed its objects once.
+    pub async fn ready(&self) -> Result<(), String> {
+        let mut rx = self.ready.clone();
+        let outcome = rx
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| "the readiness watcher stopped".to_string())?
+            .clone();
+        outcome.unwrap_or(Ok(()))
+    }
+
+    pub fn is_ready(&self) -> bool {
+        matches!(*self.ready.borrow(), Some(Ok(())))
+    }
+}
+
+/// Planning from a half-filled cache would revoke access that exists, so nothing reads the
+/// caches before every store has listed its objects. `Store::wait_until_ready` wakes only one of
+/// several concurrent waiters, so a single task waits on the stores and publishes the outcome on
+/// a channel that any number of readers can wait on.
+fn watch_readiness(
+    orgs: &Store<Organization>,
+    projects: &Store<Project>,
+    memberships: &Store<Membership>,
+    rolebindings: &Store<RoleBinding>,
+) -> tokio::sync::watch::Receiver<Option<Result<(), String>>> {
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    let (orgs, projects, memberships, rolebindings) = (
+        orgs.clone(),
+        projects.clone(),
+        memberships.clone(),
+        rolebindings.clone(),
+    );
+    tokio::spawn(async move {
+        let outcome = async {
+            orgs.wait_until_ready().await.map_err(|_| "organizations")?;
+            projects.wait_until_ready().await.map_err(|_| "projects")?;
+            memberships
+                .wait_until_ready()
+                .await
+                .map_err(|_| "memberships")?;
+            rolebindings
+                .wait_until_ready()
+                .await
+                .map_err(|_| "rolebindings")
+        }
+        .await
+        .map_err(|which| format!("the {which} watch stopped before listing"));
+        let _ = tx.send(Some(outcome));
+    });
+    rx
+}
+
+/// A reflector whose store the reconciler reads, and the stream of objects that should
+/// trigger a reconcile: a new spec, a deletion, or an object gone. Status-only changes (which
+/// roster itself writes) do not trigger.
+fn reflected<K>(
+    api: Api<K>,
+    wc: watcher::Config,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + use<K>,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let mut seen: HashMap<ObjectRef<K>, u64> = HashMap::new();
+    let stream = watcher(api, wc)
+        .backoff(watch_backoff())
+        .reflect(writer)
+        .filter_map(move |event| {
+            let out = match event {
+                Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
+                    let fingerprint = trigger_fingerprint(&obj);
+                    let key = ObjectRef::from_obj(&obj);
+                    (seen.insert(key, fingerprint) != Some(fingerprint)).then_some(Ok(obj))
+                }
+                Ok(watcher::Event::Delete(obj)) => {
+                    seen.remove(&ObjectRef::from_obj(&obj));
+                    Some(Ok(obj))
+                }
+                Ok(watcher::Event::Init) => {
+                    tracing::debug!(kind = %K::kind(&()), "listing");
+                    None
+                }
+                Ok(watcher::Event::InitDone) => {
+                    tracing::debug!(kind = %K::kind(&()), "listed");
+                    None
+                }
+                // The watch retries on its own (watch_backoff). Passing the error on would put the
+                // Controller's trigger backoff on *all* trigger streams, freezing every cache for up to
+                // a minute after an API server restart.
+                Err(e) => {
+                    tracing::debug!(kind = %K::kind(&()), error = %e, "watch error; retrying");
+                    None
+                }
+            };
+            std::future::ready(out)
+        });
+    (store, stream)
+}
+
+/// kube's default watch backoff grows to 30 s; after an API server restart that leaves roster
+/// blind for up to half a minute. Retrying a list at most every 8 s costs little and keeps
+/// convergence after an outage within seconds.
+pub(crate) fn watch_backoff() -> ResetTimerBackoff<WatchBackoff> {
+    ResetTimerBackoff::new(WatchBackoff(0), Duration::from_secs(60))
+}
+
+/// 500 ms doubling to 8 s.
+pub(crate) struct WatchBackoff(u32);
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let delay = Duration::from_millis(500) * 2u32.saturating_pow(self.0.min(4));
+        self.0 = self.0.saturating_add(1);
+        Some(delay)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.0 = 0;
+    }
+}
+
+/// What about an object makes it worth planning again. For roster's kinds the spec is covered by
+/// `generation`; RoleBindings have no generation, so their content counts.
+fn trigger_fingerprint<K: Resource + serde::Serialize>(obj: &K) -> u64 {
+    let meta = obj.meta();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match meta.generation {
+        Some(g) => g.hash(&mut h),
+        None => serde_json::to_string(obj).unwrap_or_default().hash(&mut h),
+    }
+    meta.deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .hash(&mut h);
+    meta.labels.hash(&mut h);
+    meta.annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with("roster.dev/"))
+        .for_each(|kv| kv.hash(&mut h));
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{MembershipSpec, MembershipStatus, Phase};
+
+    fn member() -> Membership {
+        let mut m = Membership::new(
+            "bob",
+            MembershipSpec {
+                email: "bob@acme.example".into(),
+                display_name: None,
+                role: None,
+                projects: vec![],
+                disabled: false,
+                mfa: None,
+                expires_at: None,
+            },
+        );
+        m.metadata.generation = Some(1);
+        m
+    }
+
+    #[test]
+    fn status_writes_do_not_trigger_but_spec_and_deletion_do() {
+        let base = member();
+        let mut status_only = base.clone();
+        status_only.status = Some(MembershipStatus {
+            phase: Some(Phase::Active),
+            ..Default::default()
+        });
+        status_only.metadata.resource_version = Some("42".into());
+        assert_eq!(
+            trigger_fingerprint(&base),
+            trigger_fingerprint(&status_only)
+        );
+
+        let mut spec = base.clone();
+        spec.metadata.generation = Some(2);
+        assert_ne!(trigger_fingerprint(&base), trigger_fingerprint(&spec));
+
+        let mut deleting = base.clone();
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        assert_ne!(trigger_fingerprint(&base), trigger_fingerprint(&deleting));
+
+        let mut nonce = base.clone();
+        nonce.metadata.annotations =
+            Some([("roster.dev/unlock".to_string(), "n1".to_string())].into());
+        assert_ne!(trigger_fingerprint(&base), trigger_fingerprint(&nonce));
+    }
+
+    #[test]
+    fn watch_backoff_is_capped_at_eight_seconds() {
+        let delays: Vec<u64> = WatchBackoff(0)
+            .take(7)
+            .map(|d| d.as_millis() as u64)
+            .collect();
+        assert_eq!(delays, vec![500, 1000, 2000, 4000, 8000, 8000, 8000]);
+    }
+}

@@ -1,0 +1,39 @@
+//! The webhook's view of the cluster: the controller's reflector stores. Reading them costs no
+//! API call; they are as fresh as the watches.
+
+use std::sync::Arc;
+
+use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use super::validate::Index;
+use crate::api::{Membership, Organization, Project};
+use crate::controller::plan::project_namespace;
+
+#[derive(Clone)]
+pub struct StoreIndex {
+    pub orgs: Store<Organization>,
+    pub projects: Store<Project>,
+    pub memberships: Store<Membership>,
+}
+
+impl Index for StoreIndex {
+    fn organization(&self, namespace: &str) -> Option<Arc<Organization>> {
+        self.orgs.get(&ObjectRef::new(namespace).within(namespace))
+    }
+
+    fn memberships(&self, namespace: &str) -> Vec<Arc<Membership>> {
+        self.memberships
+            .state_filter(|m| m.metadata.namespace.as_deref() == Some(namespace))
+    }
+
+    fn projects(&self, namespace: &str) -> Vec<Arc<Project>> {
+        self.projects
+            .state_filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
+    }
+
+    fn projects_using_namespace(&self, namespace: &str) -> Vec<Arc<Project>> {
+        self.projects
+            .state_filter(|p| project_namespace(&p.namespace().unwrap_or_default(), p) == namespace)
+    }
+}

@@ -1,0 +1,335 @@
+//! The validating admission webhook: a thin HTTPS handler around the pure `validate()`.
+//!
+//! parse → `validate()` against the in-memory index (the controller's caches; no API call per
+//! request) → allow/deny. A body that is not an AdmissionReview, an object that does not parse,
+//! anything unexpected: a denial with a reason, never a panic or a hang.
+
+mod index;
+mod tls;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use axum::routing::{get, post};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    RuleWithOperations, ServiceReference, ValidatingWebhook, ValidatingWebhookConfiguration,
+    WebhookClientConfig,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
+use kube::api::{Patch, PatchParams};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::{Api, Client};
+use serde_json::json;
+
+pub use index::StoreIndex;
+pub use tls::Certificates;
+use validate::{Decision, Object, Policy, Request};
+
+use crate::api::{Membership, Organization, Project};
+use crate::controller::FIELD_MANAGER;
+
+/// Name of the ValidatingWebhookConfiguration roster writes.
+pub const CONFIGURATION_NAME: &str = "roster.dev";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot create the webhook's TLS certificate: {0}")]
+    Certificate(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot write ValidatingWebhookConfiguration {CONFIGURATION_NAME}: {0}")]
+    Register(#[source] kube::Error),
+}
+
+impl Error {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Certificate(_) => "CertificateFailed",
+            Error::Listen { .. } => "ListenFailed",
+            Error::Register(_) => "RegistrationFailed",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub struct AppState<I> {
+    pub index: I,
+    pub policy: Policy,
+    /// Until the caches have listed, every request is denied: deciding on a half-filled index
+    /// could let a second owner or a duplicate e-mail through.
+    pub ready: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+pub fn router<I: validate::Index + Send + Sync + 'static>(state: Arc<AppState<I>>) -> Router {
+    Router::new()
+        .route("/validate", post(admit::<I>))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+async fn admit<I: validate::Index + Send + Sync + 'static>(
+    State(state): State<Arc<AppState<I>>>,
+    body: Bytes,
+) -> impl IntoResponse {
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                StatusCode::OK,
+                Json(denied_review(&format!(
+                    "the request is not an AdmissionReview: {e}"
+                ))),
+            );
+        }
+    };
+    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                StatusCode::OK,
+                Json(denied_review(&format!(
+                    "the AdmissionReview carries no request: {e}"
+                ))),
+            );
+        }
+    };
+    let decision = if (state.ready)() {
+        decide(&request, &state)
+    } else {
+        Decision::Deny { reason: "NotReady", message: "roster is starting and has not loaded the organizations yet; retry in a few seconds".into() }
+    };
+    let response = match decision {
+        Decision::Allow => AdmissionResponse::from(&request),
+        Decision::Deny { reason, message } => {
+            tracing::info!(
+                reason,
+                user = %request.user_info.username.as_deref().unwrap_or(""),
+                kind = %request.kind.kind,
+                namespace = %request.namespace.as_deref().unwrap_or(""),
+                name = %request.name,
+                dry_run = request.dry_run,
+                "denied"
+            );
+            AdmissionResponse::from(&request).deny(message)
+        }
+    };
+    (
+        StatusCode::OK,
+        Json(
+            serde_json::to_value(response.into_review())
+                .unwrap_or_else(|_| denied_review("internal error")),
+        ),
+    )
+}
+
+fn decide<I: validate::Index>(
+    request: &AdmissionRequest<DynamicObject>,
+    state: &AppState<I>,
+) -> Decision {
+    let parse = |o: &Option<DynamicObject>| -> std::result::Result<Option<Object>, String> {
+        let Some(o) = o else { return Ok(None) };
+        let parsed = match request.kind.kind.as_str() {
+            "Organization" => o
+                .clone()
+                .try_parse::<Organization>()
+                .map(Object::Organization),
+            "Project" => o.clone().try_parse::<Project>().map(Object::Project),
+            "Membership" => o.clone().try_parse::<Membership>().map(Object::Membership),
+            other => return Err(format!("roster does not validate kind {other}")),
+        };
+        parsed
+            .map(Some)
+            .map_err(|e| format!("the {} does not parse: {e}", request.kind.kind))
+    };
+    let (object, old_object) = match (parse(&request.object), parse(&request.old_object)) {
+        (Ok(o), Ok(old)) => (o, old),
+        (Err(e), _) | (_, Err(e)) => {
+            return Decision::Deny {
+                reason: "Unparseable",
+                message: e,
+            };
+        }
+    };
+    let groups = request.user_info.groups.clone().unwrap_or_default();
+    validate::validate(
+        &Request {
+            operation: (&request.operation).into(),
+            namespace: request.namespace.as_deref().unwrap_or(""),
+            name: &request.name,
+            object: object.as_ref(),
+            old_object: old_object.as_ref(),
+            username: request.user_info.username.as_deref().unwrap_or(""),
+            groups: &groups,
+        },
+        &state.index,
+        &state.policy,
+    )
+}
+
+/// A denial for a body we could not even read a request uid from.
+fn denied_review(message: &str) -> serde_json::Value {
+    serde_json::to_value(AdmissionResponse::invalid(message).into_review())
+        .unwrap_or_else(|_| json!({}))
+}
+
+/// Serves `router` over TLS on `addr` until `shutdown` resolves.
+pub async fn serve(
+    addr: SocketAddr,
+    certs: &Certificates,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen { addr, source })?;
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(certs.server_config().map_err(Error::Certificate)?);
+    tracing::info!(%addr, "webhook listening");
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            // A client that never finishes its handshake must not hold a task forever.
+            let tls = match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                acceptor.accept(tcp),
+            )
+            .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!("TLS handshake timed out"),
+            };
+            let conn =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            if let Err(e) = conn {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Where the API server reaches the webhook.
+#[derive(Clone, Debug)]
+pub enum Endpoint {
+    Url(String),
+    Service {
+        namespace: String,
+        name: String,
+        port: i32,
+    },
+}
+
+/// Writes the ValidatingWebhookConfiguration: roster's three kinds only, failurePolicy Fail,
+/// 5 s timeout, no side effects (dry runs are answered like real requests), roster's own
+/// namespace excluded so that roster can always be repaired.
+pub async fn register(
+    client: &Client,
+    endpoint: &Endpoint,
+    ca_pem: &str,
+    own_namespace: Option<&str>,
+) -> Result<()> {
+    let ca_bundle = Some(ByteString(ca_pem.as_bytes().to_vec()));
+    let client_config = match endpoint {
+        Endpoint::Url(url) => WebhookClientConfig {
+            url: Some(url.clone()),
+            ca_bundle,
+            service: None,
+        },
+        Endpoint::Service {
+            namespace,
+            name,
+            port,
+        } => WebhookClientConfig {
+            service: Some(ServiceReference {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                path: Some("/validate".into()),
+                port: Some(*port),
+            }),
+            ca_bundle,
+            url: None,
+        },
+    };
+    let vwc = ValidatingWebhookConfiguration {
+        metadata: ObjectMeta {
+            name: Some(CONFIGURATION_NAME.into()),
+            labels: Some(
+                [(
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "roster".to_string(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        webhooks: Some(vec![ValidatingWebhook {
+            name: "validate.roster.dev".into(),
+            admission_review_versions: vec!["v1".into()],
+            side_effects: "None".into(),
+            failure_policy: Some("Fail".into()),
+            match_policy: Some("Equivalent".into()),
+            timeout_seconds: Some(5),
+            client_config,
+            rules: Some(vec![RuleWithOperations {
+                api_groups: Some(vec!["roster.dev".into()]),
+                api_versions: Some(vec!["v1alpha1".into()]),
+                operations: Some(vec!["CREATE".into(), "UPDATE".into(), "DELETE".into()]),
+                resources: Some(vec![
+                    "organizations".into(),
+                    "projects".into(),
+                    "memberships".into(),
+                ]),
+                scope: Some("Namespaced".into()),
+            }]),
+            namespace_selector: own_namespace.map(|ns| LabelSelector {
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: "kubernetes.io/metadata.name".into(),
+                    operator: "NotIn".into(),
+                    values: Some(vec![ns.to_string()]),
+                }]),
+                match_labels: None,
+            }),
+            ..Default::default()
+        }]),
+    };
+    let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    api.patch(
+        CONFIGURATION_NAME,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&vwc),
+    )
+    .await
+    .map_err(Error::Register)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,745 @@
+//! Tier 1: `validate()` for every row of the permission matrix and every single-owner rule.
+//! Tier 2: the router over HTTP (AdmissionReview JSON in, AdmissionReview out), malformed bodies.
+
+use std::sync::Arc;
+
+use axum::body::{Body, to_bytes};
+use axum::http::Request as HttpRequest;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::validate::{Decision, Index, Object, Op, Policy, Request, validate};
+use super::{AppState, router};
+use crate::api::{Membership, Organization, Project};
+use crate::api::{
+    MembershipSpec, MfaExemption, OrgRole, OrganizationSpec, ProjectGrant, ProjectRole, ProjectSpec,
+};
+
+const NS: &str = "acme";
+
+#[derive(Default)]
+struct Mem {
+    orgs: Vec<Organization>,
+    projects: Vec<Project>,
+    memberships: Vec<Membership>,
+}
+
+impl Index for Mem {
+    fn organization(&self, ns: &str) -> Option<Arc<Organization>> {
+        self.orgs
+            .iter()
+            .find(|o| o.name_any() == ns && o.namespace().as_deref() == Some(ns))
+            .cloned()
+            .map(Arc::new)
+    }
+    fn memberships(&self, ns: &str) -> Vec<Arc<Membership>> {
+        self.memberships
+            .iter()
+            .filter(|m| m.namespace().as_deref() == Some(ns))
+            .cloned()
+            .map(Arc::new)
+            .collect()
+    }
+    fn projects(&self, ns: &str) -> Vec<Arc<Project>> {
+        self.projects
+            .iter()
+            .filter(|p| p.namespace().as_deref() == Some(ns))
+            .cloned()
+            .map(Arc::new)
+            .collect()
+    }
+    fn projects_using_namespace(&self, target: &str) -> Vec<Arc<Project>> {
+        self.projects
+            .iter()
+            .filter(|p| {
+                crate::controller::plan::project_namespace(&p.namespace().unwrap_or_default(), p)
+                    == target
+            })
+            .cloned()
+            .map(Arc::new)
+            .collect()
+    }
+}
+
+fn org(owner: &str) -> Organization {
+    let mut o = Organization::new(
+        NS,
+        OrganizationSpec {
+            display_name: None,
+            owner: format!("{owner}@acme.example"),
+            default_role: OrgRole::Member,
+            admins_see_all_projects: false,
+            security: Default::default(),
+        },
+    );
+    o.metadata.namespace = Some(NS.into());
+    o
+}
+
+fn project(name: &str) -> Project {
+    let mut p = Project::new(
+        name,
+        ProjectSpec {
+            display_name: None,
+            namespace: None,
+            namespace_deletion: Default::default(),
+        },
+    );
+    p.metadata.namespace = Some(NS.into());
+    p
+}
+
+fn member(name: &str, role: OrgRole, projects: &[(&str, ProjectRole)]) -> Membership {
+    let mut m = Membership::new(
+        name,
+        MembershipSpec {
+            email: format!("{name}@acme.example"),
+            display_name: None,
+            role: Some(role),
+            projects: projects
+                .iter()
+                .map(|(p, r)| ProjectGrant {
+                    name: p.to_string(),
+                    role: *r,
+                })
+                .collect(),
+            disabled: false,
+            mfa: None,
+            expires_at: None,
+        },
+    );
+    m.metadata.namespace = Some(NS.into());
+    m.metadata.creation_timestamp = Some(Time("2026-01-01T00:00:00Z".parse().expect("ts")));
+    m
+}
+
+/// alice owns acme; bob is Admin and project Admin of payments (Viewer in web); dave is a Member.
+fn acme() -> Mem {
+    Mem {
+        orgs: vec![org("alice")],
+        projects: vec![project("payments"), project("web")],
+        memberships: vec![
+            member("alice", OrgRole::Admin, &[]),
+            member(
+                "bob",
+                OrgRole::Admin,
+                &[
+                    ("payments", ProjectRole::Admin),
+                    ("web", ProjectRole::Viewer),
+                ],
+            ),
+            member(
+                "dave",
+                OrgRole::Member,
+                &[("payments", ProjectRole::Developer)],
+            ),
+        ],
+    }
+}
+
+fn who(name: &str) -> String {
+    match name {
+        "root" => "kubernetes-admin".into(),
+        n => format!("{n}@acme.example"),
+    }
+}
+
+fn check(index: &Mem, as_user: &str, op: Op, new: Option<Object>, old: Option<Object>) -> Decision {
+    let groups: Vec<String> = if as_user == "root" {
+        vec!["system:masters".into()]
+    } else {
+        vec!["system:authenticated".into()]
+    };
+    let username = who(as_user);
+    let name = new.as_ref().or(old.as_ref()).map(|o| match o {
+        Object::Organization(o) => o.name_any(),
+        Object::Project(p) => p.name_any(),
+        Object::Membership(m) => m.name_any(),
+    });
+    validate(
+        &Request {
+            operation: op,
+            namespace: NS,
+            name: name.as_deref().unwrap_or(""),
+            object: new.as_ref(),
+            old_object: old.as_ref(),
+            username: &username,
+            groups: &groups,
+        },
+        index,
+        &Policy::default(),
+    )
+}
+
+fn reason(d: &Decision) -> &'static str {
+    match d {
+        Decision::Allow => "Allow",
+        Decision::Deny { reason, .. } => reason,
+    }
+}
+
+/// An admission request in brief: operation, new object, old object.
+type Change = (Op, Option<Object>, Option<Object>);
+type Build = fn(&Mem) -> Change;
+
+/// One row of DESIGN.md §3: the change, and the expected outcome for owner, admin, member.
+struct Row {
+    action: &'static str,
+    build: Build,
+    owner: &'static str,
+    admin: &'static str,
+    member: &'static str,
+}
+
+fn m_of(i: &Mem, name: &str) -> Membership {
+    i.memberships
+        .iter()
+        .find(|m| m.name_any() == name)
+        .cloned()
+        .expect("membership")
+}
+
+#[test]
+fn permission_matrix() {
+    let rows: Vec<Row> = vec![
+        Row {
+            action: "change org settings",
+            build: |i| {
+                let old = i.orgs[0].clone();
+                let mut new = old.clone();
+                new.spec.security.mfa.required = true;
+                (
+                    Op::Update,
+                    Some(Object::Organization(new)),
+                    Some(Object::Organization(old)),
+                )
+            },
+            owner: "Allow",
+            admin: "OwnerOnly",
+            member: "MemberReadOnly",
+        },
+        Row {
+            action: "transfer ownership with kubectl",
+            build: |i| {
+                let old = i.orgs[0].clone();
+                let mut new = old.clone();
+                new.spec.owner = "bob@acme.example".into();
+                (
+                    Op::Update,
+                    Some(Object::Organization(new)),
+                    Some(Object::Organization(old)),
+                )
+            },
+            owner: "TransferNeedsConfirmation",
+            admin: "OwnerOnly",
+            member: "MemberReadOnly",
+        },
+        Row {
+            action: "delete the organization",
+            build: |i| {
+                (
+                    Op::Delete,
+                    None,
+                    Some(Object::Organization(i.orgs[0].clone())),
+                )
+            },
+            owner: "Allow",
+            admin: "OwnerOnly",
+            member: "MemberReadOnly",
+        },
+        Row {
+            action: "create a Project",
+            build: |_| (Op::Create, Some(Object::Project(project("mobile"))), None),
+            owner: "Allow",
+            admin: "Allow",
+            member: "MemberReadOnly",
+        },
+        Row {
+            action: "change a Project the admin administers",
+            build: |_| {
+                let old = project("payments");
+                let mut new = old.clone();
+                new.spec.display_name = Some("Payments".into());
+                (
+                    Op::Update,
+                    Some(Object::Project(new)),
+                    Some(Object::Project(old)),
+                )
+            },
+            owner: "Allow",
+            admin: "Allow",
+            member: "MemberReadOnly",
+        },
+        Row {
+            action: "delete a Project the admin does not administer",
+            build: |_| (Op::Delete, None, Some(Object::Project(project("web")))),
+            owner: "Allow",
+            admin: "NotProjectAdmin",
+            member: "MemberReadOnly",
+        },
+        Row {
+            action: "invite a Member into the admin's project",
+            build: |_| {
+                (
+                    Op::Create,
+                    Some(Object::Membership(member(
+                        "erin",
+                        OrgRole::Member,
+                        &[("payments", ProjectRole::Viewer)],
+                    ))),
+                    None,
+                )
+            },
+            owner: "Allow",
+            admin: "Allow",
+            member: "MemberReadOnly",
+        },
+        Row {
+            action: "invite an Admin",
+            build: |_| {
+                (
+                    Op::Create,
+                    Some(Object::Membership(member("erin", OrgRole::Admin, &[]))),
+                    None,
+                )
+            },
+            owner: "Allow",
+            admin: "AdminInvitesMembersOnly",
+            member: "MemberReadOnly",
+        },
+        Row {
+            action: "invite a Member into another project",
+            build: |_| {
+                (
+                    Op::Create,
+                    Some(Object::Membership(member(
+                        "erin",
+                        OrgRole::Member,
+                        &[("web", ProjectRole::Developer)],
+                    ))),
+                    None,
+                )
+            },
+            owner: "Allow",
+            admin: "NotProjectAdmin",
+            member: "MemberReadOnly",
+        },
+        Row {
+            action: "cancel a Member's invitation (delete) in the admin's project",
+            build: |i| (Op::Delete, None, Some(Object::Membership(m_of(i, "dave")))),
+            owner: "Allow",
+            admin: "Allow",
+            member: "MemberReadOnly",
+        },
+        Row {
+            action: "change a member's org role",
+            build: |i| {
+                let old = m_of(i, "dave");
+                let mut new = old.clone();
+                new.spec.role = Some(OrgRole::Admin);
+                (
+                    Op::Update,
+                    Some(Object::Membership(new)),
+                    Some(Object::Membership(old)),
+                )
+            },
+            owner: "Allow",
+            admin: "OwnerOnly",
+            member: "MemberReadOnly",
+        },
+        Row {
+            action: "disable a member",
+            build: |i| {
+                let old = m_of(i, "dave");
+                let mut new = old.clone();
+                new.spec.disabled = true;
+                (
+                    Op::Update,
+                    Some(Object::Membership(new)),
+                    Some(Object::Membership(old)),
+                )
+            },
+            owner: "Allow",
+            admin: "OwnerOnly",
+            member: "MemberReadOnly",
+        },
+        Row {
+            action: "change a member's role in the admin's project",
+            build: |i| {
+                let old = m_of(i, "dave");
+                let mut new = old.clone();
+                new.spec.projects[0].role = ProjectRole::Admin;
+                (
+                    Op::Update,
+                    Some(Object::Membership(new)),
+                    Some(Object::Membership(old)),
+                )
+            },
+            owner: "Allow",
+            admin: "Allow",
+            member: "MemberReadOnly",
+        },
+        Row {
+            action: "give a member a role in another project",
+            build: |i| {
+                let old = m_of(i, "dave");
+                let mut new = old.clone();
+                new.spec.projects.push(ProjectGrant {
+                    name: "web".into(),
+                    role: ProjectRole::Viewer,
+                });
+                (
+                    Op::Update,
+                    Some(Object::Membership(new)),
+                    Some(Object::Membership(old)),
+                )
+            },
+            owner: "Allow",
+            admin: "NotProjectAdmin",
+            member: "MemberReadOnly",
+        },
+        Row {
+            action: "exempt a member from MFA",
+            build: |i| {
+                let old = m_of(i, "dave");
+                let mut new = old.clone();
+                new.spec.mfa = Some(MfaExemption {
+                    exempt: true,
+                    exempt_until: None,
+                    reason: Some("token lost".into()),
+                });
+                (
+                    Op::Update,
+                    Some(Object::Membership(new)),
+                    Some(Object::Membership(old)),
+                )
+            },
+            owner: "Allow",
+            admin: "OwnerOnly",
+            member: "MemberReadOnly",
+        },
+    ];
+    let index = acme();
+    let mut failures = Vec::new();
+    for row in &rows {
+        for (user, want) in [
+            ("alice", row.owner),
+            ("bob", row.admin),
+            ("dave", row.member),
+            ("root", "Allow"),
+            ("mallory", "NotAMember"),
+        ] {
+            let (op, new, old) = (row.build)(&index);
+            let got = check(&index, user, op, new, old);
+            if reason(&got) != want {
+                failures.push(format!(
+                    "{}: as {user} want {want}, got {got:?}",
+                    row.action
+                ));
+            }
+        }
+    }
+    // Trusted identities (root) pass every row, ownership moves included: through GitOps the
+    // reviewed commit is the confirmation.
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn single_owner_rules_hold_for_everyone() {
+    let index = acme();
+    let transfer_to = |email: &str| {
+        let old = index.orgs[0].clone();
+        let mut new = old.clone();
+        new.spec.owner = email.into();
+        (
+            Op::Update,
+            Some(Object::Organization(new)),
+            Some(Object::Organization(old)),
+        )
+    };
+    let cases: Vec<(&str, &str, Change, &str)> = vec![
+        (
+            "trusted transfer to an enabled member",
+            "root",
+            transfer_to("bob@acme.example"),
+            "Allow",
+        ),
+        (
+            "trusted transfer to a non-member",
+            "root",
+            transfer_to("zoe@acme.example"),
+            "NewOwnerNotMember",
+        ),
+        (
+            "delete the owner's Membership",
+            "root",
+            (
+                Op::Delete,
+                None,
+                Some(Object::Membership(m_of(&index, "alice"))),
+            ),
+            "OwnerMembershipProtected",
+        ),
+        (
+            "disable the owner's Membership",
+            "root",
+            {
+                let old = m_of(&index, "alice");
+                let mut new = old.clone();
+                new.spec.disabled = true;
+                (
+                    Op::Update,
+                    Some(Object::Membership(new)),
+                    Some(Object::Membership(old)),
+                )
+            },
+            "OwnerMembershipProtected",
+        ),
+        (
+            "give the owner's Membership an expiry",
+            "alice",
+            {
+                let old = m_of(&index, "alice");
+                let mut new = old.clone();
+                new.spec.expires_at = Some(Time("2030-01-01T00:00:00Z".parse().expect("ts")));
+                (
+                    Op::Update,
+                    Some(Object::Membership(new)),
+                    Some(Object::Membership(old)),
+                )
+            },
+            "OwnerMembershipProtected",
+        ),
+        (
+            "an Organization not named after its namespace",
+            "root",
+            {
+                let mut o = org("alice");
+                o.metadata.name = Some("other".into());
+                (Op::Create, Some(Object::Organization(o)), None)
+            },
+            "OrganizationNameNotNamespace",
+        ),
+        (
+            "a second Membership for an e-mail",
+            "alice",
+            {
+                let mut m = member("bobby", OrgRole::Member, &[]);
+                m.spec.email = "bob@acme.example".into();
+                (Op::Create, Some(Object::Membership(m)), None)
+            },
+            "EmailNotUnique",
+        ),
+        (
+            "a Project claiming another project's namespace",
+            "alice",
+            {
+                let mut p = project("pay2");
+                p.spec.namespace = Some("acme-payments".into());
+                (Op::Create, Some(Object::Project(p)), None)
+            },
+            "ProjectNamespaceTaken",
+        ),
+        (
+            "a Project claiming an organization's home",
+            "alice",
+            {
+                let mut p = project("home");
+                p.spec.namespace = Some("acme".into());
+                (Op::Create, Some(Object::Project(p)), None)
+            },
+            "ProjectNamespaceTaken",
+        ),
+    ];
+    for (what, user, (op, new, old), want) in cases {
+        let got = check(&index, user, op, new, old);
+        assert_eq!(reason(&got), want, "{what}: {got:?}");
+    }
+
+    // The owner's Membership may go once another one holds the owner's e-mail (roster removing
+    // its superseded bootstrap placeholder).
+    let mut index = acme();
+    let mut boot = member("owner-alice", OrgRole::Admin, &[]);
+    boot.spec.email = "alice@acme.example".into();
+    boot.metadata.labels =
+        Some([(crate::api::BOOTSTRAP_LABEL.to_string(), "owner".to_string())].into());
+    index.memberships.push(boot.clone());
+    assert_eq!(
+        reason(&check(
+            &index,
+            "root",
+            Op::Delete,
+            None,
+            Some(Object::Membership(boot))
+        )),
+        "Allow"
+    );
+
+    // A transfer to a disabled member is refused.
+    let mut index = acme();
+    index.memberships[1].spec.disabled = true;
+    let old = index.orgs[0].clone();
+    let mut new = old.clone();
+    new.spec.owner = "bob@acme.example".into();
+    let got = check(
+        &index,
+        "root",
+        Op::Update,
+        Some(Object::Organization(new)),
+        Some(Object::Organization(old)),
+    );
+    assert_eq!(reason(&got), "NewOwnerNotActive");
+}
+
+#[test]
+fn denials_name_the_rule_and_the_way_forward() {
+    let index = acme();
+    let old = index.orgs[0].clone();
+    let mut new = old.clone();
+    new.spec.owner = "bob@acme.example".into();
+    let Decision::Deny { message, .. } = check(
+        &index,
+        "alice",
+        Op::Update,
+        Some(Object::Organization(new)),
+        Some(Object::Organization(old)),
+    ) else {
+        panic!("allowed")
+    };
+    assert_eq!(
+        message,
+        "organization acme already has owner alice@acme.example; ownership moves with \"kubectl roster transfer-ownership\" (which asks for the owner's password), or by a trusted identity through GitOps"
+    );
+}
+
+// ---- tier 2: the router over HTTP ----
+
+fn app(index: Mem, ready: bool) -> axum::Router {
+    router(Arc::new(AppState {
+        index,
+        policy: Policy::default(),
+        ready: Box::new(move || ready),
+    }))
+}
+
+fn review(op: &str, user: &str, object: Value, old: Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": "roster.dev", "version": "v1alpha1", "kind": object.get("kind").or(old.get("kind")).cloned().unwrap_or(json!("Membership"))},
+            "resource": {"group": "roster.dev", "version": "v1alpha1", "resource": "memberships"},
+            "name": "x", "namespace": NS, "operation": op,
+            "userInfo": {"username": user, "groups": ["system:authenticated"]},
+            "object": object, "oldObject": old, "dryRun": false
+        }
+    })
+}
+
+async fn post(app: axum::Router, body: impl Into<Body>) -> Value {
+    let response = app
+        .oneshot(
+            HttpRequest::post("/validate")
+                .header("content-type", "application/json")
+                .body(body.into())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(response.status(), 200);
+    serde_json::from_slice(&to_bytes(response.into_body(), 1 << 20).await.expect("body"))
+        .expect("json")
+}
+
+#[tokio::test]
+async fn router_allows_and_denies_with_the_request_uid() {
+    let erin = serde_json::to_value(member(
+        "erin",
+        OrgRole::Member,
+        &[("payments", ProjectRole::Viewer)],
+    ))
+    .expect("json");
+    let out = post(
+        app(acme(), true),
+        review("CREATE", "bob@acme.example", erin.clone(), Value::Null).to_string(),
+    )
+    .await;
+    assert_eq!(
+        out["response"]["uid"],
+        "705ab4f5-6393-11e8-b7cc-42010a800002"
+    );
+    assert_eq!(out["response"]["allowed"], true);
+
+    let out = post(
+        app(acme(), true),
+        review("CREATE", "dave@acme.example", erin, Value::Null).to_string(),
+    )
+    .await;
+    assert_eq!(out["response"]["allowed"], false);
+    let msg = out["response"]["status"]["message"]
+        .as_str()
+        .expect("message");
+    assert!(
+        msg.contains("Members cannot change roster objects"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn router_denies_garbage_without_crashing() {
+    let bodies: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"not json".to_vec(),
+        b"{}".to_vec(),
+        b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\"}".to_vec(),
+        vec![0xff, 0xfe, 0x00],
+        serde_json::to_vec(&review(
+            "CREATE",
+            "bob@acme.example",
+            json!({"kind": "Membership", "spec": 42}),
+            Value::Null,
+        ))
+        .expect("json"),
+        serde_json::to_vec(&review(
+            "CREATE",
+            "bob@acme.example",
+            json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p"}}),
+            Value::Null,
+        ))
+        .expect("json"),
+    ];
+    for body in bodies {
+        let out = post(app(acme(), true), body.clone()).await;
+        assert_eq!(
+            out["response"]["allowed"],
+            false,
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        assert!(
+            out["response"]["status"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+}
+
+#[tokio::test]
+async fn router_denies_until_the_caches_are_loaded() {
+    let erin = serde_json::to_value(member("erin", OrgRole::Member, &[])).expect("json");
+    let out = post(
+        app(acme(), false),
+        review("CREATE", "alice@acme.example", erin, Value::Null).to_string(),
+    )
+    .await;
+    assert_eq!(out["response"]["allowed"], false);
+    assert!(
+        out["response"]["status"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("starting")
+    );
+}

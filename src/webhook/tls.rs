@@ -1,0 +1,75 @@
+//! The webhook's own serving certificate for local use: a CA and a leaf for the addresses the
+//! API server dials, made with rcgen at start-up. (The chart issue adds other sources, such as
+//! cert-manager; the CA is what goes into the webhook configuration's caBundle.)
+
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+
+pub struct Certificates {
+    pub ca_pem: String,
+    cert_der: Vec<u8>,
+    key_der: Vec<u8>,
+}
+
+// The private key must never reach a log or a panic message.
+impl std::fmt::Debug for Certificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificates")
+            .field("ca_pem", &self.ca_pem)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Certificates {
+    /// A fresh CA and a serving certificate for `names` (DNS names or IP addresses).
+    pub fn generate(names: &[String]) -> Result<Certificates, String> {
+        let err = |e: rcgen::Error| e.to_string();
+        let ca_key = KeyPair::generate().map_err(err)?;
+        let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "roster webhook CA");
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+        let issuer = Issuer::new(ca, ca_key);
+
+        let leaf_key = KeyPair::generate().map_err(err)?;
+        let mut leaf = CertificateParams::new(names.to_vec()).map_err(err)?;
+        leaf.distinguished_name
+            .push(DnType::CommonName, "roster webhook");
+        let leaf_cert = leaf.signed_by(&leaf_key, &issuer).map_err(err)?;
+        Ok(Certificates {
+            ca_pem: ca_cert.pem(),
+            cert_der: leaf_cert.der().to_vec(),
+            key_der: leaf_key.serialize_der(),
+        })
+    }
+
+    pub fn clone_for_serving(&self) -> Certificates {
+        Certificates {
+            ca_pem: self.ca_pem.clone(),
+            cert_der: self.cert_der.clone(),
+            key_der: self.key_der.clone(),
+        }
+    }
+
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, String> {
+        let key = rustls::pki_types::PrivateKeyDer::try_from(self.key_der.clone())
+            .map_err(|e| e.to_string())?;
+        let cert = rustls::pki_types::CertificateDer::from(self.cert_der.clone());
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .map_err(|e| e.to_string())?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}

@@ -1,0 +1,487 @@
+//! `validate()`: the organization rules that span objects or depend on who is asking (DESIGN.md
+//! §3 and §5), as a pure function of the request and an in-memory view of the organization.
+//! Everything that fits the CRD schema is checked there instead; `roster plan` reuses this.
+
+use std::sync::Arc;
+
+use kube::ResourceExt;
+
+use crate::access::is_bootstrap;
+use crate::api::{Membership, OrgRole, Organization, Project, ProjectRole};
+use crate::controller::plan::project_namespace;
+
+/// What the webhook reads: an index of the cluster's roster objects (the controller's caches).
+pub trait Index {
+    fn organization(&self, namespace: &str) -> Option<Arc<Organization>>;
+    fn memberships(&self, namespace: &str) -> Vec<Arc<Membership>>;
+    fn projects(&self, namespace: &str) -> Vec<Arc<Project>>;
+    /// Projects of any organization whose workload namespace is `namespace`.
+    fn projects_using_namespace(&self, namespace: &str) -> Vec<Arc<Project>>;
+}
+
+/// Who may do anything: platform admins, the GitOps controller, roster itself.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub trusted_users: Vec<String>,
+    pub trusted_groups: Vec<String>,
+    /// Prefix of members' Kubernetes user names (user name = prefix + e-mail).
+    pub subject_prefix: String,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            trusted_users: vec![],
+            trusted_groups: vec!["system:masters".into()],
+            subject_prefix: String::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Object {
+    Organization(Organization),
+    Project(Project),
+    Membership(Membership),
+}
+
+/// The admission operation (kube's type is not `Copy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Create,
+    Update,
+    Delete,
+    Connect,
+}
+
+impl From<&kube::core::admission::Operation> for Op {
+    fn from(o: &kube::core::admission::Operation) -> Op {
+        use kube::core::admission::Operation as O;
+        match o {
+            O::Create => Op::Create,
+            O::Update => Op::Update,
+            O::Delete => Op::Delete,
+            O::Connect => Op::Connect,
+        }
+    }
+}
+
+pub struct Request<'a> {
+    pub operation: Op,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub object: Option<&'a Object>,
+    pub old_object: Option<&'a Object>,
+    pub username: &'a str,
+    pub groups: &'a [String],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// `reason` is a stable PascalCase name of the rule (metrics, tests); `message` is the one
+    /// sentence the user sees.
+    Deny {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+fn deny(reason: &'static str, message: impl Into<String>) -> Decision {
+    Decision::Deny {
+        reason,
+        message: message.into(),
+    }
+}
+
+macro_rules! check {
+    ($d:expr) => {
+        if let d @ Decision::Deny { .. } = $d {
+            return d;
+        }
+    };
+}
+
+pub fn validate(req: &Request<'_>, index: &impl Index, policy: &Policy) -> Decision {
+    // The subject of the request: the new object, or the old one for DELETE.
+    let Some(subject) = req.object.or(req.old_object) else {
+        return deny(
+            "MissingObject",
+            "the admission request carries no object to check",
+        );
+    };
+    check!(invariants(req, subject, index));
+    if trusted(req, policy) {
+        return Decision::Allow;
+    }
+    permitted(req, subject, index, policy)
+}
+
+fn trusted(req: &Request<'_>, policy: &Policy) -> bool {
+    policy.trusted_users.iter().any(|u| u == req.username)
+        || req.groups.iter().any(|g| policy.trusted_groups.contains(g))
+}
+
+/// Rules that hold whoever asks, trusted identities included.
+fn invariants(req: &Request<'_>, subject: &Object, index: &impl Index) -> Decision {
+    let ns = req.namespace;
+    match (subject, req.operation) {
+        (Object::Organization(o), Op::Create | Op::Update) => {
+            if o.name_any() != ns {
+                return deny(
+                    "OrganizationNameNotNamespace",
+                    format!(
+                        "an Organization must be named after its namespace (one organization per namespace): name it {ns}, or create it in a namespace named {}",
+                        o.name_any()
+                    ),
+                );
+            }
+            if let Some(Object::Organization(old)) = req.old_object
+                && old.spec.owner != o.spec.owner
+            {
+                let members = index.memberships(ns);
+                let holder = email_holder(&members, &o.spec.owner);
+                match holder {
+                    None => {
+                        return deny(
+                            "NewOwnerNotMember",
+                            format!(
+                                "{} cannot become owner of organization {ns}: they have no Membership there; create one and let them accept the invitation first",
+                                o.spec.owner
+                            ),
+                        );
+                    }
+                    Some(m) if m.spec.disabled || expired(m) => {
+                        return deny(
+                            "NewOwnerNotActive",
+                            format!(
+                                "{} cannot become owner of organization {ns}: their Membership {} is disabled or expired; enable it first",
+                                o.spec.owner,
+                                m.name_any()
+                            ),
+                        );
+                    }
+                    Some(_) => {}
+                }
+            }
+            Decision::Allow
+        }
+        (Object::Membership(m), op) => {
+            let Some(org) = index.organization(ns) else {
+                return Decision::Allow;
+            };
+            let owner = org.spec.owner.as_str();
+            let members = index.memberships(ns);
+            let holds_owner_email = m.spec.email == owner
+                && email_holder(&members, owner).is_some_and(|h| h.name_any() == m.name_any());
+            match op {
+                Op::Delete if holds_owner_email => deny(
+                    "OwnerMembershipProtected",
+                    format!(
+                        "Membership {} belongs to {owner}, the owner of organization {ns}; transfer ownership first (kubectl roster transfer-ownership), then delete it",
+                        m.name_any()
+                    ),
+                ),
+                Op::Create | Op::Update => {
+                    if m.spec.email == owner
+                        && holds_or_claims(&members, m)
+                        && (m.spec.disabled || m.spec.expires_at.is_some())
+                    {
+                        return deny(
+                            "OwnerMembershipProtected",
+                            format!(
+                                "{owner} is the owner of organization {ns}: their Membership cannot be disabled or given an expiry; transfer ownership first (kubectl roster transfer-ownership)"
+                            ),
+                        );
+                    }
+                    if op == Op::Create
+                        && !is_bootstrap(m)
+                        && let Some(other) = members.iter().find(|o| {
+                            o.spec.email == m.spec.email
+                                && !is_bootstrap(o)
+                                && o.name_any() != m.name_any()
+                        })
+                    {
+                        return deny(
+                            "EmailNotUnique",
+                            format!(
+                                "{} is already a member of organization {ns} (Membership {}); change that Membership instead of creating a second one",
+                                m.spec.email,
+                                other.name_any()
+                            ),
+                        );
+                    }
+                    Decision::Allow
+                }
+                _ => Decision::Allow,
+            }
+        }
+        (Object::Project(p), Op::Create) => {
+            let target = project_namespace(ns, p);
+            if let Some(other) = index
+                .projects_using_namespace(&target)
+                .into_iter()
+                .find(|o| !(o.namespace().as_deref() == Some(ns) && o.name_any() == p.name_any()))
+            {
+                return deny(
+                    "ProjectNamespaceTaken",
+                    format!(
+                        "namespace {target} already belongs to Project {}/{}; choose another spec.namespace",
+                        other.namespace().unwrap_or_default(),
+                        other.name_any()
+                    ),
+                );
+            }
+            if index.organization(&target).is_some() {
+                return deny(
+                    "ProjectNamespaceTaken",
+                    format!(
+                        "namespace {target} is the home of organization {target}; choose another spec.namespace"
+                    ),
+                );
+            }
+            Decision::Allow
+        }
+        _ => Decision::Allow,
+    }
+}
+
+/// The Membership that holds `email` in an organization (declared before bootstrap, oldest first).
+fn email_holder<'a>(members: &'a [Arc<Membership>], email: &str) -> Option<&'a Membership> {
+    members
+        .iter()
+        .filter(|m| m.spec.email == email && m.metadata.deletion_timestamp.is_none())
+        .min_by_key(|m| {
+            (
+                is_bootstrap(m),
+                m.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                m.name_any(),
+            )
+        })
+        .map(|m| m.as_ref())
+}
+
+/// True when `m` holds its e-mail now, or would (no other Membership holds it).
+fn holds_or_claims(members: &[Arc<Membership>], m: &Membership) -> bool {
+    email_holder(members, &m.spec.email).is_none_or(|h| h.name_any() == m.name_any())
+}
+
+fn expired(m: &Membership) -> bool {
+    m.spec
+        .expires_at
+        .as_ref()
+        .is_some_and(|t| t.0 <= k8s_openapi::jiff::Timestamp::now())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Owner,
+    Admin,
+    Member,
+}
+
+/// The permission matrix (DESIGN.md §3) for requests by members of the organization.
+fn permitted(req: &Request<'_>, subject: &Object, index: &impl Index, policy: &Policy) -> Decision {
+    let ns = req.namespace;
+    let Some(org) = index.organization(ns) else {
+        return deny(
+            "NotAMember",
+            format!(
+                "{} may not manage roster objects in {ns}: there is no organization there and they are not a trusted identity",
+                req.username
+            ),
+        );
+    };
+    let members = index.memberships(ns);
+    let Some(email) = req.username.strip_prefix(policy.subject_prefix.as_str()) else {
+        return not_member(req.username, ns);
+    };
+    let me = email_holder(&members, email).filter(|m| !m.spec.disabled && !expired(m));
+    let role = if email == org.spec.owner {
+        Role::Owner
+    } else {
+        match me.map(|m| m.spec.role.unwrap_or(org.spec.default_role)) {
+            Some(OrgRole::Admin) => Role::Admin,
+            Some(OrgRole::Member) => Role::Member,
+            None => return not_member(req.username, ns),
+        }
+    };
+    if role == Role::Owner {
+        return owner_rules(req, subject, ns);
+    }
+    if role == Role::Member {
+        return deny(
+            "MemberReadOnly",
+            format!(
+                "{email} is a Member of organization {ns}: Members cannot change roster objects; ask an Admin or the owner"
+            ),
+        );
+    }
+    // Admin.
+    let my_projects: Vec<String> = if org.spec.admins_see_all_projects {
+        index.projects(ns).iter().map(|p| p.name_any()).collect()
+    } else {
+        me.map(|m| {
+            m.spec
+                .projects
+                .iter()
+                .filter(|g| g.role == ProjectRole::Admin)
+                .map(|g| g.name.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    admin_rules(req, subject, &org, email, &my_projects)
+}
+
+fn not_member(user: &str, ns: &str) -> Decision {
+    deny(
+        "NotAMember",
+        format!(
+            "{user} is not a member of organization {ns}; only its members and trusted identities may change it"
+        ),
+    )
+}
+
+fn owner_rules(req: &Request<'_>, subject: &Object, ns: &str) -> Decision {
+    if let (Object::Organization(new), Some(Object::Organization(old))) = (subject, req.old_object)
+        && new.spec.owner != old.spec.owner
+    {
+        return deny(
+            "TransferNeedsConfirmation",
+            format!(
+                "organization {ns} already has owner {}; ownership moves with \"kubectl roster transfer-ownership\" (which asks for the owner's password), or by a trusted identity through GitOps",
+                old.spec.owner
+            ),
+        );
+    }
+    if matches!(subject, Object::Organization(_)) && req.operation == Op::Create {
+        return deny(
+            "OrganizationCreateTrusted",
+            "organizations are created by trusted identities (platform admins or the GitOps controller)",
+        );
+    }
+    Decision::Allow
+}
+
+fn admin_rules(
+    req: &Request<'_>,
+    subject: &Object,
+    org: &Organization,
+    me: &str,
+    my_projects: &[String],
+) -> Decision {
+    let ns = req.namespace;
+    let in_mine = |p: &str| my_projects.iter().any(|m| m == p);
+    match subject {
+        Object::Organization(_) => deny(
+            "OwnerOnly",
+            format!(
+                "only the owner of organization {ns} ({}) may change its settings or delete it",
+                org.spec.owner
+            ),
+        ),
+        Object::Project(p) => match req.operation {
+            Op::Create => Decision::Allow,
+            _ if in_mine(&p.name_any()) => Decision::Allow,
+            _ => deny(
+                "NotProjectAdmin",
+                format!(
+                    "{me} is not Admin of project {}: only its project Admins and the owner may change or delete it",
+                    p.name_any()
+                ),
+            ),
+        },
+        Object::Membership(m) => {
+            let target_role = m.spec.role.unwrap_or(org.spec.default_role);
+            let foreign: Vec<&str> = match (req.operation, req.old_object) {
+                (Op::Update, Some(Object::Membership(old))) => changed_projects(old, m),
+                _ => m.spec.projects.iter().map(|g| g.name.as_str()).collect(),
+            }
+            .into_iter()
+            .filter(|p| !in_mine(p))
+            .collect();
+            match req.operation {
+                Op::Create | Op::Delete if target_role == OrgRole::Admin => deny(
+                    "AdminInvitesMembersOnly",
+                    format!(
+                        "{me} is an Admin: Admins may invite or remove Members only; set spec.role: Member, or ask the owner ({})",
+                        org.spec.owner
+                    ),
+                ),
+                Op::Create | Op::Delete if !foreign.is_empty() => deny(
+                    "NotProjectAdmin",
+                    format!(
+                        "{me} is not Admin of project(s) {}: only their project Admins and the owner may give roles there",
+                        foreign.join(", ")
+                    ),
+                ),
+                Op::Create | Op::Delete => Decision::Allow,
+                Op::Update => {
+                    let Some(Object::Membership(old)) = req.old_object else {
+                        return Decision::Allow;
+                    };
+                    if old.spec.role != m.spec.role
+                        || old.spec.disabled != m.spec.disabled
+                        || old.spec.expires_at != m.spec.expires_at
+                    {
+                        return deny(
+                            "OwnerOnly",
+                            format!(
+                                "only the owner of organization {ns} may change a member's org role, enable or disable them, or set their expiry"
+                            ),
+                        );
+                    }
+                    if old.spec.mfa != m.spec.mfa {
+                        return deny(
+                            "OwnerOnly",
+                            format!(
+                                "only the owner of organization {ns} may exempt a member from MFA"
+                            ),
+                        );
+                    }
+                    if target_role == OrgRole::Admin
+                        && (old.spec.projects != m.spec.projects
+                            || old.spec.display_name != m.spec.display_name)
+                    {
+                        return deny(
+                            "AdminChangesMembersOnly",
+                            format!(
+                                "{me} is an Admin: Admins may change Members only; ask the owner"
+                            ),
+                        );
+                    }
+                    if !foreign.is_empty() {
+                        return deny(
+                            "NotProjectAdmin",
+                            format!(
+                                "{me} is not Admin of project(s) {}: only their project Admins and the owner may change roles there",
+                                foreign.join(", ")
+                            ),
+                        );
+                    }
+                    Decision::Allow
+                }
+                _ => Decision::Allow,
+            }
+        }
+    }
+}
+
+/// Projects whose grant was added, removed or changed between two versions of a Membership.
+fn changed_projects<'a>(old: &'a Membership, new: &'a Membership) -> Vec<&'a str> {
+    let mut changed = Vec::new();
+    for g in &new.spec.projects {
+        if !old.spec.projects.contains(g) {
+            changed.push(g.name.as_str());
+        }
+    }
+    for g in &old.spec.projects {
+        if !new.spec.projects.iter().any(|n| n.name == g.name) {
+            changed.push(g.name.as_str());
+        }
+    }
+    changed.sort_unstable();
+    changed.dedup();
+    changed
+}
