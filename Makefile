@@ -2,13 +2,14 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help demo down test lint crds control-plane
+.PHONY: help demo down test lint bench crds control-plane
 
 help:
 	@echo "make demo           local control plane + roster + examples/, then what roster converged"
 	@echo "make down           stop everything make demo started"
 	@echo "make test           the whole suite: unit tests and cluster tests (real kube-apiserver + etcd)"
 	@echo "make lint           cargo fmt --check, cargo clippy -D warnings, go vet"
+	@echo "make bench          benchmarks (release build), written to BENCHMARKS.md"
 	@echo "make crds           regenerate crds/ and the chart's CRDs from src/api"
 	@echo "make control-plane  build (or find cached) kube-apiserver, etcd, kubectl"
 
@@ -25,6 +26,9 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --locked --all-targets -- -D warnings
 	cd tests/control-plane && test -z "$$(gofmt -l devcluster)" && GOFLAGS=-mod=mod go vet ./devcluster
+
+bench:
+	@scripts/bench.sh
 
 crds:
 	cargo run --locked --quiet -- crds --write

@@ -22,9 +22,10 @@ impl Index for StoreIndex {
         self.orgs.get(&ObjectRef::new(namespace).within(namespace))
     }
 
-    fn memberships(&self, namespace: &str) -> Vec<Arc<Membership>> {
-        self.memberships
-            .state_filter(|m| m.metadata.namespace.as_deref() == Some(namespace))
+    fn memberships_with_email(&self, namespace: &str, email: &str) -> Vec<Arc<Membership>> {
+        self.memberships.state_filter(|m| {
+            m.spec.email == email && m.metadata.namespace.as_deref() == Some(namespace)
+        })
     }
 
     fn projects(&self, namespace: &str) -> Vec<Arc<Project>> {

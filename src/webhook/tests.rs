@@ -34,10 +34,10 @@ impl Index for Mem {
             .cloned()
             .map(Arc::new)
     }
-    fn memberships(&self, ns: &str) -> Vec<Arc<Membership>> {
+    fn memberships_with_email(&self, ns: &str, email: &str) -> Vec<Arc<Membership>> {
         self.memberships
             .iter()
-            .filter(|m| m.namespace().as_deref() == Some(ns))
+            .filter(|m| m.namespace().as_deref() == Some(ns) && m.spec.email == email)
             .cloned()
             .map(Arc::new)
             .collect()

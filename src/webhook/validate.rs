@@ -13,7 +13,9 @@ use crate::controller::plan::project_namespace;
 /// What the webhook reads: an index of the cluster's roster objects (the controller's caches).
 pub trait Index {
     fn organization(&self, namespace: &str) -> Option<Arc<Organization>>;
-    fn memberships(&self, namespace: &str) -> Vec<Arc<Membership>>;
+    /// Memberships of the organization in `namespace` with this e-mail (usually one). Every
+    /// rule needs the members of one address only, so the index is never copied whole.
+    fn memberships_with_email(&self, namespace: &str, email: &str) -> Vec<Arc<Membership>>;
     fn projects(&self, namespace: &str) -> Vec<Arc<Project>>;
     /// Projects of any organization whose workload namespace is `namespace`.
     fn projects_using_namespace(&self, namespace: &str) -> Vec<Arc<Project>>;
@@ -139,7 +141,7 @@ fn invariants(req: &Request<'_>, subject: &Object, index: &impl Index) -> Decisi
             if let Some(Object::Organization(old)) = req.old_object
                 && old.spec.owner != o.spec.owner
             {
-                let members = index.memberships(ns);
+                let members = index.memberships_with_email(ns, &o.spec.owner);
                 let holder = email_holder(&members, &o.spec.owner);
                 match holder {
                     None => {
@@ -171,7 +173,7 @@ fn invariants(req: &Request<'_>, subject: &Object, index: &impl Index) -> Decisi
                 return Decision::Allow;
             };
             let owner = org.spec.owner.as_str();
-            let members = index.memberships(ns);
+            let members = index.memberships_with_email(ns, &m.spec.email);
             let holds_owner_email = m.spec.email == owner
                 && email_holder(&members, owner).is_some_and(|h| h.name_any() == m.name_any());
             match op {
@@ -292,10 +294,10 @@ fn permitted(req: &Request<'_>, subject: &Object, index: &impl Index, policy: &P
             ),
         );
     };
-    let members = index.memberships(ns);
     let Some(email) = req.username.strip_prefix(policy.subject_prefix.as_str()) else {
         return not_member(req.username, ns);
     };
+    let members = index.memberships_with_email(ns, email);
     let me = email_holder(&members, email).filter(|m| !m.spec.disabled && !expired(m));
     let role = if email == org.spec.owner {
         Role::Owner

@@ -1,0 +1,338 @@
+//! Webhook latency over HTTPS at a steady request rate, with 10,000 Memberships in the index.
+//!
+//! The server is roster's own (`webhook::serve` + `webhook::router` + the reflector-store
+//! index), on a runtime of its own thread; the load generator runs on another runtime and
+//! sends AdmissionReviews over keep-alive TLS connections on loopback at a fixed rate: each request
+//! has a scheduled send time, and a wait for a free connection (a slow server) counts toward its
+//! latency. `/healthz` over the same connections at the same
+//! rate is measured side by side: the difference is what the admission decision costs.
+//!
+//! `cargo bench --bench webhook` (or `make bench`) prints a Markdown table; `make bench` writes
+//! it to BENCHMARKS.md.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher::Event;
+use roster::api::{
+    Membership, MembershipSpec, OrgRole, Organization, OrganizationSpec, Project, ProjectGrant,
+    ProjectRole, ProjectSpec,
+};
+use roster::webhook::{self, AppState, Certificates, StoreIndex, validate::Policy};
+use rustls_pki_types::pem::PemObject;
+use serde_json::{Value, json};
+
+const MEMBERS: usize = 10_000;
+const RATE: u64 = 500; // requests per second, per scenario
+const SECONDS: u64 = 10;
+const CONNECTIONS: usize = 8;
+
+fn main() {
+    let index = index();
+    let certs = Certificates::generate(&["127.0.0.1".to_string()]).expect("certificates");
+    let ca = certs.ca_pem.clone();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    server_rt.spawn(async move {
+        let state = Arc::new(AppState {
+            index,
+            policy: Policy::default(),
+            ready: Box::new(|| true),
+        });
+        webhook::serve(addr, &certs, webhook::router(state), std::future::pending())
+            .await
+            .expect("serve");
+    });
+
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let rows = client_rt.block_on(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let client = client(&ca);
+        let base = format!("https://127.0.0.1:{port}");
+        // Warm up connections and caches.
+        run(&client, &base, Scenario::Healthz, 200, 1).await;
+        let mut rows = Vec::new();
+        for scenario in [
+            Scenario::Healthz,
+            Scenario::InviteAllowed,
+            Scenario::DeleteOwnerDenied,
+            Scenario::DuplicateEmailDenied,
+        ] {
+            rows.push((scenario, run(&client, &base, scenario, RATE, SECONDS).await));
+        }
+        rows
+    });
+
+    let healthz_p99 = rows
+        .iter()
+        .find(|(s, _)| *s == Scenario::Healthz)
+        .map(|(_, r)| r.p(0.99))
+        .unwrap_or(1.0);
+    println!(
+        "| request ({MEMBERS} Memberships indexed; {RATE} req/s for {SECONDS} s; {CONNECTIONS} TLS connections) | sent | errors | p50 ms | p90 ms | p99 ms | max ms | p99 / healthz p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (scenario, r) in &rows {
+        println!(
+            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} |",
+            scenario.label(),
+            r.sent,
+            r.errors,
+            r.p(0.50),
+            r.p(0.90),
+            r.p(0.99),
+            r.p(1.0),
+            r.p(0.99) / healthz_p99
+        );
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Scenario {
+    Healthz,
+    InviteAllowed,
+    DeleteOwnerDenied,
+    DuplicateEmailDenied,
+}
+
+impl Scenario {
+    fn label(self) -> &'static str {
+        match self {
+            Scenario::Healthz => "GET /healthz (TLS + HTTP baseline)",
+            Scenario::InviteAllowed => "admin invites a Member (allowed; scans the org's members)",
+            Scenario::DeleteOwnerDenied => "delete the owner's Membership (denied)",
+            Scenario::DuplicateEmailDenied => "second Membership for an e-mail (denied)",
+        }
+    }
+
+    fn body(self) -> Option<Value> {
+        let (op, user, object, old) = match self {
+            Scenario::Healthz => return None,
+            Scenario::InviteAllowed => (
+                "CREATE",
+                "m1@acme.example",
+                membership("new", "new@acme.example", OrgRole::Member),
+                Value::Null,
+            ),
+            Scenario::DeleteOwnerDenied => (
+                "DELETE",
+                "kubernetes-admin",
+                Value::Null,
+                membership("m0", "m0@acme.example", OrgRole::Admin),
+            ),
+            Scenario::DuplicateEmailDenied => (
+                "CREATE",
+                "kubernetes-admin",
+                membership("dup", "m9999@acme.example", OrgRole::Member),
+                Value::Null,
+            ),
+        };
+        let groups = if user == "kubernetes-admin" {
+            json!(["system:masters"])
+        } else {
+            json!(["system:authenticated"])
+        };
+        Some(json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "b3c1f1d2-0000-4000-8000-000000000000",
+                "kind": {"group": "roster.dev", "version": "v1alpha1", "kind": "Membership"},
+                "resource": {"group": "roster.dev", "version": "v1alpha1", "resource": "memberships"},
+                "name": "x", "namespace": "acme", "operation": op,
+                "userInfo": {"username": user, "groups": groups},
+                "object": object, "oldObject": old, "dryRun": false
+            }
+        }))
+    }
+}
+
+fn membership(name: &str, email: &str, role: OrgRole) -> Value {
+    json!({
+        "apiVersion": "roster.dev/v1alpha1", "kind": "Membership",
+        "metadata": {"name": name, "namespace": "acme"},
+        "spec": {"email": email, "role": role, "projects": [{"name": "p1", "role": "Viewer"}]}
+    })
+}
+
+/// The organization acme: owner m0, 10,000 members (m1 Admin of p1), 20 projects.
+fn index() -> StoreIndex {
+    let mut orgs = Writer::<Organization>::default();
+    let mut projects = Writer::<Project>::default();
+    let mut members = Writer::<Membership>::default();
+    let mut org = Organization::new(
+        "acme",
+        OrganizationSpec {
+            display_name: None,
+            owner: "m0@acme.example".into(),
+            default_role: OrgRole::Member,
+            admins_see_all_projects: false,
+            security: Default::default(),
+        },
+    );
+    org.metadata.namespace = Some("acme".into());
+    orgs.apply_watcher_event(&Event::Apply(org));
+    for p in 0..20 {
+        let mut project = Project::new(
+            &format!("p{p}"),
+            ProjectSpec {
+                display_name: None,
+                namespace: None,
+                namespace_deletion: Default::default(),
+            },
+        );
+        project.metadata.namespace = Some("acme".into());
+        projects.apply_watcher_event(&Event::Apply(project));
+    }
+    for i in 0..MEMBERS {
+        let role = if i < 2 {
+            OrgRole::Admin
+        } else {
+            OrgRole::Member
+        };
+        let grant = ProjectGrant {
+            name: format!("p{}", i % 20),
+            role: if i == 1 {
+                ProjectRole::Admin
+            } else {
+                ProjectRole::Viewer
+            },
+        };
+        let mut m = Membership::new(
+            &format!("m{i}"),
+            MembershipSpec {
+                email: format!("m{i}@acme.example"),
+                display_name: None,
+                role: Some(role),
+                projects: vec![grant],
+                disabled: false,
+                mfa: None,
+                expires_at: None,
+            },
+        );
+        m.metadata.namespace = Some("acme".into());
+        m.metadata.creation_timestamp = Some(Time("2026-01-01T00:00:00Z".parse().expect("ts")));
+        members.apply_watcher_event(&Event::Apply(m));
+    }
+    StoreIndex {
+        orgs: orgs.as_reader(),
+        projects: projects.as_reader(),
+        memberships: members.as_reader(),
+    }
+}
+
+type HttpsClient = Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+>;
+
+fn client(ca_pem: &str) -> HttpsClient {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.expect("ca pem")).expect("ca");
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("tls versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(CONNECTIONS)
+        .build(connector)
+}
+
+struct Result {
+    sent: usize,
+    errors: usize,
+    latencies_ms: Vec<f64>,
+}
+
+impl Result {
+    fn p(&self, q: f64) -> f64 {
+        if self.latencies_ms.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.latencies_ms.len() as f64 - 1.0) * q).round() as usize;
+        self.latencies_ms[i]
+    }
+}
+
+async fn run(
+    client: &HttpsClient,
+    base: &str,
+    scenario: Scenario,
+    rate: u64,
+    seconds: u64,
+) -> Result {
+    let body = scenario.body().map(|b| Bytes::from(b.to_string()));
+    let total = (rate * seconds) as usize;
+    let interval = Duration::from_nanos(1_000_000_000 / rate);
+    let start = Instant::now() + Duration::from_millis(50);
+    let mut tasks = Vec::with_capacity(total);
+    let limit = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS));
+    for i in 0..total {
+        // The timer wakes up to 1 ms late; latency counts from the wake-up (which still includes
+        // any wait for a free connection, i.e. for the server).
+        tokio::time::sleep_until((start + interval * i as u32).into()).await;
+        let scheduled = Instant::now();
+        let client = client.clone();
+        let (url, body) = match &body {
+            None => (format!("{base}/healthz"), None),
+            Some(b) => (format!("{base}/validate"), Some(b.clone())),
+        };
+        let permit = limit.clone().acquire_owned().await.expect("semaphore");
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let req = match body {
+                None => hyper::Request::get(url).body(Full::new(Bytes::new())),
+                Some(b) => hyper::Request::post(url)
+                    .header("content-type", "application/json")
+                    .body(Full::new(b)),
+            }
+            .expect("request");
+            let ok = match client.request(req).await {
+                Ok(resp) => resp.status().is_success() && resp.into_body().collect().await.is_ok(),
+                Err(_) => false,
+            };
+            (ok, scheduled.elapsed())
+        }));
+    }
+    let mut r = Result {
+        sent: total,
+        errors: 0,
+        latencies_ms: Vec::with_capacity(total),
+    };
+    for t in tasks {
+        match t.await {
+            Ok((true, d)) => r.latencies_ms.push(d.as_secs_f64() * 1000.0),
+            _ => r.errors += 1,
+        }
+    }
+    r.latencies_ms.sort_by(f64::total_cmp);
+    r
+}
