@@ -31,9 +31,17 @@ if pid=$(cat "$state/roster.pid" 2>/dev/null) && grep -q "roster" "/proc/$pid/cm
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 fi
-echo "==> starting roster (log: $state/roster.log)"
-setsid nohup "$roster" run >"$state/roster.log" 2>&1 </dev/null &
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+echo "==> starting roster: controller + admission webhook on 127.0.0.1:$port (log: $state/roster.log)"
+setsid nohup "$roster" run --webhook-addr "127.0.0.1:$port" >"$state/roster.log" 2>&1 </dev/null &
 echo $! >"$state/roster.pid"
+# The API server picks up the webhook configuration asynchronously: wait until the webhook
+# refuses something only it refuses.
+probe='{"apiVersion":"roster.dev/v1alpha1","kind":"Organization","metadata":{"name":"probe","namespace":"default"},"spec":{"owner":"a@b.example"}}'
+for _ in $(seq 120); do
+    if echo "$probe" | k apply --dry-run=server -f - 2>&1 | grep -q "named after its namespace"; then break; fi
+    sleep 0.5
+done
 
 echo "==> applying examples/acme"
 k apply -f examples/acme
@@ -58,5 +66,7 @@ The control plane keeps running. Try it:
   kubectl get rolebinding roster-developer -n acme-payments -o wide
   kubectl describe membership dave -n acme      # Events: AccessRevoked
   kubectl auth can-i create deployments -n acme-web --as frank@acme.example
+  kubectl delete membership alice -n acme                   # the webhook: alice is the owner
+  kubectl patch membership dave -n acme --as bob@acme.example --type merge -p '{"spec":{"role":"Admin"}}'
 make down stops everything.
 TEXT

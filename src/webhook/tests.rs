@@ -201,9 +201,8 @@ fn m_of(i: &Mem, name: &str) -> Membership {
         .expect("membership")
 }
 
-#[test]
-fn permission_matrix() {
-    let rows: Vec<Row> = vec![
+fn matrix_rows() -> Vec<Row> {
+    vec![
         Row {
             action: "change org settings",
             build: |i| {
@@ -420,17 +419,26 @@ fn permission_matrix() {
             admin: "OwnerOnly",
             member: "MemberReadOnly",
         },
-    ];
+    ]
+}
+
+/// (user, expected reason) for each role, for one row.
+fn expectations(row: &Row) -> [(&'static str, &'static str); 5] {
+    [
+        ("alice", row.owner),
+        ("bob", row.admin),
+        ("dave", row.member),
+        ("root", "Allow"),
+        ("mallory", "NotAMember"),
+    ]
+}
+
+#[test]
+fn permission_matrix() {
     let index = acme();
     let mut failures = Vec::new();
-    for row in &rows {
-        for (user, want) in [
-            ("alice", row.owner),
-            ("bob", row.admin),
-            ("dave", row.member),
-            ("root", "Allow"),
-            ("mallory", "NotAMember"),
-        ] {
+    for row in &matrix_rows() {
+        for (user, want) in expectations(row) {
             let (op, new, old) = (row.build)(&index);
             let got = check(&index, user, op, new, old);
             if reason(&got) != want {
@@ -446,8 +454,8 @@ fn permission_matrix() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-#[test]
-fn single_owner_rules_hold_for_everyone() {
+/// (what, as whom, the change, the expected rule) for the single-owner invariants.
+fn owner_cases() -> Vec<(&'static str, &'static str, Change, &'static str)> {
     let index = acme();
     let transfer_to = |email: &str| {
         let old = index.orgs[0].clone();
@@ -459,7 +467,7 @@ fn single_owner_rules_hold_for_everyone() {
             Some(Object::Organization(old)),
         )
     };
-    let cases: Vec<(&str, &str, Change, &str)> = vec![
+    vec![
         (
             "trusted transfer to an enabled member",
             "root",
@@ -552,8 +560,13 @@ fn single_owner_rules_hold_for_everyone() {
             },
             "ProjectNamespaceTaken",
         ),
-    ];
-    for (what, user, (op, new, old), want) in cases {
+    ]
+}
+
+#[test]
+fn single_owner_rules_hold_for_everyone() {
+    let index = acme();
+    for (what, user, (op, new, old), want) in owner_cases() {
         let got = check(&index, user, op, new, old);
         assert_eq!(reason(&got), want, "{what}: {got:?}");
     }
@@ -616,12 +629,72 @@ fn denials_name_the_rule_and_the_way_forward() {
 
 // ---- tier 2: the router over HTTP ----
 
+/// Every row of the matrix again, as AdmissionReview JSON through the HTTP router: what the API
+/// server sends is what is decided (allowed exactly when expected, with the rule's message).
+#[tokio::test]
+async fn permission_matrix_over_http() {
+    let mut failures = Vec::new();
+    for row in &matrix_rows() {
+        for (user, want) in expectations(row) {
+            let index = acme();
+            let (op, new, old) = (row.build)(&index);
+            let expected = check(&index, user, op, new.clone(), old.clone());
+            let groups = if user == "root" {
+                json!(["system:masters"])
+            } else {
+                json!(["system:authenticated"])
+            };
+            let mut body = review(
+                op_name(op),
+                &who(user),
+                object_json(&new),
+                object_json(&old),
+            );
+            body["request"]["userInfo"]["groups"] = groups;
+            let out = post(app(index, true), body.to_string()).await;
+            let allowed = out["response"]["allowed"].as_bool().unwrap_or(true);
+            let message = out["response"]["status"]["message"].as_str().unwrap_or("");
+            let ok = match &expected {
+                Decision::Allow => allowed && want == "Allow",
+                Decision::Deny { message: m, reason } => {
+                    !allowed && message == m && *reason == want
+                }
+            };
+            if !ok {
+                failures.push(format!(
+                    "{}: as {user} want {want}, got allowed={allowed} {message:?}",
+                    row.action
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 fn app(index: Mem, ready: bool) -> axum::Router {
     router(Arc::new(AppState {
         index,
         policy: Policy::default(),
         ready: Box::new(move || ready),
     }))
+}
+
+fn object_json(o: &Option<Object>) -> Value {
+    match o {
+        Some(Object::Organization(o)) => serde_json::to_value(o).expect("json"),
+        Some(Object::Project(p)) => serde_json::to_value(p).expect("json"),
+        Some(Object::Membership(m)) => serde_json::to_value(m).expect("json"),
+        None => Value::Null,
+    }
+}
+
+fn op_name(op: Op) -> &'static str {
+    match op {
+        Op::Create => "CREATE",
+        Op::Update => "UPDATE",
+        Op::Delete => "DELETE",
+        Op::Connect => "CONNECT",
+    }
 }
 
 fn review(op: &str, user: &str, object: Value, old: Value) -> Value {
@@ -652,6 +725,23 @@ async fn post(app: axum::Router, body: impl Into<Body>) -> Value {
     assert_eq!(response.status(), 200);
     serde_json::from_slice(&to_bytes(response.into_body(), 1 << 20).await.expect("body"))
         .expect("json")
+}
+
+#[tokio::test]
+async fn single_owner_rules_over_http() {
+    for (what, user, (op, new, old), want) in owner_cases() {
+        let mut body = review(
+            op_name(op),
+            &who(user),
+            object_json(&new),
+            object_json(&old),
+        );
+        if user == "root" {
+            body["request"]["userInfo"]["groups"] = json!(["system:masters"]);
+        }
+        let out = post(app(acme(), true), body.to_string()).await;
+        assert_eq!(out["response"]["allowed"], want == "Allow", "{what}: {out}");
+    }
 }
 
 #[tokio::test]
