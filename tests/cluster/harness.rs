@@ -262,6 +262,14 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs kubectl and returns stdout if it succeeded (for polling: absent yet is not an error).
+    pub fn kubectl_try(&self, args: &[&str]) -> Option<String> {
+        let out = self.kubectl(args);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Creates a fresh namespace named `<prefix>-<n>` and returns its name.
     pub fn namespace(&self, prefix: &str) -> String {
         static NEXT: AtomicU32 = AtomicU32::new(0);

@@ -56,7 +56,7 @@ fn ready_org(c: &Cluster, prefix: &str) -> String {
         "the organization's bindings",
         Duration::from_secs(30),
         || {
-            let s = c.kubectl_ok(&[
+            let s = c.kubectl_try(&[
                 "get",
                 "rolebinding",
                 "roster-admins",
@@ -64,7 +64,7 @@ fn ready_org(c: &Cluster, prefix: &str) -> String {
                 &ns,
                 "-o",
                 "jsonpath={.subjects[*].name}",
-            ]);
+            ])?;
             (s == "bob@acme.example").then_some(())
         },
     );
@@ -384,7 +384,7 @@ fn the_webhook_answers_while_the_controller_is_busy() {
         );
     }
     wait_for("the burst to converge", Duration::from_secs(60), || {
-        let s = c.kubectl_ok(&[
+        let s = c.kubectl_try(&[
             "get",
             "rolebinding",
             "roster-viewer",
@@ -392,7 +392,7 @@ fn the_webhook_answers_while_the_controller_is_busy() {
             &format!("{ns}-two"),
             "-o",
             "jsonpath={.subjects[*].name}",
-        ]);
+        ])?;
         (s.split_whitespace().count() == 150).then_some(())
     });
 }
