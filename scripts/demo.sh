@@ -38,10 +38,17 @@ echo $! >"$state/roster.pid"
 # The API server picks up the webhook configuration asynchronously: wait until the webhook
 # refuses something only it refuses.
 probe='{"apiVersion":"roster.dev/v1alpha1","kind":"Organization","metadata":{"name":"probe","namespace":"default"},"spec":{"owner":"a@b.example"}}'
+webhook_ready=no
 for _ in $(seq 120); do
-    if echo "$probe" | k apply --dry-run=server -f - 2>&1 | grep -q "named after its namespace"; then break; fi
+    # kubectl fails when the webhook denies: that failure is what we wait for (pipefail is on).
+    out=$(echo "$probe" | k apply --dry-run=server -f - 2>&1 || true)
+    if grep -q "named after its namespace" <<<"$out"; then webhook_ready=yes; break; fi
     sleep 0.5
 done
+if [ "$webhook_ready" != yes ]; then
+    echo "roster's webhook did not answer within 60s; see $state/roster.log" >&2
+    exit 1
+fi
 
 echo "==> applying examples/acme"
 k apply -f examples/acme
