@@ -6,4 +6,5 @@ pub mod api;
 pub mod condition;
 pub mod controller;
 pub mod crdgen;
+pub mod identity;
 pub mod webhook;
