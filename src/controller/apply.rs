@@ -213,7 +213,6 @@ async fn publish(ctx: &Context, w: &World, e: &super::plan::PlannedEvent) {
             .iter()
             .find(|m| m.name_any() == *n)
             .map(|m| m.object_ref(&())),
-        Target::Namespace(_) => None,
     };
     let Some(reference) = reference else { return };
     let event = Event {

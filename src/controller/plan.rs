@@ -73,7 +73,6 @@ pub enum Target {
     Organization(String),
     Project(String),
     Membership(String),
-    Namespace(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
