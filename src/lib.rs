@@ -6,5 +6,7 @@ pub mod api;
 pub mod condition;
 pub mod controller;
 pub mod crdgen;
+#[cfg(test)]
+mod fixtures;
 pub mod identity;
 pub mod webhook;

@@ -5,80 +5,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use super::*;
-use crate::api::{
-    MembershipSpec, MfaExemption, MfaState, OrgRole, OrganizationSpec, Phase, ProjectGrant,
-    ProjectRole, ProjectSpec,
-};
+use crate::api::{MfaExemption, MfaState, OrgRole, Phase, ProjectGrant, ProjectRole};
+use crate::fixtures::{CREATED, NS, member, org, project, ts};
 
-const NS: &str = "acme";
-
-fn ts(s: &str) -> Timestamp {
-    s.parse().expect("timestamp")
-}
-
-const CREATED: &str = "2026-01-01T00:00:00Z";
 const NOW: &str = "2026-01-10T00:00:00Z";
-
-fn org(owner: &str) -> Organization {
-    let mut o = Organization::new(
-        NS,
-        OrganizationSpec {
-            display_name: None,
-            owner: owner.into(),
-            default_role: OrgRole::Member,
-            admins_see_all_projects: false,
-            security: Default::default(),
-        },
-    );
-    o.metadata.namespace = Some(NS.into());
-    o.metadata.uid = Some("org-uid".into());
-    o.metadata.generation = Some(1);
-    o.metadata.creation_timestamp = Some(Time(ts(CREATED)));
-    o
-}
-
-fn project(name: &str) -> Project {
-    let mut p = Project::new(
-        name,
-        ProjectSpec {
-            display_name: None,
-            namespace: None,
-            namespace_deletion: Default::default(),
-        },
-    );
-    p.metadata.namespace = Some(NS.into());
-    p.metadata.generation = Some(1);
-    p
-}
-
-fn member(name: &str, role: Option<OrgRole>, projects: &[(&str, ProjectRole)]) -> Membership {
-    let mut m = Membership::new(
-        name,
-        MembershipSpec {
-            email: format!("{name}@acme.example"),
-            display_name: None,
-            role,
-            projects: projects
-                .iter()
-                .map(|(p, r)| ProjectGrant {
-                    name: p.to_string(),
-                    role: *r,
-                })
-                .collect(),
-            disabled: false,
-            mfa: None,
-            expires_at: None,
-        },
-    );
-    m.metadata.namespace = Some(NS.into());
-    m.metadata.generation = Some(1);
-    m.metadata.creation_timestamp = Some(Time(ts(CREATED)));
-    m
-}
 
 fn world(org: Option<Organization>, projects: Vec<Project>, memberships: Vec<Membership>) -> World {
     World {

@@ -13,11 +13,8 @@ use tower::ServiceExt;
 use super::validate::{Decision, Index, Object, Op, Policy, Request, validate};
 use super::{AppState, router};
 use crate::api::{Membership, Organization, Project};
-use crate::api::{
-    MembershipSpec, MfaExemption, OrgRole, OrganizationSpec, ProjectGrant, ProjectRole, ProjectSpec,
-};
-
-const NS: &str = "acme";
+use crate::api::{MfaExemption, OrgRole, ProjectGrant, ProjectRole};
+use crate::fixtures::{NS, member, org, project};
 
 #[derive(Default)]
 struct Mem {
@@ -63,68 +60,16 @@ impl Index for Mem {
     }
 }
 
-fn org(owner: &str) -> Organization {
-    let mut o = Organization::new(
-        NS,
-        OrganizationSpec {
-            display_name: None,
-            owner: format!("{owner}@acme.example"),
-            default_role: OrgRole::Member,
-            admins_see_all_projects: false,
-            security: Default::default(),
-        },
-    );
-    o.metadata.namespace = Some(NS.into());
-    o
-}
-
-fn project(name: &str) -> Project {
-    let mut p = Project::new(
-        name,
-        ProjectSpec {
-            display_name: None,
-            namespace: None,
-            namespace_deletion: Default::default(),
-        },
-    );
-    p.metadata.namespace = Some(NS.into());
-    p
-}
-
-fn member(name: &str, role: OrgRole, projects: &[(&str, ProjectRole)]) -> Membership {
-    let mut m = Membership::new(
-        name,
-        MembershipSpec {
-            email: format!("{name}@acme.example"),
-            display_name: None,
-            role: Some(role),
-            projects: projects
-                .iter()
-                .map(|(p, r)| ProjectGrant {
-                    name: p.to_string(),
-                    role: *r,
-                })
-                .collect(),
-            disabled: false,
-            mfa: None,
-            expires_at: None,
-        },
-    );
-    m.metadata.namespace = Some(NS.into());
-    m.metadata.creation_timestamp = Some(Time("2026-01-01T00:00:00Z".parse().expect("ts")));
-    m
-}
-
 /// alice owns acme; bob is Admin and project Admin of payments (Viewer in web); dave is a Member.
 fn acme() -> Mem {
     Mem {
-        orgs: vec![org("alice")],
+        orgs: vec![org("alice@acme.example")],
         projects: vec![project("payments"), project("web")],
         memberships: vec![
-            member("alice", OrgRole::Admin, &[]),
+            member("alice", Some(OrgRole::Admin), &[]),
             member(
                 "bob",
-                OrgRole::Admin,
+                Some(OrgRole::Admin),
                 &[
                     ("payments", ProjectRole::Admin),
                     ("web", ProjectRole::Viewer),
@@ -132,7 +77,7 @@ fn acme() -> Mem {
             ),
             member(
                 "dave",
-                OrgRole::Member,
+                Some(OrgRole::Member),
                 &[("payments", ProjectRole::Developer)],
             ),
         ],
@@ -285,7 +230,7 @@ fn matrix_rows() -> Vec<Row> {
                     Op::Create,
                     Some(Object::Membership(member(
                         "erin",
-                        OrgRole::Member,
+                        Some(OrgRole::Member),
                         &[("payments", ProjectRole::Viewer)],
                     ))),
                     None,
@@ -300,7 +245,11 @@ fn matrix_rows() -> Vec<Row> {
             build: |_| {
                 (
                     Op::Create,
-                    Some(Object::Membership(member("erin", OrgRole::Admin, &[]))),
+                    Some(Object::Membership(member(
+                        "erin",
+                        Some(OrgRole::Admin),
+                        &[],
+                    ))),
                     None,
                 )
             },
@@ -315,7 +264,7 @@ fn matrix_rows() -> Vec<Row> {
                     Op::Create,
                     Some(Object::Membership(member(
                         "erin",
-                        OrgRole::Member,
+                        Some(OrgRole::Member),
                         &[("web", ProjectRole::Developer)],
                     ))),
                     None,
@@ -524,7 +473,7 @@ fn owner_cases() -> Vec<(&'static str, &'static str, Change, &'static str)> {
             "an Organization not named after its namespace",
             "root",
             {
-                let mut o = org("alice");
+                let mut o = org("alice@acme.example");
                 o.metadata.name = Some("other".into());
                 (Op::Create, Some(Object::Organization(o)), None)
             },
@@ -534,7 +483,7 @@ fn owner_cases() -> Vec<(&'static str, &'static str, Change, &'static str)> {
             "a second Membership for an e-mail",
             "alice",
             {
-                let mut m = member("bobby", OrgRole::Member, &[]);
+                let mut m = member("bobby", Some(OrgRole::Member), &[]);
                 m.spec.email = "bob@acme.example".into();
                 (Op::Create, Some(Object::Membership(m)), None)
             },
@@ -574,7 +523,7 @@ fn single_owner_rules_hold_for_everyone() {
     // The owner's Membership may go once another one holds the owner's e-mail (roster removing
     // its superseded bootstrap placeholder).
     let mut index = acme();
-    let mut boot = member("owner-alice", OrgRole::Admin, &[]);
+    let mut boot = member("owner-alice", Some(OrgRole::Admin), &[]);
     boot.spec.email = "alice@acme.example".into();
     boot.metadata.labels =
         Some([(crate::api::BOOTSTRAP_LABEL.to_string(), "owner".to_string())].into());
@@ -748,7 +697,7 @@ async fn single_owner_rules_over_http() {
 async fn router_allows_and_denies_with_the_request_uid() {
     let erin = serde_json::to_value(member(
         "erin",
-        OrgRole::Member,
+        Some(OrgRole::Member),
         &[("payments", ProjectRole::Viewer)],
     ))
     .expect("json");
@@ -819,7 +768,7 @@ async fn router_denies_garbage_without_crashing() {
 
 #[tokio::test]
 async fn router_denies_until_the_caches_are_loaded() {
-    let erin = serde_json::to_value(member("erin", OrgRole::Member, &[])).expect("json");
+    let erin = serde_json::to_value(member("erin", Some(OrgRole::Member), &[])).expect("json");
     let out = post(
         app(acme(), false),
         review("CREATE", "alice@acme.example", erin, Value::Null).to_string(),
