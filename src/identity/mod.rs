@@ -5,6 +5,8 @@
 //! Every secret value here (passwords, TOTP seeds, keys, tokens) lives in a type whose `Debug`
 //! prints a placeholder, so it cannot reach a log, a status or a panic message by accident.
 
+pub mod invitation;
+pub mod lockout;
 pub mod password;
 pub mod seal;
 pub mod token;
