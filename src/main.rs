@@ -156,6 +156,7 @@ fn run(args: RunArgs) -> Result<(), String> {
             .apiserver_version()
             .await
             .map_err(|e| format!("the Kubernetes API server does not answer: {e}"))?;
+        crds_installed(&client).await?;
         let settings = Settings {
             subject_prefix: args.subject_prefix.clone(),
             project_cluster_roles: [
@@ -250,6 +251,35 @@ fn run(args: RunArgs) -> Result<(), String> {
         }
         Ok(())
     })
+}
+
+/// Without its CRDs roster would watch nothing and (as a webhook) deny everything "not ready":
+/// say so at once instead.
+async fn crds_installed(client: &kube::Client) -> Result<(), String> {
+    let gv = format!("{}/{}", roster::api::GROUP, roster::api::VERSION);
+    let missing = |what: String| {
+        format!(
+            "{what}; install them first: kubectl apply -f crds/ (or `roster crds | kubectl apply -f -`)"
+        )
+    };
+    let resources = client
+        .list_api_group_resources(&gv)
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 404 => missing(format!(
+                "the API server does not serve {gv}: roster's CRDs are not installed"
+            )),
+            e => format!("cannot discover {gv}: {e}"),
+        })?;
+    for kind in ["organizations", "projects", "memberships"] {
+        if !resources.resources.iter().any(|r| r.name == kind) {
+            return Err(missing(format!(
+                "{kind}.{} is not installed",
+                roster::api::GROUP
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn own_username(client: &kube::Client) -> Result<String, kube::Error> {

@@ -196,7 +196,7 @@ where
                 // Controller's trigger backoff on *all* trigger streams, freezing every cache for up to
                 // a minute after an API server restart.
                 Err(e) => {
-                    tracing::debug!(kind = %K::kind(&()), error = %e, "watch error; retrying");
+                    tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying");
                     None
                 }
             };
