@@ -9,6 +9,7 @@ pub mod invitation;
 pub mod lockout;
 pub mod password;
 pub mod seal;
+pub mod store;
 pub mod token;
 pub mod totp;
 

@@ -3,5 +3,6 @@
 
 mod controller;
 mod harness;
+mod identity;
 mod smoke;
 mod webhook;

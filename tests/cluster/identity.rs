@@ -1,0 +1,80 @@
+//! Identity against the real API server: the credential store's compare-and-swap.
+
+use futures::future::join_all;
+use roster::identity::Secret;
+use roster::identity::lockout::Policy;
+use roster::identity::password::Hasher;
+use roster::identity::store::{Attempt, Record, Store};
+
+use crate::harness::{cluster, shared};
+
+// The guard orders this test against the API server restart test; each test has a runtime of
+// its own, so holding it across an await blocks nothing else.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_wrong_passwords_count_exactly_to_the_limit() {
+    let _api = shared();
+    let c = cluster();
+    let own_ns = c.namespace("roster-system");
+    let store = Store::new(c.client().await, &own_ns);
+    // Small argon2 parameters: this test is about counting, not hashing cost.
+    let hasher = Hasher::new(1024, 1, 1, 4).expect("params");
+    let phc = hasher
+        .hash(&Secret::new("correct horse battery staple"))
+        .await
+        .expect("hash");
+    let (org, email) = ("acme", "bob@acme.example");
+    store
+        .create(
+            org,
+            email,
+            &Record {
+                password_hash: Some(phc),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+    let policy = Policy {
+        max_failed: 10,
+        lock_seconds: 900,
+    };
+    let now = 1_700_000_000;
+
+    let wrong = Secret::new("not the password");
+    let outcomes = join_all(
+        (0..50).map(|_| store.attempt_password(org, email, &wrong, &hasher, &policy, now)),
+    )
+    .await;
+    let outcomes: Vec<Attempt> = outcomes.into_iter().map(|o| o.expect("attempt")).collect();
+    let counted = outcomes
+        .iter()
+        .filter(|o| matches!(o, Attempt::Wrong { .. }))
+        .count();
+    let refused = outcomes
+        .iter()
+        .filter(|o| matches!(o, Attempt::Locked { .. }))
+        .count();
+    assert_eq!((counted, refused), (10, 40), "{outcomes:?}");
+    let record = store.get(org, email).await.expect("record");
+    assert_eq!((record.failed, record.locked_until), (10, Some(now + 900)));
+
+    // Locked means locked: even the right password is refused, and not counted.
+    let right = Secret::new("correct horse battery staple");
+    assert_eq!(
+        store
+            .attempt_password(org, email, &right, &hasher, &policy, now + 1)
+            .await
+            .expect("attempt"),
+        Attempt::Locked { until: now + 900 }
+    );
+    store.unlock(org, email).await.expect("unlock");
+    assert_eq!(
+        store
+            .attempt_password(org, email, &right, &hasher, &policy, now + 2)
+            .await
+            .expect("attempt"),
+        Attempt::Accepted
+    );
+    assert_eq!(store.get(org, email).await.expect("record").failed, 0);
+}
