@@ -54,9 +54,15 @@ fn main() {
             policy: Policy::default(),
             ready: Box::new(|| true),
         });
-        webhook::serve(addr, &certs, webhook::router(state), std::future::pending())
-            .await
-            .expect("serve");
+        let listener = webhook::listen(addr).await.expect("listen");
+        webhook::serve(
+            listener,
+            &certs,
+            webhook::router(state),
+            std::future::pending(),
+        )
+        .await
+        .expect("serve");
     });
 
     let client_rt = tokio::runtime::Builder::new_multi_thread()

@@ -168,6 +168,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let lifeline = args.lifeline;
+        let signal_stop = stop_tx.clone();
         tokio::spawn(async move {
             let stdin_closed = async {
                 if lifeline {
@@ -182,7 +183,7 @@ fn run(args: RunArgs) -> Result<(), String> {
                 _ = stdin_closed => {}
             }
             tracing::info!("shutting down");
-            let _ = stop_tx.send(true);
+            let _ = signal_stop.send(true);
         });
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
@@ -214,19 +215,24 @@ fn run(args: RunArgs) -> Result<(), String> {
                 },
             });
             let router = webhook::router(state);
+            let listener = webhook::listen(addr).await.map_err(|e| e.to_string())?;
             let stop = stopped(stop_rx.clone());
-            let serve_certs = certs.clone_for_serving();
-            let server = tokio::spawn(async move { webhook::serve(addr, &serve_certs, router, stop).await });
+            let serve_certs = certs.clone();
+            let server = tokio::spawn(async move { webhook::serve(listener, &serve_certs, router, stop).await });
             webhook::register(&client, &endpoint, &certs.ca_pem, args.namespace.as_deref())
                 .await
                 .map_err(|e| e.to_string())?;
             tracing::info!(?endpoint, "webhook registered");
+            // A registered webhook that no longer serves would block every write to roster's
+            // kinds: if the server ends, roster stops too (and is restarted by its Deployment).
+            let stop_all = stop_tx.clone();
             tokio::spawn(async move {
                 match server.await {
                     Ok(Err(e)) => tracing::error!(reason = e.reason(), error = %e, "webhook server stopped"),
                     Err(e) => tracing::error!(error = %e, "webhook server task failed"),
-                    Ok(Ok(())) => {}
+                    Ok(Ok(())) => return,
                 }
+                let _ = stop_all.send(true);
             });
         }
         let config = controller::Config { settings, resync: args.resync };

@@ -187,18 +187,23 @@ fn denied_review(message: &str) -> serde_json::Value {
 }
 
 /// Serves `router` over TLS on `addr` until `shutdown` resolves.
+/// Binds the webhook's port: done before the webhook is registered, so that a port in use is
+/// an error at start rather than an API server that calls nobody.
+pub async fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen { addr, source })
+}
+
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     certs: &Certificates,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Listen { addr, source })?;
     let acceptor =
         tokio_rustls::TlsAcceptor::from(certs.server_config().map_err(Error::Certificate)?);
-    tracing::info!(%addr, "webhook listening");
+    tracing::info!(addr = ?listener.local_addr().ok(), "webhook listening");
     tokio::pin!(shutdown);
     loop {
         let (tcp, _) = tokio::select! {

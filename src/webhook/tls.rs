@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
+#[derive(Clone)]
 pub struct Certificates {
     pub ca_pem: String,
     cert_der: Vec<u8>,
@@ -47,14 +48,6 @@ impl Certificates {
             cert_der: leaf_cert.der().to_vec(),
             key_der: leaf_key.serialize_der(),
         })
-    }
-
-    pub fn clone_for_serving(&self) -> Certificates {
-        Certificates {
-            ca_pem: self.ca_pem.clone(),
-            cert_der: self.cert_der.clone(),
-            key_der: self.key_der.clone(),
-        }
     }
 
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, String> {
