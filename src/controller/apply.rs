@@ -10,9 +10,10 @@ use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::json;
 
-use super::plan::{Plan, Target, World};
+use super::plan::{Plan, PlannedEvent, Target, World};
 use super::{Context, Error, FIELD_MANAGER, Result, labels::FINALIZER};
 use crate::api::{Membership, Organization, Project};
+use crate::condition::{self, READY};
 
 pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
     let c = &ctx.client;
@@ -193,6 +194,36 @@ async fn set_finalizer(ctx: &Context, w: &World, t: &Target, present: bool) -> R
         _ => Ok(()),
     };
     ignore_not_found(result).map_err(Error::api(action))
+}
+
+/// When a reconcile fails, say so where users look: a Warning Event and `Ready=False` on the
+/// Organization, both carrying the error's reason. Best effort: the API server may be the
+/// problem. The next successful reconcile flips Ready back.
+pub async fn report_failure(ctx: &Context, w: &World, err: &Error) {
+    let Some(org) = w.org.as_ref() else { return };
+    let event = PlannedEvent {
+        target: Target::Organization(org.name_any()),
+        warning: true,
+        reason: err.reason(),
+        note: err.to_string(),
+    };
+    publish(ctx, w, &event).await;
+    let mut status = org.status.clone().unwrap_or_default();
+    let ready = condition::make(
+        &status.conditions,
+        READY,
+        false,
+        err.reason(),
+        err.to_string(),
+        org.metadata.generation,
+        w.now,
+    );
+    status.conditions.retain(|c| c.type_ != READY);
+    status.conditions.insert(0, ready);
+    if let Err(e) = patch_status::<Organization>(ctx, &w.namespace, &org.name_any(), &status).await
+    {
+        tracing::debug!(error = %e, "could not record the failure in the Organization's status");
+    }
 }
 
 /// Events are best effort: a failure to record one is logged, never fails the reconcile.

@@ -124,7 +124,10 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> {
     }
     let plan = plan::plan(&world, &ctx.config.settings);
     let writes = plan.writes();
-    apply::apply(&ctx, &world, &plan).await?;
+    if let Err(e) = apply::apply(&ctx, &world, &plan).await {
+        apply::report_failure(&ctx, &world, &e).await;
+        return Err(e);
+    }
     if let Ok(mut f) = ctx.failures.lock() {
         f.remove(&name);
     }

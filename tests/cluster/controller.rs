@@ -486,3 +486,57 @@ fn roster_converges_after_an_api_server_restart() {
     ]);
     wait_subjects(c, &format!("{ns}-one"), "roster-developer", &[]);
 }
+
+/// When the API server refuses roster's writes, the Organization says so (Ready=False with the
+/// reason, a Warning Event), roster retries with backoff, and converges once the cause is gone.
+#[test]
+fn a_refused_write_is_reported_and_retried_until_it_converges() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("refused");
+    // A quota of zero RoleBindings: the API server forbids every binding roster creates here.
+    let quota = format!(
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {{name: no-bindings, namespace: {ns}}}\nspec: {{hard: {{count/rolebindings.rbac.authorization.k8s.io: \"0\"}}}}\n"
+    );
+    apply(c, &quota);
+    apply(c, &small_org(&ns, "alice", CARL_BOTH));
+    wait_for("Ready=False with the refusal's reason", CONVERGE, || {
+        let s = c.kubectl_try(&["get", "organization", &ns, "-n", &ns, "-o", r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}/{.status.conditions[?(@.type=="Ready")].reason}"#])?;
+        (s == "False/Forbidden").then_some(())
+    });
+    let message = jsonpath(
+        c,
+        &["organization", &ns, "-n", &ns],
+        r#"{.status.conditions[?(@.type=="Ready")].message}"#,
+    );
+    assert!(
+        message.contains("RoleBinding") && message.contains("quota"),
+        "{message}"
+    );
+    let events = c.kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        &ns,
+        "--field-selector",
+        &format!("involvedObject.name={ns},type=Warning"),
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    assert!(events.contains("Forbidden"), "{events}");
+
+    c.kubectl_ok(&["delete", "resourcequota", "no-bindings", "-n", &ns]);
+    wait_subjects(c, &ns, "roster-owner", &["alice"]);
+    wait_for("Ready=True again", CONVERGE, || {
+        let s = c.kubectl_try(&[
+            "get",
+            "organization",
+            &ns,
+            "-n",
+            &ns,
+            "-o",
+            r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
+        ])?;
+        (s == "True").then_some(())
+    });
+}

@@ -2,7 +2,7 @@
 // roster's tests and demo, the way controller-runtime's envtest does elsewhere. The controller
 // manager runs only the controllers a cluster without nodes needs to behave like a real one:
 // namespace deletion, garbage collection of owned objects, aggregation of the admin/edit/view
-// ClusterRoles, and service-account tokens.
+// ClusterRoles, resource quotas, and service-account tokens.
 //
 //	devcluster up     --dir D --bin B [--detach] [--lifeline] [--port N] [-- extra apiserver flags]
 //	devcluster status --dir D
@@ -316,7 +316,7 @@ func supervise(p paths, o upOpts) (err error) {
 	kcm, err := start(p, "kube-controller-manager", filepath.Join(o.bin, "kube-controller-manager"), []string{
 		"--kubeconfig=" + p.kubeconfig(),
 		"--leader-elect=false", "--secure-port=0", "--use-service-account-credentials=false",
-		"--controllers=namespace-controller,garbage-collector-controller,clusterrole-aggregation-controller," +
+		"--controllers=namespace-controller,garbage-collector-controller,clusterrole-aggregation-controller,resourcequota-controller," +
 			"serviceaccount-controller,serviceaccount-token-controller",
 		"--service-account-private-key-file=" + pki.f("sa.key"),
 		"--root-ca-file=" + pki.f("ca.crt"),
