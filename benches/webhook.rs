@@ -53,6 +53,7 @@ fn main() {
             index,
             policy: Policy::default(),
             ready: Box::new(|| true),
+            metrics: roster::metrics::Metrics::new(),
         });
         let listener = webhook::listen(addr).await.expect("listen");
         webhook::serve(

@@ -9,4 +9,5 @@ pub mod crdgen;
 #[cfg(test)]
 mod fixtures;
 pub mod identity;
+pub mod metrics;
 pub mod webhook;

@@ -81,6 +81,9 @@ struct RunArgs {
         default_value = "system:masters"
     )]
     trusted_groups: Vec<String>,
+    /// Serve /metrics, /healthz and /readyz over plain HTTP on this address, e.g. 0.0.0.0:8080.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// roster's own namespace: the webhook never applies there, so roster can always be repaired.
     #[arg(long, env = "POD_NAMESPACE")]
     namespace: Option<String>,
@@ -191,6 +194,24 @@ fn run(args: RunArgs) -> Result<(), String> {
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "roster starting");
         let caches = controller::Caches::new(&client);
         let stores = caches.stores();
+        let metrics = roster::metrics::Metrics::new();
+        if let Some(addr) = args.metrics_addr {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} for metrics: {e}"))?;
+            let ready = {
+                let stores = stores.clone();
+                Box::new(move || stores.is_ready())
+            };
+            let app = roster::metrics::router(metrics.clone(), ready);
+            let stop = stopped(stop_rx.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+                    tracing::error!(error = %e, "metrics server stopped");
+                }
+            });
+            tracing::info!(%addr, "metrics and health endpoints listening");
+        }
         if let Some(addr) = args.webhook_addr {
             // roster's own writes (bootstrap memberships, finalizers) pass its webhook: it trusts
             // the identity it runs as, whatever the flags say.
@@ -213,6 +234,7 @@ fn run(args: RunArgs) -> Result<(), String> {
                     let stores = stores.clone();
                     Box::new(move || stores.is_ready())
                 },
+                metrics: metrics.clone(),
             });
             let router = webhook::router(state);
             let listener = webhook::listen(addr).await.map_err(|e| e.to_string())?;
@@ -235,7 +257,7 @@ fn run(args: RunArgs) -> Result<(), String> {
                 let _ = stop_all.send(true);
             });
         }
-        let config = controller::Config { settings, resync: args.resync };
+        let config = controller::Config { settings, resync: args.resync, metrics };
         let run_stop = stop_rx.clone();
         let run = async move {
             if args.no_controller {

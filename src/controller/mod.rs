@@ -34,9 +34,10 @@ use crate::api::{Membership, Organization, Project};
 /// The one field manager roster writes with (server-side apply and plain patches alike).
 pub const FIELD_MANAGER: &str = "roster";
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Config {
     pub settings: Settings,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// How often an unchanged organization is planned again (and, if all is well, not written).
     pub resync: Duration,
 }
@@ -108,6 +109,7 @@ fn organization_label<K: Resource>(obj: K) -> Option<ObjectRef<Namespace>> {
 
 async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> {
     let name = ns.name_any();
+    let started = std::time::Instant::now();
     ctx.wait_for_caches().await?;
     // Kubernetes times have whole seconds: planning with sub-second precision would make a
     // status read back differ from the one written, and write it again.
@@ -126,8 +128,14 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> {
     let writes = plan.writes();
     if let Err(e) = apply::apply(&ctx, &world, &plan).await {
         apply::report_failure(&ctx, &world, &e).await;
+        ctx.config
+            .metrics
+            .reconciled(false, e.reason(), started.elapsed(), 0);
         return Err(e);
     }
+    ctx.config
+        .metrics
+        .reconciled(true, "Converged", started.elapsed(), writes);
     if let Ok(mut f) = ctx.failures.lock() {
         f.remove(&name);
     }

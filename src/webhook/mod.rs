@@ -72,6 +72,7 @@ pub struct AppState<I> {
     /// Until the caches have listed, every request is denied: deciding on a half-filled index
     /// could let a second owner or a duplicate e-mail through.
     pub ready: Box<dyn Fn() -> bool + Send + Sync>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn router<I: validate::Index + Send + Sync + 'static>(state: Arc<AppState<I>>) -> Router {
@@ -107,11 +108,16 @@ async fn admit<I: validate::Index + Send + Sync + 'static>(
             );
         }
     };
+    let started = std::time::Instant::now();
     let decision = if (state.ready)() {
         decide(&request, &state)
     } else {
         Decision::Deny { reason: "NotReady", message: "roster is starting and has not loaded the organizations yet; retry in a few seconds".into() }
     };
+    match &decision {
+        Decision::Allow => state.metrics.admitted(true, "Allowed", started.elapsed()),
+        Decision::Deny { reason, .. } => state.metrics.admitted(false, reason, started.elapsed()),
+    }
     let response = match decision {
         Decision::Allow => AdmissionResponse::from(&request),
         Decision::Deny { reason, message } => {

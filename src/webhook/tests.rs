@@ -625,6 +625,7 @@ fn app(index: Mem, ready: bool) -> axum::Router {
         index,
         policy: Policy::default(),
         ready: Box::new(move || ready),
+        metrics: crate::metrics::Metrics::new(),
     }))
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{Cluster, RESYNC, cluster, exclusive, shared, wait_for};
+use crate::harness::{Cluster, RESYNC, cluster, exclusive, http_get, shared, wait_for};
 
 const CONVERGE: Duration = Duration::from_secs(30);
 
@@ -539,4 +539,33 @@ fn a_refused_write_is_reported_and_retried_until_it_converges() {
         ])?;
         (s == "True").then_some(())
     });
+}
+
+/// /metrics counts reconciles and admission decisions with the reasons Events and conditions use.
+#[test]
+fn metrics_name_the_same_reasons_as_events() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("metrics");
+    apply(c, &small_org(&ns, "alice", CARL_BOTH));
+    wait_subjects(c, &ns, "roster-owner", &["alice"]);
+    let out = c.kubectl(&["delete", "membership", "alice", "-n", &ns]);
+    assert!(!out.status.success());
+    let text = http_get(&c.metrics_addr, "/metrics");
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        value(r#"roster_reconciles_total{result="ok",reason="Converged"} "#) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        value(r#"roster_admissions_total{result="deny",reason="OwnerMembershipProtected"} "#)
+            >= 1.0,
+        "{text}"
+    );
+    assert!(value("roster_writes_total ") >= 1.0, "{text}");
+    assert_eq!(http_get(&c.metrics_addr, "/readyz"), "ok");
 }

@@ -22,6 +22,8 @@ pub struct Cluster {
     // Kept open for the life of the process: closing them stops the control plane and roster.
     lifeline: Mutex<(Child, ChildStdin)>,
     roster: Mutex<Option<(Child, ChildStdin)>>,
+    /// Where roster serves /metrics, /healthz and /readyz.
+    pub metrics_addr: String,
 }
 
 /// Tests share the API server; the one test that restarts it takes this exclusively.
@@ -150,6 +152,7 @@ impl Cluster {
             bin,
             lifeline: Mutex::new((child, stdin)),
             roster: Mutex::new(None),
+            metrics_addr: format!("127.0.0.1:{}", free_port()),
         }
     }
 
@@ -157,10 +160,7 @@ impl Cluster {
     /// to `<dir>/roster.log`, and waits until the API server calls the webhook.
     fn start_roster(&self) {
         let log = std::fs::File::create(self.dir.join("roster.log")).expect("roster log");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_roster"))
             .args([
                 "run",
@@ -169,6 +169,7 @@ impl Cluster {
                 &format!("{}s", RESYNC.as_secs()),
             ])
             .args(["--webhook-addr", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-addr", &self.metrics_addr])
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,roster=debug,kube_runtime=warn")
             .stdin(Stdio::piped())
@@ -277,6 +278,26 @@ impl Cluster {
         self.kubectl_ok(&["create", "namespace", &name]);
         name
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A plain HTTP GET (roster's metrics port); returns the body.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
 }
 
 /// Polls `probe` every 200 ms until it returns Some, or panics naming `what` after `timeout`.
