@@ -11,6 +11,7 @@ pub mod caches;
 mod error;
 pub mod labels;
 pub mod plan;
+mod status;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};

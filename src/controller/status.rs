@@ -1,0 +1,333 @@
+//! The status part of `plan()`: what each Organization, Project and Membership reports, and the
+//! Events for changes of access. Pure, like the rest of the plan.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use super::plan::{Plan, PlannedEvent, Target, World};
+use crate::access::{self, Evaluation, MemberAccess, ProjectView};
+use crate::api::{
+    AccessEntry, Membership, MembershipStatus, MfaState, Organization, OrganizationStatus, Phase,
+    ProjectRole, ProjectStatus,
+};
+use crate::condition::{self, READY};
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn statuses(
+    w: &World,
+    org: Option<&Organization>,
+    eval: &Evaluation,
+    views: &[ProjectView],
+    namespace_reasons: &BTreeMap<String, Option<String>>,
+    mfa_required: bool,
+    plan: &mut Plan,
+) {
+    let now = w.now;
+    // Organization.
+    if let Some(o) = org {
+        let prev = o.status.clone().unwrap_or_default();
+        let (ok, counted) = access::mfa_compliance(&eval.members);
+        let gen_ = o.metadata.generation;
+        let conflicts = eval
+            .members
+            .iter()
+            .filter(|m| m.phase == Phase::Conflict)
+            .count();
+        let ready = condition::make(
+            &prev.conditions,
+            READY,
+            true,
+            "Converged",
+            format!(
+                "{} members, {} projects converged",
+                eval.members.len() - conflicts,
+                views.len()
+            ),
+            gen_,
+            now,
+        );
+        let mfa = condition::make(
+            &prev.conditions,
+            "MfaRequired",
+            mfa_required,
+            if mfa_required {
+                "Required"
+            } else {
+                "NotRequired"
+            },
+            if mfa_required {
+                "members must enrol TOTP within the grace period"
+            } else {
+                "MFA is optional"
+            },
+            gen_,
+            now,
+        );
+        let status = OrganizationStatus {
+            observed_generation: gen_,
+            owner: Some(o.spec.owner.clone()),
+            members: Some(u32::try_from(eval.members.len() - conflicts).unwrap_or(u32::MAX)),
+            projects: Some(u32::try_from(views.len()).unwrap_or(u32::MAX)),
+            mfa_compliant: Some(format!("{ok}/{counted}")),
+            conditions: vec![ready, mfa],
+        };
+        if let Some(previous_owner) = prev.owner.as_ref().filter(|p| **p != o.spec.owner) {
+            plan.events.push(PlannedEvent {
+                target: Target::Organization(o.name_any()),
+                warning: false,
+                reason: "OwnerChanged",
+                note: format!("owner is now {} (was {previous_owner})", o.spec.owner),
+            });
+        }
+        if status != prev {
+            plan.org_status = Some(status);
+        }
+    }
+
+    for o in &w.stray_orgs {
+        let prev = o.status.clone().unwrap_or_default();
+        let msg = format!(
+            "an Organization must be named after its namespace; rename it to {} or move it to a namespace named {}",
+            w.namespace,
+            o.name_any()
+        );
+        let ready = condition::make(
+            &prev.conditions,
+            READY,
+            false,
+            "NameNotNamespace",
+            msg,
+            o.metadata.generation,
+            now,
+        );
+        let status = OrganizationStatus {
+            observed_generation: o.metadata.generation,
+            conditions: vec![ready],
+            ..Default::default()
+        };
+        if status != prev {
+            plan.stray_org_status.push((o.name_any(), status));
+        }
+    }
+
+    // Projects.
+    for (p, view) in w.projects.iter().zip(views) {
+        if p.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let prev = p.status.clone().unwrap_or_default();
+        let members = eval
+            .members
+            .iter()
+            .filter(|m| m.grants.contains_key(&view.name))
+            .count()
+            + usize::from(eval.owner_without_membership.is_some() && view.unavailable.is_none());
+        let reason = namespace_reasons.get(&view.name).cloned().flatten();
+        let (ok, why, msg) = match &reason {
+            None => (
+                true,
+                "Converged",
+                format!(
+                    "namespace {} and its RoleBindings converged",
+                    view.namespace
+                ),
+            ),
+            Some(r) if r.contains("not created by roster") => {
+                (false, "NamespaceNotOwned", r.clone())
+            }
+            Some(r) if org.is_none() => (false, "NoOrganization", r.clone()),
+            Some(r) => (false, "NamespaceUnavailable", r.clone()),
+        };
+        let ready = condition::make(
+            &prev.conditions,
+            READY,
+            ok,
+            why,
+            msg.clone(),
+            p.metadata.generation,
+            now,
+        );
+        let flipped_to_not_owned = why == "NamespaceNotOwned"
+            && condition::find(&prev.conditions, READY)
+                .is_none_or(|c| c.reason != "NamespaceNotOwned");
+        if flipped_to_not_owned {
+            plan.events.push(PlannedEvent {
+                target: Target::Project(view.name.clone()),
+                warning: true,
+                reason: "NamespaceNotOwned",
+                note: msg,
+            });
+        }
+        let status = ProjectStatus {
+            observed_generation: p.metadata.generation,
+            namespace: Some(view.namespace.clone()),
+            members: Some(u32::try_from(members).unwrap_or(u32::MAX)),
+            conditions: vec![ready],
+        };
+        if status != prev {
+            plan.project_status.push((view.name.clone(), status));
+        }
+    }
+
+    // Memberships.
+    for m in &w.memberships {
+        let Some(a) = eval.members.iter().find(|a| a.membership == m.name_any()) else {
+            continue;
+        };
+        let prev = m.status.clone().unwrap_or_default();
+        let status = membership_status(m, a, &prev, now);
+        access_events(m, &prev.access, a, plan);
+        if status != controller_owned(&prev) {
+            plan.membership_status.push((a.membership.clone(), status));
+        }
+    }
+}
+
+fn membership_status(
+    m: &Membership,
+    a: &MemberAccess,
+    prev: &MembershipStatus,
+    now: Timestamp,
+) -> MembershipStatus {
+    let gen_ = m.metadata.generation;
+    // kstatus: Ready means "converged", which a disabled or conflicting member is too; whether
+    // the member may use their roles is the separate Entitled condition (so a GitOps health
+    // check does not report a deliberately disabled member as broken).
+    let ready = condition::make(
+        &prev.conditions,
+        READY,
+        true,
+        "Converged",
+        format!("access: {}", a.summary()),
+        gen_,
+        now,
+    );
+    let entitled = match &a.blocked {
+        None => condition::make(
+            &prev.conditions,
+            "Entitled",
+            true,
+            "Entitled",
+            "may use the declared roles",
+            gen_,
+            now,
+        ),
+        Some(why) => condition::make(
+            &prev.conditions,
+            "Entitled",
+            false,
+            phase_reason(a),
+            why.clone(),
+            gen_,
+            now,
+        ),
+    };
+    let compliant_ok = !matches!(a.mfa.state, MfaState::Overdue);
+    let compliant = condition::make(
+        &prev.conditions,
+        "Compliant",
+        compliant_ok,
+        match a.mfa.state {
+            MfaState::Enrolled => "MfaEnrolled",
+            MfaState::Pending => "MfaGracePeriod",
+            MfaState::Exempt => "MfaExempt",
+            MfaState::NotRequired => "MfaNotRequired",
+            MfaState::Overdue => "MfaOverdue",
+        },
+        match (&a.mfa.state, &a.mfa.deadline) {
+            (MfaState::Pending, Some(d)) => format!("enrol TOTP before {}", d.0),
+            (MfaState::Overdue, Some(d)) => format!(
+                "MFA grace period ended at {}; enrol TOTP to regain access",
+                d.0
+            ),
+            _ => "meets the organization's MFA policy".to_string(),
+        },
+        gen_,
+        now,
+    );
+    MembershipStatus {
+        observed_generation: gen_,
+        phase: Some(a.phase),
+        effective_role: Some(a.effective_role),
+        mfa: Some(a.mfa.clone()),
+        access: a.entries.clone(),
+        access_summary: Some(a.summary()),
+        conditions: vec![ready, entitled, compliant],
+        ..Default::default()
+    }
+}
+
+fn phase_reason(a: &MemberAccess) -> &'static str {
+    match a.phase {
+        Phase::Conflict => "EmailConflict",
+        Phase::Disabled => "Disabled",
+        Phase::Expired => "Expired",
+        Phase::Locked => "Locked",
+        _ if a.blocked.as_deref().is_some_and(|b| b.starts_with("MFA")) => "MfaOverdue",
+        _ if a
+            .blocked
+            .as_deref()
+            .is_some_and(|b| b.starts_with("no Organization")) =>
+        {
+            "NoOrganization"
+        }
+        _ => "NoAccess",
+    }
+}
+
+/// The part of a Membership's status the controller owns (identity owns the rest).
+fn controller_owned(s: &MembershipStatus) -> MembershipStatus {
+    MembershipStatus {
+        invitation: None,
+        last_login: None,
+        failed_logins: None,
+        locked_until: None,
+        ..s.clone()
+    }
+}
+
+/// One Event per project whose role changed for this member since the last status.
+fn access_events(m: &Membership, prev: &[AccessEntry], a: &MemberAccess, plan: &mut Plan) {
+    let before: BTreeMap<&str, ProjectRole> = prev
+        .iter()
+        .filter_map(|e| Some((e.project.as_str(), e.role?)))
+        .collect();
+    let after: BTreeMap<&str, ProjectRole> =
+        a.grants.iter().map(|(p, r)| (p.as_str(), *r)).collect();
+    let projects: BTreeSet<&str> = before.keys().chain(after.keys()).copied().collect();
+    for p in projects {
+        let (b, n) = (before.get(p), after.get(p));
+        if b == n {
+            continue;
+        }
+        let why = a
+            .entries
+            .iter()
+            .find(|e| e.project == p)
+            .and_then(|e| e.reason.clone());
+        let (reason, note) = match (b, n) {
+            (None, Some(r)) => ("AccessGranted", format!("{p}: granted {}", r.as_str())),
+            (Some(r), None) => (
+                "AccessRevoked",
+                format!(
+                    "{p}: revoked {} ({})",
+                    r.as_str(),
+                    why.as_deref().unwrap_or("no longer declared")
+                ),
+            ),
+            (Some(o), Some(r)) => (
+                "AccessChanged",
+                format!("{p}: {} → {}", o.as_str(), r.as_str()),
+            ),
+            (None, None) => continue,
+        };
+        plan.events.push(PlannedEvent {
+            target: Target::Membership(m.name_any()),
+            warning: reason == "AccessRevoked",
+            reason,
+            note,
+        });
+    }
+}
