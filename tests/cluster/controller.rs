@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{Cluster, RESYNC, cluster, exclusive, http_get, shared, wait_for};
+use crate::harness::{Cluster, RESYNC, cluster, exclusive, http_get, shared, small_org, wait_for};
 
 const CONVERGE: Duration = Duration::from_secs(30);
 
@@ -57,48 +57,6 @@ fn apply(c: &Cluster, yaml: &str) {
         "kubectl apply failed: {}\n{yaml}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// An organization in namespace `ns` with two projects and three members.
-fn small_org(ns: &str, owner: &str, carl: &str) -> String {
-    format!(
-        r#"apiVersion: roster.dev/v1alpha1
-kind: Organization
-metadata: {{name: {ns}, namespace: {ns}}}
-spec: {{owner: {owner}@acme.example}}
----
-apiVersion: roster.dev/v1alpha1
-kind: Project
-metadata: {{name: one, namespace: {ns}}}
-spec: {{namespaceDeletion: Delete}}
----
-apiVersion: roster.dev/v1alpha1
-kind: Project
-metadata: {{name: two, namespace: {ns}}}
----
-apiVersion: roster.dev/v1alpha1
-kind: Membership
-metadata: {{name: alice, namespace: {ns}}}
-spec: {{email: alice@acme.example, role: Admin}}
----
-apiVersion: roster.dev/v1alpha1
-kind: Membership
-metadata: {{name: bob, namespace: {ns}}}
-spec:
-  email: bob@acme.example
-  role: Admin
-  projects: [{{name: one, role: Admin}}]
----
-apiVersion: roster.dev/v1alpha1
-kind: Membership
-metadata: {{name: carl, namespace: {ns}}}
-spec:
-  email: carl@acme.example
-  role: Member
-  disabled: false
-{carl}
-"#
-    )
 }
 
 const CARL_BOTH: &str = "  projects: [{name: one, role: Developer}, {name: two, role: Viewer}]";

@@ -326,3 +326,46 @@ fn clear_finished_runs(runs: &Path) {
         }
     }
 }
+
+/// An organization in namespace `ns`: projects one (namespaceDeletion Delete) and two; alice
+/// (Admin), bob (Admin, project Admin of one), carl (Member, with `carl` appended to his spec).
+pub fn small_org(ns: &str, owner: &str, carl: &str) -> String {
+    format!(
+        r#"apiVersion: roster.dev/v1alpha1
+kind: Organization
+metadata: {{name: {ns}, namespace: {ns}}}
+spec: {{owner: {owner}@acme.example}}
+---
+apiVersion: roster.dev/v1alpha1
+kind: Project
+metadata: {{name: one, namespace: {ns}}}
+spec: {{namespaceDeletion: Delete}}
+---
+apiVersion: roster.dev/v1alpha1
+kind: Project
+metadata: {{name: two, namespace: {ns}}}
+---
+apiVersion: roster.dev/v1alpha1
+kind: Membership
+metadata: {{name: alice, namespace: {ns}}}
+spec: {{email: alice@acme.example, role: Admin}}
+---
+apiVersion: roster.dev/v1alpha1
+kind: Membership
+metadata: {{name: bob, namespace: {ns}}}
+spec:
+  email: bob@acme.example
+  role: Admin
+  projects: [{{name: one, role: Admin}}]
+---
+apiVersion: roster.dev/v1alpha1
+kind: Membership
+metadata: {{name: carl, namespace: {ns}}}
+spec:
+  email: carl@acme.example
+  role: Member
+  disabled: false
+{carl}
+"#
+    )
+}

@@ -3,50 +3,21 @@
 
 use std::time::Duration;
 
-use crate::harness::{Cluster, cluster, shared, wait_for};
+use crate::harness::{Cluster, cluster, shared, small_org, wait_for};
 
 const DENIED: &str = "admission webhook \"validate.roster.dev\" denied the request: ";
-
-fn org_yaml(ns: &str) -> String {
-    format!(
-        r#"apiVersion: roster.dev/v1alpha1
-kind: Organization
-metadata: {{name: {ns}, namespace: {ns}}}
-spec: {{owner: alice@acme.example}}
----
-apiVersion: roster.dev/v1alpha1
-kind: Project
-metadata: {{name: one, namespace: {ns}}}
----
-apiVersion: roster.dev/v1alpha1
-kind: Project
-metadata: {{name: two, namespace: {ns}}}
----
-apiVersion: roster.dev/v1alpha1
-kind: Membership
-metadata: {{name: alice, namespace: {ns}}}
-spec: {{email: alice@acme.example, role: Admin}}
----
-apiVersion: roster.dev/v1alpha1
-kind: Membership
-metadata: {{name: bob, namespace: {ns}}}
-spec:
-  email: bob@acme.example
-  role: Admin
-  projects: [{{name: one, role: Admin}}]
----
-apiVersion: roster.dev/v1alpha1
-kind: Membership
-metadata: {{name: carl, namespace: {ns}}}
-spec: {{email: carl@acme.example, role: Member, projects: [{{name: one, role: Developer}}]}}
-"#
-    )
-}
 
 /// An organization whose RoleBindings are in place (impersonated users need their RBAC).
 fn ready_org(c: &Cluster, prefix: &str) -> String {
     let ns = c.namespace(prefix);
-    let out = c.kubectl_stdin(&["apply", "-f", "-"], Some(&org_yaml(&ns)));
+    let out = c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        Some(&small_org(
+            &ns,
+            "alice",
+            "  projects: [{name: one, role: Developer}]",
+        )),
+    );
     assert!(
         out.status.success(),
         "{}",
