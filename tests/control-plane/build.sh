@@ -12,7 +12,7 @@ cd "$here"
 
 if ! command -v go >/dev/null 2>&1; then
     echo "build.sh: no Go toolchain on PATH; the local control plane is compiled from Go modules" >&2
-    echo "build.sh: install Go >= $(awk '/^go /{print $2}' go.mod) (e.g. the Debian or upstream package) and retry" >&2
+    echo "build.sh: install Go >= $(awk '/^go /{print $2}' go.mod), put it on PATH and retry" >&2
     exit 3
 fi
 need=$(awk '/^go /{print $2}' go.mod)
