@@ -21,7 +21,7 @@ const KEY: &str = "record";
 
 /// Everything roster knows about one member's credentials. No secret in clear: the password is
 /// an argon2id hash, the TOTP seed is sealed.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -37,6 +37,27 @@ pub struct Record {
     pub totp_sealed: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totp_last_step: Option<u64>,
+}
+
+// A password hash can be attacked offline and a sealed seed is still key material: neither
+// belongs in a log line, so Debug shows only whether they are set.
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field(
+                "password_hash",
+                &self.password_hash.as_ref().map(|_| "<redacted>"),
+            )
+            .field("failed", &self.failed)
+            .field("locked_until", &self.locked_until)
+            .field("generation", &self.generation)
+            .field(
+                "totp_sealed",
+                &self.totp_sealed.as_ref().map(|_| "<redacted>"),
+            )
+            .field("totp_last_step", &self.totp_last_step)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
