@@ -53,12 +53,14 @@ impl Error {
     }
 }
 
-/// Exponential backoff for a key that failed `failures` times in a row: 1 s doubling to 5 min.
+/// Exponential backoff for a key that failed `failures` times in a row: 1 s doubling to 60 s.
+/// The cap bounds how long an organization stays stale after its cause is fixed (a quota
+/// lifted, a permission granted): nothing else triggers the retry.
 pub fn backoff(failures: u32) -> Duration {
     let secs = 1u64
         .checked_shl(failures.min(16))
         .unwrap_or(u64::MAX)
-        .min(300);
+        .min(60);
     Duration::from_secs(secs)
 }
 
@@ -72,7 +74,7 @@ mod tests {
             .iter()
             .map(|f| backoff(*f).as_secs())
             .collect();
-        assert_eq!(got, vec![1, 2, 4, 8, 256, 300, 300]);
+        assert_eq!(got, vec![1, 2, 4, 8, 60, 60, 60]);
     }
 
     #[test]
