@@ -54,6 +54,7 @@ fn main() {
             policy: Policy::default(),
             ready: Box::new(|| true),
             metrics: roster::metrics::Metrics::new(),
+            revocations: None,
         });
         let listener = webhook::listen(addr).await.expect("listen");
         webhook::serve(

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod api;
+pub mod cli;
 pub mod condition;
 pub mod controller;
 pub mod crdgen;

@@ -30,6 +30,42 @@ enum Command {
         #[arg(long)]
         out: Vec<PathBuf>,
     },
+    /// Write a CA and a serving certificate (ca.crt, tls.crt, tls.key) for the identity
+    /// server, so the API server's token webhook configuration can trust it before roster runs.
+    Certificate {
+        /// DNS names or IP addresses the certificate is for.
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
+    /// kubectl exec credential plugin: log in to roster's identity server and print an
+    /// ExecCredential (the token is cached until it expires).
+    Login {
+        /// The identity server, e.g. https://id.acme.example:8444.
+        #[arg(long, env = "ROSTER_SERVER")]
+        server: String,
+        #[arg(long, env = "ROSTER_ORGANIZATION")]
+        organization: String,
+        #[arg(long, env = "ROSTER_EMAIL")]
+        email: String,
+        /// PEM CA certificate of the identity server (default: the system's roots).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Where tokens are cached (default: ~/.cache/roster/tokens).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Print an organization's security log (logins, lockouts, unlocks, MFA, transfers).
+    SecurityLog {
+        organization: String,
+        /// roster's namespace, where the log is kept.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "roster-system")]
+        namespace: String,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -90,6 +126,36 @@ struct RunArgs {
     /// Exit when standard input closes (for test harnesses that must never leave it running).
     #[arg(long, hide = true)]
     lifeline: bool,
+    /// Serve the identity pages, login API and TokenReview webhook over TLS on this address.
+    /// Needs --namespace (credentials and keys live there).
+    #[arg(long)]
+    identity_addr: Option<std::net::SocketAddr>,
+    /// The URL members reach the identity server at (goes into invitation links).
+    #[arg(long)]
+    identity_url: Option<String>,
+    /// PEM serving certificate of the identity server (with --identity-key); without them a
+    /// certificate is made at start, which only browsers that accept it will trust.
+    #[arg(long, requires = "identity_key")]
+    identity_cert: Option<PathBuf>,
+    #[arg(long, requires = "identity_cert")]
+    identity_key: Option<PathBuf>,
+    /// Send invitations by SMTP: smtp://HOST:PORT, smtp://HOST:PORT?tls=starttls or
+    /// smtps://HOST:PORT (user and password from ROSTER_SMTP_USERNAME / ROSTER_SMTP_PASSWORD).
+    /// Without it, invitation links go into a Secret in the organization's namespace.
+    #[arg(long)]
+    smtp_url: Option<String>,
+    #[arg(long, default_value = "roster@localhost")]
+    smtp_from: String,
+    /// argon2id memory cost in KiB (OWASP: 19456).
+    #[arg(long, default_value_t = 19456)]
+    argon2_memory_kib: u32,
+    /// argon2id iterations (OWASP: 2).
+    #[arg(long, default_value_t = 2)]
+    argon2_iterations: u32,
+    /// Password hashes computed at once; more wait (bounds memory under a login flood).
+    /// Default: the number of CPUs.
+    #[arg(long)]
+    max_concurrent_hashes: Option<usize>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -107,6 +173,30 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crds { write, out } => crds(write, out).map_err(|e| e.to_string()),
         Command::Run(args) => run(*args),
+        Command::Certificate { names, out_dir } => roster::cli::certificate(&names, &out_dir),
+        Command::Login {
+            server,
+            organization,
+            email,
+            ca_file,
+            cache_dir,
+        } => block_on(async move {
+            roster::cli::login(&roster::cli::Login {
+                server,
+                organization,
+                email,
+                ca_file,
+                cache_dir,
+            })
+            .await
+        }),
+        Command::SecurityLog {
+            organization,
+            namespace,
+            json,
+        } => block_on(
+            async move { roster::cli::security_log(&organization, &namespace, json).await },
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -115,6 +205,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn block_on(f: impl Future<Output = Result<(), String>>) -> Result<(), String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?
+        .block_on(f)
 }
 
 fn crds(write: bool, out: Vec<PathBuf>) -> Result<(), roster::crdgen::Error> {
@@ -163,11 +261,12 @@ fn run(args: RunArgs) -> Result<(), String> {
         let settings = Settings {
             subject_prefix: args.subject_prefix.clone(),
             project_cluster_roles: [
-                (ProjectRole::Admin, args.project_admin_role),
-                (ProjectRole::Developer, args.project_developer_role),
-                (ProjectRole::Viewer, args.project_viewer_role),
+                (ProjectRole::Admin, args.project_admin_role.clone()),
+                (ProjectRole::Developer, args.project_developer_role.clone()),
+                (ProjectRole::Viewer, args.project_viewer_role.clone()),
             ]
             .into(),
+            identity: false,
         };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let lifeline = args.lifeline;
@@ -192,7 +291,12 @@ fn run(args: RunArgs) -> Result<(), String> {
             let _ = rx.wait_for(|stop| *stop).await;
         };
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "roster starting");
-        let caches = controller::Caches::new(&client);
+        if args.identity_addr.is_some() && args.namespace.is_none() {
+            return Err("--identity-addr needs --namespace (or POD_NAMESPACE): credentials and keys live in roster's own namespace".into());
+        }
+        let identity_ns = args.identity_addr.and(args.namespace.clone());
+        let revocations = roster::identity::revocation::Revocations::default();
+        let caches = controller::Caches::new(&client, identity_ns.as_deref());
         let stores = caches.stores();
         let metrics = roster::metrics::Metrics::new();
         if let Some(addr) = args.metrics_addr {
@@ -235,6 +339,7 @@ fn run(args: RunArgs) -> Result<(), String> {
                     Box::new(move || stores.is_ready())
                 },
                 metrics: metrics.clone(),
+                revocations: identity_ns.as_ref().map(|_| revocations.clone()),
             });
             let router = webhook::router(state);
             let listener = webhook::listen(addr).await.map_err(|e| e.to_string())?;
@@ -257,7 +362,13 @@ fn run(args: RunArgs) -> Result<(), String> {
                 let _ = stop_all.send(true);
             });
         }
-        let config = controller::Config { settings, resync: args.resync, metrics };
+        let identity = match (args.identity_addr, &identity_ns) {
+            (Some(addr), Some(ns)) => Some(start_identity(&args, addr, ns, &client, &stores, revocations, stopped(stop_rx.clone())).await?),
+            _ => None,
+        };
+        let mut settings = settings;
+        settings.identity = identity.is_some();
+        let config = controller::Config { settings, resync: args.resync, metrics, identity };
         let run_stop = stop_rx.clone();
         let run = async move {
             if args.no_controller {
@@ -279,6 +390,92 @@ fn run(args: RunArgs) -> Result<(), String> {
         }
         Ok(())
     })
+}
+
+async fn start_identity(
+    args: &RunArgs,
+    addr: std::net::SocketAddr,
+    namespace: &str,
+    client: &kube::Client,
+    stores: &controller::Stores,
+    revocations: roster::identity::revocation::Revocations,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<std::sync::Arc<roster::identity::service::Identity>, String> {
+    use roster::identity::{audit, mail, password, server, service};
+    let keys = service::Keys::load_or_create(client.clone(), namespace)
+        .await
+        .map_err(|e| e.to_string())?;
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hasher = password::Hasher::new(
+        args.argon2_memory_kib,
+        args.argon2_iterations,
+        1,
+        args.max_concurrent_hashes.unwrap_or(cpus),
+    )
+    .map_err(|e| format!("argon2 parameters: {e}"))?;
+    let mailer = match &args.smtp_url {
+        Some(url) => {
+            let creds = match (
+                std::env::var("ROSTER_SMTP_USERNAME"),
+                std::env::var("ROSTER_SMTP_PASSWORD"),
+            ) {
+                (Ok(u), Ok(p)) => Some((u, p)),
+                _ => None,
+            };
+            Some(mail::Mailer::new(url, &args.smtp_from, creds).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    let public_url = args
+        .identity_url
+        .clone()
+        .unwrap_or_else(|| format!("https://{addr}"));
+    let log = audit::SecurityLog::start(client.clone(), namespace, stores.memberships.clone());
+    let identity = std::sync::Arc::new(service::Identity::new(
+        client.clone(),
+        namespace,
+        keys,
+        hasher,
+        public_url.clone(),
+        mailer,
+        log,
+    ));
+    let certs = match (&args.identity_cert, &args.identity_key) {
+        (Some(cert), Some(key)) => webhook::Certificates::from_pem_files(cert, key, None)?,
+        _ => {
+            let host = public_url
+                .split("://")
+                .nth(1)
+                .and_then(|h| h.split('/').next())
+                .map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h))
+                .unwrap_or("localhost")
+                .to_string();
+            tracing::warn!(
+                "no --identity-cert: serving a certificate made now, which browsers and the API server will not trust"
+            );
+            webhook::Certificates::generate(&[host])?
+        }
+    };
+    let Some(credentials) = stores.credentials.clone() else {
+        return Err("internal: the credential cache is missing".into());
+    };
+    let state = std::sync::Arc::new(server::AppState {
+        identity: identity.clone(),
+        orgs: stores.orgs.clone(),
+        memberships: stores.memberships.clone(),
+        credentials,
+        subject_prefix: args.subject_prefix.clone(),
+        revocations,
+    });
+    let listener = webhook::listen(addr).await.map_err(|e| e.to_string())?;
+    let router = server::router(state);
+    tokio::spawn(async move {
+        if let Err(e) = webhook::serve(listener, &certs, router, stop).await {
+            tracing::error!(reason = e.reason(), error = %e, "identity server stopped");
+        }
+    });
+    tracing::info!(%addr, url = %public_url, "identity server listening");
+    Ok(identity)
 }
 
 /// Without its CRDs roster would watch nothing and (as a webhook) deny everything "not ready":

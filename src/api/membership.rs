@@ -142,6 +142,8 @@ pub struct MfaStatus {
 #[serde(rename_all = "camelCase")]
 pub struct InvitationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<InvitationState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
@@ -150,6 +152,15 @@ pub struct InvitationStatus {
     /// `Email` or `Secret`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<String>,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvitationState {
+    /// Sent, not accepted, link still valid.
+    Pending,
+    /// The link expired unused; `kubectl annotate membership NAME roster.dev/resend-invitation=<nonce>`.
+    Expired,
+    Accepted,
 }
 
 /// What the member can reach in one project right now, or why not.

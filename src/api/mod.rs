@@ -14,8 +14,8 @@ mod organization;
 mod project;
 
 pub use membership::{
-    AccessEntry, EffectiveRole, InvitationStatus, Membership, MembershipSpec, MembershipStatus,
-    MfaExemption, MfaState, MfaStatus, Phase, ProjectGrant,
+    AccessEntry, EffectiveRole, InvitationState, InvitationStatus, Membership, MembershipSpec,
+    MembershipStatus, MfaExemption, MfaState, MfaStatus, Phase, ProjectGrant,
 };
 pub use organization::{
     LockoutPolicy, MfaPolicy, Organization, OrganizationSpec, OrganizationStatus, SecurityPolicy,

@@ -10,6 +10,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::json;
 
+use super::credentials::IdentityAction;
 use super::plan::{Plan, PlannedEvent, Target, World};
 use super::{Context, Error, FIELD_MANAGER, Result, labels::FINALIZER};
 use crate::api::{Membership, Organization, Project};
@@ -90,6 +91,10 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
         )))?;
     }
 
+    // An invitation that cannot go out (SMTP down) must not hold back statuses: the first
+    // identity failure is returned after them.
+    let identity_result = identity(ctx, w, plan).await;
+
     if let Some(status) = &plan.org_status {
         patch_status::<Organization>(ctx, ns, ns, status).await?;
     }
@@ -108,7 +113,72 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
     for t in &plan.remove_finalizer {
         set_finalizer(ctx, w, t, false).await?;
     }
-    Ok(())
+    identity_result
+}
+
+async fn identity(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
+    let Some(id) = &ctx.config.identity else {
+        return Ok(());
+    };
+    let ns = w.namespace.as_str();
+    let now = u64::try_from(w.now.as_second()).unwrap_or(0);
+    let ttl = w
+        .org
+        .as_ref()
+        .and_then(|o| {
+            crate::api::parse_duration(
+                "spec.security.invitationTTL",
+                &o.spec.security.invitation_ttl,
+            )
+            .ok()
+        })
+        .map_or(7 * 24 * 3600, |d| d.as_secs());
+    let mut first_error = Ok(());
+    for action in &plan.identity {
+        let (what, membership, outcome) = match action {
+            IdentityAction::Invite { membership, nonce } => {
+                let Some(m) = w.memberships.iter().find(|m| &m.name_any() == membership) else {
+                    continue;
+                };
+                let r = id.invite(m, ttl, nonce.as_deref(), now).await.map(|_| ());
+                ("sending the invitation", membership.clone(), r)
+            }
+            IdentityAction::Unlock {
+                membership,
+                email,
+                nonce,
+            } => (
+                "unlocking",
+                membership.clone(),
+                id.unlock(ns, email, nonce).await,
+            ),
+            IdentityAction::ResetMfa {
+                membership,
+                email,
+                nonce,
+            } => (
+                "resetting MFA",
+                membership.clone(),
+                id.reset_mfa(ns, email, nonce).await,
+            ),
+            IdentityAction::Forget { email } => (
+                "removing credentials",
+                email.clone(),
+                id.forget(ns, email).await,
+            ),
+        };
+        if let Err(source) = outcome {
+            tracing::warn!(namespace = ns, %membership, reason = source.reason(), error = %source, "{what} failed");
+            if first_error.is_ok() {
+                first_error = Err(Error::Identity {
+                    action: what,
+                    membership,
+                    source,
+                });
+            }
+        }
+    }
+    first_error
 }
 
 fn ignore_not_found<T>(r: kube::Result<T>) -> kube::Result<()> {

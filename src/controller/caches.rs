@@ -1,5 +1,5 @@
 //! The caches roster reads instead of the API server: reflectors of Organizations, Projects,
-//! Memberships and roster's RoleBindings. The controller polls their trigger streams (which keeps
+//! Memberships, roster's RoleBindings and (when identity runs) members' credential records. The controller polls their trigger streams (which keeps
 //! them current); the webhook reads the same stores. Without a controller, `drive()` polls them.
 
 use std::collections::HashMap;
@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::utils::{Backoff, ResetTimerBackoff};
@@ -27,6 +28,8 @@ pub struct Stores {
     pub projects: Store<Project>,
     pub memberships: Store<Membership>,
     pub rolebindings: Store<RoleBinding>,
+    /// Members' credential records (identity), when identity runs.
+    pub credentials: Option<Store<Secret>>,
     ready: tokio::sync::watch::Receiver<Option<Result<(), String>>>,
 }
 
@@ -35,6 +38,7 @@ pub struct Triggers {
     pub projects: Trigger<Project>,
     pub memberships: Trigger<Membership>,
     pub rolebindings: Trigger<RoleBinding>,
+    pub credentials: Option<Trigger<Secret>>,
 }
 
 pub struct Caches {
@@ -44,7 +48,8 @@ pub struct Caches {
 
 impl Caches {
     /// Sets up the watches; nothing is listed until the trigger streams are polled.
-    pub fn new(client: &Client) -> Caches {
+    /// `credentials_namespace` is roster's own namespace when identity runs.
+    pub fn new(client: &Client, credentials_namespace: Option<&str>) -> Caches {
         let wc = watcher::Config::default().any_semantic();
         let managed = wc.clone().labels(&labels::managed_selector());
         let (orgs, org_events) = reflected::<Organization>(Api::all(client.clone()), wc.clone());
@@ -52,13 +57,30 @@ impl Caches {
         let (memberships, membership_events) =
             reflected::<Membership>(Api::all(client.clone()), wc);
         let (rolebindings, rb_events) = reflected::<RoleBinding>(Api::all(client.clone()), managed);
-        let ready = watch_readiness(&orgs, &projects, &memberships, &rolebindings);
+        let (credentials, credential_events) = match credentials_namespace {
+            Some(ns) => {
+                let wc = watcher::Config::default()
+                    .any_semantic()
+                    .fields(&format!("type={}", crate::identity::store::SECRET_TYPE));
+                let (store, events) = reflected::<Secret>(Api::namespaced(client.clone(), ns), wc);
+                (Some(store), Some(events.boxed()))
+            }
+            None => (None, None),
+        };
+        let ready = watch_readiness(
+            &orgs,
+            &projects,
+            &memberships,
+            &rolebindings,
+            credentials.clone(),
+        );
         Caches {
             stores: Stores {
                 orgs,
                 projects,
                 memberships,
                 rolebindings,
+                credentials,
                 ready,
             },
             triggers: Triggers {
@@ -66,6 +88,7 @@ impl Caches {
                 projects: project_events.boxed(),
                 memberships: membership_events.boxed(),
                 rolebindings: rb_events.boxed(),
+                credentials: credential_events,
             },
         }
     }
@@ -85,11 +108,15 @@ impl Caches {
             projects,
             memberships,
             rolebindings,
+            credentials,
         } = self.triggers;
         tokio::spawn(orgs.for_each(|_| async {}));
         tokio::spawn(projects.for_each(|_| async {}));
         tokio::spawn(memberships.for_each(|_| async {}));
         tokio::spawn(rolebindings.for_each(|_| async {}));
+        if let Some(c) = credentials {
+            tokio::spawn(c.for_each(|_| async {}));
+        }
         self.stores
     }
 }
@@ -120,6 +147,7 @@ fn watch_readiness(
     projects: &Store<Project>,
     memberships: &Store<Membership>,
     rolebindings: &Store<RoleBinding>,
+    credentials: Option<Store<Secret>>,
 ) -> tokio::sync::watch::Receiver<Option<Result<(), String>>> {
     let (tx, rx) = tokio::sync::watch::channel(None);
     let (orgs, projects, memberships, rolebindings) = (
@@ -139,7 +167,11 @@ fn watch_readiness(
             rolebindings
                 .wait_until_ready()
                 .await
-                .map_err(|_| "rolebindings")
+                .map_err(|_| "rolebindings")?;
+            if let Some(c) = credentials {
+                c.wait_until_ready().await.map_err(|_| "credentials")?;
+            }
+            Ok::<(), &str>(())
         }
         .await
         .map_err(|which| format!("the {which} watch stopped before listing"));

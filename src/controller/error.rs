@@ -18,6 +18,13 @@ pub enum Error {
     },
     #[error("the controller's caches are not ready: {0}")]
     CacheNotReady(String),
+    #[error("{action} for {membership}: {source}")]
+    Identity {
+        action: &'static str,
+        membership: String,
+        #[source]
+        source: crate::identity::service::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -44,6 +51,7 @@ impl Error {
             Error::Api { .. } => "ApiUnavailable",
             Error::Encode { .. } => "EncodeFailed",
             Error::CacheNotReady(_) => "CacheNotReady",
+            Error::Identity { source, .. } => source.reason(),
         }
     }
 

@@ -8,12 +8,13 @@
 
 mod apply;
 pub mod caches;
+pub mod credentials;
 mod error;
 pub mod labels;
 pub mod plan;
 mod status;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +42,8 @@ pub struct Config {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// How often an unchanged organization is planned again (and, if all is well, not written).
     pub resync: Duration,
+    /// The identity service, when it runs: invitations, unlocks, MFA resets.
+    pub identity: Option<Arc<crate::identity::service::Identity>>,
 }
 
 pub struct Context {
@@ -79,12 +82,16 @@ pub async fn run(
         config,
         failures: Mutex::new(HashMap::new()),
     });
-    controller
+    let mut controller = controller
         .watches_stream(triggers.orgs, home)
         .watches_stream(triggers.projects, home)
         .watches_stream(triggers.memberships, home)
         .watches_stream(triggers.rolebindings, organization_label)
-        .watches(Api::<Namespace>::all(client), managed, organization_label)
+        .watches(Api::<Namespace>::all(client), managed, organization_label);
+    if let Some(credentials) = triggers.credentials {
+        controller = controller.watches_stream(credentials, organization_label);
+    }
+    controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -223,6 +230,26 @@ impl Context {
             .filter(|rb| rb.labels().get(labels::ORGANIZATION) == Some(&ns))
             .map(|rb| (**rb).clone())
             .collect();
+        let credentials = s
+            .credentials
+            .as_ref()
+            .map(|c| {
+                c.state()
+                    .iter()
+                    .filter(|sec| {
+                        crate::identity::store::Store::organization_of(sec) == Some(ns.as_str())
+                    })
+                    .filter_map(|sec| match crate::identity::store::Store::parse(sec) {
+                        Ok(r) if !r.email.is_empty() => Some((r.email.clone(), r)),
+                        Ok(_) => None,
+                        Err(e) => {
+                            tracing::warn!(secret = %sec.name_any(), error = %e, "unreadable credential record ignored");
+                            None
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         World {
             namespace: ns,
             home_terminating: home.metadata.deletion_timestamp.is_some(),
@@ -232,9 +259,7 @@ impl Context {
             memberships,
             namespaces,
             rolebindings,
-            // TOTP enrolment lives in the identity store, which does not exist yet: nobody is
-            // enrolled, and the MFA grace period decides access.
-            enrolled: BTreeSet::new(),
+            credentials,
             now,
         }
     }

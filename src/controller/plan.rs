@@ -16,7 +16,9 @@ use crate::api::{
 };
 use crate::condition;
 
+use super::credentials::IdentityAction;
 use super::labels::{self, FINALIZER};
+use crate::identity::store::Record;
 
 /// How roster maps roles to Kubernetes RBAC.
 #[derive(Clone, Debug)]
@@ -25,6 +27,8 @@ pub struct Settings {
     pub subject_prefix: String,
     /// ClusterRole bound in a project namespace for each project role.
     pub project_cluster_roles: BTreeMap<ProjectRole, String>,
+    /// Identity runs: invitations are issued and request annotations acted on.
+    pub identity: bool,
 }
 
 impl Default for Settings {
@@ -37,6 +41,7 @@ impl Default for Settings {
                 (ProjectRole::Viewer, "view".to_string()),
             ]
             .into(),
+            identity: false,
         }
     }
 }
@@ -64,7 +69,8 @@ pub struct World {
     pub namespaces: BTreeMap<String, Namespace>,
     /// Observed RoleBindings labelled as roster's for this organization.
     pub rolebindings: Vec<RoleBinding>,
-    pub enrolled: BTreeSet<String>,
+    /// Members' credential records, by e-mail (empty when identity does not run).
+    pub credentials: BTreeMap<String, Record>,
     pub now: Timestamp,
 }
 
@@ -99,6 +105,8 @@ pub struct Plan {
     pub membership_status: Vec<(String, MembershipStatus)>,
     pub remove_finalizer: Vec<Target>,
     pub events: Vec<PlannedEvent>,
+    /// Invitations, unlocks, MFA resets, forgotten credentials.
+    pub identity: Vec<IdentityAction>,
     pub requeue_at: Option<Timestamp>,
 }
 
@@ -117,6 +125,7 @@ impl Plan {
             + self.project_status.len()
             + self.membership_status.len()
             + self.remove_finalizer.len()
+            + self.identity.len()
     }
 }
 
@@ -192,12 +201,18 @@ pub fn plan(w: &World, s: &Settings) -> Plan {
     } else {
         None
     };
+    let enrolled: BTreeSet<String> = w
+        .credentials
+        .iter()
+        .filter(|(_, r)| r.enrolled())
+        .map(|(e, _)| e.clone())
+        .collect();
     let eval = access::evaluate(&Inputs {
         org,
         mfa_required_since,
         projects: &views,
         memberships: &w.memberships,
-        enrolled: &w.enrolled,
+        enrolled: &enrolled,
         now: w.now,
     });
     plan.requeue_at = eval.next_change;
@@ -262,6 +277,13 @@ pub fn plan(w: &World, s: &Settings) -> Plan {
     diff_rolebindings(w, desired, &mut plan);
 
     bootstrap_owner(w, org, &eval, &mut plan);
+    if s.identity {
+        super::credentials::plan_identity(w, org, &eval, &mut plan);
+        let actions = plan.identity.clone();
+        for a in &actions {
+            super::credentials::note(a, &mut plan);
+        }
+    }
     finalizers(w, org, &mut plan);
     super::status::statuses(
         w,

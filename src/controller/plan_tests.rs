@@ -1,7 +1,7 @@
 //! Table-driven tests of `plan()`: every entitlement rule, grace-period edges, conflicts,
 //! ownership moves, deletion, and the steady state (a converged world plans zero writes).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -23,7 +23,7 @@ fn world(org: Option<Organization>, projects: Vec<Project>, memberships: Vec<Mem
         memberships,
         namespaces: BTreeMap::new(),
         rolebindings: vec![],
-        enrolled: BTreeSet::new(),
+        credentials: BTreeMap::new(),
         now: ts(NOW),
     }
 }
@@ -232,6 +232,7 @@ fn subject_prefix_and_role_mapping_are_configurable() {
             (ProjectRole::Viewer, "view".to_string()),
         ]
         .into(),
+        identity: false,
     };
     let p = plan(&acme(), &s);
     let dev = p
@@ -525,7 +526,14 @@ fn mfa_grace_period_edges() {
             });
         }
         if c.enrolled {
-            w.enrolled.insert("dave@acme.example".into());
+            w.credentials.insert(
+                "dave@acme.example".into(),
+                crate::identity::store::Record {
+                    email: "dave@acme.example".into(),
+                    totp_sealed: Some("sealed".into()),
+                    ..Default::default()
+                },
+            );
         }
         let p = plan(&w, &Settings::default());
         let s = &p
@@ -874,5 +882,146 @@ fn access_changes_produce_one_event_each() {
             ("AccessChanged", "payments: Developer → Viewer"),
             ("AccessRevoked", "web: revoked Viewer (no longer declared)")
         ]
+    );
+}
+
+/// The identity part of the plan: who gets an invitation, which request annotations are acted
+/// on (once per nonce), which credentials are forgotten.
+#[test]
+fn identity_actions() {
+    use crate::controller::credentials::IdentityAction;
+    use crate::identity::store::{Invitation, Record};
+    let settings = Settings {
+        identity: true,
+        ..Settings::default()
+    };
+    let rec = |email: &str| Record {
+        email: email.into(),
+        invitation: Some(Invitation {
+            hash: "h".into(),
+            sent_at: 1,
+            expires_at: 2,
+            delivery: "Secret".into(),
+        }),
+        ..Default::default()
+    };
+    let accepted = |email: &str| Record {
+        invitation: None,
+        accepted_at: Some(1),
+        ..rec(email)
+    };
+    let annotated = |mut m: crate::api::Membership, k: &str, v: &str| {
+        m.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(format!("roster.dev/{k}"), v.into());
+        m
+    };
+    struct Case {
+        name: &'static str,
+        member: crate::api::Membership,
+        record: Option<Record>,
+        want: Vec<IdentityAction>,
+    }
+    let invite = |nonce: Option<&str>| IdentityAction::Invite {
+        membership: "bob".into(),
+        nonce: nonce.map(str::to_string),
+    };
+    let bob = || member("bob", None, &[]);
+    let mut handled = accepted("bob@acme.example");
+    handled.handled.insert("unlock".into(), "n1".into());
+    let cases = vec![
+        Case {
+            name: "new member: invited",
+            member: bob(),
+            record: None,
+            want: vec![invite(None)],
+        },
+        Case {
+            name: "invitation out: nothing",
+            member: bob(),
+            record: Some(rec("bob@acme.example")),
+            want: vec![],
+        },
+        Case {
+            name: "resend request: a new invitation",
+            member: annotated(bob(), "resend-invitation", "r1"),
+            record: Some(rec("bob@acme.example")),
+            want: vec![invite(Some("r1"))],
+        },
+        Case {
+            name: "resend after acceptance: nothing to resend",
+            member: annotated(bob(), "resend-invitation", "r1"),
+            record: Some(accepted("bob@acme.example")),
+            want: vec![],
+        },
+        Case {
+            name: "unlock request: acted on",
+            member: annotated(bob(), "unlock", "n2"),
+            record: Some(handled.clone()),
+            want: vec![IdentityAction::Unlock {
+                membership: "bob".into(),
+                email: "bob@acme.example".into(),
+                nonce: "n2".into(),
+            }],
+        },
+        Case {
+            name: "unlock nonce already handled: nothing",
+            member: annotated(bob(), "unlock", "n1"),
+            record: Some(handled.clone()),
+            want: vec![],
+        },
+        Case {
+            name: "reset MFA request",
+            member: annotated(bob(), "reset-mfa", "m1"),
+            record: Some(accepted("bob@acme.example")),
+            want: vec![IdentityAction::ResetMfa {
+                membership: "bob".into(),
+                email: "bob@acme.example".into(),
+                nonce: "m1".into(),
+            }],
+        },
+        Case {
+            name: "disabled member: not invited",
+            member: {
+                let mut m = bob();
+                m.spec.disabled = true;
+                m
+            },
+            record: None,
+            want: vec![],
+        },
+    ];
+    for c in cases {
+        let mut w = world(Some(org("alice@acme.example")), vec![], vec![c.member]);
+        // The owner's bootstrap membership is not what this test is about.
+        w.memberships.push(member("alice", None, &[]));
+        w.credentials
+            .insert("alice@acme.example".into(), accepted("alice@acme.example"));
+        if let Some(r) = c.record {
+            w.credentials.insert(r.email.clone(), r);
+        }
+        let p = plan(&w, &settings);
+        assert_eq!(p.identity, c.want, "{}", c.name);
+        assert_eq!(
+            plan(&w, &Settings::default()).identity,
+            vec![],
+            "{}: nothing without identity",
+            c.name
+        );
+    }
+
+    // Credentials of an e-mail no Membership holds are forgotten.
+    let mut w = world(Some(org("alice@acme.example")), vec![], vec![]);
+    w.memberships.push(member("alice", None, &[]));
+    w.credentials
+        .insert("alice@acme.example".into(), accepted("alice@acme.example"));
+    w.credentials
+        .insert("gone@acme.example".into(), accepted("gone@acme.example"));
+    assert_eq!(
+        plan(&w, &settings).identity,
+        vec![IdentityAction::Forget {
+            email: "gone@acme.example".into()
+        }]
     );
 }

@@ -177,9 +177,14 @@ pub(super) fn statuses(
             continue;
         };
         let prev = m.status.clone().unwrap_or_default();
-        let status = membership_status(m, a, &prev, now);
+        let id =
+            super::credentials::identity_status(w.credentials.get(&m.spec.email), a.phase, now);
+        if let Some(at) = id.next_change {
+            plan.requeue_at = Some(plan.requeue_at.map_or(at, |r| r.min(at)));
+        }
+        let status = membership_status(m, a, &prev, id, now);
         access_events(m, &prev.access, a, plan);
-        if status != controller_owned(&prev) {
+        if status != prev {
             plan.membership_status.push((a.membership.clone(), status));
         }
     }
@@ -189,6 +194,7 @@ fn membership_status(
     m: &Membership,
     a: &MemberAccess,
     prev: &MembershipStatus,
+    id: super::credentials::IdentityStatus,
     now: Timestamp,
 ) -> MembershipStatus {
     let gen_ = m.metadata.generation;
@@ -249,13 +255,16 @@ fn membership_status(
     );
     MembershipStatus {
         observed_generation: gen_,
-        phase: Some(a.phase),
+        phase: id.phase.or(Some(a.phase)),
         effective_role: Some(a.effective_role),
+        invitation: id.invitation,
         mfa: Some(a.mfa.clone()),
+        last_login: id.last_login,
+        failed_logins: id.failed_logins,
+        locked_until: id.locked_until,
         access: a.entries.clone(),
         access_summary: Some(a.summary()),
         conditions: vec![ready, entitled, compliant],
-        ..Default::default()
     }
 }
 
@@ -274,17 +283,6 @@ fn phase_reason(a: &MemberAccess) -> &'static str {
             "NoOrganization"
         }
         _ => "NoAccess",
-    }
-}
-
-/// The part of a Membership's status the controller owns (identity owns the rest).
-fn controller_owned(s: &MembershipStatus) -> MembershipStatus {
-    MembershipStatus {
-        invitation: None,
-        last_login: None,
-        failed_logins: None,
-        locked_until: None,
-        ..s.clone()
     }
 }
 

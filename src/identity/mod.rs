@@ -1,14 +1,22 @@
 //! Identity: what makes "MFA required", "locked after failed logins" and "confirm with your
-//! password" real (DESIGN.md §6). This module holds its security primitives, each pure and
-//! tested on its own; the HTTP endpoints, the credential store and TokenReview build on them.
+//! password" real (DESIGN.md §6): security primitives, each pure and tested on its own
+//! (password, totp, seal, token, invitation, lockout, login::decide), the credential store,
+//! the service the controller calls (invite, unlock, reset MFA), the security log, and the
+//! HTTP server (pages, login API, TokenReview).
 //!
 //! Every secret value here (passwords, TOTP seeds, keys, tokens) lives in a type whose `Debug`
 //! prints a placeholder, so it cannot reach a log, a status or a panic message by accident.
 
+pub mod audit;
 pub mod invitation;
 pub mod lockout;
+pub mod login;
+pub mod mail;
 pub mod password;
+pub mod revocation;
 pub mod seal;
+pub mod server;
+pub mod service;
 pub mod store;
 pub mod token;
 pub mod totp;

@@ -13,17 +13,21 @@ use kube::{Api, Client};
 use ring::digest::{SHA256, digest};
 use serde::{Deserialize, Serialize};
 
-use super::Secret;
-use super::lockout::{self, Policy, Verdict};
-use super::password::Hasher;
+use super::lockout;
 
 const KEY: &str = "record";
+/// The Secret type of credential records: the controller's cache selects on it.
+pub const SECRET_TYPE: &str = "roster.dev/credentials";
+const ORGANIZATION_LABEL: &str = "roster.dev/organization";
 
 /// Everything roster knows about one member's credentials. No secret in clear: the password is
 /// an argon2id hash, the TOTP seed is sealed.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Record {
+    /// The member's e-mail (the Secret's name only carries its hash).
+    #[serde(default)]
+    pub email: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_hash: Option<String>,
     #[serde(default)]
@@ -37,6 +41,42 @@ pub struct Record {
     pub totp_sealed: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totp_last_step: Option<u64>,
+    /// A seed shown to the member but not yet confirmed with a code (sealed like the other).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp_pending: Option<String>,
+    /// Unix seconds of TOTP enrolment (set with `totp_sealed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp_enrolled_at: Option<u64>,
+    /// The open invitation, if any: only its token's hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invitation: Option<Invitation>,
+    /// Unix seconds when the member accepted their invitation (set a password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_at: Option<u64>,
+    /// Unix seconds of the last successful login, to the minute (see `Store::login_succeeded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_login: Option<u64>,
+    /// The last nonce acted on per request annotation (`resend-invitation`, `unlock`,
+    /// `reset-mfa`), so each request is acted on once.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub handled: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Invitation {
+    /// SHA-256 of the token (the token itself is only in the link).
+    pub hash: String,
+    pub sent_at: u64,
+    pub expires_at: u64,
+    /// `Email` or `Secret`.
+    pub delivery: String,
+}
+
+impl Record {
+    pub fn enrolled(&self) -> bool {
+        self.totp_sealed.is_some()
+    }
 }
 
 // A password hash can be attacked offline and a sealed seed is still key material: neither
@@ -56,7 +96,18 @@ impl std::fmt::Debug for Record {
                 &self.totp_sealed.as_ref().map(|_| "<redacted>"),
             )
             .field("totp_last_step", &self.totp_last_step)
-            .finish()
+            .field(
+                "totp_pending",
+                &self.totp_pending.as_ref().map(|_| "<redacted>"),
+            )
+            .field("totp_enrolled_at", &self.totp_enrolled_at)
+            .field(
+                "invitation",
+                &self.invitation.as_ref().map(|i| i.expires_at),
+            )
+            .field("accepted_at", &self.accepted_at)
+            .field("last_login", &self.last_login)
+            .finish_non_exhaustive()
     }
 }
 
@@ -86,23 +137,9 @@ impl Error {
     }
 }
 
-/// The result of one password attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Attempt {
-    Accepted,
-    /// Wrong password, counted.
-    Wrong {
-        failed: u32,
-        locked: bool,
-    },
-    /// Refused without checking or counting: the account is locked until then.
-    Locked {
-        until: u64,
-    },
-}
-
 pub struct Store {
     api: Api<KubeSecret>,
+    namespace: String,
 }
 
 impl Store {
@@ -110,7 +147,12 @@ impl Store {
     pub fn new(client: Client, namespace: &str) -> Store {
         Store {
             api: Api::namespaced(client, namespace),
+            namespace: namespace.to_string(),
         }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// The Secret's name: the organization and a hash of the e-mail (e-mails are not valid
@@ -130,13 +172,39 @@ impl Store {
             .get_opt(&Store::secret_name(org, email))
             .await?
             .ok_or(Error::NotFound)?;
+        Ok((Store::parse(&s)?, s))
+    }
+
+    /// The record in a credential Secret (as the controller's cache holds them).
+    pub fn parse(s: &KubeSecret) -> Result<Record, Error> {
         let raw = s
             .data
             .as_ref()
             .and_then(|d| d.get(KEY))
             .ok_or_else(|| Error::Corrupt("no record".into()))?;
-        let record = serde_json::from_slice(&raw.0).map_err(|e| Error::Corrupt(e.to_string()))?;
-        Ok((record, s))
+        serde_json::from_slice(&raw.0).map_err(|e| Error::Corrupt(e.to_string()))
+    }
+
+    /// The organization a credential Secret belongs to (its label).
+    pub fn organization_of(s: &KubeSecret) -> Option<&str> {
+        s.metadata
+            .labels
+            .as_ref()?
+            .get(ORGANIZATION_LABEL)
+            .map(String::as_str)
+    }
+
+    /// Removes a member's credentials (their Membership is gone). Absent is fine.
+    pub async fn delete(&self, org: &str, email: &str) -> Result<(), Error> {
+        match self
+            .api
+            .delete(&Store::secret_name(org, email), &Default::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Creates the member's record (the invitation step); an existing one is left alone.
@@ -149,7 +217,7 @@ impl Store {
                         "app.kubernetes.io/managed-by".to_string(),
                         "roster".to_string(),
                     ),
-                    ("roster.dev/organization".to_string(), org.to_string()),
+                    (ORGANIZATION_LABEL.to_string(), org.to_string()),
                 ])),
                 ..Default::default()
             },
@@ -157,7 +225,7 @@ impl Store {
                 KEY.to_string(),
                 ByteString(serde_json::to_vec(record).unwrap_or_default()),
             )])),
-            type_: Some("roster.dev/credentials".into()),
+            type_: Some(SECRET_TYPE.into()),
             ..Default::default()
         };
         match self.api.create(&PostParams::default(), &secret).await {
@@ -173,7 +241,7 @@ impl Store {
 
     /// Applies `change` to the latest record with compare-and-swap, retrying on conflicts.
     /// `change` returns None to leave the record as it is.
-    async fn update<T>(
+    pub async fn update<T>(
         &self,
         org: &str,
         email: &str,
@@ -204,49 +272,6 @@ impl Store {
             }
         }
         Err(Error::Contention(ATTEMPTS))
-    }
-
-    /// One password attempt: refused while locked (not counted); otherwise the password is
-    /// checked once and the outcome recorded on the latest record.
-    pub async fn attempt_password(
-        &self,
-        org: &str,
-        email: &str,
-        password: &Secret,
-        hasher: &Hasher,
-        policy: &Policy,
-        now: u64,
-    ) -> Result<Attempt, Error> {
-        let (record, _) = self.read(org, email).await?;
-        if let Verdict::Locked { until } = lockout::gate(&lockout_record(&record), now) {
-            return Ok(Attempt::Locked { until });
-        }
-        let ok = match &record.password_hash {
-            Some(phc) => hasher.verify(password, phc).await?,
-            None => false,
-        };
-        self.update(org, email, |latest| {
-            // Another attempt may have locked the account while this password was hashed.
-            if let Verdict::Locked { until } = lockout::gate(&lockout_record(latest), now) {
-                return (None, Attempt::Locked { until });
-            }
-            let after = lockout::record(&lockout_record(latest), policy, now, ok);
-            let next = Record {
-                failed: after.failed,
-                locked_until: after.locked_until,
-                ..latest.clone()
-            };
-            let outcome = if ok {
-                Attempt::Accepted
-            } else {
-                Attempt::Wrong {
-                    failed: after.failed,
-                    locked: after.locked_until.is_some(),
-                }
-            };
-            (Some(next), outcome)
-        })
-        .await
     }
 
     /// Sets a new password hash (invitation accepted, password reset).
@@ -280,7 +305,7 @@ impl Store {
     }
 }
 
-fn lockout_record(r: &Record) -> lockout::Record {
+pub(crate) fn lockout_record(r: &Record) -> lockout::Record {
     lockout::Record {
         failed: r.failed,
         locked_until: r.locked_until,

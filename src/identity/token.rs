@@ -20,7 +20,14 @@ pub struct Claims {
     /// Issued at / expires at, unix seconds.
     pub iat: u64,
     pub exp: u64,
+    /// What the token is for: `session` (kubectl, TokenReview) or `enrol` (the few minutes
+    /// between a correct password and a confirmed TOTP enrolment). One never passes for the
+    /// other.
+    pub purpose: String,
 }
+
+pub const SESSION: &str = "session";
+pub const ENROL: &str = "enrol";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
@@ -96,6 +103,7 @@ mod tests {
             generation: 3,
             iat: 1_000,
             exp: 1_000 + 8 * 3600,
+            purpose: SESSION.into(),
         }
     }
 

@@ -17,7 +17,7 @@ impl std::fmt::Debug for Seed {
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
     #[error("a code is 6 digits")]
     Malformed,

@@ -73,6 +73,8 @@ pub struct AppState<I> {
     /// could let a second owner or a duplicate e-mail through.
     pub ready: Box<dyn Fn() -> bool + Send + Sync>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where allowed changes that cut a member off are noted for TokenReview (identity).
+    pub revocations: Option<crate::identity::revocation::Revocations>,
 }
 
 pub fn router<I: validate::Index + Send + Sync + 'static>(state: Arc<AppState<I>>) -> Router {
@@ -117,6 +119,11 @@ async fn admit<I: validate::Index + Send + Sync + 'static>(
     match &decision {
         Decision::Allow => state.metrics.admitted(true, "Allowed", started.elapsed()),
         Decision::Deny { reason, .. } => state.metrics.admitted(false, reason, started.elapsed()),
+    }
+    if matches!(decision, Decision::Allow)
+        && let Some(r) = &state.revocations
+    {
+        note_revocation(&request, r, &state.index);
     }
     let response = match decision {
         Decision::Allow => AdmissionResponse::from(&request),
@@ -186,6 +193,48 @@ fn decide<I: validate::Index>(
     )
 }
 
+/// An allowed change that takes a member's access away (disabled, expired, deleted) is noted
+/// before it is stored, so that their tokens stop working with no watch delay.
+fn note_revocation<I: validate::Index>(
+    request: &AdmissionRequest<DynamicObject>,
+    revocations: &crate::identity::revocation::Revocations,
+    index: &I,
+) {
+    if request.dry_run || request.kind.kind != "Membership" {
+        return;
+    }
+    let parse =
+        |o: &Option<DynamicObject>| o.clone().and_then(|o| o.try_parse::<Membership>().ok());
+    let (new, old) = (parse(&request.object), parse(&request.old_object));
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let cut_off =
+        |m: &Membership| m.spec.disabled || m.spec.expires_at.as_ref().is_some_and(|t| t.0 <= now);
+    let Some(ns) = request.namespace.as_deref() else {
+        return;
+    };
+    // Deleting one of two Memberships of an address (a superseded bootstrap, a duplicate)
+    // leaves the member in place.
+    let last_of_address = |m: &Membership| {
+        index
+            .memberships_with_email(ns, &m.spec.email)
+            .iter()
+            .all(|other| other.metadata.name == m.metadata.name)
+    };
+    let revoked = match (&new, &old) {
+        (None, Some(old)) if last_of_address(old) => Some(old),
+        (Some(new), _) if cut_off(new) => Some(new),
+        _ => None,
+    };
+    match (revoked, &new) {
+        (Some(m), _) => {
+            tracing::info!(namespace = ns, membership = ?m.metadata.name, "member cut off: tokens refused from now");
+            revocations.note(ns, &m.spec.email)
+        }
+        (None, Some(m)) => revocations.clear(ns, &m.spec.email),
+        (None, None) => {}
+    }
+}
+
 /// A denial for a body we could not even read a request uid from.
 fn denied_review(message: &str) -> serde_json::Value {
     serde_json::to_value(AdmissionResponse::invalid(message).into_review())
@@ -212,7 +261,7 @@ pub async fn serve(
     tracing::info!(addr = ?listener.local_addr().ok(), "webhook listening");
     tokio::pin!(shutdown);
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => return Ok(()),
             accepted = listener.accept() => match accepted {
                 Ok(c) => c,
@@ -223,7 +272,10 @@ pub async fn serve(
             },
         };
         let acceptor = acceptor.clone();
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        // Handlers that log who called (the identity server's security log) read the peer.
+        let service = hyper_util::service::TowerToHyperService::new(
+            tower::ServiceExt::map_request(router.clone(), tag_peer(peer)),
+        );
         tokio::spawn(async move {
             // A client that never finishes its handshake must not hold a task forever.
             let tls = match tokio::time::timeout(
@@ -246,6 +298,17 @@ pub async fn serve(
         });
     }
 }
+
+fn tag_peer<B>(peer: SocketAddr) -> impl Fn(http::Request<B>) -> http::Request<B> + Clone {
+    move |mut req| {
+        req.extensions_mut().insert(ClientAddr(peer));
+        req
+    }
+}
+
+/// The TCP peer of a request served by `serve`.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub SocketAddr);
 
 /// Where the API server reaches the webhook.
 #[derive(Clone, Debug)]

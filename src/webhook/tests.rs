@@ -626,6 +626,7 @@ fn app(index: Mem, ready: bool) -> axum::Router {
         policy: Policy::default(),
         ready: Box::new(move || ready),
         metrics: crate::metrics::Metrics::new(),
+        revocations: None,
     }))
 }
 

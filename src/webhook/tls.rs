@@ -50,6 +50,53 @@ impl Certificates {
         })
     }
 
+    /// A certificate made elsewhere (a file the operator or a test harness wrote): the leaf
+    /// certificate and key in PEM, and the CA that signed it.
+    pub fn from_pem_files(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Certificates, String> {
+        use rustls::pki_types::pem::PemObject;
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+        };
+        let cert_der = rustls::pki_types::CertificateDer::from_pem_slice(&read(cert)?)
+            .map_err(|e| format!("{}: not a PEM certificate: {e}", cert.display()))?;
+        let key_der = rustls::pki_types::PrivateKeyDer::from_pem_slice(&read(key)?)
+            .map_err(|e| format!("{}: not a PEM private key: {e}", key.display()))?;
+        let ca_pem = match ca {
+            Some(p) => String::from_utf8(read(p)?).map_err(|e| e.to_string())?,
+            None => String::new(),
+        };
+        Ok(Certificates {
+            ca_pem,
+            cert_der: cert_der.to_vec(),
+            key_der: key_der.secret_der().to_vec(),
+        })
+    }
+
+    /// The leaf certificate and key in PEM (to write them to files).
+    pub fn leaf_pem(&self) -> (String, String) {
+        let pem = |label: &str, der: &[u8]| {
+            use base64::Engine;
+            let b = base64::engine::general_purpose::STANDARD.encode(der);
+            let lines: Vec<&str> = b
+                .as_bytes()
+                .chunks(64)
+                .map(|c| std::str::from_utf8(c).unwrap_or_default())
+                .collect();
+            format!(
+                "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+                lines.join("\n")
+            )
+        };
+        (
+            pem("CERTIFICATE", &self.cert_der),
+            pem("PRIVATE KEY", &self.key_der),
+        )
+    }
+
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, String> {
         let key = rustls::pki_types::PrivateKeyDer::try_from(self.key_der.clone())
             .map_err(|e| e.to_string())?;

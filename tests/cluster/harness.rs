@@ -24,7 +24,17 @@ pub struct Cluster {
     roster: Mutex<Option<(Child, ChildStdin)>>,
     /// Where roster serves /metrics, /healthz and /readyz.
     pub metrics_addr: String,
+    /// Where roster serves the identity pages, login API and TokenReview (HTTPS).
+    pub identity_addr: String,
+    /// The identity server's certificate files (ca.crt, tls.crt, tls.key).
+    pub identity_certs: PathBuf,
+    /// API server URL and CA (for kubeconfigs of members, which carry no client certificate).
+    pub server: String,
+    pub server_ca_pem: String,
 }
+
+/// roster's own namespace in the tests: credentials, keys, security logs.
+pub const ROSTER_NAMESPACE: &str = "roster-system";
 
 /// Tests share the API server; the one test that restarts it takes this exclusively.
 static API_SERVER: RwLock<()> = RwLock::new(());
@@ -83,6 +93,7 @@ fn start_cluster() -> Cluster {
             "crd/projects.roster.dev",
             "crd/memberships.roster.dev",
         ]);
+        c.kubectl_ok(&["create", "namespace", ROSTER_NAMESPACE]);
         c.start_roster();
         c
     }
@@ -90,6 +101,39 @@ fn start_cluster() -> Cluster {
 
 impl Cluster {
     fn start(extra_apiserver_flags: &[&str]) -> Cluster {
+        let runs = root().join("target/cluster-test");
+        clear_finished_runs(&runs);
+        let dir = runs.join(std::process::id().to_string());
+        std::fs::create_dir_all(&dir).expect("create test state dir");
+        // The API server trusts roster's identity server for tokens (TokenReview), so its
+        // certificate must exist before the API server starts: roster writes it first.
+        let identity_addr = format!("127.0.0.1:{}", free_port());
+        let identity_certs = dir.join("identity");
+        let made = Command::new(env!("CARGO_BIN_EXE_roster"))
+            .args(["certificate", "--name", "127.0.0.1", "--out-dir"])
+            .arg(&identity_certs)
+            .status()
+            .expect("run roster certificate");
+        assert!(made.success(), "roster certificate failed");
+        let authn = dir.join("token-webhook.kubeconfig");
+        std::fs::write(
+            &authn,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: roster\n  cluster:\n    server: https://{identity_addr}/authenticate\n    certificate-authority: {}\nusers:\n- name: apiserver\n  user: {{}}\ncontexts:\n- name: roster\n  context: {{cluster: roster, user: apiserver}}\ncurrent-context: roster\n",
+                identity_certs.join("ca.crt").display()
+            ),
+        )
+        .expect("write the token webhook kubeconfig");
+        let mut flags: Vec<String> = vec![
+            format!(
+                "--authentication-token-webhook-config-file={}",
+                authn.display()
+            ),
+            "--authentication-token-webhook-version=v1".into(),
+            // No cache: a disabled member's next request is refused (production keeps a short one).
+            "--authentication-token-webhook-cache-ttl=0s".into(),
+        ];
+        flags.extend(extra_apiserver_flags.iter().map(|f| f.to_string()));
         let build = Command::new(root().join("tests/control-plane/build.sh"))
             .stderr(Stdio::inherit())
             .output()
@@ -106,11 +150,6 @@ impl Cluster {
                 .unwrap_or(""),
         );
 
-        let runs = root().join("target/cluster-test");
-        clear_finished_runs(&runs);
-        let dir = runs.join(std::process::id().to_string());
-        std::fs::create_dir_all(&dir).expect("create test state dir");
-
         let mut child = Command::new(bin.join("devcluster"))
             .arg("up")
             .arg("--lifeline")
@@ -119,7 +158,7 @@ impl Cluster {
             .arg("--bin")
             .arg(&bin)
             .arg("--")
-            .args(extra_apiserver_flags)
+            .args(&flags)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -145,7 +184,25 @@ impl Cluster {
                 )
             })
         };
+        let kubeconfig = Kubeconfig::read_from(get("kubeconfig")).expect("read kubeconfig");
+        let cluster = kubeconfig
+            .clusters
+            .first()
+            .and_then(|c| c.cluster.clone())
+            .expect("a cluster in the kubeconfig");
+        let ca_data = cluster.certificate_authority_data.clone().expect("CA data");
+        use base64::Engine;
+        let server_ca_pem = String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(ca_data)
+                .expect("CA base64"),
+        )
+        .expect("CA text");
         Cluster {
+            server: cluster.server.clone().expect("server"),
+            server_ca_pem,
+            identity_addr,
+            identity_certs,
             kubeconfig: PathBuf::from(get("kubeconfig")),
             audit_log: PathBuf::from(get("audit")),
             dir,
@@ -170,10 +227,20 @@ impl Cluster {
             ])
             .args(["--webhook-addr", &format!("127.0.0.1:{port}")])
             .args(["--metrics-addr", &self.metrics_addr])
+            .args(["--namespace", ROSTER_NAMESPACE])
+            .args(["--identity-addr", &self.identity_addr])
+            .arg("--identity-cert")
+            .arg(self.identity_certs.join("tls.crt"))
+            .arg("--identity-key")
+            .arg(self.identity_certs.join("tls.key"))
+            // Cheap hashes: the tests are about behaviour, not hashing cost.
+            .args(["--argon2-memory-kib", "1024", "--argon2-iterations", "1"])
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,roster=debug,kube_runtime=warn")
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(
+                std::fs::File::create(self.dir.join("security.jsonl")).expect("security log file"),
+            )
             .stderr(log)
             .spawn()
             .expect("start roster");
@@ -368,4 +435,94 @@ spec:
 {carl}
 "#
     )
+}
+
+/// One HTTPS request to roster's identity server; returns status and body (status 0 when the
+/// connection failed, with the error as body).
+pub async fn identity_request(
+    c: &Cluster,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, String) {
+    use rustls_pki_types::pem::PemObject;
+    let mut config = kube::Config::new(
+        format!("https://{}", c.identity_addr)
+            .parse()
+            .expect("identity URL"),
+    );
+    let pem = std::fs::read(c.identity_certs.join("ca.crt")).expect("identity CA");
+    config.root_cert = Some(
+        rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+            .map(|c| c.expect("CA").to_vec())
+            .collect(),
+    );
+    let client = kube::Client::try_from(config).expect("identity client");
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", content_type)
+        .header("user-agent", "roster-cluster-test")
+        .body(kube::client::Body::from(body.as_bytes().to_vec()))
+        .expect("request");
+    // A server may answer 413 and close before a huge body is written: status 0, the error.
+    let resp = match client.send(req).await {
+        Ok(r) => r,
+        Err(e) => return (0, e.to_string()),
+    };
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect_bytes().await.expect("body");
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// application/x-www-form-urlencoded.
+pub fn form(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Cluster {
+    /// A kubeconfig for a member: the API server, its CA, and a token or an exec plugin, no
+    /// client certificate (which would win over the token).
+    pub fn member_kubeconfig(&self, name: &str, user: &str) -> PathBuf {
+        use base64::Engine;
+        let path = self.dir.join(format!("{name}.kubeconfig"));
+        let ca = base64::engine::general_purpose::STANDARD.encode(&self.server_ca_pem);
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\nusers:\n- name: member\n  user:\n{user}\ncontexts:\n- name: member\n  context: {{cluster: test, user: member}}\ncurrent-context: member\n",
+                self.server
+            ),
+        )
+        .expect("write member kubeconfig");
+        path
+    }
+
+    /// kubectl with another kubeconfig.
+    pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(self.bin.join("kubectl"))
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .envs(env.iter().copied())
+            .current_dir(root())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run kubectl")
+    }
 }

@@ -1,10 +1,13 @@
-//! Identity against the real API server: the credential store's compare-and-swap.
+//! Identity against the real API server: the credential store's compare-and-swap, and members
+//! going through invitation, password, TOTP, login, kubectl and lockout.
 
 use futures::future::join_all;
 use roster::identity::Secret;
 use roster::identity::lockout::Policy;
+use roster::identity::login::{self, Attempt, Keys};
 use roster::identity::password::Hasher;
-use roster::identity::store::{Attempt, Record, Store};
+use roster::identity::seal;
+use roster::identity::store::{Record, Store};
 
 use crate::harness::{cluster, shared};
 
@@ -41,15 +44,32 @@ async fn parallel_wrong_passwords_count_exactly_to_the_limit() {
     };
     let now = 1_700_000_000;
 
-    let wrong = Secret::new("not the password");
-    let outcomes = join_all(
-        (0..50).map(|_| store.attempt_password(org, email, &wrong, &hasher, &policy, now)),
-    )
-    .await;
+    let (key, _) = seal::Key::generate();
+    let keys = Keys {
+        hasher: &hasher,
+        seal: &key,
+    };
+    let attempt = |password: &'static str, now: u64| {
+        let (store, keys, policy) = (&store, &keys, &policy);
+        async move {
+            login::attempt(
+                store,
+                org,
+                email,
+                &Secret::new(password),
+                None,
+                keys,
+                policy,
+                now,
+            )
+            .await
+        }
+    };
+    let outcomes = join_all((0..50).map(|_| attempt("not the password", now))).await;
     let outcomes: Vec<Attempt> = outcomes.into_iter().map(|o| o.expect("attempt")).collect();
     let counted = outcomes
         .iter()
-        .filter(|o| matches!(o, Attempt::Wrong { .. }))
+        .filter(|o| matches!(o, Attempt::Failed { .. }))
         .count();
     let refused = outcomes
         .iter()
@@ -60,21 +80,18 @@ async fn parallel_wrong_passwords_count_exactly_to_the_limit() {
     assert_eq!((record.failed, record.locked_until), (10, Some(now + 900)));
 
     // Locked means locked: even the right password is refused, and not counted.
-    let right = Secret::new("correct horse battery staple");
     assert_eq!(
-        store
-            .attempt_password(org, email, &right, &hasher, &policy, now + 1)
+        attempt("correct horse battery staple", now + 1)
             .await
             .expect("attempt"),
         Attempt::Locked { until: now + 900 }
     );
     store.unlock(org, email).await.expect("unlock");
-    assert_eq!(
-        store
-            .attempt_password(org, email, &right, &hasher, &policy, now + 2)
+    assert!(matches!(
+        attempt("correct horse battery staple", now + 2)
             .await
             .expect("attempt"),
-        Attempt::Accepted
-    );
+        Attempt::Accepted { .. }
+    ));
     assert_eq!(store.get(org, email).await.expect("record").failed, 0);
 }

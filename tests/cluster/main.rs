@@ -4,5 +4,6 @@
 mod controller;
 mod harness;
 mod identity;
+mod members;
 mod smoke;
 mod webhook;

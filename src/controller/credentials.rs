@@ -1,0 +1,298 @@
+//! The identity part of `plan()`: which invitations to send, which request annotations
+//! (resend, unlock, reset MFA) to act on, which credential records to forget, and what the
+//! records mean for a Membership's status (phase Active/Locked, invitation, failed logins).
+//! Pure, like the rest of the plan.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use super::plan::{Plan, PlannedEvent, Target, World};
+use crate::access::Evaluation;
+use crate::api::{InvitationState, InvitationStatus, Membership, Organization, Phase};
+use crate::identity::service::{RESEND, RESET_MFA, UNLOCK, annotation};
+use crate::identity::store::Record;
+
+/// Something only the identity service can do (it involves tokens, keys or mail).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdentityAction {
+    /// A new invitation (`nonce` is the resend request it answers).
+    Invite {
+        membership: String,
+        nonce: Option<String>,
+    },
+    Unlock {
+        membership: String,
+        email: String,
+        nonce: String,
+    },
+    ResetMfa {
+        membership: String,
+        email: String,
+        nonce: String,
+    },
+    /// Credentials of an e-mail no Membership holds any more.
+    Forget { email: String },
+}
+
+pub(super) fn plan_identity(
+    w: &World,
+    org: Option<&Organization>,
+    eval: &Evaluation,
+    plan: &mut Plan,
+) {
+    let held: BTreeMap<&str, &Membership> = w
+        .memberships
+        .iter()
+        .map(|m| (m.spec.email.as_str(), m))
+        .collect();
+    for email in w.credentials.keys() {
+        if !held.contains_key(email.as_str()) {
+            plan.identity.push(IdentityAction::Forget {
+                email: email.clone(),
+            });
+        }
+    }
+    if org.is_none() {
+        return;
+    }
+    for m in &w.memberships {
+        let Some(a) = eval.members.iter().find(|a| a.membership == m.name_any()) else {
+            continue;
+        };
+        if m.metadata.deletion_timestamp.is_some()
+            || matches!(a.phase, Phase::Conflict | Phase::Disabled | Phase::Expired)
+        {
+            continue;
+        }
+        let record = w.credentials.get(&m.spec.email);
+        let request = |kind: &str| {
+            let nonce = m.annotations().get(&annotation(kind))?;
+            let handled = record.and_then(|r| r.handled.get(kind));
+            (handled != Some(nonce) && !nonce.is_empty()).then(|| nonce.clone())
+        };
+        let accepted = record.is_some_and(|r| r.accepted_at.is_some());
+        let resend = request(RESEND).filter(|_| !accepted);
+        let never_invited = record.is_none_or(|r| !accepted && r.invitation.is_none());
+        if resend.is_some() || never_invited {
+            plan.identity.push(IdentityAction::Invite {
+                membership: m.name_any(),
+                nonce: resend,
+            });
+        }
+        let Some(_) = record else { continue };
+        if let Some(nonce) = request(UNLOCK) {
+            plan.identity.push(IdentityAction::Unlock {
+                membership: m.name_any(),
+                email: m.spec.email.clone(),
+                nonce,
+            });
+        }
+        if let Some(nonce) = request(RESET_MFA) {
+            plan.identity.push(IdentityAction::ResetMfa {
+                membership: m.name_any(),
+                email: m.spec.email.clone(),
+                nonce,
+            });
+        }
+    }
+}
+
+/// What a credential record adds to a Membership's status.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IdentityStatus {
+    pub phase: Option<Phase>,
+    pub invitation: Option<InvitationStatus>,
+    pub failed_logins: Option<u32>,
+    pub locked_until: Option<Time>,
+    pub last_login: Option<Time>,
+    /// When the status changes next by itself (a lock or an invitation expiring).
+    pub next_change: Option<Timestamp>,
+}
+
+fn time(unix: u64) -> Option<Time> {
+    i64::try_from(unix)
+        .ok()
+        .and_then(|s| Timestamp::from_second(s).ok())
+        .map(Time)
+}
+
+/// `phase` is the access evaluation's (Invited unless disabled, expired or conflicting).
+pub fn identity_status(record: Option<&Record>, phase: Phase, now: Timestamp) -> IdentityStatus {
+    let Some(r) = record else {
+        return IdentityStatus {
+            phase: Some(phase),
+            ..Default::default()
+        };
+    };
+    let now_s = u64::try_from(now.as_second()).unwrap_or(0);
+    let locked = r.locked_until.filter(|u| *u > now_s);
+    let mut next_change = None;
+    let phase = match phase {
+        Phase::Invited | Phase::Active | Phase::Locked => {
+            if let Some(u) = locked {
+                next_change = time(u).map(|t| t.0);
+                Phase::Locked
+            } else if r.accepted_at.is_some() {
+                Phase::Active
+            } else {
+                Phase::Invited
+            }
+        }
+        other => other,
+    };
+    let invitation = match (&r.invitation, r.accepted_at) {
+        (_, Some(at)) => Some(InvitationStatus {
+            state: Some(InvitationState::Accepted),
+            accepted_at: time(at),
+            ..Default::default()
+        }),
+        (Some(inv), None) => {
+            let expired = inv.expires_at <= now_s;
+            if !expired {
+                next_change = next_change.or(time(inv.expires_at).map(|t| t.0));
+            }
+            Some(InvitationStatus {
+                state: Some(if expired {
+                    InvitationState::Expired
+                } else {
+                    InvitationState::Pending
+                }),
+                sent_at: time(inv.sent_at),
+                expires_at: time(inv.expires_at),
+                accepted_at: None,
+                delivery: Some(inv.delivery.clone()),
+            })
+        }
+        (None, None) => None,
+    };
+    IdentityStatus {
+        phase: Some(phase),
+        invitation,
+        failed_logins: (r.failed > 0).then_some(r.failed),
+        locked_until: locked.and_then(|u| if u == u64::MAX { None } else { time(u) }),
+        last_login: r.last_login.and_then(time),
+        next_change,
+    }
+}
+
+/// Events for actions the plan asks of identity (so `kubectl describe` shows them).
+pub(super) fn note(action: &IdentityAction, plan: &mut Plan) {
+    let (membership, reason, note) = match action {
+        IdentityAction::Invite {
+            membership,
+            nonce: None,
+        } => (membership, "Invited", "invitation issued".to_string()),
+        IdentityAction::Invite {
+            membership,
+            nonce: Some(_),
+        } => (
+            membership,
+            "InvitationResent",
+            "invitation resent; the previous link no longer works".to_string(),
+        ),
+        IdentityAction::Unlock { membership, .. } => {
+            (membership, "Unlocked", "account unlocked".to_string())
+        }
+        IdentityAction::ResetMfa { membership, .. } => (
+            membership,
+            "MfaReset",
+            "MFA reset: TOTP enrolment at next login; existing tokens revoked".to_string(),
+        ),
+        IdentityAction::Forget { .. } => return,
+    };
+    plan.events.push(PlannedEvent {
+        target: Target::Membership(membership.clone()),
+        warning: false,
+        reason,
+        note,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::store::Invitation;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(NOW as i64).expect("ts")
+    }
+
+    #[test]
+    fn status_from_records() {
+        let pending = Record {
+            invitation: Some(Invitation {
+                hash: "h".into(),
+                sent_at: NOW - 10,
+                expires_at: NOW + 100,
+                delivery: "Secret".into(),
+            }),
+            ..Default::default()
+        };
+        let s = identity_status(Some(&pending), Phase::Invited, now());
+        assert_eq!(s.phase, Some(Phase::Invited));
+        assert_eq!(
+            s.invitation.as_ref().and_then(|i| i.state),
+            Some(InvitationState::Pending)
+        );
+        assert_eq!(s.next_change, time(NOW + 100).map(|t| t.0));
+
+        let mut expired = pending.clone();
+        if let Some(i) = expired.invitation.as_mut() {
+            i.expires_at = NOW;
+        }
+        let s = identity_status(Some(&expired), Phase::Invited, now());
+        assert_eq!(
+            s.invitation.and_then(|i| i.state),
+            Some(InvitationState::Expired)
+        );
+        assert_eq!(s.next_change, None);
+
+        let active = Record {
+            accepted_at: Some(NOW - 50),
+            failed: 2,
+            last_login: Some(NOW - 5),
+            ..Default::default()
+        };
+        let s = identity_status(Some(&active), Phase::Invited, now());
+        assert_eq!(s.phase, Some(Phase::Active));
+        assert_eq!(s.failed_logins, Some(2));
+        assert!(s.last_login.is_some());
+
+        let locked = Record {
+            locked_until: Some(NOW + 900),
+            failed: 10,
+            ..active.clone()
+        };
+        let s = identity_status(Some(&locked), Phase::Invited, now());
+        assert_eq!(s.phase, Some(Phase::Locked));
+        assert_eq!(s.locked_until, time(NOW + 900));
+        assert_eq!(
+            s.next_change,
+            time(NOW + 900).map(|t| t.0),
+            "re-planned when the lock ends"
+        );
+
+        let lock_over = Record {
+            locked_until: Some(NOW),
+            ..locked.clone()
+        };
+        assert_eq!(
+            identity_status(Some(&lock_over), Phase::Invited, now()).phase,
+            Some(Phase::Active)
+        );
+        assert_eq!(
+            identity_status(Some(&locked), Phase::Disabled, now()).phase,
+            Some(Phase::Disabled),
+            "disabled wins over locked"
+        );
+        assert_eq!(
+            identity_status(None, Phase::Invited, now()).phase,
+            Some(Phase::Invited)
+        );
+    }
+}

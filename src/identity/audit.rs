@@ -1,0 +1,338 @@
+//! The security log: every login attempt, lockout, unlock, MFA enrolment and reset, invitation
+//! acceptance and ownership transfer goes three ways —
+//! - one JSON line on standard output (for the cluster's log pipeline),
+//! - a Kubernetes Event on the member's Membership (for `kubectl describe`),
+//! - a bounded per-organization log in a ConfigMap in roster's namespace, which outlives Event
+//!   TTL and restarts (`roster security-log ORG`).
+//!
+//! Recording never waits on the API server: entries go through a channel to one task that
+//! appends them in batches (one compare-and-swap write per organization per batch), so a login
+//! flood costs one write per second per organization, not one per login.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ObjectMeta, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::Store as Cache;
+use kube::{Api, Client, Resource};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::api::Membership;
+
+/// Entries kept per organization (the oldest go first).
+pub const KEPT: usize = 1000;
+const DATA_KEY: &str = "log.jsonl";
+/// User agents and other client-supplied text are cut to this many characters.
+const MAX_FIELD: usize = 256;
+
+/// One security event. Everything in it is safe to show to the organization's admins: no
+/// password, code, token or seed ever reaches it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    /// RFC 3339.
+    pub time: String,
+    pub organization: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// What happened: LoginSucceeded, LoginFailed, LoginRefused, Locked, Unlocked, MfaEnrolled,
+    /// MfaReset, InvitationSent, InvitationAccepted, OwnershipTransferred, …
+    pub event: String,
+    /// Why, as a stable reason (WrongPassword, TotpReplayed, Disabled, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// Free text for humans (e.g. "new owner bob@acme.example").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Entry {
+    pub fn new(organization: &str, email: Option<&str>, event: &str) -> Entry {
+        Entry {
+            time: Timestamp::now()
+                .round(k8s_openapi::jiff::Unit::Second)
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+            organization: clip(organization),
+            email: email.map(clip),
+            event: event.to_string(),
+            reason: None,
+            source_ip: None,
+            user_agent: None,
+            detail: None,
+        }
+    }
+
+    pub fn reason(mut self, reason: &str) -> Entry {
+        self.reason = Some(reason.to_string());
+        self
+    }
+
+    pub fn client(mut self, ip: Option<String>, user_agent: Option<&str>) -> Entry {
+        self.source_ip = ip;
+        self.user_agent = user_agent.map(clip);
+        self
+    }
+
+    pub fn detail(mut self, detail: impl AsRef<str>) -> Entry {
+        self.detail = Some(clip(detail.as_ref()));
+        self
+    }
+
+    fn warning(&self) -> bool {
+        matches!(
+            self.event.as_str(),
+            "LoginFailed" | "LoginRefused" | "Locked" | "TokenRejected"
+        )
+    }
+}
+
+/// Client-supplied text is cut (by characters, never inside one) and control characters are
+/// replaced, so an entry is one line however it is printed.
+fn clip(s: &str) -> String {
+    s.chars()
+        .take(MAX_FIELD)
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
+}
+
+/// The handle the identity server and the controller record through. Cheap to clone.
+#[derive(Clone)]
+pub struct SecurityLog {
+    tx: mpsc::Sender<Entry>,
+}
+
+impl SecurityLog {
+    /// Starts the writer task. `namespace` is roster's own.
+    pub fn start(client: Client, namespace: &str, memberships: Cache<Membership>) -> SecurityLog {
+        let (tx, rx) = mpsc::channel(10_000);
+        let writer = Writer {
+            api: Api::namespaced(client.clone(), namespace),
+            recorder: Recorder::new(
+                client,
+                kube::runtime::events::Reporter {
+                    controller: "roster-identity".into(),
+                    instance: None,
+                },
+            ),
+            memberships,
+        };
+        tokio::spawn(writer.run(rx));
+        SecurityLog { tx }
+    }
+
+    /// A log that only prints (tests of the HTTP layer, which have no API server).
+    pub fn print_only() -> SecurityLog {
+        let (tx, mut rx) = mpsc::channel::<Entry>(1024);
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        SecurityLog { tx }
+    }
+
+    pub fn record(&self, entry: Entry) {
+        // The JSON line first and unconditionally: it is the record of last resort.
+        println!("{}", serde_json::to_string(&entry).unwrap_or_default());
+        if self.tx.try_send(entry).is_err() {
+            tracing::warn!("security log queue full; an entry reached only standard output");
+        }
+    }
+}
+
+/// The ConfigMap holding an organization's log.
+pub fn configmap_name(org: &str) -> String {
+    format!("roster-security-{org}")
+}
+
+/// The newest `KEPT` of `existing` followed by `new`, as JSON lines.
+pub fn append(existing: &str, new: &[Entry]) -> String {
+    let mut lines: Vec<String> = existing
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    lines.extend(
+        new.iter()
+            .map(|e| serde_json::to_string(e).unwrap_or_default()),
+    );
+    let skip = lines.len().saturating_sub(KEPT);
+    let mut out = lines[skip..].join("\n");
+    out.push('\n');
+    out
+}
+
+pub fn parse(log: &str) -> Vec<Entry> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+struct Writer {
+    api: Api<ConfigMap>,
+    recorder: Recorder,
+    memberships: Cache<Membership>,
+}
+
+impl Writer {
+    async fn run(self, mut rx: mpsc::Receiver<Entry>) {
+        let mut batch = Vec::new();
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            // Collect what arrives within a second into one write per organization.
+            let deadline = tokio::time::sleep(Duration::from_secs(1));
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = &mut deadline => break,
+                    next = rx.recv() => match next {
+                        Some(e) => batch.push(e),
+                        None => break,
+                    },
+                }
+            }
+            let mut by_org: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+            for e in batch.drain(..) {
+                self.event(&e).await;
+                by_org.entry(e.organization.clone()).or_default().push(e);
+            }
+            for (org, entries) in by_org {
+                if let Err(e) = self.persist(&org, &entries).await {
+                    tracing::warn!(organization = %org, error = %e, lost = entries.len(), "cannot append to the security log ConfigMap");
+                }
+            }
+        }
+    }
+
+    async fn event(&self, e: &Entry) {
+        let Some(email) = &e.email else { return };
+        let member = self.memberships.state().into_iter().find(|m| {
+            m.metadata.namespace.as_deref() == Some(e.organization.as_str())
+                && &m.spec.email == email
+        });
+        let Some(member) = member else { return };
+        let reference = member.object_ref(&());
+        let note = [
+            Some(email.clone()),
+            e.reason.clone(),
+            e.source_ip.as_ref().map(|ip| format!("from {ip}")),
+            e.detail.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", ");
+        let ev = Event {
+            type_: if e.warning() {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: e.event.clone(),
+            note: Some(note),
+            action: "Security".into(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&ev, &reference).await {
+            tracing::debug!(error = %err, "security Event not published");
+        }
+    }
+
+    async fn persist(&self, org: &str, entries: &[Entry]) -> Result<(), kube::Error> {
+        let name = configmap_name(org);
+        for _ in 0..20 {
+            match self.api.get_opt(&name).await? {
+                None => {
+                    let cm = ConfigMap {
+                        metadata: ObjectMeta {
+                            name: Some(name.clone()),
+                            labels: Some(BTreeMap::from([
+                                ("app.kubernetes.io/managed-by".into(), "roster".into()),
+                                ("roster.dev/organization".into(), org.to_string()),
+                            ])),
+                            ..Default::default()
+                        },
+                        data: Some(BTreeMap::from([(DATA_KEY.into(), append("", entries))])),
+                        ..Default::default()
+                    };
+                    match self.api.create(&PostParams::default(), &cm).await {
+                        Ok(_) => return Ok(()),
+                        Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Some(mut cm) => {
+                    let existing = cm
+                        .data
+                        .as_ref()
+                        .and_then(|d| d.get(DATA_KEY))
+                        .cloned()
+                        .unwrap_or_default();
+                    cm.data = Some(BTreeMap::from([(
+                        DATA_KEY.into(),
+                        append(&existing, entries),
+                    )]));
+                    match self.api.replace(&name, &PostParams::default(), &cm).await {
+                        Ok(_) => return Ok(()),
+                        Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads an organization's log (the `security-log` command).
+pub async fn read(client: Client, namespace: &str, org: &str) -> Result<Vec<Entry>, kube::Error> {
+    let api: Api<ConfigMap> = Api::namespaced(client, namespace);
+    Ok(api
+        .get_opt(&configmap_name(org))
+        .await?
+        .and_then(|cm| cm.data?.remove(DATA_KEY))
+        .map(|log| parse(&log))
+        .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_one_line_clipped_and_bounded() {
+        let nasty = Entry::new("acme", Some("bob@acme.example"), "LoginFailed")
+            .reason("WrongPassword")
+            .client(
+                Some("10.0.0.1".into()),
+                Some(&format!("evil\nagent\u{1b}[31m{}", "x".repeat(10_000))),
+            );
+        let line = serde_json::to_string(&nasty).expect("json");
+        assert!(!line.contains('\n') && !line.contains('\u{1b}'));
+        assert_eq!(
+            nasty.user_agent.as_ref().map(|u| u.chars().count()),
+            Some(MAX_FIELD)
+        );
+
+        let many: Vec<Entry> = (0..KEPT + 5)
+            .map(|i| Entry::new("acme", None, "LoginFailed").detail(i.to_string()))
+            .collect();
+        let log = append(&append("", &many[..10]), &many[10..]);
+        let parsed = parse(&log);
+        assert_eq!(parsed.len(), KEPT);
+        assert_eq!(
+            parsed[0].detail.as_deref(),
+            Some("5"),
+            "oldest dropped first"
+        );
+        assert_eq!(
+            parsed[KEPT - 1].detail.as_deref(),
+            Some(&*(KEPT + 4).to_string())
+        );
+    }
+}

@@ -1,0 +1,259 @@
+//! The JSON endpoints: login, ownership transfer, and the API server's TokenReview webhook.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewStatus, UserInfo};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::pages::client;
+use super::{AppState, LoginError, LoginOk, flow};
+use crate::api::Organization;
+use crate::identity::Secret;
+use crate::identity::audit::Entry;
+use crate::webhook::ClientAddr;
+
+fn problem(status: StatusCode, reason: &str, message: &str) -> Response {
+    (status, Json(json!({"error": message, "reason": reason}))).into_response()
+}
+
+fn bad_json(e: &JsonRejection) -> Response {
+    let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        StatusCode::PAYLOAD_TOO_LARGE
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    problem(
+        status,
+        "Malformed",
+        &format!("the request body is not valid: {}", e.body_text()),
+    )
+}
+
+fn login_error(e: &LoginError) -> Response {
+    let status = match e {
+        LoginError::Invalid => StatusCode::UNAUTHORIZED,
+        LoginError::Locked(_) => StatusCode::LOCKED,
+        LoginError::Malformed(_) => StatusCode::BAD_REQUEST,
+        LoginError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    problem(status, e.reason(), &e.to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    organization: String,
+    email: String,
+    password: String,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+pub async fn login(
+    State(state): State<Arc<AppState>>,
+    addr: Option<axum::Extension<ClientAddr>>,
+    headers: HeaderMap,
+    body: Result<Json<LoginBody>, JsonRejection>,
+) -> Response {
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => return bad_json(&e),
+    };
+    let (source_ip, user_agent) = client(addr.as_deref(), &headers);
+    let req = flow::Request {
+        organization: b.organization,
+        email: b.email,
+        password: Secret::new(b.password),
+        code: b.code,
+        source_ip,
+        user_agent,
+    };
+    match flow::login(&state, &req).await {
+        Ok(LoginOk::Session {
+            token, expires_at, ..
+        }) => Json(json!({
+            "token": token.expose(),
+            "expiresAt": crate::identity::service::rfc3339(expires_at),
+        }))
+        .into_response(),
+        Ok(LoginOk::MustEnrol { .. }) => problem(
+            StatusCode::FORBIDDEN,
+            "MfaEnrolmentRequired",
+            &format!(
+                "your organization requires two-factor authentication: log in once at {}/login to set it up",
+                state.identity.public_url
+            ),
+        ),
+        Err(e) => login_error(&e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TransferBody {
+    organization: String,
+    /// The current owner, re-authenticating.
+    email: String,
+    password: String,
+    #[serde(default)]
+    code: Option<String>,
+    new_owner: String,
+}
+
+/// Ownership moves only with the owner's password (and code): roster re-authenticates them,
+/// then writes `spec.owner` itself. The admission webhook still checks the new owner (an
+/// enabled member who accepted their invitation); the old owner keeps their Membership's role.
+pub async fn ownership_transfer(
+    State(state): State<Arc<AppState>>,
+    addr: Option<axum::Extension<ClientAddr>>,
+    headers: HeaderMap,
+    body: Result<Json<TransferBody>, JsonRejection>,
+) -> Response {
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => return bad_json(&e),
+    };
+    let (source_ip, user_agent) = client(addr.as_deref(), &headers);
+    let req = flow::Request {
+        organization: b.organization.clone(),
+        email: b.email.clone(),
+        password: Secret::new(b.password),
+        code: b.code,
+        source_ip: source_ip.clone(),
+        user_agent: user_agent.clone(),
+    };
+    let now = super::now();
+    let (o, m, _, enrolled) =
+        match flow::authenticate(&state, &req, "OwnershipTransferFailed", now).await {
+            Ok(x) => x,
+            Err(e) => return login_error(&e),
+        };
+    let log = |event: &str, reason: Option<&str>, detail: String| {
+        let mut e = Entry::new(&b.organization, Some(&m.spec.email), event)
+            .client(source_ip.clone(), user_agent.as_deref())
+            .detail(detail);
+        if let Some(r) = reason {
+            e = e.reason(r);
+        }
+        state.identity.log.record(e);
+    };
+    if !o.spec.owner.eq_ignore_ascii_case(&m.spec.email) {
+        log(
+            "OwnershipTransferFailed",
+            Some("NotOwner"),
+            format!("to {}", b.new_owner),
+        );
+        return problem(
+            StatusCode::FORBIDDEN,
+            "NotOwner",
+            "only the organization's owner can transfer ownership",
+        );
+    }
+    if !enrolled && flow::mfa_required(&o, &m, now) {
+        log(
+            "OwnershipTransferFailed",
+            Some("MfaNotEnrolled"),
+            format!("to {}", b.new_owner),
+        );
+        return problem(
+            StatusCode::FORBIDDEN,
+            "MfaNotEnrolled",
+            "set up two-factor authentication before transferring ownership",
+        );
+    }
+    let api: Api<Organization> = Api::namespaced(state.identity.client().clone(), &o.name_any());
+    let patch = json!({"spec": {"owner": b.new_owner}});
+    match api
+        .patch(
+            &o.name_any(),
+            &PatchParams::apply(crate::controller::FIELD_MANAGER),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => {
+            log(
+                "OwnershipTransferred",
+                None,
+                format!("from {} to {}", m.spec.email, b.new_owner),
+            );
+            Json(json!({"owner": b.new_owner})).into_response()
+        }
+        // The webhook's denial says why (not a member, not accepted, disabled...).
+        Err(kube::Error::Api(s)) if s.code == 400 || s.code == 403 || s.code == 422 => {
+            log("OwnershipTransferFailed", Some("Denied"), s.message.clone());
+            problem(StatusCode::CONFLICT, "TransferDenied", &s.message)
+        }
+        Err(e) => {
+            log("OwnershipTransferFailed", Some("ApiError"), e.to_string());
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                "the API server did not take the change; try again",
+            )
+        }
+    }
+}
+
+/// The API server's token webhook (`--authentication-token-webhook-config-file`): answers a
+/// TokenReview with the member's Kubernetes identity, checked against their state now.
+pub async fn authenticate(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
+    let review: TokenReview = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "Malformed",
+                &format!("not a TokenReview: {e}"),
+            );
+        }
+    };
+    let token = review.spec.token.clone();
+    let status = match flow::review(&state, &token, super::now()) {
+        Ok((c, m)) => {
+            tracing::debug!(organization = %c.org, membership = %c.membership, "token accepted");
+            TokenReviewStatus {
+                authenticated: Some(true),
+                audiences: review.spec.audiences.clone(),
+                user: Some(UserInfo {
+                    username: Some(format!("{}{}", state.subject_prefix, m.spec.email)),
+                    uid: m.metadata.uid.clone(),
+                    groups: Some(vec![format!("roster:{}", c.org)]),
+                    extra: None,
+                }),
+                error: None,
+            }
+        }
+        Err(reason) => {
+            // Only roster's own tokens are worth a log line; anything else is another
+            // authenticator's business.
+            if token.starts_with("roster.v1.") {
+                tracing::info!(reason, "token rejected");
+            }
+            TokenReviewStatus {
+                authenticated: Some(false),
+                error: Some(format!("roster: {reason}")),
+                ..Default::default()
+            }
+        }
+    };
+    let out = TokenReview {
+        metadata: Default::default(),
+        spec: Default::default(),
+        status: Some(status),
+    };
+    let mut v = serde_json::to_value(&out).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("apiVersion".into(), json!("authentication.k8s.io/v1"));
+        o.insert("kind".into(), json!("TokenReview"));
+    }
+    Json(v).into_response()
+}

@@ -1,0 +1,488 @@
+//! The pages: accept invitation → password → (MFA required) TOTP enrolment → log in →
+//! account. No cookies: each step carries what it needs in the form (the invitation token, or
+//! a short-lived signed enrolment ticket), so there is no session to steal or to forge.
+
+use std::sync::Arc;
+
+use axum::extract::{Form, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use kube::ResourceExt;
+use serde::Deserialize;
+
+use super::html::{alert, esc, hidden, input, page, qr_svg};
+use super::{AppState, LoginError, LoginOk, flow};
+use crate::identity::service;
+use crate::identity::token;
+use crate::identity::totp::Seed;
+use crate::identity::{Secret, invitation};
+use crate::webhook::ClientAddr;
+
+pub async fn index() -> Redirect {
+    Redirect::to("/login")
+}
+
+#[derive(Deserialize, Default)]
+pub struct LoginQuery {
+    #[serde(default)]
+    organization: String,
+    #[serde(default)]
+    email: String,
+}
+
+pub async fn login_form(Query(q): Query<LoginQuery>) -> Response {
+    login_page(StatusCode::OK, &q.organization, &q.email, "", "")
+}
+
+fn login_page(status: StatusCode, org: &str, email: &str, error: &str, notice: &str) -> Response {
+    let notice = if notice.is_empty() {
+        String::new()
+    } else {
+        format!("<p class=\"ok\" role=\"status\">{}</p>", esc(notice))
+    };
+    let body = format!(
+        "{notice}{}<form method=\"post\" action=\"/login\" aria-describedby=\"form-error\">{}{}{}{}\
+         <p><small>The code is the 6 digits your authenticator app shows, if you have set one up.</small></p>\
+         <button type=\"submit\">Log in</button></form>",
+        alert(error),
+        input(
+            "organization",
+            "Organization",
+            "text",
+            "organization",
+            org,
+            "required"
+        ),
+        input("email", "E-mail", "email", "username", email, "required"),
+        input(
+            "password",
+            "Password",
+            "password",
+            "current-password",
+            "",
+            "required"
+        ),
+        input(
+            "code",
+            "Authentication code",
+            "text",
+            "one-time-code",
+            "",
+            "inputmode=\"numeric\" pattern=\"[0-9]{6}\" maxlength=\"6\""
+        ),
+    );
+    page(status, "Log in", &body)
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    organization: String,
+    email: String,
+    password: String,
+    #[serde(default)]
+    code: String,
+}
+
+pub fn client(addr: Option<&ClientAddr>, headers: &HeaderMap) -> (Option<String>, Option<String>) {
+    (
+        addr.map(|a| a.0.ip().to_string()),
+        headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    )
+}
+
+pub async fn login(
+    State(state): State<Arc<AppState>>,
+    addr: Option<axum::Extension<ClientAddr>>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let (source_ip, user_agent) = client(addr.as_deref(), &headers);
+    let req = flow::Request {
+        organization: f.organization.trim().to_string(),
+        email: f.email.trim().to_string(),
+        password: Secret::new(f.password),
+        code: Some(f.code.trim().to_string()).filter(|c| !c.is_empty()),
+        source_ip,
+        user_agent,
+    };
+    match flow::login(&state, &req).await {
+        Ok(LoginOk::Session { membership, .. }) => account(&state, &membership),
+        Ok(LoginOk::MustEnrol { ticket }) => {
+            match state
+                .identity
+                .begin_enrolment(&req.organization, &membership_email(&state, &ticket))
+                .await
+            {
+                Ok(seed) => enrol_page(
+                    StatusCode::OK,
+                    &state,
+                    &ticket,
+                    &seed,
+                    &membership_email(&state, &ticket),
+                    "Your organization requires two-factor authentication. Set it up to continue.",
+                    "",
+                ),
+                Err(e) => error_page(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+            }
+        }
+        Err(e) => {
+            let status = match e {
+                LoginError::Invalid => StatusCode::UNAUTHORIZED,
+                LoginError::Locked(_) => StatusCode::LOCKED,
+                LoginError::Malformed(_) => StatusCode::BAD_REQUEST,
+                LoginError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            login_page(status, &req.organization, &req.email, &e.to_string(), "")
+        }
+    }
+}
+
+fn membership_email(state: &AppState, ticket: &Secret) -> String {
+    flow::ticket(state, ticket.expose(), token::ENROL)
+        .map(|c| c.email)
+        .unwrap_or_default()
+}
+
+/// The member's organizations and MFA state.
+fn account(state: &AppState, m: &crate::api::Membership) -> Response {
+    let email = &m.spec.email;
+    let mut rows = String::new();
+    let mut all: Vec<_> = state
+        .memberships
+        .state()
+        .into_iter()
+        .filter(|x| x.spec.email.eq_ignore_ascii_case(email))
+        .collect();
+    all.sort_by_key(|x| x.namespace());
+    for x in all {
+        let st = x.status.clone().unwrap_or_default();
+        let show = |v: Option<String>| esc(&v.unwrap_or_else(|| "—".into()));
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&x.namespace().unwrap_or_default()),
+            show(st.effective_role.map(|r| format!("{r:?}"))),
+            show(st.phase.map(|p| format!("{p:?}"))),
+            show(st.mfa.map(|m| format!("{:?}", m.state))),
+            show(st.access_summary),
+        ));
+    }
+    let body = format!(
+        "<p class=\"ok\" role=\"status\">Signed in as <strong>{}</strong>.</p>\
+         <h2>Your organizations</h2><table><caption class=\"sr\">Organizations, roles and MFA state</caption>\
+         <thead><tr><th scope=\"col\">Organization</th><th scope=\"col\">Role</th><th scope=\"col\">Status</th>\
+         <th scope=\"col\">MFA</th><th scope=\"col\">Access</th></tr></thead><tbody>{rows}</tbody></table>\
+         <h2>kubectl</h2><p>Use <code>kubectl roster login --organization {} --email {}</code> as your kubeconfig's \
+         exec credential plugin.</p><p><a href=\"/login\">Log out</a></p>",
+        esc(email),
+        esc(&m.namespace().unwrap_or_default()),
+        esc(email),
+    );
+    page(StatusCode::OK, "Account", &body)
+}
+
+fn error_page(status: StatusCode, message: &str) -> Response {
+    page(
+        status,
+        "Something went wrong",
+        &format!(
+            "{}<p><a href=\"/login\">Back to log in</a></p>",
+            alert(message)
+        ),
+    )
+}
+
+#[derive(Deserialize)]
+pub struct AcceptQuery {
+    #[serde(default)]
+    org: String,
+    #[serde(default)]
+    member: String,
+    #[serde(default)]
+    token: String,
+}
+
+fn invitation_error(e: &service::Error) -> Response {
+    match e {
+        service::Error::Invitation(invitation::Error::Expired) => page(
+            StatusCode::GONE,
+            "Invitation expired",
+            &alert("This invitation has expired. Ask an admin of your organization to resend it."),
+        ),
+        service::Error::Invitation(invitation::Error::Unknown) => page(
+            StatusCode::NOT_FOUND,
+            "Invitation not valid",
+            &alert(
+                "This invitation link is not valid: it was already used, or a newer one was sent. Ask an admin to resend it, or log in if you already accepted it.",
+            ),
+        ),
+        other => error_page(StatusCode::SERVICE_UNAVAILABLE, &other.to_string()),
+    }
+}
+
+fn invited(state: &AppState, org: &str, member: &str) -> Option<Arc<crate::api::Membership>> {
+    state
+        .memberships
+        .state()
+        .into_iter()
+        .find(|m| m.namespace().as_deref() == Some(org) && m.name_any() == member)
+}
+
+pub async fn accept_form(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<AcceptQuery>,
+) -> Response {
+    let Some(m) = invited(&state, &q.org, &q.member) else {
+        return invitation_error(&invitation::Error::Unknown.into());
+    };
+    if let Err(e) = state
+        .identity
+        .check_invitation(&q.org, &m.spec.email, &q.token, super::now())
+        .await
+    {
+        return invitation_error(&e);
+    }
+    accept_page(
+        StatusCode::OK,
+        &q,
+        &m.spec.email,
+        min_length(&state, &q.org),
+        "",
+    )
+}
+
+fn min_length(state: &AppState, org: &str) -> u32 {
+    state
+        .orgs
+        .state()
+        .into_iter()
+        .find(|o| o.name_any() == org)
+        .map_or(12, |o| o.spec.security.password_min_length)
+        .max(crate::identity::password::MIN_LENGTH_FLOOR as u32)
+}
+
+fn accept_page(
+    status: StatusCode,
+    q: &AcceptQuery,
+    email: &str,
+    min: u32,
+    error: &str,
+) -> Response {
+    let body = format!(
+        "<p>You are invited to <strong>{}</strong> as <strong>{}</strong>. Choose a password \
+         (at least {min} characters; long passphrases are best).</p>{}\
+         <form method=\"post\" action=\"/accept\">{}{}{}\
+         <input type=\"hidden\" name=\"username\" autocomplete=\"username\" value=\"{}\">{}{}\
+         <button type=\"submit\">Set password</button></form>",
+        esc(&q.org),
+        esc(email),
+        alert(error),
+        hidden("org", &q.org),
+        hidden("member", &q.member),
+        hidden("token", &q.token),
+        esc(email),
+        input(
+            "password",
+            "New password",
+            "password",
+            "new-password",
+            "",
+            &format!("required minlength=\"{min}\" maxlength=\"128\"")
+        ),
+        input(
+            "confirm",
+            "Repeat the password",
+            "password",
+            "new-password",
+            "",
+            "required"
+        ),
+    );
+    page(status, "Accept invitation", &body)
+}
+
+#[derive(Deserialize)]
+pub struct AcceptForm {
+    org: String,
+    member: String,
+    token: String,
+    password: String,
+    confirm: String,
+}
+
+pub async fn accept(State(state): State<Arc<AppState>>, Form(f): Form<AcceptForm>) -> Response {
+    let q = AcceptQuery {
+        org: f.org.clone(),
+        member: f.member.clone(),
+        token: f.token.clone(),
+    };
+    let Some(m) = invited(&state, &f.org, &f.member) else {
+        return invitation_error(&invitation::Error::Unknown.into());
+    };
+    let min = min_length(&state, &f.org);
+    if f.password != f.confirm {
+        return accept_page(
+            StatusCode::BAD_REQUEST,
+            &q,
+            &m.spec.email,
+            min,
+            "The two passwords differ.",
+        );
+    }
+    let now = super::now();
+    let outcome = state
+        .identity
+        .accept(
+            &f.org,
+            &f.member,
+            &m.spec.email,
+            &f.token,
+            &Secret::new(f.password),
+            min,
+            now,
+        )
+        .await;
+    match outcome {
+        Ok(()) => {}
+        Err(service::Error::Password(e)) => {
+            return accept_page(
+                StatusCode::BAD_REQUEST,
+                &q,
+                &m.spec.email,
+                min,
+                &e.to_string(),
+            );
+        }
+        Err(e) => return invitation_error(&e),
+    }
+    let Some((o, m)) = flow::member(&state, &f.org, &m.spec.email) else {
+        return error_page(StatusCode::NOT_FOUND, "the membership is gone");
+    };
+    if !flow::mfa_required(&o, &m, now) {
+        return login_page(
+            StatusCode::OK,
+            &f.org,
+            &m.spec.email,
+            "",
+            "Your password is set. Log in now.",
+        );
+    }
+    let generation = match state.identity.store.get(&f.org, &m.spec.email).await {
+        Ok(r) => r.generation,
+        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    };
+    let ticket = state
+        .identity
+        .signer
+        .sign(&flow::claims(&o, &m, generation, token::ENROL, now));
+    match state.identity.begin_enrolment(&f.org, &m.spec.email).await {
+        Ok(seed) => enrol_page(
+            StatusCode::OK,
+            &state,
+            &ticket,
+            &seed,
+            &m.spec.email,
+            "Your password is set. Your organization requires two-factor authentication: set it up now.",
+            "",
+        ),
+        Err(e) => error_page(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+fn enrol_page(
+    status: StatusCode,
+    state: &AppState,
+    ticket: &Secret,
+    seed: &Seed,
+    email: &str,
+    notice: &str,
+    error: &str,
+) -> Response {
+    let issuer = state
+        .identity
+        .public_url
+        .split("://")
+        .nth(1)
+        .unwrap_or("roster")
+        .split(['/', ':'])
+        .next()
+        .unwrap_or("roster")
+        .to_string();
+    let url = seed.otpauth_url(&format!("roster {issuer}"), email);
+    let qr = qr_svg(&url).unwrap_or_default();
+    let secret = seed.base32();
+    let grouped: Vec<String> = secret
+        .as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    let body = format!(
+        "<p class=\"ok\" role=\"status\">{}</p>{}\
+         <ol><li>Scan this QR code with an authenticator app (any TOTP app):<br>\
+         <img src=\"{qr}\" width=\"220\" height=\"220\" alt=\"QR code to add your roster account to an authenticator app\"></li>\
+         <li>Or type this secret into the app: <span class=\"secret\" id=\"secret\">{}</span></li>\
+         <li>Enter the 6-digit code the app shows.</li></ol>\
+         <form method=\"post\" action=\"/enrol\">{}{}<button type=\"submit\">Confirm</button></form>",
+        esc(notice),
+        alert(error),
+        esc(&grouped.join(" ")),
+        hidden("ticket", ticket.expose()),
+        input(
+            "code",
+            "Authentication code",
+            "text",
+            "one-time-code",
+            "",
+            "required inputmode=\"numeric\" pattern=\"[0-9]{6}\" maxlength=\"6\""
+        ),
+    );
+    page(status, "Set up two-factor authentication", &body)
+}
+
+#[derive(Deserialize)]
+pub struct EnrolForm {
+    ticket: String,
+    code: String,
+}
+
+pub async fn enrol(State(state): State<Arc<AppState>>, Form(f): Form<EnrolForm>) -> Response {
+    let Some(c) = flow::ticket(&state, &f.ticket, token::ENROL) else {
+        return error_page(
+            StatusCode::UNAUTHORIZED,
+            "This enrolment page has expired. Log in again to continue.",
+        );
+    };
+    let now = super::now();
+    match state
+        .identity
+        .confirm_enrolment(&c.org, &c.email, f.code.trim(), now)
+        .await
+    {
+        Ok(()) => login_page(
+            StatusCode::OK,
+            &c.org,
+            &c.email,
+            "",
+            "Two-factor authentication is on. Log in with your password and a code.",
+        ),
+        Err(e @ service::Error::Totp(_)) => {
+            let record = state.identity.store.get(&c.org, &c.email).await.ok();
+            match record.and_then(|r| state.identity.pending_seed(&c.org, &c.email, &r)) {
+                Some(seed) => enrol_page(
+                    StatusCode::BAD_REQUEST,
+                    &state,
+                    &Secret::new(f.ticket),
+                    &seed,
+                    &c.email,
+                    "Try again with the current code.",
+                    &e.to_string(),
+                ),
+                None => error_page(StatusCode::BAD_REQUEST, &e.to_string()),
+            }
+        }
+        Err(e) => error_page(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+    .into_response()
+}

@@ -1,0 +1,500 @@
+//! The identity service: what the controller asks of identity (invite, unlock, reset MFA,
+//! forget) and what the HTTP endpoints build on (accept, enrol). It owns the keys, the
+//! credential store, the mailer and the security log.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret as KubeSecret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource, ResourceExt};
+
+use super::audit::{Entry, SecurityLog};
+use super::mail::Mailer;
+use super::password::Hasher;
+use super::store::{Invitation, Record, Store};
+use super::totp::Seed;
+use super::{Secret, invitation, seal, token};
+use crate::api::Membership;
+
+/// roster's keys: the AES key sealing TOTP seeds and the HMAC key signing tokens. Kept in one
+/// Secret in roster's own namespace, made on first start.
+pub const KEYS_SECRET: &str = "roster-identity-keys";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Store(#[from] super::store::Error),
+    #[error("{0}")]
+    Mail(#[from] super::mail::Error),
+    #[error("cannot write the invitation Secret: {0}")]
+    InvitationSecret(kube::Error),
+    #[error("cannot load or create roster's identity keys (Secret {KEYS_SECRET}): {0}")]
+    Keys(String),
+    #[error("{0}")]
+    Invitation(#[from] invitation::Error),
+    #[error("{0}")]
+    Password(#[from] super::password::Error),
+    #[error("{0}")]
+    Totp(#[from] super::totp::Error),
+    #[error("no enrolment in progress; start again from the login page")]
+    NoEnrolment,
+}
+
+impl Error {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Store(e) => e.reason(),
+            Error::Mail(e) => e.reason(),
+            Error::InvitationSecret(_) => "InvitationSecretFailed",
+            Error::Keys(_) => "IdentityKeysUnavailable",
+            Error::Invitation(e) => e.reason(),
+            Error::Password(e) => e.reason(),
+            Error::Totp(e) => e.reason(),
+            Error::NoEnrolment => "NoEnrolment",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The name of the Secret in the organization's namespace holding a member's invitation link
+/// (when no SMTP server is configured).
+pub fn invitation_secret_name(membership: &str) -> String {
+    format!("roster-invitation-{membership}")
+}
+
+pub struct Identity {
+    pub store: Store,
+    pub hasher: Hasher,
+    pub seal: seal::Key,
+    pub signer: token::Signer,
+    /// Where members reach the identity pages, e.g. https://id.acme.example.
+    pub public_url: String,
+    pub mailer: Option<Mailer>,
+    pub log: SecurityLog,
+    client: Client,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How an invitation went out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    Email,
+    Secret,
+}
+
+impl Delivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Email => "Email",
+            Delivery::Secret => "Secret",
+        }
+    }
+}
+
+impl Identity {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        keys: Keys,
+        hasher: Hasher,
+        public_url: String,
+        mailer: Option<Mailer>,
+        log: SecurityLog,
+    ) -> Identity {
+        Identity {
+            store: Store::new(client.clone(), namespace),
+            hasher,
+            seal: keys.seal,
+            signer: keys.signer,
+            public_url: public_url.trim_end_matches('/').to_string(),
+            mailer,
+            log,
+            client,
+        }
+    }
+
+    /// The accept link for a token.
+    pub fn accept_link(&self, org: &str, membership: &str, token: &Secret) -> Secret {
+        Secret::new(format!(
+            "{}/accept?org={org}&member={membership}&token={}",
+            self.public_url,
+            token.expose()
+        ))
+    }
+
+    /// Issues a new invitation (a new member, or a resend: the old link stops working) and
+    /// delivers it. `nonce` is the resend request being handled, if any.
+    pub async fn invite(
+        &self,
+        m: &Membership,
+        ttl_seconds: u64,
+        nonce: Option<&str>,
+        now: u64,
+    ) -> Result<Delivery> {
+        let org = m.namespace().unwrap_or_default();
+        let name = m.name_any();
+        let email = m.spec.email.as_str();
+        let (token, stored) = invitation::issue(now, ttl_seconds);
+        let link = self.accept_link(&org, &name, &token);
+        let expires = rfc3339(stored.expires_at);
+        // Deliver first: if storing fails afterwards the next reconcile sends a fresh link, and
+        // nobody is left holding a link that was never stored.
+        let delivery = match &self.mailer {
+            Some(mailer) => {
+                mailer.send_invitation(email, &org, &link, &expires).await?;
+                Delivery::Email
+            }
+            None => {
+                self.write_link_secret(m, &link, &expires).await?;
+                Delivery::Secret
+            }
+        };
+        let invitation = Invitation {
+            hash: stored.hash,
+            sent_at: now,
+            expires_at: stored.expires_at,
+            delivery: delivery.as_str().into(),
+        };
+        self.store
+            .create(
+                &org,
+                email,
+                &Record {
+                    email: email.to_string(),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        self.store
+            .update(&org, email, |r| {
+                let mut next = r.clone();
+                next.email = email.to_string();
+                next.invitation = Some(invitation.clone());
+                if let Some(n) = nonce {
+                    next.handled.insert(RESEND.into(), n.to_string());
+                }
+                (Some(next), ())
+            })
+            .await?;
+        self.log.record(
+            Entry::new(&org, Some(email), "InvitationSent")
+                .detail(format!("by {}, expires {expires}", delivery.as_str())),
+        );
+        Ok(delivery)
+    }
+
+    async fn write_link_secret(&self, m: &Membership, link: &Secret, expires: &str) -> Result<()> {
+        let org = m.namespace().unwrap_or_default();
+        let api: Api<KubeSecret> = Api::namespaced(self.client.clone(), &org);
+        let secret = KubeSecret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(invitation_secret_name(&m.name_any())),
+                labels: Some(BTreeMap::from([
+                    ("app.kubernetes.io/managed-by".into(), "roster".into()),
+                    ("roster.dev/membership".into(), m.name_any()),
+                ])),
+                // Deleting the Membership deletes its link.
+                owner_references: m.controller_owner_ref(&()).map(|r| vec![r]),
+                ..Default::default()
+            },
+            type_: Some("roster.dev/invitation".into()),
+            data: Some(BTreeMap::from([
+                ("link".into(), ByteString(link.expose().as_bytes().to_vec())),
+                ("email".into(), ByteString(m.spec.email.as_bytes().to_vec())),
+                ("expiresAt".into(), ByteString(expires.as_bytes().to_vec())),
+            ])),
+            ..Default::default()
+        };
+        api.patch(
+            &invitation_secret_name(&m.name_any()),
+            &PatchParams::apply(crate::controller::FIELD_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .map_err(Error::InvitationSecret)?;
+        Ok(())
+    }
+
+    async fn delete_link_secret(&self, org: &str, membership: &str) {
+        let api: Api<KubeSecret> = Api::namespaced(self.client.clone(), org);
+        match api
+            .delete(&invitation_secret_name(membership), &Default::default())
+            .await
+        {
+            Ok(_) | Err(kube::Error::Api(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot delete a used invitation link"),
+        }
+    }
+
+    /// The member behind an accept link, if the link is valid now.
+    pub async fn check_invitation(
+        &self,
+        org: &str,
+        email: &str,
+        token: &str,
+        now: u64,
+    ) -> Result<Record> {
+        let record = match self.store.get(org, email).await {
+            Ok(r) => r,
+            Err(super::store::Error::NotFound) => return Err(invitation::Error::Unknown.into()),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(inv) = &record.invitation else {
+            return Err(invitation::Error::Unknown.into());
+        };
+        invitation::check(
+            token,
+            &invitation::Stored {
+                hash: inv.hash.clone(),
+                expires_at: inv.expires_at,
+            },
+            now,
+        )?;
+        Ok(record)
+    }
+
+    /// Accepts an invitation: the token is checked again on the latest record (single use),
+    /// then the password set and the invitation closed.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn accept(
+        &self,
+        org: &str,
+        membership: &str,
+        email: &str,
+        token: &str,
+        password: &Secret,
+        min_length: u32,
+        now: u64,
+    ) -> Result<()> {
+        self.check_invitation(org, email, token, now).await?;
+        super::password::check_new(password, min_length, &[email, org])?;
+        let phc = self.hasher.hash(password).await?;
+        let used = self
+            .store
+            .update(org, email, |r| {
+                let valid = r.invitation.as_ref().is_some_and(|inv| {
+                    invitation::check(
+                        token,
+                        &invitation::Stored {
+                            hash: inv.hash.clone(),
+                            expires_at: inv.expires_at,
+                        },
+                        now,
+                    )
+                    .is_ok()
+                });
+                if !valid {
+                    return (None, false);
+                }
+                let mut next = r.clone();
+                next.password_hash = Some(phc.clone());
+                next.invitation = None;
+                next.accepted_at.get_or_insert(now);
+                next.generation += 1;
+                (Some(next), true)
+            })
+            .await?;
+        if !used {
+            return Err(invitation::Error::Unknown.into());
+        }
+        self.delete_link_secret(org, membership).await;
+        self.log
+            .record(Entry::new(org, Some(email), "InvitationAccepted"));
+        Ok(())
+    }
+
+    /// Starts (or restarts) TOTP enrolment: a new seed, sealed, pending until confirmed.
+    pub async fn begin_enrolment(&self, org: &str, email: &str) -> Result<Seed> {
+        let seed = Seed::generate();
+        let sealed = self
+            .seal
+            .seal(seed.as_bytes(), &Store::secret_name(org, email));
+        self.store
+            .update(org, email, |r| {
+                let mut next = r.clone();
+                next.totp_pending = Some(sealed.clone());
+                (Some(next), ())
+            })
+            .await?;
+        Ok(seed)
+    }
+
+    /// The pending seed (to show the same QR code again after a wrong confirmation code).
+    pub fn pending_seed(&self, org: &str, email: &str, r: &Record) -> Option<Seed> {
+        let sealed = r.totp_pending.as_ref()?;
+        let bytes = self
+            .seal
+            .open(sealed, &Store::secret_name(org, email))
+            .ok()?;
+        Seed::from_bytes(&bytes).ok()
+    }
+
+    /// Confirms enrolment with a code from the app; the step is stored so it is not reusable.
+    pub async fn confirm_enrolment(
+        &self,
+        org: &str,
+        email: &str,
+        code: &str,
+        now: u64,
+    ) -> Result<()> {
+        let owner = Store::secret_name(org, email);
+        let outcome = self
+            .store
+            .update(org, email, |r| {
+                let Some(sealed) = &r.totp_pending else {
+                    return (None, Err(Error::NoEnrolment));
+                };
+                let seed = match self
+                    .seal
+                    .open(sealed, &owner)
+                    .ok()
+                    .and_then(|b| Seed::from_bytes(&b).ok())
+                {
+                    Some(s) => s,
+                    None => return (None, Err(Error::NoEnrolment)),
+                };
+                match seed.verify(code, now, None) {
+                    Ok(step) => {
+                        let mut next = r.clone();
+                        next.totp_sealed = next.totp_pending.take();
+                        next.totp_last_step = Some(step);
+                        next.totp_enrolled_at = Some(now);
+                        (Some(next), Ok(()))
+                    }
+                    Err(e) => (None, Err(e.into())),
+                }
+            })
+            .await?;
+        outcome?;
+        self.log.record(Entry::new(org, Some(email), "MfaEnrolled"));
+        Ok(())
+    }
+
+    /// An admin's unlock request (nonce annotation).
+    pub async fn unlock(&self, org: &str, email: &str, nonce: &str) -> Result<()> {
+        self.store
+            .update(org, email, |r| {
+                let mut next = r.clone();
+                next.failed = 0;
+                next.locked_until = None;
+                next.handled.insert(UNLOCK.into(), nonce.to_string());
+                (Some(next), ())
+            })
+            .await?;
+        self.log.record(Entry::new(org, Some(email), "Unlocked"));
+        Ok(())
+    }
+
+    /// An admin's MFA reset: the member enrols again at next login; their tokens stop working.
+    pub async fn reset_mfa(&self, org: &str, email: &str, nonce: &str) -> Result<()> {
+        self.store
+            .update(org, email, |r| {
+                let mut next = r.clone();
+                next.totp_sealed = None;
+                next.totp_pending = None;
+                next.totp_last_step = None;
+                next.totp_enrolled_at = None;
+                next.generation += 1;
+                next.handled.insert(RESET_MFA.into(), nonce.to_string());
+                (Some(next), ())
+            })
+            .await?;
+        self.log.record(Entry::new(org, Some(email), "MfaReset"));
+        Ok(())
+    }
+
+    /// The member is gone: so are their credentials.
+    pub async fn forget(&self, org: &str, email: &str) -> Result<()> {
+        self.store.delete(org, email).await?;
+        Ok(())
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// Request annotations (DESIGN.md §2), acted on once per new value.
+pub const RESEND: &str = "resend-invitation";
+pub const UNLOCK: &str = "unlock";
+pub const RESET_MFA: &str = "reset-mfa";
+
+pub fn annotation(kind: &str) -> String {
+    format!("roster.dev/{kind}")
+}
+
+pub fn rfc3339(unix: u64) -> String {
+    i64::try_from(unix)
+        .ok()
+        .and_then(|s| Timestamp::from_second(s).ok())
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| "never".into())
+}
+
+/// roster's two keys.
+pub struct Keys {
+    pub seal: seal::Key,
+    pub signer: token::Signer,
+}
+
+impl Keys {
+    /// Reads the keys Secret, creating it (with fresh random keys) on first start. Two replicas
+    /// starting at once agree: the loser of the create reads the winner's keys.
+    pub async fn load_or_create(client: Client, namespace: &str) -> Result<Keys> {
+        let api: Api<KubeSecret> = Api::namespaced(client, namespace);
+        let err = |e: kube::Error| Error::Keys(e.to_string());
+        for _ in 0..3 {
+            if let Some(s) = api.get_opt(KEYS_SECRET).await.map_err(err)? {
+                return Keys::from_secret(&s);
+            }
+            let (_, seal_bytes) = seal::Key::generate();
+            let sign_bytes = super::random::<32>();
+            let secret = KubeSecret {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(KEYS_SECRET.into()),
+                    labels: Some(BTreeMap::from([(
+                        "app.kubernetes.io/managed-by".into(),
+                        "roster".into(),
+                    )])),
+                    ..Default::default()
+                },
+                data: Some(BTreeMap::from([
+                    ("seal".into(), ByteString(seal_bytes.to_vec())),
+                    ("sign".into(), ByteString(sign_bytes.to_vec())),
+                ])),
+                ..Default::default()
+            };
+            match api.create(&PostParams::default(), &secret).await {
+                Ok(s) => return Keys::from_secret(&s),
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => return Err(err(e)),
+            }
+        }
+        Err(Error::Keys("created and deleted concurrently".into()))
+    }
+
+    fn from_secret(s: &KubeSecret) -> Result<Keys> {
+        let get = |k: &str| {
+            s.data
+                .as_ref()
+                .and_then(|d| d.get(k))
+                .map(|b| b.0.clone())
+                .filter(|b| b.len() == 32)
+                .ok_or_else(|| Error::Keys(format!("key {k:?} is missing or not 32 bytes")))
+        };
+        Ok(Keys {
+            seal: seal::Key::from_bytes(&get("seal")?).map_err(|e| Error::Keys(e.to_string()))?,
+            signer: token::Signer::new(&get("sign")?),
+        })
+    }
+}

@@ -1,0 +1,664 @@
+//! Members end to end, against the real API server with its token webhook pointing at roster:
+//! invitation → password → TOTP enrolment → login → kubectl with the token (exactly the RBAC
+//! declared) → ownership transfer with password → disable cuts the very next call; lockout and
+//! unlock; resend and expiry of invitations; the security log; bad input.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::harness::{
+    Cluster, ROSTER_NAMESPACE, cluster, form, identity_request, shared, urlencode, wait_for,
+};
+
+const PASSWORD: &str = "correct horse battery staple 42";
+
+fn org_yaml(ns: &str, owner: &str, extra_security: &str) -> String {
+    format!(
+        r#"apiVersion: roster.dev/v1alpha1
+kind: Organization
+metadata: {{name: {ns}, namespace: {ns}}}
+spec:
+  owner: {owner}@acme.example
+  security:
+    mfa: {{required: true}}
+    lockout: {{maxFailedAttempts: 3, lockDuration: 15m}}
+{extra_security}
+---
+apiVersion: roster.dev/v1alpha1
+kind: Project
+metadata: {{name: one, namespace: {ns}}}
+spec: {{namespaceDeletion: Delete}}
+---
+apiVersion: roster.dev/v1alpha1
+kind: Membership
+metadata: {{name: bob, namespace: {ns}}}
+spec:
+  email: bob@acme.example
+  role: Member
+  projects: [{{name: one, role: Developer}}]
+---
+apiVersion: roster.dev/v1alpha1
+kind: Membership
+metadata: {{name: carl, namespace: {ns}}}
+spec: {{email: carl@acme.example, role: Admin}}
+---
+apiVersion: roster.dev/v1alpha1
+kind: Membership
+metadata: {{name: dave, namespace: {ns}}}
+spec: {{email: dave@acme.example, role: Member}}
+"#
+    )
+}
+
+fn apply(c: &Cluster, yaml: &str) {
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], Some(yaml));
+    assert!(
+        out.status.success(),
+        "apply failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The path (and query) of the member's invitation link, from the Secret roster wrote.
+fn link(c: &Cluster, ns: &str, member: &str) -> String {
+    let secret = format!("roster-invitation-{member}");
+    let b64 = wait_for("the invitation Secret", Duration::from_secs(30), || {
+        c.kubectl_try(&[
+            "get",
+            "secret",
+            &secret,
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.data.link}",
+        ])
+        .filter(|s| !s.is_empty())
+    });
+    use base64::Engine;
+    let url = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .expect("base64"),
+    )
+    .expect("utf8");
+    let prefix = format!("https://{}", c.identity_addr);
+    url.strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("link {url} is not on {prefix}"))
+        .to_string()
+}
+
+fn query_value(path: &str, key: &str) -> String {
+    path.split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn between<'a>(s: &'a str, start: &str, end: &str) -> &'a str {
+    let i = s
+        .find(start)
+        .unwrap_or_else(|| panic!("{start:?} not in page: {s}"))
+        + start.len();
+    let j = s[i..].find(end).expect("end marker") + i;
+    &s[i..j]
+}
+
+fn unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// The 6-digit code of `seed` (base32) at time step `step`.
+fn code(seed: &[u8], step: u64) -> String {
+    totp_rs::Builder::new()
+        .with_secret(seed.to_vec())
+        .build()
+        .expect("totp")
+        .generate(step * 30)
+        .to_string()
+}
+
+/// Waits until a code of `step` is accepted (the server allows one step of skew).
+fn wait_step(step: u64) {
+    while unix() / 30 + 1 < step {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn membership_field(c: &Cluster, ns: &str, name: &str, path: &str) -> String {
+    c.kubectl_try(&[
+        "get",
+        "membership",
+        name,
+        "-n",
+        ns,
+        "-o",
+        &format!("jsonpath={{{path}}}"),
+    ])
+    .unwrap_or_default()
+}
+
+fn wait_field(c: &Cluster, ns: &str, name: &str, path: &str, want: &str) {
+    wait_for(
+        &format!("{name} {path} = {want}"),
+        Duration::from_secs(30),
+        || (membership_field(c, ns, name, path) == want).then_some(()),
+    );
+}
+
+async fn post_form(c: &Cluster, path: &str, fields: &[(&str, &str)]) -> (u16, String) {
+    identity_request(
+        c,
+        "POST",
+        path,
+        "application/x-www-form-urlencoded",
+        &form(fields),
+    )
+    .await
+}
+
+async fn login_api(
+    c: &Cluster,
+    org: &str,
+    email: &str,
+    password: &str,
+    code: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let body = serde_json::json!({"organization": org, "email": email, "password": password, "code": code});
+    let (status, text) = identity_request(
+        c,
+        "POST",
+        "/api/v1/login",
+        "application/json",
+        &body.to_string(),
+    )
+    .await;
+    (status, serde_json::from_str(&text).unwrap_or_default())
+}
+
+/// Accepts `member`'s invitation with PASSWORD; returns the enrolment page (MFA is required).
+async fn accept(c: &Cluster, ns: &str, member: &str) -> String {
+    let path = link(c, ns, member);
+    let (status, page) = identity_request(c, "GET", &path, "text/plain", "").await;
+    assert_eq!(status, 200, "{page}");
+    let fields = [
+        ("org", query_value(&path, "org")),
+        ("member", query_value(&path, "member")),
+        ("token", query_value(&path, "token")),
+    ];
+    let mut f: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    f.push(("password", PASSWORD));
+    f.push(("confirm", PASSWORD));
+    let (status, page) = post_form(c, "/accept", &f).await;
+    assert_eq!(status, 200, "{page}");
+    page
+}
+
+fn token_kubeconfig(c: &Cluster, name: &str, token: &str) -> std::path::PathBuf {
+    c.member_kubeconfig(name, &format!("    token: {token}"))
+}
+
+fn can_i(c: &Cluster, kc: &std::path::Path, verb: &str, what: &str, ns: &str) -> String {
+    let out = c.kubectl_as(kc, &["auth", "can-i", verb, what, "-n", ns], &[]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_logs_in_with_totp_and_kubectl_follows_the_membership() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("members");
+    apply(c, &org_yaml(&ns, "bob", ""));
+    let project_ns = format!("{ns}-one");
+
+    // Invitation → password (a weak one first) → enrolment page.
+    let path = link(c, &ns, "bob");
+    wait_field(c, &ns, "bob", ".status.invitation.state", "Pending");
+    let weak = [
+        ("org", query_value(&path, "org")),
+        ("member", "bob".into()),
+        ("token", query_value(&path, "token")),
+        ("password", "password".into()),
+        ("confirm", "password".into()),
+    ];
+    let weak: Vec<(&str, &str)> = weak.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, page) = post_form(c, "/accept", &weak).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("role=\"alert\""), "{page}");
+    let page = accept(c, &ns, "bob").await;
+    assert!(page.contains("Set up two-factor authentication"), "{page}");
+    let (status, _) = identity_request(c, "GET", &path, "text/plain", "").await;
+    assert_eq!(status, 404, "an invitation link works once");
+
+    let secret: String = between(&page, "id=\"secret\">", "<").replace(' ', "");
+    let seed = base32::decode(base32::Alphabet::Rfc4648 { padding: false }, &secret).expect("seed");
+    let ticket = between(&page, "name=\"ticket\" value=\"", "\"").to_string();
+    for bad in ["12345", "1234567", "abcdef"] {
+        let (status, page) = post_form(c, "/enrol", &[("ticket", &ticket), ("code", bad)]).await;
+        assert_eq!(status, 400, "code {bad}: {page}");
+    }
+    let s0 = unix() / 30;
+    let first = code(&seed, s0);
+    let (status, page) = post_form(c, "/enrol", &[("ticket", &ticket), ("code", &first)]).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Two-factor authentication is on"), "{page}");
+    wait_field(c, &ns, "bob", ".status.mfa.state", "Enrolled");
+    wait_field(c, &ns, "bob", ".status.phase", "Active");
+    wait_field(c, &ns, "bob", ".status.invitation.state", "Accepted");
+
+    // Login: the code is required, used once, and a session token comes back.
+    let (status, body) = login_api(c, &ns, "bob@acme.example", PASSWORD, None).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = login_api(c, &ns, "bob@acme.example", PASSWORD, Some(&first)).await;
+    assert_eq!(status, 401, "the enrolment's code is spent: {body}");
+    assert_eq!(
+        body["error"], "the organization, e-mail, password or code is not correct",
+        "one generic text"
+    );
+    // The exec credential plugin (client-go, through the login API): logs in once, then
+    // serves the cached token.
+    let cache = c.dir.join(format!("tokens-{ns}"));
+    let exec = format!(
+        "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: {}\n      args: [login, --server, 'https://{}', --organization, {ns}, --email, bob@acme.example, --ca-file, '{}', --cache-dir, '{}']\n      interactiveMode: Never\n",
+        env!("CARGO_BIN_EXE_roster"),
+        c.identity_addr,
+        c.identity_certs.join("ca.crt").display(),
+        cache.display()
+    );
+    let exec_kc = c.member_kubeconfig("bob-exec", &exec);
+    let code1 = code(&seed, s0 + 1);
+    let out = c.kubectl_as(
+        &exec_kc,
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+        &[("ROSTER_PASSWORD", PASSWORD), ("ROSTER_CODE", &code1)],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "bob@acme.example",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = c.kubectl_as(
+        &exec_kc,
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+        &[],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "bob@acme.example",
+        "the cached token serves without a password: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let cached = std::fs::read_dir(&cache)
+        .expect("token cache")
+        .flatten()
+        .next()
+        .expect("a cached token");
+    let cached: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cached.path()).expect("read")).expect("json");
+    let token = cached["token"].as_str().expect("token").to_string();
+    assert!(token.starts_with("roster.v1."));
+
+    // kubectl with the token: bob is the owner, so project Admin.
+    let kc = token_kubeconfig(c, "bob-token", &token);
+    let who = c.kubectl_as(
+        &kc,
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+        &[],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&who.stdout),
+        "bob@acme.example",
+        "{}",
+        String::from_utf8_lossy(&who.stderr)
+    );
+    wait_for(
+        "bob may manage RoleBindings as owner",
+        Duration::from_secs(30),
+        || (can_i(c, &kc, "create", "rolebindings", &project_ns) == "yes").then_some(()),
+    );
+    assert_eq!(can_i(c, &kc, "get", "secrets", "kube-system"), "no");
+
+    // Ownership moves with the owner's password: a wrong one is refused (and counted).
+    let carl_page = accept(c, &ns, "carl").await;
+    assert!(carl_page.contains("two-factor"), "{carl_page}");
+    let transfer = |password: &str, code: Option<String>| {
+        serde_json::json!({"organization": ns, "email": "bob@acme.example", "password": password,
+            "code": code, "newOwner": "carl@acme.example"})
+        .to_string()
+    };
+    let (status, text) = identity_request(
+        c,
+        "POST",
+        "/api/v1/ownership-transfer",
+        "application/json",
+        &transfer("wrong password", Some(code(&seed, s0 + 2))),
+    )
+    .await;
+    assert_eq!(status, 401, "{text}");
+    wait_step(s0 + 2);
+    let (status, text) = identity_request(
+        c,
+        "POST",
+        "/api/v1/ownership-transfer",
+        "application/json",
+        &transfer(PASSWORD, Some(code(&seed, s0 + 2))),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        c.kubectl_ok(&[
+            "get",
+            "organization",
+            &ns,
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.spec.owner}"
+        ]),
+        "carl@acme.example"
+    );
+    // The old owner keeps what their Membership declares: Developer in project one.
+    wait_for(
+        "bob's access to narrow to Developer",
+        Duration::from_secs(30),
+        || (can_i(c, &kc, "create", "rolebindings", &project_ns) == "no").then_some(()),
+    );
+    assert_eq!(
+        can_i(c, &kc, "create", "deployments.apps", &project_ns),
+        "yes"
+    );
+
+    // Disabling bob cuts him off.
+    c.kubectl_ok(&[
+        "patch",
+        "membership",
+        "bob",
+        "-n",
+        &ns,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"disabled":true}}"#,
+    ]);
+    // roster's answer changes at once: the admission webhook saw the change before it was
+    // stored, so there is no window for the watch to close.
+    let review = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+        "spec": {"token": token}});
+    let (status, text) = identity_request(
+        c,
+        "POST",
+        "/authenticate",
+        "application/json",
+        &review.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let answer: serde_json::Value = serde_json::from_str(&text).expect("TokenReview");
+    assert_eq!(answer["status"]["authenticated"], false, "{text}");
+    // The API server: its RBAC loses bob at once (the controller drops the subject); its
+    // authentication cache (10 s for any bearer token, built in, no flag) then expires.
+    wait_for(
+        "bob's project access to end",
+        Duration::from_secs(5),
+        || {
+            (!c.kubectl_as(&kc, &["get", "configmaps", "-n", &project_ns], &[])
+                .status
+                .success())
+            .then_some(())
+        },
+    );
+    wait_for(
+        "bob's token to stop authenticating",
+        Duration::from_secs(15),
+        || {
+            let out = c.kubectl_as(&kc, &["auth", "whoami"], &[]);
+            (!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Unauthorized"))
+                .then_some(())
+        },
+    );
+    let (status, _) = login_api(
+        c,
+        &ns,
+        "bob@acme.example",
+        PASSWORD,
+        Some(&code(&seed, s0 + 3)),
+    )
+    .await;
+    // (s0 + 3 may not be valid yet: either way the answer must be a refusal.)
+    assert_eq!(status, 401, "disabled members cannot log in");
+
+    // Tokens that are not roster's, or tampered with, get nothing.
+    for bad in [
+        "roster.v1.garbage",
+        &format!("{}x", &token[..token.len() - 1]),
+        "not-a-token",
+    ] {
+        let kc = token_kubeconfig(c, "bad", bad);
+        assert!(
+            !c.kubectl_as(&kc, &["auth", "whoami"], &[]).status.success(),
+            "{bad:.30}"
+        );
+    }
+
+    // The security log has it all, without a secret in it.
+    let log = wait_for("the security log", Duration::from_secs(30), || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_roster"))
+            .args([
+                "security-log",
+                &ns,
+                "--namespace",
+                ROSTER_NAMESPACE,
+                "--json",
+            ])
+            .env("KUBECONFIG", &c.kubeconfig)
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        [
+            "InvitationAccepted",
+            "MfaEnrolled",
+            "LoginSucceeded",
+            "LoginFailed",
+            "OwnershipTransferred",
+            "OwnershipTransferFailed",
+        ]
+        .iter()
+        .all(|e| text.contains(&format!("\"event\":\"{e}\"")))
+        .then_some(text)
+    });
+    assert!(log.contains("\"reason\":\"TotpReplayed\""), "{log}");
+    assert!(log.contains("\"reason\":\"CodeMissing\""), "{log}");
+    assert!(
+        log.contains("roster-cluster-test"),
+        "user agent recorded: {log}"
+    );
+    for secret in [PASSWORD, &token, &secret, &first] {
+        assert!(!log.contains(secret), "a secret in the security log");
+    }
+}
+
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_lock_and_an_admin_unlocks() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("lockout");
+    apply(c, &org_yaml(&ns, "bob", ""));
+    let page = accept(c, &ns, "carl").await;
+    assert!(page.contains("two-factor"), "{page}");
+    wait_field(c, &ns, "carl", ".status.phase", "Active");
+
+    for i in 1..=3 {
+        let (status, body) = login_api(c, &ns, "carl@acme.example", "wrong password", None).await;
+        assert_eq!(status, 401, "attempt {i}: {body}");
+    }
+    let (status, body) = login_api(c, &ns, "carl@acme.example", PASSWORD, None).await;
+    assert_eq!(status, 423, "locked, even with the right password: {body}");
+    wait_field(c, &ns, "carl", ".status.phase", "Locked");
+    assert_eq!(
+        membership_field(c, &ns, "carl", ".status.failedLogins"),
+        "3"
+    );
+    assert!(!membership_field(c, &ns, "carl", ".status.lockedUntil").is_empty());
+
+    c.kubectl_ok(&[
+        "annotate",
+        "membership",
+        "carl",
+        "-n",
+        &ns,
+        "roster.dev/unlock=first",
+    ]);
+    wait_field(c, &ns, "carl", ".status.phase", "Active");
+    assert_eq!(membership_field(c, &ns, "carl", ".status.failedLogins"), "");
+    // MFA is required and carl has not enrolled: the password is right, enrolment comes first.
+    let (status, body) = login_api(c, &ns, "carl@acme.example", PASSWORD, None).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["reason"], "MfaEnrolmentRequired");
+    let (status, page) = post_form(
+        c,
+        "/login",
+        &[
+            ("organization", &ns),
+            ("email", "carl@acme.example"),
+            ("password", PASSWORD),
+            ("code", ""),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("id=\"secret\""),
+        "the login page goes on to enrolment: {page}"
+    );
+
+    // Bad input: each a clear error, never a panic, never a success.
+    let huge = "x".repeat(1 << 20);
+    let cases: Vec<(String, u16)> = vec![
+        (
+            format!(r#"{{"organization":"{ns}","email":"carl@acme.example","password":"{huge}"}}"#),
+            413,
+        ),
+        ("{not json".into(), 400),
+        (
+            r#"{"organization":1,"email":"a","password":"b"}"#.into(),
+            400,
+        ),
+        (
+            format!(
+                r#"{{"organization":"{ns}","email":"carl@acme.example","password":"p","extra":1}}"#
+            ),
+            400,
+        ),
+        (
+            format!(
+                r#"{{"organization":"{}","email":"a@b","password":"p"}}"#,
+                "o".repeat(64)
+            ),
+            400,
+        ),
+        (
+            format!(r#"{{"organization":"{ns}","email":"nobody@acme.example","password":"p"}}"#),
+            401,
+        ),
+        (
+            format!(
+                r#"{{"organization":"{ns}","email":"carl@acme.example","password":"{}"}}"#,
+                "y".repeat(2000)
+            ),
+            401,
+        ),
+    ];
+    for (body, want) in cases {
+        let (status, text) =
+            identity_request(c, "POST", "/api/v1/login", "application/json", &body).await;
+        // The server may answer 413 and close before the client has written a huge body.
+        assert!(
+            status == want || (want == 413 && status == 0),
+            "{:.80} -> {status} {text:.200}",
+            body
+        );
+        if want != 413 {
+            let v: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or_else(|_| panic!("JSON error body: {text}"));
+            assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{text}");
+        }
+    }
+    // Another organization's name with carl's address: nothing.
+    let (status, _) = login_api(c, "kube-system", "carl@acme.example", PASSWORD, None).await;
+    assert_eq!(status, 401);
+    let events = c.kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        &ns,
+        "--field-selector",
+        "involvedObject.name=carl",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    assert!(events.contains("Unlocked"), "{events}");
+}
+
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitations_are_resent_and_expire() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("invites");
+    apply(c, &org_yaml(&ns, "bob", ""));
+    let first = link(c, &ns, "dave");
+    c.kubectl_ok(&[
+        "annotate",
+        "membership",
+        "dave",
+        "-n",
+        &ns,
+        "roster.dev/resend-invitation=again",
+    ]);
+    let second = wait_for("a new link", Duration::from_secs(30), || {
+        let l = link(c, &ns, "dave");
+        (l != first).then_some(l)
+    });
+    let (status, page) = identity_request(c, "GET", &first, "text/plain", "").await;
+    assert_eq!(status, 404, "the old link stops working: {page}");
+    let (status, page) = identity_request(c, "GET", &second, "text/plain", "").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("dave@acme.example"));
+    // A forged token for a real member.
+    let forged = format!("/accept?org={ns}&member=dave&token={}", urlencode("AAAA"));
+    assert_eq!(
+        identity_request(c, "GET", &forged, "text/plain", "")
+            .await
+            .0,
+        404
+    );
+
+    // Invitations expire per the organization's invitationTTL.
+    let short = c.namespace("expiring");
+    apply(c, &org_yaml(&short, "bob", "    invitationTTL: 2s"));
+    let l = link(c, &short, "dave");
+    wait_field(c, &short, "dave", ".status.invitation.state", "Expired");
+    let (status, page) = identity_request(c, "GET", &l, "text/plain", "").await;
+    assert_eq!(status, 410, "{page}");
+    assert!(page.contains("expired"), "{page}");
+}
