@@ -7,7 +7,8 @@ SHELL := /bin/bash
 help:
 	@echo "make demo           local control plane + roster + examples/, then what roster converged"
 	@echo "make down           stop everything make demo started"
-	@echo "make test           the whole suite: unit tests and cluster tests (real kube-apiserver + etcd)"
+	@echo "make test           the whole suite: unit, HTTP and cluster tests (real kube-apiserver + etcd,"
+	@echo "                    Chromium, an SMTP server); installs the browser and SMTP test tools first"
 	@echo "make lint           cargo fmt --check, cargo clippy -D warnings, go vet"
 	@echo "make bench          benchmarks (release build), written to BENCHMARKS.md"
 	@echo "make crds           regenerate crds/ and the chart's CRDs from src/api"
@@ -20,6 +21,7 @@ down:
 	@scripts/down.sh
 
 test:
+	@scripts/test-deps.sh
 	cargo test --locked
 
 lint:

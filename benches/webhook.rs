@@ -244,6 +244,7 @@ fn index() -> StoreIndex {
         orgs: orgs.as_reader(),
         projects: projects.as_reader(),
         memberships: members.as_reader(),
+        credentials: None,
     }
 }
 

@@ -328,7 +328,7 @@ fn run(args: RunArgs) -> Result<(), String> {
             let certs = webhook::Certificates::generate(&certificate_names(&endpoint))
                 .map_err(|e| format!("cannot create the webhook certificate: {e}"))?;
             let state = std::sync::Arc::new(webhook::AppState {
-                index: webhook::StoreIndex { orgs: stores.orgs.clone(), projects: stores.projects.clone(), memberships: stores.memberships.clone() },
+                index: webhook::StoreIndex { orgs: stores.orgs.clone(), projects: stores.projects.clone(), memberships: stores.memberships.clone(), credentials: stores.credentials.clone() },
                 policy: webhook::validate::Policy {
                     trusted_users,
                     trusted_groups: args.trusted_groups.clone(),

@@ -15,6 +15,8 @@ pub struct StoreIndex {
     pub orgs: Store<Organization>,
     pub projects: Store<Project>,
     pub memberships: Store<Membership>,
+    /// Credential records (identity), to tell who accepted their invitation.
+    pub credentials: Option<Store<k8s_openapi::api::core::v1::Secret>>,
 }
 
 impl Index for StoreIndex {
@@ -36,5 +38,17 @@ impl Index for StoreIndex {
     fn projects_using_namespace(&self, namespace: &str) -> Vec<Arc<Project>> {
         self.projects
             .state_filter(|p| project_namespace(&p.namespace().unwrap_or_default(), p) == namespace)
+    }
+
+    fn invitation_accepted(&self, namespace: &str, email: &str) -> Option<bool> {
+        let creds = self.credentials.as_ref()?;
+        let name = crate::identity::store::Store::secret_name(namespace, email);
+        let accepted = creds
+            .state()
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name.as_str()))
+            .and_then(|s| crate::identity::store::Store::parse(s).ok())
+            .is_some_and(|r| r.accepted_at.is_some());
+        Some(accepted)
     }
 }

@@ -555,6 +555,50 @@ fn single_owner_rules_hold_for_everyone() {
     assert_eq!(reason(&got), "NewOwnerNotActive");
 }
 
+/// With identity running, a new owner must also have accepted their invitation (whoever
+/// makes the change: the invitation is what proves the address is theirs).
+#[test]
+fn a_new_owner_must_have_accepted_their_invitation() {
+    struct WithIdentity(Mem, bool);
+    impl Index for WithIdentity {
+        fn organization(&self, ns: &str) -> Option<Arc<Organization>> {
+            self.0.organization(ns)
+        }
+        fn memberships_with_email(&self, ns: &str, email: &str) -> Vec<Arc<Membership>> {
+            self.0.memberships_with_email(ns, email)
+        }
+        fn projects(&self, ns: &str) -> Vec<Arc<Project>> {
+            self.0.projects(ns)
+        }
+        fn projects_using_namespace(&self, ns: &str) -> Vec<Arc<Project>> {
+            self.0.projects_using_namespace(ns)
+        }
+        fn invitation_accepted(&self, _: &str, email: &str) -> Option<bool> {
+            Some(self.1 || email != "bob@acme.example")
+        }
+    }
+    for (accepted, want) in [(false, "NewOwnerNotAccepted"), (true, "Allow")] {
+        let index = WithIdentity(acme(), accepted);
+        let old = index.0.orgs[0].clone();
+        let mut new = old.clone();
+        new.spec.owner = "bob@acme.example".into();
+        let got = validate(
+            &Request {
+                operation: Op::Update,
+                namespace: NS,
+                name: NS,
+                object: Some(&Object::Organization(new)),
+                old_object: Some(&Object::Organization(old)),
+                username: "kubernetes-admin",
+                groups: &["system:masters".to_string()],
+            },
+            &index,
+            &Policy::default(),
+        );
+        assert_eq!(reason(&got), want);
+    }
+}
+
 #[test]
 fn denials_name_the_rule_and_the_way_forward() {
     let index = acme();

@@ -19,6 +19,11 @@ pub trait Index {
     fn projects(&self, namespace: &str) -> Vec<Arc<Project>>;
     /// Projects of any organization whose workload namespace is `namespace`.
     fn projects_using_namespace(&self, namespace: &str) -> Vec<Arc<Project>>;
+    /// Whether the member of `email` in `namespace` has accepted their invitation; None when
+    /// identity does not run here (invitations are then someone else's business).
+    fn invitation_accepted(&self, _namespace: &str, _email: &str) -> Option<bool> {
+        None
+    }
 }
 
 /// Who may do anything: platform admins, the GitOps controller, roster itself.
@@ -113,10 +118,35 @@ pub fn validate(req: &Request<'_>, index: &impl Index, policy: &Policy) -> Decis
         );
     };
     check!(invariants(req, subject, index));
-    if trusted(req, policy) {
-        return Decision::Allow;
+    if !trusted(req, policy) {
+        check!(permitted(req, subject, index, policy));
     }
-    permitted(req, subject, index, policy)
+    // Checked last so that someone who may not move ownership at all is told that first.
+    new_owner_accepted(req, index)
+}
+
+/// With identity running, a new owner must have accepted their invitation, whoever makes the
+/// change: the accepted invitation is what proves the address belongs to the person.
+fn new_owner_accepted(req: &Request<'_>, index: &impl Index) -> Decision {
+    let ns = req.namespace;
+    if let (Some(Object::Organization(o)), Some(Object::Organization(old))) =
+        (req.object, req.old_object)
+        && old.spec.owner != o.spec.owner
+        && index.invitation_accepted(ns, &o.spec.owner) == Some(false)
+    {
+        let members = index.memberships_with_email(ns, &o.spec.owner);
+        let name = email_holder(&members, &o.spec.owner)
+            .map(|m| m.name_any())
+            .unwrap_or_default();
+        return deny(
+            "NewOwnerNotAccepted",
+            format!(
+                "{} cannot become owner of organization {ns}: they have not accepted the invitation of Membership {name} yet",
+                o.spec.owner
+            ),
+        );
+    }
+    Decision::Allow
 }
 
 fn trusted(req: &Request<'_>, policy: &Policy) -> bool {

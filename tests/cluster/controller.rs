@@ -257,6 +257,8 @@ fn changes_converge_and_deletion_cleans_up_exactly_once() {
     wait_subjects(c, &two, "roster-viewer", &[]);
 
     // Move the owner: bob is Admin everywhere, alice keeps what her Membership says (nothing).
+    // A new owner must have accepted their invitation.
+    crate::harness::accept_invitation(c, &ns, "bob");
     apply(
         c,
         &small_org(&ns, "bob", "  projects: [{name: one, role: Developer}]"),

@@ -526,3 +526,80 @@ impl Cluster {
             .expect("run kubectl")
     }
 }
+
+/// The password members set in the tests.
+pub const PASSWORD: &str = "correct horse battery staple 42";
+
+/// The path (and query) of the member's invitation link, from the Secret roster wrote.
+pub fn link(c: &Cluster, ns: &str, member: &str) -> String {
+    let secret = format!("roster-invitation-{member}");
+    let b64 = wait_for("the invitation Secret", Duration::from_secs(30), || {
+        c.kubectl_try(&[
+            "get",
+            "secret",
+            &secret,
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.data.link}",
+        ])
+        .filter(|s| !s.is_empty())
+    });
+    use base64::Engine;
+    let url = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .expect("base64"),
+    )
+    .expect("utf8");
+    let prefix = format!("https://{}", c.identity_addr);
+    url.strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("link {url} is not on {prefix}"))
+        .to_string()
+}
+
+pub fn query_value(path: &str, key: &str) -> String {
+    path.split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Accepts `member`'s invitation with PASSWORD; returns the enrolment page (MFA is required).
+pub async fn accept(c: &Cluster, ns: &str, member: &str) -> String {
+    let path = link(c, ns, member);
+    let (status, page) = identity_request(c, "GET", &path, "text/plain", "").await;
+    assert_eq!(status, 200, "{page}");
+    let fields = [
+        ("org", query_value(&path, "org")),
+        ("member", query_value(&path, "member")),
+        ("token", query_value(&path, "token")),
+    ];
+    let mut f: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    f.push(("password", PASSWORD));
+    f.push(("confirm", PASSWORD));
+    let (status, page) = identity_request(
+        c,
+        "POST",
+        "/accept",
+        "application/x-www-form-urlencoded",
+        &form(&f),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    page
+}
+
+/// `accept` for tests without an async runtime of their own.
+pub fn accept_invitation(c: &'static Cluster, ns: &str, member: &str) {
+    let (ns, member) = (ns.to_string(), member.to_string());
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(accept(c, &ns, &member))
+    })
+    .join()
+    .expect("accepting the invitation");
+}

@@ -1,9 +1,11 @@
 //! Cluster tests: roster against a real kube-apiserver and etcd (see harness.rs).
 //! One binary for all of them: one control plane, one link step.
 
+mod browser;
 mod controller;
 mod harness;
 mod identity;
+mod mail;
 mod members;
 mod smoke;
 mod webhook;

@@ -6,10 +6,11 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::harness::{
-    Cluster, ROSTER_NAMESPACE, cluster, form, identity_request, shared, urlencode, wait_for,
+    Cluster, ROSTER_NAMESPACE, cluster, form, identity_request, link, query_value, shared,
+    urlencode, wait_for,
 };
 
-const PASSWORD: &str = "correct horse battery staple 42";
+use crate::harness::PASSWORD;
 
 fn org_yaml(ns: &str, owner: &str, extra_security: &str) -> String {
     format!(
@@ -56,41 +57,6 @@ fn apply(c: &Cluster, yaml: &str) {
         "apply failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// The path (and query) of the member's invitation link, from the Secret roster wrote.
-fn link(c: &Cluster, ns: &str, member: &str) -> String {
-    let secret = format!("roster-invitation-{member}");
-    let b64 = wait_for("the invitation Secret", Duration::from_secs(30), || {
-        c.kubectl_try(&[
-            "get",
-            "secret",
-            &secret,
-            "-n",
-            ns,
-            "-o",
-            "jsonpath={.data.link}",
-        ])
-        .filter(|s| !s.is_empty())
-    });
-    use base64::Engine;
-    let url = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .expect("base64"),
-    )
-    .expect("utf8");
-    let prefix = format!("https://{}", c.identity_addr);
-    url.strip_prefix(&prefix)
-        .unwrap_or_else(|| panic!("link {url} is not on {prefix}"))
-        .to_string()
-}
-
-fn query_value(path: &str, key: &str) -> String {
-    path.split(['?', '&'])
-        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-        .unwrap_or_default()
-        .to_string()
 }
 
 fn between<'a>(s: &'a str, start: &str, end: &str) -> &'a str {
@@ -177,24 +143,6 @@ async fn login_api(
     (status, serde_json::from_str(&text).unwrap_or_default())
 }
 
-/// Accepts `member`'s invitation with PASSWORD; returns the enrolment page (MFA is required).
-async fn accept(c: &Cluster, ns: &str, member: &str) -> String {
-    let path = link(c, ns, member);
-    let (status, page) = identity_request(c, "GET", &path, "text/plain", "").await;
-    assert_eq!(status, 200, "{page}");
-    let fields = [
-        ("org", query_value(&path, "org")),
-        ("member", query_value(&path, "member")),
-        ("token", query_value(&path, "token")),
-    ];
-    let mut f: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    f.push(("password", PASSWORD));
-    f.push(("confirm", PASSWORD));
-    let (status, page) = post_form(c, "/accept", &f).await;
-    assert_eq!(status, 200, "{page}");
-    page
-}
-
 fn token_kubeconfig(c: &Cluster, name: &str, token: &str) -> std::path::PathBuf {
     c.member_kubeconfig(name, &format!("    token: {token}"))
 }
@@ -227,7 +175,7 @@ async fn a_member_logs_in_with_totp_and_kubectl_follows_the_membership() {
     let (status, page) = post_form(c, "/accept", &weak).await;
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("role=\"alert\""), "{page}");
-    let page = accept(c, &ns, "bob").await;
+    let page = crate::harness::accept(c, &ns, "bob").await;
     assert!(page.contains("Set up two-factor authentication"), "{page}");
     let (status, _) = identity_request(c, "GET", &path, "text/plain", "").await;
     assert_eq!(status, 404, "an invitation link works once");
@@ -338,7 +286,7 @@ async fn a_member_logs_in_with_totp_and_kubectl_follows_the_membership() {
     assert_eq!(can_i(c, &kc, "get", "secrets", "kube-system"), "no");
 
     // Ownership moves with the owner's password: a wrong one is refused (and counted).
-    let carl_page = accept(c, &ns, "carl").await;
+    let carl_page = crate::harness::accept(c, &ns, "carl").await;
     assert!(carl_page.contains("two-factor"), "{carl_page}");
     let transfer = |password: &str, code: Option<String>| {
         serde_json::json!({"organization": ns, "email": "bob@acme.example", "password": password,
@@ -503,7 +451,7 @@ async fn failed_logins_lock_and_an_admin_unlocks() {
     let c = cluster();
     let ns = c.namespace("lockout");
     apply(c, &org_yaml(&ns, "bob", ""));
-    let page = accept(c, &ns, "carl").await;
+    let page = crate::harness::accept(c, &ns, "carl").await;
     assert!(page.contains("two-factor"), "{page}");
     wait_field(c, &ns, "carl", ".status.phase", "Active");
 

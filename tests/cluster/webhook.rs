@@ -166,7 +166,25 @@ fn the_owner_cannot_be_removed_disabled_or_replaced_by_hand() {
         ),
         "Membership alice belongs to alice@acme.example",
     );
-    // A trusted identity may move ownership to an enabled member (GitOps).
+    // A trusted identity may move ownership to an enabled member (GitOps) who has accepted
+    // their invitation.
+    let to_bob = [
+        "patch",
+        "organization",
+        &ns,
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"owner":"bob@acme.example"}}"#,
+    ];
+    denied_with(
+        run(c, None, &to_bob, None),
+        &format!(
+            "bob@acme.example cannot become owner of organization {ns}: they have not accepted the invitation of Membership bob yet"
+        ),
+    );
+    crate::harness::accept_invitation(c, &ns, "bob");
     let (ok, err) = run(
         c,
         None,

@@ -1,0 +1,87 @@
+//! The identity pages in headless Chromium (Debian's, driven by playwright-core from
+//! tests/browser): a newcomer clicks through accept → password → TOTP → login → account.
+//! Screenshots land in target/browser-artifacts/.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::{cluster, root, shared, wait_for};
+
+#[test]
+fn a_newcomer_clicks_through_in_chromium() {
+    let _api = shared();
+    let c = cluster();
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} is missing: install Debian's chromium (`apt-get install chromium`) or set CHROMIUM"
+    );
+    let browser = root().join("tests/browser");
+    assert!(
+        browser.join("node_modules/playwright-core").exists(),
+        "playwright-core is missing: run `npm ci --prefix tests/browser` (make test does)"
+    );
+    let ns = c.namespace("browser");
+    let yaml = format!(
+        r#"apiVersion: roster.dev/v1alpha1
+kind: Organization
+metadata: {{name: {ns}, namespace: {ns}}}
+spec:
+  owner: erin@acme.example
+  security: {{mfa: {{required: true}}}}
+"#
+    );
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], Some(&yaml));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The owner is invited like everyone else (bootstrap Membership owner-erin).
+    let b64 = wait_for("the owner's invitation", Duration::from_secs(30), || {
+        c.kubectl_try(&[
+            "get",
+            "secret",
+            "roster-invitation-owner-erin",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.data.link}",
+        ])
+        .filter(|s| !s.is_empty())
+    });
+    use base64::Engine;
+    let link = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .expect("base64"),
+    )
+    .expect("utf8");
+    let artifacts = root().join("target/browser-artifacts");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    let out = Command::new("node")
+        .arg(browser.join("flow.mjs"))
+        .env("ACCEPT_URL", &link)
+        .env("ORG", &ns)
+        .env("EMAIL", "erin@acme.example")
+        .env("PASSWORD", "a long and unusual passphrase 7")
+        .env("OUT_DIR", &artifacts)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("run node");
+    assert!(
+        out.status.success(),
+        "the browser flow failed (screenshots in {}):\n{}\n{}",
+        artifacts.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for shot in ["1-accept", "2-enrol", "3-login", "4-account"] {
+        let p = artifacts.join(format!("{shot}.png"));
+        assert!(
+            std::fs::metadata(&p).is_ok_and(|m| m.len() > 1000),
+            "{} missing",
+            p.display()
+        );
+    }
+}
