@@ -1,4 +1,5 @@
-//! Webhook latency over HTTPS at a steady request rate, with 10,000 Memberships in the index.
+//! Webhook and TokenReview latency over HTTPS at a steady request rate, with 10,000 Memberships
+//! in the index (and 10,000 credential records for TokenReview).
 //!
 //! The server is roster's own (`webhook::serve` + `webhook::router` + the reflector-store
 //! index), on a runtime of its own thread; the load generator runs on another runtime and
@@ -33,15 +34,25 @@ const RATE: u64 = 500; // requests per second, per scenario
 const SECONDS: u64 = 10;
 const CONNECTIONS: usize = 8;
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
+}
+
+const SIGNING_KEY: [u8; 32] = [42; 32];
+
 fn main() {
     let index = index();
     let certs = Certificates::generate(&["127.0.0.1".to_string()]).expect("certificates");
     let ca = certs.ca_pem.clone();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let port = free_port();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let identity_port = free_port();
+    let identity_addr: std::net::SocketAddr = ([127, 0, 0, 1], identity_port).into();
+    let identity_certs = certs.clone();
+    let identity_index = index.clone();
 
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -55,6 +66,43 @@ fn main() {
             ready: Box::new(|| true),
             metrics: roster::metrics::Metrics::new(),
             revocations: None,
+        });
+        // The identity server on the same runtime: TokenReview reads the same caches.
+        let client = kube::Client::try_from(kube::Config::new(
+            "https://127.0.0.1:9".parse().expect("url"),
+        ))
+        .expect("client");
+        let (seal_key, _) = roster::identity::seal::Key::generate();
+        let identity = roster::identity::service::Identity::new(
+            client,
+            "roster-system",
+            roster::identity::service::Keys {
+                seal: seal_key,
+                signer: roster::identity::token::Signer::new(&SIGNING_KEY),
+            },
+            roster::identity::password::Hasher::new(1024, 1, 1, 1).expect("hasher"),
+            "https://127.0.0.1".into(),
+            None,
+            roster::identity::audit::SecurityLog::print_only(),
+        );
+        let identity_state = Arc::new(roster::identity::server::AppState {
+            identity: Arc::new(identity),
+            orgs: identity_index.orgs.clone(),
+            memberships: identity_index.memberships.clone(),
+            credentials: identity_index.credentials.clone().expect("credentials"),
+            subject_prefix: String::new(),
+            revocations: Default::default(),
+        });
+        let identity_listener = webhook::listen(identity_addr).await.expect("listen");
+        tokio::spawn(async move {
+            webhook::serve(
+                identity_listener,
+                &identity_certs,
+                roster::identity::server::router(identity_state),
+                std::future::pending(),
+            )
+            .await
+            .expect("serve identity")
         });
         let listener = webhook::listen(addr).await.expect("listen");
         webhook::serve(
@@ -76,16 +124,25 @@ fn main() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let client = client(&ca);
         let base = format!("https://127.0.0.1:{port}");
+        let identity_base = format!("https://127.0.0.1:{identity_port}");
         // Warm up connections and caches.
         run(&client, &base, Scenario::Healthz, 200, 1).await;
+        run(&client, &identity_base, Scenario::TokenReviewValid, 200, 1).await;
         let mut rows = Vec::new();
         for scenario in [
             Scenario::Healthz,
             Scenario::InviteAllowed,
             Scenario::DeleteOwnerDenied,
             Scenario::DuplicateEmailDenied,
+            Scenario::TokenReviewValid,
+            Scenario::TokenReviewForged,
         ] {
-            rows.push((scenario, run(&client, &base, scenario, RATE, SECONDS).await));
+            let base = if scenario.identity() {
+                &identity_base
+            } else {
+                &base
+            };
+            rows.push((scenario, run(&client, base, scenario, RATE, SECONDS).await));
         }
         rows
     });
@@ -120,6 +177,8 @@ enum Scenario {
     InviteAllowed,
     DeleteOwnerDenied,
     DuplicateEmailDenied,
+    TokenReviewValid,
+    TokenReviewForged,
 }
 
 impl Scenario {
@@ -129,12 +188,57 @@ impl Scenario {
             Scenario::InviteAllowed => "admin invites a Member (allowed; scans the org's members)",
             Scenario::DeleteOwnerDenied => "delete the owner's Membership (denied)",
             Scenario::DuplicateEmailDenied => "second Membership for an e-mail (denied)",
+            Scenario::TokenReviewValid => {
+                "TokenReview of a member's token (authenticated; identity server)"
+            }
+            Scenario::TokenReviewForged => "TokenReview of a forged token (rejected)",
+        }
+    }
+
+    fn identity(self) -> bool {
+        matches!(
+            self,
+            Scenario::TokenReviewValid | Scenario::TokenReviewForged
+        )
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Scenario::Healthz => "/healthz",
+            Scenario::TokenReviewValid | Scenario::TokenReviewForged => "/authenticate",
+            _ => "/validate",
         }
     }
 
     fn body(self) -> Option<Value> {
         let (op, user, object, old) = match self {
             Scenario::Healthz => return None,
+            Scenario::TokenReviewValid | Scenario::TokenReviewForged => {
+                let key = if self == Scenario::TokenReviewValid {
+                    SIGNING_KEY
+                } else {
+                    [1; 32]
+                };
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("clock")
+                    .as_secs();
+                let token = roster::identity::token::Signer::new(&key).sign(
+                    &roster::identity::token::Claims {
+                        org: "acme".into(),
+                        membership: "m5".into(),
+                        email: "m5@acme.example".into(),
+                        generation: 0,
+                        iat: now,
+                        exp: now + 3600,
+                        purpose: roster::identity::token::SESSION.into(),
+                    },
+                );
+                return Some(
+                    json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                    "spec": {"token": token.expose()}}),
+                );
+            }
             Scenario::InviteAllowed => (
                 "CREATE",
                 "m1@acme.example",
@@ -186,6 +290,7 @@ fn index() -> StoreIndex {
     let mut orgs = Writer::<Organization>::default();
     let mut projects = Writer::<Project>::default();
     let mut members = Writer::<Membership>::default();
+    let mut credentials = Writer::<k8s_openapi::api::core::v1::Secret>::default();
     let mut org = Organization::new(
         "acme",
         OrganizationSpec {
@@ -239,12 +344,33 @@ fn index() -> StoreIndex {
         m.metadata.namespace = Some("acme".into());
         m.metadata.creation_timestamp = Some(Time("2026-01-01T00:00:00Z".parse().expect("ts")));
         members.apply_watcher_event(&Event::Apply(m));
+        let email = format!("m{i}@acme.example");
+        let record = roster::identity::store::Record {
+            email: email.clone(),
+            accepted_at: Some(1),
+            ..Default::default()
+        };
+        credentials.apply_watcher_event(&Event::Apply(k8s_openapi::api::core::v1::Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(roster::identity::store::Store::secret_name("acme", &email)),
+                namespace: Some("roster-system".into()),
+                ..Default::default()
+            },
+            data: Some(
+                [(
+                    "record".to_string(),
+                    k8s_openapi::ByteString(serde_json::to_vec(&record).expect("json")),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        }));
     }
     StoreIndex {
         orgs: orgs.as_reader(),
         projects: projects.as_reader(),
         memberships: members.as_reader(),
-        credentials: None,
+        credentials: Some(credentials.as_reader()),
     }
 }
 
@@ -310,10 +436,8 @@ async fn run(
         tokio::time::sleep_until((start + interval * i as u32).into()).await;
         let scheduled = Instant::now();
         let client = client.clone();
-        let (url, body) = match &body {
-            None => (format!("{base}/healthz"), None),
-            Some(b) => (format!("{base}/validate"), Some(b.clone())),
-        };
+        let url = format!("{base}{}", scenario.path());
+        let body = body.clone();
         let permit = limit.clone().acquire_owned().await.expect("semaphore");
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
@@ -325,7 +449,24 @@ async fn run(
             }
             .expect("request");
             let ok = match client.request(req).await {
-                Ok(resp) => resp.status().is_success() && resp.into_body().collect().await.is_ok(),
+                Ok(resp) => {
+                    let success = resp.status().is_success();
+                    match resp.into_body().collect().await {
+                        // A TokenReview must give the expected answer, not just any 200.
+                        Ok(b) if success => match scenario {
+                            Scenario::TokenReviewValid => b
+                                .to_bytes()
+                                .windows(20)
+                                .any(|w| w == b"\"authenticated\":true"),
+                            Scenario::TokenReviewForged => b
+                                .to_bytes()
+                                .windows(21)
+                                .any(|w| w == b"\"authenticated\":false"),
+                            _ => true,
+                        },
+                        _ => false,
+                    }
+                }
                 Err(_) => false,
             };
             (ok, scheduled.elapsed())

@@ -12,12 +12,44 @@ cargo build --locked --quiet --bin roster
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 roster="$target_dir/debug/roster"
 
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# The API server sends members' tokens to roster's identity server (TokenReview), so the
+# identity server's address and certificate are fixed before the API server starts.
+if "$bin/devcluster" status --dir "$state" >/dev/null 2>&1 && [ ! -f "$state/identity-port" ]; then
+    echo "==> the running control plane predates the identity server: restarting it"
+    "$bin/devcluster" down --dir "$state" >/dev/null 2>&1 || true
+fi
 if "$bin/devcluster" status --dir "$state" >/dev/null 2>&1; then
     echo "==> control plane already running ($state)"
 else
+    identity_port=$(free_port)
+    echo "$identity_port" >"$state/identity-port"
+    "$roster" certificate --name 127.0.0.1 --out-dir "$state/identity"
+    cat >"$state/token-webhook.kubeconfig" <<YAML
+apiVersion: v1
+kind: Config
+clusters:
+- name: roster
+  cluster:
+    server: https://127.0.0.1:$identity_port/authenticate
+    certificate-authority: $PWD/$state/identity/ca.crt
+users:
+- name: apiserver
+  user: {}
+contexts:
+- name: roster
+  context: {cluster: roster, user: apiserver}
+current-context: roster
+YAML
     echo "==> starting the control plane (etcd + kube-apiserver $("$bin/kube-apiserver" --version | cut -d' ' -f2))"
-    "$bin/devcluster" up --detach --dir "$state" --bin "$bin" >/dev/null
+    "$bin/devcluster" up --detach --dir "$state" --bin "$bin" -- \
+        --authentication-token-webhook-config-file="$PWD/$state/token-webhook.kubeconfig" \
+        --authentication-token-webhook-version=v1 \
+        --authentication-token-webhook-cache-ttl=10s >/dev/null
 fi
+identity_port=$(cat "$state/identity-port")
+identity_url="https://127.0.0.1:$identity_port"
 export KUBECONFIG="$PWD/$state/kubeconfig"
 k() { "$bin/kubectl" "$@"; }
 
@@ -25,15 +57,21 @@ echo "==> installing CRDs and ClusterRoles"
 k apply --server-side --force-conflicts -f crds/roster.dev.yaml -f config/clusterroles.yaml >/dev/null
 k wait --for=condition=Established --timeout=60s \
     crd/organizations.roster.dev crd/projects.roster.dev crd/memberships.roster.dev >/dev/null
+# roster's own namespace: members' credentials, its keys, the security logs.
+k create namespace roster-system --dry-run=client -o yaml | k apply -f - >/dev/null
 
 # Restart roster so that the demo always runs the binary just built.
 if pid=$(cat "$state/roster.pid" 2>/dev/null) && grep -q "roster" "/proc/$pid/cmdline" 2>/dev/null; then
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 fi
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-echo "==> starting roster: controller + admission webhook on 127.0.0.1:$port (log: $state/roster.log)"
-setsid nohup "$roster" run --webhook-addr "127.0.0.1:$port" >"$state/roster.log" 2>&1 </dev/null &
+port=$(free_port)
+echo "==> starting roster: controller, admission webhook on 127.0.0.1:$port, identity server at $identity_url"
+echo "    (log: $state/roster.log; security events: $state/security.jsonl)"
+setsid nohup "$roster" run --webhook-addr "127.0.0.1:$port" --namespace roster-system \
+    --identity-addr "127.0.0.1:$identity_port" --identity-url "$identity_url" \
+    --identity-cert "$state/identity/tls.crt" --identity-key "$state/identity/tls.key" \
+    >"$state/security.jsonl" 2>"$state/roster.log" </dev/null &
 echo $! >"$state/roster.pid"
 # The API server picks up the webhook configuration asynchronously: wait until the webhook
 # refuses something only it refuses.
@@ -64,7 +102,27 @@ for ns in $(k get projects -n acme -o jsonpath='{.items[*].status.namespace}'); 
     k get rolebindings -n "$ns" -l app.kubernetes.io/managed-by=roster \
         -o custom-columns='BINDING:.metadata.name,CLUSTERROLE:.roleRef.name,MEMBERS:.subjects[*].name' | sed 's/^/    /'
 done
+echo "$identity_url" >"$state/identity-url"
+link=""
+for _ in $(seq 60); do
+    link=$(k get secret roster-invitation-bob -n acme -o jsonpath='{.data.link}' 2>/dev/null | base64 -d || true)
+    [ -n "$link" ] && break
+    sleep 0.5
+done
 cat <<TEXT
+
+Identity server: $identity_url   (also in $state/identity-url; its certificate is made
+locally, so the browser asks you to accept it once)
+bob@acme.example's invitation (kubectl get secret roster-invitation-bob -n acme):
+  ${link:-"(not issued yet: kubectl get secret roster-invitation-bob -n acme)"}
+Open it: set a password, scan the QR code with any authenticator app, log in.
+Then kubectl as bob, through roster's token webhook:
+  kubectl config set-credentials bob --exec-api-version=client.authentication.k8s.io/v1 \\
+    --exec-command=$roster --exec-arg=login --exec-arg=--server=$identity_url \\
+    --exec-arg=--organization=acme --exec-arg=--email=bob@acme.example \\
+    --exec-arg=--ca-file=$PWD/$state/identity/ca.crt --exec-interactive-mode=IfAvailable
+  kubectl --user bob auth whoami
+  $roster security-log acme
 
 The control plane keeps running. Try it:
   export KUBECONFIG=$KUBECONFIG

@@ -431,15 +431,21 @@ async fn start_identity(
         .clone()
         .unwrap_or_else(|| format!("https://{addr}"));
     let log = audit::SecurityLog::start(client.clone(), namespace, stores.memberships.clone());
-    let identity = std::sync::Arc::new(service::Identity::new(
-        client.clone(),
-        namespace,
-        keys,
-        hasher,
-        public_url.clone(),
-        mailer,
-        log,
-    ));
+    let Some(credentials) = stores.credentials.clone() else {
+        return Err("internal: the credential cache is missing".into());
+    };
+    let identity = std::sync::Arc::new(
+        service::Identity::new(
+            client.clone(),
+            namespace,
+            keys,
+            hasher,
+            public_url.clone(),
+            mailer,
+            log,
+        )
+        .with_credential_cache(credentials.clone()),
+    );
     let certs = match (&args.identity_cert, &args.identity_key) {
         (Some(cert), Some(key)) => webhook::Certificates::from_pem_files(cert, key, None)?,
         _ => {
@@ -455,9 +461,6 @@ async fn start_identity(
             );
             webhook::Certificates::generate(&[host])?
         }
-    };
-    let Some(credentials) = stores.credentials.clone() else {
-        return Err("internal: the credential cache is missing".into());
     };
     let state = std::sync::Arc::new(server::AppState {
         identity: identity.clone(),

@@ -140,7 +140,9 @@ pub async fn attempt(
     policy: &Policy,
     now: u64,
 ) -> Result<Attempt, store::Error> {
-    let first = store.get(org, email).await?;
+    let _one_at_a_time = store.lock_member(org, email).await;
+    let read = store.get_for_update(org, email).await?;
+    let first = read.0.clone();
     if let Verdict::Locked { until } = lockout::gate(&store::lockout_record(&first), now) {
         return Ok(Attempt::Locked { until });
     }
@@ -153,7 +155,7 @@ pub async fn attempt(
     };
     let owner = Store::secret_name(org, email);
     store
-        .update(org, email, |latest| {
+        .update_from(org, email, Some(read), |latest| {
             // A seed that cannot be opened (key rotated, record damaged) fails the code check
             // rather than letting the password alone through.
             let seed = latest.totp_sealed.as_ref().map(|s| {

@@ -124,6 +124,15 @@ impl Identity {
     }
 
     /// The accept link for a token.
+    /// Reads credentials through the controller's watch (see `Store::with_cache`).
+    pub fn with_credential_cache(
+        mut self,
+        cache: kube::runtime::reflector::Store<KubeSecret>,
+    ) -> Identity {
+        self.store = self.store.with_cache(cache);
+        self
+    }
+
     pub fn accept_link(&self, org: &str, membership: &str, token: &Secret) -> Secret {
         Secret::new(format!(
             "{}/accept?org={org}&member={membership}&token={}",

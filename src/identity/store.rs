@@ -4,11 +4,13 @@
 //! so concurrent logins serialise: 50 parallel wrong passwords against a limit of 10 count
 //! exactly 10 and lock, and the other 40 are refused as locked without being counted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use kube::api::{ObjectMeta, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store as Cache};
 use kube::{Api, Client};
 use ring::digest::{SHA256, digest};
 use serde::{Deserialize, Serialize};
@@ -137,9 +139,19 @@ impl Error {
     }
 }
 
+/// A record as read, with the Secret that holds it.
+pub struct Read(pub Record, Box<KubeSecret>);
+
 pub struct Store {
     api: Api<KubeSecret>,
     namespace: String,
+    /// The controller's watch of credential Secrets, when there is one: reads come from it,
+    /// not from the API server.
+    cache: Option<Cache<KubeSecret>>,
+    /// Secrets this process wrote that the watch may not have delivered yet (write-through).
+    written: Mutex<HashMap<String, Arc<KubeSecret>>>,
+    /// One lock per member: this process decides one attempt of a member at a time.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Store {
@@ -148,6 +160,63 @@ impl Store {
         Store {
             api: Api::namespaced(client, namespace),
             namespace: namespace.to_string(),
+            cache: None,
+            written: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Reads through the controller's watch of credential Secrets (plus this process's own
+    /// writes) instead of the API server. Exact for one identity server process (see
+    /// `lock_member`); compare-and-swap keeps every write exact across processes.
+    pub fn with_cache(mut self, cache: Cache<KubeSecret>) -> Store {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Serialises this process's attempts for one member: with the watch plus own writes as
+    /// the source of reads, a success is then decided on the latest state this process knows
+    /// (every earlier attempt's lock or failure included), and parallel guesses after a lock
+    /// are refused without hashing.
+    pub async fn lock_member(&self, org: &str, email: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let name = Store::secret_name(org, email);
+        let lock = self
+            .locks
+            .lock()
+            .map(|mut m| m.entry(name).or_default().clone())
+            .unwrap_or_default();
+        lock.lock_owned().await
+    }
+
+    /// The newest copy this process knows: the watch's, or its own write if the watch has
+    /// not caught up (resourceVersions of one object only grow; etcd's are integers).
+    fn known(&self, name: &str) -> Option<KubeSecret> {
+        let cache = self.cache.as_ref()?;
+        let watched = cache.get(&ObjectRef::new(name).within(&self.namespace));
+        let rv = |s: &KubeSecret| {
+            s.metadata
+                .resource_version
+                .as_deref()
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let mut written = self.written.lock().ok()?;
+        let own = written.get(name).cloned();
+        match (watched, own) {
+            (Some(w), Some(o)) if rv(&w) >= rv(&o) && rv(&w).is_some() => {
+                written.remove(name);
+                Some((*w).clone())
+            }
+            (_, Some(o)) => Some((*o).clone()),
+            (Some(w), None) => Some((*w).clone()),
+            (None, None) => None,
+        }
+    }
+
+    fn wrote(&self, s: KubeSecret) {
+        if self.cache.is_some()
+            && let (Some(name), Ok(mut w)) = (s.metadata.name.clone(), self.written.lock())
+        {
+            w.insert(name, Arc::new(s));
         }
     }
 
@@ -167,6 +236,14 @@ impl Store {
     }
 
     async fn read(&self, org: &str, email: &str) -> Result<(Record, KubeSecret), Error> {
+        if let Some(s) = self.known(&Store::secret_name(org, email)) {
+            return Ok((Store::parse(&s)?, s));
+        }
+        self.read_fresh(org, email).await
+    }
+
+    /// From the API server (after a conflict: someone wrote what this process has not seen).
+    async fn read_fresh(&self, org: &str, email: &str) -> Result<(Record, KubeSecret), Error> {
         let s = self
             .api
             .get_opt(&Store::secret_name(org, email))
@@ -196,6 +273,9 @@ impl Store {
 
     /// Removes a member's credentials (their Membership is gone). Absent is fine.
     pub async fn delete(&self, org: &str, email: &str) -> Result<(), Error> {
+        if let Ok(mut w) = self.written.lock() {
+            w.remove(&Store::secret_name(org, email));
+        }
         match self
             .api
             .delete(&Store::secret_name(org, email), &Default::default())
@@ -229,7 +309,10 @@ impl Store {
             ..Default::default()
         };
         match self.api.create(&PostParams::default(), &secret).await {
-            Ok(_) => Ok(()),
+            Ok(created) => {
+                self.wrote(created);
+                Ok(())
+            }
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -239,17 +322,47 @@ impl Store {
         Ok(self.read(org, email).await?.0)
     }
 
+    /// The record and the Secret it came from (its resourceVersion), for `update_from`.
+    pub async fn get_for_update(&self, org: &str, email: &str) -> Result<Read, Error> {
+        let (r, s) = self.read(org, email).await?;
+        Ok(Read(r, Box::new(s)))
+    }
+
     /// Applies `change` to the latest record with compare-and-swap, retrying on conflicts.
     /// `change` returns None to leave the record as it is.
     pub async fn update<T>(
         &self,
         org: &str,
         email: &str,
+        change: impl FnMut(&Record) -> (Option<Record>, T),
+    ) -> Result<T, Error> {
+        self.update_from(org, email, None, change).await
+    }
+
+    /// `update`, starting from a record the caller has just read (saves a read when nothing
+    /// wrote in between, the common case).
+    pub async fn update_from<T>(
+        &self,
+        org: &str,
+        email: &str,
+        mut first: Option<Read>,
         mut change: impl FnMut(&Record) -> (Option<Record>, T),
     ) -> Result<T, Error> {
         const ATTEMPTS: u32 = 200;
+        let mut conflicted = false;
         for _ in 0..ATTEMPTS {
-            let (record, mut secret) = self.read(org, email).await?;
+            let Read(record, mut secret) = match first.take() {
+                Some(r) => r,
+                None if conflicted => {
+                    let (r, s) = self.read_fresh(org, email).await?;
+                    self.wrote(s.clone());
+                    Read(r, Box::new(s))
+                }
+                None => {
+                    let (r, s) = self.read(org, email).await?;
+                    Read(r, Box::new(s))
+                }
+            };
             let (next, out) = change(&record);
             let Some(next) = next else { return Ok(out) };
             secret.data = Some(BTreeMap::from([(
@@ -266,8 +379,11 @@ impl Store {
                 )
                 .await
             {
-                Ok(_) => return Ok(out),
-                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Ok(written) => {
+                    self.wrote(written);
+                    return Ok(out);
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => conflicted = true,
                 Err(e) => return Err(e.into()),
             }
         }

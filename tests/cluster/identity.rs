@@ -11,6 +11,19 @@ use roster::identity::store::{Record, Store};
 
 use crate::harness::{cluster, shared};
 
+/// A Store reading through a watch of `ns`'s credential Secrets, as `roster run` has one.
+async fn cached_store(client: kube::Client, ns: &str) -> Store {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), ns);
+    let (reader, writer) = reflector::store();
+    let wc = watcher::Config::default().fields("type=roster.dev/credentials");
+    tokio::spawn(watcher(api, wc).reflect(writer).for_each(|_| async {}));
+    reader.wait_until_ready().await.expect("watch ready");
+    Store::new(client, ns).with_cache(reader)
+}
+
 // The guard orders this test against the API server restart test; each test has a runtime of
 // its own, so holding it across an await blocks nothing else.
 #[allow(clippy::await_holding_lock)]
@@ -19,19 +32,35 @@ async fn parallel_wrong_passwords_count_exactly_to_the_limit() {
     let _api = shared();
     let c = cluster();
     let own_ns = c.namespace("roster-system");
-    let store = Store::new(c.client().await, &own_ns);
+    let client = c.client().await;
+    // Reading from the API server; through a watch (as roster runs); and two processes with
+    // a watch each (two replicas): compare-and-swap keeps the count exact in all three.
+    let plain = [Store::new(client.clone(), &own_ns)];
+    let cached = [cached_store(client.clone(), &own_ns).await];
+    let replicas = [
+        cached_store(client.clone(), &own_ns).await,
+        cached_store(client.clone(), &own_ns).await,
+    ];
+    count_exactly(&client, &plain, "bob@acme.example").await;
+    count_exactly(&client, &cached, "carl@acme.example").await;
+    count_exactly(&client, &replicas, "dave@acme.example").await;
+}
+
+async fn count_exactly(client: &kube::Client, stores: &[Store], email: &'static str) {
+    let store = &stores[0];
     // Small argon2 parameters: this test is about counting, not hashing cost.
     let hasher = Hasher::new(1024, 1, 1, 4).expect("params");
     let phc = hasher
         .hash(&Secret::new("correct horse battery staple"))
         .await
         .expect("hash");
-    let (org, email) = ("acme", "bob@acme.example");
+    let org = "acme";
     store
         .create(
             org,
             email,
             &Record {
+                email: email.into(),
                 password_hash: Some(phc),
                 ..Default::default()
             },
@@ -43,14 +72,13 @@ async fn parallel_wrong_passwords_count_exactly_to_the_limit() {
         lock_seconds: 900,
     };
     let now = 1_700_000_000;
-
     let (key, _) = seal::Key::generate();
     let keys = Keys {
         hasher: &hasher,
         seal: &key,
     };
-    let attempt = |password: &'static str, now: u64| {
-        let (store, keys, policy) = (&store, &keys, &policy);
+    let attempt = |i: usize, password: &'static str, now: u64| {
+        let (store, keys, policy) = (&stores[i % stores.len()], &keys, &policy);
         async move {
             login::attempt(
                 store,
@@ -65,7 +93,7 @@ async fn parallel_wrong_passwords_count_exactly_to_the_limit() {
             .await
         }
     };
-    let outcomes = join_all((0..50).map(|_| attempt("not the password", now))).await;
+    let outcomes = join_all((0..50).map(|i| attempt(i, "not the password", now))).await;
     let outcomes: Vec<Attempt> = outcomes.into_iter().map(|o| o.expect("attempt")).collect();
     let counted = outcomes
         .iter()
@@ -75,23 +103,37 @@ async fn parallel_wrong_passwords_count_exactly_to_the_limit() {
         .iter()
         .filter(|o| matches!(o, Attempt::Locked { .. }))
         .count();
-    assert_eq!((counted, refused), (10, 40), "{outcomes:?}");
-    let record = store.get(org, email).await.expect("record");
+    assert_eq!(
+        (counted, refused),
+        (10, 40),
+        "{} store(s): {outcomes:?}",
+        stores.len()
+    );
+    let record = Store::new(client.clone(), store.namespace())
+        .get(org, email)
+        .await
+        .expect("record");
     assert_eq!((record.failed, record.locked_until), (10, Some(now + 900)));
 
     // Locked means locked: even the right password is refused, and not counted.
-    assert_eq!(
-        attempt("correct horse battery staple", now + 1)
-            .await
-            .expect("attempt"),
-        Attempt::Locked { until: now + 900 }
-    );
+    for i in 0..stores.len() {
+        assert_eq!(
+            attempt(i, "correct horse battery staple", now + 1)
+                .await
+                .expect("attempt"),
+            Attempt::Locked { until: now + 900 }
+        );
+    }
     store.unlock(org, email).await.expect("unlock");
     assert!(matches!(
-        attempt("correct horse battery staple", now + 2)
+        attempt(0, "correct horse battery staple", now + 2)
             .await
             .expect("attempt"),
         Attempt::Accepted { .. }
     ));
-    assert_eq!(store.get(org, email).await.expect("record").failed, 0);
+    let record = Store::new(client.clone(), store.namespace())
+        .get(org, email)
+        .await
+        .expect("record");
+    assert_eq!(record.failed, 0);
 }

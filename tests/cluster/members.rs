@@ -592,6 +592,17 @@ async fn invitations_are_resent_and_expire() {
     let (status, page) = identity_request(c, "GET", &second, "text/plain", "").await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("dave@acme.example"));
+    // Admins read invitation links; Members do not.
+    let can = |who: &str| {
+        c.kubectl_ok(&["auth", "can-i", "get", "secret/roster-invitation-dave", "-n", &ns, "--as", who])
+            .trim()
+            .to_string()
+    };
+    wait_for("the admin to read invitation links", Duration::from_secs(30), || {
+        (can("carl@acme.example") == "yes").then_some(())
+    });
+    let out = c.kubectl(&["auth", "can-i", "get", "secret/roster-invitation-dave", "-n", &ns, "--as", "dave@acme.example"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
     // A forged token for a real member.
     let forged = format!("/accept?org={ns}&member=dave&token={}", urlencode("AAAA"));
     assert_eq!(

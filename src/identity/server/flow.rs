@@ -318,10 +318,12 @@ pub fn review(
     if c.purpose != token::SESSION {
         return Err("TokenWrongPurpose");
     }
-    let (_, m) = member(state, &c.org, &c.email).ok_or("MemberGone")?;
-    if m.name_any() != c.membership {
-        return Err("MemberGone");
-    }
+    // By name (no scan): TokenReview is on every kubectl call.
+    let m = state
+        .memberships
+        .get(&kube::runtime::reflector::ObjectRef::new(&c.membership).within(&c.org))
+        .filter(|m| m.spec.email.eq_ignore_ascii_case(&c.email))
+        .ok_or("MemberGone")?;
     if let Some(why) = refused(&m, now) {
         return Err(why);
     }

@@ -1,0 +1,288 @@
+//! Login throughput against raw argon2id throughput, measured side by side in one run.
+//!
+//! Logins go through roster's real identity router (`POST /api/v1/login`, in process, no TLS)
+//! with the real credential store (reads through a watch, compare-and-swap writes) on a real
+//! kube-apiserver (started here with devcluster),
+//! OWASP argon2id parameters (m = 19 MiB, t = 2, p = 1) and the hashing cap at the number of
+//! CPUs. The baseline is the same `Hasher::verify` called directly with the same concurrency.
+//! Rounds alternate (raw, login, raw, login, ...) so that machine noise hits both alike.
+//!
+//! `cargo bench --bench login` (or `make bench`) prints a Markdown table (the lines starting
+//! with `|`; the security log's JSON lines go to standard output too, as in production).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use http::Request;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::PostParams;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher::Event;
+use roster::api::{Membership, MembershipSpec, OrgRole, Organization, OrganizationSpec};
+use roster::identity::Secret;
+use roster::identity::audit::SecurityLog;
+use roster::identity::password::Hasher;
+use roster::identity::server::{AppState, router};
+use roster::identity::service::{Identity, Keys};
+use roster::identity::store::Record;
+use tower::ServiceExt;
+
+const MEMBERS: usize = 32;
+const IN_FLIGHT: usize = 8;
+const ROUNDS: usize = 3;
+const ROUND: Duration = Duration::from_secs(6);
+const PASSWORD: &str = "correct horse battery staple 42";
+
+fn main() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let build = Command::new(root.join("tests/control-plane/build.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("build.sh");
+    assert!(
+        build.status.success(),
+        "tests/control-plane/build.sh failed"
+    );
+    let bin = std::path::PathBuf::from(
+        String::from_utf8_lossy(&build.stdout)
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or(""),
+    );
+    let dir = root.join(format!("target/bench-cluster/{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut cluster = Command::new(bin.join("devcluster"))
+        .args(["up", "--lifeline", "--dir"])
+        .arg(&dir)
+        .arg("--bin")
+        .arg(&bin)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("devcluster");
+    let _lifeline = cluster.stdin.take();
+    let mut kubeconfig = None;
+    for line in BufReader::new(cluster.stdout.take().expect("stdout")).lines() {
+        let line = line.expect("line");
+        if let Some(k) = line.strip_prefix("kubeconfig=") {
+            kubeconfig = Some(k.to_string());
+        }
+        if line.starts_with("pid=") {
+            break;
+        }
+    }
+    let kubeconfig = kubeconfig.expect("the control plane did not start");
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (raw, login) = rt.block_on(async move {
+        let config = kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
+            &Default::default(),
+        )
+        .await
+        .expect("config");
+        let client = kube::Client::try_from(config).expect("client");
+        let ns: kube::Api<Namespace> = kube::Api::all(client.clone());
+        let _ = ns
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(serde_json::json!({"metadata": {"name": "roster-system"}}))
+                    .expect("ns"),
+            )
+            .await;
+        let hasher = Hasher::owasp(cpus).expect("hasher");
+        let (seal_key, _) = roster::identity::seal::Key::generate();
+        let mut orgs = Writer::<Organization>::default();
+        let mut members = Writer::<Membership>::default();
+        let log = SecurityLog::start(client.clone(), "roster-system", members.as_reader());
+        // As `roster run` has it: credential reads come from a watch.
+        let (credentials, writer) = kube::runtime::reflector::store();
+        let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+            kube::Api::namespaced(client.clone(), "roster-system");
+        tokio::spawn(futures::StreamExt::for_each(
+            kube::runtime::WatchStreamExt::reflect(
+                kube::runtime::watcher(
+                    secrets,
+                    kube::runtime::watcher::Config::default().fields("type=roster.dev/credentials"),
+                ),
+                writer,
+            ),
+            |_| async {},
+        ));
+        let identity = Arc::new(
+            Identity::new(
+                client.clone(),
+                "roster-system",
+                Keys {
+                    seal: seal_key,
+                    signer: roster::identity::token::Signer::new(&[9; 32]),
+                },
+                hasher.clone(),
+                "https://127.0.0.1".into(),
+                None,
+                log,
+            )
+            .with_credential_cache(credentials.clone()),
+        );
+        let mut org = Organization::new(
+            "acme",
+            OrganizationSpec {
+                display_name: None,
+                owner: "m0@acme.example".into(),
+                default_role: OrgRole::Member,
+                admins_see_all_projects: false,
+                security: Default::default(),
+            },
+        );
+        org.metadata.namespace = Some("acme".into());
+        orgs.apply_watcher_event(&Event::Apply(org));
+        let phc = hasher.hash(&Secret::new(PASSWORD)).await.expect("hash");
+        for i in 0..MEMBERS {
+            let email = format!("m{i}@acme.example");
+            let mut m = Membership::new(
+                &format!("m{i}"),
+                MembershipSpec {
+                    email: email.clone(),
+                    display_name: None,
+                    role: None,
+                    projects: vec![],
+                    disabled: false,
+                    mfa: None,
+                    expires_at: None,
+                },
+            );
+            m.metadata.namespace = Some("acme".into());
+            members.apply_watcher_event(&Event::Apply(m));
+            identity
+                .store
+                .create(
+                    "acme",
+                    &email,
+                    &Record {
+                        email: email.clone(),
+                        password_hash: Some(phc.clone()),
+                        accepted_at: Some(1),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .expect("record");
+        }
+        let state = Arc::new(AppState {
+            identity,
+            orgs: orgs.as_reader(),
+            memberships: members.as_reader(),
+            credentials,
+            subject_prefix: String::new(),
+            revocations: Default::default(),
+        });
+        let app = router(state);
+        let (mut raw, mut login) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            let (h, p) = (hasher.clone(), phc.clone());
+            raw.push(
+                measure(move |_| {
+                    let (hasher, phc) = (h.clone(), p.clone());
+                    async move {
+                        hasher
+                            .verify(&Secret::new(PASSWORD), &phc)
+                            .await
+                            .unwrap_or(false)
+                    }
+                })
+                .await,
+            );
+            let a = app.clone();
+            login.push(
+                measure(move |i| {
+                    let app = a.clone();
+                    async move {
+                        let body = serde_json::json!({"organization": "acme",
+                        "email": format!("m{}@acme.example", i % MEMBERS), "password": PASSWORD});
+                        let req = Request::post("/api/v1/login")
+                            .header("content-type", "application/json")
+                            .body(Body::from(body.to_string()))
+                            .expect("request");
+                        app.oneshot(req)
+                            .await
+                            .is_ok_and(|r| r.status().is_success())
+                    }
+                })
+                .await,
+            );
+        }
+        (raw, login)
+    });
+    drop(cluster);
+    let sum = |v: &[(usize, usize, f64)]| {
+        let ok: usize = v.iter().map(|r| r.0).sum();
+        let bad: usize = v.iter().map(|r| r.1).sum();
+        let secs: f64 = v.iter().map(|r| r.2).sum();
+        (ok, bad, ok as f64 / secs)
+    };
+    let (raw_ok, raw_bad, raw_rate) = sum(&raw);
+    let (login_ok, login_bad, login_rate) = sum(&login);
+    println!(
+        "| ({cpus} CPUs; argon2id m=19 MiB t=2 p=1; {IN_FLIGHT} in flight; {ROUNDS} alternating rounds of {} s) | completed | failed | per second | vs raw |",
+        ROUND.as_secs()
+    );
+    println!("|---|---|---|---|---|");
+    println!("| raw `Hasher::verify` (baseline) | {raw_ok} | {raw_bad} | {raw_rate:.1} | 100% |");
+    println!(
+        "| `POST /api/v1/login` (caches, credential read from the watch, argon2, lockout, token, security log) | {login_ok} | {login_bad} | {login_rate:.1} | {:.0}% |",
+        100.0 * login_rate / raw_rate
+    );
+    for (i, (r, l)) in raw.iter().zip(&login).enumerate() {
+        println!(
+            "| round {}: raw {:.1}/s, login {:.1}/s | | | | {:.0}% |",
+            i + 1,
+            r.0 as f64 / r.2,
+            l.0 as f64 / l.2,
+            100.0 * (l.0 as f64 / l.2) / (r.0 as f64 / r.2)
+        );
+    }
+}
+
+/// Runs `op` with IN_FLIGHT concurrent workers for ROUND; returns (ok, failed, seconds).
+async fn measure<F, Fut>(op: F) -> (usize, usize, f64)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static + Clone,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let ok = Arc::new(AtomicUsize::new(0));
+    let bad = Arc::new(AtomicUsize::new(0));
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..IN_FLIGHT {
+        let (op, ok, bad, next) = (op.clone(), ok.clone(), bad.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            while start.elapsed() < ROUND {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if op(i).await {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    (
+        ok.load(Ordering::Relaxed),
+        bad.load(Ordering::Relaxed),
+        start.elapsed().as_secs_f64(),
+    )
+}
