@@ -281,6 +281,13 @@ mod tests {
                 want: failed(Failure::Code(totp::Error::Malformed), 1),
             },
             Case {
+                name: "nine digits",
+                password_ok: true,
+                code: Some("123456789"),
+                seed: Some(&seed),
+                want: failed(Failure::Code(totp::Error::Malformed), 1),
+            },
+            Case {
                 name: "letters",
                 password_ok: true,
                 code: Some("12a456"),

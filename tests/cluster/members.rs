@@ -498,6 +498,31 @@ async fn failed_logins_lock_and_an_admin_unlocks() {
         page.contains("id=\"secret\""),
         "the login page goes on to enrolment: {page}"
     );
+    // Enrol from there; then an admin resets carl's MFA: enrolment is due again at next login.
+    let secret: String = between(&page, "id=\"secret\">", "<").replace(' ', "");
+    let seed = base32::decode(base32::Alphabet::Rfc4648 { padding: false }, &secret).expect("seed");
+    let ticket = between(&page, "name=\"ticket\" value=\"", "\"").to_string();
+    let (status, page) = post_form(
+        c,
+        "/enrol",
+        &[("ticket", &ticket), ("code", &code(&seed, unix() / 30))],
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    wait_field(c, &ns, "carl", ".status.mfa.state", "Enrolled");
+    let (status, body) = login_api(c, &ns, "carl@acme.example", PASSWORD, None).await;
+    assert_eq!(status, 401, "enrolled: the code is required: {body}");
+    c.kubectl_ok(&[
+        "annotate",
+        "membership",
+        "carl",
+        "-n",
+        &ns,
+        "roster.dev/reset-mfa=once",
+    ]);
+    wait_field(c, &ns, "carl", ".status.mfa.state", "Pending");
+    let (status, body) = login_api(c, &ns, "carl@acme.example", PASSWORD, None).await;
+    assert_eq!(status, 403, "after the reset, enrolment again: {body}");
 
     // Bad input: each a clear error, never a panic, never a success.
     let huge = "x".repeat(1 << 20);
@@ -554,17 +579,29 @@ async fn failed_logins_lock_and_an_admin_unlocks() {
     // Another organization's name with carl's address: nothing.
     let (status, _) = login_api(c, "kube-system", "carl@acme.example", PASSWORD, None).await;
     assert_eq!(status, 401);
-    let events = c.kubectl_ok(&[
-        "get",
-        "events",
-        "-n",
-        &ns,
-        "--field-selector",
-        "involvedObject.name=carl",
-        "-o",
-        "jsonpath={.items[*].reason}",
-    ]);
-    assert!(events.contains("Unlocked"), "{events}");
+    // The security log's Events (written in batches, within about a second).
+    wait_for("carl's security Events", Duration::from_secs(15), || {
+        let events = c.kubectl_ok(&[
+            "get",
+            "events",
+            "-n",
+            &ns,
+            "--field-selector",
+            "involvedObject.name=carl",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ]);
+        [
+            "Unlocked",
+            "MfaReset",
+            "LoginFailed",
+            "Locked",
+            "MfaEnrolled",
+        ]
+        .iter()
+        .all(|r| events.contains(r))
+        .then_some(())
+    });
 }
 
 #[allow(clippy::await_holding_lock)]
@@ -594,14 +631,34 @@ async fn invitations_are_resent_and_expire() {
     assert!(page.contains("dave@acme.example"));
     // Admins read invitation links; Members do not.
     let can = |who: &str| {
-        c.kubectl_ok(&["auth", "can-i", "get", "secret/roster-invitation-dave", "-n", &ns, "--as", who])
-            .trim()
-            .to_string()
+        c.kubectl_ok(&[
+            "auth",
+            "can-i",
+            "get",
+            "secret/roster-invitation-dave",
+            "-n",
+            &ns,
+            "--as",
+            who,
+        ])
+        .trim()
+        .to_string()
     };
-    wait_for("the admin to read invitation links", Duration::from_secs(30), || {
-        (can("carl@acme.example") == "yes").then_some(())
-    });
-    let out = c.kubectl(&["auth", "can-i", "get", "secret/roster-invitation-dave", "-n", &ns, "--as", "dave@acme.example"]);
+    wait_for(
+        "the admin to read invitation links",
+        Duration::from_secs(30),
+        || (can("carl@acme.example") == "yes").then_some(()),
+    );
+    let out = c.kubectl(&[
+        "auth",
+        "can-i",
+        "get",
+        "secret/roster-invitation-dave",
+        "-n",
+        &ns,
+        "--as",
+        "dave@acme.example",
+    ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
     // A forged token for a real member.
     let forged = format!("/accept?org={ns}&member=dave&token={}", urlencode("AAAA"));
