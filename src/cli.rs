@@ -208,14 +208,21 @@ pub async fn login(l: &Login) -> Result<(), String> {
         return Err("the identity server answered without a token".into());
     }
     if let Some(p) = &cache {
+        // Created 0600 from the start: the token is a credential.
         let saved = p
             .parent()
             .map(std::fs::create_dir_all)
             .transpose()
-            .and_then(|_| std::fs::write(p, serde_json::to_string(&c).unwrap_or_default()))
             .and_then(|_| {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(p)?;
+                f.write_all(serde_json::to_string(&c).unwrap_or_default().as_bytes())
             });
         if let Err(e) = saved {
             eprintln!("roster: the token is not cached ({}: {e})", p.display());

@@ -3,9 +3,8 @@
 //! Screenshots land in target/browser-artifacts/.
 
 use std::process::Command;
-use std::time::Duration;
 
-use crate::harness::{cluster, root, shared, wait_for};
+use crate::harness::{cluster, link, root, shared};
 
 #[test]
 fn a_newcomer_clicks_through_in_chromium() {
@@ -38,25 +37,7 @@ spec:
         String::from_utf8_lossy(&out.stderr)
     );
     // The owner is invited like everyone else (bootstrap Membership owner-erin).
-    let b64 = wait_for("the owner's invitation", Duration::from_secs(30), || {
-        c.kubectl_try(&[
-            "get",
-            "secret",
-            "roster-invitation-owner-erin",
-            "-n",
-            &ns,
-            "-o",
-            "jsonpath={.data.link}",
-        ])
-        .filter(|s| !s.is_empty())
-    });
-    use base64::Engine;
-    let link = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .expect("base64"),
-    )
-    .expect("utf8");
+    let link = format!("https://{}{}", c.identity_addr, link(c, &ns, "owner-erin"));
     let artifacts = root().join("target/browser-artifacts");
     let _ = std::fs::remove_dir_all(&artifacts);
     let out = Command::new("node")
