@@ -1,5 +1,6 @@
 //! Commands besides `run`: `certificate` (files for the identity server and the API server's
-//! token webhook), `login` (the kubectl exec credential plugin) and `security-log`.
+//! token webhook), `login` (the kubectl exec credential plugin), `security-log`, and the
+//! admin requests `invite link|resend`, `unlock`, `reset-mfa`, `transfer-ownership`.
 //! Installed as `kubectl-roster` on the PATH, the binary is also the kubectl plugin:
 //! `kubectl roster login ...`.
 
@@ -64,6 +65,159 @@ pub async fn security_log(org: &str, namespace: &str, as_json: bool) -> Result<(
     if entries.is_empty() {
         eprintln!("no entries for organization {org} (in namespace {namespace})");
     }
+    Ok(())
+}
+
+/// An HTTPS client for the identity server (its CA from a file, else the system's roots),
+/// built on kube's client stack: no second HTTP stack in the binary.
+fn identity_client(server: &str, ca_file: Option<&Path>) -> Result<kube::Client, String> {
+    let url: http::Uri = server
+        .parse()
+        .map_err(|e| format!("--server {server:?}: {e}"))?;
+    let mut config = kube::Config::new(url);
+    if let Some(ca) = ca_file {
+        use rustls::pki_types::pem::PemObject;
+        let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+        let ders: Vec<Vec<u8>> = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+            .filter_map(Result::ok)
+            .map(|c| c.to_vec())
+            .collect();
+        if ders.is_empty() {
+            return Err(format!("{}: no PEM certificate in it", ca.display()));
+        }
+        config.root_cert = Some(ders);
+    }
+    kube::Client::try_from(config).map_err(|e| format!("cannot build an HTTPS client: {e}"))
+}
+
+/// POSTs JSON to the identity server; the answer's JSON, or its error text.
+async fn post_json(
+    server: &str,
+    ca_file: Option<&Path>,
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let client = identity_client(server, ca_file)?;
+    let req = http::Request::post(path)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Body::from(serde_json::to_vec(body).unwrap_or_default()))
+        .map_err(|e| e.to_string())?;
+    let resp = client
+        .send(req)
+        .await
+        .map_err(|e| format!("cannot reach the identity server at {server}: {e}"))?;
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect_bytes()
+        .await
+        .map_err(|e| format!("the identity server's answer was cut off: {e}"))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    if !status.is_success() {
+        return Err(format!(
+            "refused ({status}): {}",
+            v.get("error")
+                .and_then(|e| e.as_str())
+                .unwrap_or("no reason given")
+        ));
+    }
+    Ok(v)
+}
+
+async fn kube_client(namespace: Option<String>) -> Result<(kube::Client, String), String> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("no Kubernetes configuration: {e}"))?;
+    let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
+    Ok((client, ns))
+}
+
+/// `invite link`: the member's invitation link, or why there is none.
+pub async fn invite_link(member: &str, namespace: Option<String>) -> Result<(), String> {
+    use k8s_openapi::api::core::v1::Secret as KubeSecret;
+    let (client, ns) = kube_client(namespace).await?;
+    let secrets: kube::Api<KubeSecret> = kube::Api::namespaced(client.clone(), &ns);
+    let name = crate::identity::service::invitation_secret_name(member);
+    if let Some(link) = secrets
+        .get_opt(&name)
+        .await
+        .map_err(|e| format!("cannot read Secret {ns}/{name}: {e}"))?
+        .and_then(|s| s.data?.remove("link"))
+    {
+        println!("{}", String::from_utf8_lossy(&link.0));
+        return Ok(());
+    }
+    let memberships: kube::Api<crate::api::Membership> = kube::Api::namespaced(client, &ns);
+    let m = memberships
+        .get_opt(member)
+        .await
+        .map_err(|e| format!("cannot read Membership {ns}/{member}: {e}"))?
+        .ok_or_else(|| format!("there is no Membership {member} in namespace {ns}"))?;
+    let inv = m.status.and_then(|s| s.invitation);
+    Err(match inv {
+        Some(i) if i.state == Some(crate::api::InvitationState::Accepted) => {
+            format!("{member} has accepted their invitation; there is no link any more")
+        }
+        Some(i) if i.delivery.as_deref() == Some("Email") => {
+            format!(
+                "{member}'s invitation went by e-mail; `roster invite resend {member}` sends a new one"
+            )
+        }
+        _ => format!(
+            "no invitation link for {member} yet: is roster running with --identity-addr? (kubectl describe membership {member} -n {ns})"
+        ),
+    })
+}
+
+/// `unlock`, `reset-mfa`, `invite resend`: a request annotation with a new nonce, which roster
+/// acts on once (DESIGN.md §2). The admission webhook decides who may ask.
+pub async fn request(kind: &str, member: &str, namespace: Option<String>) -> Result<(), String> {
+    let (client, ns) = kube_client(namespace).await?;
+    let api: kube::Api<crate::api::Membership> = kube::Api::namespaced(client, &ns);
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos().to_string())
+        .unwrap_or_default();
+    let patch = json!({"metadata": {"annotations": {format!("roster.dev/{kind}"): nonce}}});
+    api.patch(
+        member,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .map_err(|e| match e {
+        kube::Error::Api(s) => format!("{kind} of {member} refused: {}", s.message),
+        e => format!("cannot reach the API server: {e}"),
+    })?;
+    println!(
+        "requested {kind} for {member} in {ns}; roster acts on it once (kubectl describe membership {member} -n {ns})"
+    );
+    Ok(())
+}
+
+/// `transfer-ownership`: the owner re-authenticates; roster moves `spec.owner`.
+pub async fn transfer_ownership(
+    server: &str,
+    ca_file: Option<&Path>,
+    organization: &str,
+    email: &str,
+    to: &str,
+) -> Result<(), String> {
+    let password = secret_input("ROSTER_PASSWORD", &format!("Password for {email}: "))?;
+    let code = match std::env::var("ROSTER_CODE") {
+        Ok(c) => c,
+        Err(_) => secret_input("ROSTER_CODE", "Authentication code (empty if none): ")?,
+    };
+    let body = json!({
+        "organization": organization, "email": email, "password": password,
+        "code": Some(code).filter(|c| !c.is_empty()), "newOwner": to,
+    });
+    post_json(server, ca_file, "/api/v1/ownership-transfer", &body)
+        .await
+        .map_err(|e| format!("ownership transfer {e}"))?;
+    println!(
+        "{to} is now the owner of {organization}; {email} keeps the role their Membership declares"
+    );
     Ok(())
 }
 
@@ -144,54 +298,15 @@ pub async fn login(l: &Login) -> Result<(), String> {
         Ok(c) => c,
         Err(_) => secret_input("ROSTER_CODE", "Authentication code (empty if none): ")?,
     };
-    let url: http::Uri = l
-        .server
-        .parse()
-        .map_err(|e| format!("--server {:?}: {e}", l.server))?;
-    let mut config = kube::Config::new(url);
-    if let Some(ca) = &l.ca_file {
-        use rustls::pki_types::pem::PemObject;
-        let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
-        let ders: Vec<Vec<u8>> = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
-            .filter_map(Result::ok)
-            .map(|c| c.to_vec())
-            .collect();
-        if ders.is_empty() {
-            return Err(format!("{}: no PEM certificate in it", ca.display()));
-        }
-        config.root_cert = Some(ders);
-    }
-    let client =
-        kube::Client::try_from(config).map_err(|e| format!("cannot build an HTTPS client: {e}"))?;
     let body = json!({
         "organization": l.organization,
         "email": l.email,
         "password": password,
         "code": Some(code).filter(|c| !c.is_empty()),
     });
-    let req = http::Request::post("/api/v1/login")
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Body::from(serde_json::to_vec(&body).unwrap_or_default()))
-        .map_err(|e| e.to_string())?;
-    let resp = client
-        .send(req)
+    let v = post_json(&l.server, l.ca_file.as_deref(), "/api/v1/login", &body)
         .await
-        .map_err(|e| format!("cannot reach the identity server at {}: {e}", l.server))?;
-    let status = resp.status();
-    let bytes = resp
-        .into_body()
-        .collect_bytes()
-        .await
-        .map_err(|e| format!("the identity server's answer was cut off: {e}"))?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    if !status.is_success() {
-        return Err(format!(
-            "login refused ({status}): {}",
-            v.get("error")
-                .and_then(|e| e.as_str())
-                .unwrap_or("no reason given")
-        ));
-    }
+        .map_err(|e| format!("login {e}"))?;
     let c = Cached {
         token: v
             .get("token")

@@ -56,6 +56,38 @@ enum Command {
         #[arg(long)]
         cache_dir: Option<PathBuf>,
     },
+    /// Invitations: print a member's link (when no SMTP server sends them), or send a new one.
+    Invite {
+        #[command(subcommand)]
+        action: InviteAction,
+    },
+    /// Unlock a member locked out after failed logins.
+    Unlock {
+        member: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// Reset a member's MFA: they enrol again at their next login; their tokens stop working.
+    ResetMfa {
+        member: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// Move ownership of an organization (asks the owner's password and code).
+    TransferOwnership {
+        #[arg(long, env = "ROSTER_SERVER")]
+        server: String,
+        #[arg(long, env = "ROSTER_ORGANIZATION")]
+        organization: String,
+        /// The current owner.
+        #[arg(long, env = "ROSTER_EMAIL")]
+        email: String,
+        /// The new owner's e-mail (an enabled member who accepted their invitation).
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
     /// Print an organization's security log (logins, lockouts, unlocks, MFA, transfers).
     SecurityLog {
         organization: String,
@@ -65,6 +97,22 @@ enum Command {
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum InviteAction {
+    /// Print the member's invitation link.
+    Link {
+        member: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// Send a new invitation; the previous link stops working.
+    Resend {
+        member: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
     },
 }
 
@@ -189,6 +237,32 @@ fn main() -> ExitCode {
                 cache_dir,
             })
             .await
+        }),
+        Command::Invite {
+            action: InviteAction::Link { member, namespace },
+        } => block_on(async move { roster::cli::invite_link(&member, namespace).await }),
+        Command::Invite {
+            action: InviteAction::Resend { member, namespace },
+        } => {
+            block_on(
+                async move { roster::cli::request("resend-invitation", &member, namespace).await },
+            )
+        }
+        Command::Unlock { member, namespace } => {
+            block_on(async move { roster::cli::request("unlock", &member, namespace).await })
+        }
+        Command::ResetMfa { member, namespace } => {
+            block_on(async move { roster::cli::request("reset-mfa", &member, namespace).await })
+        }
+        Command::TransferOwnership {
+            server,
+            organization,
+            email,
+            to,
+            ca_file,
+        } => block_on(async move {
+            roster::cli::transfer_ownership(&server, ca_file.as_deref(), &organization, &email, &to)
+                .await
         }),
         Command::SecurityLog {
             organization,

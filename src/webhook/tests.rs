@@ -555,6 +555,40 @@ fn single_owner_rules_hold_for_everyone() {
     assert_eq!(reason(&got), "NewOwnerNotActive");
 }
 
+/// Unlock, MFA reset and resend are requests on the Membership: Admins may make them for
+/// Members only (not for Admins, nor for the owner), the owner for anyone.
+#[test]
+fn identity_requests_follow_the_matrix() {
+    let index = acme();
+    let annotate = |name: &str, key: &str| {
+        let old = m_of(&index, name);
+        let mut new = old.clone();
+        new.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(format!("roster.dev/{key}"), "n1".into());
+        (new, old)
+    };
+    for key in ["unlock", "reset-mfa", "resend-invitation"] {
+        for (who, target, want) in [
+            ("bob", "dave", "Allow"),
+            ("bob", "alice", "AdminChangesMembersOnly"),
+            ("alice", "bob", "Allow"),
+            ("root", "bob", "Allow"),
+        ] {
+            let (new, old) = annotate(target, key);
+            let got = check(
+                &index,
+                who,
+                Op::Update,
+                Some(Object::Membership(new)),
+                Some(Object::Membership(old)),
+            );
+            assert_eq!(reason(&got), want, "{who} sets {key} on {target}");
+        }
+    }
+}
+
 /// With identity running, a new owner must also have accepted their invitation (whoever
 /// makes the change: the invitation is what proves the address is theirs).
 #[test]

@@ -313,6 +313,13 @@ enum Role {
 }
 
 /// The permission matrix (DESIGN.md §3) for requests by members of the organization.
+fn request_annotation<'a>(m: &'a Membership, kind: &str) -> Option<&'a String> {
+    m.metadata
+        .annotations
+        .as_ref()?
+        .get(&format!("roster.dev/{kind}"))
+}
+
 fn permitted(req: &Request<'_>, subject: &Object, index: &impl Index, policy: &Policy) -> Decision {
     let ns = req.namespace;
     let Some(org) = index.organization(ns) else {
@@ -461,6 +468,21 @@ fn admin_rules(
                             "OwnerOnly",
                             format!(
                                 "only the owner of organization {ns} may change a member's org role, enable or disable them, or set their expiry"
+                            ),
+                        );
+                    }
+                    // Requests to identity (DESIGN.md §2): Admins may make them for Members.
+                    let requests_changed = ["resend-invitation", "unlock", "reset-mfa"]
+                        .iter()
+                        .any(|k| request_annotation(old, k) != request_annotation(m, k));
+                    if requests_changed
+                        && (target_role == OrgRole::Admin || m.spec.email == org.spec.owner)
+                    {
+                        return deny(
+                            "AdminChangesMembersOnly",
+                            format!(
+                                "{me} is an Admin: Admins may resend invitations, unlock or reset MFA of Members only; ask the owner ({})",
+                                org.spec.owner
                             ),
                         );
                     }

@@ -603,3 +603,16 @@ pub fn accept_invitation(c: &'static Cluster, ns: &str, member: &str) {
     .join()
     .expect("accepting the invitation");
 }
+
+impl Cluster {
+    /// Runs `roster ARGS` as the admin (KUBECONFIG) with extra environment.
+    pub fn roster(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_roster"))
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run roster")
+    }
+}

@@ -303,15 +303,31 @@ async fn a_member_logs_in_with_totp_and_kubectl_follows_the_membership() {
     .await;
     assert_eq!(status, 401, "{text}");
     wait_step(s0 + 2);
-    let (status, text) = identity_request(
-        c,
-        "POST",
-        "/api/v1/ownership-transfer",
-        "application/json",
-        &transfer(PASSWORD, Some(code(&seed, s0 + 2))),
-    )
-    .await;
-    assert_eq!(status, 200, "{text}");
+    // The command (kubectl roster transfer-ownership) over the same endpoint.
+    let server = format!("https://{}", c.identity_addr);
+    let ca = c.identity_certs.join("ca.crt");
+    let code2 = code(&seed, s0 + 2);
+    let out = c.roster(
+        &[
+            "transfer-ownership",
+            "--server",
+            &server,
+            "--ca-file",
+            &ca.to_string_lossy(),
+            "--organization",
+            &ns,
+            "--email",
+            "bob@acme.example",
+            "--to",
+            "carl@acme.example",
+        ],
+        &[("ROSTER_PASSWORD", PASSWORD), ("ROSTER_CODE", &code2)],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         c.kubectl_ok(&[
             "get",
@@ -468,14 +484,13 @@ async fn failed_logins_lock_and_an_admin_unlocks() {
     );
     assert!(!membership_field(c, &ns, "carl", ".status.lockedUntil").is_empty());
 
-    c.kubectl_ok(&[
-        "annotate",
-        "membership",
-        "carl",
-        "-n",
-        &ns,
-        "roster.dev/unlock=first",
-    ]);
+    // `roster unlock` (kubectl roster unlock) sets the request annotation with a new nonce.
+    let out = c.roster(&["unlock", "carl", "-n", &ns], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_field(c, &ns, "carl", ".status.phase", "Active");
     assert_eq!(membership_field(c, &ns, "carl", ".status.failedLogins"), "");
     // MFA is required and carl has not enrolled: the password is right, enrolment comes first.
@@ -512,14 +527,12 @@ async fn failed_logins_lock_and_an_admin_unlocks() {
     wait_field(c, &ns, "carl", ".status.mfa.state", "Enrolled");
     let (status, body) = login_api(c, &ns, "carl@acme.example", PASSWORD, None).await;
     assert_eq!(status, 401, "enrolled: the code is required: {body}");
-    c.kubectl_ok(&[
-        "annotate",
-        "membership",
-        "carl",
-        "-n",
-        &ns,
-        "roster.dev/reset-mfa=once",
-    ]);
+    let out = c.roster(&["reset-mfa", "carl", "-n", &ns], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_field(c, &ns, "carl", ".status.mfa.state", "Pending");
     let (status, body) = login_api(c, &ns, "carl@acme.example", PASSWORD, None).await;
     assert_eq!(status, 403, "after the reset, enrolment again: {body}");
@@ -612,14 +625,19 @@ async fn invitations_are_resent_and_expire() {
     let ns = c.namespace("invites");
     apply(c, &org_yaml(&ns, "bob", ""));
     let first = link(c, &ns, "dave");
-    c.kubectl_ok(&[
-        "annotate",
-        "membership",
-        "dave",
-        "-n",
-        &ns,
-        "roster.dev/resend-invitation=again",
-    ]);
+    let out = c.roster(&["invite", "link", "dave", "-n", &ns], &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("https://{}{first}", c.identity_addr),
+        "roster invite link prints the link: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = c.roster(&["invite", "resend", "dave", "-n", &ns], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let second = wait_for("a new link", Duration::from_secs(30), || {
         let l = link(c, &ns, "dave");
         (l != first).then_some(l)
@@ -629,6 +647,17 @@ async fn invitations_are_resent_and_expire() {
     let (status, page) = identity_request(c, "GET", &second, "text/plain", "").await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("dave@acme.example"));
+    crate::harness::accept(c, &ns, "dave").await;
+    wait_field(c, &ns, "dave", ".status.invitation.state", "Accepted");
+    let out = c.roster(&["invite", "link", "dave", "-n", &ns], &[]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has accepted their invitation"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = c.roster(&["invite", "link", "nobody", "-n", &ns], &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no Membership nobody"));
     // Admins read invitation links; Members do not.
     let can = |who: &str| {
         c.kubectl_ok(&[
