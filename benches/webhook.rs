@@ -136,6 +136,7 @@ fn main() {
             Scenario::DuplicateEmailDenied,
             Scenario::TokenReviewValid,
             Scenario::TokenReviewForged,
+            Scenario::AuthorizeMember,
         ] {
             let base = if scenario.identity() {
                 &identity_base
@@ -179,6 +180,7 @@ enum Scenario {
     DuplicateEmailDenied,
     TokenReviewValid,
     TokenReviewForged,
+    AuthorizeMember,
 }
 
 impl Scenario {
@@ -192,13 +194,16 @@ impl Scenario {
                 "TokenReview of a member's token (authenticated; identity server)"
             }
             Scenario::TokenReviewForged => "TokenReview of a forged token (rejected)",
+            Scenario::AuthorizeMember => {
+                "SubjectAccessReview of a member's request (no opinion; RBAC decides)"
+            }
         }
     }
 
     fn identity(self) -> bool {
         matches!(
             self,
-            Scenario::TokenReviewValid | Scenario::TokenReviewForged
+            Scenario::TokenReviewValid | Scenario::TokenReviewForged | Scenario::AuthorizeMember
         )
     }
 
@@ -206,6 +211,7 @@ impl Scenario {
         match self {
             Scenario::Healthz => "/healthz",
             Scenario::TokenReviewValid | Scenario::TokenReviewForged => "/authenticate",
+            Scenario::AuthorizeMember => "/authorize",
             _ => "/validate",
         }
     }
@@ -213,6 +219,14 @@ impl Scenario {
     fn body(self) -> Option<Value> {
         let (op, user, object, old) = match self {
             Scenario::Healthz => return None,
+            Scenario::AuthorizeMember => {
+                return Some(
+                    json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                    "spec": {"user": "m5@acme.example", "groups": ["roster:acme", "system:authenticated"],
+                        "extra": {"roster.dev/membership": ["m5"], "roster.dev/generation": ["0"]},
+                        "resourceAttributes": {"verb": "get", "resource": "pods", "namespace": "acme-p5"}}}),
+                );
+            }
             Scenario::TokenReviewValid | Scenario::TokenReviewForged => {
                 let key = if self == Scenario::TokenReviewValid {
                     SIGNING_KEY

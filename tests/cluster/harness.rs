@@ -115,15 +115,51 @@ impl Cluster {
             .status()
             .expect("run roster certificate");
         assert!(made.success(), "roster certificate failed");
-        let authn = dir.join("token-webhook.kubeconfig");
-        std::fs::write(
-            &authn,
+        let webhook_kubeconfig = |path: &str| {
             format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: roster\n  cluster:\n    server: https://{identity_addr}/authenticate\n    certificate-authority: {}\nusers:\n- name: apiserver\n  user: {{}}\ncontexts:\n- name: roster\n  context: {{cluster: roster, user: apiserver}}\ncurrent-context: roster\n",
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: roster\n  cluster:\n    server: https://{identity_addr}{path}\n    certificate-authority: {}\nusers:\n- name: apiserver\n  user: {{}}\ncontexts:\n- name: roster\n  context: {{cluster: roster, user: apiserver}}\ncurrent-context: roster\n",
                 identity_certs.join("ca.crt").display()
+            )
+        };
+        let authn = dir.join("token-webhook.kubeconfig");
+        std::fs::write(&authn, webhook_kubeconfig("/authenticate"))
+            .expect("write the token webhook kubeconfig");
+        let authz_kubeconfig = dir.join("authorization-webhook.kubeconfig");
+        std::fs::write(&authz_kubeconfig, webhook_kubeconfig("/authorize"))
+            .expect("write the authorization webhook kubeconfig");
+        // roster's authorization webhook is asked first, only for roster's members (the match
+        // condition), and never cached: it denies a member no longer in good standing at once;
+        // otherwise it has no opinion and RBAC decides.
+        let authz = dir.join("authorization.yaml");
+        std::fs::write(
+            &authz,
+            format!(
+                r#"apiVersion: apiserver.config.k8s.io/v1
+kind: AuthorizationConfiguration
+authorizers:
+- type: Webhook
+  name: roster
+  webhook:
+    timeout: 3s
+    subjectAccessReviewVersion: v1
+    matchConditionSubjectAccessReviewVersion: v1
+    failurePolicy: Deny
+    authorizedTTL: 1s
+    unauthorizedTTL: 1s
+    cacheAuthorizedRequests: false
+    cacheUnauthorizedRequests: false
+    connectionInfo:
+      type: KubeConfigFile
+      kubeConfigFile: {}
+    matchConditions:
+    - expression: "request.groups.exists(g, g.startsWith('roster:'))"
+- type: RBAC
+  name: rbac
+"#,
+                authz_kubeconfig.display()
             ),
         )
-        .expect("write the token webhook kubeconfig");
+        .expect("write the authorization configuration");
         let mut flags: Vec<String> = vec![
             format!(
                 "--authentication-token-webhook-config-file={}",
@@ -132,6 +168,7 @@ impl Cluster {
             "--authentication-token-webhook-version=v1".into(),
             // No cache: a disabled member's next request is refused (production keeps a short one).
             "--authentication-token-webhook-cache-ttl=0s".into(),
+            format!("--authorization-config={}", authz.display()),
         ];
         flags.extend(extra_apiserver_flags.iter().map(|f| f.to_string()));
         let build = Command::new(root().join("tests/control-plane/build.sh"))

@@ -8,6 +8,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewStatus, UserInfo};
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde::Deserialize;
@@ -227,7 +228,21 @@ pub async fn authenticate(State(state): State<Arc<AppState>>, body: axum::body::
                     username: Some(format!("{}{}", state.subject_prefix, m.spec.email)),
                     uid: m.metadata.uid.clone(),
                     groups: Some(vec![format!("roster:{}", c.org)]),
-                    extra: None,
+                    // Handed back in SubjectAccessReviews (`/authorize`) to find the member by
+                    // name and check the token's generation.
+                    extra: Some(
+                        [
+                            (
+                                flow::EXTRA_MEMBERSHIP.to_string(),
+                                vec![c.membership.clone()],
+                            ),
+                            (
+                                flow::EXTRA_GENERATION.to_string(),
+                                vec![c.generation.to_string()],
+                            ),
+                        ]
+                        .into(),
+                    ),
                 }),
                 error: None,
             }
@@ -256,4 +271,45 @@ pub async fn authenticate(State(state): State<Arc<AppState>>, body: axum::body::
         o.insert("kind".into(), json!("TokenReview"));
     }
     Json(v).into_response()
+}
+
+/// The API server's authorization webhook (structured authorization configuration, asked only
+/// for requests by roster's members, before RBAC): denies a member who is no longer in good
+/// standing, else has no opinion.
+pub async fn authorize(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
+    let review: SubjectAccessReview = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "Malformed",
+                &format!("not a SubjectAccessReview: {e}"),
+            );
+        }
+    };
+    let groups = review.spec.groups.clone().unwrap_or_default();
+    let extra = review.spec.extra.clone().unwrap_or_default();
+    tracing::debug!(
+        user = review.spec.user.as_deref().unwrap_or(""),
+        ?groups,
+        ?extra,
+        "authorization review"
+    );
+    let status = match flow::authorize(&state, &groups, &extra, super::now()) {
+        Ok(()) => json!({"allowed": false}),
+        Err(reason) => {
+            tracing::info!(
+                reason,
+                user = review.spec.user.as_deref().unwrap_or(""),
+                "request denied: member no longer in good standing"
+            );
+            json!({"allowed": false, "denied": true, "reason": format!("roster: {reason}")})
+        }
+    };
+    Json(json!({
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "status": status,
+    }))
+    .into_response()
 }

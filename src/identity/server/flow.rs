@@ -318,31 +318,79 @@ pub fn review(
     if c.purpose != token::SESSION {
         return Err("TokenWrongPurpose");
     }
-    // By name (no scan): TokenReview is on every kubectl call.
+    let m = standing(
+        state,
+        &c.org,
+        &c.membership,
+        Some(&c.email),
+        c.generation,
+        now,
+    )?;
+    Ok((c, m))
+}
+
+/// Keys of the user `extra` that TokenReview returns and SubjectAccessReview gets back.
+pub const EXTRA_MEMBERSHIP: &str = "roster.dev/membership";
+pub const EXTRA_GENERATION: &str = "roster.dev/generation";
+
+/// The authorization webhook's question for a request by one of roster's members: is the
+/// member still in good standing *now*? The API server caches token authentications for 10 s
+/// (built in); asking here on every request (no cache) makes a disabled member's very next
+/// call fail. `Ok(())` = no opinion (RBAC decides); `Err` = deny, with the reason.
+pub fn authorize(
+    state: &AppState,
+    groups: &[String],
+    extra: &std::collections::BTreeMap<String, Vec<String>>,
+    now: u64,
+) -> Result<(), &'static str> {
+    let Some(org) = groups.iter().find_map(|g| g.strip_prefix("roster:")) else {
+        return Ok(());
+    };
+    let first = |k: &str| extra.get(k).and_then(|v| v.first());
+    // A group that merely looks like roster's (another authenticator's) is not ours to judge.
+    let Some(name) = first(EXTRA_MEMBERSHIP) else {
+        return Ok(());
+    };
+    let generation = first(EXTRA_GENERATION)
+        .and_then(|g| g.parse().ok())
+        .ok_or("TokenMalformed")?;
+    standing(state, org, name, None, generation, now).map(|_| ())
+}
+
+/// The member behind a token: present, enabled, unexpired, not revoked or locked, and of the
+/// token's credential generation. Reads caches only (by name, no scan).
+fn standing(
+    state: &AppState,
+    org: &str,
+    membership: &str,
+    email: Option<&str>,
+    generation: u64,
+    now: u64,
+) -> Result<Arc<Membership>, &'static str> {
     let m = state
         .memberships
-        .get(&kube::runtime::reflector::ObjectRef::new(&c.membership).within(&c.org))
-        .filter(|m| m.spec.email.eq_ignore_ascii_case(&c.email))
+        .get(&kube::runtime::reflector::ObjectRef::new(membership).within(org))
+        .filter(|m| email.is_none_or(|e| m.spec.email.eq_ignore_ascii_case(e)))
         .ok_or("MemberGone")?;
     if let Some(why) = refused(&m, now) {
         return Err(why);
     }
-    if state.revocations.revoked(&c.org, &c.email) {
+    if state.revocations.revoked(org, &m.spec.email) {
         return Err("Revoked");
     }
     let cred = state
         .credentials
         .get(
-            &kube::runtime::reflector::ObjectRef::new(&Store::secret_name(&c.org, &c.email))
+            &kube::runtime::reflector::ObjectRef::new(&Store::secret_name(org, &m.spec.email))
                 .within(state.identity.store.namespace()),
         )
         .ok_or("CredentialsGone")?;
     let record = Store::parse(&cred).map_err(|e| e.reason())?;
-    if record.generation != c.generation {
+    if record.generation != generation {
         return Err("TokenRevoked");
     }
     if record.locked_until.is_some_and(|u| u > now) {
         return Err("Locked");
     }
-    Ok((c, m))
+    Ok(m)
 }

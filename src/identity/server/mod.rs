@@ -1,7 +1,7 @@
 //! The identity HTTP server: pages for people (accept an invitation, set a password, enrol
 //! TOTP, log in, see one's organizations), a JSON API for tools (`POST /api/v1/login`,
 //! `POST /api/v1/ownership-transfer`) and the API server's token webhook
-//! (`POST /authenticate`). Served over TLS by the same server code as the admission webhook.
+//! (`POST /authenticate`) and authorization webhook (`POST /authorize`). Served over TLS by the same server code as the admission webhook.
 //!
 //! Handlers are thin: they parse, call `flow` (the decisions shared by pages and API) and
 //! render. Every failure a guesser could learn from gets the same text.
@@ -49,6 +49,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/login", post(api::login))
         .route("/api/v1/ownership-transfer", post(api::ownership_transfer))
         .route("/authenticate", post(api::authenticate))
+        .route("/authorize", post(api::authorize))
         .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)

@@ -175,6 +175,11 @@ async fn token_review_checks_signature_purpose_generation_and_the_member_now() {
     assert_eq!(v["status"]["user"]["uid"], "bob-uid");
     assert_eq!(v["status"]["user"]["groups"], json!(["roster:acme"]));
     assert_eq!(
+        v["status"]["user"]["extra"],
+        json!({"roster.dev/membership": ["bob"], "roster.dev/generation": ["3"]}),
+        "what /authorize needs comes back in SubjectAccessReviews"
+    );
+    assert_eq!(
         v["status"]["audiences"],
         json!(["https://kubernetes.default.svc"])
     );
@@ -402,4 +407,58 @@ async fn pages_are_escaped_locked_down_and_fail_clearly() {
         headers.get(header::LOCATION).map(|v| v.as_bytes()),
         Some(&b"/login"[..])
     );
+}
+
+async fn authorize(f: &Fixture, groups: Value, extra: Value) -> Value {
+    let body = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        "spec": {"user": "bob@acme.example", "groups": groups, "extra": extra,
+                 "resourceAttributes": {"verb": "get", "resource": "configmaps", "namespace": "acme-payments"}}});
+    let (status, _, text) = call(
+        f,
+        "POST",
+        "/authorize",
+        "application/json",
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    serde_json::from_str(&text).expect("SubjectAccessReview JSON")
+}
+
+#[tokio::test]
+async fn authorization_denies_members_no_longer_in_good_standing_and_otherwise_abstains() {
+    let f = fixture(vec![bob()], 3);
+    let ours = json!({"roster.dev/membership": ["bob"], "roster.dev/generation": ["3"]});
+    let abstain = json!({"allowed": false});
+    let v = authorize(
+        &f,
+        json!(["roster:acme", "system:authenticated"]),
+        ours.clone(),
+    )
+    .await;
+    assert_eq!(v["status"], abstain, "in good standing: RBAC decides");
+    assert_eq!(v["kind"], "SubjectAccessReview");
+    let v = authorize(&f, json!(["system:authenticated"]), json!({})).await;
+    assert_eq!(v["status"], abstain, "not one of roster's members");
+    let v = authorize(&f, json!(["roster:acme"]), json!({})).await;
+    assert_eq!(
+        v["status"], abstain,
+        "a look-alike group from another authenticator"
+    );
+
+    let old = json!({"roster.dev/membership": ["bob"], "roster.dev/generation": ["2"]});
+    let v = authorize(&f, json!(["roster:acme"]), old).await;
+    assert_eq!(v["status"]["denied"], true);
+    assert_eq!(v["status"]["reason"], "roster: TokenRevoked");
+    let gone = json!({"roster.dev/membership": ["zoe"], "roster.dev/generation": ["3"]});
+    let v = authorize(&f, json!(["roster:acme"]), gone).await;
+    assert_eq!(v["status"]["reason"], "roster: MemberGone");
+
+    f.state.revocations.note(NS, "bob@acme.example");
+    let v = authorize(&f, json!(["roster:acme"]), ours).await;
+    assert_eq!(v["status"]["denied"], true);
+    assert_eq!(v["status"]["reason"], "roster: Revoked");
+
+    let (status, _, _) = call(&f, "POST", "/authorize", "application/json", "[]".into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }

@@ -291,13 +291,17 @@ func supervise(p paths, o upOpts) (err error) {
 		"--service-account-key-file=" + pki.f("sa.pub"),
 		"--service-account-signing-key-file=" + pki.f("sa.key"),
 		"--service-cluster-ip-range=10.0.0.0/24",
-		"--authorization-mode=RBAC",
 		"--disable-admission-plugins=ServiceAccount",
 		"--profiling=false",
 		// Writes only: tests count what roster changes (a resync of an unchanged world must write nothing).
 		"--audit-policy-file=" + p.f("audit-policy.yaml"),
 		"--audit-log-path=" + p.f("audit.log"), "--audit-log-format=json", "--audit-log-mode=blocking",
 	}, o.extra...)
+	// RBAC, unless the caller brings a structured authorization configuration (the two flags
+	// exclude each other).
+	if !hasFlag(o.extra, "--authorization-config") {
+		apiArgs = append(apiArgs, "--authorization-mode=RBAC")
+	}
 	apiBin := filepath.Join(o.bin, "kube-apiserver")
 	api, err := start(p, "kube-apiserver", apiBin, apiArgs)
 	if err != nil {
@@ -696,4 +700,14 @@ contexts:
 current-context: roster-dev
 `, server, b64(k.caPEM), b64(k.adminCert), b64(k.adminKey))
 	return os.WriteFile(file, []byte(cfg), 0o600)
+}
+
+// hasFlag reports whether args set the flag name (as "name=value" or "name value").
+func hasFlag(args []string, name string) bool {
+	for _, a := range args {
+		if a == name || strings.HasPrefix(a, name+"=") {
+			return true
+		}
+	}
+	return false
 }
