@@ -16,7 +16,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # The API server sends members' tokens to roster's identity server (TokenReview), so the
 # identity server's address and certificate are fixed before the API server starts.
-if "$bin/devcluster" status --dir "$state" >/dev/null 2>&1 && [ ! -f "$state/authorization.yaml" ]; then
+if "$bin/devcluster" status --dir "$state" >/dev/null 2>&1 && [ ! -f "$state/identity/authorization.yaml" ]; then
     echo "==> the running control plane was started without roster's token and authorization webhooks: restarting it"
     "$bin/devcluster" down --dir "$state" >/dev/null 2>&1 || true
 fi
@@ -25,54 +25,16 @@ if "$bin/devcluster" status --dir "$state" >/dev/null 2>&1; then
 else
     identity_port=$(free_port)
     echo "$identity_port" >"$state/identity-port"
-    "$roster" certificate --name 127.0.0.1 --out-dir "$state/identity"
-    for hook in authenticate authorize; do
-        cat >"$state/$hook-webhook.kubeconfig" <<YAML
-apiVersion: v1
-kind: Config
-clusters:
-- name: roster
-  cluster:
-    server: https://127.0.0.1:$identity_port/$hook
-    certificate-authority: $PWD/$state/identity/ca.crt
-users:
-- name: apiserver
-  user: {}
-contexts:
-- name: roster
-  context: {cluster: roster, user: apiserver}
-current-context: roster
-YAML
-    done
-    # roster is asked first about requests by its members (never cached: a disabled member's
-    # next request is refused); everything else is RBAC's.
-    cat >"$state/authorization.yaml" <<YAML
-apiVersion: apiserver.config.k8s.io/v1
-kind: AuthorizationConfiguration
-authorizers:
-- type: Webhook
-  name: roster
-  webhook:
-    timeout: 3s
-    subjectAccessReviewVersion: v1
-    matchConditionSubjectAccessReviewVersion: v1
-    failurePolicy: Deny
-    authorizedTTL: 1s
-    unauthorizedTTL: 1s
-    cacheAuthorizedRequests: false
-    cacheUnauthorizedRequests: false
-    connectionInfo: {type: KubeConfigFile, kubeConfigFile: $PWD/$state/authorize-webhook.kubeconfig}
-    matchConditions:
-    - expression: "request.groups.exists(g, g.startsWith('roster:'))"
-- type: RBAC
-  name: rbac
-YAML
+    # The identity server's certificate and the API server's token and authorization webhook
+    # configuration (roster first for its members' requests, uncached; then RBAC).
+    "$roster" certificate --name 127.0.0.1 --out-dir "$state/identity" \
+        --identity-url "https://127.0.0.1:$identity_port"
     echo "==> starting the control plane (etcd + kube-apiserver $("$bin/kube-apiserver" --version | cut -d' ' -f2))"
     "$bin/devcluster" up --detach --dir "$state" --bin "$bin" -- \
-        --authentication-token-webhook-config-file="$PWD/$state/authenticate-webhook.kubeconfig" \
+        --authentication-token-webhook-config-file="$PWD/$state/identity/authenticate-webhook.kubeconfig" \
         --authentication-token-webhook-version=v1 \
         --authentication-token-webhook-cache-ttl=10s \
-        --authorization-config="$PWD/$state/authorization.yaml" >/dev/null
+        --authorization-config="$PWD/$state/identity/authorization.yaml" >/dev/null
 fi
 identity_port=$(cat "$state/identity-port")
 identity_url="https://127.0.0.1:$identity_port"

@@ -13,8 +13,12 @@ use serde_json::json;
 use crate::identity::audit;
 use crate::webhook::Certificates;
 
-/// Writes `ca.crt`, `tls.crt` and `tls.key` (mode 0600) for `names` into `dir`.
-pub fn certificate(names: &[String], dir: &Path) -> Result<(), String> {
+/// Writes `ca.crt`, `tls.crt` and `tls.key` (mode 0600) for `names` into `dir`; with
+/// `identity_url`, also the API server's side: `authenticate-webhook.kubeconfig` (for
+/// `--authentication-token-webhook-config-file`), `authorize-webhook.kubeconfig` and
+/// `authorization.yaml` (for `--authorization-config`: roster first, for roster's members
+/// only and uncached, then RBAC).
+pub fn certificate(names: &[String], dir: &Path, identity_url: Option<&str>) -> Result<(), String> {
     let certs = Certificates::generate(names)?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let (cert, key) = certs.leaf_pem();
@@ -31,7 +35,58 @@ pub fn certificate(names: &[String], dir: &Path) -> Result<(), String> {
     };
     write("ca.crt", &certs.ca_pem, false)?;
     write("tls.crt", &cert, false)?;
-    write("tls.key", &key, true)
+    write("tls.key", &key, true)?;
+    let Some(url) = identity_url else {
+        return Ok(());
+    };
+    let url = url.trim_end_matches('/');
+    let abs = |name: &str| {
+        std::path::absolute(dir.join(name))
+            .map(|p| p.display().to_string())
+            .map_err(|e| format!("cannot make {name} absolute: {e}"))
+    };
+    let ca = abs("ca.crt")?;
+    for hook in ["authenticate", "authorize"] {
+        write(
+            &format!("{hook}-webhook.kubeconfig"),
+            &format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: roster\n  cluster:\n    server: {url}/{hook}\n    certificate-authority: {ca}\nusers:\n- name: apiserver\n  user: {{}}\ncontexts:\n- name: roster\n  context: {{cluster: roster, user: apiserver}}\ncurrent-context: roster\n"
+            ),
+            false,
+        )?;
+    }
+    let authorize = abs("authorize-webhook.kubeconfig")?;
+    write(
+        "authorization.yaml",
+        &format!(
+            r#"# kube-apiserver --authorization-config: roster is asked first, only about requests of its
+# members (tokens it issued carry the group roster:<org>), never cached, so that a disabled
+# member's next request is refused; it has no opinion otherwise, and RBAC decides.
+apiVersion: apiserver.config.k8s.io/v1
+kind: AuthorizationConfiguration
+authorizers:
+- type: Webhook
+  name: roster
+  webhook:
+    timeout: 3s
+    subjectAccessReviewVersion: v1
+    matchConditionSubjectAccessReviewVersion: v1
+    failurePolicy: Deny
+    authorizedTTL: 1s
+    unauthorizedTTL: 1s
+    cacheAuthorizedRequests: false
+    cacheUnauthorizedRequests: false
+    connectionInfo:
+      type: KubeConfigFile
+      kubeConfigFile: {authorize}
+    matchConditions:
+    - expression: "request.groups.exists(g, g.startsWith('roster:'))"
+- type: RBAC
+  name: rbac
+"#
+        ),
+        false,
+    )
 }
 
 pub async fn security_log(org: &str, namespace: &str, as_json: bool) -> Result<(), String> {

@@ -31,13 +31,19 @@ enum Command {
         out: Vec<PathBuf>,
     },
     /// Write a CA and a serving certificate (ca.crt, tls.crt, tls.key) for the identity
-    /// server, so the API server's token webhook configuration can trust it before roster runs.
+    /// server, and with --identity-url the API server's webhook configuration files, so that
+    /// the API server can trust roster before roster runs.
     Certificate {
         /// DNS names or IP addresses the certificate is for.
         #[arg(long = "name", required = true)]
         names: Vec<String>,
         #[arg(long)]
         out_dir: PathBuf,
+        /// Where the API server reaches the identity server, e.g. https://10.0.0.5:8444:
+        /// also writes authenticate-webhook.kubeconfig, authorize-webhook.kubeconfig and
+        /// authorization.yaml.
+        #[arg(long)]
+        identity_url: Option<String>,
     },
     /// kubectl exec credential plugin: log in to roster's identity server and print an
     /// ExecCredential (the token is cached until it expires).
@@ -221,7 +227,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crds { write, out } => crds(write, out).map_err(|e| e.to_string()),
         Command::Run(args) => run(*args),
-        Command::Certificate { names, out_dir } => roster::cli::certificate(&names, &out_dir),
+        Command::Certificate {
+            names,
+            out_dir,
+            identity_url,
+        } => roster::cli::certificate(&names, &out_dir, identity_url.as_deref()),
         Command::Login {
             server,
             organization,

@@ -109,57 +109,16 @@ impl Cluster {
         // certificate must exist before the API server starts: roster writes it first.
         let identity_addr = format!("127.0.0.1:{}", free_port());
         let identity_certs = dir.join("identity");
+        // roster writes the certificate and the API server's webhook configuration files.
         let made = Command::new(env!("CARGO_BIN_EXE_roster"))
             .args(["certificate", "--name", "127.0.0.1", "--out-dir"])
             .arg(&identity_certs)
+            .args(["--identity-url", &format!("https://{identity_addr}")])
             .status()
             .expect("run roster certificate");
         assert!(made.success(), "roster certificate failed");
-        let webhook_kubeconfig = |path: &str| {
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: roster\n  cluster:\n    server: https://{identity_addr}{path}\n    certificate-authority: {}\nusers:\n- name: apiserver\n  user: {{}}\ncontexts:\n- name: roster\n  context: {{cluster: roster, user: apiserver}}\ncurrent-context: roster\n",
-                identity_certs.join("ca.crt").display()
-            )
-        };
-        let authn = dir.join("token-webhook.kubeconfig");
-        std::fs::write(&authn, webhook_kubeconfig("/authenticate"))
-            .expect("write the token webhook kubeconfig");
-        let authz_kubeconfig = dir.join("authorization-webhook.kubeconfig");
-        std::fs::write(&authz_kubeconfig, webhook_kubeconfig("/authorize"))
-            .expect("write the authorization webhook kubeconfig");
-        // roster's authorization webhook is asked first, only for roster's members (the match
-        // condition), and never cached: it denies a member no longer in good standing at once;
-        // otherwise it has no opinion and RBAC decides.
-        let authz = dir.join("authorization.yaml");
-        std::fs::write(
-            &authz,
-            format!(
-                r#"apiVersion: apiserver.config.k8s.io/v1
-kind: AuthorizationConfiguration
-authorizers:
-- type: Webhook
-  name: roster
-  webhook:
-    timeout: 3s
-    subjectAccessReviewVersion: v1
-    matchConditionSubjectAccessReviewVersion: v1
-    failurePolicy: Deny
-    authorizedTTL: 1s
-    unauthorizedTTL: 1s
-    cacheAuthorizedRequests: false
-    cacheUnauthorizedRequests: false
-    connectionInfo:
-      type: KubeConfigFile
-      kubeConfigFile: {}
-    matchConditions:
-    - expression: "request.groups.exists(g, g.startsWith('roster:'))"
-- type: RBAC
-  name: rbac
-"#,
-                authz_kubeconfig.display()
-            ),
-        )
-        .expect("write the authorization configuration");
+        let authn = identity_certs.join("authenticate-webhook.kubeconfig");
+        let authz = identity_certs.join("authorization.yaml");
         let mut flags: Vec<String> = vec![
             format!(
                 "--authentication-token-webhook-config-file={}",
