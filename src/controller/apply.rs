@@ -167,6 +167,11 @@ async fn identity(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
                 id.forget(ns, email).await,
             ),
         };
+        if outcome.is_ok()
+            && let Some(e) = super::credentials::event(action)
+        {
+            publish(ctx, w, &e).await;
+        }
         if let Err(source) = outcome {
             tracing::warn!(namespace = ns, %membership, reason = source.reason(), error = %source, "{what} failed");
             if first_error.is_ok() {

@@ -178,8 +178,9 @@ pub fn identity_status(record: Option<&Record>, phase: Phase, now: Timestamp) ->
     }
 }
 
-/// Events for actions the plan asks of identity (so `kubectl describe` shows them).
-pub(super) fn note(action: &IdentityAction, plan: &mut Plan) {
+/// The Event for an identity action that was carried out (so `kubectl describe` shows it);
+/// apply publishes it only after the action succeeded.
+pub(super) fn event(action: &IdentityAction) -> Option<PlannedEvent> {
     let (membership, reason, note) = match action {
         IdentityAction::Invite {
             membership,
@@ -201,14 +202,14 @@ pub(super) fn note(action: &IdentityAction, plan: &mut Plan) {
             "MfaReset",
             "MFA reset: TOTP enrolment at next login; existing tokens revoked".to_string(),
         ),
-        IdentityAction::Forget { .. } => return,
+        IdentityAction::Forget { .. } => return None,
     };
-    plan.events.push(PlannedEvent {
+    Some(PlannedEvent {
         target: Target::Membership(membership.clone()),
         warning: false,
         reason,
         note,
-    });
+    })
 }
 
 #[cfg(test)]

@@ -279,10 +279,6 @@ pub fn plan(w: &World, s: &Settings) -> Plan {
     bootstrap_owner(w, org, &eval, &mut plan);
     if s.identity {
         super::credentials::plan_identity(w, org, &eval, &mut plan);
-        let actions = plan.identity.clone();
-        for a in &actions {
-            super::credentials::note(a, &mut plan);
-        }
     }
     finalizers(w, org, &mut plan);
     super::status::statuses(
