@@ -104,7 +104,12 @@ fn main() {
         let (seal_key, _) = roster::identity::seal::Key::generate();
         let mut orgs = Writer::<Organization>::default();
         let mut members = Writer::<Membership>::default();
-        let log = SecurityLog::start(client.clone(), "roster-system", members.as_reader());
+        let log = SecurityLog::start(
+            client.clone(),
+            "roster-system",
+            orgs.as_reader(),
+            members.as_reader(),
+        );
         // As `roster run` has it: credential reads come from a watch.
         let (credentials, writer) = kube::runtime::reflector::store();
         let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
@@ -182,9 +187,9 @@ fn main() {
             identity,
             orgs: orgs.as_reader(),
             memberships: members.as_reader(),
-            credentials,
-            subject_prefix: String::new(),
             revocations: Default::default(),
+            limits: roster::identity::limit::Limits::off(),
+            audiences: vec![],
         });
         let app = router(state);
         let (mut raw, mut login) = (Vec::new(), Vec::new());

@@ -84,21 +84,24 @@ fn main() {
             "https://127.0.0.1".into(),
             None,
             roster::identity::audit::SecurityLog::print_only(),
-        );
+        )
+        .with_credential_cache(identity_index.credentials.clone().expect("credentials"));
         let identity_state = Arc::new(roster::identity::server::AppState {
             identity: Arc::new(identity),
             orgs: identity_index.orgs.clone(),
             memberships: identity_index.memberships.clone(),
-            credentials: identity_index.credentials.clone().expect("credentials"),
-            subject_prefix: String::new(),
             revocations: Default::default(),
+            limits: roster::identity::limit::Limits::off(),
+            audiences: vec![],
         });
         let identity_listener = webhook::listen(identity_addr).await.expect("listen");
         tokio::spawn(async move {
             webhook::serve(
                 identity_listener,
                 &identity_certs,
-                roster::identity::server::router(identity_state),
+                // The API server's endpoints (behind mTLS in roster run; the handshake is not
+                // what this measures: connections are kept).
+                roster::identity::server::api_server_router(identity_state),
                 std::future::pending(),
             )
             .await
@@ -222,7 +225,7 @@ impl Scenario {
             Scenario::AuthorizeMember => {
                 return Some(
                     json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-                    "spec": {"user": "m5@acme.example", "groups": ["roster:acme", "system:authenticated"],
+                    "spec": {"user": "roster:acme:m5@acme.example", "groups": ["roster:acme", "system:authenticated"],
                         "extra": {"roster.dev/membership": ["m5"], "roster.dev/generation": ["0"]},
                         "resourceAttributes": {"verb": "get", "resource": "pods", "namespace": "acme-p5"}}}),
                 );
@@ -241,11 +244,13 @@ impl Scenario {
                     &roster::identity::token::Claims {
                         org: "acme".into(),
                         membership: "m5".into(),
+                        uid: String::new(),
                         email: "m5@acme.example".into(),
                         generation: 0,
                         iat: now,
                         exp: now + 3600,
                         purpose: roster::identity::token::SESSION.into(),
+                        aud: vec![],
                     },
                 );
                 return Some(
@@ -255,7 +260,7 @@ impl Scenario {
             }
             Scenario::InviteAllowed => (
                 "CREATE",
-                "m1@acme.example",
+                "roster:acme:m1@acme.example",
                 membership("new", "new@acme.example", OrgRole::Member),
                 Value::Null,
             ),

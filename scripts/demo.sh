@@ -16,19 +16,22 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # The API server sends members' tokens to roster's identity server (TokenReview), so the
 # identity server's address and certificate are fixed before the API server starts.
-if "$bin/devcluster" status --dir "$state" >/dev/null 2>&1 && [ ! -f "$state/identity/authorization.yaml" ]; then
-    echo "==> the running control plane was started without roster's token and authorization webhooks: restarting it"
+if "$bin/devcluster" status --dir "$state" >/dev/null 2>&1 && [ ! -f "$state/identity/apiserver-client.crt" ]; then
+    echo "==> the running control plane was started without roster's mTLS token and authorization webhooks: restarting it"
     "$bin/devcluster" down --dir "$state" >/dev/null 2>&1 || true
 fi
 if "$bin/devcluster" status --dir "$state" >/dev/null 2>&1; then
     echo "==> control plane already running ($state)"
 else
     identity_port=$(free_port)
+    authn_port=$(free_port)
     echo "$identity_port" >"$state/identity-port"
-    # The identity server's certificate and the API server's token and authorization webhook
+    echo "$authn_port" >"$state/authn-port"
+    # The identity server's certificate and the API server's side: its client certificate
+    # (only it may call roster's token and authorization webhooks) and the webhook
     # configuration (roster first for its members' requests, uncached; then RBAC).
     "$roster" certificate --name 127.0.0.1 --out-dir "$state/identity" \
-        --identity-url "https://127.0.0.1:$identity_port"
+        --authn-url "https://127.0.0.1:$authn_port"
     echo "==> starting the control plane (etcd + kube-apiserver $("$bin/kube-apiserver" --version | cut -d' ' -f2))"
     "$bin/devcluster" up --detach --dir "$state" --bin "$bin" -- \
         --authentication-token-webhook-config-file="$PWD/$state/identity/authenticate-webhook.kubeconfig" \
@@ -37,6 +40,7 @@ else
         --authorization-config="$PWD/$state/identity/authorization.yaml" >/dev/null
 fi
 identity_port=$(cat "$state/identity-port")
+authn_port=$(cat "$state/authn-port")
 identity_url="https://127.0.0.1:$identity_port"
 export KUBECONFIG="$PWD/$state/kubeconfig"
 k() { "$bin/kubectl" "$@"; }
@@ -47,6 +51,28 @@ k wait --for=condition=Established --timeout=60s \
     crd/organizations.roster.dev crd/projects.roster.dev crd/memberships.roster.dev >/dev/null
 # roster's own namespace: members' credentials, its keys, the security logs.
 k create namespace roster-system --dry-run=client -o yaml | k apply -f - >/dev/null
+# roster runs as a ServiceAccount of its own, not as the platform admin you act as: the
+# webhook lets only roster set the labels it trusts.
+k create serviceaccount roster -n roster-system --dry-run=client -o yaml | k apply -f - >/dev/null
+k create clusterrolebinding roster-demo --clusterrole=cluster-admin \
+    --serviceaccount=roster-system:roster --dry-run=client -o yaml | k apply -f - >/dev/null
+server=$(k config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+k config view --minify --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' | base64 -d >"$state/apiserver-ca.crt"
+cat >"$state/roster.kubeconfig" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+clusters:
+- name: demo
+  cluster: {server: "$server", certificate-authority: "$PWD/$state/apiserver-ca.crt"}
+users:
+- name: roster
+  user: {token: "$(k create token roster -n roster-system --duration=24h)"}
+contexts:
+- name: roster
+  context: {cluster: demo, user: roster}
+current-context: roster
+KUBECONFIG
+chmod 600 "$state/roster.kubeconfig"
 
 # Restart roster so that the demo always runs the binary just built.
 if pid=$(cat "$state/roster.pid" 2>/dev/null) && grep -q "roster" "/proc/$pid/cmdline" 2>/dev/null; then
@@ -56,9 +82,11 @@ fi
 port=$(free_port)
 echo "==> starting roster: controller, admission webhook on 127.0.0.1:$port, identity server at $identity_url"
 echo "    (log: $state/roster.log; security events: $state/security.jsonl)"
-setsid nohup "$roster" run --webhook-addr "127.0.0.1:$port" --namespace roster-system \
+KUBECONFIG="$PWD/$state/roster.kubeconfig" setsid nohup "$roster" run \
+    --webhook-addr "127.0.0.1:$port" --namespace roster-system \
     --identity-addr "127.0.0.1:$identity_port" --identity-url "$identity_url" \
     --identity-cert "$state/identity/tls.crt" --identity-key "$state/identity/tls.key" \
+    --authn-addr "127.0.0.1:$authn_port" --authn-client-ca "$state/identity/client-ca.crt" \
     >"$state/security.jsonl" 2>"$state/roster.log" </dev/null &
 echo $! >"$state/roster.pid"
 # The API server picks up the webhook configuration asynchronously: wait until the webhook
@@ -118,8 +146,8 @@ The control plane keeps running. Try it:
   kubectl patch membership dave -n acme --type merge -p '{"spec":{"disabled":true}}'
   kubectl get rolebinding roster-developer -n acme-payments -o wide
   kubectl describe membership dave -n acme      # Events: AccessRevoked
-  kubectl auth can-i create deployments -n acme-web --as frank@acme.example
+  kubectl auth can-i create deployments -n acme-web --as roster:acme:frank@acme.example
   kubectl delete membership alice -n acme                   # the webhook: alice is the owner
-  kubectl patch membership dave -n acme --as bob@acme.example --type merge -p '{"spec":{"role":"Admin"}}'
+  kubectl patch membership dave -n acme --as roster:acme:bob@acme.example --type merge -p '{"spec":{"role":"Admin"}}'
 make down stops everything.
 TEXT

@@ -14,6 +14,51 @@ use crate::api::{
     ProjectRole, parse_duration,
 };
 
+/// Why a member is cut off from everything right now, judged on the Membership alone: the
+/// one rule the controller, the webhook, TokenReview, login and acceptance all apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CutOff {
+    Disabled,
+    Expired,
+    /// The Membership is being deleted.
+    Deleted,
+}
+
+impl CutOff {
+    pub fn reason(self) -> &'static str {
+        match self {
+            CutOff::Disabled => "Disabled",
+            CutOff::Expired => "Expired",
+            CutOff::Deleted => "Deleted",
+        }
+    }
+}
+
+pub fn cut_off(m: &Membership, now: Timestamp) -> Option<CutOff> {
+    if m.metadata.deletion_timestamp.is_some() {
+        Some(CutOff::Deleted)
+    } else if m.spec.disabled {
+        Some(CutOff::Disabled)
+    } else if m.spec.expires_at.as_ref().is_some_and(|t| t.0 <= now) {
+        Some(CutOff::Expired)
+    } else {
+        None
+    }
+}
+
+/// The member is exempt from the organization's MFA requirement at `now`.
+pub fn mfa_exempt(m: &Membership, now: Timestamp) -> bool {
+    m.spec
+        .mfa
+        .as_ref()
+        .is_some_and(|e| e.exempt && e.exempt_until.as_ref().is_none_or(|u| u.0 > now))
+}
+
+/// MFA is required of this member at `now` (the organization requires it; no exemption).
+pub fn mfa_required_of(o: &Organization, m: &Membership, now: Timestamp) -> bool {
+    o.spec.security.mfa.required && !mfa_exempt(m, now)
+}
+
 /// A project as the access rules see it: where it lives and whether it can hold access now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProjectView {
@@ -198,9 +243,8 @@ fn evaluate_member(
     };
     let mfa = mfa_status(inp, m, next);
 
-    let expired = m.spec.expires_at.as_ref().map(|t| t.0);
-    if let Some(at) = expired {
-        next.at(at, now);
+    if let Some(at) = m.spec.expires_at.as_ref() {
+        next.at(at.0, now);
     }
     let (phase, blocked) = if inp.org.is_none() {
         (
@@ -216,10 +260,13 @@ fn evaluate_member(
                 m.spec.email
             )),
         )
-    } else if m.spec.disabled {
-        (Phase::Disabled, Some("membership is disabled".to_string()))
-    } else if expired.is_some_and(|at| at <= now) {
-        (Phase::Expired, Some("membership expired".to_string()))
+    } else if let Some(why) = cut_off(m, now) {
+        match why {
+            CutOff::Expired => (Phase::Expired, Some("membership expired".to_string())),
+            CutOff::Disabled | CutOff::Deleted => {
+                (Phase::Disabled, Some("membership is disabled".to_string()))
+            }
+        }
     } else if mfa.state == MfaState::Overdue {
         (
             Phase::Invited,
@@ -291,9 +338,14 @@ fn mfa_status(inp: &Inputs<'_>, m: &Membership, next: &mut NextChange) -> MfaSta
             deadline: None,
         };
     };
-    let exemption = m.spec.mfa.as_ref().filter(|e| e.exempt);
-    let exempt_until = exemption.and_then(|e| e.exempt_until.as_ref()).map(|t| t.0);
-    if exemption.is_some() && exempt_until.is_none_or(|u| u > now) {
+    let exempt_until = m
+        .spec
+        .mfa
+        .as_ref()
+        .filter(|e| e.exempt)
+        .and_then(|e| e.exempt_until.as_ref())
+        .map(|t| t.0);
+    if mfa_exempt(m, now) {
         if let Some(u) = exempt_until {
             next.at(u, now);
         }

@@ -13,44 +13,69 @@ use serde_json::json;
 use crate::identity::audit;
 use crate::webhook::Certificates;
 
-/// Writes `ca.crt`, `tls.crt` and `tls.key` (mode 0600) for `names` into `dir`; with
-/// `identity_url`, also the API server's side: `authenticate-webhook.kubeconfig` (for
-/// `--authentication-token-webhook-config-file`), `authorize-webhook.kubeconfig` and
-/// `authorization.yaml` (for `--authorization-config`: roster first, for roster's members
-/// only and uncached, then RBAC).
-pub fn certificate(names: &[String], dir: &Path, identity_url: Option<&str>) -> Result<(), String> {
+/// Writes a file; a private one is created with mode 0600 (never readable by others, not even
+/// for an instant) and tightened to 0600 if it existed.
+pub fn write_file(path: &Path, content: &str, private: bool) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    if private {
+        options.mode(0o600);
+    }
+    let mut f = options
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    if private {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
+    }
+    f.write_all(content.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Writes the identity server's certificate — `ca.crt`, `tls.crt`, `tls.key` — for `names`
+/// into `dir`; with `authn_url` (where the API server reaches roster's `--authn-addr`), also
+/// the API server's side: a client certificate only it holds (`apiserver-client.crt`/`.key`,
+/// and `client-ca.crt` for roster's `--authn-client-ca`), `authenticate-webhook.kubeconfig`
+/// (for `--authentication-token-webhook-config-file`), `authorize-webhook.kubeconfig` and
+/// `authorization.yaml` (for `--authorization-config`: roster first, for roster's members only
+/// and uncached, then RBAC). Keys are created with mode 0600.
+pub fn certificate(names: &[String], dir: &Path, authn_url: Option<&str>) -> Result<(), String> {
     let certs = Certificates::generate(names)?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let (cert, key) = certs.leaf_pem();
-    let write = |name: &str, content: &str, private: bool| -> Result<(), String> {
-        let path = dir.join(name);
-        std::fs::write(&path, content)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        if private {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
-        }
-        Ok(())
-    };
+    let write =
+        |name: &str, content: &str, private: bool| write_file(&dir.join(name), content, private);
     write("ca.crt", &certs.ca_pem, false)?;
     write("tls.crt", &cert, false)?;
     write("tls.key", &key, true)?;
-    let Some(url) = identity_url else {
+    let Some(url) = authn_url else {
         return Ok(());
     };
+    // The API server's client identity for roster's token and authorization webhooks. Its CA
+    // signs this one certificate and is then forgotten: nothing else can ever pass.
+    let client = Certificates::generate_client("kube-apiserver")?;
+    let (client_cert, client_key) = client.leaf_pem();
+    write("client-ca.crt", &client.ca_pem, false)?;
+    write("apiserver-client.crt", &client_cert, false)?;
+    write("apiserver-client.key", &client_key, true)?;
     let url = url.trim_end_matches('/');
     let abs = |name: &str| {
         std::path::absolute(dir.join(name))
             .map(|p| p.display().to_string())
             .map_err(|e| format!("cannot make {name} absolute: {e}"))
     };
-    let ca = abs("ca.crt")?;
+    let (ca, crt, key) = (
+        abs("ca.crt")?,
+        abs("apiserver-client.crt")?,
+        abs("apiserver-client.key")?,
+    );
     for hook in ["authenticate", "authorize"] {
         write(
             &format!("{hook}-webhook.kubeconfig"),
             &format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: roster\n  cluster:\n    server: {url}/{hook}\n    certificate-authority: {ca}\nusers:\n- name: apiserver\n  user: {{}}\ncontexts:\n- name: roster\n  context: {{cluster: roster, user: apiserver}}\ncurrent-context: roster\n"
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: roster\n  cluster:\n    server: {url}/{hook}\n    certificate-authority: {ca}\nusers:\n- name: apiserver\n  user:\n    client-certificate: {crt}\n    client-key: {key}\ncontexts:\n- name: roster\n  context: {{cluster: roster, user: apiserver}}\ncurrent-context: roster\n"
             ),
             false,
         )?;
@@ -192,13 +217,14 @@ pub async fn invite_link(member: &str, namespace: Option<String>) -> Result<(), 
     use k8s_openapi::api::core::v1::Secret as KubeSecret;
     let (client, ns) = kube_client(namespace).await?;
     let secrets: kube::Api<KubeSecret> = kube::Api::namespaced(client.clone(), &ns);
-    let name = crate::identity::service::invitation_secret_name(member);
-    if let Some(link) = secrets
-        .get_opt(&name)
-        .await
-        .map_err(|e| format!("cannot read Secret {ns}/{name}: {e}"))?
-        .and_then(|s| s.data?.remove("link"))
-    {
+    let name = crate::api::contract::invitation_link_name(member);
+    let readable = secrets.get_opt(&name).await.map_err(|e| match e {
+        kube::Error::Api(s) if s.code == 403 => format!(
+            "you may not read {member}'s invitation link: a link sets the member's password, so only the owner and platform admins read any, and an Admin only those of Members whose projects they all administer"
+        ),
+        e => format!("cannot read Secret {ns}/{name}: {e}"),
+    })?;
+    if let Some(link) = readable.and_then(|s| s.data?.remove("link")) {
         println!("{}", String::from_utf8_lossy(&link.0));
         return Ok(());
     }
@@ -226,14 +252,19 @@ pub async fn invite_link(member: &str, namespace: Option<String>) -> Result<(), 
 
 /// `unlock`, `reset-mfa`, `invite resend`: a request annotation with a new nonce, which roster
 /// acts on once (DESIGN.md §2). The admission webhook decides who may ask.
-pub async fn request(kind: &str, member: &str, namespace: Option<String>) -> Result<(), String> {
+pub async fn request(
+    request: crate::api::contract::Request,
+    member: &str,
+    namespace: Option<String>,
+) -> Result<(), String> {
+    let kind = request.kind();
     let (client, ns) = kube_client(namespace).await?;
     let api: kube::Api<crate::api::Membership> = kube::Api::namespaced(client, &ns);
     let nonce = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos().to_string())
         .unwrap_or_default();
-    let patch = json!({"metadata": {"annotations": {format!("roster.dev/{kind}"): nonce}}});
+    let patch = json!({"metadata": {"annotations": {request.annotation(): nonce}}});
     api.patch(
         member,
         &kube::api::PatchParams::default(),
@@ -378,22 +409,14 @@ pub async fn login(l: &Login) -> Result<(), String> {
         return Err("the identity server answered without a token".into());
     }
     if let Some(p) = &cache {
-        // Created 0600 from the start: the token is a credential.
+        // 0600 from the start, and on every write (a file left wider by anything else is
+        // tightened): the token is a credential.
         let saved = p
             .parent()
             .map(std::fs::create_dir_all)
             .transpose()
-            .and_then(|_| {
-                use std::io::Write;
-                use std::os::unix::fs::OpenOptionsExt;
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(p)?;
-                f.write_all(serde_json::to_string(&c).unwrap_or_default().as_bytes())
-            });
+            .map_err(|e| e.to_string())
+            .and_then(|_| write_file(p, &serde_json::to_string(&c).unwrap_or_default(), true));
         if let Err(e) = saved {
             eprintln!("roster: the token is not cached ({}: {e})", p.display());
         }

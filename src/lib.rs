@@ -11,4 +11,5 @@ pub mod crdgen;
 mod fixtures;
 pub mod identity;
 pub mod metrics;
+pub mod subjects;
 pub mod webhook;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use roster::api::ProjectRole;
+use roster::api::contract::Request as Ask;
 use roster::controller::{self, Settings};
 use roster::webhook;
 
@@ -31,19 +32,19 @@ enum Command {
         out: Vec<PathBuf>,
     },
     /// Write a CA and a serving certificate (ca.crt, tls.crt, tls.key) for the identity
-    /// server, and with --identity-url the API server's webhook configuration files, so that
-    /// the API server can trust roster before roster runs.
+    /// server, and with --authn-url the API server's side: its client certificate and the
+    /// webhook configuration files, so that the API server can trust roster before it runs.
     Certificate {
         /// DNS names or IP addresses the certificate is for.
         #[arg(long = "name", required = true)]
         names: Vec<String>,
         #[arg(long)]
         out_dir: PathBuf,
-        /// Where the API server reaches the identity server, e.g. https://10.0.0.5:8444:
-        /// also writes authenticate-webhook.kubeconfig, authorize-webhook.kubeconfig and
-        /// authorization.yaml.
+        /// Where the API server reaches roster's --authn-addr, e.g. https://10.0.0.5:8445:
+        /// also writes apiserver-client.{crt,key}, client-ca.crt,
+        /// authenticate-webhook.kubeconfig, authorize-webhook.kubeconfig and authorization.yaml.
         #[arg(long)]
-        identity_url: Option<String>,
+        authn_url: Option<String>,
     },
     /// kubectl exec credential plugin: log in to roster's identity server and print an
     /// ExecCredential (the token is cached until it expires).
@@ -124,8 +125,19 @@ enum InviteAction {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Prefix of the Kubernetes user name of a member (the user name is prefix + e-mail), to
-    /// match an OIDC provider's username prefix.
+    /// Which Kubernetes user names stand for a member, in RoleBindings and to the webhook:
+    /// `roster` — roster:<org>:<email>, the tokens roster's identity server issues (a name of
+    /// one organization alone); `external` — <subject-prefix><email>, an authenticator whose
+    /// user name is a verified e-mail (OIDC); `both`.
+    #[arg(
+        long,
+        value_enum,
+        env = "ROSTER_MEMBER_SUBJECTS",
+        default_value = "roster"
+    )]
+    member_subjects: SubjectMode,
+    /// With --member-subjects external or both: the prefix of the external authenticator's
+    /// user names (the user name is prefix + e-mail), e.g. the OIDC provider's username prefix.
     #[arg(long, env = "ROSTER_SUBJECT_PREFIX", default_value = "")]
     subject_prefix: String,
     /// ClusterRole bound for project role Admin.
@@ -180,10 +192,32 @@ struct RunArgs {
     /// Exit when standard input closes (for test harnesses that must never leave it running).
     #[arg(long, hide = true)]
     lifeline: bool,
-    /// Serve the identity pages, login API and TokenReview webhook over TLS on this address.
-    /// Needs --namespace (credentials and keys live there).
+    /// Serve the identity pages and the login API over TLS on this address. Needs
+    /// --namespace (credentials and keys live there).
     #[arg(long)]
     identity_addr: Option<std::net::SocketAddr>,
+    /// Serve the API server's token (TokenReview) and authorization (SubjectAccessReview)
+    /// webhooks over TLS on this address, to clients with a certificate of --authn-client-ca
+    /// only (the API server). Needs --identity-addr.
+    #[arg(long, requires_all = ["identity_addr", "authn_client_ca"])]
+    authn_addr: Option<std::net::SocketAddr>,
+    /// PEM CA of the API server's client certificate (`roster certificate` writes
+    /// client-ca.crt). Use a CA that signs nothing else.
+    #[arg(long)]
+    authn_client_ca: Option<PathBuf>,
+    /// The API server's audiences (its --api-audiences; by default its service-account
+    /// issuer): session tokens are issued for them, and a TokenReview naming other audiences
+    /// does not accept them. Default: the issuer the API server publishes.
+    #[arg(long = "token-audience")]
+    token_audiences: Vec<String>,
+    /// Login, accept and enrolment attempts per minute from one source address (IPv6: one
+    /// /64); 0 turns the limit off.
+    #[arg(long, default_value_t = 60)]
+    login_rate_per_source: u32,
+    /// Login attempts per minute for one member (whether or not the address exists); 0 turns
+    /// the limit off.
+    #[arg(long, default_value_t = 10)]
+    login_rate_per_member: u32,
     /// The URL members reach the identity server at (goes into invitation links).
     #[arg(long)]
     identity_url: Option<String>,
@@ -200,6 +234,9 @@ struct RunArgs {
     smtp_url: Option<String>,
     #[arg(long, default_value = "roster@localhost")]
     smtp_from: String,
+    /// Allow smtp:// without TLS (a relay on this host): invitation links are credentials.
+    #[arg(long)]
+    smtp_allow_plaintext: bool,
     /// argon2id memory cost in KiB (OWASP: 19456).
     #[arg(long, default_value_t = 19456)]
     argon2_memory_kib: u32,
@@ -218,6 +255,22 @@ enum LogFormat {
     Json,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SubjectMode {
+    Roster,
+    External,
+    Both,
+}
+
+fn subjects(mode: SubjectMode, prefix: &str) -> roster::subjects::Subjects {
+    use roster::subjects::Subjects;
+    match mode {
+        SubjectMode::Roster => Subjects::roster_only(),
+        SubjectMode::External => Subjects::external(prefix),
+        SubjectMode::Both => Subjects::both(prefix),
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     roster::api::parse_duration("--resync", s).map_err(|e| e.to_string())
 }
@@ -230,8 +283,8 @@ fn main() -> ExitCode {
         Command::Certificate {
             names,
             out_dir,
-            identity_url,
-        } => roster::cli::certificate(&names, &out_dir, identity_url.as_deref()),
+            authn_url,
+        } => roster::cli::certificate(&names, &out_dir, authn_url.as_deref()),
         Command::Login {
             server,
             organization,
@@ -253,16 +306,14 @@ fn main() -> ExitCode {
         } => block_on(async move { roster::cli::invite_link(&member, namespace).await }),
         Command::Invite {
             action: InviteAction::Resend { member, namespace },
-        } => {
-            block_on(
-                async move { roster::cli::request("resend-invitation", &member, namespace).await },
-            )
-        }
+        } => block_on(async move {
+            roster::cli::request(Ask::ResendInvitation, &member, namespace).await
+        }),
         Command::Unlock { member, namespace } => {
-            block_on(async move { roster::cli::request("unlock", &member, namespace).await })
+            block_on(async move { roster::cli::request(Ask::Unlock, &member, namespace).await })
         }
         Command::ResetMfa { member, namespace } => {
-            block_on(async move { roster::cli::request("reset-mfa", &member, namespace).await })
+            block_on(async move { roster::cli::request(Ask::ResetMfa, &member, namespace).await })
         }
         Command::TransferOwnership {
             server,
@@ -342,8 +393,9 @@ fn run(args: RunArgs) -> Result<(), String> {
             .await
             .map_err(|e| format!("the Kubernetes API server does not answer: {e}"))?;
         crds_installed(&client).await?;
+        let member_subjects = subjects(args.member_subjects, &args.subject_prefix);
         let settings = Settings {
-            subject_prefix: args.subject_prefix.clone(),
+            subjects: member_subjects.clone(),
             project_cluster_roles: [
                 (ProjectRole::Admin, args.project_admin_role.clone()),
                 (ProjectRole::Developer, args.project_developer_role.clone()),
@@ -403,20 +455,21 @@ fn run(args: RunArgs) -> Result<(), String> {
         if let Some(addr) = args.webhook_addr {
             // roster's own writes (bootstrap memberships, finalizers) pass its webhook: it trusts
             // the identity it runs as, whatever the flags say.
-            let mut trusted_users = args.trusted_users.clone();
-            match own_username(&client).await {
-                Ok(me) => trusted_users.push(me),
-                Err(e) => tracing::warn!(error = %e, "cannot tell which user roster runs as; pass it with --trusted-user"),
-            }
+            // roster's own identity: trusted, and the only one that may set the labels roster
+            // trusts. Without it, roster could not create its own bootstrap Memberships.
+            let me = own_username(&client)
+                .await
+                .map_err(|e| format!("cannot tell which user roster runs as (SelfSubjectReview): {e}"))?;
             let endpoint = webhook_endpoint(&args.webhook_url, &args.webhook_service, addr)?;
             let certs = webhook::Certificates::generate(&certificate_names(&endpoint))
                 .map_err(|e| format!("cannot create the webhook certificate: {e}"))?;
             let state = std::sync::Arc::new(webhook::AppState {
                 index: webhook::StoreIndex { orgs: stores.orgs.clone(), projects: stores.projects.clone(), memberships: stores.memberships.clone(), credentials: stores.credentials.clone() },
                 policy: webhook::validate::Policy {
-                    trusted_users,
+                    trusted_users: args.trusted_users.clone(),
                     trusted_groups: args.trusted_groups.clone(),
-                    subject_prefix: args.subject_prefix.clone(),
+                    controllers: vec![me],
+                    subjects: member_subjects.clone(),
                 },
                 ready: {
                     let stores = stores.clone();
@@ -447,7 +500,7 @@ fn run(args: RunArgs) -> Result<(), String> {
             });
         }
         let identity = match (args.identity_addr, &identity_ns) {
-            (Some(addr), Some(ns)) => Some(start_identity(&args, addr, ns, &client, &stores, revocations, stopped(stop_rx.clone())).await?),
+            (Some(addr), Some(ns)) => Some(start_identity(&args, addr, ns, &client, &stores, revocations, &stop_tx, stop_rx.clone()).await?),
             _ => None,
         };
         let mut settings = settings;
@@ -476,6 +529,7 @@ fn run(args: RunArgs) -> Result<(), String> {
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn start_identity(
     args: &RunArgs,
     addr: std::net::SocketAddr,
@@ -483,9 +537,10 @@ async fn start_identity(
     client: &kube::Client,
     stores: &controller::Stores,
     revocations: roster::identity::revocation::Revocations,
-    stop: impl Future<Output = ()> + Send + 'static,
+    stop_tx: &tokio::sync::watch::Sender<bool>,
+    stop_rx: tokio::sync::watch::Receiver<bool>,
 ) -> Result<std::sync::Arc<roster::identity::service::Identity>, String> {
-    use roster::identity::{audit, mail, password, server, service};
+    use roster::identity::{audit, limit, mail, password, server, service};
     let keys = service::Keys::load_or_create(client.clone(), namespace)
         .await
         .map_err(|e| e.to_string())?;
@@ -506,15 +561,28 @@ async fn start_identity(
                 (Ok(u), Ok(p)) => Some((u, p)),
                 _ => None,
             };
-            Some(mail::Mailer::new(url, &args.smtp_from, creds).map_err(|e| e.to_string())?)
+            Some(
+                mail::Mailer::new(url, &args.smtp_from, creds, args.smtp_allow_plaintext)
+                    .map_err(|e| e.to_string())?,
+            )
         }
         None => None,
+    };
+    let audiences = if args.token_audiences.is_empty() {
+        vec![api_server_issuer(client).await?]
+    } else {
+        args.token_audiences.clone()
     };
     let public_url = args
         .identity_url
         .clone()
         .unwrap_or_else(|| format!("https://{addr}"));
-    let log = audit::SecurityLog::start(client.clone(), namespace, stores.memberships.clone());
+    let log = audit::SecurityLog::start(
+        client.clone(),
+        namespace,
+        stores.orgs.clone(),
+        stores.memberships.clone(),
+    );
     let Some(credentials) = stores.credentials.clone() else {
         return Err("internal: the credential cache is missing".into());
     };
@@ -528,18 +596,12 @@ async fn start_identity(
             mailer,
             log,
         )
-        .with_credential_cache(credentials.clone()),
+        .with_credential_cache(credentials),
     );
     let certs = match (&args.identity_cert, &args.identity_key) {
         (Some(cert), Some(key)) => webhook::Certificates::from_pem_files(cert, key, None)?,
         _ => {
-            let host = public_url
-                .split("://")
-                .nth(1)
-                .and_then(|h| h.split('/').next())
-                .map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h))
-                .unwrap_or("localhost")
-                .to_string();
+            let host = url_host(&public_url).unwrap_or_else(|| "localhost".into());
             tracing::warn!(
                 "no --identity-cert: serving a certificate made now, which browsers and the API server will not trust"
             );
@@ -550,19 +612,87 @@ async fn start_identity(
         identity: identity.clone(),
         orgs: stores.orgs.clone(),
         memberships: stores.memberships.clone(),
-        credentials,
-        subject_prefix: args.subject_prefix.clone(),
         revocations,
+        limits: limit::Limits::new(args.login_rate_per_source, args.login_rate_per_member),
+        audiences: audiences.clone(),
     });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
     let listener = webhook::listen(addr).await.map_err(|e| e.to_string())?;
-    let router = server::router(state);
+    let config = certs.server_config()?;
+    supervise(
+        "identity server",
+        webhook::serve_tls(
+            listener,
+            config,
+            server::router(state.clone()),
+            stopped(stop_rx.clone()),
+        ),
+        stop_tx,
+    );
+    tracing::info!(%addr, url = %public_url, ?audiences, "identity server listening");
+    if let (Some(authn), Some(ca)) = (args.authn_addr, &args.authn_client_ca) {
+        let ca_pem = std::fs::read(ca)
+            .map_err(|e| format!("cannot read --authn-client-ca {}: {e}", ca.display()))?;
+        let config = certs.server_config_requiring_clients(&ca_pem)?;
+        let listener = webhook::listen(authn).await.map_err(|e| e.to_string())?;
+        supervise(
+            "token and authorization webhooks",
+            webhook::serve_tls(
+                listener,
+                config,
+                server::api_server_router(state),
+                stopped(stop_rx),
+            ),
+            stop_tx,
+        );
+        tracing::info!(%authn, "token and authorization webhooks listening (API server only)");
+    }
+    Ok(identity)
+}
+
+/// Runs a server the API server or members depend on; if it ends with an error, roster stops
+/// (and its Deployment restarts it) rather than run on half deaf.
+fn supervise(
+    what: &'static str,
+    server: impl Future<Output = webhook::Result<()>> + Send + 'static,
+    stop_tx: &tokio::sync::watch::Sender<bool>,
+) {
+    let stop_all = stop_tx.clone();
     tokio::spawn(async move {
-        if let Err(e) = webhook::serve(listener, &certs, router, stop).await {
-            tracing::error!(reason = e.reason(), error = %e, "identity server stopped");
+        if let Err(e) = server.await {
+            tracing::error!(reason = e.reason(), error = %e, "{what} stopped; stopping roster");
+            let _ = stop_all.send(true);
         }
     });
-    tracing::info!(%addr, url = %public_url, "identity server listening");
-    Ok(identity)
+}
+
+/// The API server's service-account issuer, as it publishes it: the audience its own requests
+/// carry by default (--api-audiences defaults to the issuer).
+async fn api_server_issuer(client: &kube::Client) -> Result<String, String> {
+    let req = http::Request::get("/.well-known/openid-configuration")
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    let doc: serde_json::Value = client.request(req).await.map_err(|e| {
+        format!(
+            "cannot learn the API server's token audience from its service-account issuer ({e}); pass --token-audience"
+        )
+    })?;
+    doc.get("issuer")
+        .and_then(|i| i.as_str())
+        .filter(|i| !i.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            "the API server publishes no service-account issuer; pass --token-audience".into()
+        })
+}
+
+/// The host of an https URL (brackets of an IPv6 literal removed).
+fn url_host(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    uri.host()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
 }
 
 /// Without its CRDs roster would watch nothing and (as a webhook) deny everything "not ready":
@@ -638,19 +768,7 @@ fn webhook_endpoint(
 /// The names the API server dials: the URL's host, or the Service's DNS names.
 fn certificate_names(endpoint: &webhook::Endpoint) -> Vec<String> {
     match endpoint {
-        webhook::Endpoint::Url(url) => {
-            let host = url
-                .trim_start_matches("https://")
-                .split('/')
-                .next()
-                .unwrap_or("");
-            let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
-            vec![
-                host.trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string(),
-            ]
-        }
+        webhook::Endpoint::Url(url) => url_host(url).into_iter().collect(),
         webhook::Endpoint::Service {
             namespace, name, ..
         } => {

@@ -18,6 +18,9 @@ use super::{EMAIL_MESSAGE, EMAIL_RULE, OrgRole, ProjectRole};
     derive = "PartialEq",
     selectable = ".spec.email",
     doc = "A member of the organization: org role, project roles, and whether they may use them now.",
+    // The name labels the member's invitation objects (a label value: at most 63 characters).
+    validation = kube::core::Rule::new("self.metadata.name.size() <= 63")
+        .message("a Membership's name must be at most 63 characters: it becomes a label value"),
     printcolumn(name = "Email", type_ = "string", json_path = ".spec.email"),
     printcolumn(name = "Role", type_ = "string", json_path = ".status.effectiveRole"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),

@@ -6,6 +6,7 @@
 
 // clippy reads the repeated `printcolumn(type_ = ...)` arguments of kube's derive as duplicated
 // attributes; they are one column each.
+pub mod contract;
 #[allow(clippy::duplicated_attributes)]
 mod membership;
 #[allow(clippy::duplicated_attributes)]
@@ -25,13 +26,11 @@ pub use project::{NamespaceDeletion, Project, ProjectSpec, ProjectStatus};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub const GROUP: &str = "roster.dev";
+pub use contract::BOOTSTRAP_LABEL;
 
-/// Label on a Membership that roster created for an owner who had none. A declared Membership
-/// with the same e-mail always supersedes it (and roster then deletes it), so applying an
-/// Organization and its owner's Membership together never races the bootstrap.
-pub const BOOTSTRAP_LABEL: &str = "roster.dev/bootstrap";
+pub const GROUP: &str = "roster.dev";
 pub const VERSION: &str = "v1alpha1";
+pub const API_VERSION: &str = "roster.dev/v1alpha1";
 
 /// A member's role in the organization, as declared. `Owner` is deliberately absent: there is
 /// exactly one owner and it is named by `Organization.spec.owner`, so no Membership can claim it.

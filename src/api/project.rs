@@ -15,6 +15,11 @@ use serde::{Deserialize, Serialize};
     category = "roster",
     derive = "PartialEq",
     doc = "A project: a workload namespace whose access follows the members' project roles.",
+    // The name becomes a namespace name (`<organization>-<name>`) and a label value: it must be
+    // a DNS label. (That the whole namespace name fits 63 characters depends on the
+    // organization's name, which CEL cannot see: the webhook checks it.)
+    validation = kube::core::Rule::new(r#"self.metadata.name.size() <= 63 && self.metadata.name.matches("^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")"#)
+        .message("a Project's name must be a DNS label (lower-case letters, digits and '-', at most 63 characters): it becomes part of a namespace name"),
     printcolumn(name = "Namespace", type_ = "string", json_path = ".status.namespace"),
     printcolumn(name = "Members", type_ = "integer", json_path = ".status.members"),
     printcolumn(

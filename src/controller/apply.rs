@@ -1,6 +1,17 @@
-//! `apply()`: carries out a plan, in an order that never cuts access or leaves debris:
-//! finalizers before children, deletions of stale bindings before their replacements (roleRef is
-//! immutable), statuses after the objects they describe, finalizer removal last.
+//! `apply()`: carries out a plan in an order that takes access away first and never lets one
+//! part that cannot converge hold back another:
+//! 1. removals of access — stale RoleBindings deleted, existing ones updated (their namespaces
+//!    exist; nothing else is needed first);
+//! 2. finalizers, then per project its namespace (created, or a handed-over one adopted) and
+//!    its new RoleBindings; a project whose finalizer or namespace fails is skipped, the others
+//!    go on;
+//! 3. namespaces deleted or handed back, bootstrap Memberships, identity actions, statuses
+//!    (a project that failed reports it), Events, finalizer removal (only where the clean-up
+//!    succeeded).
+//!
+//! The first failure is returned after everything independent of it was done.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -12,108 +23,324 @@ use serde_json::json;
 
 use super::credentials::IdentityAction;
 use super::plan::{Plan, PlannedEvent, Target, World};
-use super::{Context, Error, FIELD_MANAGER, Result, labels::FINALIZER};
+use super::{Context, Error, FIELD_MANAGER, Result, labels};
 use crate::api::{Membership, Organization, Project};
 use crate::condition::{self, READY};
+
+/// Failures of one reconcile, by what they hold back.
+#[derive(Default)]
+struct Failures {
+    first: Option<Error>,
+    count: usize,
+    /// Projects (by name) with a failed write: their statuses say so, their finalizers stay.
+    projects: BTreeMap<String, String>,
+    /// Namespaces whose creation or adoption failed: their bindings wait.
+    namespaces: BTreeSet<String>,
+    org_failed: bool,
+}
+
+impl Failures {
+    fn note(&mut self, w: &World, project: Option<&str>, e: Error) {
+        tracing::warn!(namespace = %w.namespace, project, reason = e.reason(), error = %e, "write failed; continuing with what does not depend on it");
+        self.count += 1;
+        match project {
+            Some(p) => {
+                self.projects
+                    .entry(p.to_string())
+                    .or_insert_with(|| format!("{}: {e}", e.reason()));
+            }
+            None => self.org_failed = true,
+        }
+        if self.first.is_none() {
+            self.first = Some(e);
+        }
+    }
+}
+
+fn project_of(meta: &kube::core::ObjectMeta) -> Option<&str> {
+    meta.labels
+        .as_ref()?
+        .get(labels::PROJECT)
+        .map(String::as_str)
+}
+
+fn key(rb: &RoleBinding) -> (String, String) {
+    (
+        rb.metadata.namespace.clone().unwrap_or_default(),
+        rb.name_any(),
+    )
+}
 
 pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
     let c = &ctx.client;
     let ns = w.namespace.as_str();
     let ssa = PatchParams::apply(FIELD_MANAGER).force();
+    let mut failed = Failures::default();
+    let project_of_binding = |(rb_ns, name): &(String, String)| {
+        w.rolebindings
+            .iter()
+            .chain(&plan.rolebindings)
+            .find(|rb| key(rb) == (rb_ns.clone(), name.clone()))
+            .and_then(|rb| project_of(&rb.metadata).map(str::to_string))
+    };
 
-    for t in &plan.add_finalizer {
-        set_finalizer(ctx, w, t, true).await?;
-    }
-    for n in &plan.namespaces {
-        let name = n.name_any();
-        Api::<Namespace>::all(c.clone())
-            .patch(&name, &ssa, &Patch::Apply(n))
-            .await
-            .map_err(Error::api(format!("apply of namespace {name}")))?;
-    }
-    for (rb_ns, name) in &plan.delete_rolebindings {
-        ignore_not_found(
+    // 1. Removals of access: deletions, then updates of bindings that exist (and stay).
+    for k in &plan.delete_rolebindings {
+        let (rb_ns, name) = k;
+        let r = ignore_not_found(
             Api::<RoleBinding>::namespaced(c.clone(), rb_ns)
                 .delete(name, &DeleteParams::default())
                 .await,
         )
         .map_err(Error::api(format!(
             "deletion of RoleBinding {rb_ns}/{name}"
-        )))?;
+        )));
+        if let Err(e) = r {
+            failed.note(w, project_of_binding(k).as_deref(), e);
+        }
     }
-    for rb in &plan.rolebindings {
-        let (rb_ns, name) = (
-            rb.metadata.namespace.clone().unwrap_or_default(),
-            rb.name_any(),
-        );
-        Api::<RoleBinding>::namespaced(c.clone(), &rb_ns)
-            .patch(&name, &ssa, &Patch::Apply(rb))
+    let existing: BTreeSet<(String, String)> = w
+        .rolebindings
+        .iter()
+        .map(key)
+        .filter(|k| !plan.delete_rolebindings.contains(k))
+        .collect();
+    let (updates, creations): (Vec<&RoleBinding>, Vec<&RoleBinding>) = plan
+        .rolebindings
+        .iter()
+        .partition(|rb| existing.contains(&key(rb)));
+    for rb in updates {
+        if let Err(e) = apply_binding(ctx, rb, &ssa).await {
+            failed.note(w, project_of(&rb.metadata), e);
+        }
+    }
+
+    // 2. Finalizers before what they clean up, then namespaces and new bindings per project.
+    for t in &plan.add_finalizer {
+        if let Err(e) = set_finalizer(ctx, w, t, true).await {
+            let project = match t {
+                Target::Project(p) => Some(p.as_str()),
+                _ => None,
+            };
+            failed.note(w, project, e);
+        }
+    }
+    for n in &plan.create_namespaces {
+        let Some(project) = project_of(&n.metadata).map(str::to_string) else {
+            continue;
+        };
+        let name = n.name_any();
+        if failed.projects.contains_key(&project) {
+            failed.namespaces.insert(name);
+            continue;
+        }
+        let created = Api::<Namespace>::all(c.clone())
+            .create(&post_params(), n)
+            .await;
+        let r = match created {
+            Ok(_) => Ok(()),
+            // Made by someone else since it was observed: not ours. The next plan sees it and
+            // reports it as foreign (annotate it roster.dev/adopt to hand it over).
+            Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::NamespaceTaken(name.clone())),
+            Err(e) => Err(Error::api(format!("creation of namespace {name}"))(e)),
+        };
+        if let Err(e) = r {
+            failed.namespaces.insert(name);
+            failed.note(w, Some(&project), e);
+        }
+    }
+    for n in &plan.adopt_namespaces {
+        let name = n.name_any();
+        let project = project_of(&n.metadata).map(str::to_string);
+        if project
+            .as_ref()
+            .is_some_and(|p| failed.projects.contains_key(p))
+        {
+            failed.namespaces.insert(name);
+            continue;
+        }
+        let r = Api::<Namespace>::all(c.clone())
+            .patch(&name, &ssa, &Patch::Apply(n))
             .await
-            .map_err(Error::api(format!("apply of RoleBinding {rb_ns}/{name}")))?;
+            .map(drop)
+            .map_err(Error::api(format!("adoption of namespace {name}")));
+        if let Err(e) = r {
+            failed.namespaces.insert(name);
+            failed.note(w, project.as_deref(), e);
+        }
     }
+    for rb in creations {
+        let (rb_ns, _) = key(rb);
+        let project = project_of(&rb.metadata);
+        if failed.namespaces.contains(&rb_ns)
+            || project.is_some_and(|p| failed.projects.contains_key(p))
+        {
+            continue;
+        }
+        if let Err(e) = apply_binding(ctx, rb, &ssa).await {
+            failed.note(w, project, e);
+        }
+    }
+
+    // 3. The rest.
     for n in &plan.delete_namespaces {
-        ignore_not_found(
+        let r = ignore_not_found(
             Api::<Namespace>::all(c.clone())
                 .delete(n, &DeleteParams::default())
                 .await,
         )
-        .map_err(Error::api(format!("deletion of namespace {n}")))?;
+        .map_err(Error::api(format!("deletion of namespace {n}")));
+        if let Err(e) = r {
+            let project = namespace_project(w, n);
+            failed.note(w, project.as_deref(), e);
+        }
+    }
+    for n in &plan.release_namespaces {
+        // An apply with none of roster's fields takes roster's labels and annotation off.
+        let bare = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}});
+        let r = ignore_not_found(
+            Api::<Namespace>::all(c.clone())
+                .patch(n, &ssa, &Patch::Apply(&bare))
+                .await,
+        )
+        .map_err(Error::api(format!("handing back namespace {n}")));
+        if let Err(e) = r {
+            let project = namespace_project(w, n);
+            failed.note(w, project.as_deref(), e);
+        }
     }
     for m in &plan.create_memberships {
         let created = Api::<Membership>::namespaced(c.clone(), ns)
-            .create(
-                &PostParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..Default::default()
-                },
-                m,
-            )
+            .create(&post_params(), m)
             .await;
         match created {
+            Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 => {}
-            other => {
-                other.map_err(Error::api(format!(
-                    "creation of Membership {}",
-                    m.name_any()
-                )))?;
-            }
+            Err(e) => failed.note(
+                w,
+                None,
+                Error::api(format!("creation of Membership {}", m.name_any()))(e),
+            ),
         }
     }
-
     for name in &plan.delete_memberships {
-        ignore_not_found(
+        let r = ignore_not_found(
             Api::<Membership>::namespaced(c.clone(), ns)
                 .delete(name, &DeleteParams::default())
                 .await,
         )
         .map_err(Error::api(format!(
             "deletion of superseded bootstrap Membership {name}"
-        )))?;
+        )));
+        if let Err(e) = r {
+            failed.note(w, None, e);
+        }
     }
 
-    // An invitation that cannot go out (SMTP down) must not hold back statuses: the first
-    // identity failure is returned after them.
-    let identity_result = identity(ctx, w, plan).await;
+    // An invitation that cannot go out (SMTP down) must not hold back statuses.
+    if let Err(e) = identity(ctx, w, plan).await {
+        failed.note(w, None, e);
+    }
 
-    if let Some(status) = &plan.org_status {
-        patch_status::<Organization>(ctx, ns, ns, status).await?;
+    if let Some(status) = &plan.org_status
+        && let Err(e) = patch_status::<Organization>(ctx, ns, ns, status).await
+    {
+        failed.note(w, None, e);
     }
     for (name, status) in &plan.stray_org_status {
-        patch_status::<Organization>(ctx, ns, name, status).await?;
+        if let Err(e) = patch_status::<Organization>(ctx, ns, name, status).await {
+            failed.note(w, None, e);
+        }
     }
-    for (name, status) in &plan.project_status {
-        patch_status::<Project>(ctx, ns, name, status).await?;
+    for (name, status) in project_statuses(w, plan, &failed.projects) {
+        if let Err(e) = patch_status::<Project>(ctx, ns, &name, &status).await {
+            failed.note(w, Some(&name), e);
+        }
     }
     for (name, status) in &plan.membership_status {
-        patch_status::<Membership>(ctx, ns, name, status).await?;
+        if let Err(e) = patch_status::<Membership>(ctx, ns, name, status).await {
+            failed.note(w, None, e);
+        }
     }
     for e in &plan.events {
         publish(ctx, w, e).await;
     }
     for t in &plan.remove_finalizer {
-        set_finalizer(ctx, w, t, false).await?;
+        // A finalizer stays until what it guards is cleaned up.
+        let held = match t {
+            Target::Project(p) => failed.projects.contains_key(p),
+            _ => failed.org_failed || !failed.projects.is_empty(),
+        };
+        if held {
+            continue;
+        }
+        if let Err(e) = set_finalizer(ctx, w, t, false).await {
+            failed.note(w, None, e);
+        }
     }
-    identity_result
+    match failed.first {
+        None => Ok(()),
+        Some(e) if failed.count == 1 => Err(e),
+        Some(e) => Err(Error::Several {
+            count: failed.count,
+            first: Box::new(e),
+        }),
+    }
+}
+
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+async fn apply_binding(ctx: &Context, rb: &RoleBinding, ssa: &PatchParams) -> Result<()> {
+    let (rb_ns, name) = key(rb);
+    Api::<RoleBinding>::namespaced(ctx.client.clone(), &rb_ns)
+        .patch(&name, ssa, &Patch::Apply(rb))
+        .await
+        .map(drop)
+        .map_err(Error::api(format!("apply of RoleBinding {rb_ns}/{name}")))
+}
+
+/// The project whose workload namespace `ns` is.
+fn namespace_project(w: &World, ns: &str) -> Option<String> {
+    w.namespaces
+        .get(ns)
+        .and_then(|n| project_of(&n.metadata).map(str::to_string))
+}
+
+/// The planned project statuses, with `Ready=False` (and the failure) for projects whose
+/// writes failed in this reconcile.
+fn project_statuses(
+    w: &World,
+    plan: &Plan,
+    failed: &BTreeMap<String, String>,
+) -> Vec<(String, crate::api::ProjectStatus)> {
+    let mut out: BTreeMap<String, crate::api::ProjectStatus> =
+        plan.project_status.iter().cloned().collect();
+    for (project, why) in failed {
+        let Some(p) = w.projects.iter().find(|p| p.name_any() == *project) else {
+            continue;
+        };
+        let status = out
+            .entry(project.clone())
+            .or_insert_with(|| p.status.clone().unwrap_or_default());
+        let reason = why.split(':').next().unwrap_or("WriteFailed").to_string();
+        let ready = condition::make(
+            &status.conditions,
+            READY,
+            false,
+            &reason,
+            why.clone(),
+            p.metadata.generation,
+            w.now,
+        );
+        status.conditions.retain(|c| c.type_ != READY);
+        status.conditions.insert(0, ready);
+    }
+    out.into_iter().collect()
 }
 
 async fn identity(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
@@ -237,11 +464,11 @@ async fn set_finalizer(ctx: &Context, w: &World, t: &Target, present: bool) -> R
         .finalizers
         .iter()
         .flatten()
-        .filter(|f| f.as_str() != FINALIZER)
+        .filter(|f| f.as_str() != labels::FINALIZER)
         .cloned()
         .collect();
     if present {
-        finalizers.push(FINALIZER.to_string());
+        finalizers.push(labels::FINALIZER.to_string());
     }
     let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": meta.resource_version } });
     let params = PatchParams {

@@ -3,17 +3,122 @@
 //! records mean for a Membership's status (phase Active/Locked, invitation, failed logins).
 //! Pure, like the rest of the plan.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 
-use super::plan::{Plan, PlannedEvent, Target, World};
+use super::plan::{Plan, PlannedEvent, Settings, Target, World, binding, role_ref};
 use crate::access::Evaluation;
-use crate::api::{InvitationState, InvitationStatus, Membership, Organization, Phase};
-use crate::identity::service::{RESEND, RESET_MFA, UNLOCK, annotation};
+use crate::api::contract::{MEMBERSHIP_LABEL, Request, invitation_link_name};
+use crate::api::{
+    EffectiveRole, InvitationState, InvitationStatus, Membership, Organization, Phase, ProjectRole,
+};
 use crate::identity::store::Record;
+
+/// The member's credential record, if it was made for this very Membership. A record left by a
+/// deleted Membership of the same e-mail (not yet forgotten) is nobody's: its password, TOTP
+/// seed and acceptance never carry over to a new Membership.
+pub fn record_of<'a>(w: &'a World, m: &Membership) -> Option<&'a Record> {
+    w.credentials.get(&m.spec.email).filter(|r| r.belongs_to(m))
+}
+
+/// Who may read each pending invitation link (a bearer credential: whoever holds it sets the
+/// member's password). Exactly those who could create that Membership as it stands now:
+/// - never anyone for the owner's own link (trusted identities read it with their own RBAC, or
+///   SMTP delivers it);
+/// - the owner, for any other link;
+/// - an Admin, for a Member whose projects all lie among those the Admin administers (all of
+///   them when `adminsSeeAllProjects`), never for an Admin's link.
+///
+/// Readers must be entitled now. One RoleBinding per link, to the link's own Role (get on that
+/// one Secret), which identity writes with the Secret.
+pub(super) fn invitation_readers(
+    w: &World,
+    org: &Organization,
+    eval: &Evaluation,
+    s: &Settings,
+) -> Vec<RoleBinding> {
+    let ns = w.namespace.as_str();
+    let owner = org.spec.owner.as_str();
+    let owner_entitled = eval.owner_without_membership.is_some()
+        || eval
+            .members
+            .iter()
+            .any(|a| a.email == owner && a.entitled());
+    let admins: Vec<(&str, BTreeSet<&str>)> = eval
+        .members
+        .iter()
+        .filter(|a| a.effective_role == EffectiveRole::Admin && a.entitled())
+        .filter_map(|a| {
+            let m = w
+                .memberships
+                .iter()
+                .find(|m| m.name_any() == a.membership)?;
+            let administers = m
+                .spec
+                .projects
+                .iter()
+                .filter(|g| g.role == ProjectRole::Admin)
+                .map(|g| g.name.as_str())
+                .collect();
+            Some((a.email.as_str(), administers))
+        })
+        .collect();
+    let mut out = Vec::new();
+    for m in &w.memberships {
+        let Some(a) = eval.members.iter().find(|a| a.membership == m.name_any()) else {
+            continue;
+        };
+        let pending = record_of(w, m).is_some_and(|r| {
+            r.accepted_at.is_none()
+                && r.invitation
+                    .as_ref()
+                    .is_some_and(|i| i.delivery == "Secret")
+        });
+        if !pending
+            || m.metadata.deletion_timestamp.is_some()
+            || m.spec.email == owner
+            || matches!(a.phase, Phase::Conflict | Phase::Disabled | Phase::Expired)
+        {
+            continue;
+        }
+        let mut readers: BTreeSet<&str> = BTreeSet::new();
+        if owner_entitled {
+            readers.insert(owner);
+        }
+        if a.effective_role == EffectiveRole::Member {
+            for (admin, administers) in &admins {
+                let all_mine = org.spec.admins_see_all_projects
+                    || m.spec
+                        .projects
+                        .iter()
+                        .all(|g| administers.contains(g.name.as_str()));
+                if all_mine && *admin != m.spec.email {
+                    readers.insert(admin);
+                }
+            }
+        }
+        let name = invitation_link_name(&m.name_any());
+        let mut rb = binding(
+            ns,
+            ns,
+            &name,
+            role_ref("Role", &name),
+            &readers,
+            s,
+            None,
+            m.controller_owner_ref(&()),
+        );
+        if let Some(l) = rb.metadata.labels.as_mut() {
+            l.insert(MEMBERSHIP_LABEL.to_string(), m.name_any());
+        }
+        out.push(rb);
+    }
+    out
+}
 
 /// Something only the identity service can do (it involves tokens, keys or mail).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +153,7 @@ pub(super) fn plan_identity(
         .iter()
         .map(|m| (m.spec.email.as_str(), m))
         .collect();
+    // Credentials of an address no Membership holds any more go.
     for email in w.credentials.keys() {
         if !held.contains_key(email.as_str()) {
             plan.identity.push(IdentityAction::Forget {
@@ -67,14 +173,16 @@ pub(super) fn plan_identity(
         {
             continue;
         }
-        let record = w.credentials.get(&m.spec.email);
-        let request = |kind: &str| {
-            let nonce = m.annotations().get(&annotation(kind))?;
-            let handled = record.and_then(|r| r.handled.get(kind));
+        // A stale record (left by a deleted namesake) counts as none: a fresh invitation
+        // replaces it.
+        let record = record_of(w, m);
+        let request = |r: Request| {
+            let nonce = m.annotations().get(r.annotation())?;
+            let handled = record.and_then(|rec| rec.handled.get(r.kind()));
             (handled != Some(nonce) && !nonce.is_empty()).then(|| nonce.clone())
         };
         let accepted = record.is_some_and(|r| r.accepted_at.is_some());
-        let resend = request(RESEND).filter(|_| !accepted);
+        let resend = request(Request::ResendInvitation).filter(|_| !accepted);
         let never_invited = record.is_none_or(|r| !accepted && r.invitation.is_none());
         if resend.is_some() || never_invited {
             plan.identity.push(IdentityAction::Invite {
@@ -83,14 +191,14 @@ pub(super) fn plan_identity(
             });
         }
         let Some(_) = record else { continue };
-        if let Some(nonce) = request(UNLOCK) {
+        if let Some(nonce) = request(Request::Unlock) {
             plan.identity.push(IdentityAction::Unlock {
                 membership: m.name_any(),
                 email: m.spec.email.clone(),
                 nonce,
             });
         }
-        if let Some(nonce) = request(RESET_MFA) {
+        if let Some(nonce) = request(Request::ResetMfa) {
             plan.identity.push(IdentityAction::ResetMfa {
                 membership: m.name_any(),
                 email: m.spec.email.clone(),

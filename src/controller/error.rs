@@ -18,6 +18,10 @@ pub enum Error {
     },
     #[error("the controller's caches are not ready: {0}")]
     CacheNotReady(String),
+    #[error("namespace {0} was created by someone else meanwhile; it is not roster's")]
+    NamespaceTaken(String),
+    #[error("{count} writes failed; the first: {first}")]
+    Several { count: usize, first: Box<Error> },
     #[error("{action} for {membership}: {source}")]
     Identity {
         action: &'static str,
@@ -51,6 +55,8 @@ impl Error {
             Error::Api { .. } => "ApiUnavailable",
             Error::Encode { .. } => "EncodeFailed",
             Error::CacheNotReady(_) => "CacheNotReady",
+            Error::NamespaceTaken(_) => "NamespaceTaken",
+            Error::Several { first, .. } => first.reason(),
             Error::Identity { source, .. } => source.reason(),
         }
     }

@@ -1,35 +1,15 @@
-//! The labels, annotations and finalizer by which roster recognises what it manages.
+//! How roster recognises what it manages, from the names in `api::contract`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-pub const MANAGER: &str = "roster";
-pub const ORGANIZATION: &str = "roster.dev/organization";
-pub const PROJECT: &str = "roster.dev/project";
-pub use crate::api::BOOTSTRAP_LABEL as BOOTSTRAP;
-/// On a namespace that existed before its Project: `<organization>/<project>` hands it to roster.
-pub const ADOPT: &str = "roster.dev/adopt";
-/// On Organizations and Projects: their objects outside their own namespace are cleaned up first.
-pub const FINALIZER: &str = "roster.dev/cleanup";
-
-pub fn managed(org: &str, project: Option<&str>) -> BTreeMap<String, String> {
-    let mut l = BTreeMap::from([
-        (MANAGED_BY.to_string(), MANAGER.to_string()),
-        (ORGANIZATION.to_string(), org.to_string()),
-    ]);
-    if let Some(p) = project {
-        l.insert(PROJECT.to_string(), p.to_string());
-    }
-    l
-}
-
-/// The label selector of everything roster manages.
-pub fn managed_selector() -> String {
-    format!("{MANAGED_BY}={MANAGER}")
-}
+pub use crate::api::contract::{
+    ADOPT_ANNOTATION as ADOPT, BOOTSTRAP_LABEL as BOOTSTRAP, FINALIZER, MANAGED_BY, MANAGER,
+    NAMESPACE_ORIGIN_ANNOTATION, ORGANIZATION_LABEL as ORGANIZATION, ORIGIN_ADOPTED,
+    ORIGIN_CREATED, PROJECT_LABEL as PROJECT, managed_labels as managed, managed_selector,
+};
 
 pub fn owned_by(labels: Option<&BTreeMap<String, String>>, org: &str, project: &str) -> bool {
     let get = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
@@ -46,11 +26,25 @@ pub fn adoption_requested(ns: &Namespace, org: &str, project: &str) -> bool {
         .is_some_and(|v| *v == format!("{org}/{project}"))
 }
 
-pub fn namespace(name: &str, org: &str, project: &str) -> Namespace {
+/// Only a namespace roster created (and says so) may be deleted with its Project; one without
+/// the mark — handed over, or from before the mark existed — is handed back instead.
+pub fn created_by_roster(ns: &Namespace) -> bool {
+    ns.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(NAMESPACE_ORIGIN_ANNOTATION))
+        .is_some_and(|v| v == ORIGIN_CREATED)
+}
+
+/// A project namespace as roster writes it; `origin` is `ORIGIN_CREATED` or `ORIGIN_ADOPTED`.
+pub fn namespace(name: &str, org: &str, project: &str, origin: &str) -> Namespace {
     Namespace {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             labels: Some(managed(org, Some(project))),
+            annotations: Some(
+                [(NAMESPACE_ORIGIN_ANNOTATION.to_string(), origin.to_string())].into(),
+            ),
             ..Default::default()
         },
         ..Default::default()

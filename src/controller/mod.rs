@@ -33,8 +33,7 @@ pub use plan::{Settings, World};
 
 use crate::api::{Membership, Organization, Project};
 
-/// The one field manager roster writes with (server-side apply and plain patches alike).
-pub const FIELD_MANAGER: &str = "roster";
+pub use crate::api::contract::FIELD_MANAGER;
 
 #[derive(Clone)]
 pub struct Config {
@@ -152,7 +151,7 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> {
             namespace = %name,
             writes,
             rolebindings = plan.rolebindings.len() + plan.delete_rolebindings.len(),
-            namespaces = plan.namespaces.len() + plan.delete_namespaces.len(),
+            namespaces = plan.create_namespaces.len() + plan.adopt_namespaces.len() + plan.delete_namespaces.len() + plan.release_namespaces.len(),
             statuses = plan.membership_status.len() + plan.project_status.len() + usize::from(plan.org_status.is_some()),
             finalizers = plan.add_finalizer.len() + plan.remove_finalizer.len(),
             events = plan.events.len(),

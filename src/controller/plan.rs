@@ -15,6 +15,7 @@ use crate::api::{
     Organization, OrganizationStatus, Project, ProjectRole, ProjectStatus,
 };
 use crate::condition;
+use crate::subjects::Subjects;
 
 use super::credentials::IdentityAction;
 use super::labels::{self, FINALIZER};
@@ -23,8 +24,8 @@ use crate::identity::store::Record;
 /// How roster maps roles to Kubernetes RBAC.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Prepended to a member's e-mail to form their Kubernetes user name.
-    pub subject_prefix: String,
+    /// The user names that stand for a member in RoleBindings.
+    pub subjects: Subjects,
     /// ClusterRole bound in a project namespace for each project role.
     pub project_cluster_roles: BTreeMap<ProjectRole, String>,
     /// Identity runs: invitations are issued and request annotations acted on.
@@ -34,7 +35,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            subject_prefix: String::new(),
+            subjects: Subjects::default(),
             project_cluster_roles: [
                 (ProjectRole::Admin, "admin".to_string()),
                 (ProjectRole::Developer, "edit".to_string()),
@@ -92,10 +93,17 @@ pub struct PlannedEvent {
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
     pub add_finalizer: Vec<Target>,
-    pub namespaces: Vec<Namespace>,
+    /// Project namespaces to create. Created, never applied: a namespace that exists by the
+    /// time the write arrives (made by someone else meanwhile) is not taken over.
+    pub create_namespaces: Vec<Namespace>,
+    /// Namespaces handed over (`roster.dev/adopt`): roster's labels are applied to them.
+    pub adopt_namespaces: Vec<Namespace>,
     pub rolebindings: Vec<RoleBinding>,
     pub delete_rolebindings: Vec<(String, String)>,
+    /// Namespaces roster created whose Project (namespaceDeletion: Delete) is gone.
     pub delete_namespaces: Vec<String>,
+    /// Handed-over namespaces whose Project is gone: roster's labels are taken off again.
+    pub release_namespaces: Vec<String>,
     pub create_memberships: Vec<Membership>,
     /// Bootstrap placeholders superseded by a declared Membership of the same e-mail.
     pub delete_memberships: Vec<String>,
@@ -114,10 +122,12 @@ impl Plan {
     /// Number of API writes this plan makes (events aside).
     pub fn writes(&self) -> usize {
         self.add_finalizer.len()
-            + self.namespaces.len()
+            + self.create_namespaces.len()
+            + self.adopt_namespaces.len()
             + self.rolebindings.len()
             + self.delete_rolebindings.len()
             + self.delete_namespaces.len()
+            + self.release_namespaces.len()
             + self.create_memberships.len()
             + self.delete_memberships.len()
             + usize::from(self.org_status.is_some())
@@ -174,12 +184,30 @@ pub fn plan(w: &World, s: &Settings) -> Plan {
         } else {
             None
         };
-        if unavailable.is_none() && (!ours || observed.is_none()) {
-            plan.namespaces
-                .push(labels::namespace(&target_ns, ns, &name));
+        if unavailable.is_none() {
+            match observed {
+                None => plan.create_namespaces.push(labels::namespace(
+                    &target_ns,
+                    ns,
+                    &name,
+                    labels::ORIGIN_CREATED,
+                )),
+                Some(_) if !ours => plan.adopt_namespaces.push(labels::namespace(
+                    &target_ns,
+                    ns,
+                    &name,
+                    labels::ORIGIN_ADOPTED,
+                )),
+                Some(_) => {}
+            }
         }
-        if terminating && ours && p.spec.namespace_deletion == NamespaceDeletion::Delete {
-            plan.delete_namespaces.push(target_ns.clone());
+        if terminating && ours {
+            let created = observed.is_some_and(labels::created_by_roster);
+            if !created {
+                plan.release_namespaces.push(target_ns.clone());
+            } else if p.spec.namespace_deletion == NamespaceDeletion::Delete {
+                plan.delete_namespaces.push(target_ns.clone());
+            }
         }
         namespace_reasons.insert(name.clone(), unavailable.clone());
         views.push(ProjectView {
@@ -201,11 +229,15 @@ pub fn plan(w: &World, s: &Settings) -> Plan {
     } else {
         None
     };
+    // A record counts only for the Membership it was made for (not a deleted namesake's).
     let enrolled: BTreeSet<String> = w
-        .credentials
+        .memberships
         .iter()
-        .filter(|(_, r)| r.enrolled())
-        .map(|(e, _)| e.clone())
+        .filter(|m| {
+            super::credentials::record_of(w, m)
+                .is_some_and(crate::identity::store::Record::enrolled)
+        })
+        .map(|m| m.spec.email.clone())
         .collect();
     let eval = access::evaluate(&Inputs {
         org,
@@ -236,7 +268,7 @@ pub fn plan(w: &World, s: &Settings) -> Plan {
                 ns,
                 ns,
                 rb_name,
-                cluster_role,
+                role_ref("ClusterRole", cluster_role),
                 &users,
                 s,
                 None,
@@ -265,7 +297,7 @@ pub fn plan(w: &World, s: &Settings) -> Plan {
                     ns,
                     &view.namespace,
                     &rb_name,
-                    cluster_role,
+                    role_ref("ClusterRole", cluster_role),
                     &users,
                     s,
                     Some(&view.name),
@@ -273,6 +305,11 @@ pub fn plan(w: &World, s: &Settings) -> Plan {
                 ));
             }
         }
+    }
+    if let Some(org) = org
+        && s.identity
+    {
+        desired.extend(super::credentials::invitation_readers(w, org, &eval, s));
     }
     diff_rolebindings(w, desired, &mut plan);
 
@@ -293,12 +330,22 @@ pub fn plan(w: &World, s: &Settings) -> Plan {
     plan
 }
 
+pub(super) fn role_ref(kind: &str, name: &str) -> RoleRef {
+    RoleRef {
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        kind: kind.into(),
+        name: name.to_string(),
+    }
+}
+
+/// A RoleBinding of roster's for organization `org_ns`: the members with `users` e-mails,
+/// under every user name the settings bind for them.
 #[allow(clippy::too_many_arguments)]
-fn binding(
+pub(super) fn binding(
     org_ns: &str,
     ns: &str,
     name: &str,
-    cluster_role: &str,
+    role_ref: RoleRef,
     users: &BTreeSet<&str>,
     s: &Settings,
     project: Option<&str>,
@@ -312,18 +359,15 @@ fn binding(
             owner_references: owner.map(|o| vec![o]),
             ..Default::default()
         },
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "ClusterRole".into(),
-            name: cluster_role.to_string(),
-        },
+        role_ref,
         subjects: Some(
             users
                 .iter()
-                .map(|email| Subject {
+                .flat_map(|email| s.subjects.names(org_ns, email))
+                .map(|name| Subject {
                     api_group: Some("rbac.authorization.k8s.io".into()),
                     kind: "User".into(),
-                    name: format!("{}{email}", s.subject_prefix),
+                    name,
                     namespace: None,
                 })
                 .collect(),

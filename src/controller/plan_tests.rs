@@ -55,11 +55,17 @@ fn acme() -> World {
 
 /// What the API server would hold after `plan` was applied to `w`.
 fn converge(mut w: World, plan: &Plan) -> World {
-    for n in &plan.namespaces {
+    for n in plan.create_namespaces.iter().chain(&plan.adopt_namespaces) {
         w.namespaces.insert(n.name_any(), n.clone());
     }
     for n in &plan.delete_namespaces {
         w.namespaces.remove(n);
+    }
+    for n in &plan.release_namespaces {
+        if let Some(ns) = w.namespaces.get_mut(n) {
+            ns.metadata.labels = None;
+            ns.metadata.annotations = None;
+        }
     }
     let key = |rb: &RoleBinding| {
         (
@@ -159,7 +165,12 @@ fn subjects(w: &World, ns: &str, rb: &str) -> Vec<String> {
         .subjects
         .iter()
         .flatten()
-        .map(|s| s.name.trim_end_matches("@acme.example").to_string())
+        .map(|s| {
+            s.name
+                .trim_start_matches("roster:acme:")
+                .trim_end_matches("@acme.example")
+                .to_string()
+        })
         .collect()
 }
 
@@ -223,9 +234,9 @@ fn a_converged_world_plans_zero_writes_and_no_events() {
 }
 
 #[test]
-fn subject_prefix_and_role_mapping_are_configurable() {
+fn subject_names_and_role_mapping_are_configurable() {
     let s = Settings {
-        subject_prefix: "oidc:".into(),
+        subjects: crate::subjects::Subjects::external("oidc:"),
         project_cluster_roles: [
             (ProjectRole::Admin, "acme-admin".to_string()),
             (ProjectRole::Developer, "acme-dev".to_string()),
@@ -731,7 +742,10 @@ fn foreign_namespace_is_not_adopted_silently() {
     w.namespaces.insert("acme-web".into(), foreign.clone());
     let p = plan(&w, &Settings::default());
     assert!(
-        !p.namespaces.iter().any(|n| n.name_any() == "acme-web"),
+        !p.create_namespaces
+            .iter()
+            .chain(&p.adopt_namespaces)
+            .any(|n| n.name_any() == "acme-web"),
         "no write to a foreign namespace"
     );
     assert!(
@@ -764,8 +778,48 @@ fn foreign_namespace_is_not_adopted_silently() {
     adopt.metadata.annotations = Some([(labels::ADOPT.to_string(), "acme/web".to_string())].into());
     w.namespaces.insert("acme-web".into(), adopt);
     let p = plan(&w, &Settings::default());
-    assert!(p.namespaces.iter().any(|n| n.name_any() == "acme-web"
+    assert!(p.adopt_namespaces.iter().any(|n| n.name_any() == "acme-web"
         && n.labels().get(labels::PROJECT).map(String::as_str) == Some("web")));
+    assert!(
+        p.create_namespaces
+            .iter()
+            .all(|n| n.name_any() != "acme-web"),
+        "an existing namespace is never created"
+    );
+    // Handed over, it is handed back when its Project goes — never deleted, whatever the
+    // Project's namespaceDeletion says.
+    let mut w = settle(w);
+    let web = w
+        .projects
+        .iter_mut()
+        .find(|p| p.name_any() == "web")
+        .expect("web");
+    web.spec.namespace_deletion = NamespaceDeletion::Delete;
+    web.metadata.deletion_timestamp = Some(Time(ts(NOW)));
+    let p = plan(&w, &Settings::default());
+    assert_eq!(p.release_namespaces, vec!["acme-web".to_string()]);
+    assert!(p.delete_namespaces.is_empty());
+    let w = settle(converge(w, &p));
+    assert!(
+        w.namespaces["acme-web"].metadata.labels.is_none(),
+        "handed back without roster's labels"
+    );
+}
+
+#[test]
+fn namespaces_roster_did_not_mark_as_created_are_never_deleted() {
+    let mut w = acme();
+    w.projects[0].spec.namespace_deletion = NamespaceDeletion::Delete;
+    let mut w = settle(w);
+    // A namespace labelled as roster's but without the mark of creation (made before the mark
+    // existed, or labelled by someone else): handed back, not deleted.
+    if let Some(n) = w.namespaces.get_mut("acme-payments") {
+        n.metadata.annotations = None;
+    }
+    w.projects[0].metadata.deletion_timestamp = Some(Time(ts(NOW)));
+    let p = plan(&w, &Settings::default());
+    assert!(p.delete_namespaces.is_empty(), "{p:?}");
+    assert_eq!(p.release_namespaces, vec!["acme-payments".to_string()]);
 }
 
 #[test]
@@ -838,7 +892,8 @@ fn a_terminating_home_namespace_plans_only_clean_up() {
     let p = plan(&w, &Settings::default());
     assert!(
         p.rolebindings.is_empty()
-            && p.namespaces.is_empty()
+            && p.create_namespaces.is_empty()
+            && p.adopt_namespaces.is_empty()
             && p.create_memberships.is_empty()
             && p.add_finalizer.is_empty()
     );
@@ -982,6 +1037,15 @@ fn identity_actions() {
             }],
         },
         Case {
+            name: "a record of a deleted namesake: a fresh invitation",
+            member: bob(),
+            record: Some(Record {
+                membership_uid: Some("uid-of-a-deleted-bob".into()),
+                ..accepted("bob@acme.example")
+            }),
+            want: vec![invite(None)],
+        },
+        Case {
             name: "disabled member: not invited",
             member: {
                 let mut m = bob();
@@ -1023,5 +1087,117 @@ fn identity_actions() {
         vec![IdentityAction::Forget {
             email: "gone@acme.example".into()
         }]
+    );
+}
+
+/// Who may read a pending invitation link: exactly who could create that Membership as it
+/// stands (DESIGN.md §3), through one RoleBinding per link.
+#[test]
+fn invitation_links_are_readable_by_exactly_who_could_invite() {
+    use crate::identity::store::{Invitation, Record};
+    let settings = Settings {
+        identity: true,
+        ..Settings::default()
+    };
+    let pending = |email: &str| Record {
+        email: email.into(),
+        invitation: Some(Invitation {
+            hash: "h".into(),
+            sent_at: 1,
+            expires_at: 2,
+            delivery: "Secret".into(),
+        }),
+        ..Default::default()
+    };
+    let mut w = world(
+        Some(org("alice@acme.example")),
+        vec![project("payments"), project("web")],
+        vec![
+            member("alice", Some(OrgRole::Admin), &[]),
+            member(
+                "bob",
+                Some(OrgRole::Admin),
+                &[("payments", ProjectRole::Admin)],
+            ),
+            member("carl", Some(OrgRole::Admin), &[]),
+            member(
+                "dave",
+                Some(OrgRole::Member),
+                &[("payments", ProjectRole::Viewer)],
+            ),
+            member(
+                "erin",
+                Some(OrgRole::Member),
+                &[("web", ProjectRole::Viewer)],
+            ),
+            member("fay", Some(OrgRole::Member), &[]),
+            {
+                let mut m = member("gus", Some(OrgRole::Member), &[]);
+                m.spec.disabled = true;
+                m
+            },
+        ],
+    );
+    for m in ["alice", "bob", "carl", "dave", "erin", "fay", "gus"] {
+        let email = format!("{m}@acme.example");
+        w.credentials.insert(email.clone(), pending(&email));
+    }
+    let readers = |w: &World, member: &str| -> Option<Vec<String>> {
+        let p = plan(w, &settings);
+        p.rolebindings
+            .iter()
+            .find(|b| b.name_any() == format!("roster-invitation-{member}"))
+            .map(|b| {
+                assert_eq!(b.role_ref.kind, "Role");
+                assert_eq!(b.role_ref.name, format!("roster-invitation-{member}"));
+                b.subjects
+                    .iter()
+                    .flatten()
+                    .map(|s| {
+                        s.name
+                            .trim_start_matches("roster:acme:")
+                            .trim_end_matches("@acme.example")
+                            .to_string()
+                    })
+                    .collect()
+            })
+    };
+    let cases: &[(&str, Option<&[&str]>)] = &[
+        ("alice", None),                          // the owner's own link: nobody
+        ("carl", Some(&["alice"])),               // an Admin's: the owner only
+        ("dave", Some(&["alice", "bob"])),        // a Member in bob's project
+        ("erin", Some(&["alice"])),               // a Member outside bob's projects
+        ("fay", Some(&["alice", "bob", "carl"])), // a Member with no projects
+        ("gus", None),                            // disabled: nobody
+    ];
+    for (member, want) in cases {
+        let got = readers(&w, member);
+        assert_eq!(
+            got.as_deref()
+                .map(|v| v.iter().map(String::as_str).collect::<Vec<_>>()),
+            want.map(|w| w.to_vec()),
+            "{member}"
+        );
+    }
+    // Accepted: the binding goes.
+    let mut accepted = w.clone();
+    if let Some(r) = accepted.credentials.get_mut("dave@acme.example") {
+        r.invitation = None;
+        r.accepted_at = Some(1);
+    }
+    assert_eq!(readers(&accepted, "dave"), None);
+    // adminsSeeAllProjects: every Admin administers every project.
+    if let Some(o) = w.org.as_mut() {
+        o.spec.admins_see_all_projects = true;
+    }
+    assert_eq!(
+        readers(&w, "erin"),
+        Some(vec!["alice".to_string(), "bob".into(), "carl".into()])
+    );
+    // A disabled Admin reads nothing.
+    w.memberships[1].spec.disabled = true;
+    assert_eq!(
+        readers(&w, "erin"),
+        Some(vec!["alice".to_string(), "carl".into()])
     );
 }

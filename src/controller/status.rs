@@ -178,7 +178,7 @@ pub(super) fn statuses(
         };
         let prev = m.status.clone().unwrap_or_default();
         let id =
-            super::credentials::identity_status(w.credentials.get(&m.spec.email), a.phase, now);
+            super::credentials::identity_status(super::credentials::record_of(w, m), a.phase, now);
         if let Some(at) = id.next_change {
             plan.requeue_at = Some(plan.requeue_at.map_or(at, |r| r.min(at)));
         }

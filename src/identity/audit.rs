@@ -5,6 +5,13 @@
 //! - a bounded per-organization log in a ConfigMap in roster's namespace, which outlives Event
 //!   TTL and restarts (`roster security-log ORG`).
 //!
+//! Only the standard-output line is written for anything a stranger can cause at will: an
+//! organization that does not exist (no ConfigMap is ever made for it) or an address that is no
+//! member of it (no Event, no entry). And a real member's failed attempts are kept apart from
+//! everything else, each part bounded on its own, so that a flood of failures — already slowed
+//! by the rate limits — can push out only older failures, never a success, a lockout, an unlock
+//! or an ownership transfer.
+//!
 //! Recording never waits on the API server: entries go through a channel to one task that
 //! appends them in batches (one compare-and-swap write per organization per batch), so a login
 //! flood costs one write per second per organization, not one per login.
@@ -16,16 +23,20 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::Store as Cache;
+use kube::runtime::reflector::{ObjectRef, Store as Cache};
 use kube::{Api, Client, Resource};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::api::Membership;
+use crate::api::contract::{MANAGED_BY, MANAGER, ORGANIZATION_LABEL};
+use crate::api::{Membership, Organization};
 
-/// Entries kept per organization (the oldest go first).
+/// Entries kept per organization and part (the oldest go first).
 pub const KEPT: usize = 1000;
+/// Bytes kept per part at most (a ConfigMap holds 1 MiB in all).
+pub const KEPT_BYTES: usize = 400 * 1024;
 const DATA_KEY: &str = "log.jsonl";
+const FAILURES_KEY: &str = "failures.jsonl";
 /// User agents and other client-supplied text are cut to this many characters.
 const MAX_FIELD: usize = 256;
 
@@ -93,6 +104,14 @@ impl Entry {
             "LoginFailed" | "LoginRefused" | "Locked" | "TokenRejected"
         )
     }
+
+    /// A failed attempt: kept apart from the rest (see the module's documentation).
+    pub fn failure(&self) -> bool {
+        matches!(
+            self.event.as_str(),
+            "LoginFailed" | "LoginRefused" | "OwnershipTransferFailed" | "TokenRejected"
+        )
+    }
 }
 
 /// Client-supplied text is cut (by characters, never inside one) and control characters are
@@ -111,8 +130,14 @@ pub struct SecurityLog {
 }
 
 impl SecurityLog {
-    /// Starts the writer task. `namespace` is roster's own.
-    pub fn start(client: Client, namespace: &str, memberships: Cache<Membership>) -> SecurityLog {
+    /// Starts the writer task. `namespace` is roster's own; the caches tell real organizations
+    /// and members from made-up ones.
+    pub fn start(
+        client: Client,
+        namespace: &str,
+        orgs: Cache<Organization>,
+        memberships: Cache<Membership>,
+    ) -> SecurityLog {
         let (tx, rx) = mpsc::channel(10_000);
         let writer = Writer {
             api: Api::namespaced(client.clone(), namespace),
@@ -123,6 +148,7 @@ impl SecurityLog {
                     instance: None,
                 },
             ),
+            orgs,
             memberships,
         };
         tokio::spawn(writer.run(rx));
@@ -150,7 +176,8 @@ pub fn configmap_name(org: &str) -> String {
     format!("roster-security-{org}")
 }
 
-/// The newest `KEPT` of `existing` followed by `new`, as JSON lines.
+/// The newest of `existing` followed by `new`, as JSON lines: at most `KEPT` of them and
+/// `KEPT_BYTES` in all.
 pub fn append(existing: &str, new: &[Entry]) -> String {
     let mut lines: Vec<String> = existing
         .lines()
@@ -161,8 +188,17 @@ pub fn append(existing: &str, new: &[Entry]) -> String {
         new.iter()
             .map(|e| serde_json::to_string(e).unwrap_or_default()),
     );
-    let skip = lines.len().saturating_sub(KEPT);
-    let mut out = lines[skip..].join("\n");
+    let mut bytes = 0;
+    let keep = lines
+        .iter()
+        .rev()
+        .take(KEPT)
+        .take_while(|l| {
+            bytes += l.len() + 1;
+            bytes <= KEPT_BYTES
+        })
+        .count();
+    let mut out = lines[lines.len() - keep..].join("\n");
     out.push('\n');
     out
 }
@@ -176,6 +212,7 @@ pub fn parse(log: &str) -> Vec<Entry> {
 struct Writer {
     api: Api<ConfigMap>,
     recorder: Recorder,
+    orgs: Cache<Organization>,
     memberships: Cache<Membership>,
 }
 
@@ -198,7 +235,13 @@ impl Writer {
             }
             let mut by_org: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
             for e in batch.drain(..) {
-                self.event(&e).await;
+                // Made-up organizations and addresses stay on standard output.
+                let Some(member) = self.known(&e) else {
+                    continue;
+                };
+                if let Some(m) = member {
+                    self.event(&e, &m).await;
+                }
                 by_org.entry(e.organization.clone()).or_default().push(e);
             }
             for (org, entries) in by_org {
@@ -209,16 +252,27 @@ impl Writer {
         }
     }
 
-    async fn event(&self, e: &Entry) {
-        let Some(email) = &e.email else { return };
-        let member = self.memberships.state().into_iter().find(|m| {
-            m.metadata.namespace.as_deref() == Some(e.organization.as_str())
-                && &m.spec.email == email
-        });
-        let Some(member) = member else { return };
+    /// Whether an entry concerns a real organization (and, if it names an address, a member of
+    /// it): `Some(member)` then, `None` for what only standard output keeps.
+    fn known(&self, e: &Entry) -> Option<Option<std::sync::Arc<Membership>>> {
+        let org = &e.organization;
+        self.orgs.get(&ObjectRef::new(org).within(org))?;
+        let Some(email) = &e.email else {
+            return Some(None);
+        };
+        self.memberships
+            .state()
+            .into_iter()
+            .find(|m| {
+                m.metadata.namespace.as_deref() == Some(org.as_str()) && &m.spec.email == email
+            })
+            .map(Some)
+    }
+
+    async fn event(&self, e: &Entry, member: &Membership) {
         let reference = member.object_ref(&());
         let note = [
-            Some(email.clone()),
+            e.email.clone(),
             e.reason.clone(),
             e.source_ip.as_ref().map(|ip| format!("from {ip}")),
             e.detail.clone(),
@@ -245,6 +299,18 @@ impl Writer {
 
     async fn persist(&self, org: &str, entries: &[Entry]) -> Result<(), kube::Error> {
         let name = configmap_name(org);
+        let (failures, rest): (Vec<Entry>, Vec<Entry>) =
+            entries.iter().cloned().partition(Entry::failure);
+        let merged = |data: Option<&BTreeMap<String, String>>| {
+            let existing = |k: &str| data.and_then(|d| d.get(k)).map_or("", String::as_str);
+            BTreeMap::from([
+                (DATA_KEY.to_string(), append(existing(DATA_KEY), &rest)),
+                (
+                    FAILURES_KEY.to_string(),
+                    append(existing(FAILURES_KEY), &failures),
+                ),
+            ])
+        };
         for _ in 0..20 {
             match self.api.get_opt(&name).await? {
                 None => {
@@ -252,12 +318,12 @@ impl Writer {
                         metadata: ObjectMeta {
                             name: Some(name.clone()),
                             labels: Some(BTreeMap::from([
-                                ("app.kubernetes.io/managed-by".into(), "roster".into()),
-                                ("roster.dev/organization".into(), org.to_string()),
+                                (MANAGED_BY.into(), MANAGER.into()),
+                                (ORGANIZATION_LABEL.into(), org.to_string()),
                             ])),
                             ..Default::default()
                         },
-                        data: Some(BTreeMap::from([(DATA_KEY.into(), append("", entries))])),
+                        data: Some(merged(None)),
                         ..Default::default()
                     };
                     match self.api.create(&PostParams::default(), &cm).await {
@@ -267,16 +333,7 @@ impl Writer {
                     }
                 }
                 Some(mut cm) => {
-                    let existing = cm
-                        .data
-                        .as_ref()
-                        .and_then(|d| d.get(DATA_KEY))
-                        .cloned()
-                        .unwrap_or_default();
-                    cm.data = Some(BTreeMap::from([(
-                        DATA_KEY.into(),
-                        append(&existing, entries),
-                    )]));
+                    cm.data = Some(merged(cm.data.as_ref()));
                     match self.api.replace(&name, &PostParams::default(), &cm).await {
                         Ok(_) => return Ok(()),
                         Err(kube::Error::Api(s)) if s.code == 409 => continue,
@@ -289,15 +346,22 @@ impl Writer {
     }
 }
 
-/// Reads an organization's log (the `security-log` command).
+/// Reads an organization's log (the `security-log` command), both parts, oldest first.
 pub async fn read(client: Client, namespace: &str, org: &str) -> Result<Vec<Entry>, kube::Error> {
     let api: Api<ConfigMap> = Api::namespaced(client, namespace);
-    Ok(api
+    let data = api
         .get_opt(&configmap_name(org))
         .await?
-        .and_then(|cm| cm.data?.remove(DATA_KEY))
-        .map(|log| parse(&log))
-        .unwrap_or_default())
+        .and_then(|cm| cm.data)
+        .unwrap_or_default();
+    let mut entries: Vec<Entry> = [DATA_KEY, FAILURES_KEY]
+        .iter()
+        .filter_map(|k| data.get(*k))
+        .flat_map(|log| parse(log))
+        .collect();
+    // RFC 3339 in UTC, to the second: text order is time order; the sort is stable.
+    entries.sort_by(|a, b| a.time.cmp(&b.time));
+    Ok(entries)
 }
 
 #[cfg(test)]

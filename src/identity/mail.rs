@@ -12,6 +12,10 @@ pub enum Error {
         "--smtp-url {0:?}: expected smtp://HOST:PORT, smtp://HOST:PORT?tls=starttls or smtps://HOST:PORT"
     )]
     BadUrl(String),
+    #[error(
+        "--smtp-url {0:?} sends invitation links (bearer credentials) in clear text: use smtps:// or ?tls=starttls, or pass --smtp-allow-plaintext for a relay on this host"
+    )]
+    Plaintext(String),
     #[error("invalid e-mail address {0:?}: {1}")]
     Address(String, String),
     #[error("the SMTP server did not take the invitation: {0}")]
@@ -22,6 +26,7 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
             Error::BadUrl(_) => "SmtpBadUrl",
+            Error::Plaintext(_) => "SmtpPlaintext",
             Error::Address(..) => "SmtpBadAddress",
             Error::Send(_) => "SmtpSendFailed",
         }
@@ -42,10 +47,13 @@ impl std::fmt::Debug for Mailer {
 }
 
 impl Mailer {
+    /// `allow_plaintext` must be set for `smtp://` without TLS: an invitation link is a bearer
+    /// credential.
     pub fn new(
         url: &str,
         from: &str,
         credentials: Option<(String, String)>,
+        allow_plaintext: bool,
     ) -> Result<Mailer, Error> {
         let bad = || Error::BadUrl(url.to_string());
         let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
@@ -53,6 +61,7 @@ impl Mailer {
         let (host, port) = hostport.rsplit_once(':').ok_or_else(bad)?;
         let port: u16 = port.parse().map_err(|_| bad())?;
         let mut builder = match (scheme, query) {
+            ("smtp", "") if !allow_plaintext => return Err(Error::Plaintext(url.to_string())),
             ("smtp", "") => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
             ("smtp", "tls=starttls") => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)
                 .map_err(|e| Error::Send(e.to_string()))?,
@@ -114,12 +123,22 @@ mod tests {
     #[test]
     fn urls() {
         for ok in [
-            "smtp://127.0.0.1:2525",
             "smtp://mail.example:587?tls=starttls",
             "smtps://mail.example:465",
         ] {
-            assert!(Mailer::new(ok, "roster@acme.example", None).is_ok(), "{ok}");
+            assert!(
+                Mailer::new(ok, "roster@acme.example", None, false).is_ok(),
+                "{ok}"
+            );
         }
+        // Links are bearer credentials: clear text only when asked for explicitly.
+        assert_eq!(
+            Mailer::new("smtp://127.0.0.1:2525", "roster@acme.example", None, false)
+                .expect_err("plaintext")
+                .reason(),
+            "SmtpPlaintext"
+        );
+        assert!(Mailer::new("smtp://127.0.0.1:2525", "roster@acme.example", None, true).is_ok());
         for bad in [
             "127.0.0.1:25",
             "smtp://host",
@@ -127,11 +146,11 @@ mod tests {
             "smtp://host:x",
             "smtp://h:25?tls=maybe",
         ] {
-            let e = Mailer::new(bad, "roster@acme.example", None).expect_err(bad);
+            let e = Mailer::new(bad, "roster@acme.example", None, true).expect_err(bad);
             assert_eq!(e.reason(), "SmtpBadUrl", "{bad}");
         }
         assert_eq!(
-            Mailer::new("smtp://h:25", "not an address", None)
+            Mailer::new("smtp://h:25", "not an address", None, true)
                 .expect_err("from")
                 .reason(),
             "SmtpBadAddress"

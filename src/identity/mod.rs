@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod invitation;
+pub mod limit;
 pub mod lockout;
 pub mod login;
 pub mod mail;

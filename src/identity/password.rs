@@ -72,6 +72,10 @@ pub fn check_new(password: &Secret, min_length: u32, user_inputs: &[&str]) -> Re
 pub struct Hasher {
     params: Params,
     permits: Arc<Semaphore>,
+    /// A hash of a random password nobody knows, made with these very parameters: checked
+    /// when there is no real hash to check (unknown organization or e-mail, no password yet),
+    /// so that such a guess costs exactly what a wrong password costs.
+    dummy: Arc<String>,
 }
 
 impl Hasher {
@@ -84,9 +88,15 @@ impl Hasher {
     ) -> Result<Hasher, Error> {
         let params = Params::new(m_cost_kib, t_cost, p_cost, None)
             .map_err(|e| Error::Hashing(e.to_string()))?;
+        let nobodys = super::random::<32>();
+        let dummy = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+            .hash_password(&nobodys)
+            .map_err(|e| Error::Hashing(e.to_string()))?
+            .to_string();
         Ok(Hasher {
             params,
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            dummy: Arc::new(dummy),
         })
     }
 
@@ -145,6 +155,18 @@ impl Hasher {
         })
         .await
         .map_err(|e| Error::Hashing(e.to_string()))?
+    }
+
+    /// The work of one `verify` with the configured parameters, against a hash nobody's
+    /// password matches; the result is always "wrong".
+    pub async fn verify_nothing(&self, password: &Secret) {
+        let dummy = self.dummy.clone();
+        let _ = self.verify(password, &dummy).await;
+    }
+
+    /// The PHC string `verify_nothing` checks against (its parameters are the configured ones).
+    pub fn dummy_phc(&self) -> &str {
+        &self.dummy
     }
 }
 
@@ -215,6 +237,19 @@ mod tests {
             .await
             .expect("hash");
         assert_ne!(phc, again, "a fresh salt each time");
+    }
+
+    #[test]
+    fn the_dummy_hash_costs_what_the_configured_parameters_cost() {
+        for (m, t) in [(1024, 1), (19456, 2), (8192, 3)] {
+            let h = Hasher::new(m, t, 1, 1).expect("params");
+            assert!(
+                h.dummy_phc()
+                    .starts_with(&format!("$argon2id$v=19$m={m},t={t},p=1$")),
+                "{}",
+                h.dummy_phc()
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -17,6 +18,10 @@ use super::store::{Invitation, Record, Store};
 use super::totp::Seed;
 use super::{Secret, invitation, seal, token};
 use crate::api::Membership;
+use crate::api::contract::{
+    FIELD_MANAGER, INVITATION_SECRET_TYPE, MANAGED_BY, MANAGER, MEMBERSHIP_LABEL,
+    ORGANIZATION_LABEL, Request, invitation_link_name,
+};
 
 /// roster's keys: the AES key sealing TOTP seeds and the HMAC key signing tokens. Kept in one
 /// Secret in roster's own namespace, made on first start.
@@ -59,10 +64,11 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The name of the Secret in the organization's namespace holding a member's invitation link
-/// (when no SMTP server is configured).
-pub fn invitation_secret_name(membership: &str) -> String {
-    format!("roster-invitation-{membership}")
+fn stored(inv: &Invitation) -> invitation::Stored {
+    invitation::Stored {
+        hash: inv.hash.clone(),
+        expires_at: inv.expires_at,
+    }
 }
 
 pub struct Identity {
@@ -142,17 +148,28 @@ impl Identity {
     }
 
     /// Issues a new invitation (a new member, or a resend: the old link stops working) and
-    /// delivers it. `nonce` is the resend request being handled, if any.
+    /// delivers it; `None` when there is nothing to do because the member has accepted.
+    /// `nonce` is the resend request being handled, if any.
+    ///
+    /// An accepted member never gets a new link, even from a resend planned before the
+    /// acceptance was seen: the check runs on the record before delivery and again inside
+    /// the compare-and-swap that stores the link (so a password can never be set twice).
     pub async fn invite(
         &self,
         m: &Membership,
         ttl_seconds: u64,
         nonce: Option<&str>,
         now: u64,
-    ) -> Result<Delivery> {
+    ) -> Result<Option<Delivery>> {
         let org = m.namespace().unwrap_or_default();
         let name = m.name_any();
         let email = m.spec.email.as_str();
+        let accepted = |r: &Record| r.belongs_to(m) && r.accepted_at.is_some();
+        match self.store.get(&org, email).await {
+            Ok(r) if accepted(&r) => return Ok(None),
+            Ok(_) | Err(super::store::Error::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
         let (token, stored) = invitation::issue(now, ttl_seconds);
         let link = self.accept_link(&org, &name, &token);
         let expires = rfc3339(stored.expires_at);
@@ -174,49 +191,83 @@ impl Identity {
             expires_at: stored.expires_at,
             delivery: delivery.as_str().into(),
         };
-        self.store
-            .create(
-                &org,
-                email,
-                &Record {
-                    email: email.to_string(),
-                    ..Default::default()
-                },
-            )
-            .await?;
-        self.store
+        let fresh = || Record {
+            email: email.to_string(),
+            membership_uid: m.metadata.uid.clone(),
+            ..Default::default()
+        };
+        self.store.create(&org, email, &fresh()).await?;
+        let stored = self
+            .store
             .update(&org, email, |r| {
-                let mut next = r.clone();
-                next.email = email.to_string();
+                if accepted(r) {
+                    return (None, false);
+                }
+                // A record of a deleted namesake is replaced whole.
+                let mut next = if r.belongs_to(m) { r.clone() } else { fresh() };
                 next.invitation = Some(invitation.clone());
                 if let Some(n) = nonce {
-                    next.handled.insert(RESEND.into(), n.to_string());
+                    next.handled
+                        .insert(Request::ResendInvitation.kind().into(), n.to_string());
                 }
-                (Some(next), ())
+                (Some(next), true)
             })
             .await?;
+        if !stored {
+            // Accepted meanwhile: the link just delivered was never stored, so it opens nothing.
+            if delivery == Delivery::Secret {
+                self.delete_link_secret(&org, &name).await;
+            }
+            return Ok(None);
+        }
         self.log.record(
             Entry::new(&org, Some(email), "InvitationSent")
                 .detail(format!("by {}, expires {expires}", delivery.as_str())),
         );
-        Ok(delivery)
+        Ok(Some(delivery))
     }
 
+    /// The link Secret in the organization's namespace, and the Role that grants reading it
+    /// (the controller binds it to exactly those who may: see `invitation_readers`). Neither
+    /// is readable through any broader grant: roster's organization roles give no Secrets.
     async fn write_link_secret(&self, m: &Membership, link: &Secret, expires: &str) -> Result<()> {
         let org = m.namespace().unwrap_or_default();
-        let api: Api<KubeSecret> = Api::namespaced(self.client.clone(), &org);
-        let secret = KubeSecret {
+        let name = invitation_link_name(&m.name_any());
+        let labels = BTreeMap::from([
+            (MANAGED_BY.into(), MANAGER.into()),
+            (ORGANIZATION_LABEL.into(), org.clone()),
+            (MEMBERSHIP_LABEL.into(), m.name_any()),
+        ]);
+        // Deleting the Membership deletes its link and its Role.
+        let owner = m.controller_owner_ref(&()).map(|r| vec![r]);
+        let role = Role {
             metadata: kube::api::ObjectMeta {
-                name: Some(invitation_secret_name(&m.name_any())),
-                labels: Some(BTreeMap::from([
-                    ("app.kubernetes.io/managed-by".into(), "roster".into()),
-                    ("roster.dev/membership".into(), m.name_any()),
-                ])),
-                // Deleting the Membership deletes its link.
-                owner_references: m.controller_owner_ref(&()).map(|r| vec![r]),
+                name: Some(name.clone()),
+                labels: Some(labels.clone()),
+                owner_references: owner.clone(),
                 ..Default::default()
             },
-            type_: Some("roster.dev/invitation".into()),
+            rules: Some(vec![PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["secrets".into()]),
+                resource_names: Some(vec![name.clone()]),
+                verbs: vec!["get".into()],
+                ..Default::default()
+            }]),
+        };
+        let ssa = PatchParams::apply(FIELD_MANAGER).force();
+        Api::<Role>::namespaced(self.client.clone(), &org)
+            .patch(&name, &ssa, &Patch::Apply(&role))
+            .await
+            .map_err(Error::InvitationSecret)?;
+        let secret = KubeSecret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(labels),
+                owner_references: owner,
+                ..Default::default()
+            },
+            type_: Some(INVITATION_SECRET_TYPE.into()),
             data: Some(BTreeMap::from([
                 ("link".into(), ByteString(link.expose().as_bytes().to_vec())),
                 ("email".into(), ByteString(m.spec.email.as_bytes().to_vec())),
@@ -224,20 +275,17 @@ impl Identity {
             ])),
             ..Default::default()
         };
-        api.patch(
-            &invitation_secret_name(&m.name_any()),
-            &PatchParams::apply(crate::controller::FIELD_MANAGER).force(),
-            &Patch::Apply(&secret),
-        )
-        .await
-        .map_err(Error::InvitationSecret)?;
+        Api::<KubeSecret>::namespaced(self.client.clone(), &org)
+            .patch(&name, &ssa, &Patch::Apply(&secret))
+            .await
+            .map_err(Error::InvitationSecret)?;
         Ok(())
     }
 
     async fn delete_link_secret(&self, org: &str, membership: &str) {
         let api: Api<KubeSecret> = Api::namespaced(self.client.clone(), org);
         match api
-            .delete(&invitation_secret_name(membership), &Default::default())
+            .delete(&invitation_link_name(membership), &Default::default())
             .await
         {
             Ok(_) | Err(kube::Error::Api(_)) => {}
@@ -245,70 +293,55 @@ impl Identity {
         }
     }
 
-    /// The member behind an accept link, if the link is valid now.
-    pub async fn check_invitation(
-        &self,
-        org: &str,
-        email: &str,
-        token: &str,
-        now: u64,
-    ) -> Result<Record> {
-        let record = match self.store.get(org, email).await {
+    /// The record behind an accept link, if the link is valid now for Membership `m`.
+    pub async fn check_invitation(&self, m: &Membership, token: &str, now: u64) -> Result<Record> {
+        let org = m.namespace().unwrap_or_default();
+        let record = match self.store.get(&org, &m.spec.email).await {
             Ok(r) => r,
             Err(super::store::Error::NotFound) => return Err(invitation::Error::Unknown.into()),
             Err(e) => return Err(e.into()),
         };
-        let Some(inv) = &record.invitation else {
-            return Err(invitation::Error::Unknown.into());
-        };
-        invitation::check(
-            token,
-            &invitation::Stored {
-                hash: inv.hash.clone(),
-                expires_at: inv.expires_at,
-            },
-            now,
-        )?;
-        Ok(record)
+        match &record.invitation {
+            Some(inv) if record.belongs_to(m) && record.accepted_at.is_none() => {
+                invitation::check(token, &stored(inv), now)?;
+                Ok(record)
+            }
+            _ => Err(invitation::Error::Unknown.into()),
+        }
     }
 
-    /// Accepts an invitation: the token is checked again on the latest record (single use),
-    /// then the password set and the invitation closed.
-    #[allow(clippy::too_many_arguments)]
+    /// Accepts an invitation for Membership `m` as the caches hold it now (the caller has
+    /// checked that it is in good standing). The token is checked again on the latest record
+    /// inside the compare-and-swap (single use; never a second time once accepted; never for
+    /// a record of a deleted namesake), then the password is set and the invitation closed.
     pub async fn accept(
         &self,
-        org: &str,
-        membership: &str,
-        email: &str,
+        m: &Membership,
         token: &str,
         password: &Secret,
         min_length: u32,
         now: u64,
     ) -> Result<()> {
-        self.check_invitation(org, email, token, now).await?;
-        super::password::check_new(password, min_length, &[email, org])?;
+        let org = m.namespace().unwrap_or_default();
+        let email = m.spec.email.as_str();
+        self.check_invitation(m, token, now).await?;
+        super::password::check_new(password, min_length, &[email, &org])?;
         let phc = self.hasher.hash(password).await?;
         let used = self
             .store
-            .update(org, email, |r| {
-                let valid = r.invitation.as_ref().is_some_and(|inv| {
-                    invitation::check(
-                        token,
-                        &invitation::Stored {
-                            hash: inv.hash.clone(),
-                            expires_at: inv.expires_at,
-                        },
-                        now,
-                    )
-                    .is_ok()
-                });
+            .update(&org, email, |r| {
+                let valid = r.belongs_to(m)
+                    && r.accepted_at.is_none()
+                    && r.invitation
+                        .as_ref()
+                        .is_some_and(|inv| invitation::check(token, &stored(inv), now).is_ok());
                 if !valid {
                     return (None, false);
                 }
                 let mut next = r.clone();
                 next.password_hash = Some(phc.clone());
                 next.invitation = None;
-                next.accepted_at.get_or_insert(now);
+                next.accepted_at = Some(now);
                 next.generation += 1;
                 (Some(next), true)
             })
@@ -316,9 +349,9 @@ impl Identity {
         if !used {
             return Err(invitation::Error::Unknown.into());
         }
-        self.delete_link_secret(org, membership).await;
+        self.delete_link_secret(&org, &m.name_any()).await;
         self.log
-            .record(Entry::new(org, Some(email), "InvitationAccepted"));
+            .record(Entry::new(&org, Some(email), "InvitationAccepted"));
         Ok(())
     }
 
@@ -360,7 +393,9 @@ impl Identity {
         let outcome = self
             .store
             .update(org, email, |r| {
-                let Some(sealed) = &r.totp_pending else {
+                // One seed per enrolment: replacing a confirmed one takes an MFA reset first.
+                let Some(sealed) = r.totp_pending.as_ref().filter(|_| r.totp_sealed.is_none())
+                else {
                     return (None, Err(Error::NoEnrolment));
                 };
                 let seed = match self
@@ -394,9 +429,10 @@ impl Identity {
         self.store
             .update(org, email, |r| {
                 let mut next = r.clone();
-                next.failed = 0;
-                next.locked_until = None;
-                next.handled.insert(UNLOCK.into(), nonce.to_string());
+                let u = super::lockout::unlock();
+                (next.failed, next.locked_until) = (u.failed, u.locked_until);
+                next.handled
+                    .insert(Request::Unlock.kind().into(), nonce.to_string());
                 (Some(next), ())
             })
             .await?;
@@ -414,7 +450,8 @@ impl Identity {
                 next.totp_last_step = None;
                 next.totp_enrolled_at = None;
                 next.generation += 1;
-                next.handled.insert(RESET_MFA.into(), nonce.to_string());
+                next.handled
+                    .insert(Request::ResetMfa.kind().into(), nonce.to_string());
                 (Some(next), ())
             })
             .await?;
@@ -431,15 +468,6 @@ impl Identity {
     pub fn client(&self) -> &Client {
         &self.client
     }
-}
-
-/// Request annotations (DESIGN.md §2), acted on once per new value.
-pub const RESEND: &str = "resend-invitation";
-pub const UNLOCK: &str = "unlock";
-pub const RESET_MFA: &str = "reset-mfa";
-
-pub fn annotation(kind: &str) -> String {
-    format!("roster.dev/{kind}")
 }
 
 pub fn rfc3339(unix: u64) -> String {
@@ -471,10 +499,7 @@ impl Keys {
             let secret = KubeSecret {
                 metadata: kube::api::ObjectMeta {
                     name: Some(KEYS_SECRET.into()),
-                    labels: Some(BTreeMap::from([(
-                        "app.kubernetes.io/managed-by".into(),
-                        "roster".into(),
-                    )])),
+                    labels: Some(BTreeMap::from([(MANAGED_BY.into(), MANAGER.into())])),
                     ..Default::default()
                 },
                 data: Some(BTreeMap::from([

@@ -19,8 +19,8 @@ use super::lockout;
 
 const KEY: &str = "record";
 /// The Secret type of credential records: the controller's cache selects on it.
-pub const SECRET_TYPE: &str = "roster.dev/credentials";
-const ORGANIZATION_LABEL: &str = "roster.dev/organization";
+pub use crate::api::contract::CREDENTIALS_SECRET_TYPE as SECRET_TYPE;
+use crate::api::contract::{MANAGED_BY, MANAGER, ORGANIZATION_LABEL};
 
 /// Everything roster knows about one member's credentials. No secret in clear: the password is
 /// an argon2id hash, the TOTP seed is sealed.
@@ -30,6 +30,11 @@ pub struct Record {
     /// The member's e-mail (the Secret's name only carries its hash).
     #[serde(default)]
     pub email: String,
+    /// The UID of the Membership this record was made for. A Membership deleted and created
+    /// again with the same e-mail is another member: tokens, password and TOTP seed of the
+    /// old one never carry over (see `belongs_to`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership_uid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_hash: Option<String>,
     #[serde(default)]
@@ -79,6 +84,12 @@ impl Record {
     pub fn enrolled(&self) -> bool {
         self.totp_sealed.is_some()
     }
+
+    /// Whether this record was made for Membership `m` (and not a deleted one of the same
+    /// e-mail).
+    pub fn belongs_to(&self, m: &crate::api::Membership) -> bool {
+        self.membership_uid.as_deref() == m.metadata.uid.as_deref()
+    }
 }
 
 // A password hash can be attacked offline and a sealed seed is still key material: neither
@@ -90,6 +101,7 @@ impl std::fmt::Debug for Record {
                 "password_hash",
                 &self.password_hash.as_ref().map(|_| "<redacted>"),
             )
+            .field("membership_uid", &self.membership_uid)
             .field("failed", &self.failed)
             .field("locked_until", &self.locked_until)
             .field("generation", &self.generation)
@@ -212,6 +224,14 @@ impl Store {
         }
     }
 
+    /// The member's record as this process knows it (the watch, or its own newer write),
+    /// without an API call: what TokenReview and the enrolment step read. None when there is
+    /// none (or no watch to read).
+    pub fn known_record(&self, org: &str, email: &str) -> Option<Result<Record, Error>> {
+        self.known(&Store::secret_name(org, email))
+            .map(|s| Store::parse(&s))
+    }
+
     fn wrote(&self, s: KubeSecret) {
         if self.cache.is_some()
             && let (Some(name), Ok(mut w)) = (s.metadata.name.clone(), self.written.lock())
@@ -293,10 +313,7 @@ impl Store {
             metadata: ObjectMeta {
                 name: Some(Store::secret_name(org, email)),
                 labels: Some(BTreeMap::from([
-                    (
-                        "app.kubernetes.io/managed-by".to_string(),
-                        "roster".to_string(),
-                    ),
+                    (MANAGED_BY.to_string(), MANAGER.to_string()),
                     (ORGANIZATION_LABEL.to_string(), org.to_string()),
                 ])),
                 ..Default::default()
@@ -388,36 +405,6 @@ impl Store {
             }
         }
         Err(Error::Contention(ATTEMPTS))
-    }
-
-    /// Sets a new password hash (invitation accepted, password reset).
-    pub async fn set_password(&self, org: &str, email: &str, phc: String) -> Result<(), Error> {
-        self.update(org, email, |latest| {
-            (
-                Some(Record {
-                    password_hash: Some(phc.clone()),
-                    ..latest.clone()
-                }),
-                (),
-            )
-        })
-        .await
-    }
-
-    /// An admin's unlock: the count starts again.
-    pub async fn unlock(&self, org: &str, email: &str) -> Result<(), Error> {
-        self.update(org, email, |latest| {
-            let u = lockout::unlock();
-            (
-                Some(Record {
-                    failed: u.failed,
-                    locked_until: u.locked_until,
-                    ..latest.clone()
-                }),
-                (),
-            )
-        })
-        .await
     }
 }
 

@@ -12,8 +12,11 @@ use serde::{Deserialize, Serialize};
 pub struct Claims {
     /// The organization (its namespace).
     pub org: String,
-    /// The Membership's name.
+    /// The Membership's name and UID: a Membership deleted and created again under the same
+    /// name is another member, and its predecessor's tokens stay dead.
     pub membership: String,
+    #[serde(default)]
+    pub uid: String,
     pub email: String,
     /// Bumped when the password or MFA is reset: older tokens stop working.
     pub generation: u64,
@@ -24,6 +27,10 @@ pub struct Claims {
     /// between a correct password and a confirmed TOTP enrolment). One never passes for the
     /// other.
     pub purpose: String,
+    /// Who the token is for (session tokens: the API server's audiences). A TokenReview that
+    /// names other audiences does not accept it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aud: Vec<String>,
 }
 
 pub const SESSION: &str = "session";
@@ -99,11 +106,13 @@ mod tests {
         Claims {
             org: "acme".into(),
             membership: "bob".into(),
+            uid: "bob-uid".into(),
             email: "bob@acme.example".into(),
             generation: 3,
             iat: 1_000,
             exp: 1_000 + 8 * 3600,
             purpose: SESSION.into(),
+            aud: vec!["https://kubernetes.default.svc".into()],
         }
     }
 

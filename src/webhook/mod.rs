@@ -35,11 +35,11 @@ pub use index::StoreIndex;
 pub use tls::Certificates;
 use validate::{Decision, Object, Policy, Request};
 
-use crate::api::{Membership, Organization, Project};
-use crate::controller::FIELD_MANAGER;
+use crate::api::contract::{FIELD_MANAGER, MANAGED_BY, MANAGER};
+use crate::api::{GROUP, Membership, Organization, Project, VERSION};
 
 /// Name of the ValidatingWebhookConfiguration roster writes.
-pub const CONFIGURATION_NAME: &str = "roster.dev";
+pub const CONFIGURATION_NAME: &str = crate::api::GROUP;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -187,6 +187,7 @@ fn decide<I: validate::Index>(
             old_object: old_object.as_ref(),
             username: request.user_info.username.as_deref().unwrap_or(""),
             groups: &groups,
+            now: k8s_openapi::jiff::Timestamp::now(),
         },
         &state.index,
         &state.policy,
@@ -207,8 +208,7 @@ fn note_revocation<I: validate::Index>(
         |o: &Option<DynamicObject>| o.clone().and_then(|o| o.try_parse::<Membership>().ok());
     let (new, old) = (parse(&request.object), parse(&request.old_object));
     let now = k8s_openapi::jiff::Timestamp::now();
-    let cut_off =
-        |m: &Membership| m.spec.disabled || m.spec.expires_at.as_ref().is_some_and(|t| t.0 <= now);
+    let cut_off = |m: &Membership| crate::access::cut_off(m, now).is_some();
     let Some(ns) = request.namespace.as_deref() else {
         return;
     };
@@ -256,8 +256,18 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let acceptor =
-        tokio_rustls::TlsAcceptor::from(certs.server_config().map_err(Error::Certificate)?);
+    let config = certs.server_config().map_err(Error::Certificate)?;
+    serve_tls(listener, config, router, shutdown).await
+}
+
+/// `serve` with a TLS configuration of the caller's (e.g. one requiring client certificates).
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
     tracing::info!(addr = ?listener.local_addr().ok(), "webhook listening");
     tokio::pin!(shutdown);
     loop {
@@ -355,17 +365,11 @@ pub async fn register(
     let vwc = ValidatingWebhookConfiguration {
         metadata: ObjectMeta {
             name: Some(CONFIGURATION_NAME.into()),
-            labels: Some(
-                [(
-                    "app.kubernetes.io/managed-by".to_string(),
-                    "roster".to_string(),
-                )]
-                .into(),
-            ),
+            labels: Some([(MANAGED_BY.to_string(), MANAGER.to_string())].into()),
             ..Default::default()
         },
         webhooks: Some(vec![ValidatingWebhook {
-            name: "validate.roster.dev".into(),
+            name: format!("validate.{GROUP}"),
             admission_review_versions: vec!["v1".into()],
             side_effects: "None".into(),
             failure_policy: Some("Fail".into()),
@@ -373,8 +377,8 @@ pub async fn register(
             timeout_seconds: Some(5),
             client_config,
             rules: Some(vec![RuleWithOperations {
-                api_groups: Some(vec!["roster.dev".into()]),
-                api_versions: Some(vec!["v1alpha1".into()]),
+                api_groups: Some(vec![GROUP.into()]),
+                api_versions: Some(vec![VERSION.into()]),
                 operations: Some(vec!["CREATE".into(), "UPDATE".into(), "DELETE".into()]),
                 resources: Some(vec![
                     "organizations".into(),

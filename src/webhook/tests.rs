@@ -87,7 +87,20 @@ fn acme() -> Mem {
 fn who(name: &str) -> String {
     match name {
         "root" => "kubernetes-admin".into(),
-        n => format!("{n}@acme.example"),
+        "roster" => "system:serviceaccount:roster-system:roster".into(),
+        n => format!("roster:acme:{n}@acme.example"),
+    }
+}
+
+/// The time of every request in these tests.
+fn now() -> k8s_openapi::jiff::Timestamp {
+    crate::fixtures::ts("2026-01-10T00:00:00Z")
+}
+
+fn policy() -> Policy {
+    Policy {
+        controllers: vec![who("roster")],
+        ..Policy::default()
     }
 }
 
@@ -112,9 +125,10 @@ fn check(index: &Mem, as_user: &str, op: Op, new: Option<Object>, old: Option<Ob
             old_object: old.as_ref(),
             username: &username,
             groups: &groups,
+            now: now(),
         },
         index,
-        &Policy::default(),
+        &policy(),
     )
 }
 
@@ -368,6 +382,63 @@ fn matrix_rows() -> Vec<Row> {
             admin: "OwnerOnly",
             member: "MemberReadOnly",
         },
+        Row {
+            action: "invite a Member exempt from MFA",
+            build: |_| {
+                let mut m = member(
+                    "erin",
+                    Some(OrgRole::Member),
+                    &[("payments", ProjectRole::Viewer)],
+                );
+                m.spec.mfa = Some(MfaExemption {
+                    exempt: true,
+                    exempt_until: None,
+                    reason: Some("no phone".into()),
+                });
+                (Op::Create, Some(Object::Membership(m)), None)
+            },
+            owner: "Allow",
+            admin: "OwnerOnly",
+            member: "MemberReadOnly",
+        },
+        Row {
+            action: "change the owner's Membership",
+            build: |i| {
+                let old = m_of(i, "alice");
+                let mut new = old.clone();
+                new.spec.role = Some(OrgRole::Member);
+                (
+                    Op::Update,
+                    Some(Object::Membership(new)),
+                    Some(Object::Membership(old)),
+                )
+            },
+            owner: "Allow",
+            admin: "OwnerMembershipOwnerOnly",
+            member: "MemberReadOnly",
+        },
+        Row {
+            action: "create a Project in a namespace outside the organization's prefix",
+            build: |_| {
+                let mut p = project("grab");
+                p.spec.namespace = Some("kube-public".into());
+                (Op::Create, Some(Object::Project(p)), None)
+            },
+            owner: "ProjectNamespaceOutsideOrganization",
+            admin: "ProjectNamespaceOutsideOrganization",
+            member: "MemberReadOnly",
+        },
+        Row {
+            action: "create a Project in a namespace of the organization's prefix",
+            build: |_| {
+                let mut p = project("legacy");
+                p.spec.namespace = Some("acme-legacy-apps".into());
+                (Op::Create, Some(Object::Project(p)), None)
+            },
+            owner: "Allow",
+            admin: "Allow",
+            member: "MemberReadOnly",
+        },
     ]
 }
 
@@ -416,7 +487,57 @@ fn owner_cases() -> Vec<(&'static str, &'static str, Change, &'static str)> {
             Some(Object::Organization(old)),
         )
     };
+    let labelled = |mut m: Membership| {
+        m.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert("roster.dev/bootstrap".into(), "owner".into());
+        m
+    };
     vec![
+        (
+            "trusted labels a Membership as roster's bootstrap",
+            "root",
+            {
+                let old = m_of(&index, "dave");
+                (
+                    Op::Update,
+                    Some(Object::Membership(labelled(old.clone()))),
+                    Some(Object::Membership(old)),
+                )
+            },
+            "BootstrapLabelReserved",
+        ),
+        (
+            "trusted creates a Membership labelled as roster's bootstrap",
+            "root",
+            (
+                Op::Create,
+                Some(Object::Membership(labelled(member("zoe", None, &[])))),
+                None,
+            ),
+            "BootstrapLabelReserved",
+        ),
+        (
+            "roster creates its bootstrap Membership",
+            "roster",
+            (
+                Op::Create,
+                Some(Object::Membership(labelled(member("zoe", None, &[])))),
+                None,
+            ),
+            "Allow",
+        ),
+        (
+            "a Project whose namespace name would be too long",
+            "root",
+            (
+                Op::Create,
+                Some(Object::Project(project(&"p".repeat(60)))),
+                None,
+            ),
+            "ProjectNamespaceInvalid",
+        ),
         (
             "trusted transfer to an enabled member",
             "root",
@@ -572,7 +693,7 @@ fn identity_requests_follow_the_matrix() {
     for key in ["unlock", "reset-mfa", "resend-invitation"] {
         for (who, target, want) in [
             ("bob", "dave", "Allow"),
-            ("bob", "alice", "AdminChangesMembersOnly"),
+            ("bob", "alice", "OwnerMembershipOwnerOnly"),
             ("alice", "bob", "Allow"),
             ("root", "bob", "Allow"),
         ] {
@@ -587,6 +708,76 @@ fn identity_requests_follow_the_matrix() {
             assert_eq!(reason(&got), want, "{who} sets {key} on {target}");
         }
     }
+}
+
+/// The owner has only roster's bootstrap Membership: a declared one for the owner's address
+/// supersedes it, so it may not be created disabled or expiring (by anyone), and an Admin may
+/// not create one at all.
+#[test]
+fn a_declared_owner_membership_that_would_supersede_the_bootstrap_is_protected() {
+    let mut index = acme();
+    let alice = index
+        .memberships
+        .iter_mut()
+        .find(|m| m.name_any() == "alice")
+        .expect("alice");
+    alice.metadata.name = Some("owner-alice".into());
+    alice
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("roster.dev/bootstrap".into(), "owner".into());
+    let declared = |disabled: bool| {
+        let mut m = member("alice", Some(OrgRole::Member), &[]);
+        m.spec.disabled = disabled;
+        Some(Object::Membership(m))
+    };
+    assert_eq!(
+        reason(&check(&index, "root", Op::Create, declared(true), None)),
+        "OwnerMembershipProtected"
+    );
+    assert_eq!(
+        reason(&check(&index, "root", Op::Create, declared(false), None)),
+        "Allow"
+    );
+    assert_eq!(
+        reason(&check(&index, "bob", Op::Create, declared(false), None)),
+        "OwnerMembershipOwnerOnly"
+    );
+    assert_eq!(
+        reason(&check(&index, "alice", Op::Create, declared(false), None)),
+        "Allow"
+    );
+}
+
+/// A resend is a new link the Admin may read: only for Members all of whose projects the
+/// Admin administers (DESIGN.md §3). Unlock and MFA reset: any Member.
+#[test]
+fn an_admin_resends_only_within_their_projects() {
+    let mut index = acme();
+    index.memberships.push(member(
+        "erin",
+        Some(OrgRole::Member),
+        &[("web", ProjectRole::Viewer)],
+    ));
+    let ask = |key: &str| {
+        let old = m_of(&index, "erin");
+        let mut new = old.clone();
+        new.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(format!("roster.dev/{key}"), "n1".into());
+        check(
+            &index,
+            "bob",
+            Op::Update,
+            Some(Object::Membership(new)),
+            Some(Object::Membership(old)),
+        )
+    };
+    assert_eq!(reason(&ask("resend-invitation")), "NotProjectAdmin");
+    assert_eq!(reason(&ask("unlock")), "Allow");
+    assert_eq!(reason(&ask("reset-mfa")), "Allow");
 }
 
 /// With identity running, a new owner must also have accepted their invitation (whoever
@@ -625,9 +816,10 @@ fn a_new_owner_must_have_accepted_their_invitation() {
                 old_object: Some(&Object::Organization(old)),
                 username: "kubernetes-admin",
                 groups: &["system:masters".to_string()],
+                now: now(),
             },
             &index,
-            &Policy::default(),
+            &policy(),
         );
         assert_eq!(reason(&got), want);
     }
@@ -701,7 +893,7 @@ async fn permission_matrix_over_http() {
 fn app(index: Mem, ready: bool) -> axum::Router {
     router(Arc::new(AppState {
         index,
-        policy: Policy::default(),
+        policy: policy(),
         ready: Box::new(move || ready),
         metrics: crate::metrics::Metrics::new(),
         revocations: None,
@@ -783,7 +975,7 @@ async fn router_allows_and_denies_with_the_request_uid() {
     .expect("json");
     let out = post(
         app(acme(), true),
-        review("CREATE", "bob@acme.example", erin.clone(), Value::Null).to_string(),
+        review("CREATE", &who("bob"), erin.clone(), Value::Null).to_string(),
     )
     .await;
     assert_eq!(
@@ -794,7 +986,7 @@ async fn router_allows_and_denies_with_the_request_uid() {
 
     let out = post(
         app(acme(), true),
-        review("CREATE", "dave@acme.example", erin, Value::Null).to_string(),
+        review("CREATE", &who("dave"), erin, Value::Null).to_string(),
     )
     .await;
     assert_eq!(out["response"]["allowed"], false);
@@ -851,7 +1043,7 @@ async fn router_denies_until_the_caches_are_loaded() {
     let erin = serde_json::to_value(member("erin", Some(OrgRole::Member), &[])).expect("json");
     let out = post(
         app(acme(), false),
-        review("CREATE", "alice@acme.example", erin, Value::Null).to_string(),
+        review("CREATE", &who("alice"), erin, Value::Null).to_string(),
     )
     .await;
     assert_eq!(out["response"]["allowed"], false);

@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
 
 #[derive(Clone)]
 pub struct Certificates {
@@ -25,12 +28,27 @@ impl std::fmt::Debug for Certificates {
 impl Certificates {
     /// A fresh CA and a serving certificate for `names` (DNS names or IP addresses).
     pub fn generate(names: &[String]) -> Result<Certificates, String> {
+        Certificates::issue("roster webhook", names, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// A fresh CA and a client certificate named `common_name` (for the API server's calls to
+    /// roster's token and authorization webhooks). The CA's key is dropped: the CA can vouch for
+    /// this one certificate and never for another.
+    pub fn generate_client(common_name: &str) -> Result<Certificates, String> {
+        Certificates::issue(common_name, &[], ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    fn issue(
+        common_name: &str,
+        names: &[String],
+        usage: ExtendedKeyUsagePurpose,
+    ) -> Result<Certificates, String> {
         let err = |e: rcgen::Error| e.to_string();
         let ca_key = KeyPair::generate().map_err(err)?;
         let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         ca.distinguished_name
-            .push(DnType::CommonName, "roster webhook CA");
+            .push(DnType::CommonName, format!("{common_name} CA"));
         ca.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
             KeyUsagePurpose::DigitalSignature,
@@ -41,7 +59,8 @@ impl Certificates {
         let leaf_key = KeyPair::generate().map_err(err)?;
         let mut leaf = CertificateParams::new(names.to_vec()).map_err(err)?;
         leaf.distinguished_name
-            .push(DnType::CommonName, "roster webhook");
+            .push(DnType::CommonName, common_name);
+        leaf.extended_key_usages = vec![usage];
         let leaf_cert = leaf.signed_by(&leaf_key, &issuer).map_err(err)?;
         Ok(Certificates {
             ca_pem: ca_cert.pem(),
@@ -98,17 +117,55 @@ impl Certificates {
     }
 
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, String> {
+        self.config(None)
+    }
+
+    /// A server that completes a handshake only with a client certificate signed by one of the
+    /// CAs in `client_ca_pem` (the API server's, for the token and authorization webhooks):
+    /// anyone else gets a TLS failure and not a byte of HTTP.
+    pub fn server_config_requiring_clients(
+        &self,
+        client_ca_pem: &[u8],
+    ) -> Result<Arc<rustls::ServerConfig>, String> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(client_ca_pem) {
+            let cert = cert.map_err(|e| format!("client CA: not a PEM certificate: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("client CA: unusable certificate: {e}"))?;
+        }
+        if roots.is_empty() {
+            return Err("client CA: no certificate in it".into());
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .map_err(|e| format!("client CA: {e}"))?;
+        self.config(Some(verifier))
+    }
+
+    fn config(
+        &self,
+        clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    ) -> Result<Arc<rustls::ServerConfig>, String> {
         let key = rustls::pki_types::PrivateKeyDer::try_from(self.key_der.clone())
             .map_err(|e| e.to_string())?;
         let cert = rustls::pki_types::CertificateDer::from(self.cert_der.clone());
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key)
         .map_err(|e| e.to_string())?;
+        let builder = match clients {
+            Some(v) => builder.with_client_cert_verifier(v),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder
+            .with_single_cert(vec![cert], key)
+            .map_err(|e| e.to_string())?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }

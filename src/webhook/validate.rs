@@ -4,11 +4,14 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
-use crate::access::is_bootstrap;
-use crate::api::{Membership, OrgRole, Organization, Project, ProjectRole};
+use crate::access::{cut_off, is_bootstrap};
+use crate::api::contract::{BOOTSTRAP_LABEL, Request as Ask};
+use crate::api::{Membership, MfaExemption, OrgRole, Organization, Project, ProjectRole};
 use crate::controller::plan::project_namespace;
+use crate::subjects::Subjects;
 
 /// What the webhook reads: an index of the cluster's roster objects (the controller's caches).
 pub trait Index {
@@ -26,13 +29,17 @@ pub trait Index {
     }
 }
 
-/// Who may do anything: platform admins, the GitOps controller, roster itself.
+/// Who may do anything the organization rules allow (platform admins, the GitOps controller,
+/// roster itself), and which user names stand for members.
 #[derive(Clone, Debug)]
 pub struct Policy {
     pub trusted_users: Vec<String>,
     pub trusted_groups: Vec<String>,
-    /// Prefix of members' Kubernetes user names (user name = prefix + e-mail).
-    pub subject_prefix: String,
+    /// The user names roster itself runs as: the only ones that may set or remove the labels
+    /// roster trusts (`roster.dev/bootstrap`).
+    pub controllers: Vec<String>,
+    /// Which user names stand for a member (the same rule the controller binds by).
+    pub subjects: Subjects,
 }
 
 impl Default for Policy {
@@ -40,7 +47,8 @@ impl Default for Policy {
         Policy {
             trusted_users: vec![],
             trusted_groups: vec!["system:masters".into()],
-            subject_prefix: String::new(),
+            controllers: vec![],
+            subjects: Subjects::default(),
         }
     }
 }
@@ -81,6 +89,8 @@ pub struct Request<'a> {
     pub old_object: Option<&'a Object>,
     pub username: &'a str,
     pub groups: &'a [String],
+    /// The time of the request (expiries are judged against it; `validate` reads no clock).
+    pub now: Timestamp,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,6 +127,7 @@ pub fn validate(req: &Request<'_>, index: &impl Index, policy: &Policy) -> Decis
             "the admission request carries no object to check",
         );
     };
+    check!(roster_labels(req, policy));
     check!(invariants(req, subject, index));
     if !trusted(req, policy) {
         check!(permitted(req, subject, index, policy));
@@ -151,7 +162,41 @@ fn new_owner_accepted(req: &Request<'_>, index: &impl Index) -> Decision {
 
 fn trusted(req: &Request<'_>, policy: &Policy) -> bool {
     policy.trusted_users.iter().any(|u| u == req.username)
+        || policy.controllers.iter().any(|u| u == req.username)
         || req.groups.iter().any(|g| policy.trusted_groups.contains(g))
+}
+
+/// The labels roster trusts on its objects are roster's alone to set or remove: a Membership
+/// marked bootstrap is superseded — and deleted — by a declared one of the same e-mail, so the
+/// mark in anyone else's hands would let them replace the owner's Membership.
+fn roster_labels(req: &Request<'_>, policy: &Policy) -> Decision {
+    if policy.controllers.iter().any(|u| u == req.username) {
+        return Decision::Allow;
+    }
+    let label = |o: Option<&Object>| match o {
+        Some(Object::Membership(m)) => m
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(BOOTSTRAP_LABEL))
+            .cloned(),
+        _ => None,
+    };
+    let (new, old) = (label(req.object), label(req.old_object));
+    let changed = match req.operation {
+        Op::Create => new.is_some(),
+        Op::Update => new != old,
+        _ => false,
+    };
+    if changed {
+        return deny(
+            "BootstrapLabelReserved",
+            format!(
+                "the label {BOOTSTRAP_LABEL} is set and removed by roster alone (it marks the Membership roster creates for an owner who has none); remove it from your change"
+            ),
+        );
+    }
+    Decision::Allow
 }
 
 /// Rules that hold whoever asks, trusted identities included.
@@ -183,7 +228,7 @@ fn invariants(req: &Request<'_>, subject: &Object, index: &impl Index) -> Decisi
                             ),
                         );
                     }
-                    Some(m) if m.spec.disabled || expired(m) => {
+                    Some(m) if cut_off(m, req.now).is_some() => {
                         return deny(
                             "NewOwnerNotActive",
                             format!(
@@ -216,7 +261,7 @@ fn invariants(req: &Request<'_>, subject: &Object, index: &impl Index) -> Decisi
                 ),
                 Op::Create | Op::Update => {
                     if m.spec.email == owner
-                        && holds_or_claims(&members, m)
+                        && will_hold(&members, m)
                         && (m.spec.disabled || m.spec.expires_at.is_some())
                     {
                         return deny(
@@ -250,6 +295,15 @@ fn invariants(req: &Request<'_>, subject: &Object, index: &impl Index) -> Decisi
         }
         (Object::Project(p), Op::Create) => {
             let target = project_namespace(ns, p);
+            if target.len() > 63 {
+                return deny(
+                    "ProjectNamespaceInvalid",
+                    format!(
+                        "the namespace of Project {} would be {target}, longer than the 63 characters a namespace name may have; choose a shorter name or set spec.namespace",
+                        p.name_any()
+                    ),
+                );
+            }
             if let Some(other) = index
                 .projects_using_namespace(&target)
                 .into_iter()
@@ -293,16 +347,28 @@ fn email_holder<'a>(members: &'a [Arc<Membership>], email: &str) -> Option<&'a M
         .map(|m| m.as_ref())
 }
 
-/// True when `m` holds its e-mail now, or would (no other Membership holds it).
-fn holds_or_claims(members: &[Arc<Membership>], m: &Membership) -> bool {
-    email_holder(members, &m.spec.email).is_none_or(|h| h.name_any() == m.name_any())
-}
-
-fn expired(m: &Membership) -> bool {
-    m.spec
-        .expires_at
-        .as_ref()
-        .is_some_and(|t| t.0 <= k8s_openapi::jiff::Timestamp::now())
+/// True when `m`, once stored, holds its e-mail: no other live Membership of the address ranks
+/// before it (a declared one before a bootstrap one, then the oldest). A Membership being
+/// created that would supersede a bootstrap one counts as the holder already.
+fn will_hold(members: &[Arc<Membership>], m: &Membership) -> bool {
+    let rank = |x: &Membership| {
+        (
+            is_bootstrap(x),
+            x.metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or(Timestamp::MAX, |t| t.0),
+            x.name_any(),
+        )
+    };
+    members
+        .iter()
+        .filter(|o| {
+            o.spec.email == m.spec.email
+                && o.name_any() != m.name_any()
+                && o.metadata.deletion_timestamp.is_none()
+        })
+        .all(|o| rank(o) > rank(m))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -312,14 +378,11 @@ enum Role {
     Member,
 }
 
-/// The permission matrix (DESIGN.md §3) for requests by members of the organization.
-fn request_annotation<'a>(m: &'a Membership, kind: &str) -> Option<&'a String> {
-    m.metadata
-        .annotations
-        .as_ref()?
-        .get(&format!("roster.dev/{kind}"))
+fn request_annotation(m: &Membership, r: Ask) -> Option<&String> {
+    m.metadata.annotations.as_ref()?.get(r.annotation())
 }
 
+/// The permission matrix (DESIGN.md §3) for requests by members of the organization.
 fn permitted(req: &Request<'_>, subject: &Object, index: &impl Index, policy: &Policy) -> Decision {
     let ns = req.namespace;
     let Some(org) = index.organization(ns) else {
@@ -331,11 +394,11 @@ fn permitted(req: &Request<'_>, subject: &Object, index: &impl Index, policy: &P
             ),
         );
     };
-    let Some(email) = req.username.strip_prefix(policy.subject_prefix.as_str()) else {
+    let Some(email) = policy.subjects.member_email(ns, req.username) else {
         return not_member(req.username, ns);
     };
     let members = index.memberships_with_email(ns, email);
-    let me = email_holder(&members, email).filter(|m| !m.spec.disabled && !expired(m));
+    let me = email_holder(&members, email).filter(|m| cut_off(m, req.now).is_none());
     let role = if email == org.spec.owner {
         Role::Owner
     } else {
@@ -345,9 +408,6 @@ fn permitted(req: &Request<'_>, subject: &Object, index: &impl Index, policy: &P
             None => return not_member(req.username, ns),
         }
     };
-    if role == Role::Owner {
-        return owner_rules(req, subject, ns);
-    }
     if role == Role::Member {
         return deny(
             "MemberReadOnly",
@@ -355,6 +415,10 @@ fn permitted(req: &Request<'_>, subject: &Object, index: &impl Index, policy: &P
                 "{email} is a Member of organization {ns}: Members cannot change roster objects; ask an Admin or the owner"
             ),
         );
+    }
+    check!(namespace_within_organization(req, subject));
+    if role == Role::Owner {
+        return owner_rules(req, subject, ns);
     }
     // Admin.
     let my_projects: Vec<String> = if org.spec.admins_see_all_projects {
@@ -371,6 +435,25 @@ fn permitted(req: &Request<'_>, subject: &Object, index: &impl Index, policy: &P
         .unwrap_or_default()
     };
     admin_rules(req, subject, &org, email, &my_projects)
+}
+
+/// A Project's workload namespace carries the organization's prefix; any other (an existing
+/// namespace handed over) is a platform admin's decision, never an organization's.
+fn namespace_within_organization(req: &Request<'_>, subject: &Object) -> Decision {
+    let ns = req.namespace;
+    if let (Object::Project(p), Op::Create) = (subject, req.operation)
+        && let Some(target) = &p.spec.namespace
+        && !target.starts_with(&format!("{ns}-"))
+    {
+        return deny(
+            "ProjectNamespaceOutsideOrganization",
+            format!(
+                "a Project of organization {ns} lives in a namespace named {ns}-…; {target} can only be handed over by a platform admin (a trusted identity creates the Project, and the namespace is annotated roster.dev/adopt={ns}/{})",
+                p.name_any()
+            ),
+        );
+    }
+    Decision::Allow
 }
 
 fn not_member(user: &str, ns: &str) -> Decision {
@@ -432,6 +515,34 @@ fn admin_rules(
             ),
         },
         Object::Membership(m) => {
+            let old = match req.old_object {
+                Some(Object::Membership(old)) => Some(old),
+                _ => None,
+            };
+            // The owner's Membership (any Membership of the owner's address) is the owner's
+            // and the platform's to write: no Admin disables, demotes, deletes, duplicates or
+            // supersedes it.
+            if m.spec.email == org.spec.owner || old.is_some_and(|o| o.spec.email == org.spec.owner)
+            {
+                return deny(
+                    "OwnerMembershipOwnerOnly",
+                    format!(
+                        "{} is the owner of organization {ns}: only they (or a platform admin) may create, change or delete a Membership of that address",
+                        org.spec.owner
+                    ),
+                );
+            }
+            if req.operation == Op::Create
+                && m.spec
+                    .mfa
+                    .as_ref()
+                    .is_some_and(|x| *x != MfaExemption::default())
+            {
+                return deny(
+                    "OwnerOnly",
+                    format!("only the owner of organization {ns} may exempt a member from MFA"),
+                );
+            }
             let target_role = m.spec.role.unwrap_or(org.spec.default_role);
             let foreign: Vec<&str> = match (req.operation, req.old_object) {
                 (Op::Update, Some(Object::Membership(old))) => changed_projects(old, m),
@@ -471,18 +582,33 @@ fn admin_rules(
                             ),
                         );
                     }
-                    // Requests to identity (DESIGN.md §2): Admins may make them for Members.
-                    let requests_changed = ["resend-invitation", "unlock", "reset-mfa"]
-                        .iter()
-                        .any(|k| request_annotation(old, k) != request_annotation(m, k));
-                    if requests_changed
-                        && (target_role == OrgRole::Admin || m.spec.email == org.spec.owner)
-                    {
+                    // Requests to identity (DESIGN.md §2): Admins may make them for Members; a
+                    // resend (a new link, which they may read) only for Members they could
+                    // invite, all of whose projects they administer.
+                    let changed = |r: Ask| request_annotation(old, r) != request_annotation(m, r);
+                    let requests_changed = Ask::ALL.into_iter().any(changed);
+                    if requests_changed && target_role == OrgRole::Admin {
                         return deny(
                             "AdminChangesMembersOnly",
                             format!(
                                 "{me} is an Admin: Admins may resend invitations, unlock or reset MFA of Members only; ask the owner ({})",
                                 org.spec.owner
+                            ),
+                        );
+                    }
+                    let outside: Vec<&str> = m
+                        .spec
+                        .projects
+                        .iter()
+                        .map(|g| g.name.as_str())
+                        .filter(|p| !in_mine(p))
+                        .collect();
+                    if changed(Ask::ResendInvitation) && !outside.is_empty() {
+                        return deny(
+                            "NotProjectAdmin",
+                            format!(
+                                "{me} is not Admin of project(s) {}: only their project Admins and the owner may resend this invitation",
+                                outside.join(", ")
                             ),
                         );
                     }

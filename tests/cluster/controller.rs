@@ -25,7 +25,10 @@ fn subjects(c: &Cluster, ns: &str, rb: &str) -> Option<Vec<String>> {
     }
     let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
-        .map(|s| s.split('@').next().unwrap_or(s).to_string())
+        .map(|s| {
+            let user = s.split('@').next().unwrap_or(s);
+            user.rsplit(':').next().unwrap_or(user).to_string()
+        })
         .collect();
     names.sort();
     Some(names)
@@ -144,7 +147,7 @@ fn examples_converge_to_exactly_the_declared_bindings() {
             "-n",
             ns,
             "--as",
-            &format!("{who}@acme.example"),
+            &format!("roster:acme:{who}@acme.example"),
         ]);
         String::from_utf8_lossy(&out.stdout).trim() == "yes"
     };

@@ -24,8 +24,14 @@ pub struct Cluster {
     roster: Mutex<Option<(Child, ChildStdin)>>,
     /// Where roster serves /metrics, /healthz and /readyz.
     pub metrics_addr: String,
-    /// Where roster serves the identity pages, login API and TokenReview (HTTPS).
+    /// Where roster serves the identity pages and login API (HTTPS).
     pub identity_addr: String,
+    /// Where roster serves the API server's token and authorization webhooks (HTTPS with the
+    /// API server's client certificate only).
+    pub authn_addr: String,
+    /// A kubeconfig with roster's own identity (its ServiceAccount's token), distinct from the
+    /// platform admin's that the tests use.
+    pub roster_kubeconfig: PathBuf,
     /// The identity server's certificate files (ca.crt, tls.crt, tls.key).
     pub identity_certs: PathBuf,
     /// API server URL and CA (for kubeconfigs of members, which carry no client certificate).
@@ -94,6 +100,7 @@ fn start_cluster() -> Cluster {
             "crd/memberships.roster.dev",
         ]);
         c.kubectl_ok(&["create", "namespace", ROSTER_NAMESPACE]);
+        c.write_roster_kubeconfig();
         c.start_roster();
         c
     }
@@ -108,12 +115,13 @@ impl Cluster {
         // The API server trusts roster's identity server for tokens (TokenReview), so its
         // certificate must exist before the API server starts: roster writes it first.
         let identity_addr = format!("127.0.0.1:{}", free_port());
+        let authn_addr = format!("127.0.0.1:{}", free_port());
         let identity_certs = dir.join("identity");
         // roster writes the certificate and the API server's webhook configuration files.
         let made = Command::new(env!("CARGO_BIN_EXE_roster"))
             .args(["certificate", "--name", "127.0.0.1", "--out-dir"])
             .arg(&identity_certs)
-            .args(["--identity-url", &format!("https://{identity_addr}")])
+            .args(["--authn-url", &format!("https://{authn_addr}")])
             .status()
             .expect("run roster certificate");
         assert!(made.success(), "roster certificate failed");
@@ -198,6 +206,8 @@ impl Cluster {
             server: cluster.server.clone().expect("server"),
             server_ca_pem,
             identity_addr,
+            authn_addr,
+            roster_kubeconfig: dir.join("roster.kubeconfig"),
             identity_certs,
             kubeconfig: PathBuf::from(get("kubeconfig")),
             audit_log: PathBuf::from(get("audit")),
@@ -207,6 +217,39 @@ impl Cluster {
             roster: Mutex::new(None),
             metrics_addr: format!("127.0.0.1:{}", free_port()),
         }
+    }
+
+    /// roster runs as a ServiceAccount of its own (as in a cluster), not as the platform admin
+    /// the tests act as: the webhook tells the two apart (only roster sets the labels it
+    /// trusts). Bound to cluster-admin here; the chart's least-privilege role is another issue.
+    fn write_roster_kubeconfig(&self) {
+        self.kubectl_ok(&["create", "serviceaccount", "roster", "-n", ROSTER_NAMESPACE]);
+        self.kubectl_ok(&[
+            "create",
+            "clusterrolebinding",
+            "roster-test",
+            "--clusterrole=cluster-admin",
+            &format!("--serviceaccount={ROSTER_NAMESPACE}:roster"),
+        ]);
+        let token = self.kubectl_ok(&[
+            "create",
+            "token",
+            "roster",
+            "-n",
+            ROSTER_NAMESPACE,
+            "--duration=24h",
+        ]);
+        use base64::Engine;
+        let ca = base64::engine::general_purpose::STANDARD.encode(&self.server_ca_pem);
+        std::fs::write(
+            &self.roster_kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\nusers:\n- name: roster\n  user:\n    token: {}\ncontexts:\n- name: roster\n  context: {{cluster: test, user: roster}}\ncurrent-context: roster\n",
+                self.server,
+                token.trim()
+            ),
+        )
+        .expect("write roster's kubeconfig");
     }
 
     /// Runs the real `roster run` (controller and webhook) against this control plane, logging
@@ -229,9 +272,15 @@ impl Cluster {
             .arg(self.identity_certs.join("tls.crt"))
             .arg("--identity-key")
             .arg(self.identity_certs.join("tls.key"))
+            .args(["--authn-addr", &self.authn_addr])
+            .arg("--authn-client-ca")
+            .arg(self.identity_certs.join("client-ca.crt"))
             // Cheap hashes: the tests are about behaviour, not hashing cost.
             .args(["--argon2-memory-kib", "1024", "--argon2-iterations", "1"])
-            .env("KUBECONFIG", &self.kubeconfig)
+            // Every test calls from 127.0.0.1: no per-address limit here (the router tests
+            // show it); the per-member one stays on.
+            .args(["--login-rate-per-source", "0"])
+            .env("KUBECONFIG", &self.roster_kubeconfig)
             .env("RUST_LOG", "info,roster=debug,kube_runtime=warn")
             .stdin(Stdio::piped())
             .stdout(
@@ -470,6 +519,58 @@ pub async fn identity_request(
     let status = resp.status().as_u16();
     let bytes = resp.into_body().collect_bytes().await.expect("body");
     (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// One HTTPS request to roster's API-server-only listener (token and authorization webhooks),
+/// presenting `client` (a cert and key file pair; the API server's by default) or none.
+/// Status 0 and the error when the connection or handshake fails.
+pub async fn authn_request(
+    c: &Cluster,
+    path: &str,
+    body: &str,
+    client: Option<(&Path, &Path)>,
+) -> (u16, String) {
+    use rustls_pki_types::pem::PemObject;
+    let mut config = kube::Config::new(
+        format!("https://{}", c.authn_addr)
+            .parse()
+            .expect("authn URL"),
+    );
+    let pem = std::fs::read(c.identity_certs.join("ca.crt")).expect("identity CA");
+    config.root_cert = Some(
+        rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+            .map(|c| c.expect("CA").to_vec())
+            .collect(),
+    );
+    if let Some((cert, key)) = client {
+        config.auth_info.client_certificate = Some(cert.display().to_string());
+        config.auth_info.client_key = Some(key.display().to_string());
+    }
+    let client = match kube::Client::try_from(config) {
+        Ok(c) => c,
+        Err(e) => return (0, e.to_string()),
+    };
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(kube::client::Body::from(body.as_bytes().to_vec()))
+        .expect("request");
+    let resp = match client.send(req).await {
+        Ok(r) => r,
+        Err(e) => return (0, e.to_string()),
+    };
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect_bytes().await.unwrap_or_default();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The API server's client certificate and key for roster's webhooks.
+pub fn apiserver_client(c: &Cluster) -> (PathBuf, PathBuf) {
+    (
+        c.identity_certs.join("apiserver-client.crt"),
+        c.identity_certs.join("apiserver-client.key"),
+    )
 }
 
 /// application/x-www-form-urlencoded.

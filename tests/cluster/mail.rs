@@ -74,6 +74,7 @@ async fn invitations_are_mailed_through_a_real_smtp_server() {
         &format!("smtp://127.0.0.1:{port}"),
         "roster@acme.example",
         None,
+        true,
     )
     .expect("mailer");
     let link = Secret::new("https://id.acme.example/accept?org=acme&member=bob&token=T0KEN");
@@ -109,6 +110,7 @@ async fn invitations_are_mailed_through_a_real_smtp_server() {
         &format!("smtp://127.0.0.1:{}", free_port()),
         "roster@acme.example",
         None,
+        true,
     )
     .expect("mailer");
     let err = dead

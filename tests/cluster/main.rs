@@ -8,4 +8,5 @@ mod identity;
 mod mail;
 mod members;
 mod smoke;
+mod trust;
 mod webhook;

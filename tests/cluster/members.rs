@@ -229,7 +229,7 @@ async fn a_member_logs_in_with_totp_and_kubectl_follows_the_membership() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "bob@acme.example",
+        format!("roster:{ns}:bob@acme.example"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -245,7 +245,7 @@ async fn a_member_logs_in_with_totp_and_kubectl_follows_the_membership() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "bob@acme.example",
+        format!("roster:{ns}:bob@acme.example"),
         "the cached token serves without a password: {}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -274,7 +274,7 @@ async fn a_member_logs_in_with_totp_and_kubectl_follows_the_membership() {
     );
     assert_eq!(
         String::from_utf8_lossy(&who.stdout),
-        "bob@acme.example",
+        format!("roster:{ns}:bob@acme.example"),
         "{}",
         String::from_utf8_lossy(&who.stderr)
     );
@@ -367,14 +367,10 @@ async fn a_member_logs_in_with_totp_and_kubectl_follows_the_membership() {
     // stored, so there is no window for the watch to close.
     let review = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
         "spec": {"token": token}});
-    let (status, text) = identity_request(
-        c,
-        "POST",
-        "/authenticate",
-        "application/json",
-        &review.to_string(),
-    )
-    .await;
+    let (cert, key) = crate::harness::apiserver_client(c);
+    let (status, text) =
+        crate::harness::authn_request(c, "/authenticate", &review.to_string(), Some((&cert, &key)))
+            .await;
     assert_eq!(status, 200, "{text}");
     let answer: serde_json::Value = serde_json::from_str(&text).expect("TokenReview");
     assert_eq!(answer["status"]["authenticated"], false, "{text}");
@@ -641,6 +637,36 @@ async fn invitations_are_resent_and_expire() {
         let l = link(c, &ns, "dave");
         (l != first).then_some(l)
     });
+    // An Admin reads a Member's invitation link (dave has no projects); a Member does not.
+    let can = |who: &str| {
+        let out = c.kubectl(&[
+            "auth",
+            "can-i",
+            "get",
+            "secret/roster-invitation-dave",
+            "-n",
+            &ns,
+            "--as",
+            who,
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    wait_for(
+        "the admin to read invitation links",
+        Duration::from_secs(30),
+        || (can(&format!("roster:{ns}:carl@acme.example")) == "yes").then_some(()),
+    );
+    let out = c.kubectl(&[
+        "auth",
+        "can-i",
+        "get",
+        "secret/roster-invitation-dave",
+        "-n",
+        &ns,
+        "--as",
+        &format!("roster:{ns}:dave@acme.example"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
     let (status, page) = identity_request(c, "GET", &first, "text/plain", "").await;
     assert_eq!(status, 404, "the old link stops working: {page}");
     let (status, page) = identity_request(c, "GET", &second, "text/plain", "").await;
@@ -655,39 +681,13 @@ async fn invitations_are_resent_and_expire() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    wait_for(
+        "the readers of dave's used link to go",
+        Duration::from_secs(30),
+        || (can(&format!("roster:{ns}:carl@acme.example")) == "no").then_some(()),
+    );
     let out = c.roster(&["invite", "link", "nobody", "-n", &ns], &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no Membership nobody"));
-    // Admins read invitation links; Members do not.
-    let can = |who: &str| {
-        c.kubectl_ok(&[
-            "auth",
-            "can-i",
-            "get",
-            "secret/roster-invitation-dave",
-            "-n",
-            &ns,
-            "--as",
-            who,
-        ])
-        .trim()
-        .to_string()
-    };
-    wait_for(
-        "the admin to read invitation links",
-        Duration::from_secs(30),
-        || (can("carl@acme.example") == "yes").then_some(()),
-    );
-    let out = c.kubectl(&[
-        "auth",
-        "can-i",
-        "get",
-        "secret/roster-invitation-dave",
-        "-n",
-        &ns,
-        "--as",
-        "dave@acme.example",
-    ]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
     // A forged token for a real member.
     let forged = format!("/accept?org={ns}&member=dave&token={}", urlencode("AAAA"));
     assert_eq!(

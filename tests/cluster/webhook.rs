@@ -36,15 +36,20 @@ fn ready_org(c: &Cluster, prefix: &str) -> String {
                 "-o",
                 "jsonpath={.subjects[*].name}",
             ])?;
-            (s == "bob@acme.example").then_some(())
+            (s == format!("roster:{ns}:bob@acme.example")).then_some(())
         },
     );
     ns
 }
 
+/// The user name of `name@acme.example`'s roster identity in organization `ns`.
+fn member_user(ns: &str, name: &str) -> String {
+    format!("roster:{ns}:{name}@acme.example")
+}
+
 /// Runs kubectl (as `user`, when given) and returns (succeeded, stderr).
 fn run(c: &Cluster, user: Option<&str>, args: &[&str], stdin: Option<&str>) -> (bool, String) {
-    let as_user = user.map(|u| format!("--as={u}@acme.example"));
+    let as_user = user.map(|u| format!("--as={u}"));
     let mut all: Vec<&str> = args.to_vec();
     if let Some(u) = &as_user {
         all.push(u);
@@ -101,7 +106,7 @@ fn the_owner_cannot_be_removed_disabled_or_replaced_by_hand() {
     denied_with(
         run(
             c,
-            Some("alice"),
+            Some(&member_user(&ns, "alice")),
             &[
                 "patch",
                 "organization",
@@ -224,7 +229,7 @@ fn members_rights_follow_the_permission_matrix() {
     // Owner: settings, projects, members.
     let (ok, err) = run(
         c,
-        Some("alice"),
+        Some(&member_user(&ns, "alice")),
         &[
             "patch",
             "organization",
@@ -240,7 +245,7 @@ fn members_rights_follow_the_permission_matrix() {
     assert!(ok, "owner changes settings: {err}");
     let (ok, err) = run(
         c,
-        Some("alice"),
+        Some(&member_user(&ns, "alice")),
         &["apply", "-f", "-"],
         Some(&member("olga", "Admin", "two")),
     );
@@ -249,7 +254,7 @@ fn members_rights_follow_the_permission_matrix() {
     // Admin (project Admin of one): invite Members into one; not Admins, not into two.
     let (ok, err) = run(
         c,
-        Some("bob"),
+        Some(&member_user(&ns, "bob")),
         &["apply", "-f", "-"],
         Some(&member("erin", "Member", "one")),
     );
@@ -257,7 +262,7 @@ fn members_rights_follow_the_permission_matrix() {
     denied_with(
         run(
             c,
-            Some("bob"),
+            Some(&member_user(&ns, "bob")),
             &["apply", "-f", "-"],
             Some(&member("fred", "Admin", "one")),
         ),
@@ -266,7 +271,7 @@ fn members_rights_follow_the_permission_matrix() {
     denied_with(
         run(
             c,
-            Some("bob"),
+            Some(&member_user(&ns, "bob")),
             &["apply", "-f", "-"],
             Some(&member("gina", "Member", "two")),
         ),
@@ -275,7 +280,7 @@ fn members_rights_follow_the_permission_matrix() {
     denied_with(
         run(
             c,
-            Some("bob"),
+            Some(&member_user(&ns, "bob")),
             &[
                 "patch",
                 "membership",
@@ -296,7 +301,7 @@ fn members_rights_follow_the_permission_matrix() {
     // ClusterRoles grant no such verbs, so the API server refuses before the webhook is asked.
     let (ok, err) = run(
         c,
-        Some("bob"),
+        Some(&member_user(&ns, "bob")),
         &[
             "patch",
             "organization",
@@ -312,18 +317,23 @@ fn members_rights_follow_the_permission_matrix() {
     assert!(!ok && err.contains("forbidden"), "{err}");
     let (ok, err) = run(
         c,
-        Some("carl"),
+        Some(&member_user(&ns, "carl")),
         &["delete", "project", "two", "-n", &ns],
         None,
     );
     assert!(!ok && err.contains("forbidden"), "{err}");
-    let (ok, err) = run(c, Some("stranger"), &["get", "projects", "-n", &ns], None);
+    let (ok, err) = run(
+        c,
+        Some(&member_user(&ns, "stranger")),
+        &["get", "projects", "-n", &ns],
+        None,
+    );
     assert!(!ok && err.contains("forbidden"), "{err}");
 
     // Owner disables a member: allowed.
     let (ok, err) = run(
         c,
-        Some("alice"),
+        Some(&member_user(&ns, "alice")),
         &[
             "patch",
             "membership",

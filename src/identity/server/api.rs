@@ -17,6 +17,9 @@ use serde_json::json;
 use super::pages::client;
 use super::{AppState, LoginError, LoginOk, flow};
 use crate::api::Organization;
+use crate::api::contract::{
+    EXTRA_GENERATION, EXTRA_MEMBERSHIP, FIELD_MANAGER, member_username, organization_group,
+};
 use crate::identity::Secret;
 use crate::identity::audit::Entry;
 use crate::webhook::ClientAddr;
@@ -38,14 +41,32 @@ fn bad_json(e: &JsonRejection) -> Response {
     )
 }
 
-fn login_error(e: &LoginError) -> Response {
-    let status = match e {
+pub(super) fn login_status(e: &LoginError) -> StatusCode {
+    match e {
         LoginError::Invalid => StatusCode::UNAUTHORIZED,
         LoginError::Locked(_) => StatusCode::LOCKED,
         LoginError::Malformed(_) => StatusCode::BAD_REQUEST,
         LoginError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    problem(status, e.reason(), &e.to_string())
+        LoginError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+    }
+}
+
+/// `Retry-After` for a rate-limited answer.
+pub(super) fn retry_header(e: &LoginError) -> Option<(axum::http::HeaderName, String)> {
+    match e {
+        LoginError::RateLimited(secs) => Some((axum::http::header::RETRY_AFTER, secs.to_string())),
+        _ => None,
+    }
+}
+
+fn login_error(e: &LoginError) -> Response {
+    let mut r = problem(login_status(e), e.reason(), &e.to_string());
+    if let Some((k, v)) = retry_header(e)
+        && let Ok(v) = axum::http::HeaderValue::from_str(&v)
+    {
+        r.headers_mut().insert(k, v);
+    }
+    r
 }
 
 #[derive(Deserialize)]
@@ -175,7 +196,7 @@ pub async fn ownership_transfer(
     match api
         .patch(
             &o.name_any(),
-            &PatchParams::apply(crate::controller::FIELD_MANAGER),
+            &PatchParams::apply(FIELD_MANAGER),
             &Patch::Merge(&patch),
         )
         .await
@@ -205,7 +226,8 @@ pub async fn ownership_transfer(
 }
 
 /// The API server's token webhook (`--authentication-token-webhook-config-file`): answers a
-/// TokenReview with the member's Kubernetes identity, checked against their state now.
+/// TokenReview with the member's Kubernetes identity — `roster:<org>:<email>`, a name of that
+/// organization alone — checked against their state now and the audiences asked for.
 pub async fn authenticate(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
     let review: TokenReview = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -218,28 +240,24 @@ pub async fn authenticate(State(state): State<Arc<AppState>>, body: axum::body::
         }
     };
     let token = review.spec.token.clone();
-    let status = match flow::review(&state, &token, super::now()) {
-        Ok((c, m)) => {
+    let asked = review.spec.audiences.clone().unwrap_or_default();
+    let status = match flow::review(&state, &token, &asked, super::now()) {
+        Ok((c, m, audiences)) => {
             tracing::debug!(organization = %c.org, membership = %c.membership, "token accepted");
             TokenReviewStatus {
                 authenticated: Some(true),
-                audiences: review.spec.audiences.clone(),
+                // Empty when none were asked: the API server's own, as the API documents.
+                audiences: (!audiences.is_empty()).then_some(audiences),
                 user: Some(UserInfo {
-                    username: Some(format!("{}{}", state.subject_prefix, m.spec.email)),
+                    username: Some(member_username(&c.org, &m.spec.email)),
                     uid: m.metadata.uid.clone(),
-                    groups: Some(vec![format!("roster:{}", c.org)]),
+                    groups: Some(vec![organization_group(&c.org)]),
                     // Handed back in SubjectAccessReviews (`/authorize`) to find the member by
                     // name and check the token's generation.
                     extra: Some(
                         [
-                            (
-                                flow::EXTRA_MEMBERSHIP.to_string(),
-                                vec![c.membership.clone()],
-                            ),
-                            (
-                                flow::EXTRA_GENERATION.to_string(),
-                                vec![c.generation.to_string()],
-                            ),
+                            (EXTRA_MEMBERSHIP.to_string(), vec![c.membership.clone()]),
+                            (EXTRA_GENERATION.to_string(), vec![c.generation.to_string()]),
                         ]
                         .into(),
                     ),
@@ -287,22 +305,18 @@ pub async fn authorize(State(state): State<Arc<AppState>>, body: axum::body::Byt
             );
         }
     };
-    let groups = review.spec.groups.clone().unwrap_or_default();
+    let user = review.spec.user.clone().unwrap_or_default();
     let extra = review.spec.extra.clone().unwrap_or_default();
-    tracing::debug!(
-        user = review.spec.user.as_deref().unwrap_or(""),
-        ?groups,
-        ?extra,
-        "authorization review"
-    );
-    let status = match flow::authorize(&state, &groups, &extra, super::now()) {
+    let status = match flow::authorize(
+        &state,
+        &user,
+        review.spec.uid.as_deref(),
+        &extra,
+        super::now(),
+    ) {
         Ok(()) => json!({"allowed": false}),
         Err(reason) => {
-            tracing::info!(
-                reason,
-                user = review.spec.user.as_deref().unwrap_or(""),
-                "request denied: member no longer in good standing"
-            );
+            tracing::info!(reason, %user, "request denied: member no longer in good standing");
             json!({"allowed": false, "denied": true, "reason": format!("roster: {reason}")})
         }
     };

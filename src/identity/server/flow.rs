@@ -3,14 +3,16 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use super::AppState;
+use crate::access::{cut_off, mfa_required_of};
+use crate::api::contract::{EXTRA_GENERATION, EXTRA_MEMBERSHIP, parse_member_username};
 use crate::api::{Membership, Organization, parse_duration};
 use crate::identity::audit::Entry;
 use crate::identity::lockout::Policy;
 use crate::identity::login::{self, Attempt, Keys};
-use crate::identity::store::Store;
 use crate::identity::token::{self, Claims};
 use crate::identity::{Secret, store};
 
@@ -57,6 +59,10 @@ pub enum LoginError {
     Malformed(&'static str),
     #[error("the login service is unavailable; try again shortly")]
     Unavailable(String),
+    /// Too many attempts from this address or for this member: try again after this many
+    /// seconds.
+    #[error("too many attempts; try again in {0} seconds")]
+    RateLimited(u64),
 }
 
 impl LoginError {
@@ -66,8 +72,14 @@ impl LoginError {
             LoginError::Locked(_) => "Locked",
             LoginError::Malformed(_) => "Malformed",
             LoginError::Unavailable(_) => "Unavailable",
+            LoginError::RateLimited(_) => "RateLimited",
         }
     }
+}
+
+/// The wait a rate limit asks for, in whole seconds (at least one).
+pub fn retry_after(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 /// The Organization and the one Membership of `email` in it, from the caches.
@@ -93,23 +105,26 @@ pub fn member(
     Some((o, m))
 }
 
-/// Why a member may not log in at all right now, if so.
-pub fn refused(m: &Membership, now: u64) -> Option<&'static str> {
-    if m.spec.disabled {
-        return Some("Disabled");
+/// `now` (unix seconds) as a timestamp for the domain rules.
+pub fn timestamp(now: u64) -> Timestamp {
+    i64::try_from(now)
+        .ok()
+        .and_then(|s| Timestamp::from_second(s).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// Why a member may not log in, accept or use a token right now, if so: cut off (disabled,
+/// expired, being deleted), or cut off by a change the admission webhook has seen and the
+/// caches not yet.
+pub fn refused(state: &AppState, m: &Membership, now: u64) -> Option<&'static str> {
+    if let Some(why) = cut_off(m, timestamp(now)) {
+        return Some(why.reason());
     }
-    let expired = m
-        .spec
-        .expires_at
-        .as_ref()
-        .is_some_and(|t| t.0.as_second() <= i64::try_from(now).unwrap_or(i64::MAX));
-    if expired {
-        return Some("Expired");
-    }
-    if m.metadata.deletion_timestamp.is_some() {
-        return Some("Deleted");
-    }
-    None
+    let org = m.namespace().unwrap_or_default();
+    state
+        .revocations
+        .revoked(&org, &m.spec.email)
+        .then_some("Revoked")
 }
 
 pub fn lockout_policy(o: &Organization) -> Policy {
@@ -130,41 +145,36 @@ fn session_ttl(o: &Organization) -> u64 {
 
 /// MFA required for this member and not exempt now.
 pub fn mfa_required(o: &Organization, m: &Membership, now: u64) -> bool {
-    if !o.spec.security.mfa.required {
-        return false;
-    }
-    let exempt = m.spec.mfa.as_ref().is_some_and(|e| {
-        e.exempt
-            && e.exempt_until
-                .as_ref()
-                .is_none_or(|t| t.0.as_second() > i64::try_from(now).unwrap_or(i64::MAX))
-    });
-    !exempt
+    mfa_required_of(o, m, timestamp(now))
 }
 
 /// Enrolment tickets live this long.
 pub const ENROL_TICKET_SECONDS: u64 = 15 * 60;
 
+/// A session token (for `audiences`, the API server's) or an enrolment ticket.
 pub fn claims(
     o: &Organization,
     m: &Membership,
     generation: u64,
     purpose: &str,
+    audiences: &[String],
     now: u64,
 ) -> Claims {
-    let ttl = if purpose == token::ENROL {
-        ENROL_TICKET_SECONDS
+    let (ttl, aud) = if purpose == token::ENROL {
+        (ENROL_TICKET_SECONDS, vec![])
     } else {
-        session_ttl(o)
+        (session_ttl(o), audiences.to_vec())
     };
     Claims {
         org: o.name_any(),
         membership: m.name_any(),
+        uid: m.metadata.uid.clone().unwrap_or_default(),
         email: m.spec.email.clone(),
         generation,
         iat: now,
         exp: now.saturating_add(ttl),
         purpose: purpose.into(),
+        aud,
     }
 }
 
@@ -200,18 +210,21 @@ pub async fn authenticate(
                 .client(r.source_ip.clone(), r.user_agent.as_deref()),
         )
     };
+    // Limits first: a refused attempt costs no hashing, and is not counted toward lockout.
+    if let Err(wait) = state
+        .limits
+        .source(r.source_ip.as_deref())
+        .and_then(|()| state.limits.member(&r.organization, &r.email))
+    {
+        log("RateLimited");
+        return Err(LoginError::RateLimited(retry_after(wait)));
+    }
     let Some((o, m)) = member(state, &r.organization, &r.email) else {
         login::waste_equal_time(&id.hasher, &r.password).await;
         log("UnknownMember");
         return Err(LoginError::Invalid);
     };
-    let why = refused(&m, now).or_else(|| {
-        state
-            .revocations
-            .revoked(&r.organization, &m.spec.email)
-            .then_some("Revoked")
-    });
-    if let Some(why) = why {
+    if let Some(why) = refused(state, &m, now) {
         login::waste_equal_time(&id.hasher, &r.password).await;
         log(why);
         return Err(LoginError::Invalid);
@@ -225,6 +238,7 @@ pub async fn authenticate(
         &id.store,
         &r.organization,
         &email,
+        m.metadata.uid.as_deref(),
         &r.password,
         r.code.as_deref(),
         &keys,
@@ -256,7 +270,8 @@ pub async fn authenticate(
             }))
         }
         Err(store::Error::NotFound) => {
-            // Invited but never accepted: no password to check.
+            // No record for this Membership yet (or only a deleted namesake's); `attempt` has
+            // spent the same hashing work as a wrong password.
             log("NoCredentials");
             Err(LoginError::Invalid)
         }
@@ -281,10 +296,10 @@ pub async fn login(state: &AppState, r: &Request) -> Result<LoginOk, LoginError>
         id.log.record(entry("LoginNeedsMfaEnrolment"));
         let ticket = id
             .signer
-            .sign(&claims(&o, &m, generation, token::ENROL, now));
+            .sign(&claims(&o, &m, generation, token::ENROL, &[], now));
         return Ok(LoginOk::MustEnrol { ticket });
     }
-    let c = claims(&o, &m, generation, token::SESSION, now);
+    let c = claims(&o, &m, generation, token::SESSION, &state.audiences, now);
     id.log.record(entry("LoginSucceeded"));
     Ok(LoginOk::Session {
         token: id.signer.sign(&c),
@@ -293,23 +308,27 @@ pub async fn login(state: &AppState, r: &Request) -> Result<LoginOk, LoginError>
     })
 }
 
-/// A token's claims if it is a valid ticket of `purpose` now.
-pub fn ticket(state: &AppState, token: &str, purpose: &str) -> Option<Claims> {
-    state
-        .identity
-        .signer
-        .verify(token, super::now())
-        .ok()
-        .filter(|c| c.purpose == purpose)
+/// An enrolment ticket's claims, if it is valid now and its member is still in good
+/// standing (present, same Membership, enabled, same credential generation).
+pub fn enrol_ticket(state: &AppState, ticket: &str, now: u64) -> Option<Claims> {
+    let c = state.identity.signer.verify(ticket, now).ok()?;
+    if c.purpose != token::ENROL {
+        return None;
+    }
+    standing(state, &c, now).ok()?;
+    Some(c)
 }
 
-/// TokenReview: the token's member as they are *now*. Reads only caches, so it answers in
-/// microseconds and reflects a disabled member as soon as the watch delivers the change.
+/// TokenReview: the token's member as they are *now*, for the audiences the review names (none:
+/// the API server's own). Reads only caches, so it answers in microseconds and reflects a
+/// disabled member as soon as the admission webhook or the watch sees the change. On success,
+/// the audiences the token is valid for among those asked (empty when none were named).
 pub fn review(
     state: &AppState,
     token: &str,
+    audiences: &[String],
     now: u64,
-) -> Result<(Claims, Arc<Membership>), &'static str> {
+) -> Result<(Claims, Arc<Membership>, Vec<String>), &'static str> {
     let c = state
         .identity
         .signer
@@ -318,75 +337,76 @@ pub fn review(
     if c.purpose != token::SESSION {
         return Err("TokenWrongPurpose");
     }
-    let m = standing(
-        state,
-        &c.org,
-        &c.membership,
-        Some(&c.email),
-        c.generation,
-        now,
-    )?;
-    Ok((c, m))
+    let matched: Vec<String> = audiences
+        .iter()
+        .filter(|a| c.aud.contains(a))
+        .cloned()
+        .collect();
+    if !audiences.is_empty() && matched.is_empty() {
+        return Err("TokenWrongAudience");
+    }
+    let m = standing(state, &c, now)?;
+    Ok((c, m, matched))
 }
-
-/// Keys of the user `extra` that TokenReview returns and SubjectAccessReview gets back.
-pub const EXTRA_MEMBERSHIP: &str = "roster.dev/membership";
-pub const EXTRA_GENERATION: &str = "roster.dev/generation";
 
 /// The authorization webhook's question for a request by one of roster's members: is the
 /// member still in good standing *now*? The API server caches token authentications for 10 s
 /// (built in); asking here on every request (no cache) makes a disabled member's very next
-/// call fail. `Ok(())` = no opinion (RBAC decides); `Err` = deny, with the reason.
+/// call fail. `Ok(())` = no opinion (RBAC decides); `Err` = deny, with the reason (which names
+/// the requester's own state only).
 pub fn authorize(
     state: &AppState,
-    groups: &[String],
+    user: &str,
+    uid: Option<&str>,
     extra: &std::collections::BTreeMap<String, Vec<String>>,
     now: u64,
 ) -> Result<(), &'static str> {
-    let Some(org) = groups.iter().find_map(|g| g.strip_prefix("roster:")) else {
+    // Only roster's own user names are roster's to judge.
+    let Some((org, email)) = parse_member_username(user) else {
         return Ok(());
     };
     let first = |k: &str| extra.get(k).and_then(|v| v.first());
-    // A group that merely looks like roster's (another authenticator's) is not ours to judge.
-    let Some(name) = first(EXTRA_MEMBERSHIP) else {
-        return Ok(());
-    };
+    let membership = first(EXTRA_MEMBERSHIP).ok_or("TokenMalformed")?;
     let generation = first(EXTRA_GENERATION)
         .and_then(|g| g.parse().ok())
         .ok_or("TokenMalformed")?;
-    standing(state, org, name, None, generation, now).map(|_| ())
+    let c = Claims {
+        org: org.to_string(),
+        membership: membership.clone(),
+        uid: uid.unwrap_or_default().to_string(),
+        email: email.to_string(),
+        generation,
+        iat: now,
+        exp: now,
+        purpose: token::SESSION.into(),
+        aud: vec![],
+    };
+    standing(state, &c, now).map(|_| ())
 }
 
-/// The member behind a token: present, enabled, unexpired, not revoked or locked, and of the
-/// token's credential generation. Reads caches only (by name, no scan).
-fn standing(
-    state: &AppState,
-    org: &str,
-    membership: &str,
-    email: Option<&str>,
-    generation: u64,
-    now: u64,
-) -> Result<Arc<Membership>, &'static str> {
+/// The member a token names: present, the very Membership it was issued for (UID), enabled,
+/// unexpired, not revoked or locked, with a credential record made for it and of the token's
+/// generation. Reads caches only (by name, no scan).
+fn standing(state: &AppState, c: &Claims, now: u64) -> Result<Arc<Membership>, &'static str> {
     let m = state
         .memberships
-        .get(&kube::runtime::reflector::ObjectRef::new(membership).within(org))
-        .filter(|m| email.is_none_or(|e| m.spec.email.eq_ignore_ascii_case(e)))
+        .get(&kube::runtime::reflector::ObjectRef::new(&c.membership).within(&c.org))
+        .filter(|m| m.spec.email.eq_ignore_ascii_case(&c.email))
+        .filter(|m| m.metadata.uid.as_deref().unwrap_or_default() == c.uid)
         .ok_or("MemberGone")?;
-    if let Some(why) = refused(&m, now) {
+    if let Some(why) = refused(state, &m, now) {
         return Err(why);
     }
-    if state.revocations.revoked(org, &m.spec.email) {
-        return Err("Revoked");
+    let record = state
+        .identity
+        .store
+        .known_record(&c.org, &m.spec.email)
+        .ok_or("CredentialsGone")?
+        .map_err(|e| e.reason())?;
+    if !record.belongs_to(&m) {
+        return Err("CredentialsGone");
     }
-    let cred = state
-        .credentials
-        .get(
-            &kube::runtime::reflector::ObjectRef::new(&Store::secret_name(org, &m.spec.email))
-                .within(state.identity.store.namespace()),
-        )
-        .ok_or("CredentialsGone")?;
-    let record = Store::parse(&cred).map_err(|e| e.reason())?;
-    if record.generation != generation {
+    if record.generation != c.generation {
         return Err("TokenRevoked");
     }
     if record.locked_until.is_some_and(|u| u > now) {

@@ -1,7 +1,9 @@
-//! The identity HTTP server: pages for people (accept an invitation, set a password, enrol
-//! TOTP, log in, see one's organizations), a JSON API for tools (`POST /api/v1/login`,
-//! `POST /api/v1/ownership-transfer`) and the API server's token webhook
-//! (`POST /authenticate`) and authorization webhook (`POST /authorize`). Served over TLS by the same server code as the admission webhook.
+//! The identity HTTP servers. For people and tools (`router`): pages (accept an invitation,
+//! set a password, enrol TOTP, log in, see one's organization) and a JSON API
+//! (`POST /api/v1/login`, `POST /api/v1/ownership-transfer`). For the API server alone
+//! (`api_server_router`, on a listener of its own that requires the API server's client
+//! certificate): the token webhook (`POST /authenticate`) and the authorization webhook
+//! (`POST /authorize`), which answer questions about members nobody else may ask.
 //!
 //! Handlers are thin: they parse, call `flow` (the decisions shared by pages and API) and
 //! render. Every failure a guesser could learn from gets the same text.
@@ -18,7 +20,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use kube::runtime::reflector::Store as Cache;
 
 use super::service::Identity;
@@ -33,11 +34,13 @@ pub struct AppState {
     pub identity: Arc<Identity>,
     pub orgs: Cache<Organization>,
     pub memberships: Cache<Membership>,
-    pub credentials: Cache<KubeSecret>,
-    /// Prefix of Kubernetes user names (as the controller binds them).
-    pub subject_prefix: String,
     /// Members the admission webhook saw being cut off, before the caches do.
     pub revocations: super::revocation::Revocations,
+    /// Rate limits per source address and per member.
+    pub limits: super::limit::Limits,
+    /// The API server's audiences: session tokens are issued for them, and a TokenReview that
+    /// names other audiences does not accept them.
+    pub audiences: Vec<String>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -48,6 +51,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/enrol", post(pages::enrol))
         .route("/api/v1/login", post(api::login))
         .route("/api/v1/ownership-transfer", post(api::ownership_transfer))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// The API server's side: TokenReview and SubjectAccessReview. Serve it only behind client
+/// certificate verification (`tls::Certificates::server_config_requiring_clients`).
+pub fn api_server_router(state: Arc<AppState>) -> Router {
+    Router::new()
         .route("/authenticate", post(api::authenticate))
         .route("/authorize", post(api::authorize))
         .route("/healthz", get(|| async { "ok" }))

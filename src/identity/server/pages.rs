@@ -129,35 +129,51 @@ pub async fn login(
             }
         }
         Err(e) => {
-            let status = match e {
-                LoginError::Invalid => StatusCode::UNAUTHORIZED,
-                LoginError::Locked(_) => StatusCode::LOCKED,
-                LoginError::Malformed(_) => StatusCode::BAD_REQUEST,
-                LoginError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            login_page(status, &req.organization, &req.email, &e.to_string(), "")
+            let mut page = login_page(
+                super::api::login_status(&e),
+                &req.organization,
+                &req.email,
+                &e.to_string(),
+                "",
+            );
+            with_retry_after(&mut page, &e);
+            page
         }
     }
 }
 
+fn with_retry_after(r: &mut Response, e: &LoginError) {
+    if let Some((k, v)) = super::api::retry_header(e)
+        && let Ok(v) = axum::http::HeaderValue::from_str(&v)
+    {
+        r.headers_mut().insert(k, v);
+    }
+}
+
+/// A request from this address over its limit: the page that says so, with Retry-After.
+fn limited(state: &AppState, addr: Option<&ClientAddr>) -> Option<Response> {
+    let ip = addr.map(|a| a.0.ip().to_string());
+    let wait = state.limits.source(ip.as_deref()).err()?;
+    let e = LoginError::RateLimited(flow::retry_after(wait));
+    let mut page = error_page(StatusCode::TOO_MANY_REQUESTS, &e.to_string());
+    with_retry_after(&mut page, &e);
+    Some(page)
+}
+
 fn membership_email(state: &AppState, ticket: &Secret) -> String {
-    flow::ticket(state, ticket.expose(), token::ENROL)
+    flow::enrol_ticket(state, ticket.expose(), super::now())
         .map(|c| c.email)
         .unwrap_or_default()
 }
 
-/// The member's organizations and MFA state.
-fn account(state: &AppState, m: &crate::api::Membership) -> Response {
+/// The member's standing in the organization they logged in to — and only that one: the
+/// same address in another organization is another identity, under another policy, and none
+/// of this login's business.
+fn account(_state: &AppState, m: &crate::api::Membership) -> Response {
     let email = &m.spec.email;
     let mut rows = String::new();
-    let mut all: Vec<_> = state
-        .memberships
-        .state()
-        .into_iter()
-        .filter(|x| x.spec.email.eq_ignore_ascii_case(email))
-        .collect();
-    all.sort_by_key(|x| x.namespace());
-    for x in all {
+    {
+        let x = m;
         let st = x.status.clone().unwrap_or_default();
         let show = |v: Option<String>| esc(&v.unwrap_or_else(|| "—".into()));
         rows.push_str(&format!(
@@ -171,7 +187,7 @@ fn account(state: &AppState, m: &crate::api::Membership) -> Response {
     }
     let body = format!(
         "<p class=\"ok\" role=\"status\">Signed in as <strong>{}</strong>.</p>\
-         <h2>Your organizations</h2><table><caption class=\"sr\">Organizations, roles and MFA state</caption>\
+         <h2>Your organization</h2><table><caption class=\"sr\">Organization, role and MFA state</caption>\
          <thead><tr><th scope=\"col\">Organization</th><th scope=\"col\">Role</th><th scope=\"col\">Status</th>\
          <th scope=\"col\">MFA</th><th scope=\"col\">Access</th></tr></thead><tbody>{rows}</tbody></table>\
          <h2>kubectl</h2><p>Use <code>kubectl roster login --organization {} --email {}</code> as your kubeconfig's \
@@ -222,24 +238,32 @@ fn invitation_error(e: &service::Error) -> Response {
     }
 }
 
+/// The invited Membership, by name from the caches, if it may accept now: not disabled,
+/// expired, being deleted or cut off by a change the caches have not seen yet. A member who
+/// may not accept sees the same page as for an unknown link.
 fn invited(state: &AppState, org: &str, member: &str) -> Option<Arc<crate::api::Membership>> {
-    state
+    let m = state
         .memberships
-        .state()
-        .into_iter()
-        .find(|m| m.namespace().as_deref() == Some(org) && m.name_any() == member)
+        .get(&kube::runtime::reflector::ObjectRef::new(member).within(org))?;
+    flow::refused(state, &m, super::now())
+        .is_none()
+        .then_some(m)
 }
 
 pub async fn accept_form(
     State(state): State<Arc<AppState>>,
+    addr: Option<axum::Extension<ClientAddr>>,
     Query(q): Query<AcceptQuery>,
 ) -> Response {
+    if let Some(page) = limited(&state, addr.as_deref()) {
+        return page;
+    }
     let Some(m) = invited(&state, &q.org, &q.member) else {
         return invitation_error(&invitation::Error::Unknown.into());
     };
     if let Err(e) = state
         .identity
-        .check_invitation(&q.org, &m.spec.email, &q.token, super::now())
+        .check_invitation(&m, &q.token, super::now())
         .await
     {
         return invitation_error(&e);
@@ -312,7 +336,14 @@ pub struct AcceptForm {
     confirm: String,
 }
 
-pub async fn accept(State(state): State<Arc<AppState>>, Form(f): Form<AcceptForm>) -> Response {
+pub async fn accept(
+    State(state): State<Arc<AppState>>,
+    addr: Option<axum::Extension<ClientAddr>>,
+    Form(f): Form<AcceptForm>,
+) -> Response {
+    if let Some(page) = limited(&state, addr.as_deref()) {
+        return page;
+    }
     let q = AcceptQuery {
         org: f.org.clone(),
         member: f.member.clone(),
@@ -334,15 +365,7 @@ pub async fn accept(State(state): State<Arc<AppState>>, Form(f): Form<AcceptForm
     let now = super::now();
     let outcome = state
         .identity
-        .accept(
-            &f.org,
-            &f.member,
-            &m.spec.email,
-            &f.token,
-            &Secret::new(f.password),
-            min,
-            now,
-        )
+        .accept(&m, &f.token, &Secret::new(f.password), min, now)
         .await;
     match outcome {
         Ok(()) => {}
@@ -373,10 +396,11 @@ pub async fn accept(State(state): State<Arc<AppState>>, Form(f): Form<AcceptForm
         Ok(r) => r.generation,
         Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
-    let ticket = state
-        .identity
-        .signer
-        .sign(&flow::claims(&o, &m, generation, token::ENROL, now));
+    let ticket =
+        state
+            .identity
+            .signer
+            .sign(&flow::claims(&o, &m, generation, token::ENROL, &[], now));
     match state.identity.begin_enrolment(&f.org, &m.spec.email).await {
         Ok(seed) => enrol_page(
             StatusCode::OK,
@@ -447,14 +471,29 @@ pub struct EnrolForm {
     code: String,
 }
 
-pub async fn enrol(State(state): State<Arc<AppState>>, Form(f): Form<EnrolForm>) -> Response {
-    let Some(c) = flow::ticket(&state, &f.ticket, token::ENROL) else {
+pub async fn enrol(
+    State(state): State<Arc<AppState>>,
+    addr: Option<axum::Extension<ClientAddr>>,
+    Form(f): Form<EnrolForm>,
+) -> Response {
+    if let Some(page) = limited(&state, addr.as_deref()) {
+        return page;
+    }
+    let now = super::now();
+    // The ticket, and the member's standing now: disabled, deleted, reset or locked since the
+    // password was checked means no enrolment.
+    let Some(c) = flow::enrol_ticket(&state, &f.ticket, now) else {
         return error_page(
             StatusCode::UNAUTHORIZED,
             "This enrolment page has expired. Log in again to continue.",
         );
     };
-    let now = super::now();
+    if let Err(wait) = state.limits.member(&c.org, &c.email) {
+        let e = LoginError::RateLimited(flow::retry_after(wait));
+        let mut page = error_page(StatusCode::TOO_MANY_REQUESTS, &e.to_string());
+        with_retry_after(&mut page, &e);
+        return page;
+    }
     match state
         .identity
         .confirm_enrolment(&c.org, &c.email, f.code.trim(), now)

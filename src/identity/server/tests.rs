@@ -15,10 +15,11 @@ use kube::runtime::watcher;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use super::{AppState, router};
+use super::{AppState, api_server_router, router};
 use crate::api::{Membership, Organization};
 use crate::fixtures::{NS, member, org};
 use crate::identity::audit::SecurityLog;
+use crate::identity::limit::Limits;
 use crate::identity::password::Hasher;
 use crate::identity::revocation::Revocations;
 use crate::identity::service::{Identity, Keys};
@@ -28,6 +29,8 @@ use crate::identity::{random, seal};
 
 const OWN_NS: &str = "roster-system";
 const KEY: [u8; 32] = [7; 32];
+/// The API server's audience in these tests.
+const AUD: &str = "https://kubernetes.default.svc";
 
 fn cache<K>(objects: Vec<K>) -> Cache<K>
 where
@@ -60,11 +63,30 @@ struct Fixture {
 }
 
 fn fixture(members: Vec<Membership>, generation: u64) -> Fixture {
+    fixture_with(members, generation, Limits::off())
+}
+
+fn fixture_with(members: Vec<Membership>, generation: u64, limits: Limits) -> Fixture {
     let client = kube::Client::try_from(kube::Config::new(
         "https://127.0.0.1:9".parse().expect("url"),
     ))
     .expect("client");
     let (seal_key, _) = seal::Key::generate();
+    let creds = members
+        .iter()
+        .map(|m| {
+            credential(
+                &m.spec.email,
+                &Record {
+                    email: m.spec.email.clone(),
+                    membership_uid: m.metadata.uid.clone(),
+                    generation,
+                    accepted_at: Some(1),
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
     let identity = Identity::new(
         client,
         OWN_NS,
@@ -76,21 +98,8 @@ fn fixture(members: Vec<Membership>, generation: u64) -> Fixture {
         "https://id.acme.example".into(),
         None,
         SecurityLog::print_only(),
-    );
-    let creds = members
-        .iter()
-        .map(|m| {
-            credential(
-                &m.spec.email,
-                &Record {
-                    email: m.spec.email.clone(),
-                    generation,
-                    accepted_at: Some(1),
-                    ..Default::default()
-                },
-            )
-        })
-        .collect();
+    )
+    .with_credential_cache(cache(creds));
     let mut o: Organization = org("alice@acme.example");
     o.spec.security.mfa.required = true;
     Fixture {
@@ -98,9 +107,9 @@ fn fixture(members: Vec<Membership>, generation: u64) -> Fixture {
             identity: Arc::new(identity),
             orgs: cache(vec![o]),
             memberships: cache(members),
-            credentials: cache(creds),
-            subject_prefix: "roster:".into(),
             revocations: Revocations::default(),
+            limits,
+            audiences: vec![AUD.into()],
         }),
     }
 }
@@ -124,10 +133,13 @@ async fn call(
         .header(header::CONTENT_TYPE, ctype)
         .body(Body::from(body))
         .expect("request");
-    let resp = router(f.state.clone())
-        .oneshot(req)
-        .await
-        .expect("response");
+    // The API server's endpoints are served on a listener of their own (mTLS).
+    let app = if matches!(path, "/authenticate" | "/authorize") {
+        api_server_router(f.state.clone())
+    } else {
+        router(f.state.clone())
+    };
+    let resp = app.oneshot(req).await.expect("response");
     let status = resp.status();
     let headers = resp.headers().clone();
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
@@ -142,16 +154,22 @@ fn claims(generation: u64, purpose: &str, exp: u64) -> Claims {
     Claims {
         org: NS.into(),
         membership: "bob".into(),
+        uid: "bob-uid".into(),
         email: "bob@acme.example".into(),
         generation,
         iat: 1,
         exp,
         purpose: purpose.into(),
+        aud: vec![AUD.into()],
     }
 }
 
 async fn review(f: &Fixture, token: &str) -> Value {
-    let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token, "audiences": ["https://kubernetes.default.svc"]}});
+    review_for(f, token, json!([AUD])).await
+}
+
+async fn review_for(f: &Fixture, token: &str, audiences: Value) -> Value {
+    let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token, "audiences": audiences}});
     let (status, _, text) = call(
         f,
         "POST",
@@ -171,7 +189,10 @@ async fn token_review_checks_signature_purpose_generation_and_the_member_now() {
     let good = Signer::new(&KEY).sign(&claims(3, token::SESSION, later));
     let v = review(&f, good.expose()).await;
     assert_eq!(v["status"]["authenticated"], true, "{v}");
-    assert_eq!(v["status"]["user"]["username"], "roster:bob@acme.example");
+    assert_eq!(
+        v["status"]["user"]["username"], "roster:acme:bob@acme.example",
+        "a user name of this organization alone"
+    );
     assert_eq!(v["status"]["user"]["uid"], "bob-uid");
     assert_eq!(v["status"]["user"]["groups"], json!(["roster:acme"]));
     assert_eq!(
@@ -179,11 +200,16 @@ async fn token_review_checks_signature_purpose_generation_and_the_member_now() {
         json!({"roster.dev/membership": ["bob"], "roster.dev/generation": ["3"]}),
         "what /authorize needs comes back in SubjectAccessReviews"
     );
-    assert_eq!(
-        v["status"]["audiences"],
-        json!(["https://kubernetes.default.svc"])
-    );
+    assert_eq!(v["status"]["audiences"], json!([AUD]));
     assert_eq!(v["kind"], "TokenReview");
+    // No audience named: the API server's own; another service's audience: refused.
+    let v = review_for(&f, good.expose(), json!(null)).await;
+    assert_eq!(v["status"]["authenticated"], true, "{v}");
+    assert!(v["status"]["audiences"].is_null(), "{v}");
+    let v = review_for(&f, good.expose(), json!(["https://vault.example", AUD])).await;
+    assert_eq!(v["status"]["audiences"], json!([AUD]), "the intersection");
+    let v = review_for(&f, good.expose(), json!(["https://vault.example"])).await;
+    assert_eq!(v["status"]["error"], "roster: TokenWrongAudience", "{v}");
 
     let other_roster = Signer::new(&random::<32>()).sign(&claims(3, token::SESSION, later));
     let cases = [
@@ -215,6 +241,17 @@ async fn token_review_checks_signature_purpose_generation_and_the_member_now() {
                 .expose()
                 .to_string(),
             "TokenExpired",
+        ),
+        (
+            "a token of a deleted namesake (another UID)",
+            Signer::new(&KEY)
+                .sign(&Claims {
+                    uid: "uid-of-a-deleted-bob".into(),
+                    ..claims(3, token::SESSION, later)
+                })
+                .expose()
+                .to_string(),
+            "MemberGone",
         ),
         ("garbage", "roster.v1.xx.yy".to_string(), "TokenMalformed"),
         (
@@ -410,8 +447,12 @@ async fn pages_are_escaped_locked_down_and_fail_clearly() {
 }
 
 async fn authorize(f: &Fixture, groups: Value, extra: Value) -> Value {
+    authorize_as(f, "roster:acme:bob@acme.example", groups, extra).await
+}
+
+async fn authorize_as(f: &Fixture, user: &str, groups: Value, extra: Value) -> Value {
     let body = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-        "spec": {"user": "bob@acme.example", "groups": groups, "extra": extra,
+        "spec": {"user": user, "uid": "bob-uid", "groups": groups, "extra": extra,
                  "resourceAttributes": {"verb": "get", "resource": "configmaps", "namespace": "acme-payments"}}});
     let (status, _, text) = call(
         f,
@@ -438,13 +479,21 @@ async fn authorization_denies_members_no_longer_in_good_standing_and_otherwise_a
     .await;
     assert_eq!(v["status"], abstain, "in good standing: RBAC decides");
     assert_eq!(v["kind"], "SubjectAccessReview");
-    let v = authorize(&f, json!(["system:authenticated"]), json!({})).await;
+    let v = authorize_as(
+        &f,
+        "alice@acme.example",
+        json!(["system:authenticated"]),
+        json!({}),
+    )
+    .await;
     assert_eq!(v["status"], abstain, "not one of roster's members");
-    let v = authorize(&f, json!(["roster:acme"]), json!({})).await;
+    let v = authorize_as(&f, "bob@acme.example", json!(["roster:acme"]), ours.clone()).await;
     assert_eq!(
         v["status"], abstain,
-        "a look-alike group from another authenticator"
+        "a look-alike group from another authenticator: not roster's user name"
     );
+    let v = authorize(&f, json!(["roster:acme"]), json!({})).await;
+    assert_eq!(v["status"]["reason"], "roster: TokenMalformed");
 
     let old = json!({"roster.dev/membership": ["bob"], "roster.dev/generation": ["2"]});
     let v = authorize(&f, json!(["roster:acme"]), old).await;
@@ -461,4 +510,65 @@ async fn authorization_denies_members_no_longer_in_good_standing_and_otherwise_a
 
     let (status, _, _) = call(&f, "POST", "/authorize", "application/json", "[]".into()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_api_servers_endpoints_are_not_served_to_members() {
+    let f = fixture(vec![bob()], 3);
+    for path in ["/authenticate", "/authorize"] {
+        let req = Request::builder()
+            .method("POST")
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{}"))
+            .expect("request");
+        let resp = router(f.state.clone())
+            .oneshot(req)
+            .await
+            .expect("response");
+        assert_eq!(
+            resp.status(),
+            StatusCode::NOT_FOUND,
+            "{path} on the members' listener"
+        );
+    }
+}
+
+#[tokio::test]
+async fn logins_over_the_rate_limit_get_429_with_retry_after_and_cost_nothing() {
+    // Two attempts a minute per member, generous per source.
+    let f = fixture_with(vec![bob()], 0, Limits::new(1000, 2));
+    let body = || {
+        json!({"organization": NS, "email": "bob@acme.example", "password": "wrong"}).to_string()
+    };
+    for i in 0..2 {
+        let (status, _, text) = call(&f, "POST", "/api/v1/login", "application/json", body()).await;
+        assert_ne!(status, StatusCode::TOO_MANY_REQUESTS, "attempt {i}: {text}");
+    }
+    let (status, headers, text) =
+        call(&f, "POST", "/api/v1/login", "application/json", body()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(v["reason"], "RateLimited");
+    let retry: u64 = headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=30).contains(&retry), "{retry}");
+    // The page says the same, with the same header; another member is not held back.
+    let (status, headers, page) = call(
+        &f,
+        "POST",
+        "/login",
+        "application/x-www-form-urlencoded",
+        "organization=acme&email=bob%40acme.example&password=x&code=".into(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{page}");
+    assert!(headers.get(header::RETRY_AFTER).is_some());
+    let other =
+        json!({"organization": NS, "email": "carl@acme.example", "password": "wrong"}).to_string();
+    let (status, _, _) = call(&f, "POST", "/api/v1/login", "application/json", other).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

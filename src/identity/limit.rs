@@ -1,0 +1,157 @@
+//! Rate limits on the identity server's doors (login, accept, enrol, ownership transfer): per
+//! source address and per member, so that a guesser is slowed long before lockout matters and
+//! a flood from one place cannot fill the security log or the argon2 queue.
+//!
+//! GCRA (the "virtual scheduling" token bucket): one timestamp per key, no timers. The table is
+//! bounded: idle keys are dropped when it fills, and if it is still full every new key is
+//! refused (fail closed) until old ones expire.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Keys kept at most per limiter.
+const MAX_KEYS: usize = 100_000;
+
+pub struct Limiter {
+    /// Time between two requests at the sustained rate.
+    interval: Duration,
+    /// How far ahead of `now` the theoretical arrival time may run (the burst).
+    tolerance: Duration,
+    tat: Mutex<HashMap<String, Instant>>,
+}
+
+impl Limiter {
+    /// `per_minute` requests per minute sustained, up to `burst` at once; `per_minute` 0 turns
+    /// the limit off.
+    pub fn new(per_minute: u32, burst: u32) -> Limiter {
+        let interval = if per_minute == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(60) / per_minute
+        };
+        Limiter {
+            interval,
+            tolerance: interval * burst.saturating_sub(1),
+            tat: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one request for `key` at `now`; `Err(wait)` when over the limit.
+    pub fn check(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        if self.interval.is_zero() {
+            return Ok(());
+        }
+        let Ok(mut table) = self.tat.lock() else {
+            return Err(Duration::from_secs(1));
+        };
+        if table.len() >= MAX_KEYS && !table.contains_key(key) {
+            table.retain(|_, tat| *tat > now);
+            if table.len() >= MAX_KEYS {
+                return Err(self.interval.max(Duration::from_secs(1)));
+            }
+        }
+        let tat = table.get(key).copied().unwrap_or(now).max(now);
+        let ahead = tat - now;
+        if ahead > self.tolerance {
+            return Err(ahead - self.tolerance);
+        }
+        table.insert(key.to_string(), tat + self.interval);
+        Ok(())
+    }
+}
+
+/// The limits of one identity server.
+pub struct Limits {
+    pub per_source: Limiter,
+    pub per_member: Limiter,
+}
+
+impl Limits {
+    pub fn new(per_source_per_minute: u32, per_member_per_minute: u32) -> Limits {
+        Limits {
+            per_source: Limiter::new(per_source_per_minute, per_source_per_minute),
+            per_member: Limiter::new(per_member_per_minute, per_member_per_minute),
+        }
+    }
+
+    /// No limits (router tests that are not about them).
+    pub fn off() -> Limits {
+        Limits::new(0, 0)
+    }
+
+    /// One request from `source` (None when unknown: not limited by address).
+    pub fn source(&self, source: Option<&str>) -> Result<(), Duration> {
+        match source {
+            Some(s) => self.per_source.check(&source_key(s), Instant::now()),
+            None => Ok(()),
+        }
+    }
+
+    /// One attempt for the member `email` of `org` (whether or not such a member exists).
+    pub fn member(&self, org: &str, email: &str) -> Result<(), Duration> {
+        let key = format!("{org}\n{}", email.to_ascii_lowercase());
+        self.per_member.check(&key, Instant::now())
+    }
+}
+
+/// IPv6 clients get a /64 each from their provider: one key per /64, so that rotating
+/// addresses within it buys nothing.
+fn source_key(source: &str) -> String {
+    match source.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(IpAddr::V6(v6)) => v6
+            .to_ipv4_mapped()
+            .map_or(source.into(), |v4| v4.to_string()),
+        _ => source.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bursts_then_the_sustained_rate() {
+        let l = Limiter::new(60, 3);
+        let t0 = Instant::now();
+        for i in 0..3 {
+            assert_eq!(l.check("a", t0), Ok(()), "burst {i}");
+        }
+        let wait = l.check("a", t0).expect_err("over the burst");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        assert_eq!(l.check("b", t0), Ok(()), "keys are independent");
+        assert_eq!(l.check("a", t0 + Duration::from_secs(1)), Ok(()));
+        assert!(l.check("a", t0 + Duration::from_secs(1)).is_err());
+        assert_eq!(l.check("a", t0 + Duration::from_secs(10)), Ok(()));
+    }
+
+    #[test]
+    fn zero_is_off_and_ipv6_counts_per_slash_64() {
+        let off = Limiter::new(0, 0);
+        for _ in 0..1000 {
+            assert_eq!(off.check("x", Instant::now()), Ok(()));
+        }
+        assert_eq!(
+            source_key("2001:db8:1:2:aaaa::1"),
+            source_key("2001:db8:1:2:bbbb::9")
+        );
+        assert_ne!(source_key("2001:db8:1:2::1"), source_key("2001:db8:1:3::1"));
+        assert_eq!(source_key("::ffff:10.0.0.1"), "10.0.0.1");
+        assert_eq!(source_key("10.0.0.1"), "10.0.0.1");
+        let limits = Limits::new(1, 1);
+        assert!(limits.member("acme", "Bob@x.example").is_ok());
+        assert!(
+            limits.member("acme", "bob@x.example").is_err(),
+            "case folded"
+        );
+        assert!(limits.member("other", "bob@x.example").is_ok());
+    }
+}

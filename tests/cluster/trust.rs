@@ -1,0 +1,1079 @@
+//! Trust boundaries, tried the way an attacker with a foothold would: an Admin of another
+//! organization on the same cluster, an org Admin who wants to be owner, a Member, an outsider
+//! who can reach roster's ports. Real tokens from roster's identity server, real kubectl, two
+//! organizations; each attack next to its allowed twin.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::harness::{
+    Cluster, PASSWORD, ROSTER_NAMESPACE, apiserver_client, authn_request, cluster, form,
+    identity_request, link, query_value, shared, wait_for,
+};
+
+fn apply(c: &Cluster, yaml: &str) {
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], Some(yaml));
+    assert!(
+        out.status.success(),
+        "apply failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An organization without MFA (logins need no code): `members` are (name, e-mail, role,
+/// projects as YAML flow list).
+fn org(ns: &str, owner: &str, projects: &[&str], members: &[(&str, &str, &str, &str)]) -> String {
+    let mut y = format!(
+        "apiVersion: roster.dev/v1alpha1\nkind: Organization\nmetadata: {{name: {ns}, namespace: {ns}}}\nspec: {{owner: {owner}}}\n"
+    );
+    for p in projects {
+        y.push_str(&format!(
+            "---\napiVersion: roster.dev/v1alpha1\nkind: Project\nmetadata: {{name: {p}, namespace: {ns}}}\n"
+        ));
+    }
+    for (name, email, role, projects) in members {
+        y.push_str(&format!(
+            "---\napiVersion: roster.dev/v1alpha1\nkind: Membership\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{email: {email}, role: {role}, projects: {projects}}}\n"
+        ));
+    }
+    y
+}
+
+/// Accepts the invitation at `path` (a link's path and query) with `password`.
+async fn accept_link(c: &Cluster, path: &str, password: &str) -> (u16, String) {
+    let f = [
+        ("org", query_value(path, "org")),
+        ("member", query_value(path, "member")),
+        ("token", query_value(path, "token")),
+        ("password", password.to_string()),
+        ("confirm", password.to_string()),
+    ];
+    let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    identity_request(
+        c,
+        "POST",
+        "/accept",
+        "application/x-www-form-urlencoded",
+        &form(&f),
+    )
+    .await
+}
+
+async fn login(c: &Cluster, org: &str, email: &str, password: &str) -> (u16, serde_json::Value) {
+    let body = serde_json::json!({"organization": org, "email": email, "password": password});
+    let (status, text) = identity_request(
+        c,
+        "POST",
+        "/api/v1/login",
+        "application/json",
+        &body.to_string(),
+    )
+    .await;
+    (status, serde_json::from_str(&text).unwrap_or_default())
+}
+
+/// Accepts `member`'s invitation (its link read by the platform admin) and logs in: a token.
+async fn member_token(c: &Cluster, ns: &str, member: &str, email: &str) -> String {
+    let (status, page) = accept_link(c, &link(c, ns, member), PASSWORD).await;
+    assert_eq!(status, 200, "{page}");
+    token_of(c, ns, email, PASSWORD).await
+}
+
+async fn token_of(c: &Cluster, ns: &str, email: &str, password: &str) -> String {
+    let (status, body) = login(c, ns, email, password).await;
+    assert_eq!(status, 200, "login of {email} in {ns}: {body}");
+    body["token"].as_str().expect("token").to_string()
+}
+
+fn kubeconfig(c: &Cluster, token: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    c.member_kubeconfig(&format!("trust-{n}"), &format!("    token: {token}"))
+}
+
+fn kubectl(c: &Cluster, kc: &std::path::Path, args: &[&str]) -> std::process::Output {
+    c.kubectl_as(kc, args, &[])
+}
+
+fn kubectl_stdin(c: &Cluster, kc: &std::path::Path, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(c.bin.join("kubectl"))
+        .args(args)
+        .env("KUBECONFIG", kc)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    child.wait_with_output().expect("kubectl output")
+}
+
+fn can_i(c: &Cluster, kc: &std::path::Path, verb: &str, what: &str, ns: &str) -> String {
+    let out = kubectl(c, kc, &["auth", "can-i", verb, what, "-n", ns]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn whoami(c: &Cluster, kc: &std::path::Path) -> String {
+    let out = kubectl(
+        c,
+        kc,
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn read_link(c: &Cluster, kc: &std::path::Path, ns: &str, member: &str) -> Result<String, String> {
+    let out = kubectl(
+        c,
+        kc,
+        &[
+            "get",
+            "secret",
+            &format!("roster-invitation-{member}"),
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.data.link}",
+        ],
+    );
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    use base64::Engine;
+    let url = base64::engine::general_purpose::STANDARD
+        .decode(String::from_utf8_lossy(&out.stdout).trim())
+        .map_err(|e| e.to_string())?;
+    let url = String::from_utf8_lossy(&url).into_owned();
+    let prefix = format!("https://{}", c.identity_addr);
+    Ok(url.strip_prefix(&prefix).unwrap_or(&url).to_string())
+}
+
+fn forbidden(out: &std::process::Output) -> bool {
+    let err = String::from_utf8_lossy(&out.stderr);
+    !out.status.success() && (err.contains("forbidden") || err.contains("Forbidden"))
+}
+
+/// Issue "Trust boundaries I", attack 1: an Admin of organization B invites, into B, the
+/// address of A's owner, reads the link, accepts it and logs in to B. Whatever B's Admin does
+/// in B, the identity that comes out belongs to B alone: nothing of A is reachable with it.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_of_another_organization_cannot_mint_an_identity_of_ours() {
+    let _api = shared();
+    let c = cluster();
+    let a = c.namespace("trust-a");
+    let b = c.namespace("trust-b");
+    apply(
+        c,
+        &org(
+            &a,
+            "alice@acme.example",
+            &["one"],
+            &[("alice", "alice@acme.example", "Admin", "[]")],
+        ),
+    );
+    apply(
+        c,
+        &org(
+            &b,
+            "zed@bee.example",
+            &["hive"],
+            &[("mallory", "mallory@bee.example", "Admin", "[]")],
+        ),
+    );
+    let mallory = kubeconfig(
+        c,
+        &member_token(c, &b, "mallory", "mallory@bee.example").await,
+    );
+
+    // B's Admin invites A's owner into B (a Member with no projects: within an Admin's rights).
+    let invite = format!(
+        "apiVersion: roster.dev/v1alpha1\nkind: Membership\nmetadata: {{name: evil, namespace: {b}}}\nspec: {{email: alice@acme.example, role: Member}}\n"
+    );
+    let out = kubectl_stdin(c, &mallory, &["create", "-f", "-"], &invite);
+    assert!(
+        out.status.success(),
+        "an Admin may invite a Member into their own organization: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // ... reads the link (an Admin may, for a Member with no projects), accepts it ...
+    let path = wait_for(
+        "evil's link, read by B's Admin",
+        Duration::from_secs(30),
+        || read_link(c, &mallory, &b, "evil").ok(),
+    );
+    let (status, page) = accept_link(c, &path, "mallory's own passphrase 9f3k").await;
+    assert_eq!(status, 200, "{page}");
+    // ... and logs in to B as alice@acme.example.
+    let forged = kubeconfig(
+        c,
+        &token_of(c, &b, "alice@acme.example", "mallory's own passphrase 9f3k").await,
+    );
+    let name = whoami(c, &forged);
+    assert_ne!(
+        name, "alice@acme.example",
+        "a token of B must not authenticate as a name A trusts"
+    );
+    assert_eq!(
+        name,
+        format!("roster:{b}:alice@acme.example"),
+        "B's own name for her"
+    );
+    assert_eq!(
+        can_i(c, &forged, "get", "projects.roster.dev", &b),
+        "yes",
+        "in B, the forged member has what B declares"
+    );
+
+    // The real alice, logged in to A: Admin in A's project.
+    let real = kubeconfig(c, &member_token(c, &a, "alice", "alice@acme.example").await);
+    let project_a = format!("{a}-one");
+    wait_for(
+        "A's owner to be Admin in A's project",
+        Duration::from_secs(30),
+        || (can_i(c, &real, "create", "rolebindings", &project_a) == "yes").then_some(()),
+    );
+    // The identity minted in B reaches nothing of A.
+    for (verb, what, ns) in [
+        ("create", "rolebindings", project_a.as_str()),
+        ("get", "pods", project_a.as_str()),
+        ("get", "memberships.roster.dev", a.as_str()),
+        ("patch", "organizations.roster.dev", a.as_str()),
+    ] {
+        assert_eq!(
+            can_i(c, &forged, verb, what, ns),
+            "no",
+            "the identity minted in {b} may {verb} {what} in {ns}"
+        );
+    }
+    let out = kubectl(
+        c,
+        &forged,
+        &[
+            "patch",
+            "organization",
+            &a,
+            "-n",
+            &a,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"displayName":"owned by mallory"}}"#,
+        ],
+    );
+    assert!(
+        forbidden(&out),
+        "A's Organization changed by B's identity: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Issue "Trust boundaries I", attack 2: a pending invitation link is a bearer credential.
+/// Readable only by who could create that Membership as it stands: the owner (and trusted
+/// identities) for any; an Admin only for Members whose projects all lie among the projects
+/// the Admin administers; nobody for the owner's own link (trusted identities aside).
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitation_links_are_readable_only_by_who_could_create_the_membership() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("links");
+    apply(
+        c,
+        &org(
+            &ns,
+            "olga@acme.example",
+            &["one", "two"],
+            &[
+                ("olga", "olga@acme.example", "Admin", "[]"),
+                (
+                    "bob",
+                    "bob@acme.example",
+                    "Admin",
+                    "[{name: one, role: Admin}]",
+                ),
+                ("carl", "carl@acme.example", "Admin", "[]"),
+                (
+                    "dave",
+                    "dave@acme.example",
+                    "Member",
+                    "[{name: one, role: Viewer}]",
+                ),
+                (
+                    "erin",
+                    "erin@acme.example",
+                    "Member",
+                    "[{name: two, role: Viewer}]",
+                ),
+                ("fay", "fay@acme.example", "Member", "[]"),
+            ],
+        ),
+    );
+    let bob = kubeconfig(c, &member_token(c, &ns, "bob", "bob@acme.example").await);
+    // The twin first: bob administers project one, so he may read dave's and fay's links.
+    for member in ["dave", "fay"] {
+        wait_for(
+            &format!("bob to read {member}'s link"),
+            Duration::from_secs(30),
+            || read_link(c, &bob, &ns, member).ok(),
+        );
+    }
+    assert_eq!(
+        can_i(c, &bob, "get", "secret/roster-invitation-dave", &ns),
+        "yes"
+    );
+    for member in ["olga", "carl", "erin"] {
+        let out = kubectl(
+            c,
+            &bob,
+            &[
+                "get",
+                "secret",
+                &format!("roster-invitation-{member}"),
+                "-n",
+                &ns,
+            ],
+        );
+        assert!(
+            forbidden(&out),
+            "Admin bob read {member}'s invitation link: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(
+            can_i(
+                c,
+                &bob,
+                "get",
+                &format!("secret/roster-invitation-{member}"),
+                &ns
+            ),
+            "no",
+            "{member}"
+        );
+    }
+    assert_eq!(
+        can_i(c, &bob, "list", "secrets", &ns),
+        "no",
+        "listing Secrets would show every link"
+    );
+
+    // The owner reads an Admin's and any Member's link; a Member reads none.
+    let olga = kubeconfig(c, &member_token(c, &ns, "olga", "olga@acme.example").await);
+    for member in ["carl", "erin", "dave"] {
+        wait_for(
+            &format!("the owner to read {member}'s link"),
+            Duration::from_secs(30),
+            || read_link(c, &olga, &ns, member).ok(),
+        );
+    }
+    let fay = kubeconfig(c, &member_token(c, &ns, "fay", "fay@acme.example").await);
+    for member in ["carl", "erin", "dave"] {
+        assert!(
+            read_link(c, &fay, &ns, member).is_err(),
+            "Member fay read {member}'s link"
+        );
+    }
+
+    // Organization B: the owner has no Membership, roster bootstraps one; B's Admin cannot
+    // read its link (only trusted identities, or SMTP, deliver it).
+    let b = c.namespace("links-b");
+    apply(
+        c,
+        &org(
+            &b,
+            "zoe@bee.example",
+            &[],
+            &[("bea", "bea@bee.example", "Admin", "[]")],
+        ),
+    );
+    let bea = kubeconfig(c, &member_token(c, &b, "bea", "bea@bee.example").await);
+    let bootstrap = wait_for(
+        "the bootstrap owner Membership",
+        Duration::from_secs(30),
+        || {
+            c.kubectl_try(&[
+                "get",
+                "memberships",
+                "-n",
+                &b,
+                "-l",
+                "roster.dev/bootstrap",
+                "-o",
+                "jsonpath={.items[0].metadata.name}",
+            ])
+            .filter(|n| !n.is_empty())
+        },
+    );
+    link(c, &b, &bootstrap);
+    assert!(
+        read_link(c, &bea, &b, &bootstrap).is_err(),
+        "B's Admin read the bootstrap owner's link"
+    );
+}
+
+/// Issue "Trust boundaries I", point 3: a disabled member cannot accept an invitation.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_member_cannot_accept() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("accepting");
+    apply(
+        c,
+        &org(
+            &ns,
+            "olga@acme.example",
+            &[],
+            &[("dave", "dave@acme.example", "Member", "[]")],
+        ),
+    );
+    let dave_link = link(c, &ns, "dave");
+    c.kubectl_ok(&[
+        "patch",
+        "membership",
+        "dave",
+        "-n",
+        &ns,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"disabled":true}}"#,
+    ]);
+    let (status, page) = accept_link(c, &dave_link, PASSWORD).await;
+    assert_ne!(status, 200, "a disabled member accepted: {page}");
+    let (status, _) = login(c, &ns, "dave@acme.example", PASSWORD).await;
+    assert_eq!(status, 401);
+}
+
+/// Issue "Trust boundaries I", point 3: a resend that races an acceptance (planned before the
+/// acceptance was seen, carried out after it) never resets the accepted member's password.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_resend_never_resets_an_accepted_password() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("late-resend");
+    apply(
+        c,
+        &org(
+            &ns,
+            "olga@acme.example",
+            &[],
+            &[("fay", "fay@acme.example", "Member", "[]")],
+        ),
+    );
+    let fay_link = link(c, &ns, "fay");
+    let (status, page) = accept_link(c, &fay_link, PASSWORD).await;
+    assert_eq!(status, 200, "{page}");
+    let client = c.client().await;
+    let keys = roster::identity::service::Keys::load_or_create(client.clone(), ROSTER_NAMESPACE)
+        .await
+        .expect("keys");
+    let identity = roster::identity::service::Identity::new(
+        client.clone(),
+        ROSTER_NAMESPACE,
+        keys,
+        roster::identity::password::Hasher::new(1024, 1, 1, 2).expect("hasher"),
+        format!("https://{}", c.identity_addr),
+        None,
+        roster::identity::audit::SecurityLog::print_only(),
+    );
+    let memberships: kube::Api<roster::api::Membership> = kube::Api::namespaced(client, &ns);
+    let fay = memberships.get("fay").await.expect("fay");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let _ = identity.invite(&fay, 3600, Some("stale-resend"), now).await;
+    if let Ok(late) = read_link(c, &kubeconfig_admin(c), &ns, "fay") {
+        let (status, _) = accept_link(c, &late, "a new password chosen by whoever 77").await;
+        assert_ne!(
+            status, 200,
+            "a late resend let someone reset fay's password"
+        );
+    }
+    let (status, body) = login(c, &ns, "fay@acme.example", PASSWORD).await;
+    assert_eq!(status, 200, "fay's own password still works: {body}");
+}
+
+fn kubeconfig_admin(c: &Cluster) -> PathBuf {
+    c.kubeconfig.clone()
+}
+
+/// Issue "Trust boundaries I", point 4: a token dies with its Membership — deleting and
+/// re-creating one with the same name and e-mail does not bring older tokens back.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_die_with_their_membership() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("uid");
+    let yaml = org(
+        &ns,
+        "olga@acme.example",
+        &[],
+        &[("dave", "dave@acme.example", "Member", "[]")],
+    );
+    apply(c, &yaml);
+    let old = member_token(c, &ns, "dave", "dave@acme.example").await;
+    let old_kc = kubeconfig(c, &old);
+    assert_ne!(whoami(c, &old_kc), "", "the first token works");
+
+    c.kubectl_ok(&["delete", "membership", "dave", "-n", &ns, "--wait=true"]);
+    // roster forgets the member's credentials once the Membership is gone.
+    let record = roster::identity::store::Store::secret_name(&ns, "dave@acme.example");
+    wait_for("dave's credentials to go", Duration::from_secs(30), || {
+        c.kubectl_try(&["get", "secret", &record, "-n", ROSTER_NAMESPACE])
+            .is_none()
+            .then_some(())
+    });
+    apply(c, &yaml);
+    let new = member_token(c, &ns, "dave", "dave@acme.example").await;
+    let new_kc = kubeconfig(c, &new);
+    assert_ne!(whoami(c, &new_kc), "", "the new token works");
+    let out = kubectl(c, &old_kc, &["auth", "whoami"]);
+    assert!(
+        !out.status.success(),
+        "a token of the deleted Membership works again: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Issue "Trust boundaries I", point 4: a roster token is valid for the API server's own
+/// audience only, not for a TokenReview another service makes with its audience.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_valid_for_the_api_servers_audience_only() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("audience");
+    apply(
+        c,
+        &org(
+            &ns,
+            "olga@acme.example",
+            &[],
+            &[("dave", "dave@acme.example", "Member", "[]")],
+        ),
+    );
+    let new = member_token(c, &ns, "dave", "dave@acme.example").await;
+    // TokenReview through the API server: valid for the API server, not for another audience.
+    let review = |audiences: &str| {
+        let body = format!(
+            "{{\"apiVersion\":\"authentication.k8s.io/v1\",\"kind\":\"TokenReview\",\"spec\":{{\"token\":\"{new}\"{audiences}}}}}"
+        );
+        let out = c.kubectl_stdin(&["create", "-o", "json", "-f", "-"], Some(&body));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        v["status"]["authenticated"].as_bool().unwrap_or(false)
+    };
+    assert!(review(""), "no audience: the API server's");
+    assert!(
+        !review(",\"audiences\":[\"https://vault.example\"]"),
+        "a roster token passed for another service's audience"
+    );
+}
+
+/// Issue "Trust boundaries I", point 5: only the API server reaches /authenticate and
+/// /authorize; anyone else learns nothing about members there.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_api_server_reaches_the_token_and_authorization_webhooks() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("mtls");
+    apply(
+        c,
+        &org(
+            &ns,
+            "olga@acme.example",
+            &[],
+            &[("dave", "dave@acme.example", "Member", "[]")],
+        ),
+    );
+    let token = member_token(c, &ns, "dave", "dave@acme.example").await;
+    let review = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+        "spec": {"token": token}});
+    let (status, text) = identity_request(
+        c,
+        "POST",
+        "/authenticate",
+        "application/json",
+        &review.to_string(),
+    )
+    .await;
+    assert!(
+        !text.contains("\"authenticated\":true"),
+        "anyone on the network can check tokens: {status} {text}"
+    );
+    let sar = serde_json::json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        "spec": {"user": "x", "groups": [format!("roster:{ns}")],
+                 "extra": {"roster.dev/membership": ["dave"], "roster.dev/generation": ["999"]}}});
+    let (status, text) = identity_request(
+        c,
+        "POST",
+        "/authorize",
+        "application/json",
+        &sar.to_string(),
+    )
+    .await;
+    assert!(
+        !text.contains("roster:"),
+        "anyone on the network learns a member's state: {status} {text}"
+    );
+
+    // The API server's own listener: no handshake without its client certificate, or with a
+    // certificate of another CA; with it, the answers.
+    let (status, text) = authn_request(c, "/authenticate", &review.to_string(), None).await;
+    assert_eq!(status, 0, "no client certificate: no TLS session: {text}");
+    let stranger = c.dir.join("stranger-certs");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["certificate", "--name", "127.0.0.1", "--out-dir"])
+        .arg(&stranger)
+        .args(["--authn-url", "https://127.0.0.1:1"])
+        .output()
+        .expect("roster certificate");
+    assert!(out.status.success());
+    let (status, text) = authn_request(
+        c,
+        "/authorize",
+        &sar.to_string(),
+        Some((
+            &stranger.join("apiserver-client.crt"),
+            &stranger.join("apiserver-client.key"),
+        )),
+    )
+    .await;
+    assert_eq!(status, 0, "a client certificate of another CA: {text}");
+    let (cert, key) = apiserver_client(c);
+    let (status, text) =
+        authn_request(c, "/authenticate", &review.to_string(), Some((&cert, &key))).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"authenticated\":true"), "{text}");
+    assert!(
+        text.contains(&format!("\"username\":\"roster:{ns}:dave@acme.example\"")),
+        "{text}"
+    );
+}
+
+/// Issue "Trust boundaries II", hole 1: the bootstrap label is roster's alone, and no
+/// sequence of Admin writes disables, demotes, deletes or supersedes the owner's Membership.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_roster_marks_bootstrap_and_the_owner_cannot_be_superseded() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("owner-guard");
+    apply(
+        c,
+        &org(
+            &ns,
+            "olga@acme.example",
+            &["one"],
+            &[
+                ("olga", "olga@acme.example", "Admin", "[]"),
+                (
+                    "bob",
+                    "bob@acme.example",
+                    "Admin",
+                    "[{name: one, role: Admin}]",
+                ),
+            ],
+        ),
+    );
+    let bob = kubeconfig(c, &member_token(c, &ns, "bob", "bob@acme.example").await);
+    let out = kubectl(
+        c,
+        &bob,
+        &[
+            "label",
+            "membership",
+            "olga",
+            "-n",
+            &ns,
+            "roster.dev/bootstrap=owner",
+        ],
+    );
+    assert!(
+        !out.status.success(),
+        "an Admin marked the owner's Membership as roster's bootstrap"
+    );
+    let second = format!(
+        "apiVersion: roster.dev/v1alpha1\nkind: Membership\nmetadata: {{name: olga2, namespace: {ns}}}\nspec: {{email: olga@acme.example, role: Member, disabled: true}}\n"
+    );
+    let out = kubectl_stdin(c, &bob, &["create", "-f", "-"], &second);
+    assert!(
+        !out.status.success(),
+        "an Admin created a second, disabled Membership for the owner"
+    );
+    let demote = kubectl(
+        c,
+        &bob,
+        &[
+            "patch",
+            "membership",
+            "olga",
+            "-n",
+            &ns,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"role":"Member"}}"#,
+        ],
+    );
+    assert!(!demote.status.success(), "an Admin demoted the owner");
+    // Trusted identities may not forge roster's label either.
+    let out = c.kubectl(&[
+        "label",
+        "membership",
+        "bob",
+        "-n",
+        &ns,
+        "roster.dev/bootstrap=owner",
+    ]);
+    assert!(
+        !out.status.success(),
+        "the bootstrap label was set by someone other than roster"
+    );
+    // The owner keeps their binding.
+    std::thread::sleep(Duration::from_secs(3));
+    let owners = c.kubectl_ok(&[
+        "get",
+        "rolebinding",
+        "roster-owner",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.subjects[*].name}",
+    ]);
+    assert!(
+        owners.contains("olga@acme.example"),
+        "owner binding: {owners}"
+    );
+}
+
+/// Issue "Trust boundaries II", hole 2: only the owner (or a trusted identity) exempts a
+/// member from MFA, on CREATE as on UPDATE.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_owner_exempts_from_mfa_also_on_create() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("exempt");
+    apply(
+        c,
+        &org(
+            &ns,
+            "olga@acme.example",
+            &["one"],
+            &[(
+                "bob",
+                "bob@acme.example",
+                "Admin",
+                "[{name: one, role: Admin}]",
+            )],
+        ),
+    );
+    let bob = kubeconfig(c, &member_token(c, &ns, "bob", "bob@acme.example").await);
+    let exempt = |name: &str, mfa: &str| {
+        format!(
+            "apiVersion: roster.dev/v1alpha1\nkind: Membership\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{email: {name}@acme.example, role: Member, projects: [{{name: one, role: Viewer}}]{mfa}}}\n"
+        )
+    };
+    let out = kubectl_stdin(c, &bob, &["create", "-f", "-"], &exempt("gus", ""));
+    assert!(
+        out.status.success(),
+        "the twin: an Admin invites a Member into their project: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kubectl_stdin(
+        c,
+        &bob,
+        &["create", "-f", "-"],
+        &exempt("hal", ", mfa: {exempt: true, reason: because}"),
+    );
+    assert!(
+        !out.status.success(),
+        "an Admin created a Membership exempt from MFA"
+    );
+}
+
+/// Issue "Trust boundaries II", hole 3: Admins cannot claim namespaces outside their
+/// organization's prefix, and a namespace handed over is handed back, never deleted.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_cannot_claim_namespaces_and_handed_over_ones_are_handed_back() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("squat");
+    apply(
+        c,
+        &org(
+            &ns,
+            "olga@acme.example",
+            &[],
+            &[("bob", "bob@acme.example", "Admin", "[]")],
+        ),
+    );
+    let bob = kubeconfig(c, &member_token(c, &ns, "bob", "bob@acme.example").await);
+    let victim = format!("victim-{ns}");
+    let claim = format!(
+        "apiVersion: roster.dev/v1alpha1\nkind: Project\nmetadata: {{name: grab, namespace: {ns}}}\nspec: {{namespace: {victim}}}\n"
+    );
+    let out = kubectl_stdin(c, &bob, &["create", "-f", "-"], &claim);
+    assert!(
+        !out.status.success(),
+        "an Admin claimed namespace {victim} outside the organization's prefix"
+    );
+
+    // Handed over by the platform admin, with namespaceDeletion: Delete.
+    let legacy = format!("legacy-{ns}");
+    c.kubectl_ok(&["create", "namespace", &legacy]);
+    c.kubectl_ok(&[
+        "annotate",
+        "namespace",
+        &legacy,
+        &format!("roster.dev/adopt={ns}/legacy"),
+    ]);
+    apply(
+        c,
+        &format!(
+            "apiVersion: roster.dev/v1alpha1\nkind: Project\nmetadata: {{name: legacy, namespace: {ns}}}\nspec: {{namespace: {legacy}, namespaceDeletion: Delete}}\n"
+        ),
+    );
+    c.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=60s",
+        "project/legacy",
+        "-n",
+        &ns,
+    ]);
+    c.kubectl_ok(&["delete", "project", "legacy", "-n", &ns, "--wait=true"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let phase = c.kubectl_try(&[
+        "get",
+        "namespace",
+        &legacy,
+        "-o",
+        "jsonpath={.status.phase}/{.metadata.deletionTimestamp}",
+    ]);
+    assert_eq!(
+        phase.as_deref(),
+        Some("Active/"),
+        "a handed-over namespace was deleted with its Project"
+    );
+    let labels = c.kubectl_ok(&[
+        "get",
+        "namespace",
+        &legacy,
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]);
+    assert!(
+        !labels.contains("roster.dev/organization"),
+        "handed back without roster's labels: {labels}"
+    );
+}
+
+/// Issue "Trust boundaries II", hole 4: a Project whose name cannot become a namespace is
+/// refused at the door.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn project_names_that_cannot_be_namespaces_are_refused() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("names");
+    apply(c, &org(&ns, "olga@acme.example", &[], &[]));
+    for name in ["x.y", &"p".repeat(70 - ns.len())] {
+        let out = c.kubectl_stdin(
+            &["create", "-f", "-"],
+            Some(&format!(
+                "apiVersion: roster.dev/v1alpha1\nkind: Project\nmetadata: {{name: {name}, namespace: {ns}}}\n"
+            )),
+        );
+        assert!(
+            !out.status.success(),
+            "Project {name} (namespace {ns}-{name}) was accepted"
+        );
+    }
+}
+
+/// Issue "Trust boundaries II", hole 4: one project that cannot converge (here: the API
+/// server refuses its namespace) never holds back a removal of access elsewhere.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_that_cannot_converge_does_not_block_removals() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("isolate");
+    let broken = format!("{ns}-broken");
+    let policy = format!("roster-test-deny-{ns}");
+    c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: {policy}}}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - apiGroups: [""]
+      apiVersions: [v1]
+      operations: [CREATE, UPDATE]
+      resources: [namespaces]
+  validations:
+  - expression: "object.metadata.name != '{broken}'"
+    message: "namespace {broken} is refused by the test"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: {policy}}}
+spec:
+  policyName: {policy}
+  validationActions: [Deny]
+"#
+        )),
+    );
+    // The policy takes effect asynchronously.
+    wait_for(
+        "the test's admission policy",
+        Duration::from_secs(30),
+        || {
+            let out = c.kubectl(&["create", "namespace", &broken, "--dry-run=server"]);
+            (!out.status.success()).then_some(())
+        },
+    );
+    apply(
+        c,
+        &org(
+            &ns,
+            "olga@acme.example",
+            &["two"],
+            &[(
+                "dave",
+                "dave@acme.example",
+                "Member",
+                "[{name: two, role: Viewer}]",
+            )],
+        ),
+    );
+    let two = format!("{ns}-two");
+    let viewers = || {
+        c.kubectl_try(&[
+            "get",
+            "rolebinding",
+            "roster-viewer",
+            "-n",
+            &two,
+            "-o",
+            "jsonpath={.subjects[*].name}",
+        ])
+        .unwrap_or_default()
+    };
+    wait_for("dave to view project two", Duration::from_secs(30), || {
+        viewers().contains("dave@acme.example").then_some(())
+    });
+    apply(
+        c,
+        &format!(
+            "apiVersion: roster.dev/v1alpha1\nkind: Project\nmetadata: {{name: broken, namespace: {ns}}}\n"
+        ),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    c.kubectl_ok(&[
+        "patch",
+        "membership",
+        "dave",
+        "-n",
+        &ns,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"disabled":true}}"#,
+    ]);
+    let removed = (0..75).any(|_| {
+        std::thread::sleep(Duration::from_millis(200));
+        !viewers().contains("dave@acme.example")
+    });
+    c.kubectl(&["delete", "validatingadmissionpolicybinding", &policy]);
+    c.kubectl(&["delete", "validatingadmissionpolicy", &policy]);
+    assert!(
+        removed,
+        "a disabled member kept access to project two while project broken cannot converge"
+    );
+}
+
+/// Issue "Trust boundaries II", hole 5: logins for organizations that do not exist leave no
+/// object behind, and strangers cannot push a real organization's entries out of its log.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_cannot_fill_or_flush_the_security_log() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("flood");
+    apply(
+        c,
+        &org(
+            &ns,
+            "olga@acme.example",
+            &[],
+            &[("dave", "dave@acme.example", "Member", "[]")],
+        ),
+    );
+    member_token(c, &ns, "dave", "dave@acme.example").await;
+    let ghost = format!("ghost-{ns}");
+    for _ in 0..3 {
+        let (status, _) = login(c, &ghost, "x@y.example", "whatever").await;
+        assert_eq!(status, 401);
+    }
+    for i in 0..1100 {
+        let (status, _) = login(c, &ns, &format!("stranger{i}@evil.example"), "guess").await;
+        assert!(status == 401 || status == 429, "{status}");
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let exists = c.kubectl_try(&[
+        "get",
+        "configmap",
+        &format!("roster-security-{ghost}"),
+        "-n",
+        ROSTER_NAMESPACE,
+        "-o",
+        "name",
+    ]);
+    assert!(
+        exists.is_none(),
+        "a login for a non-existent organization created {exists:?}"
+    );
+    let out = c.roster(
+        &[
+            "security-log",
+            &ns,
+            "--namespace",
+            ROSTER_NAMESPACE,
+            "--json",
+        ],
+        &[],
+    );
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        log.contains("\"event\":\"LoginSucceeded\""),
+        "a stranger's flood pushed dave's login out of the log"
+    );
+}
