@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help demo down test lint bench crds control-plane
+.PHONY: help demo down test lint bench crds control-plane fuzz
 
 help:
 	@echo "make demo           local control plane + roster + examples/, then what roster converged"
@@ -11,6 +11,7 @@ help:
 	@echo "                    Chromium, an SMTP server); installs the browser and SMTP test tools first"
 	@echo "make lint           cargo fmt --check, cargo clippy -D warnings, go vet"
 	@echo "make bench          benchmarks (release build), written to BENCHMARKS.md"
+	@echo "make fuzz           the property tests of the webhook and identity routes, long (release build)"
 	@echo "make crds           regenerate crds/ and the chart's CRDs from src/api"
 	@echo "make control-plane  build (or find cached) kube-apiserver, etcd, kubectl"
 
@@ -34,6 +35,13 @@ bench:
 
 crds:
 	cargo run --locked --quiet -- crds --write
+
+# make test runs these with a few thousand cases each; here, many more. ROSTER_FUZZ_SEED
+# replays a failure (each run prints its seed).
+fuzz:
+	ROSTER_FUZZ_CASES=$${WEBHOOK_CASES:-2000000} cargo test --locked --release --lib -- --nocapture webhook::fuzz::no_request
+	ROSTER_FUZZ_CASES=$${ROUTER_CASES:-200000} cargo test --locked --release --lib -- --nocapture webhook::fuzz::the_router
+	ROSTER_FUZZ_CASES=$${IDENTITY_CASES:-100000} cargo test --locked --release --lib -- --nocapture every_route_answers
 
 control-plane:
 	@tests/control-plane/build.sh

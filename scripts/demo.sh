@@ -16,7 +16,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # The API server sends members' tokens to roster's identity server (TokenReview), so the
 # identity server's address and certificate are fixed before the API server starts.
-if "$bin/devcluster" status --dir "$state" >/dev/null 2>&1 && [ ! -f "$state/identity/apiserver-client.crt" ]; then
+if "$bin/devcluster" status --dir "$state" >/dev/null 2>&1 && [ ! -f "$state/identity/admission.yaml" ]; then
     echo "==> the running control plane was started without roster's mTLS token and authorization webhooks: restarting it"
     "$bin/devcluster" down --dir "$state" >/dev/null 2>&1 || true
 fi
@@ -25,22 +25,26 @@ if "$bin/devcluster" status --dir "$state" >/dev/null 2>&1; then
 else
     identity_port=$(free_port)
     authn_port=$(free_port)
+    webhook_port=$(free_port)
     echo "$identity_port" >"$state/identity-port"
     echo "$authn_port" >"$state/authn-port"
+    echo "$webhook_port" >"$state/webhook-port"
     # The identity server's certificate and the API server's side: its client certificate
     # (only it may call roster's token and authorization webhooks) and the webhook
     # configuration (roster first for its members' requests, uncached; then RBAC).
     "$roster" certificate --name 127.0.0.1 --out-dir "$state/identity" \
-        --authn-url "https://127.0.0.1:$authn_port"
+        --authn-url "https://127.0.0.1:$authn_port" --webhook-host "127.0.0.1:$webhook_port"
     echo "==> starting the control plane (etcd + kube-apiserver $("$bin/kube-apiserver" --version | cut -d' ' -f2))"
     "$bin/devcluster" up --detach --dir "$state" --bin "$bin" -- \
         --authentication-token-webhook-config-file="$PWD/$state/identity/authenticate-webhook.kubeconfig" \
         --authentication-token-webhook-version=v1 \
         --authentication-token-webhook-cache-ttl=10s \
-        --authorization-config="$PWD/$state/identity/authorization.yaml" >/dev/null
+        --authorization-config="$PWD/$state/identity/authorization.yaml" \
+        --admission-control-config-file="$PWD/$state/identity/admission.yaml" >/dev/null
 fi
 identity_port=$(cat "$state/identity-port")
 authn_port=$(cat "$state/authn-port")
+port=$(cat "$state/webhook-port")
 identity_url="https://127.0.0.1:$identity_port"
 export KUBECONFIG="$PWD/$state/kubeconfig"
 k() { "$bin/kubectl" "$@"; }
@@ -79,11 +83,11 @@ if pid=$(cat "$state/roster.pid" 2>/dev/null) && grep -q "roster" "/proc/$pid/cm
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 fi
-port=$(free_port)
 echo "==> starting roster: controller, admission webhook on 127.0.0.1:$port, identity server at $identity_url"
 echo "    (log: $state/roster.log; security events: $state/security.jsonl)"
 KUBECONFIG="$PWD/$state/roster.kubeconfig" setsid nohup "$roster" run \
-    --webhook-addr "127.0.0.1:$port" --namespace roster-system \
+    --webhook-addr "127.0.0.1:$port" --webhook-client-ca "$state/identity/client-ca.crt" \
+    --namespace roster-system \
     --identity-addr "127.0.0.1:$identity_port" --identity-url "$identity_url" \
     --identity-cert "$state/identity/tls.crt" --identity-key "$state/identity/tls.key" \
     --authn-addr "127.0.0.1:$authn_port" --authn-client-ca "$state/identity/client-ca.crt" \

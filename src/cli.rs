@@ -40,8 +40,16 @@ pub fn write_file(path: &Path, content: &str, private: bool) -> Result<(), Strin
 /// and `client-ca.crt` for roster's `--authn-client-ca`), `authenticate-webhook.kubeconfig`
 /// (for `--authentication-token-webhook-config-file`), `authorize-webhook.kubeconfig` and
 /// `authorization.yaml` (for `--authorization-config`: roster first, for roster's members only
-/// and uncached, then RBAC). Keys are created with mode 0600.
-pub fn certificate(names: &[String], dir: &Path, authn_url: Option<&str>) -> Result<(), String> {
+/// and uncached, then RBAC). With `webhook_host` (the HOST:PORT the API server dials for the
+/// admission webhook), also `admission.yaml` for `--admission-control-config-file`, so that the
+/// API server presents the same client certificate to roster's admission webhook (run with
+/// `--webhook-client-ca`). Keys are created with mode 0600.
+pub fn certificate(
+    names: &[String],
+    dir: &Path,
+    authn_url: Option<&str>,
+    webhook_host: Option<&str>,
+) -> Result<(), String> {
     let certs = Certificates::generate(names)?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let (cert, key) = certs.leaf_pem();
@@ -76,6 +84,24 @@ pub fn certificate(names: &[String], dir: &Path, authn_url: Option<&str>) -> Res
             &format!("{hook}-webhook.kubeconfig"),
             &format!(
                 "apiVersion: v1\nkind: Config\nclusters:\n- name: roster\n  cluster:\n    server: {url}/{hook}\n    certificate-authority: {ca}\nusers:\n- name: apiserver\n  user:\n    client-certificate: {crt}\n    client-key: {key}\ncontexts:\n- name: roster\n  context: {{cluster: roster, user: apiserver}}\ncurrent-context: roster\n"
+            ),
+            false,
+        )?;
+    }
+    if let Some(host) = webhook_host {
+        // The API server picks the user whose name is the webhook's host:port.
+        write(
+            "admission-webhook.kubeconfig",
+            &format!(
+                "apiVersion: v1\nkind: Config\nusers:\n- name: '{host}'\n  user:\n    client-certificate: {crt}\n    client-key: {key}\n"
+            ),
+            false,
+        )?;
+        let kubeconfig = abs("admission-webhook.kubeconfig")?;
+        write(
+            "admission.yaml",
+            &format!(
+                "# kube-apiserver --admission-control-config-file: present the API server's client\n# certificate to roster's admission webhook ({host}).\napiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n- name: ValidatingAdmissionWebhook\n  configuration:\n    apiVersion: apiserver.config.k8s.io/v1\n    kind: WebhookAdmissionConfiguration\n    kubeConfigFile: {kubeconfig}\n"
             ),
             false,
         )?;
@@ -423,4 +449,33 @@ pub async fn login(l: &Login) -> Result<(), String> {
     }
     println!("{}", exec_credential(&c));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_files_are_0600_from_the_start_and_on_every_write() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("roster-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("token.json");
+        // A file someone left readable by everyone is tightened on the next write.
+        std::fs::write(&path, "old").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        write_file(&path, "secret", true).expect("write");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "secret");
+        let fresh = dir.join("tls.key");
+        write_file(&fresh, "key", true).expect("write");
+        let mode = std::fs::metadata(&fresh)
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -71,3 +71,51 @@ pub fn member(name: &str, role: Option<OrgRole>, projects: &[(&str, ProjectRole)
     m.metadata.creation_timestamp = Some(Time(ts(CREATED)));
     m
 }
+
+/// A small seeded generator for the property tests (xorshift64*): reproducible from the seed
+/// they print, no dependency.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+/// How many cases a property test runs (`ROSTER_FUZZ_CASES`, else `default`) and from which
+/// seed (`ROSTER_FUZZ_SEED`, else one from the clock, printed so a failure can be replayed).
+pub fn fuzz_budget(default: u64) -> (u64, u64) {
+    let cases = std::env::var("ROSTER_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    let seed = std::env::var("ROSTER_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    (cases, seed)
+}

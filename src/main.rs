@@ -45,6 +45,11 @@ enum Command {
         /// authenticate-webhook.kubeconfig, authorize-webhook.kubeconfig and authorization.yaml.
         #[arg(long)]
         authn_url: Option<String>,
+        /// With --authn-url: the HOST:PORT the API server dials for roster's admission webhook;
+        /// also writes admission.yaml (--admission-control-config-file), so that the API server
+        /// presents its client certificate there too (roster run --webhook-client-ca).
+        #[arg(long, requires = "authn_url")]
+        webhook_host: Option<String>,
     },
     /// kubectl exec credential plugin: log in to roster's identity server and print an
     /// ExecCredential (the token is cached until it expires).
@@ -168,6 +173,12 @@ struct RunArgs {
     /// The in-cluster Service the API server calls the webhook through: NAMESPACE/NAME:PORT.
     #[arg(long)]
     webhook_service: Option<String>,
+    /// PEM CA of the API server's client certificate: the admission webhook then completes a
+    /// TLS handshake with the API server only (its kube-apiserver needs
+    /// --admission-control-config-file, see `roster certificate --webhook-host`). Without it,
+    /// keep the webhook port unreachable for anyone but the API server (NetworkPolicy).
+    #[arg(long)]
+    webhook_client_ca: Option<PathBuf>,
     /// Users that may do anything the organization rules allow (platform admins, GitOps).
     #[arg(
         long = "trusted-user",
@@ -284,7 +295,13 @@ fn main() -> ExitCode {
             names,
             out_dir,
             authn_url,
-        } => roster::cli::certificate(&names, &out_dir, authn_url.as_deref()),
+            webhook_host,
+        } => roster::cli::certificate(
+            &names,
+            &out_dir,
+            authn_url.as_deref(),
+            webhook_host.as_deref(),
+        ),
         Command::Login {
             server,
             organization,
@@ -479,10 +496,18 @@ fn run(args: RunArgs) -> Result<(), String> {
                 revocations: identity_ns.as_ref().map(|_| revocations.clone()),
             });
             let router = webhook::router(state);
+            let tls = match &args.webhook_client_ca {
+                Some(ca) => {
+                    let pem = std::fs::read(ca).map_err(|e| {
+                        format!("cannot read --webhook-client-ca {}: {e}", ca.display())
+                    })?;
+                    certs.server_config_requiring_clients(&pem)?
+                }
+                None => certs.server_config()?,
+            };
             let listener = webhook::listen(addr).await.map_err(|e| e.to_string())?;
             let stop = stopped(stop_rx.clone());
-            let serve_certs = certs.clone();
-            let server = tokio::spawn(async move { webhook::serve(listener, &serve_certs, router, stop).await });
+            let server = tokio::spawn(async move { webhook::serve_tls(listener, tls, router, stop).await });
             webhook::register(&client, &endpoint, &certs.ca_pem, args.namespace.as_deref())
                 .await
                 .map_err(|e| e.to_string())?;

@@ -399,4 +399,36 @@ mod tests {
             Some(&*(KEPT + 4).to_string())
         );
     }
+
+    #[test]
+    fn the_log_is_bounded_in_bytes_too_and_failures_are_kept_apart() {
+        let fat: Vec<Entry> = (0..KEPT)
+            .map(|i| {
+                Entry::new("acme", Some("bob@acme.example"), "LoginSucceeded")
+                    .detail("d".repeat(MAX_FIELD))
+                    .client(Some("10.0.0.1".into()), Some(&"u".repeat(MAX_FIELD)))
+                    .reason(&i.to_string())
+            })
+            .collect();
+        let log = append("", &fat);
+        assert!(log.len() <= KEPT_BYTES, "{}", log.len());
+        let parsed = parse(&log);
+        assert!(parsed.len() < KEPT);
+        assert_eq!(
+            parsed.last().and_then(|e| e.reason.as_deref()),
+            Some(&*(KEPT - 1).to_string()),
+            "the newest are kept"
+        );
+        assert!(Entry::new("acme", None, "LoginFailed").failure());
+        assert!(Entry::new("acme", None, "OwnershipTransferFailed").failure());
+        for kept in [
+            "LoginSucceeded",
+            "Locked",
+            "Unlocked",
+            "MfaReset",
+            "OwnershipTransferred",
+        ] {
+            assert!(!Entry::new("acme", None, kept).failure(), "{kept}");
+        }
+    }
 }

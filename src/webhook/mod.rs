@@ -99,6 +99,17 @@ async fn admit<I: validate::Index + Send + Sync + 'static>(
             );
         }
     };
+    // roster registers for admission.k8s.io/v1 only; anything else is not the API server.
+    if review.types.api_version != kube::core::admission::META_API_VERSION_V1
+        || review.types.kind != kube::core::admission::META_KIND
+    {
+        return (
+            StatusCode::OK,
+            Json(denied_review(
+                "the request is not an admission.k8s.io/v1 AdmissionReview",
+            )),
+        );
+    }
     let request: AdmissionRequest<DynamicObject> = match review.try_into() {
         Ok(r) => r,
         Err(e) => {
@@ -409,5 +420,7 @@ pub async fn register(
     Ok(())
 }
 
+#[cfg(test)]
+pub(crate) mod fuzz;
 #[cfg(test)]
 mod tests;

@@ -29,6 +29,9 @@ pub struct Cluster {
     /// Where roster serves the API server's token and authorization webhooks (HTTPS with the
     /// API server's client certificate only).
     pub authn_addr: String,
+    /// Where roster serves the admission webhook (HTTPS with the API server's client
+    /// certificate only).
+    pub webhook_addr: String,
     /// A kubeconfig with roster's own identity (its ServiceAccount's token), distinct from the
     /// platform admin's that the tests use.
     pub roster_kubeconfig: PathBuf,
@@ -116,12 +119,16 @@ impl Cluster {
         // certificate must exist before the API server starts: roster writes it first.
         let identity_addr = format!("127.0.0.1:{}", free_port());
         let authn_addr = format!("127.0.0.1:{}", free_port());
+        // The API server presents its client certificate to the admission webhook too, so the
+        // webhook's address is fixed before the API server starts.
+        let webhook_addr = format!("127.0.0.1:{}", free_port());
         let identity_certs = dir.join("identity");
         // roster writes the certificate and the API server's webhook configuration files.
         let made = Command::new(env!("CARGO_BIN_EXE_roster"))
             .args(["certificate", "--name", "127.0.0.1", "--out-dir"])
             .arg(&identity_certs)
             .args(["--authn-url", &format!("https://{authn_addr}")])
+            .args(["--webhook-host", &webhook_addr])
             .status()
             .expect("run roster certificate");
         assert!(made.success(), "roster certificate failed");
@@ -136,6 +143,10 @@ impl Cluster {
             // No cache: a disabled member's next request is refused (production keeps a short one).
             "--authentication-token-webhook-cache-ttl=0s".into(),
             format!("--authorization-config={}", authz.display()),
+            format!(
+                "--admission-control-config-file={}",
+                identity_certs.join("admission.yaml").display()
+            ),
         ];
         flags.extend(extra_apiserver_flags.iter().map(|f| f.to_string()));
         let build = Command::new(root().join("tests/control-plane/build.sh"))
@@ -207,6 +218,7 @@ impl Cluster {
             server_ca_pem,
             identity_addr,
             authn_addr,
+            webhook_addr,
             roster_kubeconfig: dir.join("roster.kubeconfig"),
             identity_certs,
             kubeconfig: PathBuf::from(get("kubeconfig")),
@@ -256,7 +268,6 @@ impl Cluster {
     /// to `<dir>/roster.log`, and waits until the API server calls the webhook.
     fn start_roster(&self) {
         let log = std::fs::File::create(self.dir.join("roster.log")).expect("roster log");
-        let port = free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_roster"))
             .args([
                 "run",
@@ -264,7 +275,9 @@ impl Cluster {
                 "--resync",
                 &format!("{}s", RESYNC.as_secs()),
             ])
-            .args(["--webhook-addr", &format!("127.0.0.1:{port}")])
+            .args(["--webhook-addr", &self.webhook_addr])
+            .arg("--webhook-client-ca")
+            .arg(self.identity_certs.join("client-ca.crt"))
             .args(["--metrics-addr", &self.metrics_addr])
             .args(["--namespace", ROSTER_NAMESPACE])
             .args(["--identity-addr", &self.identity_addr])
@@ -530,15 +543,22 @@ pub async fn authn_request(
     body: &str,
     client: Option<(&Path, &Path)>,
 ) -> (u16, String) {
-    use rustls_pki_types::pem::PemObject;
-    let mut config = kube::Config::new(
-        format!("https://{}", c.authn_addr)
-            .parse()
-            .expect("authn URL"),
-    );
     let pem = std::fs::read(c.identity_certs.join("ca.crt")).expect("identity CA");
+    mtls_request(&c.authn_addr, &pem, path, body, client).await
+}
+
+/// One HTTPS POST to `addr` (server CA `ca_pem`), presenting `client` or none.
+pub async fn mtls_request(
+    addr: &str,
+    ca_pem: &[u8],
+    path: &str,
+    body: &str,
+    client: Option<(&Path, &Path)>,
+) -> (u16, String) {
+    use rustls_pki_types::pem::PemObject;
+    let mut config = kube::Config::new(format!("https://{addr}").parse().expect("URL"));
     config.root_cert = Some(
-        rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+        rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem)
             .map(|c| c.expect("CA").to_vec())
             .collect(),
     );

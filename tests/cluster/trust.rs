@@ -95,7 +95,12 @@ fn kubectl(c: &Cluster, kc: &std::path::Path, args: &[&str]) -> std::process::Ou
     c.kubectl_as(kc, args, &[])
 }
 
-fn kubectl_stdin(c: &Cluster, kc: &std::path::Path, args: &[&str], input: &str) -> std::process::Output {
+fn kubectl_stdin(
+    c: &Cluster,
+    kc: &std::path::Path,
+    args: &[&str],
+    input: &str,
+) -> std::process::Output {
     use std::io::Write;
     let mut child = std::process::Command::new(c.bin.join("kubectl"))
         .args(args)
@@ -1076,4 +1081,49 @@ async fn strangers_cannot_fill_or_flush_the_security_log() {
         log.contains("\"event\":\"LoginSucceeded\""),
         "a stranger's flood pushed dave's login out of the log"
     );
+}
+
+/// An outsider who reaches the admission webhook's port: no TLS session without the API
+/// server's client certificate, so no way to enumerate members through denial messages or to
+/// forge an "allowed" review. The API server itself gets through (every write in this suite).
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_api_server_reaches_the_admission_webhook() {
+    let _api = shared();
+    let c = cluster();
+    let review = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "1", "kind": {"group": "roster.dev", "version": "v1alpha1", "kind": "Membership"},
+            "resource": {"group": "roster.dev", "version": "v1alpha1", "resource": "memberships"},
+            "name": "x", "namespace": "acme", "operation": "DELETE",
+            "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters"]},
+            "oldObject": null, "dryRun": false}});
+    // The webhook's CA is roster's own (in the ValidatingWebhookConfiguration).
+    let ca = c.kubectl_ok(&[
+        "get",
+        "validatingwebhookconfiguration",
+        "roster.dev",
+        "-o",
+        "jsonpath={.webhooks[0].clientConfig.caBundle}",
+    ]);
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD
+        .decode(ca.trim())
+        .expect("caBundle");
+    let (status, text) =
+        crate::harness::mtls_request(&c.webhook_addr, &ca, "/validate", &review.to_string(), None)
+            .await;
+    assert_eq!(
+        status, 0,
+        "an outsider got an answer from the webhook: {text}"
+    );
+    let (cert, key) = apiserver_client(c);
+    let (status, text) = crate::harness::mtls_request(
+        &c.webhook_addr,
+        &ca,
+        "/validate",
+        &review.to_string(),
+        Some((&cert, &key)),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
 }

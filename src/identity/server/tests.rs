@@ -572,3 +572,222 @@ async fn logins_over_the_rate_limit_get_429_with_retry_after_and_cost_nothing() 
     let (status, _, _) = call(&f, "POST", "/api/v1/login", "application/json", other).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+/// Property: whatever arrives — mangled JSON, random forms and queries, noise — every route
+/// answers without a panic or a 500, with a well-formed body of its kind: JSON with `error` and
+/// `reason` for the API's refusals, a TokenReview or SubjectAccessReview for the API server's
+/// endpoints, an HTML page for the pages. `ROSTER_FUZZ_CASES` / `ROSTER_FUZZ_SEED` as for the
+/// webhook's.
+#[tokio::test]
+async fn every_route_answers_every_body_with_a_well_formed_response() {
+    use crate::fixtures::{Rng, fuzz_budget};
+    let (cases, seed) = fuzz_budget(1_500);
+    let mut rng = Rng::new(seed);
+    let mut disabled = member("dave", None, &[]);
+    disabled.spec.disabled = true;
+    let f = fixture(vec![bob(), disabled], 3);
+    let started = std::time::Instant::now();
+    let word = |rng: &mut Rng| -> String {
+        let pool = [
+            "acme",
+            "bob@acme.example",
+            "dave@acme.example",
+            "",
+            "%00",
+            "%FF%FE",
+            "a%20b",
+            "correct horse battery staple 42",
+            "123456",
+            "roster.v1.e30.x",
+            "<script>",
+            "&&&",
+            "=",
+            "x".repeat(300).leak(),
+        ];
+        pool[rng.below(pool.len())].to_string()
+    };
+    for case in 0..cases {
+        let (method, path, ctype, body, kind) = match rng.below(8) {
+            0 | 1 => {
+                let mut v = json!({"organization": word(&mut rng), "email": word(&mut rng),
+                    "password": word(&mut rng), "code": word(&mut rng)});
+                crate::webhook::fuzz::mangle(&mut rng, &mut v, 0);
+                let path = if rng.chance(70) {
+                    "/api/v1/login"
+                } else {
+                    "/api/v1/ownership-transfer"
+                };
+                (
+                    "POST",
+                    path.to_string(),
+                    "application/json",
+                    v.to_string(),
+                    "json",
+                )
+            }
+            2 => {
+                let token = Signer::new(&KEY).sign(&claims(
+                    rng.below(5) as u64,
+                    token::SESSION,
+                    super::now() + 60,
+                ));
+                let mut v = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                    "spec": {"token": if rng.chance(50) { token.expose().to_string() } else { word(&mut rng) },
+                             "audiences": [AUD]}});
+                crate::webhook::fuzz::mangle(&mut rng, &mut v, 0);
+                (
+                    "POST",
+                    "/authenticate".into(),
+                    "application/json",
+                    v.to_string(),
+                    "review",
+                )
+            }
+            3 => {
+                let mut v = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                    "spec": {"user": if rng.chance(50) { "roster:acme:bob@acme.example".to_string() } else { word(&mut rng) },
+                             "uid": "bob-uid", "groups": ["roster:acme"],
+                             "extra": {"roster.dev/membership": [word(&mut rng)], "roster.dev/generation": [word(&mut rng)]}}});
+                crate::webhook::fuzz::mangle(&mut rng, &mut v, 0);
+                (
+                    "POST",
+                    "/authorize".into(),
+                    "application/json",
+                    v.to_string(),
+                    "review",
+                )
+            }
+            4 => {
+                let form = format!(
+                    "organization={}&email={}&password={}&code={}",
+                    word(&mut rng),
+                    word(&mut rng),
+                    word(&mut rng),
+                    word(&mut rng)
+                );
+                (
+                    "POST",
+                    "/login".into(),
+                    "application/x-www-form-urlencoded",
+                    form,
+                    "html",
+                )
+            }
+            5 => {
+                let form = format!(
+                    "org={}&member={}&token={}&password={}&confirm={}",
+                    word(&mut rng),
+                    word(&mut rng),
+                    word(&mut rng),
+                    word(&mut rng),
+                    word(&mut rng)
+                );
+                (
+                    "POST",
+                    "/accept".into(),
+                    "application/x-www-form-urlencoded",
+                    form,
+                    "html",
+                )
+            }
+            6 => {
+                let form = format!("ticket={}&code={}", word(&mut rng), word(&mut rng));
+                (
+                    "POST",
+                    "/enrol".into(),
+                    "application/x-www-form-urlencoded",
+                    form,
+                    "html",
+                )
+            }
+            _ => {
+                let enc = |w: String| -> String {
+                    w.bytes()
+                        .map(|b| {
+                            if b.is_ascii_alphanumeric() || b"-._~%".contains(&b) {
+                                (b as char).to_string()
+                            } else {
+                                format!("%{b:02X}")
+                            }
+                        })
+                        .collect()
+                };
+                let q = format!(
+                    "/accept?org={}&member={}&token={}",
+                    enc(word(&mut rng)),
+                    enc(word(&mut rng)),
+                    enc(word(&mut rng))
+                );
+                ("GET", q, "text/plain", String::new(), "html")
+            }
+        };
+        let body = if rng.chance(5) {
+            String::from_utf8_lossy(
+                &(0..rng.below(100))
+                    .map(|_| rng.next() as u8)
+                    .collect::<Vec<_>>(),
+            )
+            .into_owned()
+        } else {
+            body
+        };
+        let (status, headers, text) = call(&f, method, &path, ctype, body.clone()).await;
+        let ctx =
+            format!("case {case} (ROSTER_FUZZ_SEED={seed}) {method} {path}: {status} {text:.300}");
+        assert!(
+            !status.is_server_error() || status == StatusCode::SERVICE_UNAVAILABLE,
+            "{ctx}"
+        );
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        match kind {
+            "json" => {
+                let v: Value =
+                    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {ctx}"));
+                if status.is_success() {
+                    assert!(v["token"].is_string(), "{ctx}");
+                } else if status != StatusCode::PAYLOAD_TOO_LARGE {
+                    assert!(v["error"].is_string() && v["reason"].is_string(), "{ctx}");
+                }
+            }
+            "review" => {
+                let v: Value =
+                    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {ctx}"));
+                if status.is_success() {
+                    assert!(v["status"].is_object(), "{ctx}");
+                    if path == "/authenticate" && v["status"]["authenticated"] == true {
+                        assert_eq!(
+                            v["status"]["user"]["username"], "roster:acme:bob@acme.example",
+                            "{ctx}"
+                        );
+                    }
+                    if path == "/authorize" {
+                        assert_eq!(v["status"]["allowed"], false, "roster never allows: {ctx}");
+                    }
+                } else {
+                    assert_eq!(status, StatusCode::BAD_REQUEST, "{ctx}");
+                }
+            }
+            _ => {
+                if status.is_client_error()
+                    && status != StatusCode::UNPROCESSABLE_ENTITY
+                    && status != StatusCode::UNSUPPORTED_MEDIA_TYPE
+                    && status != StatusCode::BAD_REQUEST
+                    || status.is_success()
+                {
+                    assert!(
+                        content_type.starts_with("text/html"),
+                        "{ctx} ({content_type})"
+                    );
+                    assert!(text.contains("</html>"), "{ctx}");
+                }
+            }
+        }
+    }
+    eprintln!(
+        "identity router property: {cases} requests (seed {seed}) in {:?}",
+        started.elapsed()
+    );
+}
