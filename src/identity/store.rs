@@ -432,6 +432,27 @@ mod tests {
     }
 
     #[test]
+    fn a_records_debug_hides_its_secrets() {
+        let r = Record {
+            password_hash: Some("$argon2id$v=19$m=1024,t=1,p=1$c2FsdA$aGFzaA".into()),
+            totp_sealed: Some("sealed-seed-bytes".into()),
+            totp_pending: Some("pending-seed-bytes".into()),
+            invitation: Some(Invitation {
+                hash: "invitation-hash".into(),
+                sent_at: 1,
+                expires_at: 2,
+                delivery: "Secret".into(),
+            }),
+            ..Default::default()
+        };
+        let shown = format!("{r:?}");
+        for secret in ["aGFzaA", "sealed-seed", "pending-seed", "invitation-hash"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
     fn records_round_trip_and_carry_no_clear_secret() {
         let r = Record {
             password_hash: Some("$argon2id$v=19$m=1024,t=1,p=1$c2FsdA$aGFzaA".into()),
