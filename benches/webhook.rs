@@ -25,7 +25,8 @@ use roster::api::{
     Membership, MembershipSpec, OrgRole, Organization, OrganizationSpec, Project, ProjectGrant,
     ProjectRole, ProjectSpec,
 };
-use roster::webhook::{self, AppState, Certificates, StoreIndex, validate::Policy};
+use roster::tls::{self, Certificates};
+use roster::webhook::{self, AppState, StoreIndex, validate::Policy};
 use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
@@ -94,11 +95,11 @@ fn main() {
             limits: roster::identity::limit::Limits::off(),
             audiences: vec![],
         });
-        let identity_listener = webhook::listen(identity_addr).await.expect("listen");
+        let identity_listener = tls::listen(identity_addr).await.expect("listen");
         tokio::spawn(async move {
-            webhook::serve(
+            tls::serve(
                 identity_listener,
-                &identity_certs,
+                identity_certs.server_config().expect("TLS"),
                 // The API server's endpoints (behind mTLS in roster run; the handshake is not
                 // what this measures: connections are kept).
                 roster::identity::server::api_server_router(identity_state),
@@ -107,10 +108,10 @@ fn main() {
             .await
             .expect("serve identity")
         });
-        let listener = webhook::listen(addr).await.expect("listen");
-        webhook::serve(
+        let listener = tls::listen(addr).await.expect("listen");
+        tls::serve(
             listener,
-            &certs,
+            certs.server_config().expect("TLS"),
             webhook::router(state),
             std::future::pending(),
         )

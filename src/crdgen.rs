@@ -28,6 +28,15 @@ pub enum Error {
     },
 }
 
+impl crate::Reason for Error {
+    fn reason(&self) -> &'static str {
+        match self {
+            Error::Render { .. } => "CrdRenderFailed",
+            Error::Write { .. } => "WriteFailed",
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub fn definitions() -> Vec<CustomResourceDefinition> {

@@ -4,6 +4,9 @@
 
 use std::collections::BTreeMap;
 
+/// The prefix of every label and annotation key roster defines.
+pub const PREFIX: &str = "roster.dev/";
+
 /// The one field manager roster writes with (server-side apply and plain writes alike).
 pub const FIELD_MANAGER: &str = "roster";
 

@@ -11,6 +11,7 @@
 //!
 //! The first failure is returned after everything independent of it was done.
 
+use crate::Reason;
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Namespace;

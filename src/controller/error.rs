@@ -33,8 +33,8 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-impl Error {
-    pub fn reason(&self) -> &'static str {
+impl crate::Reason for Error {
+    fn reason(&self) -> &'static str {
         match self {
             Error::Api {
                 source: kube::Error::Api(s),
@@ -60,7 +60,9 @@ impl Error {
             Error::Identity { source, .. } => source.reason(),
         }
     }
+}
 
+impl Error {
     pub fn api(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
         let action = action.into();
         move |source| Error::Api { action, source }
@@ -81,6 +83,7 @@ pub fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Reason;
 
     #[test]
     fn backoff_doubles_and_caps() {

@@ -7,13 +7,13 @@
 //! to roster's kinds and to roster-managed RoleBindings and namespaces map to it.
 
 mod apply;
-pub mod caches;
 pub mod credentials;
 mod error;
 pub mod labels;
 pub mod plan;
 mod status;
 
+use crate::Reason;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,7 +27,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 
-pub use caches::{Caches, Stores};
+pub use crate::cache::{Caches, Stores};
 pub use error::{Error, Result};
 pub use plan::{Settings, World};
 
@@ -64,7 +64,7 @@ pub async fn run(
     let wc = watcher::Config::default().any_semantic();
     let managed = wc.clone().labels(&labels::managed_selector());
     let controller = Controller::new(Api::<Namespace>::all(client.clone()), wc)
-        .trigger_backoff(caches::watch_backoff());
+        .trigger_backoff(crate::cache::watch_backoff());
     let namespaces = controller.store();
     let (stores, triggers) = caches.split();
     let ctx = Arc::new(Context {

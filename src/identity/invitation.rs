@@ -22,8 +22,8 @@ pub enum Error {
     Expired,
 }
 
-impl Error {
-    pub fn reason(&self) -> &'static str {
+impl crate::Reason for Error {
+    fn reason(&self) -> &'static str {
         match self {
             Error::Unknown => "InvitationUnknown",
             Error::Expired => "InvitationExpired",

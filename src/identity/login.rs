@@ -22,8 +22,8 @@ pub enum Failure {
     Code(totp::Error),
 }
 
-impl Failure {
-    pub fn reason(&self) -> &'static str {
+impl crate::Reason for Failure {
+    fn reason(&self) -> &'static str {
         match self {
             Failure::Password => "WrongPassword",
             Failure::CodeMissing => "CodeMissing",

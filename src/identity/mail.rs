@@ -22,8 +22,8 @@ pub enum Error {
     Send(String),
 }
 
-impl Error {
-    pub fn reason(&self) -> &'static str {
+impl crate::Reason for Error {
+    fn reason(&self) -> &'static str {
         match self {
             Error::BadUrl(_) => "SmtpBadUrl",
             Error::Plaintext(_) => "SmtpPlaintext",
@@ -119,6 +119,7 @@ impl Mailer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Reason;
 
     #[test]
     fn urls() {

@@ -28,8 +28,8 @@ pub enum Error {
     Hashing(String),
 }
 
-impl Error {
-    pub fn reason(&self) -> &'static str {
+impl crate::Reason for Error {
+    fn reason(&self) -> &'static str {
         match self {
             Error::TooShort { .. } => "PasswordTooShort",
             Error::TooLong => "PasswordTooLong",
@@ -173,6 +173,7 @@ impl Hasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Reason;
 
     fn s(p: &str) -> Secret {
         Secret::new(p)

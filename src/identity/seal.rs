@@ -24,8 +24,8 @@ pub enum Error {
     Unseal,
 }
 
-impl Error {
-    pub fn reason(&self) -> &'static str {
+impl crate::Reason for Error {
+    fn reason(&self) -> &'static str {
         match self {
             Error::BadKey => "BadSealingKey",
             Error::Unseal => "UnsealFailed",

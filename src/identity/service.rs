@@ -47,8 +47,8 @@ pub enum Error {
     NoEnrolment,
 }
 
-impl Error {
-    pub fn reason(&self) -> &'static str {
+impl crate::Reason for Error {
+    fn reason(&self) -> &'static str {
         match self {
             Error::Store(e) => e.reason(),
             Error::Mail(e) => e.reason(),

@@ -139,8 +139,8 @@ pub enum Error {
     Contention(u32),
 }
 
-impl Error {
-    pub fn reason(&self) -> &'static str {
+impl crate::Reason for Error {
+    fn reason(&self) -> &'static str {
         match self {
             Error::NotFound => "CredentialsNotFound",
             Error::Corrupt(_) => "CredentialsCorrupt",

@@ -29,8 +29,8 @@ pub enum Error {
     BadSeed,
 }
 
-impl Error {
-    pub fn reason(&self) -> &'static str {
+impl crate::Reason for Error {
+    fn reason(&self) -> &'static str {
         match self {
             Error::Malformed => "TotpMalformed",
             Error::Wrong => "TotpWrong",

@@ -5,10 +5,8 @@
 //! anything unexpected: a denial with a reason, never a panic or a hang.
 
 mod index;
-mod tls;
 pub mod validate;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -32,7 +30,6 @@ use kube::{Api, Client};
 use serde_json::json;
 
 pub use index::StoreIndex;
-pub use tls::Certificates;
 use validate::{Decision, Object, Policy, Request};
 
 use crate::api::contract::{FIELD_MANAGER, MANAGED_BY, MANAGER};
@@ -43,22 +40,13 @@ pub const CONFIGURATION_NAME: &str = crate::api::GROUP;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot create the webhook's TLS certificate: {0}")]
-    Certificate(String),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
     #[error("cannot write ValidatingWebhookConfiguration {CONFIGURATION_NAME}: {0}")]
     Register(#[source] kube::Error),
 }
 
-impl Error {
-    pub fn reason(&self) -> &'static str {
+impl crate::Reason for Error {
+    fn reason(&self) -> &'static str {
         match self {
-            Error::Certificate(_) => "CertificateFailed",
-            Error::Listen { .. } => "ListenFailed",
             Error::Register(_) => "RegistrationFailed",
         }
     }
@@ -251,85 +239,6 @@ fn denied_review(message: &str) -> serde_json::Value {
     serde_json::to_value(AdmissionResponse::invalid(message).into_review())
         .unwrap_or_else(|_| json!({}))
 }
-
-/// Serves `router` over TLS on `addr` until `shutdown` resolves.
-/// Binds the webhook's port: done before the webhook is registered, so that a port in use is
-/// an error at start rather than an API server that calls nobody.
-pub async fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Listen { addr, source })
-}
-
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    certs: &Certificates,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
-    let config = certs.server_config().map_err(Error::Certificate)?;
-    serve_tls(listener, config, router, shutdown).await
-}
-
-/// `serve` with a TLS configuration of the caller's (e.g. one requiring client certificates).
-pub async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    config: Arc<rustls::ServerConfig>,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    tracing::info!(addr = ?listener.local_addr().ok(), "webhook listening");
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        // Handlers that log who called (the identity server's security log) read the peer.
-        let service = hyper_util::service::TowerToHyperService::new(
-            tower::ServiceExt::map_request(router.clone(), tag_peer(peer)),
-        );
-        tokio::spawn(async move {
-            // A client that never finishes its handshake must not hold a task forever.
-            let tls = match tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                acceptor.accept(tcp),
-            )
-            .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
-                Err(_) => return tracing::debug!("TLS handshake timed out"),
-            };
-            let conn =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                    .await;
-            if let Err(e) = conn {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-}
-
-fn tag_peer<B>(peer: SocketAddr) -> impl Fn(http::Request<B>) -> http::Request<B> + Clone {
-    move |mut req| {
-        req.extensions_mut().insert(ClientAddr(peer));
-        req
-    }
-}
-
-/// The TCP peer of a request served by `serve`.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientAddr(pub SocketAddr);
 
 /// Where the API server reaches the webhook.
 #[derive(Clone, Debug)]

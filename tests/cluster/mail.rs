@@ -1,6 +1,7 @@
 //! Invitation e-mail through a real SMTP server on loopback (Python's aiosmtpd, installed by
 //! scripts/test-deps.sh), and a clear error when the server is not there.
 
+use roster::Reason;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! The JSON endpoints: login, ownership transfer, and the API server's TokenReview webhook.
 
+use crate::Reason;
 use std::sync::Arc;
 
 use axum::Json;
@@ -22,7 +23,7 @@ use crate::api::contract::{
 };
 use crate::identity::Secret;
 use crate::identity::audit::Entry;
-use crate::webhook::ClientAddr;
+use crate::tls::ClientAddr;
 
 fn problem(status: StatusCode, reason: &str, message: &str) -> Response {
     (status, Json(json!({"error": message, "reason": reason}))).into_response()

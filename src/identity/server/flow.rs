@@ -1,6 +1,7 @@
 //! The decisions behind the pages and the API: who is logging in, is it allowed, what do they
 //! get. Shared so that the login page and `POST /api/v1/login` cannot drift apart.
 
+use crate::Reason;
 use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
@@ -65,8 +66,8 @@ pub enum LoginError {
     RateLimited(u64),
 }
 
-impl LoginError {
-    pub fn reason(&self) -> &'static str {
+impl crate::Reason for LoginError {
+    fn reason(&self) -> &'static str {
         match self {
             LoginError::Invalid => "InvalidCredentials",
             LoginError::Locked(_) => "Locked",

@@ -16,7 +16,7 @@ use crate::identity::service;
 use crate::identity::token;
 use crate::identity::totp::Seed;
 use crate::identity::{Secret, invitation};
-use crate::webhook::ClientAddr;
+use crate::tls::ClientAddr;
 
 pub async fn index() -> Redirect {
     Redirect::to("/login")

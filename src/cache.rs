@@ -1,6 +1,7 @@
 //! The caches roster reads instead of the API server: reflectors of Organizations, Projects,
-//! Memberships, roster's RoleBindings and (when identity runs) members' credential records. The controller polls their trigger streams (which keeps
-//! them current); the webhook reads the same stores. Without a controller, `drive()` polls them.
+//! Memberships, roster's RoleBindings and (when identity runs) members' credential records.
+//! The controller polls their trigger streams (which keeps them current); the webhook and the
+//! identity server read the same stores. Without a controller, `drive()` polls them.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -16,7 +17,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
-use super::labels;
+use crate::api::contract::{CREDENTIALS_SECRET_TYPE, managed_selector};
 use crate::api::{Membership, Organization, Project};
 
 type Trigger<K> = BoxStream<'static, Result<K, watcher::Error>>;
@@ -51,7 +52,7 @@ impl Caches {
     /// `credentials_namespace` is roster's own namespace when identity runs.
     pub fn new(client: &Client, credentials_namespace: Option<&str>) -> Caches {
         let wc = watcher::Config::default().any_semantic();
-        let managed = wc.clone().labels(&labels::managed_selector());
+        let managed = wc.clone().labels(&managed_selector());
         let (orgs, org_events) = reflected::<Organization>(Api::all(client.clone()), wc.clone());
         let (projects, project_events) = reflected::<Project>(Api::all(client.clone()), wc.clone());
         let (memberships, membership_events) =
@@ -61,7 +62,7 @@ impl Caches {
             Some(ns) => {
                 let wc = watcher::Config::default()
                     .any_semantic()
-                    .fields(&format!("type={}", crate::identity::store::SECRET_TYPE));
+                    .fields(&format!("type={CREDENTIALS_SECRET_TYPE}"));
                 let (store, events) = reflected::<Secret>(Api::namespaced(client.clone(), ns), wc);
                 (Some(store), Some(events.boxed()))
             }
@@ -279,7 +280,7 @@ fn trigger_fingerprint<K: Resource + serde::Serialize>(obj: &K) -> u64 {
     meta.annotations
         .iter()
         .flatten()
-        .filter(|(k, _)| k.starts_with("roster.dev/"))
+        .filter(|(k, _)| k.starts_with(crate::api::contract::PREFIX))
         .for_each(|kv| kv.hash(&mut h));
     h.finish()
 }

@@ -1,0 +1,298 @@
+//! TLS for every listener roster serves (admission webhook, identity pages, the API server's
+//! token and authorization webhooks): certificates — made here with rcgen, or read from files —
+//! and the accept loop that serves an axum router over rustls, optionally only to clients with a
+//! certificate of a given CA.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot make a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {what}")]
+    Pem { path: PathBuf, what: String },
+    #[error("unusable TLS configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl crate::Reason for Error {
+    fn reason(&self) -> &'static str {
+        match self {
+            Error::Generate(_) => "CertificateFailed",
+            Error::Read { .. } | Error::Pem { .. } => "CertificateUnreadable",
+            Error::Config(_) => "TlsConfigInvalid",
+            Error::Listen { .. } => "ListenFailed",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn config_err(e: impl std::fmt::Display) -> Error {
+    Error::Config(e.to_string())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[derive(Clone)]
+pub struct Certificates {
+    pub ca_pem: String,
+    cert_der: Vec<u8>,
+    key_der: Vec<u8>,
+}
+
+// The private key must never reach a log or a panic message.
+impl std::fmt::Debug for Certificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificates")
+            .field("ca_pem", &self.ca_pem)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Certificates {
+    /// A fresh CA and a serving certificate for `names` (DNS names or IP addresses).
+    pub fn generate(names: &[String]) -> Result<Certificates> {
+        Certificates::issue("roster webhook", names, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// A fresh CA and a client certificate named `common_name` (for the API server's calls to
+    /// roster's token and authorization webhooks). The CA's key is dropped: the CA can vouch for
+    /// this one certificate and never for another.
+    pub fn generate_client(common_name: &str) -> Result<Certificates> {
+        Certificates::issue(common_name, &[], ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    fn issue(
+        common_name: &str,
+        names: &[String],
+        usage: ExtendedKeyUsagePurpose,
+    ) -> Result<Certificates> {
+        let ca_key = KeyPair::generate()?;
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ca.distinguished_name
+            .push(DnType::CommonName, format!("{common_name} CA"));
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca.self_signed(&ca_key)?;
+        let issuer = Issuer::new(ca, ca_key);
+
+        let leaf_key = KeyPair::generate()?;
+        let mut leaf = CertificateParams::new(names.to_vec())?;
+        leaf.distinguished_name
+            .push(DnType::CommonName, common_name);
+        leaf.extended_key_usages = vec![usage];
+        let leaf_cert = leaf.signed_by(&leaf_key, &issuer)?;
+        Ok(Certificates {
+            ca_pem: ca_cert.pem(),
+            cert_der: leaf_cert.der().to_vec(),
+            key_der: leaf_key.serialize_der(),
+        })
+    }
+
+    /// A certificate made elsewhere (a file the operator or a test harness wrote): the leaf
+    /// certificate and key in PEM, and the CA that signed it.
+    pub fn from_pem_files(cert: &Path, key: &Path, ca: Option<&Path>) -> Result<Certificates> {
+        use rustls::pki_types::pem::PemObject;
+        fn pem_err<'a>(
+            path: &'a Path,
+            what: &'a str,
+        ) -> impl FnOnce(rustls::pki_types::pem::Error) -> Error + 'a {
+            move |e| Error::Pem {
+                path: path.to_path_buf(),
+                what: format!("not a PEM {what}: {e}"),
+            }
+        }
+        let cert_der = rustls::pki_types::CertificateDer::from_pem_slice(&read(cert)?)
+            .map_err(pem_err(cert, "certificate"))?;
+        let key_der = rustls::pki_types::PrivateKeyDer::from_pem_slice(&read(key)?)
+            .map_err(pem_err(key, "private key"))?;
+        let ca_pem = match ca {
+            Some(p) => String::from_utf8(read(p)?).map_err(|e| Error::Pem {
+                path: p.to_path_buf(),
+                what: e.to_string(),
+            })?,
+            None => String::new(),
+        };
+        Ok(Certificates {
+            ca_pem,
+            cert_der: cert_der.to_vec(),
+            key_der: key_der.secret_der().to_vec(),
+        })
+    }
+
+    /// The leaf certificate and key in PEM (to write them to files).
+    pub fn leaf_pem(&self) -> (String, String) {
+        let pem = |label: &str, der: &[u8]| {
+            use base64::Engine;
+            let b = base64::engine::general_purpose::STANDARD.encode(der);
+            let lines: Vec<&str> = b
+                .as_bytes()
+                .chunks(64)
+                .map(|c| std::str::from_utf8(c).unwrap_or_default())
+                .collect();
+            format!(
+                "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+                lines.join("\n")
+            )
+        };
+        (
+            pem("CERTIFICATE", &self.cert_der),
+            pem("PRIVATE KEY", &self.key_der),
+        )
+    }
+
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>> {
+        self.config(None)
+    }
+
+    /// A server that completes a handshake only with a client certificate signed by one of the
+    /// CAs in `client_ca_pem` (the API server's, for the token and authorization webhooks):
+    /// anyone else gets a TLS failure and not a byte of HTTP.
+    pub fn server_config_requiring_clients(
+        &self,
+        client_ca: &Path,
+    ) -> Result<Arc<rustls::ServerConfig>> {
+        use rustls::pki_types::pem::PemObject;
+        let bad = |what: String| Error::Pem {
+            path: client_ca.to_path_buf(),
+            what,
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&read(client_ca)?) {
+            let cert = cert.map_err(|e| bad(format!("not a PEM certificate: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| bad(format!("unusable certificate: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(bad("no certificate in it".into()));
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .map_err(|e| bad(e.to_string()))?;
+        self.config(Some(verifier))
+    }
+
+    fn config(
+        &self,
+        clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    ) -> Result<Arc<rustls::ServerConfig>> {
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(self.key_der.clone()).map_err(config_err)?;
+        let cert = rustls::pki_types::CertificateDer::from(self.cert_der.clone());
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(config_err)?;
+        let builder = match clients {
+            Some(v) => builder.with_client_cert_verifier(v),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder
+            .with_single_cert(vec![cert], key)
+            .map_err(config_err)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// Binds a port: done before anything points at it (the webhook registered, the API server
+/// configured), so that a port in use is an error at start rather than a caller nobody answers.
+pub async fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen { addr, source })
+}
+
+/// Serves `router` over TLS with `config` (see `Certificates::server_config*`) until
+/// `shutdown` resolves. Each request carries its TCP peer as a `ClientAddr` extension.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tracing::info!(addr = ?listener.local_addr().ok(), "webhook listening");
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        // Handlers that log who called (the identity server's security log) read the peer.
+        let service = hyper_util::service::TowerToHyperService::new(
+            tower::ServiceExt::map_request(router.clone(), tag_peer(peer)),
+        );
+        tokio::spawn(async move {
+            // A client that never finishes its handshake must not hold a task forever.
+            let tls = match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                acceptor.accept(tcp),
+            )
+            .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!("TLS handshake timed out"),
+            };
+            let conn =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            if let Err(e) = conn {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+fn tag_peer<B>(peer: SocketAddr) -> impl Fn(http::Request<B>) -> http::Request<B> + Clone {
+    move |mut req| {
+        req.extensions_mut().insert(ClientAddr(peer));
+        req
+    }
+}
+
+/// The TCP peer of a request served by `serve` (the security log and rate limits use it).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub SocketAddr);
