@@ -330,6 +330,7 @@ fn index() -> StoreIndex {
                 display_name: None,
                 namespace: None,
                 namespace_deletion: Default::default(),
+                adopt_existing_namespace: false,
             },
         );
         project.metadata.namespace = Some("acme".into());

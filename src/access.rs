@@ -59,6 +59,25 @@ pub fn mfa_required_of(o: &Organization, m: &Membership, now: Timestamp) -> bool
     o.spec.security.mfa.required && !mfa_exempt(m, now)
 }
 
+/// What an invitation is issued for: the member's effective role and project grants. A link
+/// is good only while this is unchanged — promote a pending member, and whoever read the old
+/// link holds nothing.
+pub fn invitation_scope(o: &Organization, m: &Membership) -> String {
+    let role = if m.spec.email == o.spec.owner {
+        EffectiveRole::Owner
+    } else {
+        m.spec.role.unwrap_or(o.spec.default_role).into()
+    };
+    let mut grants: Vec<String> = m
+        .spec
+        .projects
+        .iter()
+        .map(|g| format!("{}={}", g.name, g.role.as_str()))
+        .collect();
+    grants.sort();
+    format!("{role:?}:{}", grants.join(","))
+}
+
 /// A project as the access rules see it: where it lives and whether it can hold access now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProjectView {

@@ -39,6 +39,7 @@ pub fn project(name: &str) -> Project {
         display_name: None,
         namespace: None,
         namespace_deletion: Default::default(),
+        adopt_existing_namespace: false,
     };
     let mut p = Project::new(name, spec);
     p.metadata.namespace = Some(NS.into());

@@ -53,6 +53,13 @@ pub struct ProjectSpec {
     /// What happens to the workload namespace when the Project is deleted.
     #[serde(default)]
     pub namespace_deletion: NamespaceDeletion,
+
+    /// Take over the workload namespace although roster did not create it: it must also carry
+    /// the annotation `roster.dev/adopt: <organization>/<project>` (set by whoever owns the
+    /// namespace). Only a platform admin (a trusted identity) may set this; a namespace taken
+    /// over is handed back, never deleted, when the Project goes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt_existing_namespace: bool,
 }
 
 #[derive(

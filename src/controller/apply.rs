@@ -243,11 +243,6 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
         failed.note(w, None, e);
     }
 
-    if let Some(status) = &plan.org_status
-        && let Err(e) = patch_status::<Organization>(ctx, ns, ns, status).await
-    {
-        failed.note(w, None, e);
-    }
     for (name, status) in &plan.stray_org_status {
         if let Err(e) = patch_status::<Organization>(ctx, ns, name, status).await {
             failed.note(w, None, e);
@@ -262,6 +257,15 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
         if let Err(e) = patch_status::<Membership>(ctx, ns, name, status).await {
             failed.note(w, None, e);
         }
+    }
+    // The Organization's status last, and only when everything before it went through: a
+    // failed reconcile reports Ready=False (report_failure) instead, without a Ready=True in
+    // between that would make GitOps tools see the organization flap.
+    if let Some(status) = &plan.org_status
+        && failed.first.is_none()
+        && let Err(e) = patch_status::<Organization>(ctx, ns, ns, status).await
+    {
+        failed.note(w, None, e);
     }
     for e in &plan.events {
         publish(ctx, w, e).await;
@@ -364,11 +368,24 @@ async fn identity(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
     let mut first_error = Ok(());
     for action in &plan.identity {
         let (what, membership, outcome) = match action {
-            IdentityAction::Invite { membership, nonce } => {
+            IdentityAction::Invite {
+                membership,
+                nonce,
+                scope,
+                readers,
+                ..
+            } => {
                 let Some(m) = w.memberships.iter().find(|m| &m.name_any() == membership) else {
                     continue;
                 };
-                let r = id.invite(m, ttl, nonce.as_deref(), now).await.map(|_| ());
+                let issue = crate::identity::service::Issue {
+                    ttl_seconds: ttl,
+                    nonce: nonce.as_deref(),
+                    scope,
+                    readers,
+                    now,
+                };
+                let r = id.invite(m, &issue).await.map(|_| ());
                 ("sending the invitation", membership.clone(), r)
             }
             IdentityAction::Unlock {

@@ -11,7 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
 use super::plan::{Plan, PlannedEvent, Settings, Target, World, binding, role_ref};
-use crate::access::Evaluation;
+use crate::access::{Evaluation, MemberAccess, invitation_scope};
 use crate::api::contract::{MEMBERSHIP_LABEL, Request, invitation_link_name};
 use crate::api::{
     EffectiveRole, InvitationState, InvitationStatus, Membership, Organization, Phase, ProjectRole,
@@ -25,16 +25,95 @@ pub fn record_of<'a>(w: &'a World, m: &Membership) -> Option<&'a Record> {
     w.credentials.get(&m.spec.email).filter(|r| r.belongs_to(m))
 }
 
-/// Who may read each pending invitation link (a bearer credential: whoever holds it sets the
-/// member's password). Exactly those who could create that Membership as it stands now:
+/// Who may read a pending invitation link (a bearer credential: whoever holds it sets the
+/// member's password): exactly those who could create that Membership as it stands now —
 /// - never anyone for the owner's own link (trusted identities read it with their own RBAC, or
 ///   SMTP delivers it);
 /// - the owner, for any other link;
 /// - an Admin, for a Member whose projects all lie among those the Admin administers (all of
 ///   them when `adminsSeeAllProjects`), never for an Admin's link.
 ///
-/// Readers must be entitled now. One RoleBinding per link, to the link's own Role (get on that
-/// one Secret), which identity writes with the Secret.
+/// Readers must be entitled now.
+struct LinkReaders<'a> {
+    owner: Option<&'a str>,
+    /// Entitled Admins and the projects each administers.
+    admins: Vec<(&'a str, BTreeSet<&'a str>)>,
+    all_projects: bool,
+}
+
+impl<'a> LinkReaders<'a> {
+    fn new(w: &'a World, org: &'a Organization, eval: &'a Evaluation) -> LinkReaders<'a> {
+        let owner = org.spec.owner.as_str();
+        let owner_entitled = eval.owner_without_membership.is_some()
+            || eval
+                .members
+                .iter()
+                .any(|a| a.email == owner && a.entitled());
+        let admins = eval
+            .members
+            .iter()
+            .filter(|a| a.effective_role == EffectiveRole::Admin && a.entitled())
+            .filter_map(|a| {
+                let m = w
+                    .memberships
+                    .iter()
+                    .find(|m| m.name_any() == a.membership)?;
+                let administers = m
+                    .spec
+                    .projects
+                    .iter()
+                    .filter(|g| g.role == ProjectRole::Admin)
+                    .map(|g| g.name.as_str())
+                    .collect();
+                Some((a.email.as_str(), administers))
+            })
+            .collect();
+        LinkReaders {
+            owner: owner_entitled.then_some(owner),
+            admins,
+            all_projects: org.spec.admins_see_all_projects,
+        }
+    }
+
+    /// The e-mails that may read `m`'s link (`a`: its evaluation).
+    fn of(&self, m: &Membership, a: &MemberAccess, owner: &str) -> BTreeSet<String> {
+        let mut readers = BTreeSet::new();
+        if m.spec.email == owner {
+            return readers;
+        }
+        readers.extend(self.owner.map(str::to_string));
+        if a.effective_role == EffectiveRole::Member {
+            for (admin, administers) in &self.admins {
+                let all_mine = self.all_projects
+                    || m.spec
+                        .projects
+                        .iter()
+                        .all(|g| administers.contains(g.name.as_str()));
+                if all_mine && *admin != m.spec.email {
+                    readers.insert(admin.to_string());
+                }
+            }
+        }
+        readers
+    }
+}
+
+/// Members that may be invited now (not being deleted, in conflict, disabled or expired), with
+/// their evaluation.
+fn invitable<'a>(
+    w: &'a World,
+    eval: &'a Evaluation,
+) -> impl Iterator<Item = (&'a Membership, &'a MemberAccess)> {
+    w.memberships.iter().filter_map(|m| {
+        let a = eval.members.iter().find(|a| a.membership == m.name_any())?;
+        let out = m.metadata.deletion_timestamp.is_some()
+            || matches!(a.phase, Phase::Conflict | Phase::Disabled | Phase::Expired);
+        (!out).then_some((m, a))
+    })
+}
+
+/// One RoleBinding per pending Secret-delivered link, to the link's own Role (get on that one
+/// Secret, which identity writes with the Secret), for exactly its readers.
 pub(super) fn invitation_readers(
     w: &World,
     org: &Organization,
@@ -42,72 +121,27 @@ pub(super) fn invitation_readers(
     s: &Settings,
 ) -> Vec<RoleBinding> {
     let ns = w.namespace.as_str();
-    let owner = org.spec.owner.as_str();
-    let owner_entitled = eval.owner_without_membership.is_some()
-        || eval
-            .members
-            .iter()
-            .any(|a| a.email == owner && a.entitled());
-    let admins: Vec<(&str, BTreeSet<&str>)> = eval
-        .members
-        .iter()
-        .filter(|a| a.effective_role == EffectiveRole::Admin && a.entitled())
-        .filter_map(|a| {
-            let m = w
-                .memberships
-                .iter()
-                .find(|m| m.name_any() == a.membership)?;
-            let administers = m
-                .spec
-                .projects
-                .iter()
-                .filter(|g| g.role == ProjectRole::Admin)
-                .map(|g| g.name.as_str())
-                .collect();
-            Some((a.email.as_str(), administers))
-        })
-        .collect();
+    let readers = LinkReaders::new(w, org, eval);
     let mut out = Vec::new();
-    for m in &w.memberships {
-        let Some(a) = eval.members.iter().find(|a| a.membership == m.name_any()) else {
-            continue;
-        };
+    for (m, a) in invitable(w, eval) {
         let pending = record_of(w, m).is_some_and(|r| {
             r.accepted_at.is_none()
                 && r.invitation
                     .as_ref()
                     .is_some_and(|i| i.delivery == "Secret")
         });
-        if !pending
-            || m.metadata.deletion_timestamp.is_some()
-            || m.spec.email == owner
-            || matches!(a.phase, Phase::Conflict | Phase::Disabled | Phase::Expired)
-        {
+        let who = readers.of(m, a, &org.spec.owner);
+        if !pending || who.is_empty() {
             continue;
         }
-        let mut readers: BTreeSet<&str> = BTreeSet::new();
-        if owner_entitled {
-            readers.insert(owner);
-        }
-        if a.effective_role == EffectiveRole::Member {
-            for (admin, administers) in &admins {
-                let all_mine = org.spec.admins_see_all_projects
-                    || m.spec
-                        .projects
-                        .iter()
-                        .all(|g| administers.contains(g.name.as_str()));
-                if all_mine && *admin != m.spec.email {
-                    readers.insert(admin);
-                }
-            }
-        }
         let name = invitation_link_name(&m.name_any());
+        let users: BTreeSet<&str> = who.iter().map(String::as_str).collect();
         let mut rb = binding(
             ns,
             ns,
             &name,
             role_ref("Role", &name),
-            &readers,
+            &users,
             s,
             None,
             m.controller_owner_ref(&()),
@@ -123,10 +157,16 @@ pub(super) fn invitation_readers(
 /// Something only the identity service can do (it involves tokens, keys or mail).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IdentityAction {
-    /// A new invitation (`nonce` is the resend request it answers).
+    /// A new invitation: for a new member, for a resend request (`nonce`), or in place of a
+    /// pending link whose scope or readers changed (`rotated`). `scope` and `readers` are
+    /// stored with it: a link is good only for the member's role and projects, and the people,
+    /// it was issued for.
     Invite {
         membership: String,
         nonce: Option<String>,
+        rotated: bool,
+        scope: String,
+        readers: Vec<String>,
     },
     Unlock {
         membership: String,
@@ -161,18 +201,11 @@ pub(super) fn plan_identity(
             });
         }
     }
-    if org.is_none() {
+    let Some(org) = org else {
         return;
-    }
-    for m in &w.memberships {
-        let Some(a) = eval.members.iter().find(|a| a.membership == m.name_any()) else {
-            continue;
-        };
-        if m.metadata.deletion_timestamp.is_some()
-            || matches!(a.phase, Phase::Conflict | Phase::Disabled | Phase::Expired)
-        {
-            continue;
-        }
+    };
+    let link_readers = LinkReaders::new(w, org, eval);
+    for (m, a) in invitable(w, eval) {
         // A stale record (left by a deleted namesake) counts as none: a fresh invitation
         // replaces it.
         let record = record_of(w, m);
@@ -184,10 +217,23 @@ pub(super) fn plan_identity(
         let accepted = record.is_some_and(|r| r.accepted_at.is_some());
         let resend = request(Request::ResendInvitation).filter(|_| !accepted);
         let never_invited = record.is_none_or(|r| !accepted && r.invitation.is_none());
-        if resend.is_some() || never_invited {
+        let scope = invitation_scope(org, m);
+        let readers: Vec<String> = link_readers.of(m, a, &org.spec.owner).into_iter().collect();
+        // A pending link whose member was given other rights, or that someone may no longer
+        // read, is replaced: nobody keeps a link they could not read now, and no link
+        // carries rights it was not issued for.
+        let rotated = !accepted
+            && record.and_then(|r| r.invitation.as_ref()).is_some_and(|i| {
+                i.scope.as_deref() != Some(scope.as_str())
+                    || (i.delivery == "Secret" && i.readers != readers)
+            });
+        if resend.is_some() || never_invited || rotated {
             plan.identity.push(IdentityAction::Invite {
                 membership: m.name_any(),
                 nonce: resend,
+                rotated: rotated && !never_invited,
+                scope,
+                readers,
             });
         }
         let Some(_) = record else { continue };
@@ -292,11 +338,23 @@ pub(super) fn event(action: &IdentityAction) -> Option<PlannedEvent> {
     let (membership, reason, note) = match action {
         IdentityAction::Invite {
             membership,
+            rotated: true,
             nonce: None,
+            ..
+        } => (
+            membership,
+            "InvitationRotated",
+            "the invitation link was replaced: the member's rights, or who may read the link, changed".to_string(),
+        ),
+        IdentityAction::Invite {
+            membership,
+            nonce: None,
+            ..
         } => (membership, "Invited", "invitation issued".to_string()),
         IdentityAction::Invite {
             membership,
             nonce: Some(_),
+            ..
         } => (
             membership,
             "InvitationResent",
@@ -339,6 +397,7 @@ mod tests {
                 sent_at: NOW - 10,
                 expires_at: NOW + 100,
                 delivery: "Secret".into(),
+                ..Default::default()
             }),
             ..Default::default()
         };

@@ -192,13 +192,24 @@ impl Context {
         let ns = home.name_any();
         let s = &self.stores;
         let in_ns = |meta: &kube::core::ObjectMeta| meta.namespace.as_deref() == Some(ns.as_str());
+        // A namespace roster manages as another organization's project namespace is nobody's
+        // home (the webhook refuses such an Organization; this covers one made before).
+        let home_is_project_of = home
+            .labels()
+            .get(labels::ORGANIZATION)
+            .filter(|o| {
+                **o != ns
+                    && home.labels().get(labels::MANAGED_BY).map(String::as_str)
+                        == Some(labels::MANAGER)
+            })
+            .cloned();
         let (orgs, stray_orgs): (Vec<Organization>, Vec<Organization>) = s
             .orgs
             .state()
             .iter()
             .filter(|o| in_ns(&o.metadata))
             .map(|o| (**o).clone())
-            .partition(|o| o.name_any() == ns);
+            .partition(|o| o.name_any() == ns && home_is_project_of.is_none());
         let projects: Vec<Project> = s
             .projects
             .state()
@@ -254,6 +265,7 @@ impl Context {
             home_terminating: home.metadata.deletion_timestamp.is_some(),
             org: orgs.into_iter().next(),
             stray_orgs,
+            home_is_project_of,
             projects,
             memberships,
             namespaces,

@@ -62,8 +62,12 @@ pub struct World {
     /// created in a terminating namespace), so the organization counts as deleted.
     pub home_terminating: bool,
     pub org: Option<Organization>,
-    /// Organizations in this namespace not named after it (one organization per namespace).
+    /// Organizations in this namespace not named after it (one organization per namespace),
+    /// or all of them when the namespace is another organization's project namespace.
     pub stray_orgs: Vec<Organization>,
+    /// The organization whose project namespace this is, when it is one (its labels say so):
+    /// no organization can live here.
+    pub home_is_project_of: Option<String>,
     pub projects: Vec<Project>,
     pub memberships: Vec<Membership>,
     /// Observed namespaces that the projects name (absent ones are simply missing).
@@ -165,7 +169,10 @@ pub fn plan(w: &World, s: &Settings) -> Plan {
         let observed = w.namespaces.get(&target_ns);
         let ours =
             observed.is_some_and(|n| labels::owned_by(n.metadata.labels.as_ref(), ns, &name));
-        let adoptable = observed.is_some_and(|n| labels::adoption_requested(n, ns, &name));
+        // Both sides must want it: the namespace's owner (the annotation) and a platform admin
+        // (the Project's flag, which only trusted identities may set).
+        let adoptable = p.spec.adopt_existing_namespace
+            && observed.is_some_and(|n| labels::adoption_requested(n, ns, &name));
         let unavailable = if terminating {
             Some(format!("project {name} is being deleted"))
         } else if org.is_none() {
@@ -178,7 +185,7 @@ pub fn plan(w: &World, s: &Settings) -> Plan {
             Some(format!("namespace {target_ns} is terminating"))
         } else if observed.is_some() && !ours && !adoptable {
             Some(format!(
-                "namespace {target_ns} exists and was not created by roster; to hand it over, annotate it {}={ns}/{name}",
+                "namespace {target_ns} exists and was not created by roster; to hand it over, annotate it {}={ns}/{name} and have a platform admin set spec.adoptExistingNamespace: true",
                 labels::ADOPT
             ))
         } else {

@@ -19,6 +19,7 @@ fn world(org: Option<Organization>, projects: Vec<Project>, memberships: Vec<Mem
         home_terminating: false,
         org,
         stray_orgs: vec![],
+        home_is_project_of: None,
         projects,
         memberships,
         namespaces: BTreeMap::new(),
@@ -773,10 +774,22 @@ fn foreign_namespace_is_not_adopted_silently() {
         "one Event, not one per reconcile"
     );
 
-    // The namespace's owner hands it over explicitly.
+    // The namespace's owner hands it over: not enough alone.
     let mut adopt = foreign;
     adopt.metadata.annotations = Some([(labels::ADOPT.to_string(), "acme/web".to_string())].into());
     w.namespaces.insert("acme-web".into(), adopt);
+    let p = plan(&w, &Settings::default());
+    assert!(
+        p.adopt_namespaces.is_empty(),
+        "the annotation alone (anyone who owns a namespace can set it) takes nothing over"
+    );
+    // ... and a platform admin says so on the Project.
+    let web = w
+        .projects
+        .iter_mut()
+        .find(|p| p.name_any() == "web")
+        .expect("web");
+    web.spec.adopt_existing_namespace = true;
     let p = plan(&w, &Settings::default());
     assert!(p.adopt_namespaces.iter().any(|n| n.name_any() == "acme-web"
         && n.labels().get(labels::PROJECT).map(String::as_str) == Some("web")));
@@ -950,6 +963,8 @@ fn identity_actions() {
         identity: true,
         ..Settings::default()
     };
+    // bob (a Member, no projects) may be read by the owner, alice, alone.
+    let readers = vec!["alice@acme.example".to_string()];
     let rec = |email: &str| Record {
         email: email.into(),
         invitation: Some(Invitation {
@@ -957,6 +972,8 @@ fn identity_actions() {
             sent_at: 1,
             expires_at: 2,
             delivery: "Secret".into(),
+            scope: Some("Member:".into()),
+            readers: readers.clone(),
         }),
         ..Default::default()
     };
@@ -978,10 +995,15 @@ fn identity_actions() {
         record: Option<Record>,
         want: Vec<IdentityAction>,
     }
-    let invite = |nonce: Option<&str>| IdentityAction::Invite {
+    let invite_as = |nonce: Option<&str>, rotated: bool, scope: &str| IdentityAction::Invite {
         membership: "bob".into(),
         nonce: nonce.map(str::to_string),
+        rotated,
+        scope: scope.into(),
+        readers: readers.clone(),
     };
+    let invite = |nonce: Option<&str>| invite_as(nonce, false, "Member:");
+    let rotate = invite_as(None, true, "Member:");
     let bob = || member("bob", None, &[]);
     let mut handled = accepted("bob@acme.example");
     handled.handled.insert("unlock".into(), "n1".into());
@@ -1035,6 +1057,28 @@ fn identity_actions() {
                 email: "bob@acme.example".into(),
                 nonce: "m1".into(),
             }],
+        },
+        Case {
+            name: "a pending link issued for other rights: replaced",
+            member: {
+                let mut m = bob();
+                m.spec.role = Some(OrgRole::Admin);
+                m
+            },
+            record: Some(rec("bob@acme.example")),
+            want: vec![invite_as(None, true, "Admin:")],
+        },
+        Case {
+            name: "a pending link someone read who may not now: replaced",
+            member: bob(),
+            record: Some(Record {
+                invitation: Some(Invitation {
+                    readers: vec!["alice@acme.example".into(), "mallory@acme.example".into()],
+                    ..rec("bob@acme.example").invitation.unwrap_or_default()
+                }),
+                ..rec("bob@acme.example")
+            }),
+            want: vec![rotate.clone()],
         },
         Case {
             name: "a record of a deleted namesake: a fresh invitation",
@@ -1106,6 +1150,7 @@ fn invitation_links_are_readable_by_exactly_who_could_invite() {
             sent_at: 1,
             expires_at: 2,
             delivery: "Secret".into(),
+            ..Default::default()
         }),
         ..Default::default()
     };
@@ -1199,5 +1244,52 @@ fn invitation_links_are_readable_by_exactly_who_could_invite() {
     assert_eq!(
         readers(&w, "erin"),
         Some(vec!["alice".to_string(), "carl".into()])
+    );
+}
+
+#[test]
+fn a_fresh_invitation_is_not_rotated_by_the_next_plan() {
+    use crate::controller::credentials::IdentityAction;
+    use crate::identity::store::{Invitation, Record};
+    let settings = Settings {
+        identity: true,
+        ..Settings::default()
+    };
+    let mut w = world(
+        Some(org("olga@acme.example")),
+        vec![],
+        vec![member("dave", Some(OrgRole::Member), &[])],
+    );
+    let p = plan(&w, &settings);
+    let Some(IdentityAction::Invite { scope, readers, .. }) = p
+        .identity
+        .iter()
+        .find(|a| matches!(a, IdentityAction::Invite { membership, .. } if membership == "dave"))
+        .cloned()
+    else {
+        panic!("{:?}", p.identity)
+    };
+    w = converge(w, &p);
+    w.credentials.insert(
+        "dave@acme.example".into(),
+        Record {
+            email: "dave@acme.example".into(),
+            invitation: Some(Invitation {
+                hash: "h".into(),
+                delivery: "Secret".into(),
+                scope: Some(scope),
+                readers,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    let p = plan(&w, &settings);
+    assert!(
+        !p.identity.iter().any(
+            |a| matches!(a, IdentityAction::Invite { membership, .. } if membership == "dave")
+        ),
+        "{:?}",
+        p.identity
     );
 }

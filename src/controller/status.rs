@@ -88,16 +88,28 @@ pub(super) fn statuses(
 
     for o in &w.stray_orgs {
         let prev = o.status.clone().unwrap_or_default();
-        let msg = format!(
-            "an Organization must be named after its namespace; rename it to {} or move it to a namespace named {}",
-            w.namespace,
-            o.name_any()
-        );
+        let (reason, msg) = match &w.home_is_project_of {
+            Some(other) => (
+                "HomeIsAProjectNamespace",
+                format!(
+                    "namespace {} is a project namespace of organization {other}: no organization can live there; move it to a namespace of its own",
+                    w.namespace
+                ),
+            ),
+            None => (
+                "NameNotNamespace",
+                format!(
+                    "an Organization must be named after its namespace; rename it to {} or move it to a namespace named {}",
+                    w.namespace,
+                    o.name_any()
+                ),
+            ),
+        };
         let ready = condition::make(
             &prev.conditions,
             READY,
             false,
-            "NameNotNamespace",
+            reason,
             msg,
             o.metadata.generation,
             now,

@@ -7,10 +7,11 @@
 //!
 //! Only the standard-output line is written for anything a stranger can cause at will: an
 //! organization that does not exist (no ConfigMap is ever made for it) or an address that is no
-//! member of it (no Event, no entry). And a real member's failed attempts are kept apart from
-//! everything else, each part bounded on its own, so that a flood of failures — already slowed
-//! by the rate limits — can push out only older failures, never a success, a lockout, an unlock
-//! or an ownership transfer.
+//! member of it (no Event, no entry). The persisted log has three parts, each bounded on its
+//! own: `failures` (what anyone can cause by guessing: failed attempts and the lockouts they
+//! trigger), `actions` (unlocks, MFA enrolments and resets, accepted invitations, ownership
+//! transfers) and `activity` (successful logins, invitations sent). A flood of failures —
+//! already slowed by the rate limits — pushes out only older failures, never an action.
 //!
 //! Recording never waits on the API server: entries go through a channel to one task that
 //! appends them in batches (one compare-and-swap write per organization per batch), so a login
@@ -33,9 +34,10 @@ use crate::api::{Membership, Organization};
 
 /// Entries kept per organization and part (the oldest go first).
 pub const KEPT: usize = 1000;
-/// Bytes kept per part at most (a ConfigMap holds 1 MiB in all).
-pub const KEPT_BYTES: usize = 400 * 1024;
-const DATA_KEY: &str = "log.jsonl";
+/// Bytes kept per part at most (a ConfigMap holds 1 MiB in all, for three parts).
+pub const KEPT_BYTES: usize = 300 * 1024;
+const ACTIVITY_KEY: &str = "log.jsonl";
+const ACTIONS_KEY: &str = "actions.jsonl";
 const FAILURES_KEY: &str = "failures.jsonl";
 /// User agents and other client-supplied text are cut to this many characters.
 const MAX_FIELD: usize = 256;
@@ -105,12 +107,26 @@ impl Entry {
         )
     }
 
-    /// A failed attempt: kept apart from the rest (see the module's documentation).
+    /// The part of the persisted log this entry goes to (see the module's documentation).
+    fn part(&self) -> &'static str {
+        match self.event.as_str() {
+            "LoginFailed"
+            | "LoginRefused"
+            | "OwnershipTransferFailed"
+            | "TokenRejected"
+            | "Locked" => FAILURES_KEY,
+            "Unlocked"
+            | "MfaReset"
+            | "MfaEnrolled"
+            | "InvitationAccepted"
+            | "OwnershipTransferred" => ACTIONS_KEY,
+            _ => ACTIVITY_KEY,
+        }
+    }
+
+    /// A failed attempt, or what failed attempts cause: anyone can add these.
     pub fn failure(&self) -> bool {
-        matches!(
-            self.event.as_str(),
-            "LoginFailed" | "LoginRefused" | "OwnershipTransferFailed" | "TokenRejected"
-        )
+        self.part() == FAILURES_KEY
     }
 }
 
@@ -119,7 +135,13 @@ impl Entry {
 fn clip(s: &str) -> String {
     s.chars()
         .take(MAX_FIELD)
-        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .map(|c| match c {
+            c if c.is_control() => '\u{FFFD}',
+            // What JSON escapes would double in size: a field's bytes stay its characters'.
+            '\\' => '/',
+            '"' => '\'',
+            c => c,
+        })
         .collect()
 }
 
@@ -299,17 +321,16 @@ impl Writer {
 
     async fn persist(&self, org: &str, entries: &[Entry]) -> Result<(), kube::Error> {
         let name = configmap_name(org);
-        let (failures, rest): (Vec<Entry>, Vec<Entry>) =
-            entries.iter().cloned().partition(Entry::failure);
         let merged = |data: Option<&BTreeMap<String, String>>| {
             let existing = |k: &str| data.and_then(|d| d.get(k)).map_or("", String::as_str);
-            BTreeMap::from([
-                (DATA_KEY.to_string(), append(existing(DATA_KEY), &rest)),
-                (
-                    FAILURES_KEY.to_string(),
-                    append(existing(FAILURES_KEY), &failures),
-                ),
-            ])
+            [ACTIVITY_KEY, ACTIONS_KEY, FAILURES_KEY]
+                .into_iter()
+                .map(|k| {
+                    let new: Vec<Entry> =
+                        entries.iter().filter(|e| e.part() == k).cloned().collect();
+                    (k.to_string(), append(existing(k), &new))
+                })
+                .collect::<BTreeMap<String, String>>()
         };
         for _ in 0..20 {
             match self.api.get_opt(&name).await? {
@@ -354,7 +375,7 @@ pub async fn read(client: Client, namespace: &str, org: &str) -> Result<Vec<Entr
         .await?
         .and_then(|cm| cm.data)
         .unwrap_or_default();
-    let mut entries: Vec<Entry> = [DATA_KEY, FAILURES_KEY]
+    let mut entries: Vec<Entry> = [ACTIVITY_KEY, ACTIONS_KEY, FAILURES_KEY]
         .iter()
         .filter_map(|k| data.get(*k))
         .flat_map(|log| parse(log))
@@ -419,16 +440,28 @@ mod tests {
             Some(&*(KEPT - 1).to_string()),
             "the newest are kept"
         );
-        assert!(Entry::new("acme", None, "LoginFailed").failure());
-        assert!(Entry::new("acme", None, "OwnershipTransferFailed").failure());
-        for kept in [
-            "LoginSucceeded",
-            "Locked",
+        for failure in ["LoginFailed", "OwnershipTransferFailed", "Locked"] {
+            assert!(Entry::new("acme", None, failure).failure(), "{failure}");
+        }
+        for action in [
             "Unlocked",
             "MfaReset",
             "OwnershipTransferred",
+            "InvitationAccepted",
         ] {
-            assert!(!Entry::new("acme", None, kept).failure(), "{kept}");
+            assert_eq!(
+                Entry::new("acme", None, action).part(),
+                ACTIONS_KEY,
+                "{action}"
+            );
         }
+        assert_eq!(
+            Entry::new("acme", None, "LoginSucceeded").part(),
+            ACTIVITY_KEY
+        );
+        // Client-supplied text JSON would escape stays as long as it was.
+        let e = Entry::new("acme", None, "LoginFailed").client(None, Some(&"\\\"".repeat(200)));
+        let line = serde_json::to_string(&e).expect("json");
+        assert!(line.len() < 2 * MAX_FIELD, "{}", line.len());
     }
 }

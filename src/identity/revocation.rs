@@ -1,10 +1,13 @@
 //! Revocations the caches have not seen yet. The admission webhook (same process) learns that
 //! a member is being disabled, expired or deleted *before* the API server stores the change;
-//! TokenReview consults this list as well as the caches, so the member's very next kubectl
-//! call is refused, with no window for the watch to deliver the change.
+//! TokenReview, SubjectAccessReview, login and acceptance consult this list as well as the
+//! caches, so the member's very next request is refused, with no window for the watch to
+//! deliver the change.
 //!
-//! An entry only holds for `HOLD`: by then the cache shows the change (and keeps refusing), or
-//! the write never happened (a later admission step refused it) and access is as declared.
+//! Keyed by the Membership's UID: a Membership deleted and created again with the same e-mail
+//! is another member, untouched by its predecessor's revocation. An entry holds for `HOLD`: by
+//! then the cache shows the change (and keeps refusing), or the write never happened (a later
+//! admission step refused it) and access is as declared.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,29 +16,28 @@ use std::time::{Duration, Instant};
 pub const HOLD: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Default)]
-pub struct Revocations(Arc<Mutex<HashMap<(String, String), Instant>>>);
+pub struct Revocations(Arc<Mutex<HashMap<String, Instant>>>);
 
 impl Revocations {
-    pub fn note(&self, org: &str, email: &str) {
+    pub fn note(&self, uid: &str) {
         if let Ok(mut m) = self.0.lock() {
             let now = Instant::now();
             m.retain(|_, at| now.duration_since(*at) < HOLD);
-            m.insert((org.to_string(), email.to_ascii_lowercase()), now);
+            m.insert(uid.to_string(), now);
         }
     }
 
     /// The member was re-enabled (an allowed change): the cache is the truth again.
-    pub fn clear(&self, org: &str, email: &str) {
+    pub fn clear(&self, uid: &str) {
         if let Ok(mut m) = self.0.lock() {
-            m.remove(&(org.to_string(), email.to_ascii_lowercase()));
+            m.remove(uid);
         }
     }
 
-    pub fn revoked(&self, org: &str, email: &str) -> bool {
-        self.0.lock().is_ok_and(|m| {
-            m.get(&(org.to_string(), email.to_ascii_lowercase()))
-                .is_some_and(|at| at.elapsed() < HOLD)
-        })
+    pub fn revoked(&self, uid: &str) -> bool {
+        self.0
+            .lock()
+            .is_ok_and(|m| m.get(uid).is_some_and(|at| at.elapsed() < HOLD))
     }
 }
 
@@ -44,13 +46,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn noted_members_are_revoked_case_insensitively_and_only_there() {
+    fn noted_memberships_are_revoked_and_only_they() {
         let r = Revocations::default();
-        assert!(!r.revoked("acme", "bob@acme.example"));
-        r.note("acme", "Bob@Acme.example");
-        assert!(r.revoked("acme", "bob@acme.example"));
-        assert!(!r.revoked("other", "bob@acme.example"));
-        r.clear("acme", "bob@acme.example");
-        assert!(!r.revoked("acme", "bob@acme.example"));
+        assert!(!r.revoked("uid-1"));
+        r.note("uid-1");
+        assert!(r.revoked("uid-1"));
+        assert!(
+            !r.revoked("uid-2"),
+            "a namesake created again is another member"
+        );
+        r.clear("uid-1");
+        assert!(!r.revoked("uid-1"));
     }
 }

@@ -91,6 +91,20 @@ impl std::fmt::Debug for Identity {
     }
 }
 
+/// What an invitation is issued for.
+#[derive(Clone, Copy, Debug)]
+pub struct Issue<'a> {
+    pub ttl_seconds: u64,
+    /// The resend request it answers, if any.
+    pub nonce: Option<&'a str>,
+    /// The member's role and projects (`access::invitation_scope`): the link opens nothing
+    /// once they change.
+    pub scope: &'a str,
+    /// Who may read the link (Secret delivery), as planned.
+    pub readers: &'a [String],
+    pub now: u64,
+}
+
 /// How an invitation went out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Delivery {
@@ -154,13 +168,14 @@ impl Identity {
     /// An accepted member never gets a new link, even from a resend planned before the
     /// acceptance was seen: the check runs on the record before delivery and again inside
     /// the compare-and-swap that stores the link (so a password can never be set twice).
-    pub async fn invite(
-        &self,
-        m: &Membership,
-        ttl_seconds: u64,
-        nonce: Option<&str>,
-        now: u64,
-    ) -> Result<Option<Delivery>> {
+    pub async fn invite(&self, m: &Membership, issue: &Issue<'_>) -> Result<Option<Delivery>> {
+        let Issue {
+            ttl_seconds,
+            nonce,
+            scope,
+            readers,
+            now,
+        } = *issue;
         let org = m.namespace().unwrap_or_default();
         let name = m.name_any();
         let email = m.spec.email.as_str();
@@ -190,6 +205,8 @@ impl Identity {
             sent_at: now,
             expires_at: stored.expires_at,
             delivery: delivery.as_str().into(),
+            scope: Some(scope.to_string()),
+            readers: readers.to_vec(),
         };
         let fresh = || Record {
             email: email.to_string(),
@@ -293,8 +310,15 @@ impl Identity {
         }
     }
 
-    /// The record behind an accept link, if the link is valid now for Membership `m`.
-    pub async fn check_invitation(&self, m: &Membership, token: &str, now: u64) -> Result<Record> {
+    /// The record behind an accept link, if the link is valid now for Membership `m` with the
+    /// rights `scope` it has now (`access::invitation_scope`).
+    pub async fn check_invitation(
+        &self,
+        m: &Membership,
+        scope: &str,
+        token: &str,
+        now: u64,
+    ) -> Result<Record> {
         let org = m.namespace().unwrap_or_default();
         let record = match self.store.get(&org, &m.spec.email).await {
             Ok(r) => r,
@@ -302,7 +326,11 @@ impl Identity {
             Err(e) => return Err(e.into()),
         };
         match &record.invitation {
-            Some(inv) if record.belongs_to(m) && record.accepted_at.is_none() => {
+            Some(inv)
+                if record.belongs_to(m)
+                    && record.accepted_at.is_none()
+                    && inv.scope.as_deref() == Some(scope) =>
+            {
                 invitation::check(token, &stored(inv), now)?;
                 Ok(record)
             }
@@ -317,6 +345,7 @@ impl Identity {
     pub async fn accept(
         &self,
         m: &Membership,
+        scope: &str,
         token: &str,
         password: &Secret,
         min_length: u32,
@@ -324,7 +353,7 @@ impl Identity {
     ) -> Result<()> {
         let org = m.namespace().unwrap_or_default();
         let email = m.spec.email.as_str();
-        self.check_invitation(m, token, now).await?;
+        self.check_invitation(m, scope, token, now).await?;
         super::password::check_new(password, min_length, &[email, &org])?;
         let phc = self.hasher.hash(password).await?;
         let used = self

@@ -69,7 +69,7 @@ pub struct Record {
     pub handled: BTreeMap<String, String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Invitation {
     /// SHA-256 of the token (the token itself is only in the link).
@@ -78,6 +78,12 @@ pub struct Invitation {
     pub expires_at: u64,
     /// `Email` or `Secret`.
     pub delivery: String,
+    /// The member's role and projects it was issued for (`access::invitation_scope`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Who could read it when issued (Secret delivery): if that changes, it is replaced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readers: Vec<String>,
 }
 
 impl Record {
@@ -442,6 +448,7 @@ mod tests {
                 sent_at: 1,
                 expires_at: 2,
                 delivery: "Secret".into(),
+                ..Default::default()
             }),
             ..Default::default()
         };

@@ -42,6 +42,12 @@ impl Index for World {
     fn organization(&self, ns: &str) -> Option<Arc<Organization>> {
         (ns == NS).then(|| Arc::new(self.org.clone()))
     }
+    fn organizations_prefixing(&self, ns: &str) -> Vec<String> {
+        ns.strip_prefix(&format!("{NS}-"))
+            .map(|_| NS.to_string())
+            .into_iter()
+            .collect()
+    }
     fn memberships_with_email(&self, ns: &str, email: &str) -> Vec<Arc<Membership>> {
         self.memberships
             .iter()

@@ -40,6 +40,15 @@ impl Index for StoreIndex {
             .state_filter(|p| project_namespace(&p.namespace().unwrap_or_default(), p) == namespace)
     }
 
+    fn organizations_prefixing(&self, namespace: &str) -> Vec<String> {
+        self.orgs
+            .state()
+            .iter()
+            .map(|o| o.name_any())
+            .filter(|o| namespace.starts_with(&format!("{o}-")))
+            .collect()
+    }
+
     fn invitation_accepted(&self, namespace: &str, email: &str) -> Option<bool> {
         let creds = self.credentials.as_ref()?;
         let name = crate::identity::store::Store::secret_name(namespace, email);

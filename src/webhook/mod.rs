@@ -211,6 +211,14 @@ fn note_revocation<I: validate::Index>(
     let Some(ns) = request.namespace.as_deref() else {
         return;
     };
+    // Only a Membership that exists (same name and UID in the caches) can be noted: a review
+    // about an invented one — forged, or of an object that was never stored — revokes nobody.
+    let known = |m: &Membership| {
+        index
+            .memberships_with_email(ns, &m.spec.email)
+            .iter()
+            .any(|k| k.metadata.name == m.metadata.name && k.metadata.uid == m.metadata.uid)
+    };
     // Deleting one of two Memberships of an address (a superseded bootstrap, a duplicate)
     // leaves the member in place.
     let last_of_address = |m: &Membership| {
@@ -220,16 +228,19 @@ fn note_revocation<I: validate::Index>(
             .all(|other| other.metadata.name == m.metadata.name)
     };
     let revoked = match (&new, &old) {
-        (None, Some(old)) if last_of_address(old) => Some(old),
-        (Some(new), _) if cut_off(new) => Some(new),
+        (None, Some(old)) if known(old) && last_of_address(old) => Some(old),
+        (Some(new), _) if known(new) && cut_off(new) => Some(new),
         _ => None,
     };
     match (revoked, &new) {
         (Some(m), _) => {
             tracing::info!(namespace = ns, membership = ?m.metadata.name, "member cut off: tokens refused from now");
-            revocations.note(ns, &m.spec.email)
+            revocations.note(m.metadata.uid.as_deref().unwrap_or_default())
         }
-        (None, Some(m)) => revocations.clear(ns, &m.spec.email),
+        (None, Some(m)) if known(m) => {
+            revocations.clear(m.metadata.uid.as_deref().unwrap_or_default())
+        }
+        (None, Some(_)) => {}
         (None, None) => {}
     }
 }

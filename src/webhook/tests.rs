@@ -24,6 +24,13 @@ struct Mem {
 }
 
 impl Index for Mem {
+    fn organizations_prefixing(&self, ns: &str) -> Vec<String> {
+        self.orgs
+            .iter()
+            .map(|o| o.name_any())
+            .filter(|o| ns.starts_with(&format!("{o}-")))
+            .collect()
+    }
     fn organization(&self, ns: &str) -> Option<Arc<Organization>> {
         self.orgs
             .iter()
@@ -789,6 +796,9 @@ fn a_new_owner_must_have_accepted_their_invitation() {
         fn organization(&self, ns: &str) -> Option<Arc<Organization>> {
             self.0.organization(ns)
         }
+        fn organizations_prefixing(&self, ns: &str) -> Vec<String> {
+            self.0.organizations_prefixing(ns)
+        }
         fn memberships_with_email(&self, ns: &str, email: &str) -> Vec<Arc<Membership>> {
             self.0.memberships_with_email(ns, email)
         }
@@ -1053,4 +1063,158 @@ async fn router_denies_until_the_caches_are_loaded() {
             .expect("message")
             .contains("starting")
     );
+}
+
+// ---- Attacks a tester found (second round), as unit tests of the rules that stop them. ----
+
+/// Organization homes and project namespaces share one name space: no organization may live
+/// in another's project namespace, and no project may take a namespace in another
+/// organization's (more specific) name space.
+#[test]
+fn organization_homes_and_project_namespaces_never_overlap() {
+    let mut index = acme();
+    index.projects.push(project("corp")); // acme's project corp: namespace acme-corp
+    let mut corp = org("olga@corp.example");
+    corp.metadata.name = Some("acme-corp".into());
+    corp.metadata.namespace = Some("acme-corp".into());
+    let got = validate(
+        &Request {
+            operation: Op::Create,
+            namespace: "acme-corp",
+            name: "acme-corp",
+            object: Some(&Object::Organization(corp.clone())),
+            old_object: None,
+            username: "kubernetes-admin",
+            groups: &["system:masters".to_string()],
+            now: now(),
+        },
+        &index,
+        &policy(),
+    );
+    assert_eq!(reason(&got), "OrganizationHomeTaken");
+    // With organization acme-corp there, acme's Admin cannot claim acme-corp-web.
+    let mut index = acme();
+    index.orgs.push(corp);
+    let got = check(
+        &index,
+        "bob",
+        Op::Create,
+        Some(Object::Project(project("corp-web"))),
+        None,
+    );
+    assert_eq!(reason(&got), "ProjectNamespaceTaken");
+    let got = check(
+        &index,
+        "bob",
+        Op::Create,
+        Some(Object::Project(project("mobile"))),
+        None,
+    );
+    assert_eq!(reason(&got), "Allow", "the twin");
+}
+
+/// After a transfer the former owner keeps roster's bootstrap Membership (role Admin): an
+/// Admin may not declare that address again (it would supersede hers).
+#[test]
+fn an_admin_cannot_declare_an_address_that_has_a_bootstrap_membership() {
+    let mut index = acme();
+    let mut former = member("owner-zoe", Some(OrgRole::Admin), &[]);
+    former.spec.email = "zoe@acme.example".into();
+    former
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("roster.dev/bootstrap".into(), "owner".into());
+    index.memberships.push(former);
+    let mut again = member("zoe-again", Some(OrgRole::Member), &[]);
+    again.spec.email = "zoe@acme.example".into();
+    let got = check(
+        &index,
+        "bob",
+        Op::Create,
+        Some(Object::Membership(again.clone())),
+        None,
+    );
+    assert_eq!(reason(&got), "EmailNotUnique");
+    assert_eq!(
+        reason(&check(
+            &index,
+            "root",
+            Op::Create,
+            Some(Object::Membership(again)),
+            None
+        )),
+        "Allow",
+        "a platform admin may (GitOps declaring a bootstrap member)"
+    );
+}
+
+/// Ownership never moves to a Membership with an expiry: the owner would be cut off on a
+/// timer.
+#[test]
+fn ownership_never_moves_to_an_expiring_membership() {
+    let mut index = acme();
+    if let Some(bob) = index.memberships.iter_mut().find(|m| m.name_any() == "bob") {
+        bob.spec.expires_at = Some(Time(crate::fixtures::ts("2026-02-01T00:00:00Z")));
+    }
+    let old = index.orgs[0].clone();
+    let mut new = old.clone();
+    new.spec.owner = "bob@acme.example".into();
+    let got = check(
+        &index,
+        "root",
+        Op::Update,
+        Some(Object::Organization(new)),
+        Some(Object::Organization(old)),
+    );
+    assert_eq!(reason(&got), "NewOwnerExpires");
+}
+
+/// A review about a Membership the caches do not have (an invented name, or another UID)
+/// revokes nobody, even when allowed.
+#[tokio::test]
+async fn a_review_of_an_invented_membership_revokes_nobody() {
+    let revocations = crate::identity::revocation::Revocations::default();
+    let mut index = acme();
+    for m in &mut index.memberships {
+        m.metadata.uid = Some(format!("{}-uid", m.name_any()));
+    }
+    let app = router(Arc::new(AppState {
+        index,
+        policy: policy(),
+        ready: Box::new(|| true),
+        metrics: crate::metrics::Metrics::new(),
+        revocations: Some(revocations.clone()),
+    }));
+    let mut ghost = member("ghost", Some(OrgRole::Admin), &[]);
+    ghost.spec.email = "alice@acme.example".into();
+    ghost.metadata.uid = Some("alice-uid".into());
+    let old = serde_json::to_value(&ghost).expect("json");
+    ghost.spec.disabled = true;
+    let mut body = review(
+        "UPDATE",
+        "kubernetes-admin",
+        serde_json::to_value(&ghost).expect("json"),
+        old,
+    );
+    body["request"]["userInfo"]["groups"] = json!(["system:masters"]);
+    post(app.clone(), body.to_string()).await;
+    assert!(
+        !revocations.revoked("alice-uid"),
+        "the owner revoked by a review of a Membership that does not exist"
+    );
+    // The twin: the real one, disabled, is noted at once.
+    let mut dave = m_of(&acme(), "dave");
+    dave.metadata.uid = Some("dave-uid".into());
+    let old = serde_json::to_value(&dave).expect("json");
+    dave.spec.disabled = true;
+    let mut body = review(
+        "UPDATE",
+        "kubernetes-admin",
+        serde_json::to_value(&dave).expect("json"),
+        old,
+    );
+    body["request"]["userInfo"]["groups"] = json!(["system:masters"]);
+    post(app, body.to_string()).await;
+    assert!(revocations.revoked("dave-uid"));
 }

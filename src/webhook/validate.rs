@@ -22,6 +22,8 @@ pub trait Index {
     fn projects(&self, namespace: &str) -> Vec<Arc<Project>>;
     /// Projects of any organization whose workload namespace is `namespace`.
     fn projects_using_namespace(&self, namespace: &str) -> Vec<Arc<Project>>;
+    /// Names of the organizations `O` for which `namespace` starts with `O-`.
+    fn organizations_prefixing(&self, namespace: &str) -> Vec<String>;
     /// Whether the member of `email` in `namespace` has accepted their invitation; None when
     /// identity does not run here (invitations are then someone else's business).
     fn invitation_accepted(&self, _namespace: &str, _email: &str) -> Option<bool> {
@@ -204,6 +206,24 @@ fn invariants(req: &Request<'_>, subject: &Object, index: &impl Index) -> Decisi
     let ns = req.namespace;
     match (subject, req.operation) {
         (Object::Organization(o), Op::Create | Op::Update) => {
+            // Organization homes and project namespaces share one name space
+            // (`<org>` and `<org>-<project>`): a home that is another organization's project
+            // namespace would put its invitation links where that project's Admins hold
+            // `admin`.
+            if let Some(p) = index
+                .projects_using_namespace(ns)
+                .into_iter()
+                .find(|p| p.namespace().as_deref() != Some(ns))
+            {
+                return deny(
+                    "OrganizationHomeTaken",
+                    format!(
+                        "namespace {ns} is the workload namespace of Project {}/{}: an organization cannot live there; choose another namespace",
+                        p.namespace().unwrap_or_default(),
+                        p.name_any()
+                    ),
+                );
+            }
             if o.name_any() != ns {
                 return deny(
                     "OrganizationNameNotNamespace",
@@ -233,6 +253,18 @@ fn invariants(req: &Request<'_>, subject: &Object, index: &impl Index) -> Decisi
                             "NewOwnerNotActive",
                             format!(
                                 "{} cannot become owner of organization {ns}: their Membership {} is disabled or expired; enable it first",
+                                o.spec.owner,
+                                m.name_any()
+                            ),
+                        );
+                    }
+                    // The owner's Membership never expires: an owner on a timer would leave
+                    // the organization without one.
+                    Some(m) if m.spec.expires_at.is_some() => {
+                        return deny(
+                            "NewOwnerExpires",
+                            format!(
+                                "{} cannot become owner of organization {ns}: their Membership {} has an expiry (spec.expiresAt); remove it first",
                                 o.spec.owner,
                                 m.name_any()
                             ),
@@ -323,6 +355,20 @@ fn invariants(req: &Request<'_>, subject: &Object, index: &impl Index) -> Decisi
                     "ProjectNamespaceTaken",
                     format!(
                         "namespace {target} is the home of organization {target}; choose another spec.namespace"
+                    ),
+                );
+            }
+            // `<other>-…` where organization `<other>` is more specific than this one
+            // (acme-corp-web is acme-corp's, not acme's): another organization's name space.
+            if let Some(other) = index
+                .organizations_prefixing(&target)
+                .into_iter()
+                .find(|o| o != ns && o.len() > ns.len())
+            {
+                return deny(
+                    "ProjectNamespaceTaken",
+                    format!(
+                        "namespace {target} lies in organization {other}'s name space ({other}-…); choose another name or spec.namespace"
                     ),
                 );
             }
@@ -434,13 +480,39 @@ fn permitted(req: &Request<'_>, subject: &Object, index: &impl Index, policy: &P
         })
         .unwrap_or_default()
     };
+    // An address that has a Membership — roster's bootstrap one too (a former owner's, after
+    // a transfer) — is not an Admin's to declare again: the new one would supersede it.
+    if let (Object::Membership(m), Op::Create) = (subject, req.operation)
+        && m.spec.email != org.spec.owner
+        && let Some(other) = index
+            .memberships_with_email(ns, &m.spec.email)
+            .into_iter()
+            .find(|o| o.name_any() != m.name_any())
+    {
+        return deny(
+            "EmailNotUnique",
+            format!(
+                "{} is already a member of organization {ns} (Membership {}); change that Membership instead of creating a second one",
+                m.spec.email,
+                other.name_any()
+            ),
+        );
+    }
     admin_rules(req, subject, &org, email, &my_projects)
 }
 
 /// A Project's workload namespace carries the organization's prefix; any other (an existing
-/// namespace handed over) is a platform admin's decision, never an organization's.
+/// namespace handed over) is a platform admin's decision, never an organization's — and so is
+/// taking over a namespace roster did not create.
 fn namespace_within_organization(req: &Request<'_>, subject: &Object) -> Decision {
     let ns = req.namespace;
+    let adopting = |o: Option<&Object>| matches!(o, Some(Object::Project(p)) if p.spec.adopt_existing_namespace);
+    if adopting(req.object) && !adopting(req.old_object) {
+        return deny(
+            "AdoptionIsThePlatforms",
+            "only a platform admin (a trusted identity) may set spec.adoptExistingNamespace: taking over an existing namespace is their decision",
+        );
+    }
     if let (Object::Project(p), Op::Create) = (subject, req.operation)
         && let Some(target) = &p.spec.namespace
         && !target.starts_with(&format!("{ns}-"))

@@ -346,11 +346,29 @@ fn a_foreign_namespace_is_not_adopted_until_handed_over() {
     ]);
     assert!(events.contains("NamespaceNotOwned"), "{events}");
 
+    // The namespace's owner hands it over: not enough by itself (whoever can create a
+    // namespace could annotate one in advance) ...
     c.kubectl_ok(&[
         "annotate",
         "namespace",
         &target,
         &format!("roster.dev/adopt={ns}/one"),
+    ]);
+    std::thread::sleep(RESYNC * 2);
+    assert!(
+        subjects(c, &target, "roster-admin").is_none(),
+        "adopted on the namespace's word alone"
+    );
+    // ... a platform admin takes it on the Project's side too.
+    c.kubectl_ok(&[
+        "patch",
+        "project",
+        "one",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"adoptExistingNamespace":true}}"#,
     ]);
     wait_subjects(c, &target, "roster-developer", &["carl"]);
 }

@@ -500,7 +500,17 @@ async fn a_late_resend_never_resets_an_accepted_password() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs();
-    let _ = identity.invite(&fay, 3600, Some("stale-resend"), now).await;
+    // Planned before the acceptance was seen: the scope and readers fay's link had.
+    let scope = "Member:".to_string();
+    let readers = vec!["olga@acme.example".to_string()];
+    let issue = roster::identity::service::Issue {
+        ttl_seconds: 3600,
+        nonce: Some("stale-resend"),
+        scope: &scope,
+        readers: &readers,
+        now,
+    };
+    let _ = identity.invite(&fay, &issue).await;
     if let Ok(late) = read_link(c, &kubeconfig_admin(c), &ns, "fay") {
         let (status, _) = accept_link(c, &late, "a new password chosen by whoever 77").await;
         assert_ne!(
@@ -540,6 +550,13 @@ async fn tokens_die_with_their_membership() {
     let record = roster::identity::store::Store::secret_name(&ns, "dave@acme.example");
     wait_for("dave's credentials to go", Duration::from_secs(30), || {
         c.kubectl_try(&["get", "secret", &record, "-n", ROSTER_NAMESPACE])
+            .is_none()
+            .then_some(())
+    });
+    // ... and his old link (the garbage collector removes it with the Membership), so that
+    // the link read next is the new one.
+    wait_for("dave's old link to go", Duration::from_secs(30), || {
+        c.kubectl_try(&["get", "secret", "roster-invitation-dave", "-n", &ns])
             .is_none()
             .then_some(())
     });
@@ -858,7 +875,7 @@ async fn admins_cannot_claim_namespaces_and_handed_over_ones_are_handed_back() {
     apply(
         c,
         &format!(
-            "apiVersion: roster.dev/v1alpha1\nkind: Project\nmetadata: {{name: legacy, namespace: {ns}}}\nspec: {{namespace: {legacy}, namespaceDeletion: Delete}}\n"
+            "apiVersion: roster.dev/v1alpha1\nkind: Project\nmetadata: {{name: legacy, namespace: {ns}}}\nspec: {{namespace: {legacy}, namespaceDeletion: Delete, adoptExistingNamespace: true}}\n"
         ),
     );
     c.kubectl_ok(&[
@@ -1126,4 +1143,332 @@ async fn only_the_api_server_reaches_the_admission_webhook() {
     )
     .await;
     assert_eq!(status, 200, "{text}");
+}
+
+// ---- Second round: attacks a tester found against the fixes above, each seen failing first
+// (against the commit that introduced the fixes), each now a regression test. ----
+
+/// An outsider posts a forged "disable dave" review to the admission webhook's port: no TLS
+/// session without the API server's certificate, and dave keeps working. (Before: the review
+/// was answered, and dave's tokens were refused for 30 s per post, nothing ever stored.)
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_review_on_the_webhook_port_cuts_nobody_off() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("forged");
+    apply(
+        c,
+        &org(
+            &ns,
+            "olga@acme.example",
+            &[],
+            &[("dave", "dave@acme.example", "Member", "[]")],
+        ),
+    );
+    let dave = kubeconfig(c, &member_token(c, &ns, "dave", "dave@acme.example").await);
+    let membership = |disabled: bool| {
+        serde_json::json!({
+            "apiVersion": "roster.dev/v1alpha1", "kind": "Membership",
+            "metadata": {"name": "dave", "namespace": ns},
+            "spec": {"email": "dave@acme.example", "role": "Member", "disabled": disabled}
+        })
+    };
+    let review = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "11111111-2222-3333-4444-555555555555",
+            "kind": {"group": "roster.dev", "version": "v1alpha1", "kind": "Membership"},
+            "resource": {"group": "roster.dev", "version": "v1alpha1", "resource": "memberships"},
+            "name": "dave", "namespace": ns, "operation": "UPDATE",
+            "userInfo": {"username": "i-am-nobody", "groups": ["system:masters"]},
+            "object": membership(true), "oldObject": membership(false), "dryRun": false
+        }
+    });
+    let ca = c.kubectl_ok(&[
+        "get",
+        "validatingwebhookconfiguration",
+        "roster.dev",
+        "-o",
+        "jsonpath={.webhooks[0].clientConfig.caBundle}",
+    ]);
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD
+        .decode(ca.trim())
+        .expect("caBundle");
+    let (status, answer) =
+        crate::harness::mtls_request(&c.webhook_addr, &ca, "/validate", &review.to_string(), None)
+            .await;
+    assert_eq!(status, 0, "the webhook answered an outsider: {answer}");
+    assert_eq!(
+        whoami(c, &dave),
+        format!("roster:{ns}:dave@acme.example"),
+        "dave was cut off by a review nobody stored"
+    );
+}
+
+/// An organization's project namespace never becomes another organization's home. (Before:
+/// the platform onboarded organization `<A>-corp` into A's project namespace `<A>-corp`, where
+/// A's owner holds `admin`; she read the new organization's owner link and took it over.)
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_namespace_never_becomes_another_organizations_home() {
+    let _api = shared();
+    let c = cluster();
+    let a = c.namespace("home-a");
+    apply(
+        c,
+        &org(
+            &a,
+            "mallory@evil.example",
+            &["corp"],
+            &[("mallory", "mallory@evil.example", "Admin", "[]")],
+        ),
+    );
+    let b = format!("{a}-corp");
+    wait_for("A's project namespace", Duration::from_secs(30), || {
+        c.kubectl_try(&["get", "namespace", &b, "-o", "name"])
+    });
+    let onboarding = org(
+        &b,
+        "olga@corp.example",
+        &[],
+        &[("olga", "olga@corp.example", "Admin", "[]")],
+    );
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], Some(&onboarding));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("workload namespace of Project"),
+        "an organization was admitted into another organization's project namespace: {err}"
+    );
+}
+
+/// An Admin cannot declare an address that already has a Membership — here the former
+/// owner's bootstrap one, after she handed ownership on. (Before: Admin carl declared
+/// alice's address as a Member; roster superseded and deleted her Admin Membership, carl read
+/// the new link and became roster:<org>:alice@….)
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_cannot_take_over_the_former_owner() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("exowner");
+    apply(
+        c,
+        &org(
+            &ns,
+            "alice@acme.example",
+            &["one"],
+            &[
+                ("bob", "bob@acme.example", "Admin", "[]"),
+                (
+                    "carl",
+                    "carl@acme.example",
+                    "Admin",
+                    "[{name: one, role: Admin}]",
+                ),
+            ],
+        ),
+    );
+    let bootstrap = wait_for(
+        "the bootstrap owner Membership",
+        Duration::from_secs(30),
+        || {
+            c.kubectl_try(&[
+                "get",
+                "memberships",
+                "-n",
+                &ns,
+                "-l",
+                "roster.dev/bootstrap",
+                "-o",
+                "jsonpath={.items[0].metadata.name}",
+            ])
+            .filter(|n| !n.is_empty())
+        },
+    );
+    let alice = kubeconfig(
+        c,
+        &member_token(c, &ns, &bootstrap, "alice@acme.example").await,
+    );
+    member_token(c, &ns, "bob", "bob@acme.example").await;
+    let carl = kubeconfig(c, &member_token(c, &ns, "carl", "carl@acme.example").await);
+    let transfer = serde_json::json!({"organization": ns, "email": "alice@acme.example",
+        "password": PASSWORD, "newOwner": "bob@acme.example"});
+    let (status, text) = identity_request(
+        c,
+        "POST",
+        "/api/v1/ownership-transfer",
+        "application/json",
+        &transfer.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    wait_for("alice to be an Admin", Duration::from_secs(30), || {
+        c.kubectl_try(&[
+            "get",
+            "membership",
+            &bootstrap,
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.status.effectiveRole}",
+        ])
+        .filter(|r| r == "Admin")
+    });
+    let again = format!(
+        "apiVersion: roster.dev/v1alpha1\nkind: Membership\nmetadata: {{name: alice-again, namespace: {ns}}}\nspec: {{email: alice@acme.example, role: Member}}\n"
+    );
+    let out = kubectl_stdin(c, &carl, &["create", "-f", "-"], &again);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("already a member"),
+        "an Admin declared the former owner's address again: {err}"
+    );
+    assert_eq!(whoami(c, &alice), format!("roster:{ns}:alice@acme.example"));
+}
+
+/// A link is good only for the rights and the readers it was issued for: promote a pending
+/// member, and a link someone read before is dead. (Before: Admin bob read the link of ceo, a
+/// Member of bob's project; the owner made ceo an Admin of another project; bob accepted the
+/// link he kept and was an org Admin there.)
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_read_before_a_promotion_is_dead_after_it() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("promoted");
+    apply(
+        c,
+        &org(
+            &ns,
+            "olga@acme.example",
+            &["one", "two"],
+            &[
+                ("olga", "olga@acme.example", "Admin", "[]"),
+                (
+                    "bob",
+                    "bob@acme.example",
+                    "Admin",
+                    "[{name: one, role: Admin}]",
+                ),
+                (
+                    "ceo",
+                    "ceo@acme.example",
+                    "Member",
+                    "[{name: one, role: Viewer}]",
+                ),
+            ],
+        ),
+    );
+    let bob = kubeconfig(c, &member_token(c, &ns, "bob", "bob@acme.example").await);
+    let kept = wait_for("bob to read ceo's link", Duration::from_secs(30), || {
+        read_link(c, &bob, &ns, "ceo").ok()
+    });
+    c.kubectl_ok(&[
+        "patch", "membership", "ceo", "-n", &ns, "--type", "merge", "-p",
+        r#"{"spec":{"role":"Admin","projects":[{"name":"one","role":"Admin"},{"name":"two","role":"Admin"}]}}"#,
+    ]);
+    let (status, page) = accept_link(c, &kept, "bob keeps the keys 5h2w").await;
+    assert_ne!(
+        status, 200,
+        "a link read before the promotion still works: {page}"
+    );
+    // The member gets a new link (readable by the owner only now).
+    let fresh = wait_for("a new link for ceo", Duration::from_secs(30), || {
+        let l = link(c, &ns, "ceo");
+        (l != kept).then_some(l)
+    });
+    assert!(read_link(c, &bob, &ns, "ceo").is_err());
+    let (status, page) = accept_link(c, &fresh, PASSWORD).await;
+    assert_eq!(status, 200, "{page}");
+}
+
+/// An outsider who locks many members out cannot push a real login out of the security log:
+/// lockouts are failures, kept in their own part. (Before: 626 `Locked` entries with a
+/// User-Agent of backslashes, doubled by JSON escaping, pushed dave's login out.)
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockouts_by_an_outsider_cannot_flush_the_security_log() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("lockflood");
+    const N: usize = 80;
+    let mut y = format!(
+        "apiVersion: roster.dev/v1alpha1\nkind: Organization\nmetadata: {{name: {ns}, namespace: {ns}}}\nspec:\n  owner: olga@acme.example\n  security: {{lockout: {{maxFailedAttempts: 1, lockDuration: 1s}}}}\n---\napiVersion: roster.dev/v1alpha1\nkind: Membership\nmetadata: {{name: dave, namespace: {ns}}}\nspec: {{email: dave@acme.example, role: Member}}\n"
+    );
+    for i in 0..N {
+        y.push_str(&format!(
+            "---\napiVersion: roster.dev/v1alpha1\nkind: Membership\nmetadata: {{name: m{i}, namespace: {ns}}}\nspec: {{email: m{i}@acme.example, role: Member}}\n"
+        ));
+    }
+    apply(c, &y);
+    wait_for("every invitation", Duration::from_secs(120), || {
+        let names = c.kubectl_ok(&["get", "secrets", "-n", &ns, "-o", "name"]);
+        (names.matches("roster-invitation-m").count() >= N).then_some(())
+    });
+    member_token(c, &ns, "dave", "dave@acme.example").await;
+    let log = || {
+        let out = c.roster(
+            &[
+                "security-log",
+                &ns,
+                "--namespace",
+                ROSTER_NAMESPACE,
+                "--json",
+            ],
+            &[],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_for("dave's login in the log", Duration::from_secs(30), || {
+        log().contains("\"event\":\"LoginSucceeded\"").then_some(())
+    });
+    let agent = "\\".repeat(256);
+    for _round in 0..10 {
+        let started = std::time::Instant::now();
+        for i in 0..N {
+            let status =
+                login_with_agent(c, &ns, &format!("m{i}@acme.example"), "guess", &agent).await;
+            assert!(status == 401 || status == 423 || status == 429, "{status}");
+        }
+        if let Some(rest) = Duration::from_millis(1200).checked_sub(started.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let after = log();
+    assert!(
+        after.contains("\"event\":\"Locked\""),
+        "the lockouts are in the log too"
+    );
+    assert!(
+        after.contains("\"event\":\"LoginSucceeded\""),
+        "an outsider's lockouts pushed dave's login out of the security log"
+    );
+}
+
+async fn login_with_agent(c: &Cluster, org: &str, email: &str, password: &str, agent: &str) -> u16 {
+    use rustls_pki_types::pem::PemObject;
+    let mut config =
+        kube::Config::new(format!("https://{}", c.identity_addr).parse().expect("url"));
+    let pem = std::fs::read(c.identity_certs.join("ca.crt")).expect("identity CA");
+    config.root_cert = Some(
+        rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+            .map(|c| c.expect("CA").to_vec())
+            .collect(),
+    );
+    let client = kube::Client::try_from(config).expect("client");
+    let body = serde_json::json!({"organization": org, "email": email, "password": password});
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/api/v1/login")
+        .header("content-type", "application/json")
+        .header("user-agent", agent)
+        .body(kube::client::Body::from(body.to_string().into_bytes()))
+        .expect("request");
+    match client.send(req).await {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
 }

@@ -121,10 +121,9 @@ pub fn refused(state: &AppState, m: &Membership, now: u64) -> Option<&'static st
     if let Some(why) = cut_off(m, timestamp(now)) {
         return Some(why.reason());
     }
-    let org = m.namespace().unwrap_or_default();
     state
         .revocations
-        .revoked(&org, &m.spec.email)
+        .revoked(m.metadata.uid.as_deref().unwrap_or_default())
         .then_some("Revoked")
 }
 

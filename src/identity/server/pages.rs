@@ -241,13 +241,22 @@ fn invitation_error(e: &service::Error) -> Response {
 /// The invited Membership, by name from the caches, if it may accept now: not disabled,
 /// expired, being deleted or cut off by a change the caches have not seen yet. A member who
 /// may not accept sees the same page as for an unknown link.
-fn invited(state: &AppState, org: &str, member: &str) -> Option<Arc<crate::api::Membership>> {
+/// With the member, the rights the link must have been issued for (`access::invitation_scope`).
+fn invited(
+    state: &AppState,
+    org: &str,
+    member: &str,
+) -> Option<(Arc<crate::api::Membership>, String)> {
     let m = state
         .memberships
         .get(&kube::runtime::reflector::ObjectRef::new(member).within(org))?;
+    let o = state
+        .orgs
+        .get(&kube::runtime::reflector::ObjectRef::new(org).within(org))?;
+    let scope = crate::access::invitation_scope(&o, &m);
     flow::refused(state, &m, super::now())
         .is_none()
-        .then_some(m)
+        .then_some((m, scope))
 }
 
 pub async fn accept_form(
@@ -258,12 +267,12 @@ pub async fn accept_form(
     if let Some(page) = limited(&state, addr.as_deref()) {
         return page;
     }
-    let Some(m) = invited(&state, &q.org, &q.member) else {
+    let Some((m, scope)) = invited(&state, &q.org, &q.member) else {
         return invitation_error(&invitation::Error::Unknown.into());
     };
     if let Err(e) = state
         .identity
-        .check_invitation(&m, &q.token, super::now())
+        .check_invitation(&m, &scope, &q.token, super::now())
         .await
     {
         return invitation_error(&e);
@@ -349,7 +358,7 @@ pub async fn accept(
         member: f.member.clone(),
         token: f.token.clone(),
     };
-    let Some(m) = invited(&state, &f.org, &f.member) else {
+    let Some((m, scope)) = invited(&state, &f.org, &f.member) else {
         return invitation_error(&invitation::Error::Unknown.into());
     };
     let min = min_length(&state, &f.org);
@@ -365,7 +374,7 @@ pub async fn accept(
     let now = super::now();
     let outcome = state
         .identity
-        .accept(&m, &f.token, &Secret::new(f.password), min, now)
+        .accept(&m, &scope, &f.token, &Secret::new(f.password), min, now)
         .await;
     match outcome {
         Ok(()) => {}

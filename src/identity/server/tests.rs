@@ -273,7 +273,7 @@ async fn token_review_checks_signature_purpose_generation_and_the_member_now() {
     }
 
     // Cut off now: by the webhook's note, before any cache knows.
-    f.state.revocations.note(NS, "bob@acme.example");
+    f.state.revocations.note("bob-uid");
     let v = review(&f, good.expose()).await;
     assert_eq!(v["status"]["error"], "roster: Revoked");
 
@@ -503,7 +503,7 @@ async fn authorization_denies_members_no_longer_in_good_standing_and_otherwise_a
     let v = authorize(&f, json!(["roster:acme"]), gone).await;
     assert_eq!(v["status"]["reason"], "roster: MemberGone");
 
-    f.state.revocations.note(NS, "bob@acme.example");
+    f.state.revocations.note("bob-uid");
     let v = authorize(&f, json!(["roster:acme"]), ours).await;
     assert_eq!(v["status"]["denied"], true);
     assert_eq!(v["status"]["reason"], "roster: Revoked");
