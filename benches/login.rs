@@ -168,8 +168,8 @@ fn main() {
             );
             m.metadata.namespace = Some("acme".into());
             members.apply_watcher_event(&Event::Apply(m));
-            identity
-                .store
+            // Seeded directly in the store, as accepted members (the bench measures logins).
+            roster::identity::store::Store::new(client.clone(), "roster-system")
                 .create(
                     "acme",
                     &email,

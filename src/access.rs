@@ -11,7 +11,7 @@ use kube::ResourceExt;
 
 use crate::api::{
     AccessEntry, EffectiveRole, Membership, MfaState, MfaStatus, OrgRole, Organization, Phase,
-    ProjectRole, parse_duration,
+    ProjectRole,
 };
 
 /// Why a member is cut off from everything right now, judged on the Membership alone: the
@@ -390,13 +390,8 @@ fn mfa_status(inp: &Inputs<'_>, m: &Membership, next: &mut NextChange) -> MfaSta
     .flatten()
     .max()
     .unwrap_or(now);
-    let grace = parse_duration(
-        "spec.security.mfa.gracePeriod",
-        &org.spec.security.mfa.grace_period,
-    )
-    .ok()
-    .and_then(|d| SignedDuration::try_from(d).ok())
-    .unwrap_or(SignedDuration::ZERO);
+    let grace = SignedDuration::try_from(org.spec.security.mfa.grace_period())
+        .unwrap_or(SignedDuration::MAX);
     let deadline = start.checked_add(grace).unwrap_or(Timestamp::MAX);
     next.at(deadline, now);
     let state = if now < deadline {

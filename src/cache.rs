@@ -333,8 +333,15 @@ mod tests {
         assert_ne!(trigger_fingerprint(&base), trigger_fingerprint(&deleting));
 
         let mut nonce = base.clone();
-        nonce.metadata.annotations =
-            Some([("roster.dev/unlock".to_string(), "n1".to_string())].into());
+        nonce.metadata.annotations = Some(
+            [(
+                crate::api::contract::Request::Unlock
+                    .annotation()
+                    .to_string(),
+                "n1".to_string(),
+            )]
+            .into(),
+        );
         assert_ne!(trigger_fingerprint(&base), trigger_fingerprint(&nonce));
     }
 

@@ -144,6 +144,53 @@ impl Default for LockoutPolicy {
     }
 }
 
+/// A spec duration, parsed; one the CRD's rule let through but that does not parse (or is
+/// negative) counts as the default, so no code path invents a value of its own.
+fn duration_or(field: &'static str, value: &str, default: fn() -> String) -> std::time::Duration {
+    super::parse_duration(field, value)
+        .or_else(|_| super::parse_duration(field, &default()))
+        .unwrap_or_default()
+}
+
+impl SecurityPolicy {
+    pub fn invitation_ttl(&self) -> std::time::Duration {
+        duration_or(
+            "spec.security.invitationTTL",
+            &self.invitation_ttl,
+            default_invitation_ttl,
+        )
+    }
+
+    pub fn session_ttl(&self) -> std::time::Duration {
+        duration_or(
+            "spec.security.sessionTTL",
+            &self.session_ttl,
+            default_session_ttl,
+        )
+    }
+}
+
+impl MfaPolicy {
+    pub fn grace_period(&self) -> std::time::Duration {
+        duration_or(
+            "spec.security.mfa.gracePeriod",
+            &self.grace_period,
+            default_grace_period,
+        )
+    }
+}
+
+impl LockoutPolicy {
+    /// Zero: locked until an admin unlocks.
+    pub fn lock_duration(&self) -> std::time::Duration {
+        duration_or(
+            "spec.security.lockout.lockDuration",
+            &self.lock_duration,
+            default_lock_duration,
+        )
+    }
+}
+
 // Durations are kept as the strings users wrote (Go syntax, checked by CEL) so that what a
 // GitOps tool applied is what it reads back; `parse_duration` turns them into values.
 fn default_invitation_ttl() -> String {

@@ -357,14 +357,9 @@ async fn identity(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
     let ttl = w
         .org
         .as_ref()
-        .and_then(|o| {
-            crate::api::parse_duration(
-                "spec.security.invitationTTL",
-                &o.spec.security.invitation_ttl,
-            )
-            .ok()
-        })
-        .map_or(7 * 24 * 3600, |d| d.as_secs());
+        .map(|o| o.spec.security.invitation_ttl())
+        .unwrap_or_else(|| crate::api::SecurityPolicy::default().invitation_ttl())
+        .as_secs();
     let mut first_error = Ok(());
     for action in &plan.identity {
         let (what, membership, outcome) = match action {

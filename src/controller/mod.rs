@@ -275,3 +275,7 @@ impl Context {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "apply_tests.rs"]
+mod apply_tests;

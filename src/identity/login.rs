@@ -194,11 +194,6 @@ pub async fn attempt(
         .await
 }
 
-/// Dummy verification for unknown members: same cost as a real one, result ignored.
-pub async fn waste_equal_time(hasher: &Hasher, password: &Secret) {
-    hasher.verify_nothing(password).await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

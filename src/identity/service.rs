@@ -71,15 +71,18 @@ fn stored(inv: &Invitation) -> invitation::Stored {
     }
 }
 
+/// Everything identity does, as operations: the controller's (invite, unlock, reset MFA,
+/// forget), the pages' and API's (accept, enrol, log in, tokens), the log. Its keys, store and
+/// mailer are its own; nothing reaches around it to them.
 pub struct Identity {
-    pub store: Store,
-    pub hasher: Hasher,
-    pub seal: seal::Key,
-    pub signer: token::Signer,
+    store: Store,
+    hasher: Hasher,
+    seal: seal::Key,
+    signer: token::Signer,
     /// Where members reach the identity pages, e.g. https://id.acme.example.
-    pub public_url: String,
-    pub mailer: Option<Mailer>,
-    pub log: SecurityLog,
+    public_url: String,
+    mailer: Option<Mailer>,
+    log: SecurityLog,
     client: Client,
 }
 
@@ -494,8 +497,89 @@ impl Identity {
         Ok(())
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// Moves ownership of `org` to `new_owner`: roster writes `spec.owner` (the caller has
+    /// re-authenticated the owner); the admission webhook still checks the new owner.
+    pub async fn transfer_ownership(&self, org: &str, new_owner: &str) -> kube::Result<()> {
+        let api: Api<crate::api::Organization> = Api::namespaced(self.client.clone(), org);
+        let patch = serde_json::json!({"spec": {"owner": new_owner}});
+        api.patch(
+            org,
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// One login attempt for the member of `org` with `email` (of Membership UID `uid`),
+    /// counted toward lockout with compare-and-swap.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn attempt_login(
+        &self,
+        org: &str,
+        email: &str,
+        uid: Option<&str>,
+        password: &Secret,
+        code: Option<&str>,
+        policy: &super::lockout::Policy,
+        now: u64,
+    ) -> std::result::Result<super::login::Attempt, super::store::Error> {
+        let keys = super::login::Keys {
+            hasher: &self.hasher,
+            seal: &self.seal,
+        };
+        super::login::attempt(
+            &self.store,
+            org,
+            email,
+            uid,
+            password,
+            code,
+            &keys,
+            policy,
+            now,
+        )
+        .await
+    }
+
+    /// The argon2 work of one wrong password, for a guess that has nothing to check against.
+    pub async fn spend_like_a_login(&self, password: &Secret) {
+        self.hasher.verify_nothing(password).await;
+    }
+
+    /// The member's record as stored (this process's writes included).
+    pub async fn record(&self, org: &str, email: &str) -> Result<Record> {
+        Ok(self.store.get(org, email).await?)
+    }
+
+    /// The member's record as this process knows it, without an API call (TokenReview).
+    pub fn known_record(
+        &self,
+        org: &str,
+        email: &str,
+    ) -> Option<std::result::Result<Record, super::store::Error>> {
+        self.store.known_record(org, email)
+    }
+
+    pub fn sign(&self, claims: &token::Claims) -> Secret {
+        self.signer.sign(claims)
+    }
+
+    pub fn verify(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> std::result::Result<token::Claims, token::Error> {
+        self.signer.verify(token, now)
+    }
+
+    pub fn log(&self, entry: Entry) {
+        self.log.record(entry);
+    }
+
+    /// Where members reach the identity pages.
+    pub fn public_url(&self) -> &str {
+        &self.public_url
     }
 }
 

@@ -8,7 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::access::{cut_off, is_bootstrap};
-use crate::api::contract::{BOOTSTRAP_LABEL, Request as Ask};
+use crate::api::contract::{ADOPT_ANNOTATION, BOOTSTRAP_LABEL, Request as Ask};
 use crate::api::{Membership, MfaExemption, OrgRole, Organization, Project, ProjectRole};
 use crate::controller::plan::project_namespace;
 use crate::subjects::Subjects;
@@ -520,7 +520,7 @@ fn namespace_within_organization(req: &Request<'_>, subject: &Object) -> Decisio
         return deny(
             "ProjectNamespaceOutsideOrganization",
             format!(
-                "a Project of organization {ns} lives in a namespace named {ns}-…; {target} can only be handed over by a platform admin (a trusted identity creates the Project, and the namespace is annotated roster.dev/adopt={ns}/{})",
+                "a Project of organization {ns} lives in a namespace named {ns}-…; {target} can only be handed over by a platform admin (a trusted identity creates the Project, and the namespace is annotated {ADOPT_ANNOTATION}={ns}/{})",
                 p.name_any()
             ),
         );

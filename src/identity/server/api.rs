@@ -10,16 +10,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewStatus, UserInfo};
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
-use kube::api::{Patch, PatchParams};
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::pages::client;
 use super::{AppState, LoginError, LoginOk, flow};
-use crate::api::Organization;
 use crate::api::contract::{
-    EXTRA_GENERATION, EXTRA_MEMBERSHIP, FIELD_MANAGER, member_username, organization_group,
+    EXTRA_GENERATION, EXTRA_MEMBERSHIP, member_username, organization_group,
 };
 use crate::identity::Secret;
 use crate::identity::audit::Entry;
@@ -112,7 +110,7 @@ pub async fn login(
             "MfaEnrolmentRequired",
             &format!(
                 "your organization requires two-factor authentication: log in once at {}/login to set it up",
-                state.identity.public_url
+                state.identity.public_url()
             ),
         ),
         Err(e) => login_error(&e),
@@ -166,7 +164,7 @@ pub async fn ownership_transfer(
         if let Some(r) = reason {
             e = e.reason(r);
         }
-        state.identity.log.record(e);
+        state.identity.log(e);
     };
     if !o.spec.owner.eq_ignore_ascii_case(&m.spec.email) {
         log(
@@ -192,17 +190,12 @@ pub async fn ownership_transfer(
             "set up two-factor authentication before transferring ownership",
         );
     }
-    let api: Api<Organization> = Api::namespaced(state.identity.client().clone(), &o.name_any());
-    let patch = json!({"spec": {"owner": b.new_owner}});
-    match api
-        .patch(
-            &o.name_any(),
-            &PatchParams::apply(FIELD_MANAGER),
-            &Patch::Merge(&patch),
-        )
+    match state
+        .identity
+        .transfer_ownership(&o.name_any(), &b.new_owner)
         .await
     {
-        Ok(_) => {
+        Ok(()) => {
             log(
                 "OwnershipTransferred",
                 None,

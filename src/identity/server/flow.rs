@@ -10,10 +10,10 @@ use kube::ResourceExt;
 use super::AppState;
 use crate::access::{cut_off, mfa_required_of};
 use crate::api::contract::{EXTRA_GENERATION, EXTRA_MEMBERSHIP, parse_member_username};
-use crate::api::{Membership, Organization, parse_duration};
+use crate::api::{Membership, Organization};
 use crate::identity::audit::Entry;
 use crate::identity::lockout::Policy;
-use crate::identity::login::{self, Attempt, Keys};
+use crate::identity::login::Attempt;
 use crate::identity::token::{self, Claims};
 use crate::identity::{Secret, store};
 
@@ -130,17 +130,12 @@ pub fn refused(state: &AppState, m: &Membership, now: u64) -> Option<&'static st
 pub fn lockout_policy(o: &Organization) -> Policy {
     Policy {
         max_failed: o.spec.security.lockout.max_failed_attempts,
-        lock_seconds: parse_duration("lockDuration", &o.spec.security.lockout.lock_duration)
-            .map(|d| d.as_secs())
-            .unwrap_or(15 * 60),
+        lock_seconds: o.spec.security.lockout.lock_duration().as_secs(),
     }
 }
 
 fn session_ttl(o: &Organization) -> u64 {
-    parse_duration("sessionTTL", &o.spec.security.session_ttl)
-        .map(|d| d.as_secs())
-        .unwrap_or(8 * 3600)
-        .max(60)
+    o.spec.security.session_ttl().as_secs().max(60)
 }
 
 /// MFA required for this member and not exempt now.
@@ -204,7 +199,7 @@ pub async fn authenticate(
     check_sizes(r)?;
     let id = &state.identity;
     let log = |reason: &str| {
-        id.log.record(
+        id.log(
             Entry::new(&r.organization, Some(&r.email), event)
                 .reason(reason)
                 .client(r.source_ip.clone(), r.user_agent.as_deref()),
@@ -220,32 +215,27 @@ pub async fn authenticate(
         return Err(LoginError::RateLimited(retry_after(wait)));
     }
     let Some((o, m)) = member(state, &r.organization, &r.email) else {
-        login::waste_equal_time(&id.hasher, &r.password).await;
+        id.spend_like_a_login(&r.password).await;
         log("UnknownMember");
         return Err(LoginError::Invalid);
     };
     if let Some(why) = refused(state, &m, now) {
-        login::waste_equal_time(&id.hasher, &r.password).await;
+        id.spend_like_a_login(&r.password).await;
         log(why);
         return Err(LoginError::Invalid);
     }
     let email = m.spec.email.clone();
-    let keys = Keys {
-        hasher: &id.hasher,
-        seal: &id.seal,
-    };
-    let attempt = login::attempt(
-        &id.store,
-        &r.organization,
-        &email,
-        m.metadata.uid.as_deref(),
-        &r.password,
-        r.code.as_deref(),
-        &keys,
-        &lockout_policy(&o),
-        now,
-    )
-    .await;
+    let attempt = id
+        .attempt_login(
+            &r.organization,
+            &email,
+            m.metadata.uid.as_deref(),
+            &r.password,
+            r.code.as_deref(),
+            &lockout_policy(&o),
+            now,
+        )
+        .await;
     match attempt {
         Ok(Attempt::Accepted {
             generation,
@@ -254,7 +244,7 @@ pub async fn authenticate(
         Ok(Attempt::Failed { why, locked, .. }) => {
             log(why.reason());
             if locked {
-                id.log.record(
+                id.log(
                     Entry::new(&r.organization, Some(&email), "Locked")
                         .client(r.source_ip.clone(), r.user_agent.as_deref()),
                 );
@@ -293,16 +283,14 @@ pub async fn login(state: &AppState, r: &Request) -> Result<LoginOk, LoginError>
             .client(r.source_ip.clone(), r.user_agent.as_deref())
     };
     if !enrolled && mfa_required(&o, &m, now) {
-        id.log.record(entry("LoginNeedsMfaEnrolment"));
-        let ticket = id
-            .signer
-            .sign(&claims(&o, &m, generation, token::ENROL, &[], now));
+        id.log(entry("LoginNeedsMfaEnrolment"));
+        let ticket = id.sign(&claims(&o, &m, generation, token::ENROL, &[], now));
         return Ok(LoginOk::MustEnrol { ticket });
     }
     let c = claims(&o, &m, generation, token::SESSION, &state.audiences, now);
-    id.log.record(entry("LoginSucceeded"));
+    id.log(entry("LoginSucceeded"));
     Ok(LoginOk::Session {
-        token: id.signer.sign(&c),
+        token: id.sign(&c),
         expires_at: c.exp,
         membership: Box::new((*m).clone()),
     })
@@ -311,7 +299,7 @@ pub async fn login(state: &AppState, r: &Request) -> Result<LoginOk, LoginError>
 /// An enrolment ticket's claims, if it is valid now and its member is still in good
 /// standing (present, same Membership, enabled, same credential generation).
 pub fn enrol_ticket(state: &AppState, ticket: &str, now: u64) -> Option<Claims> {
-    let c = state.identity.signer.verify(ticket, now).ok()?;
+    let c = state.identity.verify(ticket, now).ok()?;
     if c.purpose != token::ENROL {
         return None;
     }
@@ -329,11 +317,7 @@ pub fn review(
     audiences: &[String],
     now: u64,
 ) -> Result<(Claims, Arc<Membership>, Vec<String>), &'static str> {
-    let c = state
-        .identity
-        .signer
-        .verify(token, now)
-        .map_err(|e| e.reason())?;
+    let c = state.identity.verify(token, now).map_err(|e| e.reason())?;
     if c.purpose != token::SESSION {
         return Err("TokenWrongPurpose");
     }
@@ -399,7 +383,6 @@ fn standing(state: &AppState, c: &Claims, now: u64) -> Result<Arc<Membership>, &
     }
     let record = state
         .identity
-        .store
         .known_record(&c.org, &m.spec.email)
         .ok_or("CredentialsGone")?
         .map_err(|e| e.reason())?;

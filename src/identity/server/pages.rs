@@ -292,7 +292,10 @@ fn min_length(state: &AppState, org: &str) -> u32 {
         .state()
         .into_iter()
         .find(|o| o.name_any() == org)
-        .map_or(12, |o| o.spec.security.password_min_length)
+        .map_or(
+            crate::api::SecurityPolicy::default().password_min_length,
+            |o| o.spec.security.password_min_length,
+        )
         .max(crate::identity::password::MIN_LENGTH_FLOOR as u32)
 }
 
@@ -401,15 +404,13 @@ pub async fn accept(
             "Your password is set. Log in now.",
         );
     }
-    let generation = match state.identity.store.get(&f.org, &m.spec.email).await {
+    let generation = match state.identity.record(&f.org, &m.spec.email).await {
         Ok(r) => r.generation,
         Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
-    let ticket =
-        state
-            .identity
-            .signer
-            .sign(&flow::claims(&o, &m, generation, token::ENROL, &[], now));
+    let ticket = state
+        .identity
+        .sign(&flow::claims(&o, &m, generation, token::ENROL, &[], now));
     match state.identity.begin_enrolment(&f.org, &m.spec.email).await {
         Ok(seed) => enrol_page(
             StatusCode::OK,
@@ -435,7 +436,7 @@ fn enrol_page(
 ) -> Response {
     let issuer = state
         .identity
-        .public_url
+        .public_url()
         .split("://")
         .nth(1)
         .unwrap_or("roster")
@@ -516,7 +517,7 @@ pub async fn enrol(
             "Two-factor authentication is on. Log in with your password and a code.",
         ),
         Err(e @ service::Error::Totp(_)) => {
-            let record = state.identity.store.get(&c.org, &c.email).await.ok();
+            let record = state.identity.record(&c.org, &c.email).await.ok();
             match record.and_then(|r| state.identity.pending_seed(&c.org, &c.email, &r)) {
                 Some(seed) => enrol_page(
                     StatusCode::BAD_REQUEST,

@@ -1,0 +1,344 @@
+//! The tier between the pure `plan()` and the real API server: `apply()` and `reconcile()`
+//! against a scripted API (a tower service standing in for the API server, as kube-rs's
+//! controller-rs tests do). It records every request and answers each one by a rule of the
+//! test's: the order of writes, what one failure holds back (and what it does not), and that a
+//! converged world costs no request at all.
+
+use std::sync::{Arc, Mutex};
+
+use http::{Method, Request, Response, StatusCode};
+use kube::client::Body;
+use serde_json::{Value, json};
+
+use super::plan::{Plan, Settings, World, plan};
+use super::*;
+use crate::fixtures::{NS, member, org, project, ts};
+
+type Rule = dyn Fn(&Method, &str, &Value) -> Option<(StatusCode, Value)> + Send + Sync;
+
+/// The scripted API server: every request, in order; `rule` may answer one (else: success,
+/// echoing the body, which is what an apply answers with).
+#[derive(Clone)]
+struct Scripted {
+    log: Arc<Mutex<Vec<(Method, String)>>>,
+    rule: Arc<Rule>,
+}
+
+impl Scripted {
+    fn new(
+        rule: impl Fn(&Method, &str, &Value) -> Option<(StatusCode, Value)> + Send + Sync + 'static,
+    ) -> Scripted {
+        Scripted {
+            log: Arc::default(),
+            rule: Arc::new(rule),
+        }
+    }
+
+    fn ok() -> Scripted {
+        Scripted::new(|_, _, _| None)
+    }
+
+    fn client(&self) -> Client {
+        let me = self.clone();
+        let svc = tower::service_fn(move |req: Request<Body>| {
+            let me = me.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let bytes = body.collect_bytes().await.unwrap_or_default();
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let path = parts.uri.path().to_string();
+                if let Ok(mut log) = me.log.lock() {
+                    log.push((parts.method.clone(), path.clone()));
+                }
+                let (status, answer) = (me.rule)(&parts.method, &path, &body)
+                    .unwrap_or_else(|| (StatusCode::OK, echo(&parts.method, &path, body)));
+                Ok::<_, std::convert::Infallible>(
+                    Response::builder()
+                        .status(status)
+                        .header("content-type", "application/json")
+                        .body(Body::from(answer.to_string().into_bytes()))
+                        .expect("response"),
+                )
+            }
+        });
+        Client::new(svc, NS)
+    }
+
+    /// The writes made, as "VERB path".
+    fn writes(&self) -> Vec<String> {
+        self.log
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .filter(|(m, _)| *m != Method::GET)
+                    .map(|(m, p)| format!("{m} {p}"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// What the API server answers a successful write with: the object (a status or finalizer patch
+/// carries only part of it, so a whole object of the kind is made up around it).
+fn echo(method: &Method, path: &str, mut body: Value) -> Value {
+    if *method == Method::DELETE {
+        return json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "metadata": {}});
+    }
+    if body.get("metadata").is_none() {
+        body["metadata"] = json!({"name": "x"});
+    }
+    if path.contains("/roster.dev/") && body.get("spec").is_none() {
+        body["spec"] = if path.contains("/organizations/") {
+            json!({"owner": "x@y.example"})
+        } else if path.contains("/memberships/") {
+            json!({"email": "x@y.example"})
+        } else {
+            json!({})
+        };
+    }
+    body
+}
+
+fn forbidden(message: &str) -> (StatusCode, Value) {
+    (
+        StatusCode::FORBIDDEN,
+        json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Forbidden",
+               "code": 403, "message": message, "metadata": {}}),
+    )
+}
+
+fn context(client: Client) -> Context {
+    let caches = crate::cache::Caches::new(&client, None);
+    let (stores, _) = caches.split();
+    let (namespaces, _) = kube::runtime::reflector::store();
+    Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "roster".into(),
+                instance: None,
+            },
+        ),
+        client,
+        stores,
+        namespaces,
+        config: Config {
+            settings: Settings::default(),
+            metrics: crate::metrics::Metrics::new(),
+            resync: Duration::from_secs(600),
+            identity: None,
+        },
+        failures: Mutex::new(HashMap::new()),
+    }
+}
+
+/// acme with projects one and two, dave Viewer in both.
+fn acme() -> World {
+    let mut o = org("alice@acme.example");
+    o.metadata.finalizers = Some(vec![labels::FINALIZER.into()]);
+    let with_finalizer = |mut p: Project| {
+        p.metadata.finalizers = Some(vec![labels::FINALIZER.into()]);
+        p
+    };
+    World {
+        namespace: NS.into(),
+        home_terminating: false,
+        home_is_project_of: None,
+        org: Some(o),
+        stray_orgs: vec![],
+        projects: vec![
+            with_finalizer(project("one")),
+            with_finalizer(project("two")),
+        ],
+        memberships: vec![
+            member("alice", Some(crate::api::OrgRole::Admin), &[]),
+            member(
+                "dave",
+                Some(crate::api::OrgRole::Member),
+                &[
+                    ("one", crate::api::ProjectRole::Viewer),
+                    ("two", crate::api::ProjectRole::Viewer),
+                ],
+            ),
+        ],
+        namespaces: BTreeMap::new(),
+        rolebindings: vec![],
+        credentials: BTreeMap::new(),
+        now: ts("2026-01-10T00:00:00Z"),
+    }
+}
+
+/// What the API server holds after a plan went through (the parts `plan()` reads back).
+fn applied(mut w: World, p: &Plan) -> World {
+    for n in p.create_namespaces.iter().chain(&p.adopt_namespaces) {
+        w.namespaces.insert(n.name_any(), n.clone());
+    }
+    let key = |rb: &k8s_openapi::api::rbac::v1::RoleBinding| {
+        (
+            rb.metadata.namespace.clone().unwrap_or_default(),
+            rb.name_any(),
+        )
+    };
+    w.rolebindings
+        .retain(|rb| !p.delete_rolebindings.contains(&key(rb)));
+    for rb in &p.rolebindings {
+        w.rolebindings.retain(|have| key(have) != key(rb));
+        w.rolebindings.push(rb.clone());
+    }
+    if let (Some(o), Some(s)) = (w.org.as_mut(), &p.org_status) {
+        o.status = Some(s.clone());
+    }
+    for (name, s) in &p.project_status {
+        if let Some(x) = w.projects.iter_mut().find(|x| x.name_any() == *name) {
+            x.status = Some(s.clone());
+        }
+    }
+    for (name, s) in &p.membership_status {
+        if let Some(x) = w.memberships.iter_mut().find(|x| x.name_any() == *name) {
+            x.status = Some(s.clone());
+        }
+    }
+    w
+}
+
+fn position(writes: &[String], what: &str) -> usize {
+    writes
+        .iter()
+        .position(|w| w.contains(what))
+        .unwrap_or_else(|| panic!("no write of {what} in {writes:#?}"))
+}
+
+#[tokio::test]
+async fn a_new_organization_is_written_namespaces_first_and_its_status_last() {
+    let api = Scripted::ok();
+    let ctx = context(api.client());
+    let w = acme();
+    let p = plan(&w, &ctx.config.settings);
+    apply::apply(&ctx, &w, &p).await.expect("applied");
+    let writes = api.writes();
+    // Namespaces are created (POST), never applied over whatever might be there.
+    assert!(
+        writes.contains(&"POST /api/v1/namespaces".to_string()),
+        "{writes:#?}"
+    );
+    assert!(
+        !writes
+            .iter()
+            .any(|w| w.starts_with("PATCH /api/v1/namespaces/")),
+        "{writes:#?}"
+    );
+    let namespace = position(&writes, "POST /api/v1/namespaces");
+    let binding = position(&writes, "/namespaces/acme-one/rolebindings/");
+    assert!(
+        namespace < binding,
+        "a binding before its namespace: {writes:#?}"
+    );
+    let org_status = position(&writes, "/organizations/acme/status");
+    let last_status = writes
+        .iter()
+        .rposition(|w| w.ends_with("/status"))
+        .unwrap_or(0);
+    assert_eq!(
+        org_status, last_status,
+        "the Organization's status last: {writes:#?}"
+    );
+}
+
+#[tokio::test]
+async fn removals_come_first_and_one_broken_project_holds_back_nothing_else() {
+    // Converge acme, then disable dave and add a project whose namespace the API server
+    // refuses.
+    let settled = {
+        let w = acme();
+        let p = plan(&w, &Settings::default());
+        applied(w, &p)
+    };
+    let mut w = settled.clone();
+    w.memberships[1].spec.disabled = true;
+    w.projects.push(project("broken"));
+    let api = Scripted::new(|method, path, body| {
+        (*method == Method::POST
+            && path == "/api/v1/namespaces"
+            && body["metadata"]["name"] == "acme-broken")
+            .then(|| forbidden("namespaces \"acme-broken\" is forbidden by policy"))
+    });
+    let ctx = context(api.client());
+    let p = plan(&w, &ctx.config.settings);
+    let err = apply::apply(&ctx, &w, &p)
+        .await
+        .expect_err("the broken project fails");
+    assert_eq!(crate::Reason::reason(&err), "Forbidden", "{err}");
+    let writes = api.writes();
+    // dave's removal from the bindings of one and two went through, before anything else.
+    let first_removal = position(&writes, "/namespaces/acme-one/rolebindings/roster-viewer");
+    let second_removal = position(&writes, "/namespaces/acme-two/rolebindings/roster-viewer");
+    let broken = position(&writes, "POST /api/v1/namespaces");
+    assert!(
+        first_removal < broken && second_removal < broken,
+        "{writes:#?}"
+    );
+    // Nothing was written into the namespace that was never made; the broken project's
+    // status says why; the Organization's status is left to the failure report.
+    assert!(
+        !writes.iter().any(|w| w.contains("acme-broken/")),
+        "{writes:#?}"
+    );
+    assert!(
+        writes.iter().any(|w| w.contains("/projects/broken/status")),
+        "{writes:#?}"
+    );
+    assert!(
+        !writes
+            .iter()
+            .any(|w| w.contains("/organizations/acme/status")),
+        "{writes:#?}"
+    );
+    // Its finalizer went on before anything was tried for it (clean-up is guaranteed).
+    let finalizer = writes
+        .iter()
+        .position(|w| w.starts_with("PATCH") && w.ends_with("/projects/broken"))
+        .unwrap_or_else(|| panic!("no finalizer for broken: {writes:#?}"));
+    assert!(finalizer < broken, "{writes:#?}");
+}
+
+#[tokio::test]
+async fn a_converged_world_costs_no_request() {
+    let w = {
+        let w = acme();
+        let p = plan(&w, &Settings::default());
+        let w = applied(w, &p);
+        let p = plan(&w, &Settings::default());
+        applied(w, &p)
+    };
+    let p = plan(&w, &Settings::default());
+    assert_eq!(p.writes(), 0, "{p:?}");
+    let api = Scripted::ok();
+    let ctx = context(api.client());
+    apply::apply(&ctx, &w, &p).await.expect("applied");
+    assert_eq!(api.writes(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_namespace_made_by_someone_else_meanwhile_is_not_taken() {
+    let api = Scripted::new(|method, path, _| {
+        (*method == Method::POST && path == "/api/v1/namespaces").then(|| {
+            (
+                StatusCode::CONFLICT,
+                json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "AlreadyExists",
+                       "code": 409, "message": "namespaces already exists", "metadata": {}}),
+            )
+        })
+    });
+    let ctx = context(api.client());
+    let w = acme();
+    let p = plan(&w, &ctx.config.settings);
+    let err = apply::apply(&ctx, &w, &p).await.expect_err("taken");
+    assert_eq!(crate::Reason::reason(&err), "NamespaceTaken");
+    let writes = api.writes();
+    assert!(
+        !writes
+            .iter()
+            .any(|w| w.contains("/namespaces/acme-one/") || w.contains("/namespaces/acme-two/")),
+        "bindings written into a namespace roster did not create: {writes:#?}"
+    );
+}
