@@ -208,7 +208,7 @@ impl Store {
 
     /// The newest copy this process knows: the watch's, or its own write if the watch has
     /// not caught up (resourceVersions of one object only grow; etcd's are integers).
-    fn known(&self, name: &str) -> Option<KubeSecret> {
+    fn known(&self, name: &str) -> Option<Arc<KubeSecret>> {
         let cache = self.cache.as_ref()?;
         let watched = cache.get(&ObjectRef::new(name).within(&self.namespace));
         let rv = |s: &KubeSecret| {
@@ -222,10 +222,10 @@ impl Store {
         match (watched, own) {
             (Some(w), Some(o)) if rv(&w) >= rv(&o) && rv(&w).is_some() => {
                 written.remove(name);
-                Some((*w).clone())
+                Some(w)
             }
-            (_, Some(o)) => Some((*o).clone()),
-            (Some(w), None) => Some((*w).clone()),
+            (_, Some(o)) => Some(o),
+            (Some(w), None) => Some(w),
             (None, None) => None,
         }
     }
@@ -263,7 +263,7 @@ impl Store {
 
     async fn read(&self, org: &str, email: &str) -> Result<(Record, KubeSecret), Error> {
         if let Some(s) = self.known(&Store::secret_name(org, email)) {
-            return Ok((Store::parse(&s)?, s));
+            return Ok((Store::parse(&s)?, (*s).clone()));
         }
         self.read_fresh(org, email).await
     }
