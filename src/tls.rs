@@ -117,6 +117,21 @@ impl Certificates {
         })
     }
 
+    /// A certificate from PEM text: leaf, key, and the CA that signed it.
+    pub fn from_pem(cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<Certificates> {
+        use rustls::pki_types::pem::PemObject;
+        let bad = |what: String| Error::Config(what);
+        let cert_der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| bad(format!("not a PEM certificate: {e}")))?;
+        let key_der = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| bad(format!("not a PEM private key: {e}")))?;
+        Ok(Certificates {
+            ca_pem: ca_pem.into(),
+            cert_der: cert_der.to_vec(),
+            key_der: key_der.secret_der().to_vec(),
+        })
+    }
+
     /// A certificate made elsewhere (a file the operator or a test harness wrote): the leaf
     /// certificate and key in PEM, and the CA that signed it.
     pub fn from_pem_files(cert: &Path, key: &Path, ca: Option<&Path>) -> Result<Certificates> {
@@ -170,62 +185,211 @@ impl Certificates {
     }
 
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>> {
-        self.config(None)
+        server_config(Arc::new(Serving::new(self)?), None)
     }
 
     /// A server that completes a handshake only with a client certificate signed by one of the
-    /// CAs in `client_ca_pem` (the API server's, for the token and authorization webhooks):
-    /// anyone else gets a TLS failure and not a byte of HTTP.
+    /// CAs in `client_ca` (the API server's, for roster's webhooks): anyone else gets a TLS
+    /// failure and not a byte of HTTP.
     pub fn server_config_requiring_clients(
         &self,
         client_ca: &Path,
     ) -> Result<Arc<rustls::ServerConfig>> {
+        server_config(Arc::new(Serving::new(self)?), Some(client_ca))
+    }
+
+    /// Whether the leaf chains to `ca_pem` and is valid now for `name`, as a client would check
+    /// it: a CA in a Secret that did not sign what roster serves is caught at start, not by
+    /// the API server's first failed handshake.
+    pub fn verify(&self, name: &str) -> Result<()> {
+        use rustls::client::danger::ServerCertVerifier;
         use rustls::pki_types::pem::PemObject;
-        let bad = |what: String| Error::Pem {
-            path: client_ca.to_path_buf(),
-            what,
-        };
         let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&read(client_ca)?) {
-            let cert = cert.map_err(|e| bad(format!("not a PEM certificate: {e}")))?;
-            roots
-                .add(cert)
-                .map_err(|e| bad(format!("unusable certificate: {e}")))?;
+        for ca in rustls::pki_types::CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots.add(ca.map_err(config_err)?).map_err(config_err)?;
         }
-        if roots.is_empty() {
-            return Err(bad("no certificate in it".into()));
-        }
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
             Arc::new(roots),
             Arc::new(rustls::crypto::ring::default_provider()),
         )
         .build()
-        .map_err(|e| bad(e.to_string()))?;
-        self.config(Some(verifier))
+        .map_err(config_err)?;
+        let name = rustls::pki_types::ServerName::try_from(name.to_string()).map_err(config_err)?;
+        verifier
+            .verify_server_cert(
+                &rustls::pki_types::CertificateDer::from(self.cert_der.clone()),
+                &[],
+                &name,
+                &[],
+                rustls::pki_types::UnixTime::now(),
+            )
+            .map(drop)
+            .map_err(config_err)
     }
 
-    fn config(
-        &self,
-        clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
-    ) -> Result<Arc<rustls::ServerConfig>> {
+    fn certified_key(&self) -> Result<Arc<rustls::sign::CertifiedKey>> {
         let key =
             rustls::pki_types::PrivateKeyDer::try_from(self.key_der.clone()).map_err(config_err)?;
+        let signer = rustls::crypto::ring::sign::any_supported_type(&key).map_err(config_err)?;
         let cert = rustls::pki_types::CertificateDer::from(self.cert_der.clone());
-        let builder = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(config_err)?;
-        let builder = match clients {
-            Some(v) => builder.with_client_cert_verifier(v),
-            None => builder.with_no_client_auth(),
-        };
-        let mut config = builder
-            .with_single_cert(vec![cert], key)
-            .map_err(config_err)?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
+        Ok(Arc::new(rustls::sign::CertifiedKey::new(
+            vec![cert],
+            signer,
+        )))
     }
+}
+
+/// A CA whose key is kept (in roster's own namespace), so that serving certificates can be
+/// issued again before they expire while every client keeps trusting the same CA.
+pub struct Authority {
+    pub cert_pem: String,
+    key_pem: String,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authority(<redacted>)")
+    }
+}
+
+/// The CA's name: issuing again needs the very subject the CA certificate carries.
+const AUTHORITY_NAME: &str = "roster CA";
+
+fn authority_params() -> Result<CertificateParams> {
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.distinguished_name
+        .push(DnType::CommonName, AUTHORITY_NAME);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(ca)
+}
+
+impl Authority {
+    /// A new CA, valid for ten years.
+    pub fn generate() -> Result<Authority> {
+        let key = KeyPair::generate()?;
+        let mut ca = authority_params()?;
+        let now = time::OffsetDateTime::now_utc();
+        ca.not_before = now - time::Duration::hours(1);
+        ca.not_after = now + time::Duration::days(3650);
+        let cert = ca.self_signed(&key)?;
+        Ok(Authority {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Authority> {
+        KeyPair::from_pem(key_pem)?;
+        Ok(Authority {
+            cert_pem: cert_pem.into(),
+            key_pem: key_pem.into(),
+        })
+    }
+
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// A serving certificate for `names`, valid for `lifetime` from now.
+    pub fn issue(&self, names: &[String], lifetime: std::time::Duration) -> Result<Certificates> {
+        let issuer = Issuer::new(authority_params()?, KeyPair::from_pem(&self.key_pem)?);
+        let key = KeyPair::generate()?;
+        let mut leaf = CertificateParams::new(names.to_vec())?;
+        leaf.distinguished_name.push(DnType::CommonName, "roster");
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let now = time::OffsetDateTime::now_utc();
+        leaf.not_before = now - time::Duration::minutes(5);
+        leaf.not_after = now + time::Duration::seconds(lifetime.as_secs() as i64);
+        let cert = leaf.signed_by(&key, &issuer)?;
+        Ok(Certificates {
+            ca_pem: self.cert_pem.clone(),
+            cert_der: cert.der().to_vec(),
+            key_der: key.serialize_der(),
+        })
+    }
+}
+
+/// The certificate a listener serves, replaceable while it runs: a renewed certificate is
+/// picked up by the next handshake; connections that are open keep theirs.
+pub struct Serving(std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>);
+
+impl std::fmt::Debug for Serving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Serving(<certificate>)")
+    }
+}
+
+impl Serving {
+    pub fn new(certs: &Certificates) -> Result<Serving> {
+        Ok(Serving(std::sync::RwLock::new(certs.certified_key()?)))
+    }
+
+    pub fn set(&self, certs: &Certificates) -> Result<()> {
+        let key = certs.certified_key()?;
+        if let Ok(mut current) = self.0.write() {
+            *current = key;
+        }
+        Ok(())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for Serving {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.read().ok().map(|k| k.clone())
+    }
+}
+
+/// A server configuration serving `serving`'s certificate, and — with `client_ca` — completing
+/// a handshake only with a client certificate signed by one of the CAs in that file.
+pub fn server_config(
+    serving: Arc<Serving>,
+    client_ca: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>> {
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(config_err)?;
+    let builder = match client_ca {
+        Some(path) => builder.with_client_cert_verifier(client_verifier(path)?),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(serving);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn client_verifier(
+    client_ca: &Path,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+    use rustls::pki_types::pem::PemObject;
+    let bad = |what: String| Error::Pem {
+        path: client_ca.to_path_buf(),
+        what,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&read(client_ca)?) {
+        let cert = cert.map_err(|e| bad(format!("not a PEM certificate: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| bad(format!("unusable certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no certificate in it".into()));
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .map_err(|e| bad(e.to_string()))
 }
 
 /// Binds a port: done before anything points at it (the webhook registered, the API server
@@ -304,3 +468,31 @@ fn tag_peer<B>(peer: SocketAddr) -> impl Fn(http::Request<B>) -> http::Request<B
 /// The TCP peer of a request served by `serve` (the security log and rate limits use it).
 #[derive(Clone, Copy, Debug)]
 pub struct ClientAddr(pub SocketAddr);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A certificate issued again from the stored CA chains to the same CA: clients that trust
+    /// the CA (the webhook configuration's caBundle) never notice a renewal.
+    #[test]
+    fn a_stored_authority_issues_certificates_its_clients_trust() {
+        let ca = Authority::generate().expect("ca");
+        let again = Authority::from_pem(&ca.cert_pem, ca.key_pem()).expect("stored");
+        let names = vec!["roster.roster-system.svc".to_string()];
+        for authority in [&ca, &again] {
+            let leaf = authority
+                .issue(&names, std::time::Duration::from_secs(3600))
+                .expect("leaf");
+            leaf.verify("roster.roster-system.svc").expect("chains");
+            assert!(leaf.verify("other.example").is_err(), "names only its own");
+        }
+        // A CA whose certificate is not the one the key belongs to signs nothing clients trust.
+        let other = Authority::generate().expect("other");
+        let mixed = Authority::from_pem(&other.cert_pem, ca.key_pem()).expect("parses");
+        let leaf = mixed
+            .issue(&names, std::time::Duration::from_secs(3600))
+            .expect("leaf");
+        assert!(leaf.verify("roster.roster-system.svc").is_err());
+    }
+}

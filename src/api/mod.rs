@@ -13,6 +13,7 @@ mod membership;
 mod organization;
 #[allow(clippy::duplicated_attributes)]
 mod project;
+pub mod rbac;
 
 pub use membership::{
     AccessEntry, EffectiveRole, InvitationState, InvitationStatus, Membership, MembershipSpec,

@@ -56,6 +56,16 @@ pub enum Command {
         /// presents its client certificate there too (roster run --webhook-client-ca).
         #[arg(long, requires = "authn_url")]
         webhook_host: Option<String>,
+        /// With --authn-url at an address (a Service's ClusterIP): the name of roster's
+        /// certificate the API server verifies instead (tls-server-name), e.g.
+        /// roster-authn.roster-system.svc.
+        #[arg(long, requires = "authn_url")]
+        authn_server_name: Option<String>,
+        /// Also write the CA's private key (ca.key, mode 0600): put ca.crt and ca.key in the
+        /// Helm chart's serving Secret, and roster issues its certificates from this CA, which
+        /// the API server already trusts.
+        #[arg(long)]
+        keep_ca_key: bool,
     },
     /// kubectl exec credential plugin: log in to roster's identity server and print an
     /// ExecCredential (the token is cached until it expires).
@@ -169,6 +179,14 @@ pub struct RunArgs {
     /// Do not run the controller (webhook only; the caches are still kept).
     #[arg(long)]
     no_controller: bool,
+    /// Run as one of several replicas: elect a leader on this Lease in roster's namespace
+    /// (--namespace); only the leader reconciles, every replica serves the webhook and identity.
+    #[arg(long, env = "ROSTER_LEADER_ELECTION_LEASE")]
+    leader_election_lease: Option<String>,
+    /// This replica's name (its lease identity, and in its User-Agent). Default: POD_NAME, else
+    /// the host name.
+    #[arg(long, env = "POD_NAME")]
+    instance: Option<String>,
     /// Serve the admission webhook over TLS on this address, e.g. 0.0.0.0:8443.
     #[arg(long)]
     webhook_addr: Option<std::net::SocketAddr>,
@@ -185,6 +203,22 @@ pub struct RunArgs {
     /// keep the webhook port unreachable for anyone but the API server (NetworkPolicy).
     #[arg(long)]
     webhook_client_ca: Option<PathBuf>,
+    /// What roster writes of the ValidatingWebhookConfiguration `roster.dev`: `whole` (a
+    /// development setup), or `ca-bundle` only (the Helm chart owns the rest).
+    #[arg(long, value_enum, default_value = "whole")]
+    webhook_configuration: WebhookConfiguration,
+    /// Keep one serving certificate (CA and leaf) for every replica in this Secret of
+    /// roster's namespace, renewed before it expires; the webhook serves it, and so does the
+    /// identity server when it has no --identity-cert.
+    #[arg(long)]
+    serving_cert_secret: Option<String>,
+    /// DNS names for the shared serving certificate besides the webhook Service's (the
+    /// identity Service's, say).
+    #[arg(long = "serving-name", value_delimiter = ',')]
+    serving_names: Vec<String>,
+    /// Lifetime of a shared serving certificate; it is renewed in its last third.
+    #[arg(long, default_value = "2160h", value_parser = parse_duration)]
+    serving_cert_lifetime: Duration,
     /// Users that may do anything the organization rules allow (platform admins, GitOps).
     #[arg(
         long = "trusted-user",
@@ -272,6 +306,12 @@ pub enum LogFormat {
     Json,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WebhookConfiguration {
+    Whole,
+    CaBundle,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum SubjectMode {
     Roster,
@@ -288,7 +328,7 @@ fn subjects(mode: SubjectMode, prefix: &str) -> Subjects {
 }
 
 fn parse_duration(s: &str) -> std::result::Result<Duration, crate::api::BadDuration> {
-    crate::api::parse_duration("--resync", s)
+    crate::api::parse_duration("a duration flag", s)
 }
 
 impl RunArgs {
@@ -300,6 +340,7 @@ impl RunArgs {
                 addr,
                 endpoint: webhook_endpoint(&self.webhook_url, &self.webhook_service, addr)?,
                 client_ca: self.webhook_client_ca.clone(),
+                register_whole: self.webhook_configuration == WebhookConfiguration::Whole,
             }),
             None => None,
         };
@@ -353,7 +394,27 @@ impl RunArgs {
             }
             None => None,
         };
+        if self.leader_election_lease.is_some() && self.namespace.is_none() {
+            return Err(usage(
+                "--leader-election-lease needs --namespace (or POD_NAMESPACE): the Lease lives in roster's own namespace",
+            ));
+        }
+        let instance = self.instance.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| format!("roster-{}", std::process::id()))
+        });
+        if self.serving_cert_secret.is_some() && self.namespace.is_none() {
+            return Err(usage(
+                "--serving-cert-secret needs --namespace (or POD_NAMESPACE): the Secret lives in roster's own namespace",
+            ));
+        }
         Ok(runtime::Config {
+            serving_secret: self.serving_cert_secret.clone(),
+            serving_names: self.serving_names.clone(),
+            serving_lifetime: self.serving_cert_lifetime,
+            lease: self.leader_election_lease.clone(),
+            instance,
             log_format: match self.log_format {
                 LogFormat::Text => runtime::LogFormat::Text,
                 LogFormat::Json => runtime::LogFormat::Json,
@@ -422,11 +483,17 @@ pub fn dispatch(cli: Cli) -> Result<(), Error> {
             out_dir,
             authn_url,
             webhook_host,
+            authn_server_name,
+            keep_ca_key,
         } => Ok(super::certificate(
             &names,
             &out_dir,
-            authn_url.as_deref(),
-            webhook_host.as_deref(),
+            &super::certificate::Options {
+                authn_url: authn_url.as_deref(),
+                authn_server_name: authn_server_name.as_deref(),
+                webhook_host: webhook_host.as_deref(),
+                keep_ca_key,
+            },
         )?),
         Command::Login {
             server,
@@ -484,11 +551,7 @@ fn block_on(f: impl Future<Output = super::Result<()>>) -> Result<(), Error> {
 
 fn crds(write: bool, out: Vec<PathBuf>) -> Result<(), Error> {
     if write {
-        let paths: Vec<PathBuf> = crate::crdgen::COMMITTED_PATHS
-            .iter()
-            .map(PathBuf::from)
-            .collect();
-        return Ok(crate::crdgen::write_to(&paths)?);
+        return Ok(crate::crdgen::write_committed(std::path::Path::new("."))?);
     }
     if !out.is_empty() {
         return Ok(crate::crdgen::write_to(&out)?);

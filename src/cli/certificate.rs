@@ -4,7 +4,25 @@
 use std::path::Path;
 
 use super::{Result, write_file};
-use crate::tls::Certificates;
+use crate::tls::{Authority, Certificates};
+
+/// How long the certificate `roster certificate` writes is valid (roster does not renew
+/// files; a shared serving Secret made from `--keep-ca-key` is renewed by roster itself).
+const FILE_LIFETIME: std::time::Duration = std::time::Duration::from_secs(397 * 24 * 3600);
+
+/// What `roster certificate` writes besides the certificate itself.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Where the API server reaches roster's `--authn-addr`: its side of the token webhooks.
+    pub authn_url: Option<&'a str>,
+    /// The name to verify roster's certificate against when `authn_url` is an address (a
+    /// Service's ClusterIP): `tls-server-name` in the API server's kubeconfigs.
+    pub authn_server_name: Option<&'a str>,
+    /// The HOST:PORT the API server dials for the admission webhook.
+    pub webhook_host: Option<&'a str>,
+    /// Also write the CA's key (ca.key), for the chart's shared serving Secret.
+    pub keep_ca_key: bool,
+}
 
 /// Writes the identity server's certificate — `ca.crt`, `tls.crt`, `tls.key` — for `names`
 /// into `dir`; with `authn_url` (where the API server reaches roster's `--authn-addr`), also
@@ -16,13 +34,9 @@ use crate::tls::Certificates;
 /// admission webhook), also `admission.yaml` for `--admission-control-config-file`, so that the
 /// API server presents the same client certificate to roster's admission webhook (run with
 /// `--webhook-client-ca`). Keys are created with mode 0600.
-pub fn certificate(
-    names: &[String],
-    dir: &Path,
-    authn_url: Option<&str>,
-    webhook_host: Option<&str>,
-) -> Result<()> {
-    let certs = Certificates::generate(names)?;
+pub fn certificate(names: &[String], dir: &Path, options: &Options) -> Result<()> {
+    let authority = Authority::generate()?;
+    let certs = authority.issue(names, FILE_LIFETIME)?;
     std::fs::create_dir_all(dir).map_err(|source| super::Error::Write {
         path: dir.to_path_buf(),
         source,
@@ -33,7 +47,10 @@ pub fn certificate(
     write("ca.crt", &certs.ca_pem, false)?;
     write("tls.crt", &cert, false)?;
     write("tls.key", &key, true)?;
-    let Some(url) = authn_url else {
+    if options.keep_ca_key {
+        write("ca.key", authority.key_pem(), true)?;
+    }
+    let Some(url) = options.authn_url else {
         return Ok(());
     };
     // The API server's client identity for roster's token and authorization webhooks. Its CA
@@ -57,16 +74,20 @@ pub fn certificate(
         abs("apiserver-client.crt")?,
         abs("apiserver-client.key")?,
     );
+    let server_name = options
+        .authn_server_name
+        .map(|n| format!("\n    tls-server-name: {n}"))
+        .unwrap_or_default();
     for hook in ["authenticate", "authorize"] {
         write(
             &format!("{hook}-webhook.kubeconfig"),
             &format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: roster\n  cluster:\n    server: {url}/{hook}\n    certificate-authority: {ca}\nusers:\n- name: apiserver\n  user:\n    client-certificate: {crt}\n    client-key: {key}\ncontexts:\n- name: roster\n  context: {{cluster: roster, user: apiserver}}\ncurrent-context: roster\n"
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: roster\n  cluster:\n    server: {url}/{hook}\n    certificate-authority: {ca}{server_name}\nusers:\n- name: apiserver\n  user:\n    client-certificate: {crt}\n    client-key: {key}\ncontexts:\n- name: roster\n  context: {{cluster: roster, user: apiserver}}\ncurrent-context: roster\n"
             ),
             false,
         )?;
     }
-    if let Some(host) = webhook_host {
+    if let Some(host) = options.webhook_host {
         // The API server picks the user whose name is the webhook's host:port.
         write(
             "admission-webhook.kubeconfig",

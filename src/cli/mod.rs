@@ -5,7 +5,7 @@
 
 mod admin;
 pub mod args;
-mod certificate;
+pub mod certificate;
 mod login;
 
 use std::path::{Path, PathBuf};

@@ -127,6 +127,7 @@ fn context(client: Client) -> Context {
             metrics: crate::metrics::Metrics::new(),
             resync: Duration::from_secs(600),
             identity: None,
+            leadership: crate::runtime::Leadership::always(),
         },
         failures: Mutex::new(HashMap::new()),
     }

@@ -43,6 +43,8 @@ pub struct Config {
     pub resync: Duration,
     /// The identity service, when it runs: invitations, unlocks, MFA resets.
     pub identity: Option<Arc<crate::identity::service::Identity>>,
+    /// Whether this replica may write: only the leader reconciles.
+    pub leadership: crate::runtime::Leadership,
 }
 
 pub struct Context {
@@ -67,6 +69,7 @@ pub async fn run(
         .trigger_backoff(crate::cache::watch_backoff());
     let namespaces = controller.store();
     let (stores, triggers) = caches.split();
+    let ctx_leadership = config.leadership.clone();
     let ctx = Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
@@ -90,7 +93,10 @@ pub async fn run(
     if let Some(credentials) = triggers.credentials {
         controller = controller.watches_stream(credentials, organization_label);
     }
+    // On becoming leader, everything is planned again: another replica led until now.
+    let gained = ctx_leadership.gained();
     controller
+        .reconcile_all_on(gained)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -117,6 +123,10 @@ fn organization_label<K: Resource>(obj: K) -> Option<ObjectRef<Namespace>> {
 async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> {
     let name = ns.name_any();
     let started = std::time::Instant::now();
+    // Followers keep their caches (the webhook and identity read them) and write nothing.
+    if !ctx.config.leadership.is_leader() {
+        return Ok(Action::await_change());
+    }
     ctx.wait_for_caches().await?;
     // Kubernetes times have whole seconds: planning with sub-second precision would make a
     // status read back differ from the one written, and write it again.
@@ -133,7 +143,16 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> {
     }
     let plan = plan::plan(&world, &ctx.config.settings);
     let writes = plan.writes();
-    if let Err(e) = apply::apply(&ctx, &world, &plan).await {
+    // A lease lost meanwhile stops the writes at once (they are idempotent: the new leader
+    // plans again from what is there).
+    let applied = tokio::select! {
+        r = apply::apply(&ctx, &world, &plan) => r,
+        _ = ctx.config.leadership.lost() => {
+            tracing::warn!(namespace = %name, "lease lost during a reconcile: stopped");
+            return Ok(Action::await_change());
+        }
+    };
+    if let Err(e) = applied {
         apply::report_failure(&ctx, &world, &e).await;
         ctx.config
             .metrics

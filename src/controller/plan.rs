@@ -10,6 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
 use crate::access::{self, Evaluation, Inputs, ProjectView};
+use crate::api::rbac;
 use crate::api::{
     EffectiveRole, Membership, MembershipSpec, MembershipStatus, NamespaceDeletion, OrgRole,
     Organization, OrganizationStatus, Project, ProjectRole, ProjectStatus,
@@ -47,11 +48,24 @@ impl Default for Settings {
     }
 }
 
-/// ClusterRoles (shipped in config/clusterroles.yaml) bound in the organization's namespace.
+/// ClusterRoles (generated from `api::rbac`, shipped in the chart and config/) bound in the
+/// organization's namespace.
 pub const ORG_BINDINGS: [(&str, &str, EffectiveRole); 3] = [
-    ("roster-owner", "roster-org-owner", EffectiveRole::Owner),
-    ("roster-admins", "roster-org-admin", EffectiveRole::Admin),
-    ("roster-members", "roster-org-member", EffectiveRole::Member),
+    (
+        "roster-owner",
+        rbac::cluster_role(EffectiveRole::Owner),
+        EffectiveRole::Owner,
+    ),
+    (
+        "roster-admins",
+        rbac::cluster_role(EffectiveRole::Admin),
+        EffectiveRole::Admin,
+    ),
+    (
+        "roster-members",
+        rbac::cluster_role(EffectiveRole::Member),
+        EffectiveRole::Member,
+    ),
 ];
 
 /// What was observed in (and about) one organization's namespace.

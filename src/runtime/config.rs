@@ -18,6 +18,10 @@ pub struct Config {
     pub namespace: Option<String>,
     /// Run the controller; without it the caches are still kept for the webhook and identity.
     pub controller: bool,
+    /// Elect a leader on this Lease (in roster's namespace): only the leader reconciles.
+    pub lease: Option<String>,
+    /// This replica's name (the pod's): its lease identity and User-Agent.
+    pub instance: String,
     pub resync: Duration,
     /// How roles map to RBAC and which user names stand for members.
     pub settings: Settings,
@@ -25,6 +29,12 @@ pub struct Config {
     pub trusted_users: Vec<String>,
     pub trusted_groups: Vec<String>,
     pub metrics_addr: Option<SocketAddr>,
+    /// Keep one serving certificate for every replica in this Secret of roster's namespace.
+    pub serving_secret: Option<String>,
+    /// DNS names of that certificate (besides the webhook Service's).
+    pub serving_names: Vec<String>,
+    /// How long a serving certificate is valid; renewed in its last third.
+    pub serving_lifetime: Duration,
     pub webhook: Option<WebhookConfig>,
     pub identity: Option<IdentityConfig>,
 }
@@ -43,6 +53,9 @@ pub struct WebhookConfig {
     pub endpoint: Endpoint,
     /// Only clients with a certificate of this CA (the API server) get a TLS session.
     pub client_ca: Option<PathBuf>,
+    /// Write the whole ValidatingWebhookConfiguration (a development setup), or only its
+    /// caBundle (the Helm chart owns the rest, so that `helm uninstall` removes it).
+    pub register_whole: bool,
 }
 
 #[derive(Clone, Debug)]

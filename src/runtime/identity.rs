@@ -15,6 +15,7 @@ pub async fn start(
     client: &kube::Client,
     stores: &Stores,
     revocations: revocation::Revocations,
+    shared: Option<Arc<tls::Serving>>,
     shutdown: &Shutdown,
 ) -> Result<Arc<service::Identity>> {
     let keys = service::Keys::load_or_create(client.clone(), namespace).await?;
@@ -60,14 +61,17 @@ pub async fn start(
         )
         .with_credential_cache(credentials),
     );
-    let certs = match &config.cert {
-        Some((cert, key)) => tls::Certificates::from_pem_files(cert, key, None)?,
-        None => {
+    let serving = match (&config.cert, shared) {
+        (Some((cert, key)), _) => Arc::new(tls::Serving::new(&tls::Certificates::from_pem_files(
+            cert, key, None,
+        )?)?),
+        (None, Some(shared)) => shared,
+        (None, None) => {
             tracing::warn!(
                 "no --identity-cert: serving a certificate made now, which browsers and the API server will not trust"
             );
             let host = url_host(&config.public_url).unwrap_or_else(|| "localhost".into());
-            tls::Certificates::generate(&[host])?
+            Arc::new(tls::Serving::new(&tls::Certificates::generate(&[host])?)?)
         }
     };
     let state = Arc::new(server::AppState {
@@ -83,14 +87,14 @@ pub async fn start(
         "identity server",
         tls::serve(
             listener,
-            certs.server_config()?,
+            tls::server_config(serving.clone(), None)?,
             server::router(state.clone()),
             shutdown.wait(),
         ),
     );
     tracing::info!(addr = %config.addr, url = %config.public_url, ?audiences, "identity server listening");
     if let Some(authn) = &config.authn {
-        let tls_config = certs.server_config_requiring_clients(&authn.client_ca)?;
+        let tls_config = tls::server_config(serving, Some(&authn.client_ca))?;
         let listener = tls::listen(authn.addr).await?;
         shutdown.supervise(
             "token and authorization webhooks",

@@ -7,12 +7,15 @@ use kube::Client;
 use super::{Error, Result};
 use crate::api::{GROUP, VERSION};
 
-pub async fn client() -> Result<Client> {
+/// A client whose User-Agent names roster and this replica (`roster/<version> (<instance>)`):
+/// the API server's audit log tells the replicas' writes apart by it.
+pub async fn client(instance: &str) -> Result<Client> {
     let mut config = kube::Config::infer().await.map_err(Error::Kubeconfig)?;
-    config.headers.push((
-        http::header::USER_AGENT,
-        http::HeaderValue::from_static(concat!("roster/", env!("CARGO_PKG_VERSION"))),
+    let agent = format!("roster/{} ({instance})", env!("CARGO_PKG_VERSION"));
+    let agent = http::HeaderValue::from_str(&agent).unwrap_or(http::HeaderValue::from_static(
+        concat!("roster/", env!("CARGO_PKG_VERSION")),
     ));
+    config.headers.push((http::header::USER_AGENT, agent));
     let client = Client::try_from(config).map_err(Error::Client)?;
     client.apiserver_version().await.map_err(Error::ApiServer)?;
     Ok(client)

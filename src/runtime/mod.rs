@@ -18,6 +18,8 @@
 mod config;
 mod identity;
 mod kube_api;
+mod lease;
+mod serving;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +29,7 @@ use tokio::sync::watch;
 pub use config::{
     AuthnConfig, Config, IdentityConfig, LogFormat, SmtpConfig, WebhookConfig, url_host,
 };
+pub use lease::Leadership;
 
 use crate::Reason;
 use crate::cache::Caches;
@@ -62,6 +65,8 @@ pub enum Error {
     Argon2(#[from] crate::identity::password::Error),
     #[error("SMTP: {0}")]
     Smtp(#[from] crate::identity::mail::Error),
+    #[error("the shared serving certificate: {0}")]
+    ServingCertificate(String),
     #[error("internal: {0}")]
     Internal(&'static str),
 }
@@ -81,6 +86,7 @@ impl Reason for Error {
             Error::Identity(e) => e.reason(),
             Error::Argon2(e) => e.reason(),
             Error::Smtp(e) => e.reason(),
+            Error::ServingCertificate(_) => "ServingCertificateFailed",
             Error::Internal(_) => "Internal",
         }
     }
@@ -149,7 +155,7 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn serve(config: Config) -> Result<()> {
-    let client = kube_api::client().await?;
+    let client = kube_api::client(&config.instance).await?;
     kube_api::crds_installed(&client).await?;
     let shutdown = Shutdown::new();
     watch_signals(shutdown.clone(), config.lifeline);
@@ -180,11 +186,46 @@ async fn serve(config: Config) -> Result<()> {
         tracing::info!(%addr, "metrics and health endpoints listening");
     }
 
+    // One certificate for every replica (and every listener that has no files of its own).
+    let shared = match (&config.serving_secret, &config.namespace) {
+        (Some(secret), Some(ns)) => {
+            let mut names = config.serving_names.clone();
+            if let Some(w) = &config.webhook {
+                names.extend(certificate_names(&w.endpoint));
+            }
+            names.sort();
+            names.dedup();
+            Some(
+                serving::start(
+                    client.clone(),
+                    ns,
+                    secret,
+                    names,
+                    config.serving_lifetime,
+                    shutdown.wait(),
+                )
+                .await?,
+            )
+        }
+        (Some(_), None) => {
+            return Err(Error::Internal(
+                "a shared certificate needs roster's namespace",
+            ));
+        }
+        (None, _) => None,
+    };
+
     if let Some(w) = &config.webhook {
         // roster's own writes (bootstrap memberships, finalizers) pass its webhook: it trusts
         // the identity it runs as, and only that identity sets the labels roster trusts.
         let me = kube_api::own_username(&client).await?;
-        let certs = tls::Certificates::generate(&certificate_names(&w.endpoint))?;
+        let (serving, ca_pem) = match &shared {
+            Some(s) => (s.serving.clone(), s.ca_pem.clone()),
+            None => {
+                let certs = tls::Certificates::generate(&certificate_names(&w.endpoint))?;
+                (Arc::new(tls::Serving::new(&certs)?), certs.ca_pem)
+            }
+        };
         let state = Arc::new(webhook::AppState {
             index: webhook::StoreIndex {
                 orgs: stores.orgs.clone(),
@@ -205,10 +246,7 @@ async fn serve(config: Config) -> Result<()> {
             metrics: metrics.clone(),
             revocations: identity_ns.as_ref().map(|_| revocations.clone()),
         });
-        let tls_config = match &w.client_ca {
-            Some(ca) => certs.server_config_requiring_clients(ca)?,
-            None => certs.server_config()?,
-        };
+        let tls_config = tls::server_config(serving, w.client_ca.as_deref())?;
         // Bound before the webhook is registered: a port in use is an error at start.
         let listener = tls::listen(w.addr).await?;
         shutdown.supervise(
@@ -220,24 +258,30 @@ async fn serve(config: Config) -> Result<()> {
                 shutdown.wait(),
             ),
         );
-        webhook::register(
-            &client,
-            &w.endpoint,
-            &certs.ca_pem,
-            config.namespace.as_deref(),
-        )
-        .await?;
+        if w.register_whole {
+            webhook::register(&client, &w.endpoint, &ca_pem, config.namespace.as_deref()).await?;
+        } else {
+            webhook::register_ca_bundle(&client, &ca_pem).await?;
+        }
         tracing::info!(endpoint = ?w.endpoint, "webhook registered");
     }
 
     let identity = match (&config.identity, &identity_ns) {
         (Some(id), Some(ns)) => {
-            Some(identity::start(id, ns, &client, &stores, revocations, &shutdown).await?)
+            let serving = shared.as_ref().map(|s| s.serving.clone());
+            Some(identity::start(id, ns, &client, &stores, revocations, serving, &shutdown).await?)
         }
         (Some(_), None) => return Err(Error::Internal("identity needs roster's namespace")),
         _ => None,
     };
 
+    let leadership = match (&config.lease, &config.namespace) {
+        (Some(lease), Some(ns)) => {
+            lease::start(client.clone(), ns, lease, &config.instance, shutdown.wait())
+        }
+        (Some(_), None) => return Err(Error::Internal("leader election needs roster's namespace")),
+        (None, _) => Leadership::always(),
+    };
     let mut settings = config.settings.clone();
     settings.identity = identity.is_some();
     let controller_config = controller::Config {
@@ -245,6 +289,7 @@ async fn serve(config: Config) -> Result<()> {
         resync: config.resync,
         metrics,
         identity,
+        leadership,
     };
     let run = async {
         if config.controller {

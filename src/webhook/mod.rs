@@ -262,6 +262,36 @@ pub enum Endpoint {
     },
 }
 
+/// The webhook's name in the ValidatingWebhookConfiguration.
+pub fn webhook_name() -> String {
+    format!("validate.{GROUP}")
+}
+
+/// Sets only the caBundle of the ValidatingWebhookConfiguration that someone else (the Helm
+/// chart) owns: server-side apply of that one field, by roster's field manager, so that the
+/// chart's fields stay the chart's and `helm uninstall` still removes the whole object.
+pub async fn register_ca_bundle(client: &Client, ca_pem: &str) -> Result<()> {
+    use base64::Engine;
+    let patch = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": CONFIGURATION_NAME},
+        "webhooks": [{
+            "name": webhook_name(),
+            "clientConfig": {"caBundle": base64::engine::general_purpose::STANDARD.encode(ca_pem)},
+        }],
+    });
+    let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    api.patch(
+        CONFIGURATION_NAME,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::Register)?;
+    Ok(())
+}
+
 /// Writes the ValidatingWebhookConfiguration: roster's three kinds only, failurePolicy Fail,
 /// 5 s timeout, no side effects (dry runs are answered like real requests), roster's own
 /// namespace excluded so that roster can always be repaired.
@@ -300,7 +330,7 @@ pub async fn register(
             ..Default::default()
         },
         webhooks: Some(vec![ValidatingWebhook {
-            name: format!("validate.{GROUP}"),
+            name: webhook_name(),
             admission_review_versions: vec!["v1".into()],
             side_effects: "None".into(),
             failure_policy: Some("Fail".into()),

@@ -103,6 +103,7 @@ fn start_cluster() -> Cluster {
             "crd/memberships.roster.dev",
         ]);
         c.kubectl_ok(&["create", "namespace", ROSTER_NAMESPACE]);
+        c.install_chart_rbac();
         c.write_roster_kubeconfig();
         c.start_roster();
         c
@@ -231,18 +232,37 @@ impl Cluster {
         }
     }
 
+    /// The Helm chart's ServiceAccount, ClusterRole, Role and webhook configuration, rendered
+    /// by the real helm: every cluster test runs roster with exactly the rights the chart
+    /// gives it, so a verb the chart lacks fails a test.
+    fn install_chart_rbac(&self) {
+        let rendered = helm(&[
+            "template",
+            "roster",
+            "charts/roster",
+            "--namespace",
+            ROSTER_NAMESPACE,
+            "--show-only",
+            "templates/serviceaccount.yaml",
+            "--show-only",
+            "templates/rbac.yaml",
+            "--show-only",
+            "templates/webhook.yaml",
+            "--set",
+            &format!("webhook.url=https://{}/validate", self.webhook_addr),
+        ]);
+        let out = self.kubectl_stdin(&["apply", "-f", "-"], Some(&rendered));
+        assert!(
+            out.status.success(),
+            "applying the chart's RBAC failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// roster runs as a ServiceAccount of its own (as in a cluster), not as the platform admin
     /// the tests act as: the webhook tells the two apart (only roster sets the labels it
-    /// trusts). Bound to cluster-admin here; the chart's least-privilege role is another issue.
+    /// trusts). Its rights are the chart's (install_chart_rbac).
     fn write_roster_kubeconfig(&self) {
-        self.kubectl_ok(&["create", "serviceaccount", "roster", "-n", ROSTER_NAMESPACE]);
-        self.kubectl_ok(&[
-            "create",
-            "clusterrolebinding",
-            "roster-test",
-            "--clusterrole=cluster-admin",
-            &format!("--serviceaccount={ROSTER_NAMESPACE}:roster"),
-        ]);
         let token = self.kubectl_ok(&[
             "create",
             "token",
@@ -276,6 +296,7 @@ impl Cluster {
                 &format!("{}s", RESYNC.as_secs()),
             ])
             .args(["--webhook-addr", &self.webhook_addr])
+            .args(["--webhook-configuration", "ca-bundle"])
             .arg("--webhook-client-ca")
             .arg(self.identity_certs.join("client-ca.crt"))
             .args(["--metrics-addr", &self.metrics_addr])
@@ -405,7 +426,50 @@ impl Cluster {
     }
 }
 
-fn free_port() -> u16 {
+/// The helm CLI, built from the Go module pinned in tests/helm (cached like the control plane).
+pub fn helm_bin() -> &'static Path {
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    HELM.get_or_init(|| {
+        let build = Command::new(root().join("tests/helm/build.sh"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("cannot run tests/helm/build.sh");
+        assert!(
+            build.status.success(),
+            "tests/helm/build.sh failed (see its output above)"
+        );
+        PathBuf::from(
+            String::from_utf8_lossy(&build.stdout)
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or(""),
+        )
+    })
+}
+
+/// Runs helm (in the repository root, no cluster unless `args` name one) and returns stdout,
+/// panicking with its stderr when it fails.
+pub fn helm(args: &[&str]) -> String {
+    let out = Command::new(helm_bin())
+        .args(args)
+        .current_dir(root())
+        .env("HELM_CACHE_HOME", root().join("target/helm/cache"))
+        .env("HELM_CONFIG_HOME", root().join("target/helm/config"))
+        .env("HELM_DATA_HOME", root().join("target/helm/data"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run helm");
+    assert!(
+        out.status.success(),
+        "helm {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")

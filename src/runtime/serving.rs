@@ -1,0 +1,254 @@
+//! One serving certificate for every replica, kept in a Secret of roster's namespace: a CA
+//! (ten years) and a leaf for the Services' names, renewed before it expires.
+//!
+//! - Created once: every replica tries to *create* the Secret; the first wins, the others read
+//!   the winner's (409). So the webhook configuration's caBundle is the same CA, whoever
+//!   writes it — never two replicas with different bundles.
+//! - Renewed by any replica that sees the leaf in its last third, with compare-and-swap on the
+//!   Secret's resourceVersion (one renewal wins); same CA, so clients notice nothing.
+//! - Every replica re-reads the Secret periodically and serves the new leaf from its next
+//!   handshake; open connections keep theirs. No request is dropped.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+
+use super::{Error, Result};
+use crate::api::contract::{MANAGED_BY, MANAGER, PREFIX};
+use crate::tls::{Authority, Certificates, Serving};
+
+/// Annotations on the Secret: when its leaf expires (unix seconds) and for which names.
+fn not_after_key() -> String {
+    format!("{PREFIX}not-after")
+}
+fn names_key() -> String {
+    format!("{PREFIX}names")
+}
+
+/// The shared certificate: what the listeners serve, and the CA clients trust.
+pub struct Shared {
+    pub serving: Arc<Serving>,
+    pub ca_pem: String,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Whether a leaf issued for `lifetime` that expires at `not_after` should be renewed now:
+/// in its last third, or when it does not name everything asked for.
+pub fn due(not_after: u64, lifetime: Duration, now: u64, has_names: bool) -> bool {
+    !has_names || now + lifetime.as_secs() / 3 >= not_after
+}
+
+struct Stored {
+    authority: Authority,
+    /// None when the Secret holds only a CA (made with `roster certificate --keep-ca-key`, so
+    /// that the API server trusts it before roster runs) or a leaf that does not chain to it.
+    leaf: Option<Certificates>,
+    not_after: u64,
+    names: Vec<String>,
+    resource_version: Option<String>,
+}
+
+/// The Secret's CA (required) and leaf (if it is one the CA signed, for its first name).
+fn parse(s: &Secret) -> std::result::Result<Stored, String> {
+    let data = s.data.as_ref().ok_or("it has no data")?;
+    let text = |k: &str| {
+        data.get(k)
+            .and_then(|b| String::from_utf8(b.0.clone()).ok())
+            .ok_or(format!("it has no {k}"))
+    };
+    let authority =
+        Authority::from_pem(&text("ca.crt")?, &text("ca.key")?).map_err(|e| e.to_string())?;
+    let annotations = s.metadata.annotations.clone().unwrap_or_default();
+    let names: Vec<String> = annotations
+        .get(&names_key())
+        .map(|n| {
+            n.split(',')
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let leaf = match (text("tls.crt"), text("tls.key"), names.first()) {
+        (Ok(cert), Ok(key), Some(name)) => Certificates::from_pem(&cert, &key, &authority.cert_pem)
+            .ok()
+            .filter(|leaf| leaf.verify(name).is_ok()),
+        _ => None,
+    };
+    Ok(Stored {
+        authority,
+        leaf,
+        not_after: annotations
+            .get(&not_after_key())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
+        names,
+        resource_version: s.metadata.resource_version.clone(),
+    })
+}
+
+fn secret(
+    name: &str,
+    authority: &Authority,
+    leaf: &Certificates,
+    names: &[String],
+    lifetime: Duration,
+) -> Secret {
+    let (cert, key) = leaf.leaf_pem();
+    let b = |s: &str| ByteString(s.as_bytes().to_vec());
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(BTreeMap::from([(MANAGED_BY.into(), MANAGER.into())])),
+            annotations: Some(BTreeMap::from([
+                (
+                    not_after_key(),
+                    (unix_now() + lifetime.as_secs()).to_string(),
+                ),
+                (names_key(), names.join(",")),
+            ])),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(BTreeMap::from([
+            ("ca.crt".into(), b(&authority.cert_pem)),
+            ("ca.key".into(), b(authority.key_pem())),
+            ("tls.crt".into(), b(&cert)),
+            ("tls.key".into(), b(&key)),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// Loads (or creates) the shared certificate for `names`, and keeps it current until `stop`.
+pub async fn start(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    names: Vec<String>,
+    lifetime: Duration,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<Shared> {
+    let api: Api<Secret> = Api::namespaced(client, namespace);
+    let (stored, leaf) = current(&api, name, &names, lifetime).await?;
+    let shared = Shared {
+        serving: Arc::new(Serving::new(&leaf)?),
+        ca_pem: stored.authority.cert_pem.clone(),
+    };
+    let serving = shared.serving.clone();
+    let name = name.to_string();
+    let mut seen = stored.resource_version;
+    // Checked a few times per lifetime's last third, at most every five minutes.
+    let every = (lifetime / 10).clamp(Duration::from_secs(1), Duration::from_secs(300));
+    tokio::spawn(async move {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            match current(&api, &name, &names, lifetime).await {
+                Ok((s, leaf)) if s.resource_version != seen => {
+                    if let Err(e) = serving.set(&leaf) {
+                        tracing::warn!(reason = crate::Reason::reason(&e), error = %e, "cannot serve the renewed certificate");
+                        continue;
+                    }
+                    tracing::info!(secret = %name, not_after = s.not_after, "serving the renewed certificate");
+                    seen = s.resource_version;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(secret = %name, error = %e, "cannot check the serving certificate")
+                }
+            }
+        }
+    });
+    Ok(shared)
+}
+
+/// The Secret's certificate (and its leaf), created or renewed first when needed.
+async fn current(
+    api: &Api<Secret>,
+    name: &str,
+    names: &[String],
+    lifetime: Duration,
+) -> Result<(Stored, Certificates)> {
+    let api_err = |e: kube::Error| Error::ServingCertificate(e.to_string());
+    for _ in 0..5 {
+        let existing = api.get_opt(name).await.map_err(api_err)?;
+        let Some(existing) = existing else {
+            let authority = Authority::generate()?;
+            let leaf = authority.issue(names, lifetime)?;
+            match api
+                .create(
+                    &PostParams::default(),
+                    &secret(name, &authority, &leaf, names, lifetime),
+                )
+                .await
+            {
+                // Read back: the stored copy (with its resourceVersion) is the one to serve.
+                Ok(_) | Err(kube::Error::Api(_)) => continue,
+                Err(e) => return Err(api_err(e)),
+            }
+        };
+        let stored = parse(&existing).map_err(|why| {
+            Error::ServingCertificate(format!(
+                "Secret {name} does not hold a CA roster can issue from ({why}); delete it to have one made, or create it from `roster certificate --keep-ca-key` (ca.crt, ca.key)"
+            ))
+        })?;
+        let has_names = names.iter().all(|n| stored.names.contains(n));
+        if let Some(leaf) = &stored.leaf
+            && !due(stored.not_after, lifetime, unix_now(), has_names)
+        {
+            let leaf = leaf.clone();
+            return Ok((stored, leaf));
+        }
+        let leaf = stored.authority.issue(names, lifetime)?;
+        if let Some(first) = names.first() {
+            // The CA's certificate and key must belong together, or every client would refuse.
+            leaf.verify(first).map_err(|e| {
+                Error::ServingCertificate(format!(
+                    "Secret {name}: a certificate issued with ca.key does not chain to ca.crt ({e})"
+                ))
+            })?;
+        }
+        let mut renewed = secret(name, &stored.authority, &leaf, names, lifetime);
+        renewed.metadata.resource_version = existing.metadata.resource_version.clone();
+        match api.replace(name, &PostParams::default(), &renewed).await {
+            Ok(_) => tracing::info!(secret = %name, "renewed the serving certificate"),
+            // Another replica renewed first: read theirs.
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(api_err(e)),
+        }
+    }
+    Err(Error::ServingCertificate(format!(
+        "Secret {name} keeps changing under roster; try again"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_is_due_in_the_last_third_or_for_new_names() {
+        let life = Duration::from_secs(90 * 24 * 3600);
+        let now = 1_000_000_000;
+        assert!(!due(now + 80 * 24 * 3600, life, now, true));
+        assert!(due(now + 29 * 24 * 3600, life, now, true));
+        assert!(due(now - 1, life, now, true), "expired");
+        assert!(
+            due(now + 80 * 24 * 3600, life, now, false),
+            "a name is missing"
+        );
+    }
+}
