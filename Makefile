@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help demo down test lint bench crds control-plane fuzz
+.PHONY: help demo down test lint bench crds control-plane fuzz image
 
 help:
 	@echo "make demo           local control plane + roster + examples/, then what roster converged"
@@ -14,6 +14,8 @@ help:
 	@echo "make fuzz           the property tests of the webhook and identity routes, long (release build)"
 	@echo "make crds           regenerate crds/ and the chart's CRDs from src/api"
 	@echo "make control-plane  build (or find cached) kube-apiserver, etcd, kubectl"
+	@echo "make image          the container image as an OCI archive: target/image/roster-<version>.tar"
+	@echo "                    (ctr images import / docker load; no daemon or registry needed)"
 
 demo:
 	@scripts/demo.sh
@@ -45,3 +47,12 @@ fuzz:
 
 control-plane:
 	@tests/control-plane/build.sh
+
+# The image: release binary + the libraries it links, non-root, no shell (scripts/image-rootfs.sh),
+# packed without a daemon (scripts/oci-archive.py). Import with
+#   ctr -n k8s.io images import target/image/roster-$(VERSION).tar    or    docker load -i ...
+VERSION := $(shell awk -F'"' '/^version/ {print $$2; exit}' Cargo.toml)
+image:
+	cargo build --locked --release --bin roster
+	scripts/image-rootfs.sh target/release/roster target/image/rootfs
+	scripts/oci-archive.py target/image/rootfs target/image/roster-$(VERSION).tar roster:$(VERSION)

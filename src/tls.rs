@@ -402,6 +402,9 @@ pub async fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
 
 /// Serves `router` over TLS with `config` (see `Certificates::server_config*`) until
 /// `shutdown` resolves. Each request carries its TCP peer as a `ClientAddr` extension.
+/// How long open connections may take to finish their requests after shutdown.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(8);
+
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: Arc<rustls::ServerConfig>,
@@ -411,9 +414,19 @@ pub async fn serve(
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     tracing::info!(addr = ?listener.local_addr().ok(), "webhook listening");
     tokio::pin!(shutdown);
+    // On shutdown: no new connections; open ones finish the requests they carry and are told
+    // to go away (HTTP/2 GOAWAY, HTTP/1 close after the response), so that a client such as
+    // the API server moves to another replica without a failed call.
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (tcp, peer) = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
+            _ = &mut shutdown => {
+                drop(listener);
+                if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+                    tracing::warn!("connections still open {DRAIN:?} after shutdown; closing them");
+                }
+                return Ok(());
+            }
             accepted = listener.accept() => match accepted {
                 Ok(c) => c,
                 Err(e) => {
@@ -425,6 +438,7 @@ pub async fn serve(
             },
         };
         let acceptor = acceptor.clone();
+        let watcher = graceful.watcher();
         // Handlers that log who called (the identity server's security log) read the peer.
         let service = hyper_util::service::TowerToHyperService::new(
             tower::ServiceExt::map_request(router.clone(), tag_peer(peer)),
@@ -448,8 +462,12 @@ pub async fn serve(
                 .http1()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(10));
-            let conn = builder
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+            let conn = watcher
+                .watch(
+                    builder
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .into_owned(),
+                )
                 .await;
             if let Err(e) = conn {
                 tracing::debug!(error = %e, "connection ended with an error");

@@ -93,20 +93,66 @@ impl Leadership {
     }
 }
 
+/// Why a write of the reconciler was not sent.
+#[derive(Debug, thiserror::Error)]
+#[error("not the leader: this replica sends no write (another one holds the lease)")]
+pub struct NotLeader;
+
+/// The reconciler's client: reads pass; a write leaves the process only while this replica
+/// leads by its own clock, checked at the moment it is sent. `select!` on `lost()` stops a
+/// reconcile between awaits; this stops the write itself — including one a frozen process
+/// (SIGSTOP, a long GC-like pause, a partition) would send on waking after its lease expired.
+pub fn guarded(client: Client, leadership: Leadership) -> Client {
+    let namespace = client.default_namespace().to_string();
+    Client::new(Guard { client, leadership }, namespace)
+}
+
+#[derive(Clone)]
+struct Guard {
+    client: Client,
+    leadership: Leadership,
+}
+
+type Response = http::Response<kube::client::Body>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower::Service<http::Request<kube::client::Body>> for Guard {
+    type Response = Response;
+    type Error = BoxError;
+    type Future = futures::future::BoxFuture<'static, std::result::Result<Response, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::result::Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<kube::client::Body>) -> Self::Future {
+        let reads = matches!(*request.method(), http::Method::GET | http::Method::HEAD);
+        if !reads && !self.leadership.is_leader() {
+            return Box::pin(async { Err(Box::new(NotLeader) as BoxError) });
+        }
+        let client = self.client.clone();
+        Box::pin(async move { client.send(request).await.map_err(BoxError::from) })
+    }
+}
+
 /// Starts electing on Lease `name` in `namespace` as `identity`; runs until `stop` resolves,
-/// then gives the lease up so that another replica takes over at once.
+/// then gives the lease up so that another replica takes over at once (await the handle
+/// before exiting, or the release is lost and the others wait out the lease).
 pub fn start(
     client: Client,
     namespace: &str,
     name: &str,
     identity: &str,
     stop: impl Future<Output = ()> + Send + 'static,
-) -> Leadership {
+) -> (Leadership, tokio::task::JoinHandle<()>) {
     let (leadership, tx) = Leadership::elected();
     let api: Api<Lease> = Api::namespaced(client, namespace);
     let (name, identity) = (name.to_string(), identity.to_string());
     let until = leadership.until.clone();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         tokio::pin!(stop);
         let mut seen = Seen::default();
         loop {
@@ -141,11 +187,12 @@ pub fn start(
             *u = Some(Instant::now());
         }
         let _ = tx.send(false);
-        if let Err(e) = release(&api, &name, &identity).await {
-            tracing::debug!(error = %e, "could not give up the lease");
+        match release(&api, &name, &identity).await {
+            Ok(()) => tracing::info!(lease = %name, "gave the lease up"),
+            Err(e) => tracing::warn!(lease = %name, error = %e, "could not give up the lease"),
         }
     });
-    leadership
+    (leadership, task)
 }
 
 fn now() -> MicroTime {
@@ -307,5 +354,51 @@ mod tests {
             .await
             .expect("lost resolves");
         assert!(Leadership::always().is_leader());
+    }
+
+    #[tokio::test]
+    async fn a_follower_sends_reads_but_no_write() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counter = sent.clone();
+        let api = tower::service_fn(move |_req: http::Request<kube::client::Body>| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async {
+                Ok::<_, std::convert::Infallible>(
+                    http::Response::builder()
+                        .status(200)
+                        .body(kube::client::Body::from(b"{}".to_vec()))
+                        .expect("response"),
+                )
+            }
+        });
+        let (leadership, tx) = Leadership::elected();
+        let client = guarded(Client::new(api, "default"), leadership.clone());
+        let request = |method: &str| {
+            http::Request::builder()
+                .method(method)
+                .uri("/api/v1/namespaces")
+                .body(kube::client::Body::from(b"{}".to_vec()))
+                .expect("request")
+        };
+        assert!(client.send(request("GET")).await.is_ok());
+        for method in ["POST", "PUT", "PATCH", "DELETE"] {
+            let refused = client.send(request(method)).await.expect_err(method);
+            assert!(refused.to_string().contains("not the leader"), "{refused}");
+        }
+        assert_eq!(
+            sent.load(Ordering::SeqCst),
+            1,
+            "only the read reached the API server"
+        );
+        if let Ok(mut u) = leadership.until.lock() {
+            *u = Some(Instant::now() + Duration::from_secs(60));
+        }
+        tx.send(true).expect("send");
+        assert!(
+            client.send(request("PATCH")).await.is_ok(),
+            "the leader writes"
+        );
+        assert_eq!(sent.load(Ordering::SeqCst), 2);
     }
 }

@@ -99,12 +99,34 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Shutdown {
     tx: watch::Sender<bool>,
     rx: watch::Receiver<bool>,
+    /// The supervised servers, awaited at the end so that they drain their connections.
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Shutdown {
     fn new() -> Shutdown {
         let (tx, rx) = watch::channel(false);
-        Shutdown { tx, rx }
+        Shutdown {
+            tx,
+            rx,
+            tasks: Arc::default(),
+        }
+    }
+
+    /// Awaits `task` at the end too (the lease's release).
+    fn track(&self, task: tokio::task::JoinHandle<()>) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.push(task);
+        }
+    }
+
+    /// Resolves when every supervised server has ended (after shutdown: drained).
+    async fn drained(&self) {
+        let tasks = match self.tasks.lock() {
+            Ok(mut t) => std::mem::take(&mut *t),
+            Err(_) => Vec::new(),
+        };
+        futures::future::join_all(tasks).await;
     }
 
     pub fn trigger(&self) {
@@ -126,12 +148,15 @@ impl Shutdown {
         task: impl Future<Output = std::result::Result<(), E>> + Send + 'static,
     ) {
         let me = self.clone();
-        tokio::spawn(async move {
+        let handle = tokio::spawn(async move {
             if let Err(e) = task.await {
                 tracing::error!(reason = e.reason(), error = %e, "{what} stopped; stopping roster");
                 me.trigger();
             }
         });
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.push(handle);
+        }
     }
 }
 
@@ -277,7 +302,10 @@ async fn serve(config: Config) -> Result<()> {
 
     let leadership = match (&config.lease, &config.namespace) {
         (Some(lease), Some(ns)) => {
-            lease::start(client.clone(), ns, lease, &config.instance, shutdown.wait())
+            let (leadership, task) =
+                lease::start(client.clone(), ns, lease, &config.instance, shutdown.wait());
+            shutdown.track(task);
+            leadership
         }
         (Some(_), None) => return Err(Error::Internal("leader election needs roster's namespace")),
         (None, _) => Leadership::always(),
@@ -293,7 +321,9 @@ async fn serve(config: Config) -> Result<()> {
     };
     let run = async {
         if config.controller {
-            controller::run(client.clone(), caches, controller_config, shutdown.wait()).await;
+            // Only the leader's writes leave the process (lease::guarded).
+            let client = lease::guarded(client.clone(), controller_config.leadership.clone());
+            controller::run(client, caches, controller_config, shutdown.wait()).await;
             // The controller ends only when asked to, or when its watches are gone for good.
             shutdown.trigger();
         } else {
@@ -309,6 +339,13 @@ async fn serve(config: Config) -> Result<()> {
     tokio::select! {
         _ = run => {}
         _ = deadline => tracing::warn!("in-flight work did not finish within 10s of shutdown; exiting"),
+    }
+    // The listeners finish the requests they carry (tls::serve drains for at most 8 s).
+    if tokio::time::timeout(Duration::from_secs(10), shutdown.drained())
+        .await
+        .is_err()
+    {
+        tracing::warn!("listeners did not drain within 10s of shutdown; exiting");
     }
     Ok(())
 }

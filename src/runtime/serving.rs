@@ -223,6 +223,15 @@ async fn current(
         }
         let mut renewed = secret(name, &stored.authority, &leaf, names, lifetime);
         renewed.metadata.resource_version = existing.metadata.resource_version.clone();
+        // A Secret's type is immutable: one made by hand (Opaque, from ca.crt and ca.key) stays
+        // Opaque; its labels and annotations are kept too.
+        renewed.type_ = existing.type_.clone();
+        let mut labels = existing.metadata.labels.clone().unwrap_or_default();
+        labels.extend(renewed.metadata.labels.take().unwrap_or_default());
+        renewed.metadata.labels = Some(labels);
+        let mut annotations = existing.metadata.annotations.clone().unwrap_or_default();
+        annotations.extend(renewed.metadata.annotations.take().unwrap_or_default());
+        renewed.metadata.annotations = Some(annotations);
         match api.replace(name, &PostParams::default(), &renewed).await {
             Ok(_) => tracing::info!(secret = %name, "renewed the serving certificate"),
             // Another replica renewed first: read theirs.

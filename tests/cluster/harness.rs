@@ -84,7 +84,7 @@ pub fn cluster() -> &'static Cluster {
 
 fn start_cluster() -> Cluster {
     {
-        let c = Cluster::start(&[]);
+        let c = Cluster::start("", &[]);
         c.kubectl_ok(&[
             "apply",
             "--server-side",
@@ -111,10 +111,13 @@ fn start_cluster() -> Cluster {
 }
 
 impl Cluster {
-    fn start(extra_apiserver_flags: &[&str]) -> Cluster {
+    /// A control plane in `target/cluster-test/<pid><name>`, its API server configured to trust
+    /// roster (token and authorization webhooks, client certificate for the admission webhook)
+    /// at the addresses this picks; roster itself is started by the caller.
+    pub fn start(name: &str, extra_apiserver_flags: &[&str]) -> Cluster {
         let runs = root().join("target/cluster-test");
         clear_finished_runs(&runs);
-        let dir = runs.join(std::process::id().to_string());
+        let dir = runs.join(format!("{}{name}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create test state dir");
         // The API server trusts roster's identity server for tokens (TokenReview), so its
         // certificate must exist before the API server starts: roster writes it first.
@@ -130,6 +133,8 @@ impl Cluster {
             .arg(&identity_certs)
             .args(["--authn-url", &format!("https://{authn_addr}")])
             .args(["--webhook-host", &webhook_addr])
+            // The chart's serving Secret is made from this CA (tests/cluster/in_cluster.rs).
+            .arg("--keep-ca-key")
             .status()
             .expect("run roster certificate");
         assert!(made.success(), "roster certificate failed");
@@ -509,7 +514,12 @@ fn clear_finished_runs(runs: &Path) {
     let Ok(entries) = std::fs::read_dir(runs) else {
         return;
     };
+    let ours = std::process::id().to_string();
     for entry in entries.flatten() {
+        // This process's other control plane may be starting (no pid file yet).
+        if entry.file_name().to_string_lossy().starts_with(&ours) {
+            continue;
+        }
         if !entry.path().join("devcluster.pid").exists() {
             let _ = std::fs::remove_dir_all(entry.path());
         }
@@ -568,12 +578,20 @@ pub async fn identity_request(
     content_type: &str,
     body: &str,
 ) -> (u16, String) {
+    identity_request_at(c, &c.identity_addr, method, path, content_type, body).await
+}
+
+/// `identity_request` to one replica's address (the chart tests run two).
+pub async fn identity_request_at(
+    c: &Cluster,
+    addr: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, String) {
     use rustls_pki_types::pem::PemObject;
-    let mut config = kube::Config::new(
-        format!("https://{}", c.identity_addr)
-            .parse()
-            .expect("identity URL"),
-    );
+    let mut config = kube::Config::new(format!("https://{addr}").parse().expect("identity URL"));
     let pem = std::fs::read(c.identity_certs.join("ca.crt")).expect("identity CA");
     config.root_cert = Some(
         rustls_pki_types::CertificateDer::pem_slice_iter(&pem)

@@ -2,11 +2,14 @@
 //! One binary for all of them: one control plane, one link step.
 
 mod browser;
+mod chart;
 mod controller;
 mod harness;
 mod identity;
+mod in_cluster;
 mod mail;
 mod members;
+mod pods;
 mod smoke;
 mod trust;
 mod webhook;

@@ -12,7 +12,7 @@ use crate::harness::{
 
 use crate::harness::PASSWORD;
 
-fn org_yaml(ns: &str, owner: &str, extra_security: &str) -> String {
+pub(crate) fn org_yaml(ns: &str, owner: &str, extra_security: &str) -> String {
     format!(
         r#"apiVersion: roster.dev/v1alpha1
 kind: Organization
@@ -50,7 +50,7 @@ spec: {{email: dave@acme.example, role: Member}}
     )
 }
 
-fn apply(c: &Cluster, yaml: &str) {
+pub(crate) fn apply(c: &Cluster, yaml: &str) {
     let out = c.kubectl_stdin(&["apply", "-f", "-"], Some(yaml));
     assert!(
         out.status.success(),
@@ -59,7 +59,7 @@ fn apply(c: &Cluster, yaml: &str) {
     );
 }
 
-fn between<'a>(s: &'a str, start: &str, end: &str) -> &'a str {
+pub(crate) fn between<'a>(s: &'a str, start: &str, end: &str) -> &'a str {
     let i = s
         .find(start)
         .unwrap_or_else(|| panic!("{start:?} not in page: {s}"))
@@ -68,7 +68,7 @@ fn between<'a>(s: &'a str, start: &str, end: &str) -> &'a str {
     &s[i..j]
 }
 
-fn unix() -> u64 {
+pub(crate) fn unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock")
@@ -76,7 +76,7 @@ fn unix() -> u64 {
 }
 
 /// The 6-digit code of `seed` (base32) at time step `step`.
-fn code(seed: &[u8], step: u64) -> String {
+pub(crate) fn code(seed: &[u8], step: u64) -> String {
     totp_rs::Builder::new()
         .with_secret(seed.to_vec())
         .build()
@@ -86,13 +86,13 @@ fn code(seed: &[u8], step: u64) -> String {
 }
 
 /// Waits until a code of `step` is accepted (the server allows one step of skew).
-fn wait_step(step: u64) {
+pub(crate) fn wait_step(step: u64) {
     while unix() / 30 + 1 < step {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
 
-fn membership_field(c: &Cluster, ns: &str, name: &str, path: &str) -> String {
+pub(crate) fn membership_field(c: &Cluster, ns: &str, name: &str, path: &str) -> String {
     c.kubectl_try(&[
         "get",
         "membership",
@@ -105,7 +105,7 @@ fn membership_field(c: &Cluster, ns: &str, name: &str, path: &str) -> String {
     .unwrap_or_default()
 }
 
-fn wait_field(c: &Cluster, ns: &str, name: &str, path: &str, want: &str) {
+pub(crate) fn wait_field(c: &Cluster, ns: &str, name: &str, path: &str, want: &str) {
     wait_for(
         &format!("{name} {path} = {want}"),
         Duration::from_secs(30),
@@ -113,7 +113,7 @@ fn wait_field(c: &Cluster, ns: &str, name: &str, path: &str, want: &str) {
     );
 }
 
-async fn post_form(c: &Cluster, path: &str, fields: &[(&str, &str)]) -> (u16, String) {
+pub(crate) async fn post_form(c: &Cluster, path: &str, fields: &[(&str, &str)]) -> (u16, String) {
     identity_request(
         c,
         "POST",
@@ -124,7 +124,7 @@ async fn post_form(c: &Cluster, path: &str, fields: &[(&str, &str)]) -> (u16, St
     .await
 }
 
-async fn login_api(
+pub(crate) async fn login_api(
     c: &Cluster,
     org: &str,
     email: &str,
@@ -143,11 +143,11 @@ async fn login_api(
     (status, serde_json::from_str(&text).unwrap_or_default())
 }
 
-fn token_kubeconfig(c: &Cluster, name: &str, token: &str) -> std::path::PathBuf {
+pub(crate) fn token_kubeconfig(c: &Cluster, name: &str, token: &str) -> std::path::PathBuf {
     c.member_kubeconfig(name, &format!("    token: {token}"))
 }
 
-fn can_i(c: &Cluster, kc: &std::path::Path, verb: &str, what: &str, ns: &str) -> String {
+pub(crate) fn can_i(c: &Cluster, kc: &std::path::Path, verb: &str, what: &str, ns: &str) -> String {
     let out = c.kubectl_as(kc, &["auth", "can-i", verb, what, "-n", ns], &[]);
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
