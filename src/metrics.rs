@@ -14,6 +14,7 @@ use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -32,6 +33,8 @@ pub struct Metrics {
     pub writes: Counter,
     pub admissions: Family<Outcome, Counter>,
     pub admission_seconds: Histogram,
+    /// 1 while this replica holds the lease (reconciles), 0 otherwise.
+    pub leader: Gauge,
     registry: Registry,
 }
 
@@ -43,6 +46,12 @@ impl Metrics {
         let writes = Counter::default();
         let admissions = Family::<Outcome, Counter>::default();
         let admission_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 14));
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the lease and reconciles",
+            leader.clone(),
+        );
         registry.register(
             "reconciles",
             "Organization reconciles by result and reason",
@@ -74,6 +83,7 @@ impl Metrics {
             writes,
             admissions,
             admission_seconds,
+            leader,
             registry,
         })
     }

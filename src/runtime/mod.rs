@@ -310,6 +310,22 @@ async fn serve(config: Config) -> Result<()> {
         (Some(_), None) => return Err(Error::Internal("leader election needs roster's namespace")),
         (None, _) => Leadership::always(),
     };
+    {
+        let (leadership, gauge) = (leadership.clone(), metrics.leader.clone());
+        tokio::spawn(async move {
+            let mut gained = std::pin::pin!(leadership.gained());
+            loop {
+                if leadership.is_leader() {
+                    gauge.set(1);
+                    leadership.lost().await;
+                }
+                gauge.set(0);
+                if futures::StreamExt::next(&mut gained).await.is_none() {
+                    return;
+                }
+            }
+        });
+    }
     let mut settings = config.settings.clone();
     settings.identity = identity.is_some();
     let controller_config = controller::Config {

@@ -221,9 +221,15 @@ impl<'a> Release<'a> {
         });
     }
 
+    /// Stops every pod at once (as a Deployment's deletion does).
     fn stop_all(&mut self) {
-        for pod in self.pods.drain(..) {
-            pod.stop();
+        let stopping: Vec<_> = self
+            .pods
+            .drain(..)
+            .map(|pod| std::thread::spawn(move || pod.stop()))
+            .collect();
+        for s in stopping {
+            let _ = s.join();
         }
         self.route();
     }
@@ -400,6 +406,15 @@ fn the_chart_installs_fails_over_upgrades_and_uninstalls() {
         release.pods.iter().any(|p| p.name == holder),
         "the holder {holder} is one of the pods"
     );
+    // And each replica says on /metrics whether it leads.
+    for pod in &release.pods {
+        let want = format!("roster_leader {}", u8::from(pod.name == holder));
+        wait_for(
+            &format!("{} to report {want}", pod.name),
+            Duration::from_secs(10),
+            || pods::get(pod.addr("metrics"), "/metrics").filter(|m| m.lines().any(|l| l == want)),
+        );
+    }
 
     let ns = "failover";
     c.kubectl_ok(&["create", "namespace", ns]);
