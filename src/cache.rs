@@ -31,8 +31,13 @@ pub struct Stores {
     pub rolebindings: Store<RoleBinding>,
     /// Members' credential records (identity), when identity runs.
     pub credentials: Option<Store<Secret>>,
-    ready: tokio::sync::watch::Receiver<Option<Result<(), String>>>,
+    ready: tokio::sync::watch::Receiver<Option<Result<(), NotReady>>>,
 }
+
+/// A cache that can never be read: its watch (or the readiness watcher) ended before listing.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("the {0} watch stopped before listing")]
+pub struct NotReady(pub &'static str);
 
 pub struct Triggers {
     pub orgs: Trigger<Organization>,
@@ -124,12 +129,12 @@ impl Caches {
 
 impl Stores {
     /// Waits until every cache has listed its objects once.
-    pub async fn ready(&self) -> Result<(), String> {
+    pub async fn ready(&self) -> Result<(), NotReady> {
         let mut rx = self.ready.clone();
         let outcome = rx
             .wait_for(Option::is_some)
             .await
-            .map_err(|_| "the readiness watcher stopped".to_string())?
+            .map_err(|_| NotReady("readiness"))?
             .clone();
         outcome.unwrap_or(Ok(()))
     }
@@ -149,7 +154,7 @@ fn watch_readiness(
     memberships: &Store<Membership>,
     rolebindings: &Store<RoleBinding>,
     credentials: Option<Store<Secret>>,
-) -> tokio::sync::watch::Receiver<Option<Result<(), String>>> {
+) -> tokio::sync::watch::Receiver<Option<Result<(), NotReady>>> {
     let (tx, rx) = tokio::sync::watch::channel(None);
     let (orgs, projects, memberships, rolebindings) = (
         orgs.clone(),
@@ -159,23 +164,29 @@ fn watch_readiness(
     );
     tokio::spawn(async move {
         let outcome = async {
-            orgs.wait_until_ready().await.map_err(|_| "organizations")?;
-            projects.wait_until_ready().await.map_err(|_| "projects")?;
+            orgs.wait_until_ready()
+                .await
+                .map_err(|_| NotReady("organizations"))?;
+            projects
+                .wait_until_ready()
+                .await
+                .map_err(|_| NotReady("projects"))?;
             memberships
                 .wait_until_ready()
                 .await
-                .map_err(|_| "memberships")?;
+                .map_err(|_| NotReady("memberships"))?;
             rolebindings
                 .wait_until_ready()
                 .await
-                .map_err(|_| "rolebindings")?;
+                .map_err(|_| NotReady("rolebindings"))?;
             if let Some(c) = credentials {
-                c.wait_until_ready().await.map_err(|_| "credentials")?;
+                c.wait_until_ready()
+                    .await
+                    .map_err(|_| NotReady("credentials"))?;
             }
-            Ok::<(), &str>(())
+            Ok::<(), NotReady>(())
         }
-        .await
-        .map_err(|which| format!("the {which} watch stopped before listing"));
+        .await;
         let _ = tx.send(Some(outcome));
     });
     rx

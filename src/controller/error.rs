@@ -17,7 +17,7 @@ pub enum Error {
         source: serde_json::Error,
     },
     #[error("the controller's caches are not ready: {0}")]
-    CacheNotReady(String),
+    CacheNotReady(#[from] crate::cache::NotReady),
     #[error("namespace {0} was created by someone else meanwhile; it is not roster's")]
     NamespaceTaken(String),
     #[error("{count} writes failed; the first: {first}")]
@@ -103,6 +103,9 @@ mod tests {
             )),
         };
         assert_eq!(conflict.reason(), "Conflict");
-        assert_eq!(Error::CacheNotReady("x".into()).reason(), "CacheNotReady");
+        assert_eq!(
+            Error::CacheNotReady(crate::cache::NotReady("x")).reason(),
+            "CacheNotReady"
+        );
     }
 }

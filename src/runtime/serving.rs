@@ -48,6 +48,7 @@ pub fn due(not_after: u64, lifetime: Duration, now: u64, has_names: bool) -> boo
     !has_names || now + lifetime.as_secs() / 3 >= not_after
 }
 
+#[derive(Debug)]
 struct Stored {
     authority: Authority,
     /// None when the Secret holds only a CA (made with `roster certificate --keep-ca-key`, so
@@ -59,15 +60,22 @@ struct Stored {
 }
 
 /// The Secret's CA (required) and leaf (if it is one the CA signed, for its first name).
-fn parse(s: &Secret) -> std::result::Result<Stored, String> {
-    let data = s.data.as_ref().ok_or("it has no data")?;
+fn parse(s: &Secret) -> Result<Stored> {
+    let refuse = |why: &str| {
+        Error::ServingCertificate(format!(
+            "Secret {} does not hold a CA roster can issue from ({why}); delete it to have one made, or create it from `roster certificate --keep-ca-key` (ca.crt, ca.key)",
+            s.metadata.name.as_deref().unwrap_or_default()
+        ))
+    };
+    let empty = Default::default();
+    let data = s.data.as_ref().unwrap_or(&empty);
     let text = |k: &str| {
         data.get(k)
             .and_then(|b| String::from_utf8(b.0.clone()).ok())
-            .ok_or(format!("it has no {k}"))
+            .ok_or_else(|| refuse(&format!("it has no {k}")))
     };
-    let authority =
-        Authority::from_pem(&text("ca.crt")?, &text("ca.key")?).map_err(|e| e.to_string())?;
+    let authority = Authority::from_pem(&text("ca.crt")?, &text("ca.key")?)
+        .map_err(|e| refuse(&e.to_string()))?;
     let annotations = s.metadata.annotations.clone().unwrap_or_default();
     let names: Vec<String> = annotations
         .get(&names_key())
@@ -200,11 +208,7 @@ async fn current(
                 Err(e) => return Err(api_err(e)),
             }
         };
-        let stored = parse(&existing).map_err(|why| {
-            Error::ServingCertificate(format!(
-                "Secret {name} does not hold a CA roster can issue from ({why}); delete it to have one made, or create it from `roster certificate --keep-ca-key` (ca.crt, ca.key)"
-            ))
-        })?;
+        let stored = parse(&existing)?;
         let has_names = names.iter().all(|n| stored.names.contains(n));
         if let Some(leaf) = &stored.leaf
             && !due(stored.not_after, lifetime, unix_now(), has_names)
@@ -247,6 +251,71 @@ async fn current(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn secret_of(entries: &[(&str, &str)], names: Option<&str>) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some("roster-serving".into()),
+                annotations: names.map(|n| BTreeMap::from([(names_key(), n.to_string())])),
+                ..Default::default()
+            },
+            data: Some(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_secret_made_by_hand_with_a_ca_only_is_issued_from() {
+        let ca = Authority::generate().expect("ca");
+        let only_ca = secret_of(&[("ca.crt", &ca.cert_pem), ("ca.key", ca.key_pem())], None);
+        let stored = parse(&only_ca).expect("a CA is enough");
+        assert!(stored.leaf.is_none(), "no leaf yet: roster issues one");
+        assert_eq!(stored.not_after, 0, "and it is due at once");
+
+        let no_key = secret_of(&[("ca.crt", &ca.cert_pem)], None);
+        let err = parse(&no_key).expect_err("no key").to_string();
+        assert!(
+            err.contains("ca.key") && err.contains("roster certificate --keep-ca-key"),
+            "{err}"
+        );
+
+        // A leaf from another CA, or for other names, is not served: it is issued again.
+        let name = "roster-webhook.roster-system.svc".to_string();
+        let other = Authority::generate().expect("other");
+        let foreign = other
+            .issue(std::slice::from_ref(&name), Duration::from_secs(3600))
+            .expect("leaf");
+        let (cert, key) = foreign.leaf_pem();
+        let mixed = secret_of(
+            &[
+                ("ca.crt", &ca.cert_pem),
+                ("ca.key", ca.key_pem()),
+                ("tls.crt", &cert),
+                ("tls.key", &key),
+            ],
+            Some(&name),
+        );
+        assert!(parse(&mixed).expect("parses").leaf.is_none());
+        let own = ca
+            .issue(std::slice::from_ref(&name), Duration::from_secs(3600))
+            .expect("leaf");
+        let (cert, key) = own.leaf_pem();
+        let good = secret_of(
+            &[
+                ("ca.crt", &ca.cert_pem),
+                ("ca.key", ca.key_pem()),
+                ("tls.crt", &cert),
+                ("tls.key", &key),
+            ],
+            Some(&name),
+        );
+        assert!(parse(&good).expect("parses").leaf.is_some());
+    }
 
     #[test]
     fn renewal_is_due_in_the_last_third_or_for_new_names() {
