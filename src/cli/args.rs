@@ -184,7 +184,7 @@ pub struct RunArgs {
     #[arg(long, env = "ROSTER_LEADER_ELECTION_LEASE")]
     leader_election_lease: Option<String>,
     /// This replica's name (its lease identity, and in its User-Agent). Default: POD_NAME, else
-    /// the host name.
+    /// the host name and the process id. Must differ between replicas.
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
     /// Serve the admission webhook over TLS on this address, e.g. 0.0.0.0:8443.
@@ -399,11 +399,19 @@ impl RunArgs {
                 "--leader-election-lease needs --namespace (or POD_NAMESPACE): the Lease lives in roster's own namespace",
             ));
         }
+        // The lease's holder identity: two processes with one name would both count as its
+        // holder, so outside a pod (no POD_NAME) the process id makes it unique on the host.
         let instance = self.instance.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| format!("roster-{}", std::process::id()))
+                .unwrap_or_else(|_| "roster".into());
+            format!("{host}-{}", std::process::id())
         });
+        if self.serving_cert_lifetime < Duration::from_secs(3600) {
+            return Err(usage(
+                "--serving-cert-lifetime must be at least 1h (the certificate is renewed in its last third)",
+            ));
+        }
         if self.serving_cert_secret.is_some() && self.namespace.is_none() {
             return Err(usage(
                 "--serving-cert-secret needs --namespace (or POD_NAMESPACE): the Secret lives in roster's own namespace",

@@ -362,6 +362,14 @@ async fn identity(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
         .as_secs();
     let mut first_error = Ok(());
     for action in &plan.identity {
+        // Identity's writes go through its own client (every replica serves logins), not the
+        // reconciler's guarded one: each action is checked against the lease right before it
+        // runs, so a replica that no longer leads starts none (the third red-team round found
+        // them sent). Each is idempotent (nonces, compare-and-swap, a conditional delete).
+        if !ctx.config.leadership.is_leader() {
+            tracing::warn!(namespace = %ns, "lease lost: identity actions not started");
+            return Ok(());
+        }
         let (what, membership, outcome) = match action {
             IdentityAction::Invite {
                 membership,
@@ -404,7 +412,14 @@ async fn identity(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
             IdentityAction::Forget { email } => (
                 "removing credentials",
                 email.clone(),
-                id.forget(ns, email).await,
+                id.forget(
+                    ns,
+                    email,
+                    w.credentials
+                        .get(email)
+                        .and_then(|r| r.membership_uid.as_deref()),
+                )
+                .await,
             ),
         };
         if outcome.is_ok()

@@ -343,3 +343,96 @@ async fn a_namespace_made_by_someone_else_meanwhile_is_not_taken() {
         "bindings written into a namespace roster did not create: {writes:#?}"
     );
 }
+
+/// The third red-team round: the reconciler's identity actions (Invite, Unlock, ResetMfa,
+/// Forget) go through Identity's own client, not the guarded one, and were sent by a replica
+/// that no longer led. Wired as runtime::serve wires them; seen failing first.
+#[tokio::test]
+async fn a_replica_that_lost_the_lease_sends_no_identity_write() {
+    use crate::identity::{audit::SecurityLog, password::Hasher, seal, service, token::Signer};
+    let api = Scripted::new(|m, path, _| {
+        (*m == Method::GET && path.contains("/secrets/")).then(|| {
+            (
+                StatusCode::NOT_FOUND,
+                json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                       "reason": "NotFound", "code": 404, "message": "not found", "metadata": {}}),
+            )
+        })
+    });
+    let leadership = crate::runtime::Leadership::led_and_lost();
+    assert!(!leadership.is_leader(), "this replica does not lead");
+    let raw = api.client();
+    // As runtime::serve: the controller's client guarded; identity::start(.., &client, ..).
+    let mut ctx = context(crate::runtime::guarded(raw.clone(), leadership.clone()));
+    let (seal_key, _) = seal::Key::generate();
+    let identity = service::Identity::new(
+        raw,
+        "roster-system",
+        service::Keys {
+            seal: seal_key,
+            signer: Signer::new(&[7; 32]),
+        },
+        Hasher::new(1024, 1, 1, 2).expect("hasher"),
+        "https://id.acme.example".into(),
+        None,
+        SecurityLog::print_only(),
+    );
+    ctx.config.identity = Some(Arc::new(identity));
+    ctx.config.leadership = leadership;
+    ctx.config.settings.identity = true;
+    // A converged organization but for dave's invitation.
+    let w = acme();
+    let first = plan(&w, &ctx.config.settings);
+    let w = applied(w, &first);
+    let p = plan(&w, &ctx.config.settings);
+    assert!(
+        !p.identity.is_empty(),
+        "an invitation is planned: {:?}",
+        p.identity
+    );
+    let _ = apply::apply(&ctx, &w, &p).await;
+    let writes = api.writes();
+    assert!(
+        writes.is_empty(),
+        "a replica that does not lead sent these writes: {writes:#?}"
+    );
+}
+
+/// A Forget planned from an old observation deletes the credentials of that Membership only:
+/// a record a new Membership of the same address has made since is kept (the delete is
+/// conditional on the record's Membership UID and the read's resourceVersion).
+#[tokio::test]
+async fn forgetting_a_member_keeps_a_new_membership_s_credentials() {
+    use crate::identity::store::{Record, Store};
+    let email = "dave@acme.example";
+    let name = Store::secret_name(NS, email);
+    let stored = |uid: &str| {
+        let record = Record {
+            email: email.into(),
+            membership_uid: Some(uid.into()),
+            ..Default::default()
+        };
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": name, "namespace": "roster-system", "resourceVersion": "7", "uid": "s1"},
+               "data": {"record": base64::Engine::encode(&base64::engine::general_purpose::STANDARD,
+                        serde_json::to_vec(&record).expect("record"))}})
+    };
+    for (now_held_by, deleted) in [("uid-new", false), ("uid-old", true)] {
+        let answer = stored(now_held_by);
+        let path = format!("/secrets/{name}");
+        let api = Scripted::new(move |m, p, _| {
+            (*m == Method::GET && p.ends_with(&path)).then(|| (StatusCode::OK, answer.clone()))
+        });
+        let store = Store::new(api.client(), "roster-system");
+        store
+            .delete_if(NS, email, Some("uid-old"))
+            .await
+            .expect("forget");
+        assert_eq!(
+            api.writes().iter().any(|w| w.starts_with("DELETE")),
+            deleted,
+            "record held by {now_held_by}: {:?}",
+            api.writes()
+        );
+    }
+}

@@ -491,9 +491,10 @@ impl Identity {
         Ok(())
     }
 
-    /// The member is gone: so are their credentials.
-    pub async fn forget(&self, org: &str, email: &str) -> Result<()> {
-        self.store.delete(org, email).await?;
+    /// The member is gone: so are their credentials — the record of that Membership
+    /// (`membership_uid`), not one a new Membership of the same address has made meanwhile.
+    pub async fn forget(&self, org: &str, email: &str, membership_uid: Option<&str>) -> Result<()> {
+        self.store.delete_if(org, email, membership_uid).await?;
         Ok(())
     }
 

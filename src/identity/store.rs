@@ -297,18 +297,38 @@ impl Store {
             .map(String::as_str)
     }
 
-    /// Removes a member's credentials (their Membership is gone). Absent is fine.
-    pub async fn delete(&self, org: &str, email: &str) -> Result<(), Error> {
-        if let Ok(mut w) = self.written.lock() {
-            w.remove(&Store::secret_name(org, email));
+    /// Removes a member's credentials if they still belong to Membership `membership_uid`
+    /// (read fresh, deleted with that read's resourceVersion as precondition): a record made
+    /// for a new Membership of the same address since is kept. Absent is fine.
+    pub async fn delete_if(
+        &self,
+        org: &str,
+        email: &str,
+        membership_uid: Option<&str>,
+    ) -> Result<(), Error> {
+        let name = Store::secret_name(org, email);
+        let current = match self.api.get_opt(&name).await? {
+            Some(s) => s,
+            None => return Ok(()),
+        };
+        let record = Store::parse(&current)?;
+        if record.membership_uid.as_deref() != membership_uid {
+            return Ok(());
         }
-        match self
-            .api
-            .delete(&Store::secret_name(org, email), &Default::default())
-            .await
-        {
+        if let Ok(mut w) = self.written.lock() {
+            w.remove(&name);
+        }
+        let params = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                resource_version: current.metadata.resource_version.clone(),
+                uid: current.metadata.uid.clone(),
+            }),
+            ..Default::default()
+        };
+        match self.api.delete(&name, &params).await {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            // Gone, or changed since the read (a new Membership's record): kept.
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
             Err(e) => Err(e.into()),
         }
     }

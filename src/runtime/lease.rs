@@ -93,6 +93,25 @@ impl Leadership {
     }
 }
 
+#[cfg(test)]
+impl Leadership {
+    /// A replica that led and whose local deadline has just passed (the state of a leader that
+    /// wakes from a freeze, or whose renewals failed, mid-reconcile).
+    pub fn led_and_lost() -> Leadership {
+        let (l, tx) = Leadership::elected();
+        if let Ok(mut u) = l.until.lock() {
+            *u = Some(Instant::now() + Duration::from_secs(60));
+        }
+        let _ = tx.send(true);
+        assert!(l.is_leader());
+        if let Ok(mut u) = l.until.lock() {
+            *u = Some(Instant::now());
+        }
+        std::mem::forget(tx);
+        l
+    }
+}
+
 /// Why a write of the reconciler was not sent.
 #[derive(Debug, thiserror::Error)]
 #[error("not the leader: this replica sends no write (another one holds the lease)")]

@@ -30,6 +30,8 @@ pub use config::{
     AuthnConfig, Config, IdentityConfig, LogFormat, SmtpConfig, WebhookConfig, url_host,
 };
 pub use lease::Leadership;
+#[cfg(test)]
+pub use lease::guarded;
 
 use crate::Reason;
 use crate::cache::Caches;
@@ -244,11 +246,12 @@ async fn serve(config: Config) -> Result<()> {
         // roster's own writes (bootstrap memberships, finalizers) pass its webhook: it trusts
         // the identity it runs as, and only that identity sets the labels roster trusts.
         let me = kube_api::own_username(&client).await?;
-        let (serving, ca_pem) = match &shared {
+        let (serving, mut ca_pem) = match &shared {
             Some(s) => (s.serving.clone(), s.ca_pem.clone()),
             None => {
                 let certs = tls::Certificates::generate(&certificate_names(&w.endpoint))?;
-                (Arc::new(tls::Serving::new(&certs)?), certs.ca_pem)
+                let (_, rx) = watch::channel(certs.ca_pem.clone());
+                (Arc::new(tls::Serving::new(&certs)?), rx)
             }
         };
         let state = Arc::new(webhook::AppState {
@@ -283,12 +286,49 @@ async fn serve(config: Config) -> Result<()> {
                 shutdown.wait(),
             ),
         );
-        if w.register_whole {
-            webhook::register(&client, &w.endpoint, &ca_pem, config.namespace.as_deref()).await?;
-        } else {
-            webhook::register_ca_bundle(&client, &ca_pem).await?;
-        }
+        let register = {
+            let (client, endpoint, whole) = (client.clone(), w.endpoint.clone(), w.register_whole);
+            let namespace = config.namespace.clone();
+            move |ca: String| {
+                let (client, endpoint, namespace) =
+                    (client.clone(), endpoint.clone(), namespace.clone());
+                async move {
+                    if whole {
+                        webhook::register(&client, &endpoint, &ca, namespace.as_deref()).await
+                    } else {
+                        webhook::register_ca_bundle(&client, &ca).await
+                    }
+                }
+            }
+        };
+        let first = ca_pem.borrow_and_update().clone();
+        register(first).await?;
         tracing::info!(endpoint = ?w.endpoint, "webhook registered");
+        // A CA replaced in the shared Secret (a rotation): the caBundle follows.
+        let stop = shutdown.wait();
+        tokio::spawn(async move {
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => return,
+                    changed = ca_pem.changed() => if changed.is_err() { return },
+                }
+                let ca = ca_pem.borrow_and_update().clone();
+                // Until it is written: the API server trusts nothing else meanwhile.
+                loop {
+                    match register(ca.clone()).await {
+                        Ok(()) => {
+                            tracing::info!("webhook caBundle updated to the Secret's new CA");
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::error!(reason = e.reason(), error = %e, "cannot update the webhook's caBundle; retrying in 5s");
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                        }
+                    }
+                }
+            }
+        });
     }
 
     let identity = match (&config.identity, &identity_ns) {

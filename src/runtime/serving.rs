@@ -30,10 +30,12 @@ fn names_key() -> String {
     format!("{PREFIX}names")
 }
 
-/// The shared certificate: what the listeners serve, and the CA clients trust.
+/// The shared certificate: what the listeners serve, and the CA clients trust — a watch,
+/// because the CA changes when someone replaces it in the Secret (a rotation), and then the
+/// webhook configuration's caBundle must follow.
 pub struct Shared {
     pub serving: Arc<Serving>,
-    pub ca_pem: String,
+    pub ca_pem: tokio::sync::watch::Receiver<String>,
 }
 
 fn unix_now() -> u64 {
@@ -55,7 +57,6 @@ struct Stored {
     /// that the API server trusts it before roster runs) or a leaf that does not chain to it.
     leaf: Option<Certificates>,
     not_after: u64,
-    names: Vec<String>,
     resource_version: Option<String>,
 }
 
@@ -99,7 +100,6 @@ fn parse(s: &Secret) -> Result<Stored> {
             .get(&not_after_key())
             .and_then(|n| n.parse().ok())
             .unwrap_or(0),
-        names,
         resource_version: s.metadata.resource_version.clone(),
     })
 }
@@ -147,12 +147,16 @@ pub async fn start(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Shared> {
     let api: Api<Secret> = Api::namespaced(client, namespace);
-    let (stored, leaf) = current(&api, name, &names, lifetime).await?;
+    let (stored, leaf) = current(&api, name, &names, lifetime, None).await?;
+    let (ca_tx, ca_rx) = tokio::sync::watch::channel(stored.authority.cert_pem.clone());
     let shared = Shared {
         serving: Arc::new(Serving::new(&leaf)?),
-        ca_pem: stored.authority.cert_pem.clone(),
+        ca_pem: ca_rx,
     };
     let serving = shared.serving.clone();
+    // The CA in use: a Secret deleted meanwhile is made again from it (a new CA would be one
+    // that neither the caBundle nor the API server's kubeconfigs trust).
+    let mut authority = stored.authority;
     let name = name.to_string();
     let mut seen = stored.resource_version;
     // Checked a few times per lifetime's last third, at most every five minutes.
@@ -164,7 +168,7 @@ pub async fn start(
                 _ = &mut stop => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            match current(&api, &name, &names, lifetime).await {
+            match current(&api, &name, &names, lifetime, Some(&authority)).await {
                 Ok((s, leaf)) if s.resource_version != seen => {
                     if let Err(e) = serving.set(&leaf) {
                         tracing::warn!(reason = crate::Reason::reason(&e), error = %e, "cannot serve the renewed certificate");
@@ -172,6 +176,11 @@ pub async fn start(
                     }
                     tracing::info!(secret = %name, not_after = s.not_after, "serving the renewed certificate");
                     seen = s.resource_version;
+                    if s.authority.cert_pem != authority.cert_pem {
+                        tracing::warn!(secret = %name, "the CA in the Secret was replaced: serving from it, and the webhook's caBundle follows");
+                        let _ = ca_tx.send(s.authority.cert_pem.clone());
+                    }
+                    authority = s.authority;
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -183,18 +192,23 @@ pub async fn start(
     Ok(shared)
 }
 
-/// The Secret's certificate (and its leaf), created or renewed first when needed.
+/// The Secret's certificate (and its leaf), created or renewed first when needed; a missing
+/// Secret is made from `known` (the CA in use), or from a new CA at first start.
 async fn current(
     api: &Api<Secret>,
     name: &str,
     names: &[String],
     lifetime: Duration,
+    known: Option<&Authority>,
 ) -> Result<(Stored, Certificates)> {
     let api_err = |e: kube::Error| Error::ServingCertificate(e.to_string());
     for _ in 0..5 {
         let existing = api.get_opt(name).await.map_err(api_err)?;
         let Some(existing) = existing else {
-            let authority = Authority::generate()?;
+            let authority = match known {
+                Some(a) => Authority::from_pem(&a.cert_pem, a.key_pem())?,
+                None => Authority::generate()?,
+            };
             let leaf = authority.issue(names, lifetime)?;
             match api
                 .create(
@@ -209,9 +223,10 @@ async fn current(
             }
         };
         let stored = parse(&existing)?;
-        let has_names = names.iter().all(|n| stored.names.contains(n));
+        // The leaf itself must name everything asked for (not the annotation's word for it).
+        let covers = |leaf: &Certificates| names.iter().all(|n| leaf.verify(n).is_ok());
         if let Some(leaf) = &stored.leaf
-            && !due(stored.not_after, lifetime, unix_now(), has_names)
+            && !due(stored.not_after, lifetime, unix_now(), covers(leaf))
         {
             let leaf = leaf.clone();
             return Ok((stored, leaf));
@@ -328,5 +343,183 @@ mod tests {
             due(now + 80 * 24 * 3600, life, now, false),
             "a name is missing"
         );
+    }
+
+    /// A Secret API in memory: GET answers the stored object (404 when none), any write stores
+    /// it with the next resourceVersion. Returns the client and the stored object.
+    fn secrets_api() -> (Client, Arc<std::sync::Mutex<Option<serde_json::Value>>>) {
+        use std::sync::Mutex;
+        let stored: Arc<Mutex<Option<serde_json::Value>>> = Arc::default();
+        let version = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let st = stored.clone();
+        let svc = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            let (st, version) = (st.clone(), version.clone());
+            async move {
+                let (parts, body) = req.into_parts();
+                let bytes = body.collect_bytes().await.unwrap_or_default();
+                let (code, answer) = match parts.method {
+                    http::Method::GET => match st.lock().expect("lock").clone() {
+                        Some(v) => (200, v),
+                        None => (
+                            404,
+                            serde_json::json!({"apiVersion":"v1","kind":"Status","status":"Failure","reason":"NotFound","code":404,"metadata":{}}),
+                        ),
+                    },
+                    _ => {
+                        let mut v: serde_json::Value =
+                            serde_json::from_slice(&bytes).expect("json");
+                        let n = version.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                        v["metadata"]["resourceVersion"] = serde_json::json!(n.to_string());
+                        *st.lock().expect("lock") = Some(v.clone());
+                        (200, v)
+                    }
+                };
+                Ok::<_, std::convert::Infallible>(
+                    http::Response::builder()
+                        .status(code)
+                        .header("content-type", "application/json")
+                        .body(kube::client::Body::from(answer.to_string().into_bytes()))
+                        .expect("response"),
+                )
+            }
+        });
+        (Client::new(svc, "roster-system"), stored)
+    }
+
+    /// The third red-team round: a leaf the CA signed that lacks one of the names asked for was
+    /// kept (the annotation was believed) and never renewed for it. Seen failing first.
+    #[tokio::test]
+    async fn a_stored_leaf_is_served_only_if_it_names_everything_asked_for() {
+        let ca = Authority::generate().expect("ca");
+        let a = "roster-webhook.roster-system.svc".to_string();
+        let b = "roster-authn.roster-system.svc".to_string();
+        let leaf = ca
+            .issue(std::slice::from_ref(&a), Duration::from_secs(3600))
+            .expect("leaf");
+        let (cert, key) = leaf.leaf_pem();
+        let mut secret = secret_of(
+            &[
+                ("ca.crt", &ca.cert_pem),
+                ("ca.key", ca.key_pem()),
+                ("tls.crt", &cert),
+                ("tls.key", &key),
+            ],
+            Some(&format!("{a},{b}")),
+        );
+        secret
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(not_after_key(), (unix_now() + 3000).to_string());
+        secret.metadata.resource_version = Some("1".into());
+        let (client, stored) = secrets_api();
+        *stored.lock().expect("lock") = Some(serde_json::to_value(&secret).expect("json"));
+        let api: Api<Secret> = Api::namespaced(client, "roster-system");
+        let names = vec![a.clone(), b.clone()];
+        let (_, served) = current(
+            &api,
+            "roster-serving",
+            &names,
+            Duration::from_secs(3600),
+            None,
+        )
+        .await
+        .expect("current");
+        for n in &names {
+            assert!(served.verify(n).is_ok(), "the served leaf names {n}");
+        }
+    }
+
+    /// The third red-team round: the renewal loop re-created a deleted Secret with a *new* CA
+    /// and served its leaf, which neither the caBundle nor the API server's kubeconfigs trust
+    /// (every admission call failed). Seen failing first; the CA in use is kept now.
+    #[tokio::test]
+    async fn a_deleted_serving_secret_is_made_again_from_the_ca_in_use() {
+        let (client, stored) = secrets_api();
+        let name = "localhost".to_string();
+        let shared = start(
+            client,
+            "roster-system",
+            "roster-serving",
+            vec![name.clone()],
+            Duration::from_secs(10),
+            std::future::pending(),
+        )
+        .await
+        .expect("start");
+        // What the webhook configuration's caBundle now holds (register_ca_bundle at start).
+        let ca_bundle = shared.ca_pem.borrow().clone();
+        // Someone deletes the Secret (roster's own advice for an unusable one).
+        *stored.lock().expect("lock") = None;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        // A client trusting the caBundle connects to the listener.
+        let listener = crate::tls::listen("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        let config = crate::tls::server_config(shared.serving.clone(), None).expect("config");
+        tokio::spawn(crate::tls::serve(
+            listener,
+            config,
+            axum::Router::new(),
+            std::future::pending(),
+        ));
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_bundle.as_bytes()) {
+            roots.add(c.expect("pem")).expect("root");
+        }
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+        let handshake = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(
+                rustls::pki_types::ServerName::try_from("localhost").expect("n"),
+                tcp,
+            )
+            .await;
+        assert!(
+            handshake.is_ok(),
+            "after the Secret was re-created, the API server (trusting the caBundle written at start) is refused: {:?}",
+            handshake.err()
+        );
+    }
+
+    /// A CA replaced in the Secret by hand (a rotation) is served from, and announced, so that
+    /// the webhook's caBundle follows.
+    #[tokio::test]
+    async fn a_replaced_ca_is_served_and_announced() {
+        let (client, stored) = secrets_api();
+        let name = "localhost".to_string();
+        let mut shared = start(
+            client,
+            "roster-system",
+            "roster-serving",
+            vec![name.clone()],
+            Duration::from_secs(10),
+            std::future::pending(),
+        )
+        .await
+        .expect("start");
+        let first = shared.ca_pem.borrow_and_update().clone();
+        let rotated = Authority::generate().expect("ca");
+        let mut secret = secret_of(
+            &[("ca.crt", &rotated.cert_pem), ("ca.key", rotated.key_pem())],
+            None,
+        );
+        secret.metadata.resource_version = Some("100".into());
+        *stored.lock().expect("lock") = Some(serde_json::to_value(&secret).expect("json"));
+        tokio::time::timeout(Duration::from_secs(5), shared.ca_pem.changed())
+            .await
+            .expect("announced within a check")
+            .expect("changed");
+        let now = shared.ca_pem.borrow().clone();
+        assert_ne!(now, first);
+        assert_eq!(now, rotated.cert_pem);
     }
 }

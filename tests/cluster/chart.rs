@@ -51,16 +51,21 @@ fn args(docs: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// The API server's client CA: the webhook answers it only (the chart insists on that, or on a
+/// NetworkPolicy naming the API server, or on being told the risk is accepted).
+const CLIENT_CA: &str =
+    "apiServerClientCA=-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----";
+
 const IDENTITY: [&str; 3] = [
     "identity.enabled=true",
     "identity.publicUrl=https://login.acme.example",
-    "apiServerClientCA=-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----",
+    CLIENT_CA,
 ];
 
 #[test]
 fn the_chart_lints_and_every_template_renders_as_intended() {
     let out = std::process::Command::new(helm_bin())
-        .args(["lint", "--strict", CHART])
+        .args(["lint", "--strict", CHART, "--set", CLIENT_CA])
         .current_dir(root())
         .output()
         .expect("helm lint");
@@ -71,8 +76,9 @@ fn the_chart_lints_and_every_template_renders_as_intended() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // Defaults: two replicas, leader election, the webhook through its Service, no identity.
-    let defaults = render(&[]);
+    // Defaults (and the client CA): two replicas, leader election, the webhook through its
+    // Service answering the API server only, no identity.
+    let defaults = render(&[CLIENT_CA]);
     let d = find(&defaults, "Deployment", "roster").expect("Deployment");
     let pod = &d["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
@@ -121,6 +127,7 @@ fn the_chart_lints_and_every_template_renders_as_intended() {
         "--webhook-configuration=ca-bundle",
         "--serving-cert-secret=roster-serving",
         "--member-subjects=external",
+        "--webhook-client-ca=/etc/roster/apiserver-client-ca/ca.crt",
     ] {
         assert!(a.iter().any(|x| x == want), "{want} in {a:?}");
     }
@@ -228,6 +235,7 @@ fn the_chart_lints_and_every_template_renders_as_intended() {
         "replicaCount=1",
         "leaderElection.enabled=false",
         "webhook.url=https://10.0.0.5:8443/validate",
+        "webhook.allowAnyCaller=true",
     ]);
     assert!(find(&single, "PodDisruptionBudget", "roster").is_none());
     assert!(
@@ -256,6 +264,8 @@ fn the_chart_lints_and_every_template_renders_as_intended() {
         "networkPolicy.enabled=true",
         "--set",
         "metrics.serviceMonitor.enabled=true",
+        "--set",
+        CLIENT_CA,
     ]);
     let mut seen: BTreeSet<String> = sources
         .lines()
@@ -290,6 +300,8 @@ fn the_chart_lints_and_every_template_renders_as_intended() {
         "--dry-run=client",
         "--namespace",
         "roster-system",
+        "--set",
+        CLIENT_CA,
     ]);
     assert!(
         notes.contains("rollout status deployment/roster"),
@@ -316,9 +328,22 @@ fn the_chart_lints_and_every_template_renders_as_intended() {
 
 #[test]
 fn values_outside_the_schema_are_refused_naming_the_value() {
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 12] = [
+        (&[], "the admission webhook would answer any pod"),
         (
-            &["replicas=2"],
+            &["networkPolicy.enabled=true"],
+            "the admission webhook would answer any pod",
+        ),
+        (
+            &[CLIENT_CA, "priorityClassName=x\n  hostNetwork: true"],
+            "/priorityClassName",
+        ),
+        (
+            &[CLIENT_CA, "members.projectRoles.admin=cluster-admin"],
+            "/members/projectRoles/admin",
+        ),
+        (
+            &[CLIENT_CA, "replicas=2"],
             "additional properties 'replicas' not allowed",
         ),
         (&["replicaCount=0"], "/replicaCount"),
@@ -538,4 +563,92 @@ fn the_chart_grants_roster_exactly_this() {
     assert!(!can("impersonate", "users", &ns));
     assert!(!can("patch", "validatingwebhookconfigurations/other", &ns));
     assert!(!can("create", "pods", &ns));
+}
+
+/// The third red-team round: by default the admission webhook answered any pod (no client
+/// certificate, no NetworkPolicy), and a NetworkPolicy without the API server's addresses let
+/// everyone through. Seen failing first; now the chart refuses to render such a webhook unless
+/// told the risk is accepted, and a NetworkPolicy naming the API server closes the port.
+#[test]
+fn the_admission_webhook_answers_the_api_server_only_unless_told_otherwise() {
+    let open = |docs: &[Value]| -> bool {
+        let client_ca = args(docs)
+            .iter()
+            .any(|a| a.starts_with("--webhook-client-ca"));
+        let restricted = docs.iter().any(|d| {
+            d["kind"] == "NetworkPolicy"
+                && d["spec"]["ingress"].as_array().is_some_and(|rules| {
+                    rules.iter().all(|r| {
+                        let webhook = r["ports"]
+                            .as_array()
+                            .is_some_and(|p| p.iter().any(|p| p["port"] == "webhook"));
+                        !webhook || r["from"].as_array().is_some_and(|f| !f.is_empty())
+                    })
+                })
+        });
+        !client_ca && !restricted
+    };
+    for values in [
+        &[][..],
+        &["networkPolicy.enabled=true"][..],
+        &["replicaCount=3"][..],
+    ] {
+        let mut args = vec!["template", "roster", CHART];
+        for v in values {
+            args.extend(["--set", v]);
+        }
+        let out = std::process::Command::new(helm_bin())
+            .args(&args)
+            .current_dir(root())
+            .output()
+            .expect("helm template");
+        assert!(!out.status.success(), "{values:?} rendered an open webhook");
+    }
+    assert!(!open(&render(&[CLIENT_CA])));
+    let policy = render(&[
+        "networkPolicy.enabled=true",
+        "networkPolicy.apiServer[0].ipBlock.cidr=10.0.0.0/24",
+    ]);
+    assert!(!open(&policy), "the NetworkPolicy names the API server");
+    let accepted = render(&["webhook.allowAnyCaller=true"]);
+    assert!(
+        open(&accepted),
+        "told so, the chart installs an open webhook"
+    );
+    let notes = helm(&[
+        "install",
+        "roster",
+        CHART,
+        "--dry-run=client",
+        "--set",
+        "webhook.allowAnyCaller=true",
+    ]);
+    assert!(notes.contains("answers any pod"), "and says so: {notes}");
+}
+
+/// The third red-team round: string values were pasted into the Deployment unquoted, and a
+/// value with a newline added fields of its own to the pod (hostNetwork, hostPID). Seen failing
+/// first; the schema refuses such names now, and templates quote every string.
+#[test]
+fn a_string_value_cannot_add_fields_to_the_pod() {
+    for value in [
+        "priorityClassName=x\n      hostNetwork: true\n      hostPID: true",
+        "topologySpread.topologyKey=x\n          hostNetwork: true",
+        "image.repository=roster\"\n      hostNetwork: true\n#",
+        "identity.smtp.existingSecret=x\n      hostNetwork: true",
+    ] {
+        let out = std::process::Command::new(helm_bin())
+            .current_dir(root())
+            .args(["template", "roster", CHART, "--namespace", "roster-system"])
+            .args(["--set", CLIENT_CA, "--set-string", value])
+            .output()
+            .expect("helm template");
+        assert!(!out.status.success(), "{value:?} is refused by the schema");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("does not match pattern"), "{value:?}: {err}");
+    }
+    // And quoted where a value is free text: a newline stays inside the string.
+    let docs = render(&[CLIENT_CA, "logLevel=info\n      hostNetwork: true"]);
+    let pod = &find(&docs, "Deployment", "roster").expect("Deployment")["spec"]["template"]["spec"];
+    assert!(pod.get("hostNetwork").is_none());
 }

@@ -255,6 +255,11 @@ impl Cluster {
             "templates/webhook.yaml",
             "--set",
             &format!("webhook.url=https://{}/validate", self.webhook_addr),
+            "--set-file",
+            &format!(
+                "apiServerClientCA={}",
+                self.identity_certs.join("client-ca.crt").display()
+            ),
         ]);
         let out = self.kubectl_stdin(&["apply", "-f", "-"], Some(&rendered));
         assert!(

@@ -100,12 +100,8 @@ fn helm_in(cc: &ChartCluster, args: &[&str], values: &[String]) -> String {
         "apiServerClientCA={}",
         cc.c.identity_certs.join("client-ca.crt").display()
     );
-    if values
-        .iter()
-        .any(|v| v.starts_with("identity.enabled=true"))
-    {
-        all.extend(["--set-file", &client_ca]);
-    }
+    // The webhooks answer the API server only (mTLS), identity or not.
+    all.extend(["--set-file", &client_ca]);
     for v in values {
         all.extend(["--set", v]);
     }

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::Router;
+mod serve;
+pub use serve::{ClientAddr, listen, serve};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -391,101 +392,6 @@ fn client_verifier(
     .build()
     .map_err(|e| bad(e.to_string()))
 }
-
-/// Binds a port: done before anything points at it (the webhook registered, the API server
-/// configured), so that a port in use is an error at start rather than a caller nobody answers.
-pub async fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Listen { addr, source })
-}
-
-/// Serves `router` over TLS with `config` (see `Certificates::server_config*`) until
-/// `shutdown` resolves. Each request carries its TCP peer as a `ClientAddr` extension.
-/// How long open connections may take to finish their requests after shutdown.
-const DRAIN: std::time::Duration = std::time::Duration::from_secs(8);
-
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    config: Arc<rustls::ServerConfig>,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    tracing::info!(addr = ?listener.local_addr().ok(), "webhook listening");
-    tokio::pin!(shutdown);
-    // On shutdown: no new connections; open ones finish the requests they carry and are told
-    // to go away (HTTP/2 GOAWAY, HTTP/1 close after the response), so that a client such as
-    // the API server moves to another replica without a failed call.
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = &mut shutdown => {
-                drop(listener);
-                if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
-                    tracing::warn!("connections still open {DRAIN:?} after shutdown; closing them");
-                }
-                return Ok(());
-            }
-            accepted = listener.accept() => match accepted {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors, typically: wait a little instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let watcher = graceful.watcher();
-        // Handlers that log who called (the identity server's security log) read the peer.
-        let service = hyper_util::service::TowerToHyperService::new(
-            tower::ServiceExt::map_request(router.clone(), tag_peer(peer)),
-        );
-        tokio::spawn(async move {
-            // A client that never finishes its handshake must not hold a task forever.
-            let tls = match tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                acceptor.accept(tcp),
-            )
-            .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
-                Err(_) => return tracing::debug!("TLS handshake timed out"),
-            };
-            // Nor one that sends its request's headers a byte at a time.
-            let mut builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            builder
-                .http1()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10));
-            let conn = watcher
-                .watch(
-                    builder
-                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                        .into_owned(),
-                )
-                .await;
-            if let Err(e) = conn {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-}
-
-fn tag_peer<B>(peer: SocketAddr) -> impl Fn(http::Request<B>) -> http::Request<B> + Clone {
-    move |mut req| {
-        req.extensions_mut().insert(ClientAddr(peer));
-        req
-    }
-}
-
-/// The TCP peer of a request served by `serve` (the security log and rate limits use it).
-#[derive(Clone, Copy, Debug)]
-pub struct ClientAddr(pub SocketAddr);
 
 #[cfg(test)]
 mod tests {
