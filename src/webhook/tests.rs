@@ -1218,3 +1218,122 @@ async fn a_review_of_an_invented_membership_revokes_nobody() {
     post(app, body.to_string()).await;
     assert!(revocations.revoked("dave-uid"));
 }
+
+/// The admission webhook notes a cut-off for TokenReview only when the change is allowed, real
+/// (not a dry run) and leaves the member without a Membership of their address; an allowed
+/// re-enable lifts it. Each row starts from a fresh note book.
+#[tokio::test]
+async fn revocations_are_noted_only_for_allowed_real_cut_offs() {
+    use crate::identity::revocation::Revocations;
+    fn with_uids(mut index: Mem) -> Mem {
+        for m in &mut index.memberships {
+            m.metadata.uid = Some(format!("{}-uid", m.name_any()));
+        }
+        index
+    }
+    async fn send(index: Mem, noted: &Revocations, body: Value) -> bool {
+        let app = router(Arc::new(AppState {
+            index,
+            policy: policy(),
+            ready: Box::new(|| true),
+            metrics: crate::metrics::Metrics::new(),
+            revocations: Some(noted.clone()),
+        }));
+        post(app, body.to_string()).await["response"]["allowed"]
+            .as_bool()
+            .expect("an answer")
+    }
+    let by = |user: &str, op: &str, new: Value, old: Value, dry_run: bool| {
+        let mut body = review(op, &who(user), new, old);
+        if user == "root" {
+            body["request"]["userInfo"]["groups"] = json!(["system:masters"]);
+        }
+        body["request"]["dryRun"] = json!(dry_run);
+        body
+    };
+    let dave = m_of(&with_uids(acme()), "dave");
+    let json_of = |m: &Membership| serde_json::to_value(m).expect("json");
+    let mut disabled = dave.clone();
+    disabled.spec.disabled = true;
+    let mut expired = dave.clone();
+    expired.spec.expires_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(60),
+    ));
+    // A second Membership of dave's address (a superseded bootstrap, say).
+    let mut twice = with_uids(acme());
+    let mut other = dave.clone();
+    other.metadata.name = Some("dave-bootstrap".into());
+    other.metadata.uid = Some("dave-bootstrap-uid".into());
+    twice.memberships.push(other);
+
+    // (what, index, review, allowed, dave noted afterwards)
+    let rows: Vec<(&str, Mem, Value, bool, bool)> = vec![
+        (
+            "a real disable by the platform admin",
+            with_uids(acme()),
+            by("root", "UPDATE", json_of(&disabled), json_of(&dave), false),
+            true,
+            true,
+        ),
+        (
+            "the same disable as a dry run",
+            with_uids(acme()),
+            by("root", "UPDATE", json_of(&disabled), json_of(&dave), true),
+            true,
+            false,
+        ),
+        (
+            "a disable the webhook refuses (a Member disabling himself)",
+            with_uids(acme()),
+            by("dave", "UPDATE", json_of(&disabled), json_of(&dave), false),
+            false,
+            false,
+        ),
+        (
+            "an expiry moved into the past",
+            with_uids(acme()),
+            by("root", "UPDATE", json_of(&expired), json_of(&dave), false),
+            true,
+            true,
+        ),
+        (
+            "deleting dave's only Membership",
+            with_uids(acme()),
+            by("root", "DELETE", Value::Null, json_of(&dave), false),
+            true,
+            true,
+        ),
+        (
+            "deleting one of two Memberships of dave's address",
+            twice,
+            by("root", "DELETE", Value::Null, json_of(&dave), false),
+            true,
+            false,
+        ),
+        (
+            "deleting dave's only Membership as a dry run",
+            with_uids(acme()),
+            by("root", "DELETE", Value::Null, json_of(&dave), true),
+            true,
+            false,
+        ),
+    ];
+    for (what, index, body, allowed, noted) in rows {
+        let book = Revocations::default();
+        assert_eq!(send(index, &book, body).await, allowed, "{what}: allowed");
+        assert_eq!(book.revoked("dave-uid"), noted, "{what}: dave noted");
+        assert!(!book.revoked("alice-uid"), "{what}: the owner noted");
+    }
+
+    // Re-enabled by an allowed change: the note is lifted.
+    let book = Revocations::default();
+    let off = by("root", "UPDATE", json_of(&disabled), json_of(&dave), false);
+    assert!(send(with_uids(acme()), &book, off).await);
+    assert!(book.revoked("dave-uid"));
+    let mut index = with_uids(acme());
+    index.memberships.retain(|m| m.name_any() != "dave");
+    index.memberships.push(disabled.clone());
+    let on = by("root", "UPDATE", json_of(&dave), json_of(&disabled), false);
+    assert!(send(index, &book, on).await);
+    assert!(!book.revoked("dave-uid"), "re-enabled, still refused");
+}

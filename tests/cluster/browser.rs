@@ -1,6 +1,6 @@
 //! The identity pages in headless Chromium (Debian's, driven by playwright-core from
 //! tests/browser): a newcomer clicks through accept → password → TOTP → login → account.
-//! Screenshots land in target/browser-artifacts/.
+//! Screenshots land in target/browser-artifacts/<test process id>/ (concurrent runs keep theirs).
 
 use std::process::Command;
 
@@ -38,7 +38,7 @@ spec:
     );
     // The owner is invited like everyone else (bootstrap Membership owner-erin).
     let link = format!("https://{}{}", c.identity_addr, link(c, &ns, "owner-erin"));
-    let artifacts = root().join("target/browser-artifacts");
+    let artifacts = root().join(format!("target/browser-artifacts/{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&artifacts);
     let out = Command::new("node")
         .arg(browser.join("flow.mjs"))

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{Cluster, RESYNC, cluster, exclusive, http_get, shared, small_org, wait_for};
+use crate::harness::{
+    Cluster, RESYNC, cluster, examples_as_of_now, exclusive, http_get, shared, small_org, wait_for,
+};
 
 const CONVERGE: Duration = Duration::from_secs(30);
 /// One full error backoff (60 s, see controller::error::backoff) plus convergence.
@@ -70,7 +72,9 @@ const CARL_BOTH: &str = "  projects: [{name: one, role: Developer}, {name: two, 
 fn examples_converge_to_exactly_the_declared_bindings() {
     let _api = shared();
     let c = cluster();
-    c.kubectl_ok(&["apply", "-f", "examples/acme"]);
+    let acme = examples_as_of_now("acme");
+    let acme = acme.to_str().expect("utf-8 path");
+    c.kubectl_ok(&["apply", "-f", acme]);
     let expected: &[(&str, &str, &[&str])] = &[
         ("acme", "roster-owner", &["alice"]),
         ("acme", "roster-admins", &["bob", "carol"]),

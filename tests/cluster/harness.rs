@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 pub struct Cluster {
+    /// This cluster's own loopback address: etcd, the API server and roster listen there.
+    pub host: String,
     pub dir: PathBuf,
     pub bin: PathBuf,
     pub kubeconfig: PathBuf,
@@ -121,15 +123,16 @@ impl Cluster {
         std::fs::create_dir_all(&dir).expect("create test state dir");
         // The API server trusts roster's identity server for tokens (TokenReview), so its
         // certificate must exist before the API server starts: roster writes it first.
-        let identity_addr = format!("127.0.0.1:{}", free_port());
-        let authn_addr = format!("127.0.0.1:{}", free_port());
+        let host = own_loopback();
+        let identity_addr = free_addr(&host);
+        let authn_addr = free_addr(&host);
         // The API server presents its client certificate to the admission webhook too, so the
         // webhook's address is fixed before the API server starts.
-        let webhook_addr = format!("127.0.0.1:{}", free_port());
+        let webhook_addr = free_addr(&host);
         let identity_certs = dir.join("identity");
         // roster writes the certificate and the API server's webhook configuration files.
         let made = Command::new(env!("CARGO_BIN_EXE_roster"))
-            .args(["certificate", "--name", "127.0.0.1", "--out-dir"])
+            .args(["certificate", "--name", &host, "--out-dir"])
             .arg(&identity_certs)
             .args(["--authn-url", &format!("https://{authn_addr}")])
             .args(["--webhook-host", &webhook_addr])
@@ -178,6 +181,7 @@ impl Cluster {
             .arg(&dir)
             .arg("--bin")
             .arg(&bin)
+            .args(["--host", &host])
             .arg("--")
             .args(&flags)
             .stdin(Stdio::piped())
@@ -233,7 +237,8 @@ impl Cluster {
             bin,
             lifeline: Mutex::new((child, stdin)),
             roster: Mutex::new(None),
-            metrics_addr: format!("127.0.0.1:{}", free_port()),
+            metrics_addr: free_addr(&host),
+            host,
         }
     }
 
@@ -479,11 +484,28 @@ pub fn helm(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+/// A loopback address no other run uses (127.0.0.0/8 is all loopback on Linux): ports picked
+/// there cannot be taken meanwhile by the ephemeral port of some connection from 127.0.0.1, the
+/// address every client here connects from, nor by another test run's listeners.
+pub fn own_loopback() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let pid = std::process::id();
+    format!(
+        "127.{}.{}.{}",
+        2 + pid % 250,
+        (pid / 250) % 256,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// `host:port` with a port free on `host` now. The port is baked into configuration before the
+/// server that binds it starts, hence a loopback address of its own (see [`own_loopback`]).
+pub fn free_addr(host: &str) -> String {
+    let port = std::net::TcpListener::bind((host, 0))
         .and_then(|l| l.local_addr())
         .expect("a free port")
-        .port()
+        .port();
+    format!("{host}:{port}")
 }
 
 /// A plain HTTP GET (roster's metrics port); returns the body.
@@ -819,4 +841,76 @@ impl Cluster {
             .output()
             .expect("run roster")
     }
+}
+
+/// The day the dates in `examples/` were written for (see the comment atop
+/// examples/acme/30-memberships.yaml). Tests apply the examples shifted by the time since, so an
+/// exemption "four months from now" stays four months from now whatever the calendar says.
+const EXAMPLES_WRITTEN: &str = "2026-11-23T00:00:00Z";
+
+/// A copy of `examples/<dir>` (under target/) with every quoted RFC 3339 UTC timestamp moved
+/// forward by the time elapsed since [`EXAMPLES_WRITTEN`]; returns its path for `kubectl apply -f`.
+pub fn examples_as_of_now(dir: &str) -> PathBuf {
+    use k8s_openapi::jiff::Timestamp;
+    let written: Timestamp = EXAMPLES_WRITTEN.parse().expect("anchor");
+    let shift = Timestamp::now().duration_since(written);
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let out = root().join(format!(
+        "target/examples-as-of-now/{}-{}-{dir}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).expect("create the shifted examples' directory");
+    let mut shifted_any = false;
+    for entry in std::fs::read_dir(root().join("examples").join(dir)).expect("examples dir") {
+        let path = entry.expect("dir entry").path();
+        let text = std::fs::read_to_string(&path).expect("read an example");
+        let (text, n) = shift_timestamps(&text, shift);
+        shifted_any |= n > 0;
+        std::fs::write(out.join(path.file_name().expect("file name")), text)
+            .expect("write a shifted example");
+    }
+    assert!(
+        dir != "acme" || shifted_any,
+        "examples/acme has no dated field left to shift"
+    );
+    out
+}
+
+/// Moves every `"YYYY-MM-DDTHH:MM:SSZ"` in `text` by `shift`; returns the text and how many moved.
+fn shift_timestamps(text: &str, shift: k8s_openapi::jiff::SignedDuration) -> (String, usize) {
+    use k8s_openapi::jiff::Timestamp;
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut n = 0;
+    while let Some(i) = rest.find('"') {
+        out.push_str(&rest[..=i]);
+        rest = &rest[i + 1..];
+        let candidate = rest
+            .get(..20)
+            .filter(|c| c.ends_with('Z') && c.as_bytes()[10] == b'T');
+        if let Some(t) = candidate.and_then(|c| c.parse::<Timestamp>().ok()) {
+            let moved = t.checked_add(shift).expect("a shifted date in range");
+            out.push_str(&moved.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+            rest = &rest[20..];
+            n += 1;
+        }
+    }
+    out.push_str(rest);
+    (out, n)
+}
+
+#[test]
+fn example_dates_shift_by_the_time_since_they_were_written() {
+    use k8s_openapi::jiff::SignedDuration;
+    let (text, n) = shift_timestamps(
+        "a: \"2027-03-31T00:00:00Z\"\nb: \"x\"\nc: \"2026-11-23T00:00:00Z\" \"",
+        SignedDuration::from_hours(48),
+    );
+    assert_eq!(n, 2);
+    assert_eq!(
+        text,
+        "a: \"2027-04-02T00:00:00Z\"\nb: \"x\"\nc: \"2026-11-25T00:00:00Z\" \""
+    );
 }

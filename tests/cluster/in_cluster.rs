@@ -74,7 +74,7 @@ fn values(cc: &ChartCluster, identity: bool) -> Vec<String> {
     let mut v = vec![
         format!("webhook.url=https://{}/validate", c.webhook_addr),
         format!("certificates.secretName={SERVING_SECRET}"),
-        "certificates.extraNames={127.0.0.1}".to_string(),
+        format!("certificates.extraNames={{{}}}", c.host),
         "resync=2s".to_string(),
         "logLevel=info\\,roster=debug".to_string(),
         "image.tag=test".to_string(),

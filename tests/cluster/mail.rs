@@ -8,7 +8,7 @@ use std::time::Duration;
 use roster::identity::Secret;
 use roster::identity::mail::Mailer;
 
-use crate::harness::{root, wait_for};
+use crate::harness::{free_addr, own_loopback, root, wait_for};
 
 struct Server(Child);
 
@@ -17,13 +17,6 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
 }
 
 fn aiosmtpd() -> std::path::PathBuf {
@@ -46,7 +39,7 @@ fn aiosmtpd() -> std::path::PathBuf {
 
 #[tokio::test]
 async fn invitations_are_mailed_through_a_real_smtp_server() {
-    let port = free_port();
+    let addr = free_addr(&own_loopback());
     let maildir = root().join(format!(
         "target/cluster-test/maildir-{}",
         std::process::id()
@@ -54,13 +47,7 @@ async fn invitations_are_mailed_through_a_real_smtp_server() {
     let _ = std::fs::remove_dir_all(&maildir);
     let _server = Server(
         Command::new(aiosmtpd())
-            .args([
-                "-n",
-                "-l",
-                &format!("127.0.0.1:{port}"),
-                "-c",
-                "aiosmtpd.handlers.Mailbox",
-            ])
+            .args(["-n", "-l", &addr, "-c", "aiosmtpd.handlers.Mailbox"])
             .arg(&maildir)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -68,16 +55,11 @@ async fn invitations_are_mailed_through_a_real_smtp_server() {
             .expect("start aiosmtpd"),
     );
     wait_for("aiosmtpd to listen", Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        std::net::TcpStream::connect(&addr).ok()
     });
 
-    let mailer = Mailer::new(
-        &format!("smtp://127.0.0.1:{port}"),
-        "roster@acme.example",
-        None,
-        true,
-    )
-    .expect("mailer");
+    let mailer =
+        Mailer::new(&format!("smtp://{addr}"), "roster@acme.example", None, true).expect("mailer");
     let link = Secret::new("https://id.acme.example/accept?org=acme&member=bob&token=T0KEN");
     mailer
         .send_invitation("bob@acme.example", "acme", &link, "2026-12-01T00:00:00Z")
@@ -108,7 +90,7 @@ async fn invitations_are_mailed_through_a_real_smtp_server() {
 
     // Nobody listening: a clear, specific error, not a hang.
     let dead = Mailer::new(
-        &format!("smtp://127.0.0.1:{}", free_port()),
+        &format!("smtp://{}", free_addr(&own_loopback())),
         "roster@acme.example",
         None,
         true,

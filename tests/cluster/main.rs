@@ -10,6 +10,7 @@ mod in_cluster;
 mod mail;
 mod members;
 mod pods;
+mod revocation;
 mod smoke;
 mod trust;
 mod webhook;

@@ -5,8 +5,8 @@
 //! server says (downward API fields, Secret references), its ConfigMap volumes as files, with a
 //! token of its ServiceAccount from TokenRequest — so RBAC and flags are the chart's, not the
 //! test's. It changes only what a shared host forces: listen addresses (`0.0.0.0:PORT` becomes
-//! `127.0.0.1:<free port>`, so two replicas fit on one host), mount paths (under the pod's own
-//! directory), and `--lifeline` (pods die with the test process).
+//! `<the cluster's loopback address>:<free port>`, so two replicas fit on one host), mount paths
+//! (under the pod's own directory), and `--lifeline` (pods die with the test process).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Cluster, free_port};
+use crate::harness::{Cluster, free_addr};
 
 /// A Service: connections to `addr` go to one of the backends that accepts (round robin).
 pub struct Service {
@@ -209,7 +209,7 @@ pub fn run(c: &Cluster, ns: &str, deployment: &Value, name: &str) -> Pod {
     let mut ports = HashMap::new();
     for port in container["ports"].as_array().into_iter().flatten() {
         let number = port["containerPort"].as_u64().expect("containerPort");
-        let here = format!("127.0.0.1:{}", free_port());
+        let here = free_addr(&c.host);
         rewrites.push((format!("0.0.0.0:{number}"), here.clone()));
         ports.insert(port["name"].as_str().expect("port name").to_string(), here);
     }

@@ -11,7 +11,7 @@ use crate::harness::{
     identity_request, link, query_value, shared, wait_for,
 };
 
-fn apply(c: &Cluster, yaml: &str) {
+pub(crate) fn apply(c: &Cluster, yaml: &str) {
     let out = c.kubectl_stdin(&["apply", "-f", "-"], Some(yaml));
     assert!(
         out.status.success(),
@@ -59,7 +59,12 @@ async fn accept_link(c: &Cluster, path: &str, password: &str) -> (u16, String) {
     .await
 }
 
-async fn login(c: &Cluster, org: &str, email: &str, password: &str) -> (u16, serde_json::Value) {
+pub(crate) async fn login(
+    c: &Cluster,
+    org: &str,
+    email: &str,
+    password: &str,
+) -> (u16, serde_json::Value) {
     let body = serde_json::json!({"organization": org, "email": email, "password": password});
     let (status, text) = identity_request(
         c,
@@ -73,7 +78,7 @@ async fn login(c: &Cluster, org: &str, email: &str, password: &str) -> (u16, ser
 }
 
 /// Accepts `member`'s invitation (its link read by the platform admin) and logs in: a token.
-async fn member_token(c: &Cluster, ns: &str, member: &str, email: &str) -> String {
+pub(crate) async fn member_token(c: &Cluster, ns: &str, member: &str, email: &str) -> String {
     let (status, page) = accept_link(c, &link(c, ns, member), PASSWORD).await;
     assert_eq!(status, 200, "{page}");
     token_of(c, ns, email, PASSWORD).await
@@ -85,13 +90,13 @@ async fn token_of(c: &Cluster, ns: &str, email: &str, password: &str) -> String 
     body["token"].as_str().expect("token").to_string()
 }
 
-fn kubeconfig(c: &Cluster, token: &str) -> PathBuf {
+pub(crate) fn kubeconfig(c: &Cluster, token: &str) -> PathBuf {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     c.member_kubeconfig(&format!("trust-{n}"), &format!("    token: {token}"))
 }
 
-fn kubectl(c: &Cluster, kc: &std::path::Path, args: &[&str]) -> std::process::Output {
+pub(crate) fn kubectl(c: &Cluster, kc: &std::path::Path, args: &[&str]) -> std::process::Output {
     c.kubectl_as(kc, args, &[])
 }
 

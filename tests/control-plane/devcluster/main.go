@@ -89,6 +89,7 @@ type upOpts struct {
 	dir, bin         string
 	detach, lifeline bool
 	port             int
+	host             string
 	timeout          time.Duration
 	extra            []string
 }
@@ -101,6 +102,9 @@ func up(args []string) error {
 	fs.BoolVar(&o.detach, "detach", false, "run in the background and return once ready")
 	fs.BoolVar(&o.lifeline, "lifeline", false, "shut down when standard input closes")
 	fs.IntVar(&o.port, "port", 0, "kube-apiserver secure port (0: a free one)")
+	// A loopback address of its own keeps a run's ports clear of every connection made from
+	// 127.0.0.1 (the kernel hands out those ephemeral ports from the same range as port 0).
+	fs.StringVar(&o.host, "host", "127.0.0.1", "loopback address etcd and kube-apiserver listen on")
 	fs.DurationVar(&o.timeout, "timeout", 3*time.Minute, "how long to wait for readiness")
 	_ = fs.Parse(args)
 	o.extra = fs.Args()
@@ -126,8 +130,11 @@ func up(args []string) error {
 	if err := clearStale(p); err != nil {
 		return err
 	}
+	if ip := net.ParseIP(o.host); ip == nil || !ip.IsLoopback() || ip.To4() == nil {
+		return fmt.Errorf("--host %q is not an IPv4 loopback address (127.0.0.0/8)", o.host)
+	}
 	if o.port != 0 {
-		if err := portFree(o.port); err != nil {
+		if err := portFree(o.host, o.port); err != nil {
 			return fmt.Errorf("port %d for kube-apiserver is in use (%v); pick another with --port or stop what holds it", o.port, err)
 		}
 	}
@@ -247,14 +254,15 @@ func supervise(p paths, o upOpts) (err error) {
 		go func() { _, _ = io.Copy(io.Discard, os.Stdin); close(lifeline) }()
 	}
 
-	pki, err := makePKI(p.f("pki"))
+	pki, err := makePKI(p.f("pki"), o.host)
 	if err != nil {
 		return fmt.Errorf("certificates: %w", err)
 	}
-	etcdPort, etcdPeer := freePort(), freePort()
+	h := o.host
+	etcdPort, etcdPeer := freePort(h), freePort(h)
 	port := o.port
 	if port == 0 {
-		port = freePort()
+		port = freePort(h)
 	}
 	if err := os.WriteFile(p.f("audit-policy.yaml"), []byte(auditPolicy), 0o644); err != nil {
 		return err
@@ -262,11 +270,11 @@ func supervise(p paths, o upOpts) (err error) {
 
 	etcd, err := start(p, "etcd", filepath.Join(o.bin, "etcd"), []string{
 		"--name=default", "--data-dir=" + p.f("etcd"),
-		fmt.Sprintf("--listen-client-urls=http://127.0.0.1:%d", etcdPort),
-		fmt.Sprintf("--advertise-client-urls=http://127.0.0.1:%d", etcdPort),
-		fmt.Sprintf("--listen-peer-urls=http://127.0.0.1:%d", etcdPeer),
-		fmt.Sprintf("--initial-advertise-peer-urls=http://127.0.0.1:%d", etcdPeer),
-		fmt.Sprintf("--initial-cluster=default=http://127.0.0.1:%d", etcdPeer),
+		fmt.Sprintf("--listen-client-urls=http://%s:%d", h, etcdPort),
+		fmt.Sprintf("--advertise-client-urls=http://%s:%d", h, etcdPort),
+		fmt.Sprintf("--listen-peer-urls=http://%s:%d", h, etcdPeer),
+		fmt.Sprintf("--initial-advertise-peer-urls=http://%s:%d", h, etcdPeer),
+		fmt.Sprintf("--initial-cluster=default=http://%s:%d", h, etcdPeer),
 		"--unsafe-no-fsync", "--log-level=warn",
 	})
 	if err != nil {
@@ -275,15 +283,15 @@ func supervise(p paths, o upOpts) (err error) {
 	defer etcd.stop(15 * time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
-	if err := waitHTTP(ctx, etcd, &http.Client{}, fmt.Sprintf("http://127.0.0.1:%d/health", etcdPort), `"health":"true"`); err != nil {
+	if err := waitHTTP(ctx, etcd, &http.Client{}, fmt.Sprintf("http://%s:%d/health", h, etcdPort), `"health":"true"`); err != nil {
 		return fmt.Errorf("etcd: %w\n%s", err, tail(p.f("etcd.log"), 20))
 	}
 
-	server := fmt.Sprintf("https://127.0.0.1:%d", port)
+	server := fmt.Sprintf("https://%s:%d", h, port)
 	apiArgs := append([]string{
-		fmt.Sprintf("--etcd-servers=http://127.0.0.1:%d", etcdPort),
-		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port),
-		"--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
+		fmt.Sprintf("--etcd-servers=http://%s:%d", h, etcdPort),
+		"--bind-address=" + h, fmt.Sprintf("--secure-port=%d", port),
+		"--advertise-address=" + h, "--endpoint-reconciler-type=none",
 		"--cert-dir=" + pki.dir,
 		"--tls-cert-file=" + pki.f("serving.crt"), "--tls-private-key-file=" + pki.f("serving.key"),
 		"--client-ca-file=" + pki.f("ca.crt"),
@@ -540,8 +548,8 @@ func killRecordedChildren(p paths) {
 // ---------------------------------------------------------------------------------------------
 // ports, files
 
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func freePort(host string) int {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		panic(fmt.Sprintf("no free loopback port: %v", err))
 	}
@@ -549,8 +557,8 @@ func freePort() int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func portFree(port int) error {
-	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+func portFree(host string, port int) error {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, fmt.Sprint(port)))
 	if err != nil {
 		return err
 	}
@@ -593,7 +601,7 @@ func (k *pki) adminClient() *http.Client {
 	}}}
 }
 
-func makePKI(dir string) (*pki, error) {
+func makePKI(dir, host string) (*pki, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -646,7 +654,7 @@ func makePKI(dir string) (*pki, error) {
 	if _, _, err := issue("serving", &x509.Certificate{
 		Subject:     pkix.Name{CommonName: "kube-apiserver"},
 		DNSNames:    []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1"), net.ParseIP("10.0.0.1")},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(host), net.ParseIP("::1"), net.ParseIP("10.0.0.1")},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}); err != nil {
 		return nil, err
