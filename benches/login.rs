@@ -25,6 +25,7 @@ use kube::runtime::watcher::Event;
 use roster::api::{Membership, MembershipSpec, OrgRole, Organization, OrganizationSpec};
 use roster::identity::Secret;
 use roster::identity::audit::SecurityLog;
+use roster::identity::limit::{DEFAULT_FAILURE_FLOOR, Limits};
 use roster::identity::password::Hasher;
 use roster::identity::server::{AppState, router};
 use roster::identity::service::{Identity, Keys};
@@ -84,7 +85,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let (raw, login) = rt.block_on(async move {
+    let (raw, login, (work, answers)) = rt.block_on(async move {
         let config = kube::Config::from_custom_kubeconfig(
             kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
             &Default::default(),
@@ -101,7 +102,8 @@ fn main() {
             )
             .await;
         let hasher = Hasher::owasp(cpus).expect("hasher");
-        let (seal_key, _) = roster::identity::seal::Key::generate();
+        let (seal_key, seal_bytes) = roster::identity::seal::Key::generate();
+        let sealer = roster::identity::seal::Key::from_bytes(&seal_bytes).expect("seal key");
         let mut orgs = Writer::<Organization>::default();
         let mut members = Writer::<Membership>::default();
         let log = SecurityLog::start(
@@ -152,46 +154,52 @@ fn main() {
         org.metadata.namespace = Some("acme".into());
         orgs.apply_watcher_event(&Event::Apply(org));
         let phc = hasher.hash(&Secret::new(PASSWORD)).await.expect("hash");
-        for i in 0..MEMBERS {
-            let email = format!("m{i}@acme.example");
-            let mut m = Membership::new(
-                &format!("m{i}"),
-                MembershipSpec {
-                    email: email.clone(),
-                    display_name: None,
-                    role: None,
-                    projects: vec![],
-                    disabled: false,
-                    mfa: None,
-                    expires_at: None,
-                },
-            );
-            m.metadata.namespace = Some("acme".into());
-            members.apply_watcher_event(&Event::Apply(m));
-            // Seeded directly in the store, as accepted members (the bench measures logins).
-            roster::identity::store::Store::new(client.clone(), "roster-system")
-                .create(
-                    "acme",
-                    &email,
-                    &Record {
+        // m*: accepted with a password; e*: also enrolled in TOTP; i*: invited, never accepted;
+        // d*: accepted, then disabled.
+        let store = roster::identity::store::Store::new(client.clone(), "roster-system");
+        for (prefix, kind) in [("m", 'm'), ("e", 'e'), ("i", 'i'), ("d", 'd')] {
+            for i in 0..MEMBERS {
+                let email = format!("{prefix}{i}@acme.example");
+                let mut m = Membership::new(
+                    &format!("{prefix}{i}"),
+                    MembershipSpec {
                         email: email.clone(),
-                        password_hash: Some(phc.clone()),
-                        accepted_at: Some(1),
-                        ..Default::default()
+                        display_name: None,
+                        role: None,
+                        projects: vec![],
+                        disabled: kind == 'd',
+                        mfa: None,
+                        expires_at: None,
                     },
-                )
-                .await
-                .expect("record");
+                );
+                m.metadata.namespace = Some("acme".into());
+                members.apply_watcher_event(&Event::Apply(m));
+                let owner = roster::identity::store::Store::secret_name("acme", &email);
+                let seed = roster::identity::totp::Seed::generate();
+                // Seeded directly in the store (the bench measures logins, not invitations).
+                let record = Record {
+                    email: email.clone(),
+                    password_hash: (kind != 'i').then(|| phc.clone()),
+                    accepted_at: (kind != 'i').then_some(1),
+                    totp_sealed: (kind == 'e').then(|| sealer.seal(seed.as_bytes(), &owner)),
+                    ..Default::default()
+                };
+                store.create("acme", &email, &record).await.expect("record");
+            }
         }
-        let state = Arc::new(AppState {
-            identity,
-            orgs: orgs.as_reader(),
-            memberships: members.as_reader(),
-            revocations: Default::default(),
-            limits: roster::identity::limit::Limits::off(),
-            audiences: vec![],
-        });
-        let app = router(state);
+        let state = |limits| {
+            Arc::new(AppState {
+                identity: identity.clone(),
+                orgs: orgs.as_reader(),
+                memberships: members.as_reader(),
+                revocations: Default::default(),
+                limits,
+                audiences: vec![],
+            })
+        };
+        let floor = roster::api::parse_duration("floor", DEFAULT_FAILURE_FLOOR).expect("floor");
+        let floored = router(state(Limits::off().with_failure_floor(floor)));
+        let app = router(state(Limits::off()));
         let (mut raw, mut login) = (Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
             let (h, p) = (hasher.clone(), phc.clone());
@@ -218,15 +226,23 @@ fn main() {
                             .header("content-type", "application/json")
                             .body(Body::from(body.to_string()))
                             .expect("request");
-                        app.oneshot(req)
-                            .await
-                            .is_ok_and(|r| r.status().is_success())
+                        // A success is a 200 that carries a session token, not any 200.
+                        let Ok(resp) = app.oneshot(req).await;
+                        let ok = resp.status() == http::StatusCode::OK;
+                        let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+                        ok && body.is_ok_and(|b| {
+                            serde_json::from_slice::<serde_json::Value>(&b.to_bytes())
+                                .is_ok_and(|v| v["token"].as_str().is_some_and(|t| !t.is_empty()))
+                        })
                     }
                 })
                 .await,
             );
         }
-        (raw, login)
+        // The work of each kind (no floor), then the answers as `roster run` gives them.
+        let work = failure_costs(&app).await;
+        let answers = failure_costs(&floored).await;
+        (raw, login, (work, answers))
     });
     drop(cluster);
     let sum = |v: &[(usize, usize, f64)]| {
@@ -247,15 +263,102 @@ fn main() {
         "| `POST /api/v1/login` (caches, credential read from the watch, argon2, lockout, token, security log) | {login_ok} | {login_bad} | {login_rate:.1} | {:.0}% |",
         100.0 * login_rate / raw_rate
     );
-    for (i, (r, l)) in raw.iter().zip(&login).enumerate() {
+    let rounds: Vec<String> = raw
+        .iter()
+        .zip(&login)
+        .enumerate()
+        .map(|(i, (r, l))| {
+            format!(
+                "| round {}: raw {:.1}/s, login {:.1}/s | | | | {:.0}% |",
+                i + 1,
+                r.0 as f64 / r.2,
+                l.0 as f64 / l.2,
+                100.0 * (l.0 as f64 / l.2) / (r.0 as f64 / r.2)
+            )
+        })
+        .collect();
+    for line in rounds {
+        println!("{line}");
+    }
+    println!();
+    println!(
+        "| failed login ({FAILURE_SAMPLES} each, one at a time, kinds interleaved) | answers unlike a wrong password's | work: median ms | work / wrong password's | answer (floor {DEFAULT_FAILURE_FLOOR}): median ms | p90 ms | answer / wrong password's |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let median = |v: &[f64]| percentile(v, 0.5);
+    let (base_work, base_answer) = (median(&work[0].0), median(&answers[0].0));
+    for (((what, ..), (w, unlike_w)), (a, unlike_a)) in FAILURES.iter().zip(&work).zip(&answers) {
         println!(
-            "| round {}: raw {:.1}/s, login {:.1}/s | | | | {:.0}% |",
-            i + 1,
-            r.0 as f64 / r.2,
-            l.0 as f64 / l.2,
-            100.0 * (l.0 as f64 / l.2) / (r.0 as f64 / r.2)
+            "| {what} | {} | {:.1} | {:.2} | {:.1} | {:.1} | {:.3} |",
+            unlike_w + unlike_a,
+            median(w),
+            median(w) / base_work,
+            median(a),
+            percentile(a, 0.9),
+            median(a) / base_answer
         );
     }
+}
+
+fn percentile(v: &[f64], q: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * q).round() as usize]
+}
+
+/// How a login can fail short of a lockout, and an account of that kind.
+const FAILURES: [(&str, &str, &str, Option<&str>); 6] = [
+    ("wrong password", "m", PASSWORD_WRONG, None),
+    (
+        "right password, wrong TOTP code",
+        "e",
+        PASSWORD,
+        Some("000000"),
+    ),
+    ("unknown e-mail", "x", PASSWORD, None),
+    ("unknown organization", "org:nosuch", PASSWORD, None),
+    ("invited, never accepted", "i", PASSWORD, None),
+    ("disabled member", "d", PASSWORD, None),
+];
+const PASSWORD_WRONG: &str = "not the password at all 7";
+const FAILURE_SAMPLES: usize = 40;
+
+/// Per failure kind: the latencies (ms) of FAILURE_SAMPLES logins, one at a time and the kinds
+/// interleaved, and how many answers differed from the wrong password's (status and bytes).
+async fn failure_costs(app: &axum::Router) -> Vec<(Vec<f64>, usize)> {
+    let mut out: Vec<(Vec<f64>, usize)> = vec![(Vec::new(), 0); FAILURES.len()];
+    let mut reference: Option<(u16, axum::body::Bytes)> = None;
+    for i in 0..FAILURE_SAMPLES {
+        for (k, (_, who, password, code)) in FAILURES.iter().enumerate() {
+            let (org, email) = match who.strip_prefix("org:") {
+                Some(org) => (org.to_string(), format!("m{}@acme.example", i % MEMBERS)),
+                None => (
+                    "acme".to_string(),
+                    format!("{who}{}@acme.example", i % MEMBERS),
+                ),
+            };
+            let body = serde_json::json!({"organization": org, "email": email,
+                "password": password, "code": code});
+            let req = Request::post("/api/v1/login")
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .expect("request");
+            let started = Instant::now();
+            let resp = app.clone().oneshot(req).await.expect("response");
+            let status = resp.status().as_u16();
+            let bytes = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .expect("body")
+                .to_bytes();
+            out[k].0.push(started.elapsed().as_secs_f64() * 1000.0);
+            let answer = (status, bytes);
+            let reference = reference.get_or_insert_with(|| answer.clone());
+            if answer != *reference || status != 401 {
+                out[k].1 += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Runs `op` with IN_FLIGHT concurrent workers for ROUND; returns (ok, failed, seconds).

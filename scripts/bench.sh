@@ -18,7 +18,9 @@ login=$(cargo bench --locked --quiet --bench login 2>/dev/null | grep '^|')
     echo "## Admission webhook and TokenReview latency over HTTPS (benches/webhook.rs)"
     echo
     echo "Load on loopback at a fixed rate: each request is sent at its scheduled time, up to 8 in"
-    echo "flight over keep-alive TLS connections (a wait for a free one counts as latency), 10 s per row. The index"
+    echo "flight over keep-alive TLS connections, 10 s per row. Latency counts from the scheduled send"
+    echo "time (a stall is charged to every request it delays), and every answer is checked: a wrong"
+    echo "allow, deny, authentication or reason counts as a wrong answer, not a success. The index"
     echo "is roster's real one (reflector stores) holding 10,000 Memberships of one organization;"
     echo "TokenReview rows hit the identity server (same process, its own port), whose caches also"
     echo "hold 10,000 credential records. Targets: webhook p99 under 2 ms, TokenReview (and SubjectAccessReview) p99 under 1 ms."
@@ -33,6 +35,12 @@ login=$(cargo bench --locked --quiet --bench login 2>/dev/null | grep '^|')
     echo "Reading the credential record with a quorum GET per login measured 84% here (the API"
     echo "server's CPU competes with argon2 on the same 2 cores); reads now come from the watch,"
     echo "with this process's own writes layered on top and one attempt per member at a time."
+    echo "A login counts as completed when it answers 200 with a session token."
+    echo
+    echo "The second table is the claim \"one generic error, same cost\": every way a login fails"
+    echo "short of a lockout must answer the same status and bytes as a wrong password (column 2"
+    echo "counts those that did not) and cost the same argon2 work. Target: each median within"
+    echo "±20% of the wrong password's (a kind that skipped hashing would show about 0.0)."
     echo
     echo "$login"
 } >"$out"

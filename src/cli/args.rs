@@ -269,6 +269,12 @@ pub struct RunArgs {
     /// the limit off.
     #[arg(long, default_value_t = 10)]
     login_rate_per_member: u32,
+    /// A failed login (wrong organization, address, password or code, not yet accepted,
+    /// disabled) answers no sooner than this after it arrived, so that the time to answer
+    /// tells none of them apart (a wrong password also writes the failure count; an unknown
+    /// address has nothing to write). Keep it above a password check plus one API write.
+    #[arg(long, default_value = crate::identity::limit::DEFAULT_FAILURE_FLOOR, value_parser = parse_duration)]
+    login_failure_floor: Duration,
     /// The URL members reach the identity server at (goes into invitation links).
     #[arg(long)]
     identity_url: Option<String>,
@@ -390,6 +396,7 @@ impl RunArgs {
                     }),
                     rate_per_source: self.login_rate_per_source,
                     rate_per_member: self.login_rate_per_member,
+                    login_failure_floor: self.login_failure_floor,
                 })
             }
             None => None,

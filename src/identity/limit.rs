@@ -11,6 +11,9 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// `roster run --login-failure-floor`'s default (see there).
+pub const DEFAULT_FAILURE_FLOOR: &str = "250ms";
+
 /// Keys kept at most per limiter.
 const MAX_KEYS: usize = 100_000;
 
@@ -66,6 +69,10 @@ impl Limiter {
 pub struct Limits {
     pub per_source: Limiter,
     pub per_member: Limiter,
+    /// The least time a failed login takes to answer, counted from its arrival: the paths
+    /// differ in work (a wrong password also writes the failure count), the answer time must
+    /// not. Zero: answer as soon as decided.
+    pub failure_floor: Duration,
 }
 
 impl Limits {
@@ -73,6 +80,14 @@ impl Limits {
         Limits {
             per_source: Limiter::new(per_source_per_minute, per_source_per_minute),
             per_member: Limiter::new(per_member_per_minute, per_member_per_minute),
+            failure_floor: Duration::ZERO,
+        }
+    }
+
+    pub fn with_failure_floor(self, floor: Duration) -> Limits {
+        Limits {
+            failure_floor: floor,
+            ..self
         }
     }
 

@@ -75,6 +75,8 @@ pub struct IdentityConfig {
     pub max_concurrent_hashes: usize,
     pub rate_per_source: u32,
     pub rate_per_member: u32,
+    /// The least time a failed login takes to answer.
+    pub login_failure_floor: std::time::Duration,
 }
 
 #[derive(Clone, Debug)]

@@ -79,7 +79,8 @@ pub async fn start(
         orgs: stores.orgs.clone(),
         memberships: stores.memberships.clone(),
         revocations,
-        limits: limit::Limits::new(config.rate_per_source, config.rate_per_member),
+        limits: limit::Limits::new(config.rate_per_source, config.rate_per_member)
+            .with_failure_floor(config.login_failure_floor),
         audiences: audiences.clone(),
     });
     let listener = tls::listen(config.addr).await?;

@@ -859,7 +859,9 @@ fn denials_name_the_rule_and_the_way_forward() {
 // ---- tier 2: the router over HTTP ----
 
 /// Every row of the matrix again, as AdmissionReview JSON through the HTTP router: what the API
-/// server sends is what is decided (allowed exactly when expected, with the rule's message).
+/// server sends is what is decided — allowed exactly when the matrix says so, denied with the
+/// matrix's reason (read back from the router's own metrics, the label Events and dashboards
+/// use) and with the message tier 1 checks word for word.
 #[tokio::test]
 async fn permission_matrix_over_http() {
     let mut failures = Vec::new();
@@ -867,7 +869,10 @@ async fn permission_matrix_over_http() {
         for (user, want) in expectations(row) {
             let index = acme();
             let (op, new, old) = (row.build)(&index);
-            let expected = check(&index, user, op, new.clone(), old.clone());
+            let expected_message = match check(&index, user, op, new.clone(), old.clone()) {
+                Decision::Allow => None,
+                Decision::Deny { message, .. } => Some(message),
+            };
             let groups = if user == "root" {
                 json!(["system:masters"])
             } else {
@@ -880,18 +885,32 @@ async fn permission_matrix_over_http() {
                 object_json(&old),
             );
             body["request"]["userInfo"]["groups"] = groups;
-            let out = post(app(index, true), body.to_string()).await;
-            let allowed = out["response"]["allowed"].as_bool().unwrap_or(true);
-            let message = out["response"]["status"]["message"].as_str().unwrap_or("");
-            let ok = match &expected {
-                Decision::Allow => allowed && want == "Allow",
-                Decision::Deny { message: m, reason } => {
-                    !allowed && message == m && *reason == want
-                }
+            let metrics = crate::metrics::Metrics::new();
+            let app = router(Arc::new(AppState {
+                index,
+                policy: policy(),
+                ready: Box::new(|| true),
+                metrics: metrics.clone(),
+                revocations: None,
+            }));
+            let out = post(app, body.to_string()).await;
+            let Some(allowed) = out["response"]["allowed"].as_bool() else {
+                failures.push(format!("{}: as {user}: no answer: {out}", row.action));
+                continue;
+            };
+            let message = out["response"]["status"]["message"].as_str();
+            let decided = if allowed { "allow" } else { "deny" };
+            let reason = if allowed { "Allowed" } else { want };
+            let counted = metrics.encode().contains(&format!(
+                "roster_admissions_total{{result=\"{decided}\",reason=\"{reason}\"}} 1"
+            ));
+            let ok = match want {
+                "Allow" => allowed && message.is_none() && counted,
+                _ => !allowed && message == expected_message.as_deref() && counted,
             };
             if !ok {
                 failures.push(format!(
-                    "{}: as {user} want {want}, got allowed={allowed} {message:?}",
+                    "{}: as {user} want {want}, got allowed={allowed} {message:?} (reason counted: {counted})",
                     row.action
                 ));
             }

@@ -7,6 +7,7 @@ mod controller;
 mod harness;
 mod identity;
 mod in_cluster;
+mod login_failures;
 mod mail;
 mod members;
 mod pods;

@@ -188,14 +188,33 @@ fn check_sizes(r: &Request) -> Result<(), LoginError> {
     Ok(())
 }
 
+type Authenticated = (Arc<Organization>, Arc<Membership>, u64, bool);
+
 /// A password (and code) check that counts toward lockout and is logged; the member must be
 /// allowed to log in. Used by login and by the ownership transfer's re-authentication.
+/// Every `Invalid` answer waits until `failure_floor` after arrival: unknown organizations and
+/// addresses, disabled members and wrong passwords do different work, and an outsider timing
+/// the answers must not learn which it was.
 pub async fn authenticate(
     state: &AppState,
     r: &Request,
     event: &str,
     now: u64,
-) -> Result<(Arc<Organization>, Arc<Membership>, u64, bool), LoginError> {
+) -> Result<Authenticated, LoginError> {
+    let arrived = tokio::time::Instant::now();
+    let result = check(state, r, event, now).await;
+    if matches!(result, Err(LoginError::Invalid)) {
+        tokio::time::sleep_until(arrived + state.limits.failure_floor).await;
+    }
+    result
+}
+
+async fn check(
+    state: &AppState,
+    r: &Request,
+    event: &str,
+    now: u64,
+) -> Result<Authenticated, LoginError> {
     check_sizes(r)?;
     let id = &state.identity;
     let log = |reason: &str| {
