@@ -37,10 +37,13 @@ login=$(cargo bench --locked --quiet --bench login 2>/dev/null | grep '^|')
     echo "with this process's own writes layered on top and one attempt per member at a time."
     echo "A login counts as completed when it answers 200 with a session token."
     echo
-    echo "The second table is the claim \"one generic error, same cost\": every way a login fails"
-    echo "short of a lockout must answer the same status and bytes as a wrong password (column 2"
-    echo "counts those that did not) and cost the same argon2 work. Target: each median within"
-    echo "±20% of the wrong password's (a kind that skipped hashing would show about 0.0)."
+    echo "The second table is the claim \"one generic error\": every way a login fails short of a"
+    echo "lockout must answer the same status and bytes as a wrong password (column 2 counts those"
+    echo "that did not) and take the same time to answer. The work columns are each kind's own"
+    echo "cost without the floor (each hashes once; a wrong password or code also reads and writes"
+    echo "the failure count, an unknown address has nothing to read or write); the answer columns"
+    echo "are as \`roster run\` answers, no sooner than --login-failure-floor after arrival. Target:"
+    echo "each answer median within 2% of the wrong password's."
     echo
     echo "$login"
 } >"$out"

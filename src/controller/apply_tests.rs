@@ -436,3 +436,90 @@ async fn forgetting_a_member_keeps_a_new_membership_s_credentials() {
         );
     }
 }
+
+/// An identity action's Event ("Invited", ...) is published only once the action succeeded:
+/// with the credential writes refused, the invitation fails and no Event claims it was issued
+/// (the failure is reported by the Warning and Ready=False); the twin, with writes accepted,
+/// publishes it.
+#[tokio::test]
+async fn an_identity_event_is_published_only_after_its_action_succeeded() {
+    use crate::identity::{audit::SecurityLog, password::Hasher, seal, service, token::Signer};
+    for (secrets_refused, want_event) in [(true, false), (false, true)] {
+        let reasons: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen = reasons.clone();
+        // Secrets are kept (the credential record is written, then read back and updated).
+        let secrets: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
+        let api = Scripted::new(move |m, path, body| {
+            if *m == Method::POST
+                && path.ends_with("/events")
+                && let (Ok(mut seen), Some(r)) = (seen.lock(), body["reason"].as_str())
+            {
+                seen.push(r.to_string());
+            }
+            if !path.contains("/secrets") {
+                return None;
+            }
+            if secrets_refused && *m != Method::GET {
+                return Some(forbidden("secrets are not yours"));
+            }
+            let mut kept = secrets.lock().expect("secrets");
+            let key = match *m {
+                Method::POST => format!("{path}/{}", body["metadata"]["name"].as_str()?),
+                _ => path.to_string(),
+            };
+            match *m {
+                Method::GET => Some(match kept.get(&key) {
+                    Some(v) => (StatusCode::OK, v.clone()),
+                    None => (
+                        StatusCode::NOT_FOUND,
+                        json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                               "reason": "NotFound", "code": 404, "message": "not found", "metadata": {}}),
+                    ),
+                }),
+                Method::DELETE => {
+                    kept.remove(&key);
+                    None
+                }
+                _ => {
+                    let mut v = body.clone();
+                    let rv = kept.len() + 2;
+                    v["metadata"]["resourceVersion"] = json!(rv.to_string());
+                    kept.insert(key, v.clone());
+                    Some((StatusCode::OK, v))
+                }
+            }
+        });
+        let raw = api.client();
+        let mut ctx = context(raw.clone());
+        let (seal_key, _) = seal::Key::generate();
+        let identity = service::Identity::new(
+            raw,
+            "roster-system",
+            service::Keys {
+                seal: seal_key,
+                signer: Signer::new(&[7; 32]),
+            },
+            Hasher::new(1024, 1, 1, 2).expect("hasher"),
+            "https://id.acme.example".into(),
+            None,
+            SecurityLog::print_only(),
+        );
+        ctx.config.identity = Some(Arc::new(identity));
+        ctx.config.settings.identity = true;
+        let w = acme();
+        let first = plan(&w, &ctx.config.settings);
+        let w = applied(w, &first);
+        let p = plan(&w, &ctx.config.settings);
+        assert!(!p.identity.is_empty(), "an invitation is planned");
+        let result = apply::apply(&ctx, &w, &p).await;
+        assert_eq!(result.is_err(), secrets_refused, "{result:?}");
+        // Events are sent in the background by the recorder: give it a moment.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let reasons = reasons.lock().map(|r| r.clone()).unwrap_or_default();
+        assert_eq!(
+            reasons.iter().any(|r| r == "Invited"),
+            want_event,
+            "secrets refused: {secrets_refused}; Events: {reasons:?}"
+        );
+    }
+}

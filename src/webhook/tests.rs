@@ -370,6 +370,57 @@ fn matrix_rows() -> Vec<Row> {
             member: "MemberReadOnly",
         },
         Row {
+            action: "set a member's expiry",
+            build: |i| {
+                let old = m_of(i, "dave");
+                let mut new = old.clone();
+                new.spec.expires_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    crate::fixtures::ts("2026-06-30T00:00:00Z"),
+                ));
+                (
+                    Op::Update,
+                    Some(Object::Membership(new)),
+                    Some(Object::Membership(old)),
+                )
+            },
+            owner: "Allow",
+            admin: "OwnerOnly",
+            member: "MemberReadOnly",
+        },
+        Row {
+            action: "delete another Admin's Membership",
+            build: |_| {
+                (
+                    Op::Delete,
+                    None,
+                    Some(Object::Membership(member(
+                        "carol",
+                        Some(OrgRole::Admin),
+                        &[("payments", ProjectRole::Viewer)],
+                    ))),
+                )
+            },
+            owner: "Allow",
+            admin: "AdminInvitesMembersOnly",
+            member: "MemberReadOnly",
+        },
+        Row {
+            action: "change a Project the admin does not administer",
+            build: |_| {
+                let old = project("web");
+                let mut new = old.clone();
+                new.spec.display_name = Some("Web".into());
+                (
+                    Op::Update,
+                    Some(Object::Project(new)),
+                    Some(Object::Project(old)),
+                )
+            },
+            owner: "Allow",
+            admin: "NotProjectAdmin",
+            member: "MemberReadOnly",
+        },
+        Row {
             action: "exempt a member from MFA",
             build: |i| {
                 let old = m_of(i, "dave");
@@ -1355,4 +1406,135 @@ async fn revocations_are_noted_only_for_allowed_real_cut_offs() {
     let on = by("root", "UPDATE", json_of(&dave), json_of(&disabled), false);
     assert!(send(index, &book, on).await);
     assert!(!book.revoked("dave-uid"), "re-enabled, still refused");
+}
+
+/// An Admin is an Admin only while their Membership stands: disabled or expired, they are
+/// nobody in the organization (the twin: the same request while enabled is allowed).
+#[test]
+fn a_disabled_or_expired_admin_is_not_a_member() {
+    let invite = |i: &Mem| {
+        check(
+            i,
+            "bob",
+            Op::Create,
+            Some(Object::Membership(member(
+                "erin",
+                Some(OrgRole::Member),
+                &[("payments", ProjectRole::Viewer)],
+            ))),
+            None,
+        )
+    };
+    assert_eq!(reason(&invite(&acme())), "Allow");
+    let with_bob = |change: fn(&mut Membership)| {
+        let mut i = acme();
+        for m in &mut i.memberships {
+            if m.name_any() == "bob" {
+                change(m);
+            }
+        }
+        i
+    };
+    let disabled = with_bob(|m| m.spec.disabled = true);
+    assert_eq!(reason(&invite(&disabled)), "NotAMember");
+    let expired = with_bob(|m| {
+        m.spec.expires_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            crate::fixtures::ts("2026-01-09T00:00:00Z"),
+        ))
+    });
+    assert_eq!(reason(&invite(&expired)), "NotAMember");
+    // Expiring tomorrow: still an Admin today.
+    let expiring = with_bob(|m| {
+        m.spec.expires_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            crate::fixtures::ts("2026-01-11T00:00:00Z"),
+        ))
+    });
+    assert_eq!(reason(&invite(&expiring)), "Allow");
+}
+
+/// `adminsSeeAllProjects: true` makes every Admin a project Admin everywhere for the webhook
+/// (as it does for RoleBindings); without it, only their own projects.
+#[test]
+fn admins_see_all_projects_widens_an_admins_reach_in_the_webhook() {
+    let invite_into_web = |i: &Mem| {
+        check(
+            i,
+            "bob",
+            Op::Create,
+            Some(Object::Membership(member(
+                "erin",
+                Some(OrgRole::Member),
+                &[("web", ProjectRole::Developer)],
+            ))),
+            None,
+        )
+    };
+    assert_eq!(reason(&invite_into_web(&acme())), "NotProjectAdmin");
+    let mut all = acme();
+    all.orgs[0].spec.admins_see_all_projects = true;
+    assert_eq!(reason(&invite_into_web(&all)), "Allow");
+    // Still Members only.
+    let admin = check(
+        &all,
+        "bob",
+        Op::Create,
+        Some(Object::Membership(member(
+            "erin",
+            Some(OrgRole::Admin),
+            &[],
+        ))),
+        None,
+    );
+    assert_eq!(reason(&admin), "AdminInvitesMembersOnly");
+}
+
+/// With an external authenticator (`--member-subjects external --subject-prefix oidc:`), a
+/// member is `oidc:<email>`; roster's own names then stand for nobody, and an unprefixed
+/// e-mail neither.
+#[test]
+fn members_are_known_by_the_configured_subject_prefix() {
+    let index = acme();
+    let project_change = |user: &str, subjects: crate::subjects::Subjects| {
+        let groups = vec!["system:authenticated".to_string()];
+        let old = project("payments");
+        let mut new = old.clone();
+        new.spec.display_name = Some("Payments".into());
+        let (new, old) = (Object::Project(new), Object::Project(old));
+        reason(&validate(
+            &Request {
+                operation: Op::Update,
+                namespace: NS,
+                name: "payments",
+                object: Some(&new),
+                old_object: Some(&old),
+                username: user,
+                groups: &groups,
+                now: now(),
+            },
+            &index,
+            &Policy {
+                subjects,
+                ..policy()
+            },
+        ))
+    };
+    use crate::subjects::Subjects;
+    let external = || Subjects::external("oidc:");
+    assert_eq!(project_change("oidc:bob@acme.example", external()), "Allow");
+    assert_eq!(
+        project_change("roster:acme:bob@acme.example", external()),
+        "NotAMember"
+    );
+    assert_eq!(project_change("bob@acme.example", external()), "NotAMember");
+    assert_eq!(
+        project_change("oidc:dave@acme.example", external()),
+        "MemberReadOnly"
+    );
+    // Both: either name is bob.
+    let both = || Subjects::both("oidc:");
+    assert_eq!(project_change("oidc:bob@acme.example", both()), "Allow");
+    assert_eq!(
+        project_change("roster:acme:bob@acme.example", both()),
+        "Allow"
+    );
 }

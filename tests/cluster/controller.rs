@@ -603,3 +603,85 @@ fn metrics_name_the_same_reasons_as_events() {
     }
     assert_eq!(http_get(&c.metrics_addr, "/readyz"), "ok");
 }
+
+/// MFA by the clock: a member who has not enrolled keeps access for the grace period and loses
+/// it at its end; an exemption keeps access until it ends, then the grace period runs from
+/// there; an exemption without an end keeps it (the twin). No write starts any of this.
+#[test]
+fn mfa_overdue_and_the_end_of_an_exemption_cut_access_on_time() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("mfaclock");
+    let project_ns = format!("{ns}-p");
+    let in_secs = |s: i64| {
+        (k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(s))
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    };
+    let exempt_until = in_secs(12);
+    let member = |name: &str, mfa: &str| {
+        format!(
+            "---\napiVersion: roster.dev/v1alpha1\nkind: Membership\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{email: {name}@acme.example, role: Member, projects: [{{name: p, role: Developer}}]{mfa}}}\n"
+        )
+    };
+    let mut yaml = format!(
+        "apiVersion: roster.dev/v1alpha1\nkind: Organization\nmetadata: {{name: {ns}, namespace: {ns}}}\nspec: {{owner: olga@acme.example, security: {{mfa: {{required: true, gracePeriod: 10s}}}}}}\n---\napiVersion: roster.dev/v1alpha1\nkind: Project\nmetadata: {{name: p, namespace: {ns}}}\n"
+    );
+    yaml.push_str(&member("gus", ""));
+    yaml.push_str(&member(
+        "ex",
+        &format!(", mfa: {{exempt: true, exemptUntil: \"{exempt_until}\", reason: key on order}}"),
+    ));
+    yaml.push_str(&member(
+        "forever",
+        ", mfa: {exempt: true, reason: no phone allowed on site}",
+    ));
+    apply(c, &yaml);
+    let started = Instant::now();
+    wait_subjects(
+        c,
+        &project_ns,
+        "roster-developer",
+        &["ex", "forever", "gus"],
+    );
+    // The status comes after the bindings (written last).
+    wait_for("gus to be Pending", CONVERGE, || {
+        (jsonpath(c, &["membership", "gus", "-n", &ns], "{.status.mfa.state}") == "Pending")
+            .then_some(())
+    });
+    // gus's grace ends 10 s after he joined: out, and Overdue.
+    wait_subjects(c, &project_ns, "roster-developer", &["ex", "forever"]);
+    assert!(
+        started.elapsed() >= Duration::from_secs(8),
+        "gus lost access before his grace period ended ({:?})",
+        started.elapsed()
+    );
+    wait_for("gus to be Overdue", CONVERGE, || {
+        (jsonpath(c, &["membership", "gus", "-n", &ns], "{.status.mfa.state}") == "Overdue")
+            .then_some(())
+    });
+    // ex's exemption ends at 12 s; the grace period then runs 10 s more.
+    wait_for("ex's exemption to end", CONVERGE, || {
+        (jsonpath(c, &["membership", "ex", "-n", &ns], "{.status.mfa.state}") == "Pending")
+            .then_some(())
+    });
+    assert_eq!(
+        subjects(c, &project_ns, "roster-developer"),
+        Some(vec!["ex".to_string(), "forever".to_string()]),
+        "in grace after the exemption, ex keeps access"
+    );
+    wait_subjects(c, &project_ns, "roster-developer", &["forever"]);
+    assert!(
+        started.elapsed() >= Duration::from_secs(18),
+        "ex lost access before the grace after the exemption ended ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(
+        jsonpath(
+            c,
+            &["membership", "forever", "-n", &ns],
+            "{.status.mfa.state}"
+        ),
+        "Exempt"
+    );
+}
