@@ -85,7 +85,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let (raw, login, (work, answers)) = rt.block_on(async move {
+    let (raw, login, (work, answers, concurrent)) = rt.block_on(async move {
         let config = kube::Config::from_custom_kubeconfig(
             kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
             &Default::default(),
@@ -157,7 +157,8 @@ fn main() {
         // m*: accepted with a password; e*: also enrolled in TOTP; i*: invited, never accepted;
         // d*: accepted, then disabled.
         let store = roster::identity::store::Store::new(client.clone(), "roster-system");
-        for (prefix, kind) in [("m", 'm'), ("e", 'e'), ("i", 'i'), ("d", 'd')] {
+        // c*: accepted, kept for the concurrent-guesses rounds.
+        for (prefix, kind) in [("m", 'm'), ("e", 'e'), ("i", 'i'), ("d", 'd'), ("c", 'c')] {
             for i in 0..MEMBERS {
                 let email = format!("{prefix}{i}@acme.example");
                 let mut m = Membership::new(
@@ -242,7 +243,8 @@ fn main() {
         // The work of each kind (no floor), then the answers as `roster run` gives them.
         let work = failure_costs(&app).await;
         let answers = failure_costs(&floored).await;
-        (raw, login, (work, answers))
+        let concurrent = concurrent_guesses(&floored).await;
+        (raw, login, (work, answers, concurrent))
     });
     drop(cluster);
     let sum = |v: &[(usize, usize, f64)]| {
@@ -298,7 +300,66 @@ fn main() {
             median(a) / base_answer
         );
     }
+    println!();
+    println!(
+        "| 9 wrong guesses for one address at once, with 40 for unknown ones ({CONCURRENT_ROUNDS} rounds, floor {DEFAULT_FAILURE_FLOOR}) | slowest of the 9: median ms | max ms |"
+    );
+    println!("|---|---|---|");
+    let members: Vec<f64> = concurrent.iter().map(|r| r.0).collect();
+    let strangers: Vec<f64> = concurrent.iter().map(|r| r.1).collect();
+    for (what, v) in [
+        ("a member's address", &members),
+        ("an unknown address", &strangers),
+    ] {
+        println!(
+            "| {what} | {:.1} | {:.1} |",
+            percentile(v, 0.5),
+            v.iter().copied().fold(0.0, f64::max)
+        );
+    }
 }
+
+/// Rounds of 9 wrong guesses for one address sent at once with 40 for unknown addresses (one
+/// source's worth within the default limits): per round, the slowest of the 9, for a member's
+/// address and for an unknown one, alternating. (member slowest ms, stranger slowest ms)
+async fn concurrent_guesses(app: &axum::Router) -> Vec<(f64, f64)> {
+    let slowest = |target: String| {
+        let app = app.clone();
+        async move {
+            let mut calls: Vec<(bool, String)> = vec![(true, target); 9];
+            calls.extend((0..40).map(|i| (false, format!("filler{i}@acme.example"))));
+            let answers = futures::future::join_all(calls.into_iter().map(|(probe, email)| {
+                let app = app.clone();
+                async move {
+                    let body = serde_json::json!({"organization": "acme", "email": email,
+                        "password": PASSWORD_WRONG});
+                    let req = Request::post("/api/v1/login")
+                        .header("content-type", "application/json")
+                        .body(Body::from(body.to_string()))
+                        .expect("request");
+                    let started = Instant::now();
+                    let status = app.oneshot(req).await.map(|r| r.status().as_u16());
+                    (probe, status, started.elapsed().as_secs_f64() * 1000.0)
+                }
+            }))
+            .await;
+            answers
+                .iter()
+                .filter(|(probe, status, _)| *probe && *status == Ok(401))
+                .map(|a| a.2)
+                .fold(0.0, f64::max)
+        }
+    };
+    let mut rounds = Vec::new();
+    for round in 0..CONCURRENT_ROUNDS {
+        let member = slowest(format!("c{round}@acme.example")).await;
+        let stranger = slowest(format!("nobody{round}@acme.example")).await;
+        rounds.push((member, stranger));
+    }
+    rounds
+}
+
+const CONCURRENT_ROUNDS: usize = 5;
 
 fn percentile(v: &[f64], q: f64) -> f64 {
     let mut v = v.to_vec();

@@ -272,7 +272,8 @@ pub struct RunArgs {
     /// A failed login (wrong organization, address, password or code, not yet accepted,
     /// disabled) answers no sooner than this after it arrived, so that the time to answer
     /// tells none of them apart (a wrong password also writes the failure count; an unknown
-    /// address has nothing to write). Keep it above a password check plus one API write.
+    /// address has nothing to write). Keep it above a password check plus one API write;
+    /// when failures take longer, the floor rises above them for a while, for everyone.
     #[arg(long, default_value = crate::identity::limit::DEFAULT_FAILURE_FLOOR, value_parser = parse_duration)]
     login_failure_floor: Duration,
     /// The URL members reach the identity server at (goes into invitation links).

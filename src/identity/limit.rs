@@ -69,10 +69,60 @@ impl Limiter {
 pub struct Limits {
     pub per_source: Limiter,
     pub per_member: Limiter,
-    /// The least time a failed login takes to answer, counted from its arrival: the paths
-    /// differ in work (a wrong password also writes the failure count), the answer time must
-    /// not. Zero: answer as soon as decided.
-    pub failure_floor: Duration,
+    /// How long a failed login takes to answer at least (see [`FailureFloor`]).
+    pub failure_floor: FailureFloor,
+}
+
+/// The least time a failed login takes to answer, counted from its arrival. The paths differ
+/// in work (a wrong password also writes the failure count; an unknown address has nothing to
+/// write), the answer time must not. The configured floor holds while the work fits under
+/// it; when it does not (a slow API server, a long argon2 queue), the floor rises to a quarter
+/// above the slowest failure seen lately, for everyone, and falls back by half every
+/// `HALF_LIFE` — so that a slow member path is not the only slow answer for long.
+pub struct FailureFloor {
+    configured: Duration,
+    /// The slowest recent failure's work, decayed, and when it was last updated.
+    seen: Mutex<(Duration, Instant)>,
+}
+
+const HALF_LIFE: Duration = Duration::from_secs(30);
+/// However slow things get, a failure is answered within this.
+const CEILING: Duration = Duration::from_secs(5);
+
+impl FailureFloor {
+    pub fn new(configured: Duration) -> FailureFloor {
+        FailureFloor {
+            configured,
+            seen: Mutex::new((Duration::ZERO, Instant::now())),
+        }
+    }
+
+    fn decayed(seen: (Duration, Instant), now: Instant) -> Duration {
+        let halves = now.saturating_duration_since(seen.1).as_secs_f64() / HALF_LIFE.as_secs_f64();
+        seen.0.mul_f64(0.5f64.powf(halves))
+    }
+
+    /// The floor now.
+    pub fn now(&self) -> Duration {
+        if self.configured.is_zero() {
+            return Duration::ZERO;
+        }
+        let seen = self
+            .seen
+            .lock()
+            .map(|s| Self::decayed(*s, Instant::now()))
+            .unwrap_or(CEILING);
+        self.configured.max(seen.mul_f64(1.25)).min(CEILING)
+    }
+
+    /// A failure took `work` to decide.
+    pub fn observe(&self, work: Duration) {
+        if let Ok(mut seen) = self.seen.lock() {
+            let now = Instant::now();
+            let current = Self::decayed(*seen, now);
+            *seen = (current.max(work), now);
+        }
+    }
 }
 
 impl Limits {
@@ -80,13 +130,13 @@ impl Limits {
         Limits {
             per_source: Limiter::new(per_source_per_minute, per_source_per_minute),
             per_member: Limiter::new(per_member_per_minute, per_member_per_minute),
-            failure_floor: Duration::ZERO,
+            failure_floor: FailureFloor::new(Duration::ZERO),
         }
     }
 
     pub fn with_failure_floor(self, floor: Duration) -> Limits {
         Limits {
-            failure_floor: floor,
+            failure_floor: FailureFloor::new(floor),
             ..self
         }
     }
@@ -129,6 +179,36 @@ fn source_key(source: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_failure_floor_rises_above_slow_failures_and_stays_within_the_ceiling() {
+        let off = FailureFloor::new(Duration::ZERO);
+        off.observe(Duration::from_secs(1));
+        assert_eq!(off.now(), Duration::ZERO, "no floor configured: none");
+        let f = FailureFloor::new(Duration::from_millis(250));
+        assert_eq!(f.now(), Duration::from_millis(250));
+        f.observe(Duration::from_millis(100));
+        assert_eq!(
+            f.now(),
+            Duration::from_millis(250),
+            "fast failures leave it"
+        );
+        f.observe(Duration::from_millis(400));
+        let now = f.now();
+        assert!(
+            now > Duration::from_millis(490) && now <= Duration::from_millis(500),
+            "{now:?}"
+        );
+        f.observe(Duration::from_secs(60));
+        assert_eq!(f.now(), CEILING);
+        // Half of it after a half-life.
+        let seen = (Duration::from_millis(800), Instant::now() - HALF_LIFE);
+        let d = FailureFloor::decayed(seen, Instant::now());
+        assert!(
+            d > Duration::from_millis(395) && d <= Duration::from_millis(400),
+            "{d:?}"
+        );
+    }
 
     #[test]
     fn bursts_then_the_sustained_rate() {

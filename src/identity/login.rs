@@ -137,9 +137,9 @@ pub async fn attempt(
     policy: &Policy,
     now: u64,
 ) -> Result<Attempt, store::Error> {
-    let _one_at_a_time = store.lock_member(org, email).await;
-    let read = match store.get_for_update(org, email).await {
-        Ok(r) if r.0.membership_uid.as_deref() == membership_uid => r,
+    let ours = |r: &Record| r.membership_uid.as_deref() == membership_uid;
+    let seen = match store.get_for_update(org, email).await {
+        Ok(r) if ours(&r.0) => r.0,
         // No record, or one left by a deleted Membership of the same e-mail: nothing to
         // check, at the price of a check.
         Ok(_) | Err(store::Error::NotFound) => {
@@ -148,17 +148,37 @@ pub async fn attempt(
         }
         Err(e) => return Err(e),
     };
+    if let Verdict::Locked { until } = lockout::gate(&store::lockout_record(&seen), now) {
+        return Ok(Attempt::Locked { until });
+    }
+    // The password is checked before the member's turn, in the argon2 queue like anyone's:
+    // the member's lock covers only reading, deciding and writing the record. Hashing inside
+    // it queued one member's guesses behind each other, so that they answered later than
+    // guesses for an address that is nobody's — telling the two apart.
+    let check = |phc: Option<String>| async move {
+        match phc {
+            Some(phc) => keys.hasher.verify(password, &phc).await,
+            None => {
+                keys.hasher.verify_nothing(password).await;
+                Ok(false)
+            }
+        }
+    };
+    let mut password_ok = check(seen.password_hash.clone()).await?;
+    let _one_at_a_time = store.lock_member(org, email).await;
+    let read = match store.get_for_update(org, email).await {
+        Ok(r) if ours(&r.0) => r,
+        Ok(_) | Err(store::Error::NotFound) => return Err(store::Error::NotFound),
+        Err(e) => return Err(e),
+    };
     let first = read.0.clone();
     if let Verdict::Locked { until } = lockout::gate(&store::lockout_record(&first), now) {
         return Ok(Attempt::Locked { until });
     }
-    let password_ok = match &first.password_hash {
-        Some(phc) => keys.hasher.verify(password, phc).await?,
-        None => {
-            keys.hasher.verify_nothing(password).await;
-            false
-        }
-    };
+    // Set or reset meanwhile: the answer is about the password the record holds now.
+    if first.password_hash != seen.password_hash {
+        password_ok = check(first.password_hash.clone()).await?;
+    }
     let owner = Store::secret_name(org, email);
     store
         .update_from(org, email, Some(read), |latest| {

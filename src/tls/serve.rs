@@ -33,6 +33,10 @@ const QUIET_GRACE: Duration = Duration::from_secs(2);
 const DRAIN: Duration = Duration::from_secs(8);
 const PER_CLIENT: usize = 256;
 const IN_ALL: usize = 4096;
+/// Connections still in their TLS handshake, per client and in all: a silent connection costs
+/// its opener nothing, so a few addresses must not be able to fill `IN_ALL` with them.
+const HANDSHAKING_PER_CLIENT: usize = 16;
+const HANDSHAKING_IN_ALL: usize = 512;
 
 /// Binds a port: done before anything points at it (the webhook registered, the API server
 /// configured), so that a port in use is an error at start rather than a caller nobody answers.
@@ -42,11 +46,27 @@ pub async fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
         .map_err(|source| Error::Listen { addr, source })
 }
 
-/// Connections open now, by client address.
-#[derive(Default)]
+/// Connections open now, by client (an IPv4 address, or an IPv6 /64: one host holds a whole
+/// /64, so counting its addresses one by one would count nothing).
 struct Open {
     by_client: Mutex<HashMap<IpAddr, usize>>,
     all: AtomicUsize,
+    per_client: usize,
+    in_all: usize,
+}
+
+/// The client an address counts as.
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
 }
 
 /// One open connection's place in `Open`; gives it back when dropped.
@@ -56,10 +76,20 @@ struct Slot {
 }
 
 impl Open {
-    fn take(self: &Arc<Open>, client: IpAddr) -> Option<Slot> {
+    fn new(per_client: usize, in_all: usize) -> Arc<Open> {
+        Arc::new(Open {
+            by_client: Mutex::default(),
+            all: AtomicUsize::new(0),
+            per_client,
+            in_all,
+        })
+    }
+
+    fn take(self: &Arc<Open>, ip: IpAddr) -> Option<Slot> {
+        let client = client_of(ip);
         let mut by_client = self.by_client.lock().ok()?;
         let mine = by_client.entry(client).or_insert(0);
-        if *mine >= PER_CLIENT || self.all.load(Ordering::SeqCst) >= IN_ALL {
+        if *mine >= self.per_client || self.all.load(Ordering::SeqCst) >= self.in_all {
             return None;
         }
         *mine += 1;
@@ -170,7 +200,8 @@ pub async fn serve(
     tracing::info!(addr = ?listener.local_addr().ok(), "listening");
     tokio::pin!(shutdown);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let open = Arc::new(Open::default());
+    let open = Open::new(PER_CLIENT, IN_ALL);
+    let handshaking = Open::new(HANDSHAKING_PER_CLIENT, HANDSHAKING_IN_ALL);
     loop {
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => break,
@@ -184,7 +215,8 @@ pub async fn serve(
                 }
             },
         };
-        let Some(slot) = open.take(peer.ip()) else {
+        let (Some(slot), Some(pending)) = (open.take(peer.ip()), handshaking.take(peer.ip()))
+        else {
             tracing::debug!(%peer, "too many connections: closed");
             continue;
         };
@@ -198,6 +230,7 @@ pub async fn serve(
                 Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
                 Err(_) => return tracing::debug!("TLS handshake timed out"),
             };
+            drop(pending);
             connection(tls, peer, router, stop).await;
         });
     }
@@ -460,5 +493,53 @@ mod slow_clients {
             "1000 stalled h2 connections tried, {refused} refused (one address), {open} still open after 12s; RSS +{} KiB (both sides)",
             rss_kib().saturating_sub(before)
         );
+    }
+
+    /// Red-team round 4: silent TCP connections (no ClientHello) from 16 addresses used to take
+    /// all 4096 places, and every other client was closed at once. Connections still in their
+    /// handshake now count apart, 16 per client: a bystander is served.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn silent_connections_from_a_few_addresses_lock_nobody_out() {
+        let (addr, ca) = server().await;
+        let connect_from = |ip: [u8; 4]| async move {
+            let s = tokio::net::TcpSocket::new_v4().expect("socket");
+            s.bind(SocketAddr::from((ip, 0))).expect("bind");
+            s.connect(addr).await.expect("connect")
+        };
+        let mut held = Vec::new();
+        for a in 0..16u8 {
+            for _ in 0..256 {
+                held.push(connect_from([127, 0, 1, 1 + a]).await);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Over its 16 silent ones, an address's next connections are closed at once.
+        let mut extra = connect_from([127, 0, 1, 1]).await;
+        let mut b = [0u8; 16];
+        let closed = matches!(
+            tokio::time::timeout(Duration::from_secs(2), extra.read(&mut b)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        );
+        assert!(closed, "a 17th silent connection from one address is kept");
+        // A bystander completes its handshake and is answered.
+        let mut tls = connect(addr, &ca, b"http/1.1").await;
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("request");
+        let mut answer = String::new();
+        let _ = tls.read_to_string(&mut answer).await;
+        assert!(answer.contains("200 OK"), "the bystander got: {answer:?}");
+        drop(held);
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_as_its_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().expect("ip");
+        let c: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(client_of(a), client_of(b));
+        assert_ne!(client_of(a), client_of(c));
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().expect("ip");
+        assert_eq!(client_of(mapped), "10.1.2.3".parse::<IpAddr>().expect("ip"));
     }
 }

@@ -184,6 +184,27 @@ async fn every_login_failure_answers_the_same_bytes() {
             );
         }
     }
+    // A password typed into the e-mail field (and one into the organization field) is logged
+    // as a digest, never as typed.
+    let typed = format!("Hunter2-in-the-wrong-field-{ns}");
+    for (org, email) in [
+        (ns.as_str(), typed.as_str()),
+        (typed.as_str(), "pat@acme.example"),
+    ] {
+        let (status, _) = login_api(c, org, email, PASSWORD, None).await;
+        assert_eq!(status, 401);
+    }
+    let lines = std::fs::read_to_string(c.dir.join("security.jsonl")).expect("security lines");
+    let log = std::fs::read_to_string(c.dir.join("roster.log")).expect("roster's log");
+    assert!(lines.contains("typed:"), "the digests are logged");
+    assert!(
+        !lines.contains(&typed),
+        "what was typed for nobody is in the security lines"
+    );
+    assert!(
+        !log.contains(&typed),
+        "what was typed for nobody is in roster's log"
+    );
     // The twin: with the right password and code the same member gets in.
     let (status, body) = login_api(c, &ns, "pat@acme.example", PASSWORD, Some(&pat_code)).await;
     assert_eq!(status, 200, "{body}");

@@ -482,7 +482,7 @@ async fn a_member_logs_in_with_totp_and_kubectl_follows_the_membership() {
         "user agent recorded: {log}"
     );
     // Every secret this member's life involved, swept from every place roster writes text:
-    // the security log, roster's own log (its JSON security lines included), the Events and
+    // the security log, roster's own log and its JSON security lines, the Events and
     // the Memberships of the organization. Codes are six digits, which a timestamp may hold by
     // chance: they are looked for as a quoted value, the way a leak would print them.
     let invitation_token = query_value(&path, "token");
@@ -506,6 +506,10 @@ async fn a_member_logs_in_with_totp_and_kubectl_follows_the_membership() {
         (
             "roster's log",
             std::fs::read_to_string(c.dir.join("roster.log")).expect("roster's log"),
+        ),
+        (
+            "the security lines on roster's standard output",
+            std::fs::read_to_string(c.dir.join("security.jsonl")).expect("security lines"),
         ),
         (
             "the Events",

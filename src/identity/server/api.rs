@@ -45,7 +45,6 @@ pub(super) fn login_status(e: &LoginError) -> StatusCode {
         LoginError::Invalid => StatusCode::UNAUTHORIZED,
         LoginError::Locked(_) => StatusCode::LOCKED,
         LoginError::Malformed(_) => StatusCode::BAD_REQUEST,
-        LoginError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         LoginError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
     }
 }

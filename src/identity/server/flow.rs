@@ -58,8 +58,6 @@ pub enum LoginError {
     Locked(String),
     #[error("the request is malformed: {0}")]
     Malformed(&'static str),
-    #[error("the login service is unavailable; try again shortly")]
-    Unavailable(String),
     /// Too many attempts from this address or for this member: try again after this many
     /// seconds.
     #[error("too many attempts; try again in {0} seconds")]
@@ -72,7 +70,6 @@ impl crate::Reason for LoginError {
             LoginError::Invalid => "InvalidCredentials",
             LoginError::Locked(_) => "Locked",
             LoginError::Malformed(_) => "Malformed",
-            LoginError::Unavailable(_) => "Unavailable",
             LoginError::RateLimited(_) => "RateLimited",
         }
     }
@@ -190,11 +187,18 @@ fn check_sizes(r: &Request) -> Result<(), LoginError> {
 
 type Authenticated = (Arc<Organization>, Arc<Membership>, u64, bool);
 
+/// "typed:" and the first 16 hex digits of the SHA-256 of what was typed (lower-cased).
+fn typed_digest(text: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, text.to_lowercase().as_bytes());
+    let hex: String = d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("typed:{hex}")
+}
+
 /// A password (and code) check that counts toward lockout and is logged; the member must be
 /// allowed to log in. Used by login and by the ownership transfer's re-authentication.
-/// Every `Invalid` answer waits until `failure_floor` after arrival: unknown organizations and
-/// addresses, disabled members and wrong passwords do different work, and an outsider timing
-/// the answers must not learn which it was.
+/// Every failure but a cheap refusal waits for the failure floor after arrival (see
+/// `limit::FailureFloor`): unknown organizations and addresses, disabled members and wrong
+/// passwords do different work, and an outsider timing the answers must not learn which.
 pub async fn authenticate(
     state: &AppState,
     r: &Request,
@@ -203,8 +207,12 @@ pub async fn authenticate(
 ) -> Result<Authenticated, LoginError> {
     let arrived = tokio::time::Instant::now();
     let result = check(state, r, event, now).await;
-    if matches!(result, Err(LoginError::Invalid)) {
-        tokio::time::sleep_until(arrived + state.limits.failure_floor).await;
+    // Refusals that cost nothing (over a rate limit, a malformed request) say nothing about
+    // anyone and answer at once; every other failure waits for the floor.
+    if matches!(result, Err(LoginError::Invalid | LoginError::Locked(_))) {
+        let floor = &state.limits.failure_floor;
+        floor.observe(arrived.elapsed());
+        tokio::time::sleep_until(arrived + floor.now()).await;
     }
     result
 }
@@ -217,9 +225,26 @@ async fn check(
 ) -> Result<Authenticated, LoginError> {
     check_sizes(r)?;
     let id = &state.identity;
+    let found = member(state, &r.organization, &r.email);
+    // What was typed for nobody may be anything, a password typed in the wrong field
+    // included: the log keeps a digest of it (repeated attempts still correlate), never the
+    // text. A real organization and member are named as they are.
+    let org_exists = state
+        .orgs
+        .get(&kube::runtime::reflector::ObjectRef::new(&r.organization).within(&r.organization))
+        .is_some();
+    let logged_org = if org_exists {
+        r.organization.clone()
+    } else {
+        typed_digest(&r.organization)
+    };
+    let logged_email = match &found {
+        Some((_, m)) => m.spec.email.clone(),
+        None => typed_digest(&r.email),
+    };
     let log = |reason: &str| {
         id.log(
-            Entry::new(&r.organization, Some(&r.email), event)
+            Entry::new(&logged_org, Some(&logged_email), event)
                 .reason(reason)
                 .client(r.source_ip.clone(), r.user_agent.as_deref()),
         )
@@ -233,7 +258,7 @@ async fn check(
         log("RateLimited");
         return Err(LoginError::RateLimited(retry_after(wait)));
     }
-    let Some((o, m)) = member(state, &r.organization, &r.email) else {
+    let Some((o, m)) = found else {
         id.spend_like_a_login(&r.password).await;
         log("UnknownMember");
         return Err(LoginError::Invalid);
@@ -285,9 +310,12 @@ async fn check(
             Err(LoginError::Invalid)
         }
         Err(e) => {
+            // The credential store failing (an API server outage, throttling) is answered like
+            // a wrong password: only members ever reach the store, so a 503 here would tell an
+            // outsider which addresses are members. roster's log and the security log say why.
             tracing::warn!(reason = e.reason(), error = %e, "login could not be checked");
             log(e.reason());
-            Err(LoginError::Unavailable(e.reason().into()))
+            Err(LoginError::Invalid)
         }
     }
 }

@@ -11,6 +11,8 @@
 mod api;
 mod flow;
 mod html;
+#[cfg(test)]
+mod outsider_tests;
 mod pages;
 #[cfg(test)]
 mod tests;

@@ -234,7 +234,13 @@ fn invitation_error(e: &service::Error) -> Response {
                 "This invitation link is not valid: it was already used, or a newer one was sent. Ask an admin to resend it, or log in if you already accepted it.",
             ),
         ),
-        other => error_page(StatusCode::SERVICE_UNAVAILABLE, &other.to_string()),
+        // The credential store failing (an API server outage) is answered like a link that
+        // is not valid: only Memberships that exist ever reach the store, so a 503 would tell
+        // an outsider which names are members. roster's log says what happened.
+        other => {
+            tracing::warn!(reason = crate::reason::Reason::reason(other), error = %other, "an invitation could not be checked");
+            invitation_error(&invitation::Error::Unknown.into())
+        }
     }
 }
 
@@ -365,6 +371,15 @@ pub async fn accept(
         return invitation_error(&invitation::Error::Unknown.into());
     };
     let min = min_length(&state, &f.org);
+    // The link first: nothing about the member (their address on the page, the password
+    // rules) is shown to whoever does not hold a valid one.
+    if let Err(e) = state
+        .identity
+        .check_invitation(&m, &scope, &f.token, super::now())
+        .await
+    {
+        return invitation_error(&e);
+    }
     if f.password != f.confirm {
         return accept_page(
             StatusCode::BAD_REQUEST,

@@ -1,0 +1,284 @@
+//! An outsider (no credentials) must not tell members from strangers through the identity
+//! pages and login API: not by a page that names the member, not by a status only members
+//! reach when the API server fails, not by answer times when the credential store is slow.
+//! Each test was written by a red-team round and seen failing before its fix. Credential
+//! writes go to a stand-in API server (a few lines of axum) where a test needs them to succeed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret as KubeSecret;
+use kube::runtime::reflector::{self, Store as Cache};
+use kube::runtime::watcher;
+use serde_json::json;
+use tower::ServiceExt;
+
+use super::{AppState, router};
+use crate::api::Membership;
+use crate::fixtures::{NS, member, org};
+use crate::identity::Secret;
+use crate::identity::audit::SecurityLog;
+use crate::identity::limit::Limits;
+use crate::identity::password::Hasher;
+use crate::identity::revocation::Revocations;
+use crate::identity::seal;
+use crate::identity::service::{Identity, Keys};
+use crate::identity::store::{Record, Store};
+use crate::identity::token::Signer;
+
+const OWN_NS: &str = "roster-system";
+const FLOOR: Duration = Duration::from_millis(250);
+
+fn cache<K>(objects: Vec<K>) -> Cache<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (store, mut writer) = reflector::store();
+    for o in objects {
+        writer.apply_watcher_event(&watcher::Event::Apply(o));
+    }
+    store
+}
+
+fn bob() -> Membership {
+    let mut m = member("bob", None, &[]);
+    m.metadata.uid = Some("bob-uid".into());
+    m
+}
+
+/// A stand-in API server that takes every credential write (PUT of a Secret), after `delay`.
+async fn fake_api_server(delay: Duration) -> String {
+    let rv = Arc::new(AtomicU64::new(100));
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let rv = rv.clone();
+        async move {
+            tokio::time::sleep(delay).await;
+            let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap_or(json!({}));
+            v["metadata"]["resourceVersion"] = json!(rv.fetch_add(1, Ordering::SeqCst).to_string());
+            axum::Json(v)
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(l, app).await });
+    format!("http://{addr}")
+}
+
+/// bob is an accepted member with a password; `api` is where credential writes go.
+async fn state(api: &str, hasher: Hasher, limits: Limits) -> Arc<AppState> {
+    let client =
+        kube::Client::try_from(kube::Config::new(api.parse().expect("url"))).expect("client");
+    let phc = hasher
+        .hash(&Secret::new("the right password 42!"))
+        .await
+        .expect("hash");
+    let m = bob();
+    let record = Record {
+        email: m.spec.email.clone(),
+        membership_uid: m.metadata.uid.clone(),
+        password_hash: Some(phc),
+        accepted_at: Some(1),
+        ..Default::default()
+    };
+    let cred = KubeSecret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(Store::secret_name(NS, &m.spec.email)),
+            namespace: Some(OWN_NS.into()),
+            resource_version: Some("1".into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "record".to_string(),
+            ByteString(serde_json::to_vec(&record).expect("json")),
+        )])),
+        ..Default::default()
+    };
+    let (seal_key, _) = seal::Key::generate();
+    let identity = Identity::new(
+        client,
+        OWN_NS,
+        Keys {
+            seal: seal_key,
+            signer: Signer::new(&[7; 32]),
+        },
+        hasher,
+        "https://id.acme.example".into(),
+        None,
+        SecurityLog::print_only(),
+    )
+    .with_credential_cache(cache(vec![cred]));
+    // carl has a Membership but no credential record yet (e.g. invitation not yet sent).
+    let mut carl = member("carl", None, &[]);
+    carl.metadata.uid = Some("carl-uid".into());
+    Arc::new(AppState {
+        identity: Arc::new(identity),
+        orgs: cache(vec![org("alice@acme.example")]),
+        memberships: cache(vec![m, carl]),
+        revocations: Revocations::default(),
+        limits,
+        audiences: vec![],
+    })
+}
+
+async fn send(
+    s: &Arc<AppState>,
+    method: &str,
+    path: &str,
+    ctype: &str,
+    body: String,
+) -> (StatusCode, String, Duration) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::CONTENT_TYPE, ctype)
+        .body(Body::from(body))
+        .expect("request");
+    let started = Instant::now();
+    let resp = router(s.clone()).oneshot(req).await.expect("response");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (
+        status,
+        String::from_utf8_lossy(&bytes).into_owned(),
+        started.elapsed(),
+    )
+}
+
+fn login_body(email: &str, password: &str) -> String {
+    json!({"organization": NS, "email": email, "password": password}).to_string()
+}
+
+/// POST /accept with two different passwords answers, for any Membership name that
+/// exists (no token needed), a 400 page naming the member's e-mail; for a name that does not
+/// exist, 404. An outsider enumerates Membership names and harvests their addresses.
+#[tokio::test]
+async fn accept_with_differing_passwords_reveals_nothing_without_a_valid_token() {
+    let s = state(
+        "https://127.0.0.1:9",
+        Hasher::new(1024, 1, 1, 2).expect("hasher"),
+        Limits::off().with_failure_floor(FLOOR),
+    )
+    .await;
+    let form =
+        |member: &str| format!("org=acme&member={member}&token=not-a-token&password=a&confirm=b");
+    let (known, page_known, _) = send(
+        &s,
+        "POST",
+        "/accept",
+        "application/x-www-form-urlencoded",
+        form("bob"),
+    )
+    .await;
+    let (unknown, _, _) = send(
+        &s,
+        "POST",
+        "/accept",
+        "application/x-www-form-urlencoded",
+        form("nobody"),
+    )
+    .await;
+    assert!(
+        !page_known.contains("bob@acme.example"),
+        "a forged accept form shows the member's e-mail ({known}): {page_known:.400}"
+    );
+    assert_eq!(known, unknown, "existing vs made-up Membership name");
+}
+
+/// With the API server unreachable (or refusing roster's write: throttled,
+/// overloaded, a 5xx), a wrong password for a real member answers 503 at once, an unknown
+/// address 401 after the floor. Same for GET /accept of a Membership whose record is not cached.
+#[tokio::test]
+async fn a_failing_api_server_does_not_tell_members_from_strangers() {
+    let s = state(
+        "https://127.0.0.1:9",
+        Hasher::new(1024, 1, 1, 2).expect("hasher"),
+        Limits::off().with_failure_floor(FLOOR),
+    )
+    .await;
+    let (a, body_a, ta) = send(
+        &s,
+        "POST",
+        "/api/v1/login",
+        "application/json",
+        login_body("bob@acme.example", "wrong guess"),
+    )
+    .await;
+    let (b, body_b, _) = send(
+        &s,
+        "POST",
+        "/api/v1/login",
+        "application/json",
+        login_body("nobody@acme.example", "wrong guess"),
+    )
+    .await;
+    let (c, _, _) = send(
+        &s,
+        "GET",
+        "/accept?org=acme&member=carl&token=x",
+        "text/plain",
+        String::new(),
+    )
+    .await;
+    let (d, _, _) = send(
+        &s,
+        "GET",
+        "/accept?org=acme&member=zed&token=x",
+        "text/plain",
+        String::new(),
+    )
+    .await;
+    assert_eq!((a, body_a), (b, body_b), "login: member vs stranger");
+    assert!(
+        ta >= FLOOR,
+        "the member's answer came before the floor: {ta:?}"
+    );
+    assert_eq!(c, d, "accept: existing vs made-up Membership name");
+}
+
+/// A slow credential store (here: every write takes 300 ms, above the 250 ms floor): a
+/// member's wrong password answers late, and from then on so does everyone's failure — the
+/// floor rises above the slowest failure seen lately (`limit::FailureFloor`), so an unknown
+/// address is not the one fast answer. Lower bounds only: nothing here can fail by being slow.
+#[tokio::test]
+async fn a_slow_credential_store_slows_every_failure_alike() {
+    let slow = fake_api_server(Duration::from_millis(300)).await;
+    let s = state(
+        &slow,
+        Hasher::new(1024, 1, 1, 2).expect("hasher"),
+        Limits::off().with_failure_floor(FLOOR),
+    )
+    .await;
+    let (a, _, member) = send(
+        &s,
+        "POST",
+        "/api/v1/login",
+        "application/json",
+        login_body("bob@acme.example", "wrong guess"),
+    )
+    .await;
+    assert_eq!(a, StatusCode::UNAUTHORIZED);
+    assert!(member >= Duration::from_millis(300), "{member:?}");
+    let (b, _, stranger) = send(
+        &s,
+        "POST",
+        "/api/v1/login",
+        "application/json",
+        login_body("nobody@acme.example", "wrong guess"),
+    )
+    .await;
+    assert_eq!(b, StatusCode::UNAUTHORIZED);
+    // The member's failure took at least the 300 ms write; the floor is now a quarter above
+    // that (less a few milliseconds of decay): the unknown address waits as long.
+    assert!(
+        stranger >= Duration::from_millis(350),
+        "after a {member:?} failure for a member, an unknown address answered in {stranger:?}"
+    );
+}
