@@ -34,9 +34,44 @@ const DRAIN: Duration = Duration::from_secs(8);
 const PER_CLIENT: usize = 256;
 const IN_ALL: usize = 4096;
 /// Connections still in their TLS handshake, per client and in all: a silent connection costs
-/// its opener nothing, so a few addresses must not be able to fill `IN_ALL` with them.
-const HANDSHAKING_PER_CLIENT: usize = 16;
+/// its opener nothing, so a few addresses must not be able to fill `IN_ALL` with them. Over
+/// the per-client number a client's next connection is refused; over the total the oldest
+/// handshake still waiting is dropped to make room (refusing instead would let a few hundred
+/// silent connections shut everyone else out), so an honest handshake, which takes
+/// milliseconds, always gets its turn.
+const HANDSHAKING_PER_CLIENT: usize = 64;
 const HANDSHAKING_IN_ALL: usize = 512;
+
+/// Handshakes in progress, oldest first, each with the means to drop it.
+#[derive(Default)]
+struct Handshakes {
+    waiting: Mutex<std::collections::VecDeque<(u64, tokio::sync::oneshot::Sender<()>)>>,
+    next: AtomicU64,
+}
+
+impl Handshakes {
+    /// Registers a handshake (dropping the oldest one when `HANDSHAKING_IN_ALL` are waiting);
+    /// returns its id and what tells it to give up.
+    fn begin(&self) -> (u64, tokio::sync::oneshot::Receiver<()>) {
+        let id = self.next.fetch_add(1, Ordering::SeqCst);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if let Ok(mut waiting) = self.waiting.lock() {
+            while waiting.len() >= HANDSHAKING_IN_ALL {
+                if let Some((_, oldest)) = waiting.pop_front() {
+                    let _ = oldest.send(());
+                }
+            }
+            waiting.push_back((id, tx));
+        }
+        (id, rx)
+    }
+
+    fn end(&self, id: u64) {
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.retain(|(i, _)| *i != id);
+        }
+    }
+}
 
 /// Binds a port: done before anything points at it (the webhook registered, the API server
 /// configured), so that a port in use is an error at start rather than a caller nobody answers.
@@ -201,7 +236,8 @@ pub async fn serve(
     tokio::pin!(shutdown);
     let (stop_tx, stop_rx) = watch::channel(false);
     let open = Open::new(PER_CLIENT, IN_ALL);
-    let handshaking = Open::new(HANDSHAKING_PER_CLIENT, HANDSHAKING_IN_ALL);
+    let handshaking = Open::new(HANDSHAKING_PER_CLIENT, usize::MAX);
+    let handshakes = Arc::new(Handshakes::default());
     loop {
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => break,
@@ -223,14 +259,24 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let router = router.clone();
         let stop = stop_rx.clone();
+        let handshakes = handshakes.clone();
+        let (id, dropped) = handshakes.begin();
         tokio::spawn(async move {
             let _slot = slot;
-            let tls = match tokio::time::timeout(QUIET, acceptor.accept(tcp)).await {
+            let handshake = tokio::time::timeout(QUIET, acceptor.accept(tcp));
+            let tls = tokio::select! {
+                done = handshake => done,
+                _ = dropped => {
+                    return tracing::debug!(%peer, "handshake dropped to make room for newer ones");
+                }
+            };
+            handshakes.end(id);
+            drop(pending);
+            let tls = match tls {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
                 Err(_) => return tracing::debug!("TLS handshake timed out"),
             };
-            drop(pending);
             connection(tls, peer, router, stop).await;
         });
     }
@@ -497,7 +543,8 @@ mod slow_clients {
 
     /// Red-team round 4: silent TCP connections (no ClientHello) from 16 addresses used to take
     /// all 4096 places, and every other client was closed at once. Connections still in their
-    /// handshake now count apart, 16 per client: a bystander is served.
+    /// handshake now count apart — 64 per client, and past 512 in all the oldest is dropped —
+    /// so the same 4096 attempts leave a bystander served.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn silent_connections_from_a_few_addresses_lock_nobody_out() {
         let (addr, ca) = server().await;
@@ -513,14 +560,17 @@ mod slow_clients {
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        // Over its 16 silent ones, an address's next connections are closed at once.
-        let mut extra = connect_from([127, 0, 1, 1]).await;
+        // Over its 64 silent ones, an address's next connections are closed at once.
+        for _ in 0..64 {
+            held.push(connect_from([127, 0, 3, 1]).await);
+        }
+        let mut extra = connect_from([127, 0, 3, 1]).await;
         let mut b = [0u8; 16];
         let closed = matches!(
             tokio::time::timeout(Duration::from_secs(2), extra.read(&mut b)).await,
             Ok(Ok(0)) | Ok(Err(_))
         );
-        assert!(closed, "a 17th silent connection from one address is kept");
+        assert!(closed, "a 65th silent connection from one address is kept");
         // A bystander completes its handshake and is answered.
         let mut tls = connect(addr, &ca, b"http/1.1").await;
         tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
