@@ -25,6 +25,9 @@ use super::{Error, Result};
 
 /// A TLS handshake, a request's headers, and quiet between requests each get this long.
 const QUIET: Duration = Duration::from_secs(10);
+/// A request, its body included, gets this long to be read and answered (a login's argon2
+/// work and failure floor take at most a few seconds).
+const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
 /// After being told to go away at shutdown, a connection gets this long to finish.
 const GRACE: Duration = Duration::from_secs(10);
 /// A quiet connection told to go away has nothing in flight: it gets this long to close.
@@ -39,7 +42,7 @@ const IN_ALL: usize = 4096;
 /// handshake still waiting is dropped to make room (refusing instead would let a few hundred
 /// silent connections shut everyone else out), so an honest handshake, which takes
 /// milliseconds, always gets its turn.
-const HANDSHAKING_PER_CLIENT: usize = 64;
+const HANDSHAKING_PER_CLIENT: usize = 128;
 const HANDSHAKING_IN_ALL: usize = 512;
 
 /// Handshakes in progress, oldest first, each with the means to drop it.
@@ -215,7 +218,20 @@ where
         activity.touch();
         let router = self.router.clone();
         Box::pin(async move {
-            let response = tower::ServiceExt::oneshot(router, req.map(axum::body::Body::new)).await;
+            // A request in progress keeps its connection from counting as quiet: one whose
+            // body trickles in a byte at a time would hold its place forever without this.
+            let response = match tokio::time::timeout(
+                REQUEST_DEADLINE,
+                tower::ServiceExt::oneshot(router, req.map(axum::body::Body::new)),
+            )
+            .await
+            {
+                Ok(response) => response,
+                Err(_) => Ok(axum::response::IntoResponse::into_response((
+                    http::StatusCode::REQUEST_TIMEOUT,
+                    "the request took too long",
+                ))),
+            };
             activity.touch();
             activity.in_flight.fetch_sub(1, Ordering::SeqCst);
             response
@@ -372,7 +388,12 @@ mod slow_clients {
             .await
             .expect("listen");
         let addr = listener.local_addr().expect("addr");
-        let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let router = Router::new()
+            .route("/", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/echo",
+                axum::routing::post(|body: String| async move { body }),
+            );
         tokio::spawn(serve(listener, config, router, std::future::pending()));
         (addr, ca)
     }
@@ -543,7 +564,7 @@ mod slow_clients {
 
     /// Red-team round 4: silent TCP connections (no ClientHello) from 16 addresses used to take
     /// all 4096 places, and every other client was closed at once. Connections still in their
-    /// handshake now count apart — 64 per client, and past 512 in all the oldest is dropped —
+    /// handshake now count apart — 128 per client, and past 512 in all the oldest is dropped —
     /// so the same 4096 attempts leave a bystander served.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn silent_connections_from_a_few_addresses_lock_nobody_out() {
@@ -560,8 +581,8 @@ mod slow_clients {
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        // Over its 64 silent ones, an address's next connections are closed at once.
-        for _ in 0..64 {
+        // Over its 128 silent ones, an address's next connections are closed at once.
+        for _ in 0..128 {
             held.push(connect_from([127, 0, 3, 1]).await);
         }
         let mut extra = connect_from([127, 0, 3, 1]).await;
@@ -570,7 +591,7 @@ mod slow_clients {
             tokio::time::timeout(Duration::from_secs(2), extra.read(&mut b)).await,
             Ok(Ok(0)) | Ok(Err(_))
         );
-        assert!(closed, "a 65th silent connection from one address is kept");
+        assert!(closed, "a 129th silent connection from one address is kept");
         // A bystander completes its handshake and is answered.
         let mut tls = connect(addr, &ca, b"http/1.1").await;
         tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
@@ -591,5 +612,40 @@ mod slow_clients {
         assert_ne!(client_of(a), client_of(c));
         let mapped: IpAddr = "::ffff:10.1.2.3".parse().expect("ip");
         assert_eq!(client_of(mapped), "10.1.2.3".parse::<IpAddr>().expect("ip"));
+    }
+
+    /// Red-team round 4 (second look): once through the handshake, a request whose body
+    /// trickles in a byte every 2 s was in progress forever, so its connection never went
+    /// quiet and kept its place. A request now gets 30 s in all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_whose_body_trickles_is_cut_after_30s() {
+        let (addr, ca) = server().await;
+        let mut tls = connect(addr, &ca, b"http/1.1").await;
+        tls.write_all(b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n")
+            .await
+            .expect("headers");
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 512];
+        loop {
+            assert!(
+                started.elapsed() < Duration::from_secs(40),
+                "the trickling request is still open after 40 s"
+            );
+            let _ = tls.write_all(b"x").await;
+            match tokio::time::timeout(Duration::from_secs(2), tls.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+            if String::from_utf8_lossy(&answer).contains("408") {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() >= Duration::from_secs(29),
+            "cut before its 30 s: {:?}",
+            started.elapsed()
+        );
     }
 }

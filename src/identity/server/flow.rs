@@ -187,10 +187,19 @@ fn check_sizes(r: &Request) -> Result<(), LoginError> {
 
 type Authenticated = (Arc<Organization>, Arc<Membership>, u64, bool);
 
-/// "typed:" and the first 16 hex digits of the SHA-256 of what was typed (lower-cased).
+/// "typed:" and 16 hex digits of an HMAC of what was typed (lower-cased), keyed by a secret
+/// this process draws at start: the same text gives the same digest for the life of the
+/// process (attempts correlate), and a wordlist run against a log cannot recover it.
 fn typed_digest(text: &str) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, text.to_lowercase().as_bytes());
-    let hex: String = d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    static KEY: std::sync::OnceLock<ring::hmac::Key> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(|| {
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &crate::identity::random::<32>())
+    });
+    let tag = ring::hmac::sign(key, text.to_lowercase().as_bytes());
+    let hex: String = tag.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!("typed:{hex}")
 }
 
