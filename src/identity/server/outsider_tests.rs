@@ -169,7 +169,7 @@ async fn accept_with_differing_passwords_reveals_nothing_without_a_valid_token()
     .await;
     let form =
         |member: &str| format!("org=acme&member={member}&token=not-a-token&password=a&confirm=b");
-    let (known, page_known, _) = send(
+    let (known, page_known, known_took) = send(
         &s,
         "POST",
         "/accept",
@@ -177,7 +177,7 @@ async fn accept_with_differing_passwords_reveals_nothing_without_a_valid_token()
         form("bob"),
     )
     .await;
-    let (unknown, _, _) = send(
+    let (unknown, _, unknown_took) = send(
         &s,
         "POST",
         "/accept",
@@ -190,6 +190,11 @@ async fn accept_with_differing_passwords_reveals_nothing_without_a_valid_token()
         "a forged accept form shows the member's e-mail ({known}): {page_known:.400}"
     );
     assert_eq!(known, unknown, "existing vs made-up Membership name");
+    // Refused links answer at the failure floor, whatever the refusal cost.
+    assert!(
+        known_took >= FLOOR && unknown_took >= FLOOR,
+        "{known_took:?} {unknown_took:?}"
+    );
 }
 
 /// With the API server unreachable (or refusing roster's write: throttled,
@@ -219,7 +224,7 @@ async fn a_failing_api_server_does_not_tell_members_from_strangers() {
         login_body("nobody@acme.example", "wrong guess"),
     )
     .await;
-    let (c, _, _) = send(
+    let (c, _, c_took) = send(
         &s,
         "GET",
         "/accept?org=acme&member=carl&token=x",
@@ -227,7 +232,7 @@ async fn a_failing_api_server_does_not_tell_members_from_strangers() {
         String::new(),
     )
     .await;
-    let (d, _, _) = send(
+    let (d, _, d_took) = send(
         &s,
         "GET",
         "/accept?org=acme&member=zed&token=x",
@@ -241,6 +246,7 @@ async fn a_failing_api_server_does_not_tell_members_from_strangers() {
         "the member's answer came before the floor: {ta:?}"
     );
     assert_eq!(c, d, "accept: existing vs made-up Membership name");
+    assert!(c_took >= FLOOR && d_took >= FLOOR, "{c_took:?} {d_took:?}");
 }
 
 /// A slow credential store (here: every write takes 300 ms, above the 250 ms floor): a

@@ -220,6 +220,17 @@ pub struct AcceptQuery {
     token: String,
 }
 
+/// A link that opens nothing, answered no sooner than the failure floor after arrival: a name
+/// that is nobody's is refused from the caches, a real member's may cost an API read first.
+async fn refused_link(
+    state: &AppState,
+    arrived: tokio::time::Instant,
+    e: &service::Error,
+) -> Response {
+    tokio::time::sleep_until(arrived + state.limits.failure_floor.now()).await;
+    invitation_error(e)
+}
+
 fn invitation_error(e: &service::Error) -> Response {
     match e {
         service::Error::Invitation(invitation::Error::Expired) => page(
@@ -270,18 +281,19 @@ pub async fn accept_form(
     addr: Option<axum::Extension<ClientAddr>>,
     Query(q): Query<AcceptQuery>,
 ) -> Response {
+    let arrived = tokio::time::Instant::now();
     if let Some(page) = limited(&state, addr.as_deref()) {
         return page;
     }
     let Some((m, scope)) = invited(&state, &q.org, &q.member) else {
-        return invitation_error(&invitation::Error::Unknown.into());
+        return refused_link(&state, arrived, &invitation::Error::Unknown.into()).await;
     };
     if let Err(e) = state
         .identity
         .check_invitation(&m, &scope, &q.token, super::now())
         .await
     {
-        return invitation_error(&e);
+        return refused_link(&state, arrived, &e).await;
     }
     accept_page(
         StatusCode::OK,
@@ -359,6 +371,7 @@ pub async fn accept(
     addr: Option<axum::Extension<ClientAddr>>,
     Form(f): Form<AcceptForm>,
 ) -> Response {
+    let arrived = tokio::time::Instant::now();
     if let Some(page) = limited(&state, addr.as_deref()) {
         return page;
     }
@@ -368,7 +381,7 @@ pub async fn accept(
         token: f.token.clone(),
     };
     let Some((m, scope)) = invited(&state, &f.org, &f.member) else {
-        return invitation_error(&invitation::Error::Unknown.into());
+        return refused_link(&state, arrived, &invitation::Error::Unknown.into()).await;
     };
     let min = min_length(&state, &f.org);
     // The link first: nothing about the member (their address on the page, the password
@@ -378,7 +391,7 @@ pub async fn accept(
         .check_invitation(&m, &scope, &f.token, super::now())
         .await
     {
-        return invitation_error(&e);
+        return refused_link(&state, arrived, &e).await;
     }
     if f.password != f.confirm {
         return accept_page(
@@ -405,7 +418,7 @@ pub async fn accept(
                 &e.to_string(),
             );
         }
-        Err(e) => return invitation_error(&e),
+        Err(e) => return refused_link(&state, arrived, &e).await,
     }
     let Some((o, m)) = flow::member(&state, &f.org, &m.spec.email) else {
         return error_page(StatusCode::NOT_FOUND, "the membership is gone");
