@@ -516,52 +516,6 @@ mod slow_clients {
         );
     }
 
-    fn rss_kib() -> u64 {
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-            })
-            .unwrap_or(0)
-    }
-
-    /// Not an assertion: how much one stalled h2 connection costs (server and client sides in
-    /// this one process; run with --nocapture --ignored).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore]
-    async fn measure_stalled_h2_connections() {
-        let (addr, ca) = server().await;
-        let before = rss_kib();
-        let mut conns = Vec::new();
-        let mut refused = 0;
-        for _ in 0..1000 {
-            let Some(mut s) = try_connect(addr, &ca, b"h2").await else {
-                refused += 1;
-                continue;
-            };
-            let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-            bytes.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
-            bytes.extend_from_slice(&[0, 0, 1, 1, 0x1, 0, 0, 0, 1, 0x82]);
-            s.write_all(&bytes).await.expect("write");
-            conns.push(s);
-        }
-        tokio::time::sleep(Duration::from_secs(12)).await;
-        let mut open = 0;
-        for s in &mut conns {
-            let mut b = [0u8; 1024];
-            match tokio::time::timeout(Duration::from_millis(5), s.read(&mut b)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => {}
-                _ => open += 1,
-            }
-        }
-        println!(
-            "1000 stalled h2 connections tried, {refused} refused (one address), {open} still open after 12s; RSS +{} KiB (both sides)",
-            rss_kib().saturating_sub(before)
-        );
-    }
-
     /// Red-team round 4: silent TCP connections (no ClientHello) from 16 addresses used to take
     /// all 4096 places, and every other client was closed at once. Connections still in their
     /// handshake now count apart — 128 per client, and past 512 in all the oldest is dropped —
