@@ -202,6 +202,24 @@ fn applied(mut w: World, p: &Plan) -> World {
     w
 }
 
+/// roster's identity service on `client` (cheap hashes, fresh keys, log to standard output).
+fn identity_on(client: Client) -> Arc<crate::identity::service::Identity> {
+    use crate::identity::{audit::SecurityLog, password::Hasher, seal, service, token::Signer};
+    let (seal_key, _) = seal::Key::generate();
+    Arc::new(service::Identity::new(
+        client,
+        "roster-system",
+        service::Keys {
+            seal: seal_key,
+            signer: Signer::new(&[7; 32]),
+        },
+        Hasher::new(1024, 1, 1, 2).expect("hasher"),
+        "https://id.acme.example".into(),
+        None,
+        SecurityLog::print_only(),
+    ))
+}
+
 fn position(writes: &[String], what: &str) -> usize {
     writes
         .iter()
@@ -349,7 +367,6 @@ async fn a_namespace_made_by_someone_else_meanwhile_is_not_taken() {
 /// that no longer led. Wired as runtime::serve wires them; seen failing first.
 #[tokio::test]
 async fn a_replica_that_lost_the_lease_sends_no_identity_write() {
-    use crate::identity::{audit::SecurityLog, password::Hasher, seal, service, token::Signer};
     let api = Scripted::new(|m, path, _| {
         (*m == Method::GET && path.contains("/secrets/")).then(|| {
             (
@@ -364,20 +381,7 @@ async fn a_replica_that_lost_the_lease_sends_no_identity_write() {
     let raw = api.client();
     // As runtime::serve: the controller's client guarded; identity::start(.., &client, ..).
     let mut ctx = context(crate::runtime::guarded(raw.clone(), leadership.clone()));
-    let (seal_key, _) = seal::Key::generate();
-    let identity = service::Identity::new(
-        raw,
-        "roster-system",
-        service::Keys {
-            seal: seal_key,
-            signer: Signer::new(&[7; 32]),
-        },
-        Hasher::new(1024, 1, 1, 2).expect("hasher"),
-        "https://id.acme.example".into(),
-        None,
-        SecurityLog::print_only(),
-    );
-    ctx.config.identity = Some(Arc::new(identity));
+    ctx.config.identity = Some(identity_on(raw));
     ctx.config.leadership = leadership;
     ctx.config.settings.identity = true;
     // A converged organization but for dave's invitation.
@@ -443,7 +447,6 @@ async fn forgetting_a_member_keeps_a_new_membership_s_credentials() {
 /// publishes it.
 #[tokio::test]
 async fn an_identity_event_is_published_only_after_its_action_succeeded() {
-    use crate::identity::{audit::SecurityLog, password::Hasher, seal, service, token::Signer};
     for (secrets_refused, want_event) in [(true, false), (false, true)] {
         let reasons: Arc<Mutex<Vec<String>>> = Arc::default();
         let seen = reasons.clone();
@@ -491,20 +494,7 @@ async fn an_identity_event_is_published_only_after_its_action_succeeded() {
         });
         let raw = api.client();
         let mut ctx = context(raw.clone());
-        let (seal_key, _) = seal::Key::generate();
-        let identity = service::Identity::new(
-            raw,
-            "roster-system",
-            service::Keys {
-                seal: seal_key,
-                signer: Signer::new(&[7; 32]),
-            },
-            Hasher::new(1024, 1, 1, 2).expect("hasher"),
-            "https://id.acme.example".into(),
-            None,
-            SecurityLog::print_only(),
-        );
-        ctx.config.identity = Some(Arc::new(identity));
+        ctx.config.identity = Some(identity_on(raw));
         ctx.config.settings.identity = true;
         let w = acme();
         let first = plan(&w, &ctx.config.settings);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::{Cluster, PASSWORD, apiserver_client, helm, mtls_request, wait_for};
-use crate::members::{apply, between, code, post_form, unix, wait_field, wait_step};
+use crate::members::{apply, code, wait_field, wait_step};
 use crate::pods::{self, Pod, Service};
 
 const NS: &str = "roster-system";
@@ -664,18 +664,7 @@ async fn two_replicas_decide_logins_exactly() {
     c.kubectl_ok(&["create", "namespace", ns]);
     apply(c, &crate::members::org_yaml(ns, "bob", ""));
     let page = crate::harness::accept(c, ns, "carl").await;
-    let secret: String = between(&page, "id=\"secret\">", "<").replace(' ', "");
-    let seed = base32::decode(base32::Alphabet::Rfc4648 { padding: false }, &secret).expect("seed");
-    let ticket = between(&page, "name=\"ticket\" value=\"", "\"").to_string();
-    let enrolled_at = unix() / 30;
-    let (status, page) = post_form(
-        c,
-        "/enrol",
-        &[("ticket", &ticket), ("code", &code(&seed, enrolled_at))],
-    )
-    .await;
-    assert_eq!(status, 200, "{page}");
-    wait_field(c, ns, "carl", ".status.mfa.state", "Enrolled");
+    let (seed, enrolled_at) = crate::members::enrol_on_page(c, ns, "carl", &page).await;
     let carl = "carl@acme.example";
 
     // A code spent at one replica is spent at the other.

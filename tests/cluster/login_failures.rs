@@ -5,7 +5,7 @@
 //! `make bench` (BENCHMARKS.md), not timed here.
 
 use crate::harness::{Cluster, PASSWORD, accept, cluster, identity_request, shared};
-use crate::members::{apply, between, code, login_api, post_form, unix, wait_field};
+use crate::members::{apply, code, enrol_on_page, login_api, post_form, unix, wait_field};
 
 /// Enrols `member` (invitation accepted with PASSWORD, MFA required) and returns the TOTP seed.
 async fn accept_and_enrol(c: &Cluster, ns: &str, member: &str) -> Vec<u8> {
@@ -24,18 +24,7 @@ async fn accept_and_enrol(c: &Cluster, ns: &str, member: &str) -> Vec<u8> {
     )
     .await;
     assert_eq!(status, 200, "{page}");
-    let secret: String = between(&page, "id=\"secret\">", "<").replace(' ', "");
-    let seed = base32::decode(base32::Alphabet::Rfc4648 { padding: false }, &secret).expect("seed");
-    let ticket = between(&page, "name=\"ticket\" value=\"", "\"").to_string();
-    let (status, page) = post_form(
-        c,
-        "/enrol",
-        &[("ticket", &ticket), ("code", &code(&seed, unix() / 30))],
-    )
-    .await;
-    assert_eq!(status, 200, "{page}");
-    wait_field(c, ns, member, ".status.mfa.state", "Enrolled");
-    seed
+    enrol_on_page(c, ns, member, &page).await.0
 }
 
 /// A six-digit code that is none of the codes the server would accept now (one step of skew).

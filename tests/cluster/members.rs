@@ -163,6 +163,29 @@ pub(crate) fn failed_count(c: &Cluster, ns: &str, email: &str) -> u64 {
     record["failed"].as_u64().unwrap_or(0)
 }
 
+/// Enrols `member` from an enrolment `page` (after acceptance or a login that requires it)
+/// with the current step's code; returns the TOTP seed and the step used.
+pub(crate) async fn enrol_on_page(
+    c: &Cluster,
+    ns: &str,
+    member: &str,
+    page: &str,
+) -> (Vec<u8>, u64) {
+    let secret: String = between(page, "id=\"secret\">", "<").replace(' ', "");
+    let seed = base32::decode(base32::Alphabet::Rfc4648 { padding: false }, &secret).expect("seed");
+    let ticket = between(page, "name=\"ticket\" value=\"", "\"").to_string();
+    let step = unix() / 30;
+    let (status, page) = post_form(
+        c,
+        "/enrol",
+        &[("ticket", &ticket), ("code", &code(&seed, step))],
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    wait_field(c, ns, member, ".status.mfa.state", "Enrolled");
+    (seed, step)
+}
+
 pub(crate) fn token_kubeconfig(c: &Cluster, name: &str, token: &str) -> std::path::PathBuf {
     c.member_kubeconfig(name, &format!("    token: {token}"))
 }
@@ -586,17 +609,7 @@ async fn failed_logins_lock_and_an_admin_unlocks() {
         "the login page goes on to enrolment: {page}"
     );
     // Enrol from there; then an admin resets carl's MFA: enrolment is due again at next login.
-    let secret: String = between(&page, "id=\"secret\">", "<").replace(' ', "");
-    let seed = base32::decode(base32::Alphabet::Rfc4648 { padding: false }, &secret).expect("seed");
-    let ticket = between(&page, "name=\"ticket\" value=\"", "\"").to_string();
-    let (status, page) = post_form(
-        c,
-        "/enrol",
-        &[("ticket", &ticket), ("code", &code(&seed, unix() / 30))],
-    )
-    .await;
-    assert_eq!(status, 200, "{page}");
-    wait_field(c, &ns, "carl", ".status.mfa.state", "Enrolled");
+    enrol_on_page(c, &ns, "carl", &page).await;
     let (status, body) = login_api(c, &ns, "carl@acme.example", PASSWORD, None).await;
     assert_eq!(status, 401, "enrolled: the code is required: {body}");
     let out = c.roster(&["reset-mfa", "carl", "-n", &ns], &[]);

@@ -14,13 +14,11 @@ use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
-use kube::runtime::reflector::{self, Store as Cache};
-use kube::runtime::watcher;
 use serde_json::json;
 use tower::ServiceExt;
 
+use super::tests::{bob, cache};
 use super::{AppState, router};
-use crate::api::Membership;
 use crate::fixtures::{NS, member, org};
 use crate::identity::Secret;
 use crate::identity::audit::SecurityLog;
@@ -34,23 +32,6 @@ use crate::identity::token::Signer;
 
 const OWN_NS: &str = "roster-system";
 const FLOOR: Duration = Duration::from_millis(250);
-
-fn cache<K>(objects: Vec<K>) -> Cache<K>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + 'static,
-{
-    let (store, mut writer) = reflector::store();
-    for o in objects {
-        writer.apply_watcher_event(&watcher::Event::Apply(o));
-    }
-    store
-}
-
-fn bob() -> Membership {
-    let mut m = member("bob", None, &[]);
-    m.metadata.uid = Some("bob-uid".into());
-    m
-}
 
 /// A stand-in API server that takes every credential write (PUT of a Secret), after `delay`.
 async fn fake_api_server(delay: Duration) -> String {

@@ -32,7 +32,7 @@ const KEY: [u8; 32] = [7; 32];
 /// The API server's audience in these tests.
 const AUD: &str = "https://kubernetes.default.svc";
 
-fn cache<K>(objects: Vec<K>) -> Cache<K>
+pub(super) fn cache<K>(objects: Vec<K>) -> Cache<K>
 where
     K: kube::Resource<DynamicType = ()> + Clone + 'static,
 {
@@ -114,7 +114,7 @@ fn fixture_with(members: Vec<Membership>, generation: u64, limits: Limits) -> Fi
     }
 }
 
-fn bob() -> Membership {
+pub(super) fn bob() -> Membership {
     let mut m = member("bob", None, &[]);
     m.metadata.uid = Some("bob-uid".into());
     m
