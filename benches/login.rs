@@ -149,6 +149,7 @@ fn main() {
                 default_role: OrgRole::Member,
                 admins_see_all_projects: false,
                 security: Default::default(),
+                max_access_removals: None,
             },
         );
         org.metadata.namespace = Some("acme".into());

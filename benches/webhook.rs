@@ -352,6 +352,7 @@ fn index() -> StoreIndex {
             default_role: OrgRole::Member,
             admins_see_all_projects: false,
             security: Default::default(),
+            max_access_removals: None,
         },
     );
     org.metadata.namespace = Some("acme".into());

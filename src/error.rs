@@ -13,6 +13,10 @@ pub enum Error {
     /// Arguments that parse but do not fit together.
     #[error("{0}")]
     Usage(String),
+    /// The command ran and its report is printed; it ends with `code` (a review that found
+    /// violations, or more removals than allowed).
+    #[error("{summary}")]
+    Verdict { code: u8, summary: String },
 }
 
 impl Reason for Error {
@@ -22,6 +26,7 @@ impl Reason for Error {
             Error::Run(e) => e.reason(),
             Error::Crds(e) => e.reason(),
             Error::Usage(_) => "Usage",
+            Error::Verdict { .. } => "Verdict",
         }
     }
 }

@@ -25,6 +25,7 @@ pub fn org(owner_email: &str) -> Organization {
             default_role: OrgRole::Member,
             admins_see_all_projects: false,
             security: Default::default(),
+            max_access_removals: None,
         },
     );
     o.metadata.namespace = Some(NS.into());

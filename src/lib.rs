@@ -14,9 +14,11 @@ pub mod crdgen;
 mod error;
 #[cfg(test)]
 mod fixtures;
+pub mod grants;
 pub mod identity;
 pub mod metrics;
 mod reason;
+pub mod review;
 pub mod runtime;
 pub mod subjects;
 pub mod tls;

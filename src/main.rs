@@ -11,6 +11,10 @@ use roster::cli::args::{Cli, dispatch};
 fn main() -> ExitCode {
     match dispatch(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(roster::Error::Verdict { code, summary }) => {
+            eprintln!("roster: {summary}");
+            ExitCode::from(code)
+        }
         Err(e) => {
             eprintln!("roster: {e}");
             if matches!(e, roster::Error::Usage(_)) || e.reason() == "InvalidArgument" {

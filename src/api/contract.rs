@@ -34,6 +34,10 @@ pub const ORIGIN_CREATED: &str = "Created";
 pub const ORIGIN_ADOPTED: &str = "Adopted";
 
 /// On Organizations and Projects: their objects outside their own namespace are cleaned up first.
+/// On an Organization: the fingerprint of a set of access removals (shown in its `Stalled`
+/// condition and by `roster diff`) that may go through past `spec.maxAccessRemovals`.
+pub const ACCEPT_REMOVALS_ANNOTATION: &str = "roster.dev/accept-removals";
+
 pub const FINALIZER: &str = "roster.dev/cleanup";
 
 /// Secret type of a member's credential record (roster's namespace).

@@ -62,6 +62,15 @@ pub struct OrganizationSpec {
 
     #[serde(default)]
     pub security: SecurityPolicy,
+
+    /// The most access grants (a member's org role, or role in a project) one change may take
+    /// away. Above it roster applies nothing for the organization and reports `Stalled` with the
+    /// count and a fingerprint; annotate the Organization `roster.dev/accept-removals` with that
+    /// fingerprint (or raise this limit) to proceed. Cut-offs of disabled, expired and
+    /// MFA-overdue members are never held back. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100000))]
+    pub max_access_removals: Option<u32>,
 }
 
 fn default_role() -> OrgRole {

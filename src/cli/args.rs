@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use crate::Error;
 use crate::api::ProjectRole;
 use crate::api::contract::Request as Ask;
+use crate::cli::review;
 use crate::controller::Settings;
 use crate::runtime::{self, AuthnConfig, IdentityConfig, SmtpConfig, WebhookConfig};
 use crate::subjects::Subjects;
@@ -115,6 +116,60 @@ pub enum Command {
         to: String,
         #[arg(long)]
         ca_file: Option<PathBuf>,
+    },
+    /// Check manifests offline, as the cluster would (schema, CEL rules, the webhook's rules),
+    /// and print who would hold which role in which project, and who is cut off and why.
+    /// Exit status: 0 clean, 1 a violation (each named by file, document and line).
+    Plan {
+        /// Files, directories (recursively) or - for standard input.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// The state before the change (files): changed objects are judged as updates, removed
+        /// ones as deletions, against it.
+        #[arg(long)]
+        base: Vec<PathBuf>,
+        /// Namespace of objects that name none (as kubectl apply -n).
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Judge the change as this person applying it: an e-mail (that member, in each
+        /// organization) or a Kubernetes user name. Default: a platform admin.
+        #[arg(long = "as")]
+        as_user: Option<String>,
+        /// Groups of --as.
+        #[arg(long = "as-group", requires = "as_user")]
+        as_groups: Vec<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: crate::review::render::Format,
+        /// Judge at this time instead of now (RFC 3339): expiries and MFA deadlines.
+        #[arg(long)]
+        now: Option<String>,
+    },
+    /// Who gains and who loses access between two trees (or the cluster and a tree): per
+    /// person, owner changes, and whom an MFA or grace-period change cuts off, and when.
+    /// Exit status: 0, 1 a violation in the head, 2 more removals than --max-removals.
+    Diff {
+        /// The state before: files or directories.
+        #[arg(long, required_unless_present = "live", conflicts_with = "live")]
+        base: Vec<PathBuf>,
+        /// The state before is the cluster's (KUBECONFIG).
+        #[arg(long)]
+        live: bool,
+        /// The state after: files, directories or -.
+        #[arg(long, required = true)]
+        head: Vec<PathBuf>,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Fail (exit 2) when more than this many access grants would be removed.
+        #[arg(long)]
+        max_removals: Option<usize>,
+        #[arg(long = "as")]
+        as_user: Option<String>,
+        #[arg(long = "as-group", requires = "as_user")]
+        as_groups: Vec<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: crate::review::render::Format,
+        #[arg(long)]
+        now: Option<String>,
     },
     /// Print an organization's security log (logins, lockouts, unlocks, MFA, transfers).
     SecurityLog {
@@ -554,6 +609,55 @@ pub fn dispatch(cli: Cli) -> Result<(), Error> {
             namespace,
             json,
         } => block_on(super::security_log(&organization, &namespace, json)),
+        Command::Plan {
+            files,
+            base,
+            namespace,
+            as_user,
+            as_groups,
+            output,
+            now,
+        } => {
+            let who = review::Who { as_user, as_groups };
+            let opts = review::options(namespace, &who, now.as_deref())?;
+            verdict(review::plan(&files, &base, &opts, output)?)
+        }
+        Command::Diff {
+            base,
+            live,
+            head,
+            namespace,
+            max_removals,
+            as_user,
+            as_groups,
+            output,
+            now,
+        } => {
+            let who = review::Who { as_user, as_groups };
+            let opts = review::options(namespace, &who, now.as_deref())?;
+            let base = if live {
+                review::Base::Live
+            } else {
+                review::Base::Files(base)
+            };
+            verdict(review::diff(base, &head, &opts, max_removals, output)?)
+        }
+    }
+}
+
+/// Prints a review's report; a non-zero outcome ends the process with its code.
+fn verdict(o: review::Outcome) -> Result<(), Error> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`| head`) is not the review's failure.
+    let _ = out.write_all(o.output.as_bytes());
+    let _ = out.flush();
+    match o.code {
+        0 => Ok(()),
+        code => Err(Error::Verdict {
+            code,
+            summary: o.summary.unwrap_or_default(),
+        }),
     }
 }
 

@@ -7,6 +7,7 @@ mod admin;
 pub mod args;
 pub mod certificate;
 mod login;
+pub mod review;
 
 use std::path::{Path, PathBuf};
 
@@ -100,6 +101,24 @@ async fn kube_client(namespace: Option<String>) -> Result<(kube::Client, String)
         .map_err(Error::NoKubeconfig)?;
     let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
     Ok((client, ns))
+}
+
+/// Runs `f` with a client of the caller's own credentials on a runtime of its own (the review
+/// commands are otherwise synchronous).
+fn block_on_live<T, F>(f: impl FnOnce(kube::Client) -> F) -> Result<T>
+where
+    F: Future<Output = crate::review::Result<T>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Invalid(format!("cannot start a runtime: {e}")))?;
+    rt.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(Error::NoKubeconfig)?;
+        f(client).await.map_err(|e| Error::Refused(e.to_string()))
+    })
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use super::credentials::IdentityAction;
 use super::plan::{Plan, PlannedEvent, Target, World};
 use super::{Context, Error, FIELD_MANAGER, Result, labels};
 use crate::api::{Membership, Organization, Project};
-use crate::condition::{self, READY};
+use crate::condition;
 
 /// Failures of one reconcile, by what they hold back.
 #[derive(Default)]
@@ -333,17 +333,13 @@ fn project_statuses(
             .entry(project.clone())
             .or_insert_with(|| p.status.clone().unwrap_or_default());
         let reason = why.split(':').next().unwrap_or("WriteFailed").to_string();
-        let ready = condition::make(
+        let three = condition::kstatus(
             &status.conditions,
-            READY,
-            false,
-            &reason,
-            why.clone(),
+            &condition::Health::reconciling(&reason, why.clone()),
             p.metadata.generation,
             w.now,
         );
-        status.conditions.retain(|c| c.type_ != READY);
-        status.conditions.insert(0, ready);
+        condition::set_kstatus(&mut status.conditions, three);
     }
     out.into_iter().collect()
 }
@@ -539,17 +535,15 @@ pub async fn report_failure(ctx: &Context, w: &World, err: &Error) {
     };
     publish(ctx, w, &event).await;
     let mut status = org.status.clone().unwrap_or_default();
-    let ready = condition::make(
-        &status.conditions,
-        READY,
-        false,
-        err.reason(),
-        err.to_string(),
-        org.metadata.generation,
-        w.now,
-    );
-    status.conditions.retain(|c| c.type_ != READY);
-    status.conditions.insert(0, ready);
+    // Refusals (RBAC, validation, a namespace someone else took) stay until a person acts;
+    // anything else is retried with backoff.
+    let health = if err.needs_a_person() {
+        condition::Health::stalled(err.reason(), err.to_string())
+    } else {
+        condition::Health::reconciling(err.reason(), err.to_string())
+    };
+    let three = condition::kstatus(&status.conditions, &health, org.metadata.generation, w.now);
+    condition::set_kstatus(&mut status.conditions, three);
     if let Err(e) = patch_status::<Organization>(ctx, &w.namespace, &org.name_any(), &status).await
     {
         tracing::debug!(error = %e, "could not record the failure in the Organization's status");

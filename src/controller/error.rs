@@ -63,6 +63,13 @@ impl crate::Reason for Error {
 }
 
 impl Error {
+    /// Whether retrying cannot help: the API server refused for a reason only a person can
+    /// change (permissions, an invalid object, a namespace taken by someone else).
+    pub fn needs_a_person(&self) -> bool {
+        use crate::Reason;
+        matches!(self.reason(), "Forbidden" | "Invalid" | "NamespaceTaken")
+    }
+
     pub fn api(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
         let action = action.into();
         move |source| Error::Api { action, source }

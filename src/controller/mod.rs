@@ -9,6 +9,7 @@
 mod apply;
 pub mod credentials;
 mod error;
+pub mod guard;
 pub mod labels;
 pub mod plan;
 mod status;

@@ -332,6 +332,14 @@ pub fn plan(w: &World, s: &Settings) -> Plan {
     {
         desired.extend(super::credentials::invitation_readers(w, org, &eval, s));
     }
+    if let Some(org) = org {
+        let cut = super::guard::cut_off(&eval);
+        if let Some(held) = super::guard::check(w, org, &desired, &cut, s) {
+            diff_rolebindings(w, super::guard::hold(w, &cut, s), &mut plan);
+            super::status::held(w, org, &held, &mut plan);
+            return plan;
+        }
+    }
     diff_rolebindings(w, desired, &mut plan);
 
     bootstrap_owner(w, org, &eval, &mut plan);

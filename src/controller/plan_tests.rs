@@ -400,11 +400,18 @@ fn email_conflict_older_membership_wins() {
         "{}",
         entitled.message
     );
-    let ready = conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .expect("ready");
-    assert_eq!(ready.status, "True", "a conflict is converged, not broken");
+    let status_of = |t: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .map(|c| (c.status.as_str(), c.reason.as_str()))
+            .expect("condition")
+    };
+    // Only a person can resolve a second Membership of one address: GitOps tools must see a
+    // failure (kstatus Stalled), not wait for a Ready that never comes.
+    assert_eq!(status_of("Ready"), ("False", "EmailConflict"));
+    assert_eq!(status_of("Stalled"), ("True", "EmailConflict"));
+    assert_eq!(status_of("Reconciling").0, "False");
 
     // Same creation time: the name breaks the tie, stably.
     let mut w = acme();
@@ -895,7 +902,21 @@ fn deleting_the_organization_removes_every_binding() {
     assert!(p.create_memberships.is_empty());
     let w = settle(converge(w, &p));
     assert!(w.org.is_none() && w.rolebindings.is_empty());
-    assert_eq!(status(&w, "dave").conditions[1].reason, "NoOrganization");
+    let dave = status(&w, "dave");
+    let reason_of = |t: &str| {
+        dave.conditions
+            .iter()
+            .find(|c| c.type_ == t && c.status != "Unknown")
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    assert_eq!(
+        reason_of("Entitled"),
+        Some(("False".into(), "NoOrganization".into()))
+    );
+    assert_eq!(
+        reason_of("Stalled"),
+        Some(("True".into(), "NoOrganization".into()))
+    );
 }
 
 #[test]
@@ -1291,5 +1312,155 @@ fn a_fresh_invitation_is_not_rotated_by_the_next_plan() {
         ),
         "{:?}",
         p.identity
+    );
+}
+
+fn condition_of(o: &OrganizationStatus, t: &str) -> (String, String, String) {
+    o.conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+        .unwrap_or_else(|| panic!("no condition {t}"))
+}
+
+fn with_limit(mut w: World, limit: Option<u32>) -> World {
+    if let Some(o) = w.org.as_mut() {
+        o.spec.max_access_removals = limit;
+    }
+    w
+}
+
+#[test]
+fn the_blast_radius_guard_holds_a_change_until_a_person_acknowledges_it() {
+    // Deleting dave takes away three grants: Member of the organization, payments Developer,
+    // web Viewer.
+    let converged = settle(with_limit(acme(), Some(2)));
+    let mut w = converged.clone();
+    w.memberships.retain(|m| m.name_any() != "dave");
+    let p = plan(&w, &Settings::default());
+    assert!(
+        p.rolebindings.is_empty() && p.delete_rolebindings.is_empty(),
+        "nothing of a held change is applied: {:?}",
+        p.rolebindings
+    );
+    assert!(p.membership_status.is_empty() && p.project_status.is_empty());
+    let status = p.org_status.clone().expect("org status");
+    let (stalled, reason, message) = condition_of(&status, "Stalled");
+    assert_eq!(
+        (stalled.as_str(), reason.as_str()),
+        ("True", "AccessRemovalsHeld")
+    );
+    assert!(
+        message.contains("removes 3 access grants, more than spec.maxAccessRemovals (2)"),
+        "{message}"
+    );
+    assert!(
+        message.contains("dave@acme.example loses Developer in project payments"),
+        "{message}"
+    );
+    assert_eq!(condition_of(&status, "Ready").0, "False");
+    assert_eq!(condition_of(&status, "Reconciling").0, "False");
+    assert_eq!(
+        p.events.iter().map(|e| e.reason).collect::<Vec<_>>(),
+        ["AccessRemovalsHeld"]
+    );
+    assert_eq!(
+        subjects(&converge(w.clone(), &p), "acme-web", "roster-viewer"),
+        ["dave"]
+    );
+
+    // Held, it stays held: no writes and no second Event on the next pass.
+    let w = converge(w, &p);
+    let again = plan(&w, &Settings::default());
+    assert_eq!(again.writes(), 0, "{again:?}");
+    assert!(again.events.is_empty());
+
+    // Acknowledging another fingerprint changes nothing; this one lets the change through.
+    let fingerprint = message
+        .split("accept-removals=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("fingerprint")
+        .to_string();
+    let annotate = |mut w: World, value: &str| {
+        if let Some(o) = w.org.as_mut() {
+            o.metadata.annotations = Some(
+                [(
+                    crate::api::contract::ACCEPT_REMOVALS_ANNOTATION.to_string(),
+                    value.to_string(),
+                )]
+                .into(),
+            );
+        }
+        w
+    };
+    let wrong = annotate(w.clone(), "000000000000");
+    assert_eq!(plan(&wrong, &Settings::default()).writes(), 0);
+    let w = settle(annotate(w, &fingerprint));
+    assert!(subjects(&w, "acme-web", "roster-viewer").is_empty());
+    let status = w
+        .org
+        .as_ref()
+        .and_then(|o| o.status.clone())
+        .expect("status");
+    assert_eq!(condition_of(&status, "Stalled").0, "False");
+    assert_eq!(condition_of(&status, "Ready").0, "True");
+
+    // At or under the limit, or with no limit, a change goes through at once.
+    for limit in [Some(3), None] {
+        let mut w = with_limit(converged.clone(), limit);
+        w.memberships.retain(|m| m.name_any() != "dave");
+        let w = settle(w);
+        assert!(
+            subjects(&w, "acme-web", "roster-viewer").is_empty(),
+            "{limit:?}"
+        );
+    }
+}
+
+#[test]
+fn cut_offs_are_never_held_back_by_the_guard() {
+    let converged = settle(with_limit(acme(), Some(0)));
+    // Disabling dave (a cut-off) goes through with a limit of 0 …
+    let mut w = converged.clone();
+    if let Some(m) = w.memberships.iter_mut().find(|m| m.name_any() == "dave") {
+        m.spec.disabled = true;
+    }
+    let p = plan(&w, &Settings::default());
+    assert!(
+        p.org_status
+            .as_ref()
+            .is_none_or(|s| condition_of(s, "Stalled").0 == "False")
+    );
+    let w = settle(w);
+    assert!(subjects(&w, "acme-web", "roster-viewer").is_empty());
+
+    // … and so does it while another change is held: bob's removal waits, dave's cut-off not.
+    let mut w = converged;
+    w.memberships.retain(|m| m.name_any() != "bob");
+    if let Some(m) = w.memberships.iter_mut().find(|m| m.name_any() == "dave") {
+        m.spec.disabled = true;
+    }
+    let p = plan(&w, &Settings::default());
+    let status = p.org_status.clone().expect("status");
+    let (stalled, _, message) = condition_of(&status, "Stalled");
+    assert_eq!(stalled, "True");
+    assert!(
+        message.contains("bob@acme.example") && !message.contains("dave@"),
+        "{message}"
+    );
+    let w = converge(w, &p);
+    assert!(
+        subjects(&w, "acme-web", "roster-viewer").is_empty(),
+        "dave is cut off"
+    );
+    assert!(
+        subjects(&w, "acme-payments", "roster-developer").is_empty(),
+        "dave is cut off"
+    );
+    assert_eq!(
+        subjects(&w, "acme-payments", "roster-admin"),
+        ["alice", "bob"],
+        "bob waits"
     );
 }

@@ -12,7 +12,7 @@ use crate::api::{
     AccessEntry, Membership, MembershipStatus, MfaState, Organization, OrganizationStatus, Phase,
     ProjectRole, ProjectStatus,
 };
-use crate::condition::{self, READY};
+use crate::condition::{self, Health, READY};
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn statuses(
@@ -35,15 +35,15 @@ pub(super) fn statuses(
             .iter()
             .filter(|m| m.phase == Phase::Conflict)
             .count();
-        let ready = condition::make(
+        let [ready, reconciling, stalled] = condition::kstatus(
             &prev.conditions,
-            READY,
-            true,
-            "Converged",
-            format!(
-                "{} members, {} projects converged",
-                eval.members.len() - conflicts,
-                views.len()
+            &Health::ready(
+                "Converged",
+                format!(
+                    "{} members, {} projects converged",
+                    eval.members.len() - conflicts,
+                    views.len()
+                ),
             ),
             gen_,
             now,
@@ -71,7 +71,7 @@ pub(super) fn statuses(
             members: Some(u32::try_from(eval.members.len() - conflicts).unwrap_or(u32::MAX)),
             projects: Some(u32::try_from(views.len()).unwrap_or(u32::MAX)),
             mfa_compliant: Some(format!("{ok}/{counted}")),
-            conditions: vec![ready, mfa],
+            conditions: vec![ready, reconciling, stalled, mfa],
         };
         if let Some(previous_owner) = prev.owner.as_ref().filter(|p| **p != o.spec.owner) {
             plan.events.push(PlannedEvent {
@@ -105,18 +105,15 @@ pub(super) fn statuses(
                 ),
             ),
         };
-        let ready = condition::make(
-            &prev.conditions,
-            READY,
-            false,
-            reason,
-            msg,
-            o.metadata.generation,
-            now,
-        );
         let status = OrganizationStatus {
             observed_generation: o.metadata.generation,
-            conditions: vec![ready],
+            conditions: condition::kstatus(
+                &prev.conditions,
+                &Health::stalled(reason, msg),
+                o.metadata.generation,
+                now,
+            )
+            .into(),
             ..Default::default()
         };
         if status != prev {
@@ -152,15 +149,15 @@ pub(super) fn statuses(
             Some(r) if org.is_none() => (false, "NoOrganization", r.clone()),
             Some(r) => (false, "NamespaceUnavailable", r.clone()),
         };
-        let ready = condition::make(
-            &prev.conditions,
-            READY,
-            ok,
-            why,
-            msg.clone(),
-            p.metadata.generation,
-            now,
-        );
+        // A namespace on its way out resolves itself; the other causes need a person.
+        let health = if ok {
+            Health::ready(why, msg.clone())
+        } else if msg.contains("is terminating") {
+            Health::reconciling("NamespaceTerminating", msg.clone())
+        } else {
+            Health::stalled(why, msg.clone())
+        };
+        let three = condition::kstatus(&prev.conditions, &health, p.metadata.generation, now);
         let flipped_to_not_owned = why == "NamespaceNotOwned"
             && condition::find(&prev.conditions, READY)
                 .is_none_or(|c| c.reason != "NamespaceNotOwned");
@@ -176,7 +173,7 @@ pub(super) fn statuses(
             observed_generation: p.metadata.generation,
             namespace: Some(view.namespace.clone()),
             members: Some(u32::try_from(members).unwrap_or(u32::MAX)),
-            conditions: vec![ready],
+            conditions: three.into(),
         };
         if status != prev {
             plan.project_status.push((view.name.clone(), status));
@@ -202,6 +199,35 @@ pub(super) fn statuses(
     }
 }
 
+/// The Organization's status while a change is held back by the blast-radius guard: Stalled,
+/// with the count and the way on; an Event when it starts or the held change is another.
+pub(super) fn held(w: &World, o: &Organization, held: &super::guard::Held, plan: &mut Plan) {
+    let mut status = o.status.clone().unwrap_or_default();
+    let message = held.message(&w.namespace);
+    let was = condition::find(&status.conditions, condition::STALLED)
+        .is_some_and(|c| c.status == "True" && c.message.contains(&held.fingerprint));
+    let three = condition::kstatus(
+        &status.conditions,
+        &Health::stalled("AccessRemovalsHeld", message.clone()),
+        o.metadata.generation,
+        w.now,
+    );
+    condition::set_kstatus(&mut status.conditions, three);
+    status.observed_generation = o.metadata.generation;
+    if !was {
+        plan.events.push(PlannedEvent {
+            target: Target::Organization(o.name_any()),
+            warning: true,
+            reason: "AccessRemovalsHeld",
+            // An Event's note holds 1 kB; the condition keeps the whole message.
+            note: message.chars().take(1000).collect(),
+        });
+    }
+    if Some(&status) != o.status.as_ref() {
+        plan.org_status = Some(status);
+    }
+}
+
 fn membership_status(
     m: &Membership,
     a: &MemberAccess,
@@ -210,18 +236,18 @@ fn membership_status(
     now: Timestamp,
 ) -> MembershipStatus {
     let gen_ = m.metadata.generation;
-    // kstatus: Ready means "converged", which a disabled or conflicting member is too; whether
+    // kstatus: Ready means "converged", which a disabled or expired member is too; whether
     // the member may use their roles is the separate Entitled condition (so a GitOps health
-    // check does not report a deliberately disabled member as broken).
-    let ready = condition::make(
-        &prev.conditions,
-        READY,
-        true,
-        "Converged",
-        format!("access: {}", a.summary()),
-        gen_,
-        now,
-    );
+    // check does not report a deliberately disabled member as broken). A second Membership of
+    // an address, or one without an organization, is stuck until a person acts: Stalled.
+    let health = match (a.phase, &a.blocked) {
+        (Phase::Conflict, Some(why)) => Health::stalled("EmailConflict", why.clone()),
+        (_, Some(why)) if why.starts_with("no Organization") => {
+            Health::stalled("NoOrganization", why.clone())
+        }
+        _ => Health::ready("Converged", format!("access: {}", a.summary())),
+    };
+    let [ready, reconciling, stalled] = condition::kstatus(&prev.conditions, &health, gen_, now);
     let entitled = match &a.blocked {
         None => condition::make(
             &prev.conditions,
@@ -276,7 +302,7 @@ fn membership_status(
         locked_until: id.locked_until,
         access: a.entries.clone(),
         access_summary: Some(a.summary()),
-        conditions: vec![ready, entitled, compliant],
+        conditions: vec![ready, reconciling, stalled, entitled, compliant],
     }
 }
 
