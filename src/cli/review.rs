@@ -148,7 +148,12 @@ pub fn diff(
             }
             b
         }
-        Base::Live => super::block_on_live(|c| async move { review::live(&c).await })?,
+        Base::Live => {
+            let mut live = super::block_on_live(|c| async move { review::live(&c).await })?;
+            // The cluster's other organizations are not part of this change.
+            live.restrict(&head.homes());
+            live
+        }
     };
     review::inherit(&mut head, &base_tree);
     let base_report = review::report::report(&base_tree, &opts.settings, opts.now);

@@ -483,7 +483,7 @@ fn a_generated_tree_of_twenty_organizations_plans_clean() {
         "large",
         &[(
             "tree.yaml",
-            &crate::review::sample::tree_yaml(20, 10, 100, now),
+            &crate::review::sample::tree_yaml("org-", 20, 10, 100, now),
         )],
     );
     let o = plan(&[dir], &[], &opts(None), Format::Json).expect("plan");

@@ -4,8 +4,10 @@
 
 use std::fmt::Write;
 
-/// Multi-document YAML, namespaces included; dates relative to `now` (RFC 3339).
+/// Multi-document YAML, namespaces included (organizations `<prefix>00`, `<prefix>01`, …);
+/// dates relative to `now`.
 pub fn tree_yaml(
+    prefix: &str,
     orgs: usize,
     projects: usize,
     members: usize,
@@ -16,7 +18,7 @@ pub fn tree_yaml(
         .unwrap_or(now);
     let mut y = String::with_capacity(orgs * (projects * 150 + members * 260 + 400));
     for o in 0..orgs {
-        let org = format!("org-{o:02}");
+        let org = format!("{prefix}{o:02}");
         let mfa = o % 3 == 0;
         let _ = write!(
             y,

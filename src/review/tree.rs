@@ -184,6 +184,15 @@ impl Tree {
         (tree, bad)
     }
 
+    /// Only the objects of these organizations (and the namespaces their projects use): a live
+    /// base is the whole cluster, a head in Git usually some organizations of it.
+    pub fn restrict(&mut self, homes: &[String]) {
+        let keep = |ns: Option<String>| ns.is_some_and(|n| homes.contains(&n));
+        self.organizations.retain(|o| keep(o.object.namespace()));
+        self.projects.retain(|p| keep(p.object.namespace()));
+        self.memberships.retain(|m| keep(m.object.namespace()));
+    }
+
     /// The namespaces holding roster objects (organizations' homes), sorted.
     pub fn homes(&self) -> Vec<String> {
         let mut homes: Vec<String> = self

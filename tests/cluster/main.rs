@@ -11,6 +11,7 @@ mod login_failures;
 mod mail;
 mod members;
 mod pods;
+mod review;
 mod revocation;
 mod smoke;
 mod trust;
