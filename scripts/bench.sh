@@ -7,6 +7,7 @@ out=BENCHMARKS.md
 webhook=$(cargo bench --locked --quiet --bench webhook 2>/dev/null)
 # The login benchmark's security log prints JSON lines on stdout too: keep the table's lines.
 login=$(cargo bench --locked --quiet --bench login 2>/dev/null | grep '^|')
+plan=$(cargo bench --locked --quiet --bench plan 2>/dev/null | grep '^|')
 {
     echo "# Benchmarks"
     echo
@@ -51,6 +52,17 @@ login=$(cargo bench --locked --quiet --bench login 2>/dev/null | grep '^|')
     echo "unknown address's. Target: medians within 10%."
     echo
     echo "$login"
+    echo
+    echo "## roster plan on large trees (benches/plan.rs)"
+    echo
+    echo "Generated trees (every org and project role, disabled and expired members, MFA required in"
+    echo "every third organization) read from one file and judged as \`roster plan -f\` judges them:"
+    echo "YAML, the CRD schemas and CEL rules, the webhook's validate() for every object, the"
+    echo "controller's plan() for every organization, the JSON report. The last row puts 20,000"
+    echo "Memberships in one organization, where anything quadratic in its size would show."
+    echo "Target: well under a second per thousand objects."
+    echo
+    echo "$plan"
 } >"$out"
 echo "wrote $out"
 cat "$out"

@@ -79,8 +79,11 @@ pub enum Command {
         #[arg(long, env = "ROSTER_EMAIL")]
         email: String,
         /// PEM CA certificate of the identity server (default: the system's roots).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "ca_data")]
         ca_file: Option<PathBuf>,
+        /// The same, base64-encoded (a kubeconfig downloaded from the account page carries it).
+        #[arg(long, env = "ROSTER_CA_DATA")]
+        ca_data: Option<String>,
         /// Where tokens are cached (default: ~/.cache/roster/tokens).
         #[arg(long)]
         cache_dir: Option<PathBuf>,
@@ -170,6 +173,29 @@ pub enum Command {
         output: crate::review::render::Format,
         #[arg(long)]
         now: Option<String>,
+    },
+    /// What a person can reach, and why or why not (live: the organizations you can read,
+    /// judged by the controller's own functions).
+    Access {
+        /// The person's e-mail.
+        who: String,
+        /// Only this project.
+        #[arg(long)]
+        project: Option<String>,
+        /// Only this organization (its namespace): what an organization's Admin may list.
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Who you are to roster: organization, role, projects, MFA, and when your token ends (the
+    /// current kubeconfig context's `kubectl roster login`).
+    Whoami {
+        /// Another kubeconfig context than the current one.
+        #[arg(long)]
+        context: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Print an organization's security log (logins, lockouts, unlocks, MFA, transfers).
     SecurityLog {
@@ -334,6 +360,17 @@ pub struct RunArgs {
     /// The URL members reach the identity server at (goes into invitation links).
     #[arg(long)]
     identity_url: Option<String>,
+    /// The API server's URL as members reach it: the account page then offers a ready
+    /// kubeconfig (this address, --cluster-ca-file, `kubectl roster login` for the member).
+    #[arg(long, requires = "identity_addr")]
+    cluster_server: Option<String>,
+    /// PEM CA of the API server's serving certificate, for that kubeconfig.
+    #[arg(long, requires = "cluster_server")]
+    cluster_ca_file: Option<PathBuf>,
+    /// PEM CA of the identity server's certificate, put in that kubeconfig when members'
+    /// systems do not trust it.
+    #[arg(long, requires = "cluster_server")]
+    identity_ca_file: Option<PathBuf>,
     /// PEM serving certificate of the identity server (with --identity-key); without them a
     /// certificate is made at start, which only browsers that accept it will trust.
     #[arg(long, requires = "identity_key")]
@@ -453,6 +490,13 @@ impl RunArgs {
                     rate_per_source: self.login_rate_per_source,
                     rate_per_member: self.login_rate_per_member,
                     login_failure_floor: self.login_failure_floor,
+                    cluster: self.cluster_server.clone().map(|server| {
+                        runtime::ClusterAccessConfig {
+                            server: server.trim_end_matches('/').to_string(),
+                            ca_file: self.cluster_ca_file.clone(),
+                            identity_ca_file: self.identity_ca_file.clone(),
+                        }
+                    }),
                 })
             }
             None => None,
@@ -571,12 +615,14 @@ pub fn dispatch(cli: Cli) -> Result<(), Error> {
             organization,
             email,
             ca_file,
+            ca_data,
             cache_dir,
         } => block_on(super::login(&super::Login {
             server,
             organization,
             email,
             ca_file,
+            ca_data,
             cache_dir,
         })),
         Command::Invite {
@@ -609,6 +655,18 @@ pub fn dispatch(cli: Cli) -> Result<(), Error> {
             namespace,
             json,
         } => block_on(super::security_log(&organization, &namespace, json)),
+        Command::Access {
+            who,
+            project,
+            namespace,
+            json,
+        } => verdict(review::access(
+            &who,
+            project.as_deref(),
+            namespace.as_deref(),
+            json,
+        )?),
+        Command::Whoami { context, json } => block_on(super::whoami(context.as_deref(), json)),
         Command::Plan {
             files,
             base,

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 pub use admin::{invite_link, request, security_log};
 pub use certificate::certificate;
-pub use login::{Login, login, transfer_ownership};
+pub use login::{Login, login, login_of_context, transfer_ownership, whoami};
 
 /// Why a command failed; the message is what the user reads.
 #[derive(Debug, thiserror::Error)]

@@ -181,6 +181,108 @@ pub fn diff(
     })
 }
 
+/// `access WHO [--project P]`: what a person can reach in each organization the caller can
+/// read, and why — or why not — computed from the live objects by the controller's functions.
+pub fn access(
+    who: &str,
+    project: Option<&str>,
+    namespace: Option<&str>,
+    json_out: bool,
+) -> super::Result<Outcome> {
+    let ns = namespace.map(str::to_string);
+    let tree = super::block_on_live(|c| async move { review::live_in(&c, ns.as_deref()).await })?;
+    let report = review::report::report(
+        &tree,
+        &crate::controller::Settings::default(),
+        Timestamp::now(),
+    );
+    let found: Vec<(&review::report::OrgReport, &review::report::PersonReport)> = report
+        .organizations
+        .iter()
+        .filter_map(|o| Some((o, o.people.iter().find(|p| p.email == who)?)))
+        .collect();
+    if json_out {
+        let v: Vec<serde_json::Value> = found
+            .iter()
+            .map(|(o, p)| serde_json::json!({"organization": o.name, "person": p}))
+            .collect();
+        return Ok(Outcome {
+            output: serde_json::to_string_pretty(&v).unwrap_or_default() + "\n",
+            code: u8::from(found.is_empty()),
+            summary: found
+                .is_empty()
+                .then(|| format!("{who} is a member of no organization you can read")),
+        });
+    }
+    let mut out = String::new();
+    for (o, p) in &found {
+        out.push_str(&access_text(o, p, project));
+    }
+    let code = u8::from(found.is_empty());
+    Ok(Outcome {
+        output: out,
+        code,
+        summary: (code != 0).then(|| format!("{who} is a member of no organization you can read")),
+    })
+}
+
+fn access_text(
+    o: &review::report::OrgReport,
+    p: &review::report::PersonReport,
+    only: Option<&str>,
+) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let via = p.membership.as_deref().map_or(
+        "no Membership yet: roster creates one for the owner".to_string(),
+        |m| format!("Membership {m}"),
+    );
+    let _ = writeln!(
+        out,
+        "{} in {}: {:?} ({via}), {:?}, MFA {:?}",
+        p.email, o.name, p.role, p.phase, p.mfa
+    );
+    if let Some(c) = &p.cut_off {
+        let _ = writeln!(
+            out,
+            "  cut off from everything: {} ({})",
+            c.message, c.reason
+        );
+    }
+    for pr in &o.projects {
+        if only.is_some_and(|x| x != pr.name) {
+            continue;
+        }
+        let line = match (p.projects.get(&pr.name), p.refused.get(&pr.name)) {
+            (Some(role), _) => {
+                let why = match p.role {
+                    crate::api::EffectiveRole::Owner => {
+                        "the owner is Admin of every project".to_string()
+                    }
+                    crate::api::EffectiveRole::Admin if o.admins_see_all_projects => {
+                        "Admins are Admin of every project (adminsSeeAllProjects)".to_string()
+                    }
+                    _ => format!("declared in {via}"),
+                };
+                format!("{}: {why}", role.as_str())
+            }
+            (None, Some(why)) => format!("no access: {why}"),
+            (None, None) if p.cut_off.is_some() => "no access: cut off".to_string(),
+            (None, None) => format!(
+                "no access: no role in {} is declared for {}",
+                pr.name, p.email
+            ),
+        };
+        let _ = writeln!(out, "  {} ({}): {line}", pr.name, pr.namespace);
+    }
+    if let Some(x) = only
+        && !o.projects.iter().any(|pr| pr.name == x)
+    {
+        let _ = writeln!(out, "  {x}: no such project in {}", o.name);
+    }
+    out
+}
+
 fn review_error(e: review::Error) -> super::Error {
     super::Error::Invalid(e.to_string())
 }

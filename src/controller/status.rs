@@ -181,8 +181,20 @@ pub(super) fn statuses(
     }
 
     // Memberships.
+    // By name: a scan per member would be quadratic in the organization's size.
+    let by_name: std::collections::HashMap<&str, &MemberAccess> = eval
+        .members
+        .iter()
+        .map(|a| (a.membership.as_str(), a))
+        .collect();
     for m in &w.memberships {
-        let Some(a) = eval.members.iter().find(|a| a.membership == m.name_any()) else {
+        let Some(a) = m
+            .metadata
+            .name
+            .as_deref()
+            .and_then(|n| by_name.get(n))
+            .copied()
+        else {
             continue;
         };
         let prev = m.status.clone().unwrap_or_default();

@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod invitation;
+pub mod kubeconfig;
 pub mod limit;
 pub mod lockout;
 pub mod login;

@@ -197,28 +197,34 @@ pub fn inherit(head: &mut Tree, base: &Tree) {
 /// The cluster's roster objects, and the namespaces their projects name (to tell which exist
 /// and whose they are).
 pub async fn live(client: &Client) -> Result<Tree> {
+    live_in(client, None).await
+}
+
+/// The same, for one organization's namespace (what an organization's Admin may list).
+pub async fn live_in(client: &Client, namespace: Option<&str>) -> Result<Tree> {
+    fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
     let lp = ListParams::default();
-    let orgs = Api::<Organization>::all(client.clone())
+    let failed = |what: &'static str| move |source| Error::Live { what, source };
+    let orgs = api::<Organization>(client, namespace)
         .list(&lp)
         .await
-        .map_err(|source| Error::Live {
-            what: "Organizations",
-            source,
-        })?;
-    let projects = Api::<Project>::all(client.clone())
+        .map_err(failed("Organizations"))?;
+    let projects = api::<Project>(client, namespace)
         .list(&lp)
         .await
-        .map_err(|source| Error::Live {
-            what: "Projects",
-            source,
-        })?;
-    let memberships = Api::<Membership>::all(client.clone())
+        .map_err(failed("Projects"))?;
+    let memberships = api::<Membership>(client, namespace)
         .list(&lp)
         .await
-        .map_err(|source| Error::Live {
-            what: "Memberships",
-            source,
-        })?;
+        .map_err(failed("Memberships"))?;
     let wanted: std::collections::BTreeSet<String> = projects
         .items
         .iter()

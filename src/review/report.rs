@@ -28,6 +28,8 @@ pub struct OrgReport {
     pub name: String,
     pub owner: Option<String>,
     pub mfa_required: bool,
+    /// Admins are project Admin everywhere (`spec.adminsSeeAllProjects`).
+    pub admins_see_all_projects: bool,
     pub projects: Vec<ProjectReport>,
     pub people: Vec<PersonReport>,
     /// What the controller would report as not ready (a stray Organization, a namespace that is
@@ -233,11 +235,16 @@ fn org_report(w: &World, settings: &Settings) -> OrgReport {
             p.unavailable.clone().unwrap_or_default()
         ));
     }
+    let by_name: std::collections::HashMap<&str, &Membership> = w
+        .memberships
+        .iter()
+        .filter_map(|m| Some((m.metadata.name.as_deref()?, m)))
+        .collect();
     let mut people: Vec<PersonReport> = planned
         .membership_status
         .iter()
         .filter_map(|(name, s)| {
-            let m = w.memberships.iter().find(|m| m.name_any() == *name)?;
+            let m = by_name.get(name.as_str()).copied()?;
             let entitled = crate::condition::find(&s.conditions, "Entitled");
             let cut_off = entitled.filter(|c| c.status == "False").map(|c| CutOff {
                 reason: c.reason.clone(),
@@ -302,6 +309,7 @@ fn org_report(w: &World, settings: &Settings) -> OrgReport {
         name: w.namespace.clone(),
         owner: org.map(|o| o.spec.owner.clone()),
         mfa_required: org.is_some_and(|o| o.spec.security.mfa.required),
+        admins_see_all_projects: org.is_some_and(|o| o.spec.admins_see_all_projects),
         projects,
         people,
         problems,

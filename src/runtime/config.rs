@@ -77,6 +77,16 @@ pub struct IdentityConfig {
     pub rate_per_member: u32,
     /// The least time a failed login takes to answer.
     pub login_failure_floor: std::time::Duration,
+    /// What members' kubeconfigs point at (the account page offers one).
+    pub cluster: Option<ClusterAccessConfig>,
+}
+
+/// `--cluster-server`, `--cluster-ca-file`, `--identity-ca-file`: read at start.
+#[derive(Clone, Debug)]
+pub struct ClusterAccessConfig {
+    pub server: String,
+    pub ca_file: Option<PathBuf>,
+    pub identity_ca_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]

@@ -82,6 +82,7 @@ pub async fn start(
         limits: limit::Limits::new(config.rate_per_source, config.rate_per_member)
             .with_failure_floor(config.login_failure_floor),
         audiences: audiences.clone(),
+        cluster: cluster_access(config.cluster.as_ref())?,
     });
     let listener = tls::listen(config.addr).await?;
     shutdown.supervise(
@@ -109,4 +110,25 @@ pub async fn start(
         tracing::info!(addr = %authn.addr, "token and authorization webhooks listening (API server only)");
     }
     Ok(identity)
+}
+
+/// The kubeconfig settings, their files read once at start (a missing file is a start-up
+/// error, not a broken page later).
+fn cluster_access(
+    c: Option<&super::config::ClusterAccessConfig>,
+) -> Result<Option<crate::identity::kubeconfig::ClusterAccess>> {
+    let Some(c) = c else { return Ok(None) };
+    let read = |p: &Option<std::path::PathBuf>| -> Result<Option<String>> {
+        p.as_ref()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| Error::Config(format!("cannot read {}: {e}", p.display())))
+            })
+            .transpose()
+    };
+    Ok(Some(crate::identity::kubeconfig::ClusterAccess {
+        server: c.server.clone(),
+        ca_pem: read(&c.ca_file)?,
+        identity_ca_pem: read(&c.identity_ca_file)?,
+    }))
 }

@@ -27,7 +27,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use config::{
-    AuthnConfig, Config, IdentityConfig, LogFormat, SmtpConfig, WebhookConfig, url_host,
+    AuthnConfig, ClusterAccessConfig, Config, IdentityConfig, LogFormat, SmtpConfig, WebhookConfig,
+    url_host,
 };
 pub use lease::Leadership;
 #[cfg(test)]
@@ -71,12 +72,15 @@ pub enum Error {
     ServingCertificate(String),
     #[error("internal: {0}")]
     Internal(&'static str),
+    #[error("{0}")]
+    Config(String),
 }
 
 impl Reason for Error {
     fn reason(&self) -> &'static str {
         match self {
             Error::Runtime(_) => "RuntimeFailed",
+            Error::Config(_) => "ConfigInvalid",
             Error::Kubeconfig(_) => "NoKubeconfig",
             Error::Client(_) => "ClientFailed",
             Error::ApiServer(_) => "ApiServerUnreachable",

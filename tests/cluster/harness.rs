@@ -303,6 +303,9 @@ impl Cluster {
     /// to `<dir>/roster.log`, and waits until the API server calls the webhook.
     fn start_roster(&self) {
         let log = std::fs::File::create(self.dir.join("roster.log")).expect("roster log");
+        // What members' downloaded kubeconfigs point at: this API server and its CA.
+        let server_ca = self.dir.join("server-ca.crt");
+        std::fs::write(&server_ca, &self.server_ca_pem).expect("write the server CA");
         let mut child = Command::new(env!("CARGO_BIN_EXE_roster"))
             .args([
                 "run",
@@ -324,6 +327,11 @@ impl Cluster {
             .args(["--authn-addr", &self.authn_addr])
             .arg("--authn-client-ca")
             .arg(self.identity_certs.join("client-ca.crt"))
+            .args(["--cluster-server", &self.server])
+            .arg("--cluster-ca-file")
+            .arg(&server_ca)
+            .arg("--identity-ca-file")
+            .arg(self.identity_certs.join("ca.crt"))
             // Cheap hashes: the tests are about behaviour, not hashing cost.
             .args(["--argon2-memory-kib", "1024", "--argon2-iterations", "1"])
             // Every test calls from 127.0.0.1: no per-address limit here (the router tests

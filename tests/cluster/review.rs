@@ -489,3 +489,193 @@ fn a_large_removal_waits_stalled_until_a_person_acknowledges_it() {
             .then_some(())
     });
 }
+
+/// The account page's kubeconfig, used as downloaded: kubectl logs in through `kubectl roster
+/// login` and gets exactly the member's RBAC; `kubectl roster whoami` tells the member who they
+/// are; `kubectl roster access` tells an admin what the member reaches and why, and why not once
+/// the member is disabled.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test]
+async fn a_downloaded_kubeconfig_works_and_whoami_and_access_explain_it() {
+    use base64::Engine;
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("kubeconfig");
+    let carl = "  projects: [{name: one, role: Developer}, {name: two, role: Viewer}]";
+    let out = c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        Some(&crate::harness::small_org(&ns, "alice", carl)),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    crate::harness::accept(c, &ns, "carl").await;
+    let form = crate::harness::form(&[
+        ("organization", &ns),
+        ("email", "carl@acme.example"),
+        ("password", crate::harness::PASSWORD),
+        ("code", ""),
+    ]);
+    let (status, page) = crate::harness::identity_request(
+        c,
+        "POST",
+        "/login",
+        "application/x-www-form-urlencoded",
+        &form,
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    let data = page
+        .split("href=\"data:application/yaml;base64,")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no kubeconfig on the account page: {page}"));
+    let text = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .expect("base64");
+    let dir = c.dir.join(format!("download-{ns}"));
+    std::fs::create_dir_all(dir.join("bin")).expect("dir");
+    let kubeconfig = dir.join(format!("{ns}.kubeconfig"));
+    std::fs::write(&kubeconfig, &text).expect("write the download");
+    // kubectl finds roster as its plugin `kubectl-roster` on the PATH, as the README installs it.
+    let plugin = dir.join("bin/kubectl-roster");
+    let _ = std::fs::remove_file(&plugin);
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_roster"), &plugin).expect("symlink");
+    let path = format!(
+        "{}:{}",
+        dir.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let cache = dir.join("cache");
+    let env = [
+        ("PATH", path.as_str()),
+        ("ROSTER_PASSWORD", crate::harness::PASSWORD),
+        ("ROSTER_CODE", ""),
+        ("XDG_CACHE_HOME", cache.to_str().expect("utf-8")),
+    ];
+    let kubectl = |args: &[&str]| c.kubectl_as(&kubeconfig, args, &env);
+    let allowed = kubectl(&["get", "configmaps", "-n", &format!("{ns}-one")]);
+    assert!(
+        allowed.status.success(),
+        "Developer of one: {}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    let refused = kubectl(&["create", "configmap", "x", "-n", &format!("{ns}-two")]);
+    assert!(!refused.status.success(), "Viewer of two may not write");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("forbidden"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let home = kubectl(&["get", "configmaps", "-n", &ns]);
+    assert!(
+        !home.status.success(),
+        "a Member reads no ConfigMaps in the organization's namespace"
+    );
+
+    let who = kubectl(&["roster", "whoami"]);
+    let said = String::from_utf8_lossy(&who.stdout);
+    assert!(
+        who.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&who.stderr)
+    );
+    assert!(
+        said.contains(&format!(
+            "carl@acme.example in organization {ns} (Membership carl)"
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains("role:      Member") && said.contains("token:     valid until"),
+        "{said}"
+    );
+    assert!(
+        said.lines()
+            .any(|l| l.trim_start().starts_with("one") && l.ends_with("Developer")),
+        "{said}"
+    );
+
+    // The admin asks why.
+    let access = c.roster(&["access", "carl@acme.example", "-n", &ns], &[]);
+    let said = String::from_utf8_lossy(&access.stdout);
+    assert!(
+        access.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&access.stderr)
+    );
+    assert!(
+        said.contains(&format!(
+            "one ({ns}-one): Developer: declared in Membership carl"
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "two ({ns}-two): Viewer: declared in Membership carl"
+        )),
+        "{said}"
+    );
+    let owner = c.roster(
+        &[
+            "access",
+            "alice@acme.example",
+            "--project",
+            "two",
+            "-n",
+            &ns,
+        ],
+        &[],
+    );
+    let said = String::from_utf8_lossy(&owner.stdout);
+    assert!(
+        said.contains("Admin: the owner is Admin of every project") && !said.contains("one ("),
+        "{said}"
+    );
+    let nobody = c.roster(&["access", "mallory@evil.example", "-n", &ns], &[]);
+    assert_eq!(
+        nobody.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&nobody.stderr)
+    );
+
+    c.kubectl_ok(&[
+        "patch",
+        "membership",
+        "carl",
+        "-n",
+        &ns,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"disabled":true}}"#,
+    ]);
+    wait_for(
+        "access to say carl is cut off",
+        Duration::from_secs(30),
+        || {
+            let out = c.roster(
+                &["access", "carl@acme.example", "--project", "one", "-n", &ns],
+                &[],
+            );
+            let said = String::from_utf8_lossy(&out.stdout).into_owned();
+            (said.contains("cut off from everything: membership is disabled")
+                && said.contains("one (")
+                && said.contains("no access"))
+            .then_some(())
+        },
+    );
+    let who = kubectl(&["roster", "whoami"]);
+    assert!(
+        !who.status.success(),
+        "a disabled member's token is refused"
+    );
+    assert!(
+        !kubectl(&["get", "configmaps", "-n", &format!("{ns}-one")])
+            .status
+            .success()
+    );
+}

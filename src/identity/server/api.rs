@@ -116,6 +116,47 @@ pub async fn login(
     }
 }
 
+/// `GET /api/v1/whoami` with a session token (`Authorization: Bearer …`): the member as the
+/// controller sees them now — organization, role, phase, MFA, what they can reach and why not —
+/// and when the token ends. For `kubectl roster whoami`: a Member may not read Memberships
+/// through the API server, but may read their own standing here.
+pub async fn whoami(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or_default();
+    if token.is_empty() {
+        return problem(
+            StatusCode::UNAUTHORIZED,
+            "Unauthenticated",
+            "send a session token: Authorization: Bearer <token> (kubectl roster login prints one)",
+        );
+    }
+    match flow::review(&state, token, &[], super::now()) {
+        Ok((c, m, _)) => {
+            let s = m.status.clone().unwrap_or_default();
+            Json(json!({
+                "organization": c.org,
+                "email": m.spec.email,
+                "membership": m.name_any(),
+                "role": s.effective_role,
+                "phase": s.phase,
+                "mfa": s.mfa,
+                "access": s.access,
+                "tokenExpiresAt": crate::identity::service::rfc3339(c.exp),
+            }))
+            .into_response()
+        }
+        Err(reason) => problem(
+            StatusCode::UNAUTHORIZED,
+            reason,
+            "this token is not valid now: log in again (kubectl roster login)",
+        ),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TransferBody {

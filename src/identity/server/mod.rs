@@ -8,6 +8,8 @@
 //! Handlers are thin: they parse, call `flow` (the decisions shared by pages and API) and
 //! render. Every failure a guesser could learn from gets the same text.
 
+#[cfg(test)]
+mod account_tests;
 mod api;
 mod flow;
 mod html;
@@ -43,6 +45,9 @@ pub struct AppState {
     /// The API server's audiences: session tokens are issued for them, and a TokenReview that
     /// names other audiences does not accept them.
     pub audiences: Vec<String>,
+    /// The API server members reach, for the kubeconfig on the account page; none: the page
+    /// shows the `kubectl roster login` command line instead.
+    pub cluster: Option<super::kubeconfig::ClusterAccess>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -53,6 +58,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/enrol", post(pages::enrol))
         .route("/api/v1/login", post(api::login))
         .route("/api/v1/ownership-transfer", post(api::ownership_transfer))
+        .route("/api/v1/whoami", get(api::whoami))
         .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)

@@ -34,7 +34,7 @@ const OWN_NS: &str = "roster-system";
 const FLOOR: Duration = Duration::from_millis(250);
 
 /// A stand-in API server that takes every credential write (PUT of a Secret), after `delay`.
-async fn fake_api_server(delay: Duration) -> String {
+pub(super) async fn fake_api_server(delay: Duration) -> String {
     let rv = Arc::new(AtomicU64::new(100));
     let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
         let rv = rv.clone();
@@ -54,7 +54,7 @@ async fn fake_api_server(delay: Duration) -> String {
 }
 
 /// bob is an accepted member with a password; `api` is where credential writes go.
-async fn state(api: &str, hasher: Hasher, limits: Limits) -> Arc<AppState> {
+pub(super) async fn state(api: &str, hasher: Hasher, limits: Limits) -> Arc<AppState> {
     let client =
         kube::Client::try_from(kube::Config::new(api.parse().expect("url"))).expect("client");
     let phc = hasher
@@ -106,6 +106,7 @@ async fn state(api: &str, hasher: Hasher, limits: Limits) -> Arc<AppState> {
         revocations: Revocations::default(),
         limits,
         audiences: vec![],
+        cluster: None,
     })
 }
 

@@ -169,7 +169,7 @@ fn membership_email(state: &AppState, ticket: &Secret) -> String {
 /// The member's standing in the organization they logged in to — and only that one: the
 /// same address in another organization is another identity, under another policy, and none
 /// of this login's business.
-fn account(_state: &AppState, m: &crate::api::Membership) -> Response {
+fn account(state: &AppState, m: &crate::api::Membership) -> Response {
     let email = &m.spec.email;
     let mut rows = String::new();
     {
@@ -185,15 +185,44 @@ fn account(_state: &AppState, m: &crate::api::Membership) -> Response {
             show(st.access_summary),
         ));
     }
+    let org = m.namespace().unwrap_or_default();
+    let kubectl = match &state.cluster {
+        // No credential inside (the plugin asks for the password): safe to show.
+        Some(access) => {
+            use base64::Engine;
+            let text = crate::identity::kubeconfig::render(
+                access,
+                state.identity.public_url(),
+                &org,
+                email,
+            );
+            let href = format!(
+                "data:application/yaml;base64,{}",
+                base64::engine::general_purpose::STANDARD.encode(text.as_bytes())
+            );
+            format!(
+                "<p><a href=\"{}\" download=\"{}\">Download your kubeconfig</a> for {}: kubectl asks for your password \
+                 (and code) through <code>kubectl roster login</code>, installed as <code>kubectl-roster</code>.</p>\
+                 <pre>{}</pre>",
+                esc(&href),
+                esc(&crate::identity::kubeconfig::file_name(&org)),
+                esc(&org),
+                esc(&text)
+            )
+        }
+        None => format!(
+            "<p>Use <code>kubectl roster login --organization {} --email {}</code> as your kubeconfig's \
+             exec credential plugin.</p>",
+            esc(&org),
+            esc(email)
+        ),
+    };
     let body = format!(
         "<p class=\"ok\" role=\"status\">Signed in as <strong>{}</strong>.</p>\
          <h2>Your organization</h2><table><caption class=\"sr\">Organization, role and MFA state</caption>\
          <thead><tr><th scope=\"col\">Organization</th><th scope=\"col\">Role</th><th scope=\"col\">Status</th>\
          <th scope=\"col\">MFA</th><th scope=\"col\">Access</th></tr></thead><tbody>{rows}</tbody></table>\
-         <h2>kubectl</h2><p>Use <code>kubectl roster login --organization {} --email {}</code> as your kubeconfig's \
-         exec credential plugin.</p><p><a href=\"/login\">Log out</a></p>",
-        esc(email),
-        esc(&m.namespace().unwrap_or_default()),
+         <h2>kubectl</h2>{kubectl}<p><a href=\"/login\">Log out</a></p>",
         esc(email),
     );
     page(StatusCode::OK, "Account", &body)

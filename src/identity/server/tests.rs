@@ -110,6 +110,7 @@ fn fixture_with(members: Vec<Membership>, generation: u64, limits: Limits) -> Fi
             revocations: Revocations::default(),
             limits,
             audiences: vec![AUD.into()],
+            cluster: None,
         }),
     }
 }
