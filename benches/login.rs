@@ -197,6 +197,7 @@ fn main() {
                 revocations: Default::default(),
                 limits,
                 audiences: vec![],
+                cluster: None,
             })
         };
         let floor = roster::api::parse_duration("floor", DEFAULT_FAILURE_FLOOR).expect("floor");

@@ -94,6 +94,7 @@ fn main() {
             revocations: Default::default(),
             limits: roster::identity::limit::Limits::off(),
             audiences: vec![],
+            cluster: None,
         });
         let identity_listener = tls::listen(identity_addr).await.expect("listen");
         tokio::spawn(async move {
