@@ -520,3 +520,44 @@ fn standard_input_and_lists_are_read_like_files() {
     );
     assert!(missing.is_err_and(|e| e.to_string().contains("/nonexistent/roster")));
 }
+
+/// The GitOps examples are well-formed, name all three kinds in Argo CD's health checks, and
+/// a tree holding them (other kinds) is judged without error.
+#[test]
+fn the_gitops_examples_are_well_formed() {
+    let dir = root().join("examples/gitops");
+    let mut seen = 0;
+    for sub in ["flux", "argocd", "ci"] {
+        for e in std::fs::read_dir(dir.join(sub)).expect("dir").flatten() {
+            let text = std::fs::read_to_string(e.path()).expect("read");
+            for doc in text.split("\n---\n") {
+                let _: Value = serde_saphyr::from_str(doc)
+                    .unwrap_or_else(|err| panic!("{}: {err}", e.path().display()));
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen >= 5);
+    let health = std::fs::read_to_string(dir.join("argocd/argocd-cm-health.yaml")).expect("read");
+    for kind in ["Organization", "Project", "Membership"] {
+        assert!(
+            health.contains(&format!("resource.customizations.health.roster.dev_{kind}")),
+            "{kind}"
+        );
+    }
+    assert!(health.contains("\"Stalled\"") && health.contains("Degraded"));
+    let flux = std::fs::read_to_string(dir.join("flux/kustomization.yaml")).expect("read");
+    assert!(flux.contains("wait: true"));
+    // Manifests of other kinds pass through; a CI workflow is no manifest (kubectl says so too).
+    let o = plan(
+        &[dir.join("flux"), dir.join("argocd"), acme()],
+        &[],
+        &opts(None),
+        Format::Json,
+    )
+    .expect("plan");
+    assert_eq!(o.code, 0, "{}", o.output);
+    let o = plan(&[dir.join("ci")], &[], &opts(None), Format::Json).expect("plan");
+    assert_eq!(o.code, 1);
+    assert!(o.output.contains("MissingKind"), "{}", o.output);
+}
