@@ -652,3 +652,68 @@ fn a_string_value_cannot_add_fields_to_the_pod() {
     let pod = &find(&docs, "Deployment", "roster").expect("Deployment")["spec"]["template"]["spec"];
     assert!(pod.get("hostNetwork").is_none());
 }
+
+/// `identity.kubeconfig`: the account page's kubeconfig points at the API server members reach,
+/// with the cluster CA every pod has, or the CA given (mounted from the chart's ConfigMap).
+#[test]
+fn the_kubeconfig_values_become_the_identity_servers_flags() {
+    let with = |extra: &[&'static str]| {
+        let mut v: Vec<&str> = IDENTITY.to_vec();
+        v.extend_from_slice(extra);
+        render(&v)
+    };
+    let plain = args(&with(&[]));
+    assert!(
+        !plain.iter().any(|a| a.starts_with("--cluster-")),
+        "{plain:?}"
+    );
+    let docs = with(&["identity.kubeconfig.server=https://k8s.acme.example:6443"]);
+    let a = args(&docs);
+    assert!(
+        a.contains(&"--cluster-server=https://k8s.acme.example:6443".to_string()),
+        "{a:?}"
+    );
+    assert!(
+        a.contains(
+            &"--cluster-ca-file=/var/run/secrets/kubernetes.io/serviceaccount/ca.crt".to_string()
+        ),
+        "{a:?}"
+    );
+    let docs = with(&[
+        "identity.kubeconfig.server=https://k8s.acme.example:6443",
+        "identity.kubeconfig.caPEM=-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----",
+    ]);
+    let a = args(&docs);
+    assert!(
+        a.contains(
+            &"--cluster-ca-file=/etc/roster/apiserver-client-ca/kubeconfig-ca.crt".to_string()
+        ),
+        "{a:?}"
+    );
+    let cm = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["data"]["kubeconfig-ca.crt"].is_string())
+        .expect("the CA in the mounted ConfigMap");
+    assert!(
+        cm["data"]["kubeconfig-ca.crt"]
+            .as_str()
+            .is_some_and(|c| c.contains("MIIC"))
+    );
+    // Not a URL: refused by the schema, naming the value.
+    let mut bad = vec!["template", "roster", CHART, "--namespace", "roster-system"];
+    for v in IDENTITY {
+        bad.extend(["--set", v]);
+    }
+    bad.extend(["--set", "identity.kubeconfig.server=k8s.acme.example"]);
+    let out = std::process::Command::new(helm_bin())
+        .args(&bad)
+        .current_dir(root())
+        .output()
+        .expect("helm");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("kubeconfig"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
