@@ -105,7 +105,11 @@ pub fn check(
     let after = grants_of(desired, ns, s);
     let removals: Vec<Change> = grants::diff(&before, &after)
         .into_iter()
-        .filter(|c| c.kind.removes() && !cut.contains(&c.person.email))
+        .filter(|c| {
+            c.kind.removes()
+                && !cut.contains(&c.person.email)
+                && !former_owner(&before, org, &c.person.email)
+        })
         .collect();
     if removals.len() <= limit as usize {
         return None;
@@ -120,6 +124,16 @@ pub fn check(
         limit,
         fingerprint,
     })
+}
+
+/// Someone who holds the owner's role in the bindings but is no longer `spec.owner`: an
+/// ownership transfer (confirmed by the owner's password and code, or made by a platform admin)
+/// takes the former owner's rights away at once, never after a review.
+pub fn former_owner(before: &Grants, org: &Organization, email: &str) -> bool {
+    email != org.spec.owner
+        && before.0.iter().any(|((p, scope), role)| {
+            p.email == email && *scope == Scope::Organization && *role == Role::Owner
+        })
 }
 
 /// While a change is held: the observed bindings as they are, minus the members cut off.

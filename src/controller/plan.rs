@@ -333,7 +333,17 @@ pub fn plan(w: &World, s: &Settings) -> Plan {
         desired.extend(super::credentials::invitation_readers(w, org, &eval, s));
     }
     if let Some(org) = org {
-        let cut = super::guard::cut_off(&eval);
+        let mut cut = super::guard::cut_off(&eval);
+        // A former owner is cut from the owner's rights at once, held change or not (while a
+        // change is held that leaves them nothing until it is applied: the safe side).
+        let before = super::guard::grants_of(&w.rolebindings, ns, s);
+        cut.extend(
+            before
+                .0
+                .keys()
+                .map(|(p, _)| p.email.clone())
+                .filter(|e| super::guard::former_owner(&before, org, e)),
+        );
         if let Some(held) = super::guard::check(w, org, &desired, &cut, s) {
             diff_rolebindings(w, super::guard::hold(w, &cut, s), &mut plan);
             super::status::held(w, org, &held, &mut plan);

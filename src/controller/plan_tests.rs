@@ -1464,3 +1464,41 @@ fn cut_offs_are_never_held_back_by_the_guard() {
         "bob waits"
     );
 }
+
+#[test]
+fn an_ownership_transfer_is_never_held_back_by_the_guard() {
+    // A transfer is confirmed with the owner's password and code (or made by a platform admin):
+    // the former owner must lose the owner's RBAC at once, whatever the limit.
+    let mut w = settle(with_limit(acme(), Some(0)));
+    if let Some(o) = w.org.as_mut() {
+        o.spec.owner = "bob@acme.example".into();
+    }
+    let p = plan(&w, &Settings::default());
+    assert!(
+        p.org_status
+            .as_ref()
+            .is_none_or(|s| condition_of(s, "Stalled").0 == "False"),
+        "{:?}",
+        p.org_status
+    );
+    let held = w.clone();
+    let w = settle(w);
+    assert_eq!(subjects(&w, NS, "roster-owner"), ["bob"]);
+
+    // With another change held back, the former owner still loses the owner's rights at once.
+    let mut held = held;
+    held.memberships.retain(|m| m.name_any() != "dave");
+    let p = plan(&held, &Settings::default());
+    let status = p.org_status.clone().expect("status");
+    assert_eq!(condition_of(&status, "Stalled").0, "True");
+    let held = converge(held, &p);
+    assert!(
+        subjects(&held, NS, "roster-owner").is_empty(),
+        "alice is no longer owner"
+    );
+    assert_eq!(
+        subjects(&held, "acme-web", "roster-viewer"),
+        ["dave"],
+        "dave's removal waits"
+    );
+}
