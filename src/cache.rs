@@ -216,6 +216,9 @@ where
     let mut seen: HashMap<ObjectRef<K>, u64> = HashMap::new();
     let stream = watcher(api, wc)
         .backoff(watch_backoff())
+        // Cache only what decisions read: managedFields and kubectl's last-applied copy of the
+        // whole object are most of an object's size and no rule of roster's reads them.
+        .modify(slim)
         .reflect(writer)
         .filter_map(move |event| {
             let out = match event {
@@ -247,6 +250,20 @@ where
             std::future::ready(out)
         });
     (store, stream)
+}
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops the parts of an object roster never reads before it is cached.
+pub fn slim<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+        if a.is_empty() {
+            meta.annotations = None;
+        }
+    }
 }
 
 /// kube's default watch backoff grows to 30 s; after an API server restart that leaves roster
@@ -316,6 +333,32 @@ mod tests {
         );
         m.metadata.generation = Some(1);
         m
+    }
+
+    #[test]
+    fn the_cache_keeps_what_decisions_read_and_drops_the_rest() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+        let mut m = member();
+        m.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default(); 3]);
+        m.metadata.annotations = Some(
+            [
+                (LAST_APPLIED.to_string(), "{\"a whole copy\":1}".to_string()),
+                ("roster.dev/unlock".to_string(), "n1".to_string()),
+            ]
+            .into(),
+        );
+        slim(&mut m);
+        assert!(m.metadata.managed_fields.is_none());
+        assert_eq!(
+            m.metadata.annotations,
+            Some([("roster.dev/unlock".to_string(), "n1".to_string())].into())
+        );
+        assert_eq!(m.spec.email, "bob@acme.example");
+        let mut only_last_applied = member();
+        only_last_applied.metadata.annotations =
+            Some([(LAST_APPLIED.to_string(), "{}".to_string())].into());
+        slim(&mut only_last_applied);
+        assert!(only_last_applied.metadata.annotations.is_none());
     }
 
     #[test]

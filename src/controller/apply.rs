@@ -14,6 +14,7 @@
 use crate::Reason;
 use std::collections::{BTreeMap, BTreeSet};
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -248,13 +249,28 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
             failed.note(w, None, e);
         }
     }
-    for (name, status) in project_statuses(w, plan, &failed.projects) {
-        if let Err(e) = patch_status::<Project>(ctx, ns, &name, &status).await {
-            failed.note(w, Some(&name), e);
+    // Statuses are independent of each other: several in flight, so that a large
+    // organization converges at the pace of the API server, not of one round trip at a time.
+    let statuses = project_statuses(w, plan, &failed.projects);
+    let names: Vec<String> = statuses.iter().map(|(n, _)| n.clone()).collect();
+    let writes: Vec<_> = statuses
+        .iter()
+        .map(|(name, status)| patch_status::<Project>(ctx, ns, name, status))
+        .collect();
+    let project_results = in_flight(writes).await;
+    for (name, r) in names.iter().zip(project_results) {
+        if let Err(e) = r {
+            failed.note(w, Some(name), e);
         }
     }
-    for (name, status) in &plan.membership_status {
-        if let Err(e) = patch_status::<Membership>(ctx, ns, name, status).await {
+    let writes: Vec<_> = plan
+        .membership_status
+        .iter()
+        .map(|(name, status)| patch_status::<Membership>(ctx, ns, name, status))
+        .collect();
+    let member_results = in_flight(writes).await;
+    for r in member_results {
+        if let Err(e) = r {
             failed.note(w, None, e);
         }
     }
@@ -283,6 +299,7 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
             failed.note(w, None, e);
         }
     }
+    await_own_writes(ctx, w, plan).await;
     match failed.first {
         None => Ok(()),
         Some(e) if failed.count == 1 => Err(e),
@@ -291,6 +308,72 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
             first: Box::new(e),
         }),
     }
+}
+
+/// How long a reconcile waits for the caches to show its own status writes.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits (at most `CATCH_UP`) until the caches have moved past the state this plan was made
+/// from, for every object whose status it wrote: the next reconcile of the organization (the
+/// RoleBindings and namespaces just written trigger one at once) then plans from them, instead
+/// of writing the same statuses again from a cache a few milliseconds behind.
+async fn await_own_writes(ctx: &Context, w: &World, plan: &Plan) {
+    use kube::runtime::reflector::ObjectRef;
+    let ns = w.namespace.as_str();
+    let rv = |m: &kube::core::ObjectMeta| m.resource_version.clone();
+    let members: std::collections::HashMap<&str, Option<String>> = w
+        .memberships
+        .iter()
+        .filter_map(|m| Some((m.metadata.name.as_deref()?, rv(&m.metadata))))
+        .collect();
+    let projects: std::collections::HashMap<&str, Option<String>> = w
+        .projects
+        .iter()
+        .filter_map(|p| Some((p.metadata.name.as_deref()?, rv(&p.metadata))))
+        .collect();
+    let mut pending_members: Vec<(&str, Option<String>)> = plan
+        .membership_status
+        .iter()
+        .filter_map(|(n, _)| Some((n.as_str(), members.get(n.as_str())?.clone())))
+        .collect();
+    let mut pending_projects: Vec<(&str, Option<String>)> = plan
+        .project_status
+        .iter()
+        .filter_map(|(n, _)| Some((n.as_str(), projects.get(n.as_str())?.clone())))
+        .collect();
+    let deadline = tokio::time::Instant::now() + CATCH_UP;
+    loop {
+        // Gone from the cache, or at another version than planned from: caught up.
+        pending_members.retain(|(n, old)| {
+            ctx.stores
+                .memberships
+                .get(&ObjectRef::new(n).within(ns))
+                .is_some_and(|m| rv(&m.metadata) == *old)
+        });
+        pending_projects.retain(|(n, old)| {
+            ctx.stores
+                .projects
+                .get(&ObjectRef::new(n).within(ns))
+                .is_some_and(|p| rv(&p.metadata) == *old)
+        });
+        if (pending_members.is_empty() && pending_projects.is_empty())
+            || tokio::time::Instant::now() >= deadline
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Status writes of one reconcile in flight at once.
+const STATUS_WRITES_IN_FLIGHT: usize = 8;
+
+/// Runs writes `STATUS_WRITES_IN_FLIGHT` at a time; results in the writes' order.
+async fn in_flight<F: Future<Output = Result<()>>>(writes: Vec<F>) -> Vec<Result<()>> {
+    futures::stream::iter(writes)
+        .buffered(STATUS_WRITES_IN_FLIGHT)
+        .collect()
+        .await
 }
 
 fn post_params() -> PostParams {

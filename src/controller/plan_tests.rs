@@ -358,7 +358,7 @@ fn expiry_schedules_a_requeue_and_regaining_restores_access() {
     assert!(
         p.events
             .iter()
-            .any(|e| e.reason == "AccessGranted" && e.note.starts_with("payments")),
+            .any(|e| e.reason == "AccessGranted" && e.note.contains("payments: granted")),
         "{:?}",
         p.events
     );
@@ -951,7 +951,7 @@ fn an_organization_not_named_after_its_namespace_is_reported() {
 }
 
 #[test]
-fn access_changes_produce_one_event_each() {
+fn access_changes_of_a_member_make_one_event() {
     let mut w = settle(acme());
     let dave = &mut w.memberships[2];
     dave.spec.projects = vec![ProjectGrant {
@@ -967,10 +967,63 @@ fn access_changes_produce_one_event_each() {
         .collect();
     assert_eq!(
         notes,
-        vec![
-            ("AccessChanged", "payments: Developer → Viewer"),
-            ("AccessRevoked", "web: revoked Viewer (no longer declared)")
-        ]
+        vec![(
+            "AccessRevoked",
+            "payments: Developer → Viewer; web: revoked Viewer (no longer declared)"
+        )]
+    );
+    assert!(p.events[0].warning, "a revocation is a warning");
+
+    // A new member's first grants: one Event for all their projects.
+    let mut w = settle(acme());
+    w.memberships.push(member(
+        "erin",
+        Some(OrgRole::Member),
+        &[
+            ("payments", ProjectRole::Viewer),
+            ("web", ProjectRole::Developer),
+        ],
+    ));
+    let p = plan(&w, &Settings::default());
+    let erin: Vec<(&str, &str, bool)> = p
+        .events
+        .iter()
+        .filter(|e| e.target == Target::Membership("erin".into()))
+        .map(|e| (e.reason, e.note.as_str(), e.warning))
+        .collect();
+    assert_eq!(
+        erin,
+        vec![(
+            "AccessGranted",
+            "payments: granted Viewer; web: granted Developer",
+            false
+        )]
+    );
+    // Only a role changed: AccessChanged.
+    let mut w = settle(w);
+    let dave = w
+        .memberships
+        .iter_mut()
+        .find(|m| m.name_any() == "dave")
+        .expect("dave");
+    dave.spec.projects = vec![
+        ProjectGrant {
+            name: "payments".into(),
+            role: ProjectRole::Admin,
+        },
+        ProjectGrant {
+            name: "web".into(),
+            role: ProjectRole::Viewer,
+        },
+    ];
+    dave.metadata.generation = Some(3);
+    let p = plan(&w, &Settings::default());
+    assert_eq!(
+        p.events
+            .iter()
+            .map(|e| (e.reason, e.note.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("AccessChanged", "payments: Developer → Admin")]
     );
 }
 
@@ -1500,5 +1553,47 @@ fn an_ownership_transfer_is_never_held_back_by_the_guard() {
         subjects(&held, "acme-web", "roster-viewer"),
         ["dave"],
         "dave's removal waits"
+    );
+}
+
+#[test]
+fn a_bulk_import_is_one_event_on_the_organization() {
+    let mut w = settle(acme());
+    for i in 0..15 {
+        w.memberships.push(member(
+            &format!("new{i:02}"),
+            Some(OrgRole::Member),
+            &[("web", ProjectRole::Viewer)],
+        ));
+    }
+    // A change to a member already there in the same reconcile keeps its own Event.
+    let dave = w
+        .memberships
+        .iter_mut()
+        .find(|m| m.name_any() == "dave")
+        .expect("dave");
+    dave.spec.projects.retain(|g| g.name != "web");
+    dave.metadata.generation = Some(2);
+    let p = plan(&w, &Settings::default());
+    let events: Vec<(&Target, &str)> = p.events.iter().map(|e| (&e.target, e.reason)).collect();
+    assert_eq!(
+        events,
+        vec![
+            (&Target::Membership("dave".into()), "AccessRevoked"),
+            (&Target::Organization("acme".into()), "MembersGranted"),
+        ]
+    );
+    let note = &p.events[1].note;
+    assert!(
+        note.starts_with("15 new members granted access: new00, new01"),
+        "{note}"
+    );
+    // Their statuses still say everything.
+    assert_eq!(
+        p.membership_status
+            .iter()
+            .filter(|(n, _)| n.starts_with("new"))
+            .count(),
+        15
     );
 }

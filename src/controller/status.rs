@@ -181,6 +181,7 @@ pub(super) fn statuses(
     }
 
     // Memberships.
+    let mut first_grants: Vec<PlannedEvent> = Vec::new();
     // By name: a scan per member would be quadratic in the organization's size.
     let by_name: std::collections::HashMap<&str, &MemberAccess> = eval
         .members
@@ -204,12 +205,50 @@ pub(super) fn statuses(
             plan.requeue_at = Some(plan.requeue_at.map_or(at, |r| r.min(at)));
         }
         let status = membership_status(m, a, &prev, id, now);
-        access_events(m, &prev.access, a, plan);
+        if let Some(e) = access_event(m, &prev.access, a) {
+            // A member seen for the first time (no status yet) whose first grants these are.
+            if m.status.is_none() && e.reason == "AccessGranted" {
+                first_grants.push(e);
+            } else {
+                plan.events.push(e);
+            }
+        }
         if status != prev {
             plan.membership_status.push((a.membership.clone(), status));
         }
     }
+    // A bulk import is one change: its new members' first grants are one Event on the
+    // Organization (their statuses say the rest); a few new members get one Event each.
+    match (first_grants.len() > BULK_MEMBERS, org) {
+        (true, Some(o)) => {
+            let names: Vec<String> = first_grants
+                .iter()
+                .filter_map(|e| match &e.target {
+                    Target::Membership(n) => Some(n.clone()),
+                    _ => None,
+                })
+                .collect();
+            let mut note = format!(
+                "{} new members granted access: {}",
+                names.len(),
+                names.join(", ")
+            );
+            if note.chars().count() > 1000 {
+                note = note.chars().take(990).collect::<String>() + " …";
+            }
+            plan.events.push(PlannedEvent {
+                target: Target::Organization(o.name_any()),
+                warning: false,
+                reason: "MembersGranted",
+                note,
+            });
+        }
+        _ => plan.events.extend(first_grants),
+    }
 }
+
+/// More new members than this in one reconcile is a bulk import (see `statuses`).
+const BULK_MEMBERS: usize = 10;
 
 /// The Organization's status while a change is held back by the blast-radius guard: Stalled,
 /// with the count and the way on; an Event when it starts or the held change is another.
@@ -336,8 +375,12 @@ fn phase_reason(a: &MemberAccess) -> &'static str {
     }
 }
 
-/// One Event per project whose role changed for this member since the last status.
-fn access_events(m: &Membership, prev: &[AccessEntry], a: &MemberAccess, plan: &mut Plan) {
+/// One Event per member and change, naming every project whose role changed since the last
+/// status: `kubectl describe membership` tells the whole change in one line, and a bulk import
+/// makes one Event per member, not one per member and project. (Events of one object with one
+/// reason are one series to the API server's recorder, whose note the next one overwrites:
+/// per-project Events of a member lost all but the last project.)
+fn access_event(m: &Membership, prev: &[AccessEntry], a: &MemberAccess) -> Option<PlannedEvent> {
     let before: BTreeMap<&str, ProjectRole> = prev
         .iter()
         .filter_map(|e| Some((e.project.as_str(), e.role?)))
@@ -345,6 +388,8 @@ fn access_events(m: &Membership, prev: &[AccessEntry], a: &MemberAccess, plan: &
     let after: BTreeMap<&str, ProjectRole> =
         a.grants.iter().map(|(p, r)| (p.as_str(), *r)).collect();
     let projects: BTreeSet<&str> = before.keys().chain(after.keys()).copied().collect();
+    let (mut granted, mut changed, mut revoked) = (false, false, false);
+    let mut parts = Vec::new();
     for p in projects {
         let (b, n) = (before.get(p), after.get(p));
         if b == n {
@@ -355,27 +400,42 @@ fn access_events(m: &Membership, prev: &[AccessEntry], a: &MemberAccess, plan: &
             .iter()
             .find(|e| e.project == p)
             .and_then(|e| e.reason.clone());
-        let (reason, note) = match (b, n) {
-            (None, Some(r)) => ("AccessGranted", format!("{p}: granted {}", r.as_str())),
-            (Some(r), None) => (
-                "AccessRevoked",
+        parts.push(match (b, n) {
+            (None, Some(r)) => {
+                granted = true;
+                format!("{p}: granted {}", r.as_str())
+            }
+            (Some(r), None) => {
+                revoked = true;
                 format!(
                     "{p}: revoked {} ({})",
                     r.as_str(),
                     why.as_deref().unwrap_or("no longer declared")
-                ),
-            ),
-            (Some(o), Some(r)) => (
-                "AccessChanged",
-                format!("{p}: {} → {}", o.as_str(), r.as_str()),
-            ),
+                )
+            }
+            (Some(o), Some(r)) => {
+                changed = true;
+                format!("{p}: {} → {}", o.as_str(), r.as_str())
+            }
             (None, None) => continue,
-        };
-        plan.events.push(PlannedEvent {
-            target: Target::Membership(m.name_any()),
-            warning: reason == "AccessRevoked",
-            reason,
-            note,
         });
     }
+    if parts.is_empty() {
+        return None;
+    }
+    let reason = if revoked {
+        "AccessRevoked"
+    } else if changed {
+        "AccessChanged"
+    } else {
+        debug_assert!(granted);
+        "AccessGranted"
+    };
+    Some(PlannedEvent {
+        target: Target::Membership(m.name_any()),
+        warning: revoked,
+        reason,
+        // An Event's note holds 1 kB.
+        note: parts.join("; ").chars().take(1000).collect(),
+    })
 }

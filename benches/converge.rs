@@ -1,0 +1,572 @@
+//! Convergence at scale against the write floor (make bench): a real kube-apiserver + etcd
+//! (devcluster, audit log on), `roster run` as a process (controller and webhook; identity off,
+//! so that the writes compared are the controller's), and a generated tree of
+//! ORGS × PROJECTS × MEMBERS (`ROSTER_BENCH_MEMBERS` per organization, default 100).
+//!
+//! - (a) bulk apply: every object created (16 requests in flight) while roster runs; time from
+//!   the first create until every status is written for its generation and every binding holds
+//!   its planned subjects.
+//! - (b) cold start: another tree stored while roster is stopped, then roster started; time from
+//!   its start.
+//! - the floor: for a third tree, exactly the writes convergence needs — what `plan()` says
+//!   (namespaces, RoleBindings, finalizers, one status per object; no Events) — issued by a
+//!   minimal client with 16 in flight against the same API server, in the same run.
+//!
+//! roster's writes come from the API server's audit log (user agent `roster/…`), by kind.
+//! Prints Markdown tables (lines starting with `|`).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use roster::api::{Membership, Organization, Project};
+use roster::controller::plan::{self, Settings, World};
+use serde_json::{Value, json};
+
+const ORGS: usize = 20;
+const PROJECTS: usize = 10;
+const IN_FLIGHT: usize = 16;
+
+struct ControlPlane {
+    _lifeline: Option<std::process::ChildStdin>,
+    _child: Child,
+    kubeconfig: PathBuf,
+    audit: PathBuf,
+    bin: PathBuf,
+}
+
+fn start_control_plane(root: &Path) -> ControlPlane {
+    let build = Command::new(root.join("tests/control-plane/build.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("build.sh");
+    assert!(
+        build.status.success(),
+        "tests/control-plane/build.sh failed"
+    );
+    let bin = PathBuf::from(
+        String::from_utf8_lossy(&build.stdout)
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or(""),
+    );
+    let dir = root.join(format!(
+        "target/bench-cluster/converge-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut child = Command::new(bin.join("devcluster"))
+        .args(["up", "--lifeline", "--dir"])
+        .arg(&dir)
+        .arg("--bin")
+        .arg(&bin)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("devcluster");
+    let lifeline = child.stdin.take();
+    let (mut kubeconfig, mut audit) = (None, None);
+    for line in BufReader::new(child.stdout.take().expect("stdout")).lines() {
+        let line = line.expect("line");
+        if let Some(k) = line.strip_prefix("kubeconfig=") {
+            kubeconfig = Some(PathBuf::from(k));
+        }
+        if let Some(a) = line.strip_prefix("audit=") {
+            audit = Some(PathBuf::from(a));
+        }
+        if line.starts_with("pid=") {
+            break;
+        }
+    }
+    ControlPlane {
+        _lifeline: lifeline,
+        _child: child,
+        kubeconfig: kubeconfig.expect("the control plane did not start"),
+        audit: audit.expect("audit log"),
+        bin,
+    }
+}
+
+fn kubectl(cp: &ControlPlane, args: &[&str]) {
+    let out = Command::new(cp.bin.join("kubectl"))
+        .args(args)
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .output()
+        .expect("kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct Roster {
+    child: Child,
+    metrics: String,
+}
+
+fn start_roster(cp: &ControlPlane, root: &Path, log: &Path) -> Roster {
+    let metrics = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr").to_string()
+    };
+    let child = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args([
+            "run",
+            "--lifeline",
+            "--namespace",
+            "roster-system",
+            "--metrics-addr",
+            &metrics,
+        ])
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .env("RUST_LOG", "warn")
+        .current_dir(root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("roster");
+    let r = Roster { child, metrics };
+    let start = Instant::now();
+    while !get(&r.metrics, "/readyz").starts_with("HTTP/1.1 200") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "roster did not become ready"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    r
+}
+
+fn get(addr: &str, path: &str) -> String {
+    use std::io::Write;
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// Resident and peak memory of a process, in MiB (/proc/<pid>/status).
+fn rss(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
+}
+
+fn docs(yaml: &str) -> Vec<Value> {
+    yaml.split("\n---\n")
+        .map(|d| d.trim_start_matches("---\n"))
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| serde_saphyr::from_str(d).expect("yaml"))
+        .collect()
+}
+
+/// Creates every object, namespaces and Organizations first, `IN_FLIGHT` at a time.
+async fn create_all(client: &Client, docs: &[Value]) {
+    let rank = |d: &Value| match d["kind"].as_str() {
+        Some("Namespace") => 0,
+        Some("Organization") => 1,
+        _ => 2,
+    };
+    for stage in 0..3 {
+        futures::stream::iter(docs.iter().filter(|d| rank(d) == stage))
+            .map(|d| {
+                let client = client.clone();
+                async move {
+                    let ns = d["metadata"]["namespace"].as_str().unwrap_or_default();
+                    let pp = PostParams::default();
+                    let r = match d["kind"].as_str().unwrap_or_default() {
+                        "Namespace" => Api::<Namespace>::all(client)
+                            .create(&pp, &serde_json::from_value(d.clone()).expect("ns"))
+                            .await
+                            .map(drop),
+                        "Organization" => Api::<Organization>::namespaced(client, ns)
+                            .create(&pp, &serde_json::from_value(d.clone()).expect("org"))
+                            .await
+                            .map(drop),
+                        "Project" => Api::<Project>::namespaced(client, ns)
+                            .create(&pp, &serde_json::from_value(d.clone()).expect("project"))
+                            .await
+                            .map(drop),
+                        _ => Api::<Membership>::namespaced(client, ns)
+                            .create(&pp, &serde_json::from_value(d.clone()).expect("membership"))
+                            .await
+                            .map(drop),
+                    };
+                    r.map_err(|e| e.to_string())
+                }
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect::<Vec<()>>()
+            .await
+            .expect("create");
+    }
+}
+
+/// The worlds of a stored tree's organizations, as the controller observes them.
+async fn worlds(client: &Client, prefix: &str, now: Timestamp) -> Vec<World> {
+    let lp = ListParams::default();
+    let orgs = Api::<Organization>::all(client.clone())
+        .list(&lp)
+        .await
+        .expect("orgs")
+        .items;
+    let projects = Api::<Project>::all(client.clone())
+        .list(&lp)
+        .await
+        .expect("projects")
+        .items;
+    let memberships = Api::<Membership>::all(client.clone())
+        .list(&lp)
+        .await
+        .expect("members")
+        .items;
+    let rolebindings = Api::<RoleBinding>::all(client.clone())
+        .list(&lp.clone().labels("app.kubernetes.io/managed-by=roster"))
+        .await
+        .expect("rolebindings")
+        .items;
+    orgs.into_iter()
+        .filter(|o| o.name_any().starts_with(prefix))
+        .map(|o| {
+            let ns = o.name_any();
+            let mine = |m: &Option<String>| m.as_deref() == Some(ns.as_str());
+            World {
+                namespace: ns.clone(),
+                home_terminating: false,
+                stray_orgs: vec![],
+                home_is_project_of: None,
+                projects: projects
+                    .iter()
+                    .filter(|p| mine(&p.metadata.namespace))
+                    .cloned()
+                    .collect(),
+                memberships: memberships
+                    .iter()
+                    .filter(|m| mine(&m.metadata.namespace))
+                    .cloned()
+                    .collect(),
+                namespaces: BTreeMap::new(),
+                rolebindings: rolebindings
+                    .iter()
+                    .filter(|rb| rb.labels().get("roster.dev/organization") == Some(&ns))
+                    .cloned()
+                    .collect(),
+                credentials: BTreeMap::new(),
+                org: Some(o),
+                now,
+            }
+        })
+        .collect()
+}
+
+/// Converged: planning each organization from what is stored writes nothing but Events.
+async fn converged(client: &Client, prefix: &str) -> bool {
+    let now = Timestamp::from_second(Timestamp::now().as_second()).expect("now");
+    let ws = worlds(client, prefix, now).await;
+    let ns_api = Api::<Namespace>::all(client.clone());
+    let stored: BTreeMap<String, Namespace> = ns_api
+        .list(&ListParams::default())
+        .await
+        .expect("namespaces")
+        .items
+        .into_iter()
+        .map(|n| (n.name_any(), n))
+        .collect();
+    ws.len() == ORGS
+        && ws.into_iter().all(|mut w| {
+            w.namespaces = w
+                .projects
+                .iter()
+                .map(|p| plan::project_namespace(&w.namespace, p))
+                .filter_map(|n| stored.get(&n).map(|o| (n, o.clone())))
+                .collect();
+            // Statuses carry times of their own; what must hold is that nothing else is left.
+            let p = plan::plan(&w, &Settings::default());
+            p.create_namespaces.is_empty()
+                && p.rolebindings.is_empty()
+                && p.delete_rolebindings.is_empty()
+                && p.add_finalizer.is_empty()
+                && w.memberships.iter().all(|m| {
+                    m.status.as_ref().and_then(|s| s.observed_generation) == m.metadata.generation
+                })
+                && w.projects.iter().all(|p| p.status.is_some())
+        })
+}
+
+async fn wait_converged(client: &Client, prefix: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    while !converged(client, prefix).await {
+        assert!(
+            start.elapsed() < limit,
+            "{prefix}: not converged after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    start.elapsed()
+}
+
+/// roster's writes to a tree's namespaces, by kind, from the audit log.
+fn writes(audit: &Path, prefix: &str) -> BTreeMap<String, usize> {
+    let text = std::fs::read_to_string(audit).unwrap_or_default();
+    let mut by = BTreeMap::new();
+    for e in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    {
+        let ua = e["userAgent"].as_str().unwrap_or("");
+        let verb = e["verb"].as_str().unwrap_or("");
+        if !ua.starts_with("roster/") || !matches!(verb, "create" | "update" | "patch" | "delete") {
+            continue;
+        }
+        let o = &e["objectRef"];
+        let ns = o["namespace"].as_str().or(o["name"].as_str()).unwrap_or("");
+        if !ns.starts_with(prefix) || e["stage"] != "ResponseComplete" {
+            continue;
+        }
+        let resource = o["resource"].as_str().unwrap_or("?");
+        let sub = o["subresource"]
+            .as_str()
+            .map(|s| format!("/{s}"))
+            .unwrap_or_default();
+        *by.entry(format!("{verb} {resource}{sub}")).or_insert(0) += 1;
+    }
+    by
+}
+
+/// One write of the floor client.
+type Write = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), kube::Error>> + Send>>;
+
+/// The floor: exactly the writes `plan()` says convergence needs, no Events, 16 in flight.
+async fn floor(client: &Client, prefix: &str) -> (Duration, usize) {
+    let now = Timestamp::from_second(Timestamp::now().as_second()).expect("now");
+    let plans: Vec<(World, plan::Plan)> = worlds(client, prefix, now)
+        .await
+        .into_iter()
+        .map(|w| {
+            let p = plan::plan(&w, &Settings::default());
+            (w, p)
+        })
+        .collect();
+    let mut ops: Vec<Write> = Vec::new();
+    let pp = PostParams::default();
+    let mp = PatchParams::default();
+    // Namespaces, finalizers and org statuses first (what bindings and statuses need), then
+    // bindings and the other statuses: the same order of dependencies roster has.
+    let mut first: Vec<Write> = Vec::new();
+    for (w, p) in &plans {
+        let ns = w.namespace.clone();
+        for n in &p.create_namespaces {
+            let (api, n, pp) = (Api::<Namespace>::all(client.clone()), n.clone(), pp.clone());
+            first.push(Box::pin(async move { api.create(&pp, &n).await.map(drop) }));
+        }
+        for t in &p.add_finalizer {
+            let fin = json!({"metadata": {"finalizers": ["roster.dev/cleanup"]}});
+            let mp = mp.clone();
+            match t {
+                plan::Target::Organization(n) => {
+                    let (api, n) = (
+                        Api::<Organization>::namespaced(client.clone(), &ns),
+                        n.clone(),
+                    );
+                    first.push(Box::pin(async move {
+                        api.patch(&n, &mp, &Patch::Merge(&fin)).await.map(drop)
+                    }));
+                }
+                plan::Target::Project(n) => {
+                    let (api, n) = (Api::<Project>::namespaced(client.clone(), &ns), n.clone());
+                    first.push(Box::pin(async move {
+                        api.patch(&n, &mp, &Patch::Merge(&fin)).await.map(drop)
+                    }));
+                }
+                plan::Target::Membership(_) => {}
+            }
+        }
+        for rb in &p.rolebindings {
+            let api = Api::<RoleBinding>::namespaced(
+                client.clone(),
+                rb.metadata.namespace.as_deref().unwrap_or_default(),
+            );
+            let (rb, pp) = (rb.clone(), pp.clone());
+            ops.push(Box::pin(
+                async move { api.create(&pp, &rb).await.map(drop) },
+            ));
+        }
+        if let Some(s) = &p.org_status {
+            let api = Api::<Organization>::namespaced(client.clone(), &ns);
+            let (n, body, mp) = (ns.clone(), json!({"status": s}), mp.clone());
+            ops.push(Box::pin(async move {
+                api.patch_status(&n, &mp, &Patch::Merge(&body))
+                    .await
+                    .map(drop)
+            }));
+        }
+        for (n, s) in &p.project_status {
+            let api = Api::<Project>::namespaced(client.clone(), &ns);
+            let (n, body, mp) = (n.clone(), json!({"status": s}), mp.clone());
+            ops.push(Box::pin(async move {
+                api.patch_status(&n, &mp, &Patch::Merge(&body))
+                    .await
+                    .map(drop)
+            }));
+        }
+        for (n, s) in &p.membership_status {
+            let api = Api::<Membership>::namespaced(client.clone(), &ns);
+            let (n, body, mp) = (n.clone(), json!({"status": s}), mp.clone());
+            ops.push(Box::pin(async move {
+                api.patch_status(&n, &mp, &Patch::Merge(&body))
+                    .await
+                    .map(drop)
+            }));
+        }
+    }
+    let count = first.len() + ops.len();
+    let start = Instant::now();
+    futures::stream::iter(first)
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await
+        .expect("floor writes");
+    futures::stream::iter(ops)
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await
+        .expect("floor writes");
+    (start.elapsed(), count)
+}
+
+fn total(w: &BTreeMap<String, usize>) -> usize {
+    w.values().sum()
+}
+
+fn without_events(w: &BTreeMap<String, usize>) -> usize {
+    w.iter()
+        .filter(|(k, _)| !k.contains(" events"))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+fn main() {
+    let members: usize = std::env::var("ROSTER_BENCH_MEMBERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cp = start_control_plane(root);
+    kubectl(
+        &cp,
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            "crds/roster.dev.yaml",
+            "-f",
+            "config/clusterroles.yaml",
+        ],
+    );
+    kubectl(
+        &cp,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/organizations.roster.dev",
+            "crd/projects.roster.dev",
+            "crd/memberships.roster.dev",
+        ],
+    );
+    kubectl(&cp, &["create", "namespace", "roster-system"]);
+    let logs = cp.audit.parent().expect("dir").to_path_buf();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let config = kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&cp.kubeconfig).expect("kubeconfig"),
+            &Default::default(),
+        )
+        .await
+        .expect("config");
+        let client = Client::try_from(config).expect("client");
+        let now = Timestamp::now();
+        let tree = |p: &str| docs(&roster::review::sample::tree_yaml(p, ORGS, PROJECTS, members, now));
+        let objects = ORGS * (1 + PROJECTS + members);
+
+        // (a) bulk apply while roster runs.
+        let mut r = start_roster(&cp, root, &logs.join("roster-a.log"));
+        let (idle_rss, _) = rss(r.child.id());
+        let t0 = Instant::now();
+        create_all(&client, &tree("a")).await;
+        let applied = t0.elapsed();
+        let after_apply = wait_converged(&client, "a", Duration::from_secs(1800)).await;
+        let bulk = t0.elapsed();
+        let (bulk_rss, bulk_peak) = rss(r.child.id());
+        let _ = r.child.kill();
+        let _ = r.child.wait();
+
+        // (b) cold start with everything stored.
+        create_all(&client, &tree("b")).await;
+        let t0 = Instant::now();
+        let mut r = start_roster(&cp, root, &logs.join("roster-b.log"));
+        let _ = wait_converged(&client, "b", Duration::from_secs(1800)).await;
+        let cold = t0.elapsed();
+        // Settled: what it holds with everything cached.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (cold_rss, cold_peak) = rss(r.child.id());
+        let _ = r.child.kill();
+        let _ = r.child.wait();
+
+        // The floor, on a third tree.
+        create_all(&client, &tree("c")).await;
+        let (floor_time, floor_writes) = floor(&client, "c").await;
+
+        let (wa, wb) = (writes(&cp.audit, "a"), writes(&cp.audit, "b"));
+        println!("| run | objects | time | vs floor | writes | without Events | vs floor | RSS after | peak |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let secs = |d: Duration| d.as_secs_f64();
+        println!(
+            "| (a) bulk apply, roster running: {:.1} s of creates, converged {:.1} s after the last | {objects} | {:.1} s | {:.2}× | {} | {} | {:.2}× | {:.0} MiB | {:.0} MiB |",
+            secs(applied), secs(after_apply), secs(bulk), secs(after_apply) / secs(floor_time), total(&wa), without_events(&wa),
+            without_events(&wa) as f64 / floor_writes as f64, bulk_rss, bulk_peak
+        );
+        println!(
+            "| (b) cold start, everything stored | {objects} | {:.1} s | {:.2}× | {} | {} | {:.2}× | {:.0} MiB | {:.0} MiB |",
+            secs(cold), secs(cold) / secs(floor_time), total(&wb), without_events(&wb),
+            without_events(&wb) as f64 / floor_writes as f64, cold_rss, cold_peak
+        );
+        println!("| the floor: a minimal client, exactly plan()'s writes | {objects} | {:.1} s | 1.00× | {floor_writes} | {floor_writes} | 1.00× | | |", secs(floor_time));
+        println!("| roster idle before (a) | | | | | | | {idle_rss:.0} MiB | |");
+        println!();
+        println!("| roster's writes by kind | (a) bulk apply | (b) cold start |");
+        println!("|---|---:|---:|");
+        let kinds: std::collections::BTreeSet<&String> = wa.keys().chain(wb.keys()).collect();
+        for k in kinds {
+            println!("| {k} | {} | {} |", wa.get(k).unwrap_or(&0), wb.get(k).unwrap_or(&0));
+        }
+    });
+}
