@@ -148,11 +148,11 @@ pub fn diff(
             }
             b
         }
+        // The cluster's other organizations are not part of this change (nor may an
+        // organization's Admin list them).
         Base::Live => {
-            let mut live = super::block_on_live(|c| async move { review::live(&c).await })?;
-            // The cluster's other organizations are not part of this change.
-            live.restrict(&head.homes());
-            live
+            let homes = head.homes();
+            super::block_on_live(|c| async move { review::live_homes(&c, &homes).await })?
         }
     };
     review::inherit(&mut head, &base_tree);

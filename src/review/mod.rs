@@ -200,6 +200,28 @@ pub async fn live(client: &Client) -> Result<Tree> {
     live_in(client, None).await
 }
 
+/// The organizations living in `homes`, one namespace at a time: what an organization's Admin
+/// may list (a cluster-wide list needs a platform admin), and no more than a change touches.
+pub async fn live_homes(client: &Client, homes: &[String]) -> Result<Tree> {
+    let mut all = Tree::default();
+    for home in homes {
+        let t = live_in(client, Some(home)).await?;
+        all.organizations.extend(t.organizations);
+        all.projects.extend(t.projects);
+        all.memberships.extend(t.memberships);
+        for n in t.namespaces {
+            if !all
+                .namespaces
+                .iter()
+                .any(|x| x.object.name_any() == n.object.name_any())
+            {
+                all.namespaces.push(n);
+            }
+        }
+    }
+    Ok(all)
+}
+
 /// The same, for one organization's namespace (what an organization's Admin may list).
 pub async fn live_in(client: &Client, namespace: Option<&str>) -> Result<Tree> {
     fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
