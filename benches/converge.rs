@@ -332,7 +332,15 @@ async fn wait_converged(client: &Client, prefix: &str, limit: Duration) -> Durat
 
 /// roster's writes to a tree's namespaces, by kind, from the audit log.
 fn writes(audit: &Path, prefix: &str) -> BTreeMap<String, usize> {
-    let text = std::fs::read_to_string(audit).unwrap_or_default();
+    // The API server rotates its audit log at 100 MB: every `audit*.log` beside it is read.
+    let dir = audit.parent().expect("audit dir");
+    let mut text = String::new();
+    for e in std::fs::read_dir(dir).expect("audit dir").flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("audit") && name.ends_with(".log") {
+            text.push_str(&std::fs::read_to_string(e.path()).expect("read the audit log"));
+        }
+    }
     let mut by = BTreeMap::new();
     for e in text
         .lines()

@@ -224,6 +224,25 @@ fn each_kind_of_violation_names_file_document_line_and_rule() {
             "Schema",
             "a.yaml:9",
         ),
+        // A name the API server refuses never reaches a table or a pull-request comment.
+        (
+            "a name that is no DNS name",
+            format!(
+                "{org}---\n{}",
+                m("x](https://evil.example)", "bob@beta.example")
+            ),
+            "Schema",
+            "a.yaml:9",
+        ),
+        (
+            "a namespace that is no DNS label",
+            format!(
+                "{org}---\n{}",
+                m("bob", "bob@beta.example").replace("namespace: beta", "namespace: \"Beta_NS\"")
+            ),
+            "Schema",
+            "a.yaml:9",
+        ),
     ];
     for (name, text, rule, at) in cases {
         let dir = tree("violation", &[("a.yaml", &text)]);
@@ -560,4 +579,29 @@ fn the_gitops_examples_are_well_formed() {
     let o = plan(&[dir.join("ci")], &[], &opts(None), Format::Json).expect("plan");
     assert_eq!(o.code, 1);
     assert!(o.output.contains("MissingKind"), "{}", o.output);
+}
+
+/// A hostile tree cannot put a link, an image or a terminal escape sequence into the review a
+/// reviewer reads: names are the API server's (DNS names), Markdown is escaped, control
+/// characters are dropped.
+#[test]
+fn a_hostile_tree_cannot_write_markdown_or_escape_sequences_into_the_review() {
+    let hostile = "apiVersion: roster.dev/v1alpha1\nkind: Membership\nmetadata:\n  name: \"[click](https://evil.example)\"\n  namespace: beta\nspec:\n  email: bob@beta.example\n---\nkind: [\"\\x1b[31mred ![img](https://evil.example/x.png)\n";
+    let dir = tree("hostile", &[("a.yaml", hostile)]);
+    let md = plan(
+        std::slice::from_ref(&dir),
+        &[],
+        &opts(None),
+        Format::Markdown,
+    )
+    .expect("plan");
+    assert_eq!(md.code, 1);
+    assert!(
+        !md.output.contains("[click](") && !md.output.contains("![img]("),
+        "{}",
+        md.output
+    );
+    assert!(md.output.contains("\\[click\\]"), "{}", md.output);
+    let table = plan(std::slice::from_ref(&dir), &[], &opts(None), Format::Table).expect("plan");
+    assert!(!table.output.contains('\u{1b}'), "{:?}", table.output);
 }

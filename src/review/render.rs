@@ -98,18 +98,65 @@ fn table(header: [&str; 5], rows: &[[String; 5]], out: &mut String) {
     }
 }
 
+/// Text from a tree (names, messages quoting values) cannot become Markdown — a link, an
+/// image, a heading — in a pull-request comment.
 fn md_escape(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' | '\r' => out.push(' '),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '<' | '>' | '!' | '#' | '|' | '~'
+            | '&' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A file path in a Markdown code span: no backtick can end it early.
+fn md_code(s: &str) -> String {
+    s.replace('`', "'").replace(['\n', '\r'], " ")
+}
+
+/// Text from a tree on a terminal: no control character (an escape sequence in a parser's
+/// quote of a hostile file would otherwise reach the reviewer's terminal or CI log).
+fn plain(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c == '\n' || c == '\t' || !c.is_control() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 
 pub fn violations(v: &[Violation], out: &mut String) {
     for x in v {
         match &x.at {
             Some(at) => {
-                let _ = writeln!(out, "{at}: {}: [{}] {}", x.object, x.rule, x.message);
+                let _ = writeln!(
+                    out,
+                    "{}: {}: [{}] {}",
+                    plain(at),
+                    plain(&x.object),
+                    x.rule,
+                    plain(&x.message)
+                );
             }
             None => {
-                let _ = writeln!(out, "{}: [{}] {}", x.object, x.rule, x.message);
+                let _ = writeln!(
+                    out,
+                    "{}: [{}] {}",
+                    plain(&x.object),
+                    x.rule,
+                    plain(&x.message)
+                );
             }
         }
     }
@@ -193,7 +240,7 @@ pub fn plan(report: &Report, violations_: &[Violation], format: Format) -> Strin
                     let _ = writeln!(
                         out,
                         "- `{}` {} — **{}**: {}",
-                        x.at.as_deref().unwrap_or("-"),
+                        md_code(x.at.as_deref().unwrap_or("-")),
                         md_escape(&x.object),
                         x.rule,
                         md_escape(&x.message)
@@ -349,7 +396,7 @@ pub fn diff(
                     let _ = writeln!(
                         out,
                         "- `{}` {} — **{}**: {}",
-                        x.at.as_deref().unwrap_or("-"),
+                        md_code(x.at.as_deref().unwrap_or("-")),
                         md_escape(&x.object),
                         x.rule,
                         md_escape(&x.message)

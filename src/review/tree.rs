@@ -144,6 +144,11 @@ impl Tree {
                 );
                 continue;
             };
+            // The API server's own checks of names, before anything is printed from them.
+            if let Some(message) = name_error(name, namespace) {
+                violation(format!("{kind} -"), "Schema", message);
+                continue;
+            }
             let object = format!("{kind} {namespace}/{name}");
             let key = (kind.to_string(), namespace.to_string(), name.to_string());
             if let Some(first) = seen.get(&key) {
@@ -206,6 +211,34 @@ impl Tree {
         homes.dedup();
         homes
     }
+}
+
+/// `metadata.name` must be a DNS subdomain and `metadata.namespace` a DNS label, in the API
+/// server's words; names are printed in tables and pull-request comments, so nothing else
+/// gets that far.
+fn name_error(name: &str, namespace: &str) -> Option<String> {
+    fn label(s: &str) -> bool {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    }
+    let quoted = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+    if name.len() > 253 || !name.split('.').all(label) {
+        return Some(format!(
+            "metadata.name: Invalid value: {}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+            quoted(name)
+        ));
+    }
+    if !label(namespace) {
+        return Some(format!(
+            "metadata.namespace: Invalid value: {}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character",
+            quoted(namespace)
+        ));
+    }
+    None
 }
 
 fn typed<T: DeserializeOwned + kube::Resource>(v: &Value, namespace: &str) -> Result<T, String> {
