@@ -792,3 +792,93 @@ async fn every_route_answers_every_body_with_a_well_formed_response() {
         started.elapsed()
     );
 }
+
+async fn whoami(f: &Fixture, token: Option<&str>) -> (StatusCode, Value) {
+    let mut req = Request::builder().method("GET").uri("/api/v1/whoami");
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let resp = router(f.state.clone())
+        .oneshot(req.body(Body::empty()).expect("request"))
+        .await
+        .expect("response");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// `kubectl roster whoami`'s endpoint: a member's own standing, for a session token that is
+/// valid now — not an enrolment ticket, not another roster's, not an old generation's, not a
+/// disabled member's — and nothing for anyone else.
+#[tokio::test]
+async fn whoami_answers_a_valid_session_token_of_a_member_in_good_standing_only() {
+    let f = fixture(vec![bob()], 3);
+    let later = super::now() + 3600;
+    let good = Signer::new(&KEY).sign(&claims(3, token::SESSION, later));
+    let (status, v) = whoami(&f, Some(good.expose())).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        (
+            v["organization"].as_str(),
+            v["email"].as_str(),
+            v["membership"].as_str()
+        ),
+        (Some("acme"), Some("bob@acme.example"), Some("bob"))
+    );
+    assert!(v["tokenExpiresAt"].is_string(), "{v}");
+    assert!(v.get("token").is_none() && !v.to_string().contains(good.expose()));
+
+    let refused = [
+        ("no token", None),
+        (
+            "an enrolment ticket",
+            Some(
+                Signer::new(&KEY)
+                    .sign(&claims(3, token::ENROL, later))
+                    .expose()
+                    .to_string(),
+            ),
+        ),
+        (
+            "another roster's key",
+            Some(
+                Signer::new(&random::<32>())
+                    .sign(&claims(3, token::SESSION, later))
+                    .expose()
+                    .to_string(),
+            ),
+        ),
+        (
+            "an old generation",
+            Some(
+                Signer::new(&KEY)
+                    .sign(&claims(2, token::SESSION, later))
+                    .expose()
+                    .to_string(),
+            ),
+        ),
+        (
+            "an expired token",
+            Some(
+                Signer::new(&KEY)
+                    .sign(&claims(3, token::SESSION, 1))
+                    .expose()
+                    .to_string(),
+            ),
+        ),
+        ("garbage", Some("roster.v1.garbage".to_string())),
+    ];
+    for (what, token) in refused {
+        let (status, v) = whoami(&f, token.as_deref()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {v}");
+        assert!(v.get("email").is_none(), "{what}: {v}");
+    }
+    let mut disabled = bob();
+    disabled.spec.disabled = true;
+    let f = fixture(vec![disabled], 3);
+    let (status, v) = whoami(&f, Some(good.expose())).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a disabled member: {v}");
+}
