@@ -605,3 +605,24 @@ fn a_hostile_tree_cannot_write_markdown_or_escape_sequences_into_the_review() {
     let table = plan(std::slice::from_ref(&dir), &[], &opts(None), Format::Table).expect("plan");
     assert!(!table.output.contains('\u{1b}'), "{:?}", table.output);
 }
+
+/// Against the cluster, roster's own bootstrap Membership of an owner is no part of a tree in
+/// Git: its absence from the head is no deletion to judge.
+#[test]
+fn roster_s_bootstrap_membership_is_not_a_deletion() {
+    let org = "apiVersion: roster.dev/v1alpha1\nkind: Organization\nmetadata:\n  name: beta\n  namespace: beta\nspec:\n  owner: olga@beta.example\n";
+    let boot = "apiVersion: roster.dev/v1alpha1\nkind: Membership\nmetadata:\n  name: owner-olga\n  namespace: beta\n  labels: {roster.dev/bootstrap: owner}\nspec:\n  email: olga@beta.example\n  role: Admin\n";
+    let base = tree("boot-base", &[("a.yaml", &format!("{org}---\n{boot}"))]);
+    let head = tree("boot-head", &[("a.yaml", org)]);
+    let o = diff(
+        Base::Files(vec![base]),
+        &[head],
+        &opts(None),
+        Some(0),
+        Format::Json,
+    )
+    .expect("diff");
+    assert_eq!(o.code, 0, "{}", o.output);
+    let v = json(&o);
+    assert_eq!(v["removals"].as_u64(), Some(0), "{v}");
+}

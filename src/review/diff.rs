@@ -17,7 +17,9 @@ pub struct Diff {
     /// Grants lost or lowered.
     pub removals: usize,
     /// What the Organization's `roster.dev/accept-removals` annotation must say for the
-    /// controller to apply these removals past its limit (`spec.maxAccessRemovals`).
+    /// controller to apply these removals past its limit (`spec.maxAccessRemovals`): the
+    /// fingerprint of the removals it would hold (cut-offs and a former owner's rights go
+    /// through at once and are not in it).
     pub fingerprint: String,
 }
 
@@ -76,9 +78,31 @@ pub fn diff(base: &Report, head: &Report) -> Diff {
     }
     cut_offs
         .sort_by(|a, b| (a.at, &a.organization, &a.email).cmp(&(b.at, &b.organization, &b.email)));
+    // What the controller's guard would hold, and so acknowledge: not the cut-offs, not a
+    // former owner's rights (both go through at once) — the same fingerprint it shows.
+    let held: Vec<Change> = changes
+        .iter()
+        .filter(|c| c.kind.removes())
+        .filter(|c| {
+            let now = head.person(&c.person.organization, &c.person.email);
+            let cut = now.and_then(|p| p.cut_off.as_ref()).is_some_and(|x| {
+                matches!(x.reason.as_str(), "Disabled" | "Expired" | "MfaOverdue")
+            });
+            let owner_now = head
+                .organizations
+                .iter()
+                .find(|o| o.name == c.person.organization)
+                .and_then(|o| o.owner.as_deref());
+            let was_owner = base
+                .person(&c.person.organization, &c.person.email)
+                .is_some_and(|p| p.role == crate::api::EffectiveRole::Owner);
+            !cut && !(was_owner && owner_now != Some(c.person.email.as_str()))
+        })
+        .cloned()
+        .collect();
     Diff {
         removals: grants::removals(&changes),
-        fingerprint: grants::fingerprint(&changes),
+        fingerprint: grants::fingerprint(&held),
         changes,
         owners,
         cut_offs,

@@ -477,6 +477,9 @@ pub fn admission(
             .memberships
             .iter()
             .filter(|m| !in_head("Membership", &m.object.metadata))
+            // roster's own Membership for an owner who has none is roster's to create and
+            // delete; a tree in Git never declares it.
+            .filter(|m| !crate::access::is_bootstrap(&m.object))
         {
             add(&m.source, "Membership", &m.object.metadata, None);
         }

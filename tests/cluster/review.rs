@@ -405,6 +405,47 @@ fn a_large_removal_waits_stalled_until_a_person_acknowledges_it() {
     assert_eq!(condition(c, &ns, "Ready"), "True/Converged");
     assert_eq!(condition(c, &ns, "Stalled"), "False/Converged");
 
+    // The change reviewed first, as a CI job would: bob and carl leave, dave is disabled. Six
+    // grants go (over --max-removals 2: exit 2); dave's are a cut-off and never held, so the
+    // fingerprint to acknowledge is that of bob's and carl's four — the one roster will show.
+    let head = c.dir.join(format!("guard-head-{ns}"));
+    std::fs::create_dir_all(&head).expect("dir");
+    std::fs::write(
+        head.join("org.yaml"),
+        [
+            org("maxAccessRemovals: 2", ""),
+            project.clone(),
+            member("dave", "  disabled: true\n"),
+        ]
+        .join("---\n"),
+    )
+    .expect("write");
+    let out = c.roster(
+        &[
+            "diff",
+            "--live",
+            "--head",
+            head.to_str().expect("utf-8"),
+            "--max-removals",
+            "2",
+        ],
+        &[],
+    );
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.starts_with("6 grant(s) removed"), "{said}");
+    let reviewed = said
+        .split("removals fingerprint: ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("a fingerprint")
+        .to_string();
+
     // bob and carl leave: four grants (Member of the organization, Developer of web, each).
     c.kubectl_ok(&["delete", "membership", "bob", "carl", "-n", &ns]);
     wait_for("Stalled=True", Duration::from_secs(30), || {
@@ -465,13 +506,17 @@ fn a_large_removal_waits_stalled_until_a_person_acknowledges_it() {
         },
     );
 
-    // Acknowledged by its fingerprint, the change goes through.
+    // Acknowledged by its fingerprint — the one the review printed — the change goes through.
     let fingerprint = message
         .split("accept-removals=")
         .nth(1)
         .and_then(|s| s.split_whitespace().next())
         .expect("fingerprint in the message")
         .to_string();
+    assert_eq!(
+        fingerprint, reviewed,
+        "roster diff and the controller name the same change"
+    );
     c.kubectl_ok(&[
         "annotate",
         "organization",
