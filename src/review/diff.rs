@@ -96,7 +96,8 @@ pub fn diff(base: &Report, head: &Report) -> Diff {
             let was_owner = base
                 .person(&c.person.organization, &c.person.email)
                 .is_some_and(|p| p.role == crate::api::EffectiveRole::Owner);
-            !cut && !(was_owner && owner_now != Some(c.person.email.as_str()))
+            let former_owner = was_owner && owner_now != Some(c.person.email.as_str());
+            !(cut || former_owner)
         })
         .cloned()
         .collect();
