@@ -106,6 +106,8 @@ fn main() {
         let sealer = roster::identity::seal::Key::from_bytes(&seal_bytes).expect("seal key");
         let mut orgs = Writer::<Organization>::default();
         let mut members = Writer::<Membership>::default();
+        // As `roster run` has it: the Memberships by e-mail, from the same events.
+        let emails = roster::cache::EmailIndex::default();
         let log = SecurityLog::start(
             client.clone(),
             "roster-system",
@@ -175,7 +177,9 @@ fn main() {
                     },
                 );
                 m.metadata.namespace = Some("acme".into());
-                members.apply_watcher_event(&Event::Apply(m));
+                let event = Event::Apply(m);
+                members.apply_watcher_event(&event);
+                emails.apply(&event);
                 let owner = roster::identity::store::Store::secret_name("acme", &email);
                 let seed = roster::identity::totp::Seed::generate();
                 // Seeded directly in the store (the bench measures logins, not invitations).
@@ -198,6 +202,7 @@ fn main() {
                 limits,
                 audiences: vec![],
                 cluster: None,
+                emails: Some(emails.clone()),
             })
         };
         let floor = roster::api::parse_duration("floor", DEFAULT_FAILURE_FLOOR).expect("floor");

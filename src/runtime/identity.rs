@@ -83,6 +83,7 @@ pub async fn start(
             .with_failure_floor(config.login_failure_floor),
         audiences: audiences.clone(),
         cluster: cluster_access(config.cluster.as_ref())?,
+        emails: Some(stores.emails.clone()),
     });
     let listener = tls::listen(config.addr).await?;
     shutdown.supervise(

@@ -263,7 +263,8 @@ async fn serve(config: Config) -> Result<()> {
                 orgs: stores.orgs.clone(),
                 projects: stores.projects.clone(),
                 memberships: stores.memberships.clone(),
-                credentials: stores.credentials.clone(),
+                emails: Some(stores.emails.clone()),
+                credentials: stores.credentials.clone().zip(config.namespace.clone()),
             },
             policy: webhook::validate::Policy {
                 trusted_users: config.trusted_users.clone(),

@@ -15,8 +15,12 @@ pub struct StoreIndex {
     pub orgs: Store<Organization>,
     pub projects: Store<Project>,
     pub memberships: Store<Membership>,
-    /// Credential records (identity), to tell who accepted their invitation.
-    pub credentials: Option<Store<k8s_openapi::api::core::v1::Secret>>,
+    /// The Memberships by organization and e-mail (a lookup, not a scan per request); without
+    /// it, the store is scanned.
+    pub emails: Option<crate::cache::EmailIndex>,
+    /// Credential records (identity), to tell who accepted their invitation, and the namespace
+    /// they live in (roster's own).
+    pub credentials: Option<(Store<k8s_openapi::api::core::v1::Secret>, String)>,
 }
 
 impl Index for StoreIndex {
@@ -25,9 +29,17 @@ impl Index for StoreIndex {
     }
 
     fn memberships_with_email(&self, namespace: &str, email: &str) -> Vec<Arc<Membership>> {
-        self.memberships.state_filter(|m| {
-            m.spec.email == email && m.metadata.namespace.as_deref() == Some(namespace)
-        })
+        match &self.emails {
+            // The index files addresses without case; the rules compare them exactly.
+            Some(ix) => ix
+                .get(namespace, email)
+                .into_iter()
+                .filter(|m| m.spec.email == email)
+                .collect(),
+            None => self.memberships.state_filter(|m| {
+                m.spec.email == email && m.metadata.namespace.as_deref() == Some(namespace)
+            }),
+        }
     }
 
     fn projects(&self, namespace: &str) -> Vec<Arc<Project>> {
@@ -50,13 +62,11 @@ impl Index for StoreIndex {
     }
 
     fn invitation_accepted(&self, namespace: &str, email: &str) -> Option<bool> {
-        let creds = self.credentials.as_ref()?;
+        let (creds, own) = self.credentials.as_ref()?;
         let name = crate::identity::store::Store::secret_name(namespace, email);
         let accepted = creds
-            .state()
-            .iter()
-            .find(|s| s.metadata.name.as_deref() == Some(name.as_str()))
-            .and_then(|s| crate::identity::store::Store::parse(s).ok())
+            .get(&ObjectRef::new(&name).within(own))
+            .and_then(|s| crate::identity::store::Store::parse(&s).ok())
             .is_some_and(|r| r.accepted_at.is_some());
         Some(accepted)
     }

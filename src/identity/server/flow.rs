@@ -86,14 +86,17 @@ pub fn member(
     org: &str,
     email: &str,
 ) -> Option<(Arc<Organization>, Arc<Membership>)> {
+    // Lookups, not scans: this runs for every login, guess or not.
     let o = state
         .orgs
-        .state()
-        .into_iter()
-        .find(|o| o.name_any() == org && o.namespace().as_deref() == Some(org))?;
-    let mut ms = state.memberships.state().into_iter().filter(|m| {
-        m.namespace().as_deref() == Some(org) && m.spec.email.eq_ignore_ascii_case(email)
-    });
+        .get(&kube::runtime::reflector::ObjectRef::new(org).within(org))?;
+    let found = match &state.emails {
+        Some(ix) => ix.get(org, email),
+        None => state.memberships.state_filter(|m| {
+            m.namespace().as_deref() == Some(org) && m.spec.email.eq_ignore_ascii_case(email)
+        }),
+    };
+    let mut ms = found.into_iter();
     let m = ms.next()?;
     // Two Memberships with one e-mail is a conflict the controller reports; nobody logs in
     // through it until it is resolved.

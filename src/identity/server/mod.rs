@@ -38,6 +38,8 @@ pub struct AppState {
     pub identity: Arc<Identity>,
     pub orgs: Cache<Organization>,
     pub memberships: Cache<Membership>,
+    /// The same Memberships by organization and e-mail; without it, the cache is scanned.
+    pub emails: Option<crate::cache::EmailIndex>,
     /// Members the admission webhook saw being cut off, before the caches do.
     pub revocations: super::revocation::Revocations,
     /// Rate limits per source address and per member.

@@ -107,6 +107,7 @@ pub(super) async fn state(api: &str, hasher: Hasher, limits: Limits) -> Arc<AppS
         limits,
         audiences: vec![],
         cluster: None,
+        emails: None,
     })
 }
 

@@ -111,6 +111,7 @@ fn fixture_with(members: Vec<Membership>, generation: u64, limits: Limits) -> Fi
             limits,
             audiences: vec![AUD.into()],
             cluster: None,
+            emails: None,
         }),
     }
 }

@@ -17,6 +17,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
+mod emails;
+pub use emails::EmailIndex;
+
 use crate::api::contract::{CREDENTIALS_SECRET_TYPE, managed_selector};
 use crate::api::{Membership, Organization, Project};
 
@@ -28,6 +31,8 @@ pub struct Stores {
     pub orgs: Store<Organization>,
     pub projects: Store<Project>,
     pub memberships: Store<Membership>,
+    /// The same Memberships by organization and e-mail.
+    pub emails: EmailIndex,
     pub rolebindings: Store<RoleBinding>,
     /// Members' credential records (identity), when identity runs.
     pub credentials: Option<Store<Secret>>,
@@ -58,17 +63,23 @@ impl Caches {
     pub fn new(client: &Client, credentials_namespace: Option<&str>) -> Caches {
         let wc = watcher::Config::default().any_semantic();
         let managed = wc.clone().labels(&managed_selector());
-        let (orgs, org_events) = reflected::<Organization>(Api::all(client.clone()), wc.clone());
-        let (projects, project_events) = reflected::<Project>(Api::all(client.clone()), wc.clone());
+        let (orgs, org_events) =
+            reflected::<Organization, _>(Api::all(client.clone()), wc.clone(), |_| {});
+        let (projects, project_events) =
+            reflected::<Project, _>(Api::all(client.clone()), wc.clone(), |_| {});
+        let emails = EmailIndex::default();
+        let follow = emails.clone();
         let (memberships, membership_events) =
-            reflected::<Membership>(Api::all(client.clone()), wc);
-        let (rolebindings, rb_events) = reflected::<RoleBinding>(Api::all(client.clone()), managed);
+            reflected::<Membership, _>(Api::all(client.clone()), wc, move |e| follow.apply(e));
+        let (rolebindings, rb_events) =
+            reflected::<RoleBinding, _>(Api::all(client.clone()), managed, |_| {});
         let (credentials, credential_events) = match credentials_namespace {
             Some(ns) => {
                 let wc = watcher::Config::default()
                     .any_semantic()
                     .fields(&format!("type={CREDENTIALS_SECRET_TYPE}"));
-                let (store, events) = reflected::<Secret>(Api::namespaced(client.clone(), ns), wc);
+                let (store, events) =
+                    reflected::<Secret, _>(Api::namespaced(client.clone(), ns), wc, |_| {});
                 (Some(store), Some(events.boxed()))
             }
             None => (None, None),
@@ -85,6 +96,7 @@ impl Caches {
                 orgs,
                 projects,
                 memberships,
+                emails,
                 rolebindings,
                 credentials,
                 ready,
@@ -195,12 +207,13 @@ fn watch_readiness(
 /// A reflector whose store the reconciler reads, and the stream of objects that should
 /// trigger a reconcile: a new spec, a deletion, or an object gone. Status-only changes (which
 /// roster itself writes) do not trigger.
-fn reflected<K>(
+fn reflected<K, F>(
     api: Api<K>,
     wc: watcher::Config,
+    mut follow: F,
 ) -> (
     Store<K>,
-    impl Stream<Item = Result<K, watcher::Error>> + use<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + use<K, F>,
 )
 where
     K: Resource<DynamicType = ()>
@@ -211,6 +224,7 @@ where
         + Send
         + Sync
         + 'static,
+    F: FnMut(&watcher::Event<K>) + Send + 'static,
 {
     let (store, writer) = reflector::store();
     let mut seen: HashMap<ObjectRef<K>, u64> = HashMap::new();
@@ -221,6 +235,10 @@ where
         .modify(slim)
         .reflect(writer)
         .filter_map(move |event| {
+            // Indexes beside the store see every event right after it, relists included.
+            if let Ok(e) = &event {
+                follow(e);
+            }
             let out = match event {
                 Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
                     let fingerprint = trigger_fingerprint(&obj);
