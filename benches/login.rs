@@ -107,7 +107,7 @@ fn main() {
         let mut orgs = Writer::<Organization>::default();
         let mut members = Writer::<Membership>::default();
         // As `roster run` has it: the Memberships by e-mail, from the same events.
-        let emails = roster::cache::EmailIndex::default();
+        let emails = roster::cache::EmailIndex::new(members.as_reader());
         let log = SecurityLog::start(
             client.clone(),
             "roster-system",

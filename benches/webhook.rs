@@ -347,7 +347,7 @@ fn index() -> StoreIndex {
     let mut members = Writer::<Membership>::default();
     let mut credentials = Writer::<k8s_openapi::api::core::v1::Secret>::default();
     // As `roster run` has it: the Memberships by e-mail, kept from the same events.
-    let emails = roster::cache::EmailIndex::default();
+    let emails = roster::cache::EmailIndex::new(members.as_reader());
     let mut org = Organization::new(
         "acme",
         OrganizationSpec {

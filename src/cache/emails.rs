@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 
 use crate::api::Membership;
@@ -32,62 +33,60 @@ impl Maps {
         }
     }
 
-    fn insert(&mut self, m: &Membership) {
-        let (Some(ns), Some(name)) = (m.metadata.namespace.as_deref(), m.metadata.name.as_deref())
-        else {
+    fn insert(&mut self, m: Arc<Membership>) {
+        let (Some(ns), Some(name)) = (m.metadata.namespace.clone(), m.metadata.name.clone()) else {
             return;
         };
-        self.remove(ns, name);
-        let key = (ns.to_string(), m.spec.email.to_ascii_lowercase());
-        self.by_name
-            .insert((ns.to_string(), name.to_string()), key.clone());
-        self.by_email
-            .entry(key)
-            .or_default()
-            .insert(name.to_string(), Arc::new(m.clone()));
+        self.remove(&ns, &name);
+        let key = (ns.clone(), m.spec.email.to_ascii_lowercase());
+        self.by_name.insert((ns, name.clone()), key.clone());
+        self.by_email.entry(key).or_default().insert(name, m);
     }
 }
 
-/// Cheap to clone; every clone reads the same index.
-#[derive(Clone, Default)]
+/// Cheap to clone; every clone reads the same index. It holds the store's own objects (the
+/// same allocations), not copies.
+#[derive(Clone)]
 pub struct EmailIndex {
+    store: Store<Membership>,
     live: Arc<RwLock<Maps>>,
-    /// A relist: filled by `InitApply`, swapped in at `InitDone` — exactly as kube's
-    /// reflector store does, so that the two always agree.
-    relist: Arc<RwLock<Maps>>,
 }
 
 impl EmailIndex {
+    /// An index of `store`, to be told every watch event right after the store has seen it.
+    pub fn new(store: Store<Membership>) -> EmailIndex {
+        EmailIndex {
+            store,
+            live: Arc::default(),
+        }
+    }
+
     /// Follows one watch event (after the store has).
     pub fn apply(&self, event: &watcher::Event<Membership>) {
+        let Ok(mut live) = self.live.write() else {
+            return;
+        };
         match event {
-            watcher::Event::Init => {
-                if let Ok(mut r) = self.relist.write() {
-                    *r = Maps::default();
-                }
-            }
-            watcher::Event::InitApply(m) => {
-                if let Ok(mut r) = self.relist.write() {
-                    r.insert(m);
-                }
-            }
+            // A relist fills the store's buffer, swapped in at its end: so is the index.
+            watcher::Event::Init | watcher::Event::InitApply(_) => {}
             watcher::Event::InitDone => {
-                let fresh = self.relist.write().map(|mut r| std::mem::take(&mut *r));
-                if let (Ok(fresh), Ok(mut live)) = (fresh, self.live.write()) {
-                    *live = fresh;
+                let mut fresh = Maps::default();
+                for m in self.store.state() {
+                    fresh.insert(m);
                 }
+                *live = fresh;
             }
             watcher::Event::Apply(m) => {
-                if let Ok(mut live) = self.live.write() {
-                    live.insert(m);
-                }
+                let shared = self
+                    .store
+                    .get(&ObjectRef::from_obj(m))
+                    .unwrap_or_else(|| Arc::new(m.clone()));
+                live.insert(shared);
             }
             watcher::Event::Delete(m) => {
-                if let (Some(ns), Some(name), Ok(mut live)) = (
-                    m.metadata.namespace.as_deref(),
-                    m.metadata.name.as_deref(),
-                    self.live.write(),
-                ) {
+                if let (Some(ns), Some(name)) =
+                    (m.metadata.namespace.as_deref(), m.metadata.name.as_deref())
+                {
                     live.remove(ns, name);
                 }
             }
@@ -125,43 +124,65 @@ mod tests {
         v.iter().filter_map(|m| m.metadata.name.clone()).collect()
     }
 
+    /// A store and its index, told every event in the order the watch stream tells them.
+    struct Both {
+        writer: reflector::store::Writer<Membership>,
+        ix: EmailIndex,
+    }
+
+    impl Both {
+        fn new() -> Both {
+            let (store, writer) = reflector::store::<Membership>();
+            Both {
+                writer,
+                ix: EmailIndex::new(store),
+            }
+        }
+
+        fn apply(&mut self, e: watcher::Event<Membership>) {
+            self.writer.apply_watcher_event(&e);
+            self.ix.apply(&e);
+        }
+    }
+
     #[test]
     fn lookups_follow_applies_deletes_and_relists() {
-        let ix = EmailIndex::default();
-        ix.apply(&watcher::Event::Apply(m("acme", "bob", "bob@acme.example")));
-        ix.apply(&watcher::Event::Apply(m(
-            "acme",
-            "bob2",
-            "Bob@Acme.example",
-        )));
-        ix.apply(&watcher::Event::Apply(m("beta", "bob", "bob@acme.example")));
-        assert_eq!(names(ix.get("acme", "BOB@acme.example")), ["bob", "bob2"]);
-        assert_eq!(names(ix.get("beta", "bob@acme.example")), ["bob"]);
+        let mut b = Both::new();
+        b.apply(watcher::Event::Apply(m("acme", "bob", "bob@acme.example")));
+        b.apply(watcher::Event::Apply(m("acme", "bob2", "Bob@Acme.example")));
+        b.apply(watcher::Event::Apply(m("beta", "bob", "bob@acme.example")));
+        assert_eq!(names(b.ix.get("acme", "BOB@acme.example")), ["bob", "bob2"]);
+        assert_eq!(names(b.ix.get("beta", "bob@acme.example")), ["bob"]);
+        // The index holds the store's own objects, not copies.
+        let stored =
+            b.ix.store
+                .get(&ObjectRef::new("bob").within("acme"))
+                .expect("stored");
+        assert!(Arc::ptr_eq(
+            &stored,
+            &b.ix.get("acme", "bob@acme.example")[0]
+        ));
         // A changed address is filed anew, not twice.
-        ix.apply(&watcher::Event::Apply(m(
+        b.apply(watcher::Event::Apply(m(
             "acme",
             "bob2",
             "robert@acme.example",
         )));
-        assert_eq!(names(ix.get("acme", "bob@acme.example")), ["bob"]);
-        assert_eq!(names(ix.get("acme", "robert@acme.example")), ["bob2"]);
-        ix.apply(&watcher::Event::Delete(m(
-            "acme",
-            "bob",
-            "bob@acme.example",
-        )));
-        assert!(ix.get("acme", "bob@acme.example").is_empty());
+        assert_eq!(names(b.ix.get("acme", "bob@acme.example")), ["bob"]);
+        assert_eq!(names(b.ix.get("acme", "robert@acme.example")), ["bob2"]);
+        b.apply(watcher::Event::Delete(m("acme", "bob", "bob@acme.example")));
+        assert!(b.ix.get("acme", "bob@acme.example").is_empty());
         // A relist replaces everything at its end, not before.
-        ix.apply(&watcher::Event::Init);
-        ix.apply(&watcher::Event::InitApply(m(
+        b.apply(watcher::Event::Init);
+        b.apply(watcher::Event::InitApply(m(
             "acme",
             "carl",
             "carl@acme.example",
         )));
-        assert_eq!(names(ix.get("acme", "robert@acme.example")), ["bob2"]);
-        ix.apply(&watcher::Event::InitDone);
-        assert!(ix.get("acme", "robert@acme.example").is_empty());
-        assert_eq!(names(ix.get("acme", "carl@acme.example")), ["carl"]);
+        assert_eq!(names(b.ix.get("acme", "robert@acme.example")), ["bob2"]);
+        b.apply(watcher::Event::InitDone);
+        assert!(b.ix.get("acme", "robert@acme.example").is_empty());
+        assert_eq!(names(b.ix.get("acme", "carl@acme.example")), ["carl"]);
     }
 
     /// Property: after any sequence of watch events, the index answers exactly what a scan of
@@ -171,8 +192,7 @@ mod tests {
         let (cases, seed) = crate::fixtures::fuzz_budget(300);
         let mut rng = Rng::new(seed);
         for _ in 0..cases {
-            let ix = EmailIndex::default();
-            let (store, mut writer) = reflector::store::<Membership>();
+            let mut b = Both::new();
             let pick = |rng: &mut Rng, options: &[&'static str]| options[rng.below(options.len())];
             for _ in 0..40 {
                 let obj = m(
@@ -187,23 +207,23 @@ mod tests {
                     4 | 5 => watcher::Event::Delete(obj),
                     _ => watcher::Event::Apply(obj),
                 };
-                writer.apply_watcher_event(&event);
-                ix.apply(&event);
+                b.apply(event);
             }
             for ns in ["acme", "beta"] {
                 for email in ["x@e.example", "y@e.example"] {
-                    let mut scanned: Vec<String> = store
-                        .state()
-                        .iter()
-                        .filter(|m| {
-                            m.metadata.namespace.as_deref() == Some(ns)
-                                && m.spec.email.eq_ignore_ascii_case(email)
-                        })
-                        .filter_map(|m| m.metadata.name.clone())
-                        .collect();
+                    let mut scanned: Vec<String> =
+                        b.ix.store
+                            .state()
+                            .iter()
+                            .filter(|m| {
+                                m.metadata.namespace.as_deref() == Some(ns)
+                                    && m.spec.email.eq_ignore_ascii_case(email)
+                            })
+                            .filter_map(|m| m.metadata.name.clone())
+                            .collect();
                     scanned.sort();
                     assert_eq!(
-                        names(ix.get(ns, email)),
+                        names(b.ix.get(ns, email)),
                         scanned,
                         "seed {seed}: {ns} {email}"
                     );

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::BoxStream;
@@ -67,10 +68,17 @@ impl Caches {
             reflected::<Organization, _>(Api::all(client.clone()), wc.clone(), |_| {});
         let (projects, project_events) =
             reflected::<Project, _>(Api::all(client.clone()), wc.clone(), |_| {});
-        let emails = EmailIndex::default();
-        let follow = emails.clone();
+        // The index needs the store, the store's stream needs the index: filled once both exist.
+        let slot: Arc<std::sync::OnceLock<EmailIndex>> = Arc::default();
+        let follow = slot.clone();
         let (memberships, membership_events) =
-            reflected::<Membership, _>(Api::all(client.clone()), wc, move |e| follow.apply(e));
+            reflected::<Membership, _>(Api::all(client.clone()), wc, move |e| {
+                if let Some(ix) = follow.get() {
+                    ix.apply(e);
+                }
+            });
+        let emails = EmailIndex::new(memberships.clone());
+        let _ = slot.set(emails.clone());
         let (rolebindings, rb_events) =
             reflected::<RoleBinding, _>(Api::all(client.clone()), managed, |_| {});
         let (credentials, credential_events) = match credentials_namespace {
