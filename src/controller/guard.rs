@@ -49,25 +49,31 @@ impl Held {
     }
 }
 
+/// The grant a RoleBinding of roster's stands for: its scope and role (none for the bindings of
+/// invitation-link readers).
+fn scope_role(rb: &RoleBinding, ns: &str) -> Option<(Scope, Role)> {
+    let name = rb.name_any();
+    if rb.namespace().as_deref() == Some(ns)
+        && let Some((_, _, r)) = ORG_BINDINGS.iter().find(|(n, _, _)| *n == name)
+    {
+        return Some((Scope::Organization, Role::from(*r)));
+    }
+    let project = rb.labels().get(labels::PROJECT).cloned();
+    let role = ProjectRole::ALL
+        .into_iter()
+        .find(|r| name == format!("roster-{}", r.as_str().to_lowercase()));
+    project
+        .zip(role)
+        .map(|(p, r)| (Scope::Project(p), Role::from(r)))
+}
+
 /// The grants roster's RoleBindings of organization `ns` give (invitation-link readers aside).
 pub fn grants_of(bindings: &[RoleBinding], ns: &str, s: &Settings) -> Grants {
     let mut g = Grants::default();
     for rb in bindings {
-        let name = rb.name_any();
-        let role: Option<(Scope, Role)> = if rb.namespace().as_deref() == Some(ns)
-            && let Some((_, _, r)) = ORG_BINDINGS.iter().find(|(n, _, _)| *n == name)
-        {
-            Some((Scope::Organization, Role::from(*r)))
-        } else {
-            let project = rb.labels().get(labels::PROJECT).cloned();
-            let role = ProjectRole::ALL
-                .into_iter()
-                .find(|r| name == format!("roster-{}", r.as_str().to_lowercase()));
-            project
-                .zip(role)
-                .map(|(p, r)| (Scope::Project(p), Role::from(r)))
+        let Some((scope, role)) = scope_role(rb, ns) else {
+            continue;
         };
-        let Some((scope, role)) = role else { continue };
         for subject in rb.subjects.iter().flatten() {
             if let Some(email) = s.subjects.member_email(ns, &subject.name) {
                 g.insert(ns, email, scope.clone(), role);
@@ -75,6 +81,73 @@ pub fn grants_of(bindings: &[RoleBinding], ns: &str, s: &Settings) -> Grants {
         }
     }
     g
+}
+
+/// What roster itself last granted: the access its own statuses of the live Memberships record
+/// (an entitled member's org role, each project role held). Only such grants can be held back:
+/// a subject someone added to a binding by hand, or one of a Membership that is gone, is
+/// removed at once.
+pub fn recorded(w: &World) -> Grants {
+    let ns = w.namespace.as_str();
+    let mut g = Grants::default();
+    for m in w
+        .memberships
+        .iter()
+        .filter(|m| m.metadata.deletion_timestamp.is_none())
+    {
+        let Some(st) = m.status.as_ref() else {
+            continue;
+        };
+        let entitled = st
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Entitled" && c.status == "True");
+        if entitled && let Some(r) = st.effective_role {
+            g.insert(ns, &m.spec.email, Scope::Organization, Role::from(r));
+        }
+        for e in &st.access {
+            if let Some(r) = e.role {
+                g.insert(
+                    ns,
+                    &m.spec.email,
+                    Scope::Project(e.project.clone()),
+                    Role::from(r),
+                );
+            }
+        }
+    }
+    g
+}
+
+/// The grants both bound now and recorded by roster: what a change may be held back for.
+pub fn intended(observed: &Grants, recorded: &Grants) -> Grants {
+    Grants(
+        observed
+            .0
+            .iter()
+            .filter(|(k, r)| recorded.0.get(*k) == Some(*r))
+            .map(|(k, r)| (k.clone(), *r))
+            .collect(),
+    )
+}
+
+/// People bound now who have no live Membership (deleted, being deleted) and are not the
+/// owner: removing a Membership cuts its person off at once, like disabling it — with an
+/// external authenticator the RoleBinding is the only gate.
+pub fn gone(w: &World, org: &Organization, observed: &Grants) -> BTreeSet<String> {
+    let live: BTreeSet<&str> = w
+        .memberships
+        .iter()
+        .filter(|m| m.metadata.deletion_timestamp.is_none())
+        .map(|m| m.spec.email.as_str())
+        .collect();
+    observed
+        .0
+        .keys()
+        .map(|(p, _)| p.email.as_str())
+        .filter(|e| !live.contains(e) && *e != org.spec.owner)
+        .map(str::to_string)
+        .collect()
 }
 
 /// E-mails of members cut off now (disabled, expired, MFA overdue): their removals are
@@ -91,24 +164,25 @@ pub fn cut_off(eval: &Evaluation) -> BTreeSet<String> {
         .collect()
 }
 
-/// Whether the change from the observed bindings to `desired` must be held back.
+/// Whether the change from `before` (the intended grants bound now) to `desired` must be held
+/// back.
 pub fn check(
     w: &World,
     org: &Organization,
+    before: &Grants,
+    observed: &Grants,
     desired: &[RoleBinding],
     cut: &BTreeSet<String>,
     s: &Settings,
 ) -> Option<Held> {
     let limit = org.spec.max_access_removals?;
-    let ns = w.namespace.as_str();
-    let before = grants_of(&w.rolebindings, ns, s);
-    let after = grants_of(desired, ns, s);
-    let removals: Vec<Change> = grants::diff(&before, &after)
+    let after = grants_of(desired, &w.namespace, s);
+    let removals: Vec<Change> = grants::diff(before, &after)
         .into_iter()
         .filter(|c| {
             c.kind.removes()
                 && !cut.contains(&c.person.email)
-                && !former_owner(&before, org, &c.person.email)
+                && !former_owner(observed, org, &c.person.email)
         })
         .collect();
     if removals.len() <= limit as usize {
@@ -136,32 +210,46 @@ pub fn former_owner(before: &Grants, org: &Organization, email: &str) -> bool {
         })
 }
 
-/// While a change is held: the observed bindings as they are, minus the members cut off.
-pub fn hold(w: &World, cut: &BTreeSet<String>, s: &Settings) -> Vec<RoleBinding> {
+/// While a change is held: the bindings keep the intended grants (`kept`) of people not cut
+/// off, and nothing else — no subject added by hand, none of a Membership that is gone.
+pub fn hold(w: &World, kept: &Grants, cut: &BTreeSet<String>, s: &Settings) -> Vec<RoleBinding> {
     let ns = w.namespace.as_str();
     w.rolebindings
         .iter()
-        .map(|have| RoleBinding {
-            metadata: ObjectMeta {
-                name: have.metadata.name.clone(),
-                namespace: have.metadata.namespace.clone(),
-                labels: have.metadata.labels.clone(),
-                owner_references: have.metadata.owner_references.clone(),
-                ..Default::default()
-            },
-            role_ref: have.role_ref.clone(),
-            subjects: Some(
-                have.subjects
-                    .iter()
-                    .flatten()
-                    .filter(|sub| {
-                        s.subjects
-                            .member_email(ns, &sub.name)
-                            .is_none_or(|e| !cut.contains(e))
-                    })
-                    .cloned()
-                    .collect(),
-            ),
+        .map(|have| {
+            let grant = scope_role(have, ns);
+            RoleBinding {
+                metadata: ObjectMeta {
+                    name: have.metadata.name.clone(),
+                    namespace: have.metadata.namespace.clone(),
+                    labels: have.metadata.labels.clone(),
+                    owner_references: have.metadata.owner_references.clone(),
+                    ..Default::default()
+                },
+                role_ref: have.role_ref.clone(),
+                subjects: Some(
+                    have.subjects
+                        .iter()
+                        .flatten()
+                        .filter(|sub| {
+                            let Some(email) = s.subjects.member_email(ns, &sub.name) else {
+                                return false;
+                            };
+                            if cut.contains(email) {
+                                return false;
+                            }
+                            match &grant {
+                                Some((scope, role)) => kept.0.iter().any(|((p, sc), r)| {
+                                    p.email == email && sc == scope && r == role
+                                }),
+                                // An invitation-link reader's binding: readers not cut off.
+                                None => true,
+                            }
+                        })
+                        .cloned()
+                        .collect(),
+                ),
+            }
         })
         .collect()
 }

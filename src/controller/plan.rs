@@ -333,20 +333,29 @@ pub fn plan(w: &World, s: &Settings) -> Plan {
         desired.extend(super::credentials::invitation_readers(w, org, &eval, s));
     }
     if let Some(org) = org {
-        let mut cut = super::guard::cut_off(&eval);
-        // A former owner is cut from the owner's rights at once, held change or not (while a
-        // change is held that leaves them nothing until it is applied: the safe side).
-        let before = super::guard::grants_of(&w.rolebindings, ns, s);
+        use super::guard;
+        let observed = guard::grants_of(&w.rolebindings, ns, s);
+        let before = guard::intended(&observed, &guard::recorded(w));
+        // Cut off at once, held change or not: disabled, expired, MFA-overdue, gone, and a
+        // former owner's rights (while a change is held that leaves them nothing until it is
+        // applied: the safe side).
+        let mut cut = guard::cut_off(&eval);
+        cut.extend(guard::gone(w, org, &observed));
         cut.extend(
-            before
+            observed
                 .0
                 .keys()
                 .map(|(p, _)| p.email.clone())
-                .filter(|e| super::guard::former_owner(&before, org, e)),
+                .filter(|e| guard::former_owner(&observed, org, e)),
         );
-        if let Some(held) = super::guard::check(w, org, &desired, &cut, s) {
-            diff_rolebindings(w, super::guard::hold(w, &cut, s), &mut plan);
-            super::status::held(w, org, &held, &mut plan);
+        if let Some(held) = guard::check(w, org, &before, &observed, &desired, &cut, s) {
+            diff_rolebindings(w, guard::hold(w, &before, &cut, s), &mut plan);
+            // Only access waits: requests (unlock, MFA reset), invitations and the clocks of
+            // the organization's policy go on.
+            if s.identity {
+                super::credentials::plan_identity(w, Some(org), &eval, &mut plan);
+            }
+            super::status::held(w, org, &held, mfa_required, &mut plan);
             return plan;
         }
     }

@@ -1385,11 +1385,13 @@ fn with_limit(mut w: World, limit: Option<u32>) -> World {
 
 #[test]
 fn the_blast_radius_guard_holds_a_change_until_a_person_acknowledges_it() {
-    // Deleting dave takes away three grants: Member of the organization, payments Developer,
-    // web Viewer.
-    let converged = settle(with_limit(acme(), Some(2)));
+    // Taking dave's projects away removes two grants: payments Developer, web Viewer.
+    let converged = settle(with_limit(acme(), Some(1)));
     let mut w = converged.clone();
-    w.memberships.retain(|m| m.name_any() != "dave");
+    if let Some(m) = w.memberships.iter_mut().find(|m| m.name_any() == "dave") {
+        m.spec.projects.clear();
+        m.metadata.generation = Some(2);
+    }
     let p = plan(&w, &Settings::default());
     assert!(
         p.rolebindings.is_empty() && p.delete_rolebindings.is_empty(),
@@ -1404,7 +1406,7 @@ fn the_blast_radius_guard_holds_a_change_until_a_person_acknowledges_it() {
         ("True", "AccessRemovalsHeld")
     );
     assert!(
-        message.contains("removes 3 access grants, more than spec.maxAccessRemovals (2)"),
+        message.contains("removes 2 access grants, more than spec.maxAccessRemovals (1)"),
         "{message}"
     );
     assert!(
@@ -1460,9 +1462,12 @@ fn the_blast_radius_guard_holds_a_change_until_a_person_acknowledges_it() {
     assert_eq!(condition_of(&status, "Ready").0, "True");
 
     // At or under the limit, or with no limit, a change goes through at once.
-    for limit in [Some(3), None] {
+    for limit in [Some(2), None] {
         let mut w = with_limit(converged.clone(), limit);
-        w.memberships.retain(|m| m.name_any() != "dave");
+        if let Some(m) = w.memberships.iter_mut().find(|m| m.name_any() == "dave") {
+            m.spec.projects.clear();
+            m.metadata.generation = Some(2);
+        }
         let w = settle(w);
         assert!(
             subjects(&w, "acme-web", "roster-viewer").is_empty(),
@@ -1490,7 +1495,10 @@ fn cut_offs_are_never_held_back_by_the_guard() {
 
     // … and so does it while another change is held: bob's removal waits, dave's cut-off not.
     let mut w = converged;
-    w.memberships.retain(|m| m.name_any() != "bob");
+    if let Some(m) = w.memberships.iter_mut().find(|m| m.name_any() == "bob") {
+        m.spec.projects.clear();
+        m.metadata.generation = Some(2);
+    }
     if let Some(m) = w.memberships.iter_mut().find(|m| m.name_any() == "dave") {
         m.spec.disabled = true;
     }
@@ -1540,7 +1548,10 @@ fn an_ownership_transfer_is_never_held_back_by_the_guard() {
 
     // With another change held back, the former owner still loses the owner's rights at once.
     let mut held = held;
-    held.memberships.retain(|m| m.name_any() != "dave");
+    if let Some(m) = held.memberships.iter_mut().find(|m| m.name_any() == "dave") {
+        m.spec.projects.clear();
+        m.metadata.generation = Some(2);
+    }
     let p = plan(&held, &Settings::default());
     let status = p.org_status.clone().expect("status");
     assert_eq!(condition_of(&status, "Stalled").0, "True");
@@ -1596,4 +1607,148 @@ fn a_bulk_import_is_one_event_on_the_organization() {
             .count(),
         15
     );
+}
+
+// ---- red-13: attacks on the blast-radius guard ----
+
+fn settle_with(w: World, s: &Settings) -> World {
+    let mut w = w;
+    for _ in 0..5 {
+        let p = plan(&w, s);
+        if p.writes() == 0 {
+            return w;
+        }
+        w = converge(w, &p);
+    }
+    panic!("did not converge in 5 rounds");
+}
+
+/// A project Admin holds Kubernetes' `admin` ClusterRole in the project namespace (the default
+/// project role), which lets them edit RoleBindings there, roster's own included. Subjects they
+/// add to roster's bindings are drift, not grants anyone approved: the controller must take
+/// them out at once. The guard counts the revert as "removals" (it diffs against the observed
+/// bindings), so adding more than `spec.maxAccessRemovals` subjects makes the drift stick, and
+/// freezes every other change of the organization (the owner's removals included).
+#[test]
+fn red13_drift_added_by_a_project_admin_is_not_kept_by_the_guard() {
+    let converged = settle(with_limit(acme(), Some(2)));
+    let mut w = converged.clone();
+    let rb = w
+        .rolebindings
+        .iter_mut()
+        .find(|b| {
+            b.metadata.namespace.as_deref() == Some("acme-web") && b.name_any() == "roster-admin"
+        })
+        .expect("acme-web/roster-admin");
+    // dave (web Viewer) made project Admin by hand, plus two padding names.
+    for who in [
+        "dave@acme.example",
+        "pad1@evil.example",
+        "pad2@evil.example",
+    ] {
+        rb.subjects
+            .get_or_insert_with(Vec::new)
+            .push(k8s_openapi::api::rbac::v1::Subject {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "User".into(),
+                name: format!("roster:acme:{who}"),
+                namespace: None,
+            });
+    }
+    let p = plan(&w, &Settings::default());
+    let after = converge(w, &p);
+    assert!(
+        subjects(&after, "acme-web", "roster-admin") == ["alice"],
+        "hand-added subjects must be reverted at once, not held for acknowledgement; roster-admin in acme-web after one pass: {:?}; org status: {:?}",
+        subjects(&after, "acme-web", "roster-admin"),
+        p.org_status.as_ref().map(|s| s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled")
+            .map(|c| c.message.clone()))
+    );
+}
+
+/// Deleting a Membership is the ordinary way to remove a person, and must cut them off like
+/// disabling does. With external subjects (`--member-subjects external`, an OIDC prefix), the
+/// API server authenticates the person without roster, so the RoleBinding is the only gate:
+/// the guard keeps a deleted member's bindings until someone acknowledges the fingerprint.
+#[test]
+fn red13_a_deleted_membership_is_cut_off_at_once_with_external_subjects() {
+    let s = Settings {
+        subjects: crate::subjects::Subjects::external("oidc:"),
+        ..Settings::default()
+    };
+    let converged = settle_with(with_limit(acme(), Some(2)), &s);
+    let has_dave = |w: &World| {
+        w.rolebindings
+            .iter()
+            .flat_map(|b| {
+                b.subjects
+                    .iter()
+                    .flatten()
+                    .map(move |x| (b.name_any(), b.namespace(), x.name.clone()))
+            })
+            .filter(|(_, _, n)| n.contains("dave@"))
+            .collect::<Vec<_>>()
+    };
+    assert!(!has_dave(&converged).is_empty(), "fixture: dave is bound");
+    let mut w = converged.clone();
+    w.memberships.retain(|m| m.name_any() != "dave");
+    let p = plan(&w, &s);
+    let after = converge(w, &p);
+    assert!(
+        has_dave(&after).is_empty(),
+        "dave's Membership was deleted, yet his bindings remain: {:?}",
+        has_dave(&after)
+    );
+    // Disabling instead goes through at once (the inconsistency).
+    let mut w = converged;
+    if let Some(m) = w.memberships.iter_mut().find(|m| m.name_any() == "dave") {
+        m.spec.disabled = true;
+    }
+    let after = settle_with(w, &s);
+    assert!(has_dave(&after).is_empty());
+}
+
+/// While a change is held, `plan()` returns before `statuses()`, so the Organization's
+/// `MfaRequired` condition is never recorded: `mfa_required_since` is "now" on every pass and
+/// the grace period never ends. An Admin who does not want MFA keeps a hold going (deleting a
+/// few Memberships is enough) and is never cut off as MFA-overdue — a cut-off the guard claims
+/// never to hold back.
+#[test]
+fn red13_mfa_deadline_runs_while_a_change_is_held() {
+    let converged = settle(with_limit(acme(), Some(1)));
+    let mut w = converged;
+    // Something held: dave's projects taken away (2 grants > 1). (Deleting a Membership is a
+    // cut-off since this round, never held.)
+    if let Some(m) = w.memberships.iter_mut().find(|m| m.name_any() == "dave") {
+        m.spec.projects.clear();
+        m.metadata.generation = Some(2);
+    }
+    // The owner now requires MFA (default grace 72 h); bob (Admin, payments Admin) has none.
+    w.org.as_mut().expect("org").spec.security.mfa.required = true;
+    let p = plan(&w, &Settings::default());
+    let mut w = converge(w, &p);
+    // Ten days later, the hold still unacknowledged.
+    w.now = ts("2026-01-20T00:00:00Z");
+    let p = plan(&w, &Settings::default());
+    let w = converge(w, &p);
+    assert!(
+        !subjects(&w, "acme", "roster-admins").contains(&"bob".to_string()),
+        "bob never enrolled MFA, required for 10 days (grace 72 h), yet still bound: roster-admins = {:?}, acme-payments/roster-admin = {:?}",
+        subjects(&w, "acme", "roster-admins"),
+        subjects(&w, "acme-payments", "roster-admin"),
+    );
+}
+
+/// Control for the test above: with nothing held, bob is cut off once the grace has passed.
+#[test]
+fn red13_control_mfa_deadline_cuts_off_without_a_hold() {
+    let mut w = settle(with_limit(acme(), Some(2)));
+    w.org.as_mut().expect("org").spec.security.mfa.required = true;
+    let mut w = settle(w);
+    w.now = ts("2026-01-20T00:00:00Z");
+    let w = settle(w);
+    assert!(!subjects(&w, "acme", "roster-admins").contains(&"bob".to_string()));
 }

@@ -252,8 +252,35 @@ const BULK_MEMBERS: usize = 10;
 
 /// The Organization's status while a change is held back by the blast-radius guard: Stalled,
 /// with the count and the way on; an Event when it starts or the held change is another.
-pub(super) fn held(w: &World, o: &Organization, held: &super::guard::Held, plan: &mut Plan) {
+pub(super) fn held(
+    w: &World,
+    o: &Organization,
+    held: &super::guard::Held,
+    mfa_required: bool,
+    plan: &mut Plan,
+) {
     let mut status = o.status.clone().unwrap_or_default();
+    // The policy's clock runs while a change waits: since when MFA is required is recorded,
+    // or no grace period would ever end.
+    let mfa = condition::make(
+        &status.conditions,
+        "MfaRequired",
+        mfa_required,
+        if mfa_required {
+            "Required"
+        } else {
+            "NotRequired"
+        },
+        if mfa_required {
+            "members must enrol TOTP within the grace period"
+        } else {
+            "MFA is optional"
+        },
+        o.metadata.generation,
+        w.now,
+    );
+    status.conditions.retain(|c| c.type_ != "MfaRequired");
+    status.conditions.push(mfa);
     let message = held.message(&w.namespace);
     let was = condition::find(&status.conditions, condition::STALLED)
         .is_some_and(|c| c.status == "True" && c.message.contains(&held.fingerprint));

@@ -78,8 +78,9 @@ pub fn diff(base: &Report, head: &Report) -> Diff {
     }
     cut_offs
         .sort_by(|a, b| (a.at, &a.organization, &a.email).cmp(&(b.at, &b.organization, &b.email)));
-    // What the controller's guard would hold, and so acknowledge: not the cut-offs, not a
-    // former owner's rights (both go through at once) — the same fingerprint it shows.
+    // What the controller's guard would hold, and so acknowledge: not the cut-offs (disabled,
+    // expired, MFA overdue, Membership removed), not a former owner's rights (all go through
+    // at once) — the same fingerprint it shows.
     let held: Vec<Change> = changes
         .iter()
         .filter(|c| c.kind.removes())
@@ -97,7 +98,9 @@ pub fn diff(base: &Report, head: &Report) -> Diff {
                 .person(&c.person.organization, &c.person.email)
                 .is_some_and(|p| p.role == crate::api::EffectiveRole::Owner);
             let former_owner = was_owner && owner_now != Some(c.person.email.as_str());
-            !(cut || former_owner)
+            // A Membership removed is a cut-off too.
+            let gone = now.is_none();
+            !(cut || former_owner || gone)
         })
         .cloned()
         .collect();

@@ -388,7 +388,7 @@ fn a_large_removal_waits_stalled_until_a_person_acknowledges_it() {
         );
     };
     apply(&[
-        org("maxAccessRemovals: 2", ""),
+        org("maxAccessRemovals: 0", ""),
         project.clone(),
         member("bob", ""),
         member("carl", ""),
@@ -405,16 +405,24 @@ fn a_large_removal_waits_stalled_until_a_person_acknowledges_it() {
     assert_eq!(condition(c, &ns, "Ready"), "True/Converged");
     assert_eq!(condition(c, &ns, "Stalled"), "False/Converged");
 
-    // The change reviewed first, as a CI job would: bob and carl leave, dave is disabled. Six
-    // grants go (over --max-removals 2: exit 2); dave's are a cut-off and never held, so the
-    // fingerprint to acknowledge is that of bob's and carl's four — the one roster will show.
+    // The change reviewed first, as a CI job would: bob and carl leave project web, dave is
+    // disabled. Four grants go (over --max-removals 2: exit 2); dave's are a cut-off and never
+    // held, so the fingerprint to acknowledge is that of bob's and carl's two — the one roster
+    // will show.
+    let member_without_web = |name: &str| {
+        format!(
+            "apiVersion: roster.dev/v1alpha1\nkind: Membership\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  email: {name}@acme.example\n  role: Member\n"
+        )
+    };
     let head = c.dir.join(format!("guard-head-{ns}"));
     std::fs::create_dir_all(&head).expect("dir");
     std::fs::write(
         head.join("org.yaml"),
         [
-            org("maxAccessRemovals: 2", ""),
+            org("maxAccessRemovals: 0", ""),
             project.clone(),
+            member_without_web("bob"),
+            member_without_web("carl"),
             member("dave", "  disabled: true\n"),
         ]
         .join("---\n"),
@@ -438,7 +446,7 @@ fn a_large_removal_waits_stalled_until_a_person_acknowledges_it() {
         "{said}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(said.starts_with("6 grant(s) removed"), "{said}");
+    assert!(said.starts_with("4 grant(s) removed"), "{said}");
     let reviewed = said
         .split("removals fingerprint: ")
         .nth(1)
@@ -446,11 +454,26 @@ fn a_large_removal_waits_stalled_until_a_person_acknowledges_it() {
         .expect("a fingerprint")
         .to_string();
 
-    // bob and carl leave: four grants (Member of the organization, Developer of web, each).
-    c.kubectl_ok(&["delete", "membership", "bob", "carl", "-n", &ns]);
-    wait_for("Stalled=True", Duration::from_secs(30), || {
-        (condition(c, &ns, "Stalled") == "True/AccessRemovalsHeld").then_some(())
-    });
+    // bob and carl leave project web: two grants.
+    apply(&[member_without_web("bob"), member_without_web("carl")]);
+    // kubectl applies one document after the other: wait for the hold of both.
+    wait_for(
+        "Stalled=True for bob and carl",
+        Duration::from_secs(30),
+        || {
+            let m = c.kubectl_try(&[
+                "get",
+                "organization",
+                &ns,
+                "-n",
+                &ns,
+                "-o",
+                r#"jsonpath={.status.conditions[?(@.type=="Stalled")].message}"#,
+            ])?;
+            (condition(c, &ns, "Stalled") == "True/AccessRemovalsHeld" && m.contains("removes 2 "))
+                .then_some(())
+        },
+    );
     let message = c.kubectl_ok(&[
         "get",
         "organization",
@@ -461,7 +484,7 @@ fn a_large_removal_waits_stalled_until_a_person_acknowledges_it() {
         r#"jsonpath={.status.conditions[?(@.type=="Stalled")].message}"#,
     ]);
     assert!(
-        message.contains("removes 4 access grants, more than spec.maxAccessRemovals (2)"),
+        message.contains("removes 2 access grants, more than spec.maxAccessRemovals (0)"),
         "{message}"
     );
     assert_eq!(condition(c, &ns, "Ready"), "False/AccessRemovalsHeld");

@@ -134,7 +134,7 @@ pub async fn whoami(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
             "send a session token: Authorization: Bearer <token> (kubectl roster login prints one)",
         );
     }
-    match flow::review(&state, token, &[], super::now()) {
+    match flow::review(&state, token, &state.audiences, super::now()) {
         Ok((c, m, _)) => {
             let s = m.status.clone().unwrap_or_default();
             Json(json!({
