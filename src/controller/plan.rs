@@ -335,7 +335,16 @@ pub fn plan(w: &World, s: &Settings) -> Plan {
     if let Some(org) = org {
         use super::guard;
         let observed = guard::grants_of(&w.rolebindings, ns, s);
-        let before = guard::intended(&observed, &guard::recorded(w));
+        let mut before = guard::intended(&observed, &guard::recorded(w));
+        // The owner holds the organization with or without a Membership (roster makes one):
+        // their bindings are intended whatever the statuses say.
+        before.0.extend(
+            observed
+                .0
+                .iter()
+                .filter(|((p, _), _)| p.email == org.spec.owner)
+                .map(|(k, r)| (k.clone(), *r)),
+        );
         // Cut off at once, held change or not: disabled, expired, MFA-overdue, gone, and a
         // former owner's rights (while a change is held that leaves them nothing until it is
         // applied: the safe side).

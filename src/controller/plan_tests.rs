@@ -1752,3 +1752,23 @@ fn red13_control_mfa_deadline_cuts_off_without_a_hold() {
     let w = settle(w);
     assert!(!subjects(&w, "acme", "roster-admins").contains(&"bob".to_string()));
 }
+
+#[test]
+fn the_owner_keeps_their_rights_while_a_change_is_held() {
+    // The owner's Membership is gone (roster makes a new one once the change is applied) while
+    // another change is held: the owner is still the owner.
+    let mut w = settle(with_limit(acme(), Some(1)));
+    w.memberships.retain(|m| m.name_any() != "alice");
+    if let Some(m) = w.memberships.iter_mut().find(|m| m.name_any() == "dave") {
+        m.spec.projects.clear();
+        m.metadata.generation = Some(2);
+    }
+    let p = plan(&w, &Settings::default());
+    assert_eq!(
+        condition_of(p.org_status.as_ref().expect("status"), "Stalled").0,
+        "True"
+    );
+    let w = converge(w, &p);
+    assert_eq!(subjects(&w, NS, "roster-owner"), ["alice"]);
+    assert!(subjects(&w, "acme-web", "roster-admin").contains(&"alice".to_string()));
+}
