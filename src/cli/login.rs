@@ -58,15 +58,24 @@ async fn post_json(
     path: &str,
     body: &serde_json::Value,
 ) -> Result<serde_json::Value> {
+    let req = http::Request::post(path)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Body::from(serde_json::to_vec(body).unwrap_or_default()));
+    send_json(server, ca, req).await
+}
+
+/// Sends a request to the identity server; the answer's JSON, or its error text.
+async fn send_json(
+    server: &str,
+    ca: Option<&(String, Vec<u8>)>,
+    req: http::Result<http::Request<Body>>,
+) -> Result<serde_json::Value> {
     let client = identity_client(server, ca)?;
     let unreachable = |detail: String| Error::Identity {
         server: server.into(),
         detail,
     };
-    let req = http::Request::post(path)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Body::from(serde_json::to_vec(body).unwrap_or_default()))
-        .map_err(|e| unreachable(e.to_string()))?;
+    let req = req.map_err(|e| unreachable(e.to_string()))?;
     let resp = client
         .send(req)
         .await
@@ -325,34 +334,10 @@ pub async fn whoami(context: Option<&str>, json_out: bool) -> Result<()> {
     let l = login_of_context(context)?;
     let c = session(&l).await?;
     let ca = ca_pem(l.ca_file.as_deref(), l.ca_data.as_deref())?;
-    let client = identity_client(&l.server, ca.as_ref())?;
-    let unreachable = |detail: String| Error::Identity {
-        server: l.server.clone(),
-        detail,
-    };
     let req = http::Request::get("/api/v1/whoami")
         .header(http::header::AUTHORIZATION, format!("Bearer {}", c.token))
-        .body(Body::empty())
-        .map_err(|e| unreachable(e.to_string()))?;
-    let resp = client
-        .send(req)
-        .await
-        .map_err(|e| unreachable(format!("cannot reach it: {e}")))?;
-    let status = resp.status();
-    let bytes = resp
-        .into_body()
-        .collect_bytes()
-        .await
-        .map_err(|e| unreachable(format!("its answer was cut off: {e}")))?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    if !status.is_success() {
-        return Err(Error::Refused(format!(
-            "refused ({status}): {}",
-            v.get("error")
-                .and_then(|e| e.as_str())
-                .unwrap_or("no reason given")
-        )));
-    }
+        .body(Body::empty());
+    let v = send_json(&l.server, ca.as_ref(), req).await?;
     if json_out {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());

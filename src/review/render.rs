@@ -136,6 +136,24 @@ fn plain(s: &str) -> String {
         .collect()
 }
 
+/// The violations as a Markdown list under a heading of `level`.
+fn md_violations(v: &[Violation], level: &str, out: &mut String) {
+    if v.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "{level} {} violation(s)\n", v.len());
+    for x in v {
+        let _ = writeln!(
+            out,
+            "- `{}` {} — **{}**: {}",
+            md_code(x.at.as_deref().unwrap_or("-")),
+            md_escape(&x.object),
+            x.rule,
+            md_escape(&x.message)
+        );
+    }
+}
+
 pub fn violations(v: &[Violation], out: &mut String) {
     for x in v {
         match &x.at {
@@ -234,19 +252,7 @@ pub fn plan(report: &Report, violations_: &[Violation], format: Format) -> Strin
                 }
                 out.push('\n');
             }
-            if !violations_.is_empty() {
-                let _ = writeln!(out, "### {} violation(s)\n", violations_.len());
-                for x in violations_ {
-                    let _ = writeln!(
-                        out,
-                        "- `{}` {} — **{}**: {}",
-                        md_code(x.at.as_deref().unwrap_or("-")),
-                        md_escape(&x.object),
-                        x.rule,
-                        md_escape(&x.message)
-                    );
-                }
-            }
+            md_violations(violations_, "###", &mut out);
         }
     }
     out
@@ -390,19 +396,7 @@ pub fn diff(
                     d.fingerprint, d.fingerprint
                 );
             }
-            if !violations_.is_empty() {
-                let _ = writeln!(out, "#### {} violation(s)\n", violations_.len());
-                for x in violations_ {
-                    let _ = writeln!(
-                        out,
-                        "- `{}` {} — **{}**: {}",
-                        md_code(x.at.as_deref().unwrap_or("-")),
-                        md_escape(&x.object),
-                        x.rule,
-                        md_escape(&x.message)
-                    );
-                }
-            }
+            md_violations(violations_, "####", &mut out);
         }
     }
     out
