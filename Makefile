@@ -2,11 +2,13 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help demo down test lint bench crds control-plane fuzz image
+.PHONY: help demo demo-in-cluster down test lint bench crds control-plane fuzz image
 
 help:
 	@echo "make demo           local control plane + roster + examples/, then what roster converged"
-	@echo "make down           stop everything make demo started"
+	@echo "make demo-in-cluster  the same with one real node (root): roster's image in pods, installed"
+	@echo "                    by the Helm chart, reached through its Services"
+	@echo "make down           stop everything make demo (or demo-in-cluster) started"
 	@echo "make test           the whole suite: unit, HTTP and cluster tests (real kube-apiserver + etcd,"
 	@echo "                    Chromium, an SMTP server); installs the browser and SMTP test tools first"
 	@echo "make lint           cargo fmt --check, cargo clippy -D warnings, go vet"
@@ -20,17 +22,22 @@ help:
 demo:
 	@scripts/demo.sh
 
+demo-in-cluster:
+	@scripts/demo-in-cluster.sh
+
 down:
 	@scripts/down.sh
 
+# The node tier (roster's image on a real kubelet) runs where it can; scripts/node-tier.sh says
+# which, and builds the image when it does.
 test:
 	@scripts/test-deps.sh
-	cargo test --locked
+	@source scripts/node-tier.sh && cargo test --locked
 
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --locked --all-targets -- -D warnings
-	cd tests/control-plane && test -z "$$(gofmt -l devcluster)" && GOFLAGS=-mod=mod go vet ./devcluster
+	cd tests/control-plane && test -z "$$(gofmt -l devcluster pause)" && GOFLAGS=-mod=mod go vet ./devcluster ./pause
 
 bench:
 	@scripts/bench.sh
@@ -51,8 +58,11 @@ control-plane:
 # The image: release binary + the libraries it links, non-root, no shell (scripts/image-rootfs.sh),
 # packed without a daemon (scripts/oci-archive.py). Import with
 #   ctr -n k8s.io images import target/image/roster-$(VERSION).tar    or    docker load -i ...
+# Named localhost/roster (as Podman names local builds): containerd's CRI qualifies a bare
+# `roster` with a registry's name and would look for it there; the chart's default matches.
 VERSION := $(shell awk -F'"' '/^version/ {print $$2; exit}' Cargo.toml)
+CARGO_OUT := $(or $(CARGO_TARGET_DIR),target)
 image:
 	cargo build --locked --release --bin roster
-	scripts/image-rootfs.sh target/release/roster target/image/rootfs
-	scripts/oci-archive.py target/image/rootfs target/image/roster-$(VERSION).tar roster:$(VERSION)
+	scripts/image-rootfs.sh $(CARGO_OUT)/release/roster target/image/rootfs
+	scripts/oci-archive.py target/image/rootfs target/image/roster-$(VERSION).tar localhost/roster:$(VERSION)

@@ -12,3 +12,7 @@ fi
 rm -f "$state/roster.pid"
 bin=$(tests/control-plane/build.sh)
 "$bin/devcluster" down --dir "$state"
+# make demo-in-cluster's control plane and node (the node's teardown puts the host back).
+if [ -d .roster-dev-node ]; then
+    "$bin/devcluster" down --dir .roster-dev-node
+fi

@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""oci-archive.py ROOTFS OUT.tar NAME:TAG — packs a root file system into an image archive that
-both `ctr images import` (OCI image layout: oci-layout, index.json, blobs/) and `docker load`
-(manifest.json) read. No daemon, no registry. Reproducible: entries sorted, owned by root,
-timestamps from SOURCE_DATE_EPOCH (default 0), gzip without a name or time."""
+"""oci-archive.py ROOTFS OUT.tar NAME:TAG [--entrypoint P] [--cmd A]... [--user U] [--title T]
+— packs a root file system into an image archive that both `ctr images import` (OCI image
+layout: oci-layout, index.json, blobs/) and `docker load` (manifest.json) read. No daemon, no
+registry. Reproducible: entries sorted, owned by root, timestamps from SOURCE_DATE_EPOCH
+(default 0), gzip without a name or time. The defaults make roster's image; the test node's
+sandbox (pause) image is made with its own entrypoint (tests/control-plane/build.sh)."""
+import argparse
 import gzip
 import hashlib
 import io
@@ -47,25 +50,36 @@ def digest(data):
 
 
 def main():
-    rootfs, out, ref = sys.argv[1], sys.argv[2], sys.argv[3]
+    ap = argparse.ArgumentParser()
+    ap.add_argument("rootfs")
+    ap.add_argument("out")
+    ap.add_argument("ref")
+    ap.add_argument("--entrypoint", default="/roster")
+    ap.add_argument("--cmd", action="append")
+    ap.add_argument("--user", default="65532:65532")
+    ap.add_argument("--title", default="roster")
+    ap.add_argument("--description", default="Organizations, projects and memberships as Kubernetes resources")
+    args = ap.parse_args()
+    rootfs, out, ref = args.rootfs, args.out, args.ref
+    cmd = args.cmd if args.cmd is not None else (["run"] if args.entrypoint == "/roster" else [])
     version = ref.rsplit(":", 1)[-1]
     mtime = int(os.environ.get("SOURCE_DATE_EPOCH", "0"))
     diff, blob = layer(rootfs, mtime)
     created = "1970-01-01T00:00:00Z" if mtime == 0 else \
         __import__("datetime").datetime.fromtimestamp(mtime, __import__("datetime").timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     labels = {
-        "org.opencontainers.image.title": "roster",
+        "org.opencontainers.image.title": args.title,
         "org.opencontainers.image.version": version,
-        "org.opencontainers.image.description": "Organizations, projects and memberships as Kubernetes resources",
+        "org.opencontainers.image.description": args.description,
     }
     config = json.dumps({
         "created": created,
         "architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine),
         "os": "linux",
         "config": {
-            "User": "65532:65532",
-            "Entrypoint": ["/roster"],
-            "Cmd": ["run"],
+            "User": args.user,
+            "Entrypoint": [args.entrypoint],
+            "Cmd": cmd,
             "WorkingDir": "/",
             "Env": ["PATH=/"],
             "Labels": labels,

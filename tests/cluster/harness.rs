@@ -28,6 +28,11 @@ pub struct Cluster {
     pub metrics_addr: String,
     /// Where roster serves the identity pages and login API (HTTPS).
     pub identity_addr: String,
+    /// The identity server's public URL (the prefix of invitation links).
+    pub identity_url: String,
+    /// The name to verify the identity server's certificate against when `identity_addr` is an
+    /// address that is not in it (a Service's ClusterIP).
+    pub identity_tls_name: Option<String>,
     /// Where roster serves the API server's token and authorization webhooks (HTTPS with the
     /// API server's client certificate only).
     pub authn_addr: String,
@@ -112,11 +117,30 @@ fn start_cluster() -> Cluster {
     }
 }
 
+/// Where roster runs against a control plane.
+pub enum Placement {
+    /// Beside the tests, as processes on the cluster's loopback address.
+    Host,
+    /// In pods on a real node (devcluster --node) with these image archives imported, reached
+    /// through the chart's Services: the API server's token webhook at a fixed ClusterIP,
+    /// the admission webhook by Service name.
+    Node { images: Vec<PathBuf> },
+}
+
+/// The ClusterIP the node tier gives the chart's roster-authn Service (identity.authnClusterIP):
+/// the API server's webhook kubeconfig names an address before the Service exists.
+pub const NODE_AUTHN_IP: &str = "10.0.0.53";
+
 impl Cluster {
     /// A control plane in `target/cluster-test/<pid><name>`, its API server configured to trust
     /// roster (token and authorization webhooks, client certificate for the admission webhook)
     /// at the addresses this picks; roster itself is started by the caller.
     pub fn start(name: &str, extra_apiserver_flags: &[&str]) -> Cluster {
+        Cluster::start_on(name, extra_apiserver_flags, &Placement::Host)
+    }
+
+    /// `start`, with roster placed as `placement` says.
+    pub fn start_on(name: &str, extra_apiserver_flags: &[&str], placement: &Placement) -> Cluster {
         let runs = root().join("target/cluster-test");
         clear_finished_runs(&runs);
         let dir = runs.join(format!("{}{name}", std::process::id()));
@@ -124,22 +148,36 @@ impl Cluster {
         // The API server trusts roster's identity server for tokens (TokenReview), so its
         // certificate must exist before the API server starts: roster writes it first.
         let host = own_loopback();
-        let identity_addr = free_addr(&host);
-        let authn_addr = free_addr(&host);
-        // The API server presents its client certificate to the admission webhook too, so the
-        // webhook's address is fixed before the API server starts.
-        let webhook_addr = free_addr(&host);
+        let on_node = matches!(placement, Placement::Node { .. });
+        let (identity_addr, authn_addr, webhook_addr) = if on_node {
+            // The identity Service's address is known once it exists (set by the test).
+            (
+                String::new(),
+                format!("{NODE_AUTHN_IP}:443"),
+                format!("roster-webhook.{ROSTER_NAMESPACE}.svc:443"),
+            )
+        } else {
+            // The API server presents its client certificate to the admission webhook too, so
+            // the webhook's address is fixed before the API server starts.
+            (free_addr(&host), free_addr(&host), free_addr(&host))
+        };
         let identity_certs = dir.join("identity");
         // roster writes the certificate and the API server's webhook configuration files.
-        let made = Command::new(env!("CARGO_BIN_EXE_roster"))
+        let mut certificate = Command::new(env!("CARGO_BIN_EXE_roster"));
+        certificate
             .args(["certificate", "--name", &host, "--out-dir"])
             .arg(&identity_certs)
             .args(["--authn-url", &format!("https://{authn_addr}")])
             .args(["--webhook-host", &webhook_addr])
             // The chart's serving Secret is made from this CA (tests/cluster/in_cluster.rs).
-            .arg("--keep-ca-key")
-            .status()
-            .expect("run roster certificate");
+            .arg("--keep-ca-key");
+        if on_node {
+            certificate.args([
+                "--authn-server-name",
+                &format!("roster-authn.{ROSTER_NAMESPACE}.svc"),
+            ]);
+        }
+        let made = certificate.status().expect("run roster certificate");
         assert!(made.success(), "roster certificate failed");
         let authn = identity_certs.join("authenticate-webhook.kubeconfig");
         let authz = identity_certs.join("authorization.yaml");
@@ -182,6 +220,7 @@ impl Cluster {
             .arg("--bin")
             .arg(&bin)
             .args(["--host", &host])
+            .args(node_args(placement))
             .arg("--")
             .args(&flags)
             .stdin(Stdio::piped())
@@ -226,6 +265,8 @@ impl Cluster {
         Cluster {
             server: cluster.server.clone().expect("server"),
             server_ca_pem,
+            identity_url: format!("https://{identity_addr}"),
+            identity_tls_name: None,
             identity_addr,
             authn_addr,
             webhook_addr,
@@ -240,6 +281,17 @@ impl Cluster {
             metrics_addr: free_addr(&host),
             host,
         }
+    }
+
+    /// Stops the control plane (and its node) and returns how the launcher exited: with a node,
+    /// success means its teardown found the host as it had recorded it.
+    pub fn shutdown(self) -> std::process::ExitStatus {
+        let (mut child, stdin) = self
+            .lifeline
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        drop(stdin);
+        child.wait().expect("wait for devcluster")
     }
 
     /// The Helm chart's ServiceAccount, ClusterRole, Role and webhook configuration, rendered
@@ -544,15 +596,35 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Opt
     }
 }
 
+fn node_args(placement: &Placement) -> Vec<String> {
+    match placement {
+        Placement::Host => Vec::new(),
+        Placement::Node { images } => std::iter::once("--node".to_string())
+            .chain(
+                images
+                    .iter()
+                    .flat_map(|i| ["--image".to_string(), i.display().to_string()]),
+            )
+            .collect(),
+    }
+}
+
 /// Removes state directories of earlier runs whose launcher has exited (it deletes its pid file).
+/// Not one whose node is still recorded as not torn down: its mounts may still be under it (the
+/// next `devcluster up --node` tears it down first).
 fn clear_finished_runs(runs: &Path) {
     let Ok(entries) = std::fs::read_dir(runs) else {
         return;
     };
+    let node_record =
+        std::fs::read_to_string("/run/roster-devcluster-node.json").unwrap_or_default();
     let ours = std::process::id().to_string();
     for entry in entries.flatten() {
         // This process's other control plane may be starting (no pid file yet).
         if entry.file_name().to_string_lossy().starts_with(&ours) {
+            continue;
+        }
+        if node_record.contains(&*entry.path().to_string_lossy()) {
             continue;
         }
         if !entry.path().join("devcluster.pid").exists() {
@@ -627,6 +699,7 @@ pub async fn identity_request_at(
 ) -> (u16, String) {
     use rustls_pki_types::pem::PemObject;
     let mut config = kube::Config::new(format!("https://{addr}").parse().expect("identity URL"));
+    config.tls_server_name = c.identity_tls_name.clone();
     let pem = std::fs::read(c.identity_certs.join("ca.crt")).expect("identity CA");
     config.root_cert = Some(
         rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
@@ -786,8 +859,8 @@ pub fn link(c: &Cluster, ns: &str, member: &str) -> String {
             .expect("base64"),
     )
     .expect("utf8");
-    let prefix = format!("https://{}", c.identity_addr);
-    url.strip_prefix(&prefix)
+    let prefix = &c.identity_url;
+    url.strip_prefix(prefix.as_str())
         .unwrap_or_else(|| panic!("link {url} is not on {prefix}"))
         .to_string()
 }

@@ -10,6 +10,7 @@ mod in_cluster;
 mod login_failures;
 mod mail;
 mod members;
+mod node;
 mod pods;
 mod review;
 mod revocation;

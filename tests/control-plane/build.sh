@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-controller-manager, etcd and kubectl from the Go modules pinned in go.mod/go.sum, and the
-# devcluster launcher beside them, and prints the directory holding them. The binaries are cached
+# Builds kube-apiserver, kube-controller-manager, etcd and kubectl from the Go modules pinned in
+# go.mod/go.sum — and for the test node kubelet, kube-proxy, kube-scheduler and the sandbox
+# (pause) image — and the devcluster launcher beside them, and prints the directory holding them. The binaries are cached
 # outside git, keyed by a hash of go.mod, go.sum, the recipe version below and the Go version, so
 # a second run costs a hash and a stat.
 #
@@ -24,7 +25,7 @@ fi
 
 k8s_version=$(go list -m -f "{{.Version}}" k8s.io/kubernetes)
 # Bump when the build commands below change in a way that changes the binaries.
-recipe=2
+recipe=3
 key=$( { cat go.mod go.sum; echo "$recipe"; go env GOVERSION GOOS GOARCH; } | sha256sum | cut -c1-16)
 cache_root=${ROSTER_CP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/roster/control-plane}
 out="$cache_root/$k8s_version-$key"
@@ -42,7 +43,11 @@ build_devcluster() {
     fi
 }
 
-if [ -x "$out/kube-apiserver" ] && [ -x "$out/kube-controller-manager" ] && [ -x "$out/etcd" ] && [ -x "$out/kubectl" ]; then
+complete=yes
+for b in kube-apiserver kube-controller-manager etcd kubectl kubelet kube-proxy kube-scheduler pause.tar; do
+    [ -e "$out/$b" ] || complete=no
+done
+if [ "$complete" = yes ]; then
     build_devcluster
     echo "$out"
     exit 0
@@ -66,6 +71,19 @@ go build -trimpath -ldflags "$ldflags" -o "$tmp/kube-apiserver" k8s.io/kubernete
 go build -trimpath -ldflags "$ldflags" -o "$tmp/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager >&2
 go build -trimpath -ldflags "$ldflags" -o "$tmp/kubectl" k8s.io/kubernetes/cmd/kubectl >&2
 go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3 >&2
+# The test node (devcluster up --node).
+for cmd in kubelet kube-proxy kube-scheduler; do
+    go build -trimpath -ldflags "$ldflags" -o "$tmp/$cmd" "k8s.io/kubernetes/cmd/$cmd" >&2
+done
+# The sandbox image: a static pause packed as an OCI archive, imported into the node's
+# containerd (no registry is reachable). `localhost/` keeps containerd from qualifying the name.
+mkdir -p "$tmp/pause-root"
+go build -trimpath -ldflags "-s -w" -o "$tmp/pause-root/pause" ./pause >&2
+pause_ref="localhost/roster-pause:$key"
+python3 "$here/../../scripts/oci-archive.py" "$tmp/pause-root" "$tmp/pause.tar" "$pause_ref" \
+    --entrypoint /pause --user 65535:65535 --title pause --description "the test node's sandbox" >&2
+echo "$pause_ref" > "$tmp/pause.ref"
+rm -rf "$tmp/pause-root"
 echo "build.sh: built in $(( $(date +%s) - start ))s" >&2
 
 # Publish atomically: a concurrent or interrupted build never leaves a half-filled cache entry.

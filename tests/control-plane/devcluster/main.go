@@ -2,11 +2,14 @@
 // roster's tests and demo, the way controller-runtime's envtest does elsewhere. The controller
 // manager runs only the controllers a cluster without nodes needs to behave like a real one:
 // namespace deletion, garbage collection of owned objects, aggregation of the admin/edit/view
-// ClusterRoles, resource quotas, and service-account tokens.
+// ClusterRoles, resource quotas, and service-account tokens. With --node it also runs one real
+// node (node.go): containerd, kubelet, kube-proxy, kube-scheduler and the controllers pods need.
 //
-//	devcluster up     --dir D --bin B [--detach] [--lifeline] [--port N] [-- extra apiserver flags]
-//	devcluster status --dir D
-//	devcluster down   --dir D
+//	devcluster up        --dir D --bin B [--detach] [--lifeline] [--port N]
+//	                     [--node [--node-cidr C] [--image ARCHIVE]...] [-- extra apiserver flags]
+//	devcluster status    --dir D
+//	devcluster down      --dir D
+//	devcluster preflight --bin B [--node-cidr C]   (exit 4: the node cannot run here, and why)
 //
 // `up` stays in the foreground as the supervisor of its two children (they get SIGKILL if it
 // dies, through PR_SET_PDEATHSIG) until SIGTERM/SIGINT, or, with --lifeline, until its standard
@@ -60,6 +63,8 @@ func main() {
 		err = down(os.Args[2:])
 	case "status":
 		err = status(os.Args[2:])
+	case "preflight":
+		err = preflightCmd(os.Args[2:])
 	default:
 		usage()
 	}
@@ -70,7 +75,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: devcluster up|status|down --dir DIR [--bin DIR] [--detach] [--lifeline] [--port N] [-- apiserver flags]")
+	fmt.Fprintln(os.Stderr, "usage: devcluster up|status|down|preflight --dir DIR [--bin DIR] [--detach] [--lifeline] [--port N] [--node [--node-cidr C] [--image ARCHIVE]...] [-- apiserver flags]")
 	os.Exit(2)
 }
 
@@ -92,6 +97,7 @@ type upOpts struct {
 	host             string
 	timeout          time.Duration
 	extra            []string
+	node             nodeOpts
 }
 
 func up(args []string) error {
@@ -106,6 +112,9 @@ func up(args []string) error {
 	// 127.0.0.1 (the kernel hands out those ephemeral ports from the same range as port 0).
 	fs.StringVar(&o.host, "host", "127.0.0.1", "loopback address etcd and kube-apiserver listen on")
 	fs.DurationVar(&o.timeout, "timeout", 3*time.Minute, "how long to wait for readiness")
+	fs.BoolVar(&o.node.enabled, "node", false, "also run one real node (root; see node.go)")
+	fs.StringVar(&o.node.cidr, "node-cidr", "10.89.0.0/24", "the node's pod network (a private bridge)")
+	fs.Var(&o.node.images, "image", "with --node: an image archive to import into the node's containerd (repeatable)")
 	_ = fs.Parse(args)
 	o.extra = fs.Args()
 	if o.dir == "" || o.bin == "" {
@@ -133,7 +142,26 @@ func up(args []string) error {
 	if ip := net.ParseIP(o.host); ip == nil || !ip.IsLoopback() || ip.To4() == nil {
 		return fmt.Errorf("--host %q is not an IPv4 loopback address (127.0.0.0/8)", o.host)
 	}
-	if o.port != 0 {
+	if o.node.enabled {
+		nn, err := parseNodeNet(o.node.cidr)
+		if err != nil {
+			return err
+		}
+		// A node run that died without its teardown (SIGKILL) left the host changed: put it back.
+		if err := leftoverNode(""); err != nil {
+			return err
+		}
+		if why := nodePreflight(o.bin, nn); len(why) > 0 {
+			fmt.Fprintf(os.Stderr, "devcluster: the node cannot run here:\n  - %s\n", strings.Join(why, "\n  - "))
+			os.Exit(exitCannotRun)
+		}
+		for _, img := range o.node.images {
+			if _, err := os.Stat(img); err != nil {
+				return fmt.Errorf("--image %s: %v (make image writes target/image/roster-<version>.tar)", img, err)
+			}
+		}
+	}
+	if o.port != 0 && !o.node.enabled {
 		if err := portFree(o.host, o.port); err != nil {
 			return fmt.Errorf("port %d for kube-apiserver is in use (%v); pick another with --port or stop what holds it", o.port, err)
 		}
@@ -203,7 +231,10 @@ func detach(p paths, args []string, timeout time.Duration) error {
 type child struct {
 	name string
 	cmd  *exec.Cmd
-	done chan error
+	// done delivers the exit once (to whoever watches for it); exited is closed at the exit, for
+	// stop, which must not wait for a value someone else took.
+	done   chan error
+	exited chan struct{}
 }
 
 func start(p paths, name, bin string, args []string) (*child, error) {
@@ -218,23 +249,28 @@ func start(p paths, name, bin string, args []string) (*child, error) {
 		logf.Close()
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	c := &child{name: name, cmd: cmd, done: make(chan error, 1)}
-	go func() { c.done <- cmd.Wait(); logf.Close() }()
+	c := &child{name: name, cmd: cmd, done: make(chan error, 1), exited: make(chan struct{})}
+	go func() {
+		err := cmd.Wait()
+		logf.Close()
+		close(c.exited)
+		c.done <- err
+	}()
 	return c, nil
 }
 
 func (c *child) stop(grace time.Duration) {
 	select {
-	case <-c.done:
+	case <-c.exited:
 		return
 	default:
 	}
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-c.done:
+	case <-c.exited:
 	case <-time.After(grace):
 		_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
-		<-c.done
+		<-c.exited
 	}
 }
 
@@ -254,15 +290,39 @@ func supervise(p paths, o upOpts) (err error) {
 		go func() { _, _ = io.Copy(io.Discard, os.Stdin); close(lifeline) }()
 	}
 
-	pki, err := makePKI(p.f("pki"), o.host)
+	// With a node the API server listens on the node's bridge (pods reach it there, through the
+	// `kubernetes` Service), and nowhere else.
+	h := o.host
+	apiHost := h
+	node := &nodeProcs{}
+	var nn nodeNet
+	if o.node.enabled {
+		if nn, err = parseNodeNet(o.node.cidr); err != nil {
+			return err
+		}
+		if _, err := recordHost(p, o.bin); err != nil {
+			return fmt.Errorf("recording the host before the node changes it: %w", err)
+		}
+		// Registered first, so it runs last: after every process is stopped.
+		defer func() {
+			node.stop()
+			if terr := teardownNode(); terr != nil {
+				err = errors.Join(err, terr)
+			}
+		}()
+		if err := nodeNetwork(nn); err != nil {
+			return fmt.Errorf("node network: %w", err)
+		}
+		apiHost = nn.gateway.String()
+	}
+	pki, err := makePKI(p.f("pki"), h, apiHost)
 	if err != nil {
 		return fmt.Errorf("certificates: %w", err)
 	}
-	h := o.host
 	etcdPort, etcdPeer := freePort(h), freePort(h)
 	port := o.port
 	if port == 0 {
-		port = freePort(h)
+		port = freePort(apiHost)
 	}
 	if err := os.WriteFile(p.f("audit-policy.yaml"), []byte(auditPolicy), 0o644); err != nil {
 		return err
@@ -287,11 +347,11 @@ func supervise(p paths, o upOpts) (err error) {
 		return fmt.Errorf("etcd: %w\n%s", err, tail(p.f("etcd.log"), 20))
 	}
 
-	server := fmt.Sprintf("https://%s:%d", h, port)
-	apiArgs := append([]string{
+	server := fmt.Sprintf("https://%s:%d", apiHost, port)
+	apiArgs := []string{
 		fmt.Sprintf("--etcd-servers=http://%s:%d", h, etcdPort),
-		"--bind-address=" + h, fmt.Sprintf("--secure-port=%d", port),
-		"--advertise-address=" + h, "--endpoint-reconciler-type=none",
+		"--bind-address=" + apiHost, fmt.Sprintf("--secure-port=%d", port),
+		"--advertise-address=" + apiHost,
 		"--cert-dir=" + pki.dir,
 		"--tls-cert-file=" + pki.f("serving.crt"), "--tls-private-key-file=" + pki.f("serving.key"),
 		"--client-ca-file=" + pki.f("ca.crt"),
@@ -299,12 +359,22 @@ func supervise(p paths, o upOpts) (err error) {
 		"--service-account-key-file=" + pki.f("sa.pub"),
 		"--service-account-signing-key-file=" + pki.f("sa.key"),
 		"--service-cluster-ip-range=10.0.0.0/24",
-		"--disable-admission-plugins=ServiceAccount",
 		"--profiling=false",
 		// Writes only: tests count what roster changes (a resync of an unchanged world must write nothing).
 		"--audit-policy-file=" + p.f("audit-policy.yaml"),
 		"--audit-log-path=" + p.f("audit.log"), "--audit-log-format=json", "--audit-log-mode=blocking",
-	}, o.extra...)
+	}
+	if o.node.enabled {
+		// Pods get their ServiceAccount's token; the `kubernetes` Service points at this server;
+		// `kubectl logs` reaches the kubelet.
+		apiArgs = append(apiArgs, "--endpoint-reconciler-type=lease",
+			"--kubelet-client-certificate="+pki.f("admin.crt"), "--kubelet-client-key="+pki.f("admin.key"),
+			"--kubelet-preferred-address-types=InternalIP")
+	} else {
+		// No pods: no token volumes, no endpoints to keep.
+		apiArgs = append(apiArgs, "--endpoint-reconciler-type=none", "--disable-admission-plugins=ServiceAccount")
+	}
+	apiArgs = append(apiArgs, o.extra...)
 	// RBAC, unless the caller brings a structured authorization configuration (the two flags
 	// exclude each other).
 	if !hasFlag(o.extra, "--authorization-config") {
@@ -325,11 +395,18 @@ func supervise(p paths, o upOpts) (err error) {
 	if err := writeKubeconfig(p.kubeconfig(), server, pki); err != nil {
 		return err
 	}
+	controllers := "namespace-controller,garbage-collector-controller,clusterrole-aggregation-controller,resourcequota-controller," +
+		"serviceaccount-controller,serviceaccount-token-controller"
+	if o.node.enabled {
+		// What pods on a node need: Deployments and their ReplicaSets, Services' endpoints, the
+		// node's taints, the CA every pod is given, PodDisruptionBudgets, deleted pods' cleanup.
+		controllers += ",deployment-controller,replicaset-controller,endpointslice-controller,endpoints-controller," +
+			"node-lifecycle-controller,root-ca-certificate-publisher-controller,disruption-controller,pod-garbage-collector-controller"
+	}
 	kcm, err := start(p, "kube-controller-manager", filepath.Join(o.bin, "kube-controller-manager"), []string{
 		"--kubeconfig=" + p.kubeconfig(),
 		"--leader-elect=false", "--secure-port=0", "--use-service-account-credentials=false",
-		"--controllers=namespace-controller,garbage-collector-controller,clusterrole-aggregation-controller,resourcequota-controller," +
-			"serviceaccount-controller,serviceaccount-token-controller",
+		"--controllers=" + controllers,
 		"--service-account-private-key-file=" + pki.f("sa.key"),
 		"--root-ca-file=" + pki.f("ca.crt"),
 	})
@@ -343,12 +420,30 @@ func supervise(p paths, o upOpts) (err error) {
 	if err := waitHTTP(ctx, kcm, client, server+"/apis/rbac.authorization.k8s.io/v1/clusterroles/edit", "deployments"); err != nil {
 		return fmt.Errorf("kube-controller-manager: %w\n%s", err, tail(p.f("kube-controller-manager.log"), 20))
 	}
+	if o.node.enabled {
+		nctx, ncancel := context.WithTimeout(context.Background(), o.timeout)
+		defer node.stop()
+		node.containerd, err = startContainerd(nctx, p, o.bin, nn, o.node.images)
+		if err == nil {
+			recordChildren(p, append([]*child{etcd, api, kcm}, node.all()...)...)
+			err = startNode(nctx, p, o, pki, server, nn, node)
+		}
+		recordChildren(p, append([]*child{etcd, api, kcm}, node.all()...)...)
+		ncancel()
+		if err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+	}
 	restarts := 0
 	// The ready file says how many times the apiserver was restarted, so that whoever sent
 	// SIGHUP can tell the new server from the old one still draining.
 	writeReady := func() error {
-		ready := fmt.Sprintf("kubeconfig=%s\nserver=%s\nca=%s\naudit=%s\nrestarts=%d\npid=%d\n",
-			p.kubeconfig(), server, pki.f("ca.crt"), p.f("audit.log"), restarts, os.Getpid())
+		ready := fmt.Sprintf("kubeconfig=%s\nserver=%s\nca=%s\naudit=%s\nrestarts=%d\n",
+			p.kubeconfig(), server, pki.f("ca.crt"), p.f("audit.log"), restarts)
+		if o.node.enabled {
+			ready += fmt.Sprintf("node=%s\nnode-ip=%s\ncontainerd=%s\n", nodeName, nn.gateway, p.f("containerd/containerd.sock"))
+		}
+		ready += fmt.Sprintf("pid=%d\n", os.Getpid())
 		return os.WriteFile(p.readyFile(), []byte(ready), 0o644)
 	}
 	if err := writeReady(); err != nil {
@@ -371,7 +466,7 @@ func supervise(p paths, o upOpts) (err error) {
 			if api, err = start(p, "kube-apiserver", apiBin, apiArgs); err != nil {
 				return err
 			}
-			recordChildren(p, etcd, api, kcm)
+			recordChildren(p, append([]*child{etcd, api, kcm}, node.all()...)...)
 			rctx, rcancel := context.WithTimeout(context.Background(), o.timeout)
 			err = waitAPI(rctx, p, api, client, server)
 			rcancel()
@@ -392,6 +487,14 @@ func supervise(p paths, o upOpts) (err error) {
 			return fmt.Errorf("kube-apiserver exited (%v):\n%s", err, tail(p.f("kube-apiserver.log"), 20))
 		case err := <-kcm.done:
 			return fmt.Errorf("kube-controller-manager exited (%v):\n%s", err, tail(p.f("kube-controller-manager.log"), 20))
+		case err := <-doneOf(node.containerd):
+			return fmt.Errorf("containerd exited (%v):\n%s", err, tail(p.f("containerd.log"), 20))
+		case err := <-doneOf(node.kubelet):
+			return fmt.Errorf("kubelet exited (%v):\n%s", err, tail(p.f("kubelet.log"), 20))
+		case err := <-doneOf(node.proxy):
+			return fmt.Errorf("kube-proxy exited (%v):\n%s", err, tail(p.f("kube-proxy.log"), 20))
+		case err := <-doneOf(node.scheduler):
+			return fmt.Errorf("kube-scheduler exited (%v):\n%s", err, tail(p.f("kube-scheduler.log"), 20))
 		}
 	}
 }
@@ -454,28 +557,44 @@ rules:
 // ---------------------------------------------------------------------------------------------
 // down / status
 
+func doneOf(c *child) chan error {
+	if c == nil {
+		return nil
+	}
+	return c.done
+}
+
 func down(args []string) error {
 	fs := flag.NewFlagSet("down", flag.ExitOnError)
 	dir := fs.String("dir", "", "state directory")
 	_ = fs.Parse(args)
-	p := paths{*dir}
+	abs, err := filepath.Abs(*dir)
+	if err != nil {
+		return err
+	}
+	p := paths{abs}
 	pid, ok := readPid(p.pidFile())
 	if !ok || !alive(pid, "devcluster") {
 		killRecordedChildren(p)
+		if err := leftoverNode(p.dir); err != nil {
+			return err
+		}
 		fmt.Fprintf(os.Stderr, "devcluster: nothing running from %s\n", *dir)
 		return nil
 	}
 	_ = syscall.Kill(pid, syscall.SIGTERM)
-	for i := 0; i < 300; i++ {
+	// A node's teardown takes a few seconds more than the control plane's.
+	for i := 0; i < 600; i++ {
 		if !alive(pid, "devcluster") {
 			fmt.Fprintf(os.Stderr, "devcluster: stopped (pid %d)\n", pid)
-			return nil
+			// Its own teardown failed if its record is still there: try again, and say what is left.
+			return leftoverNode(p.dir)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	_ = syscall.Kill(pid, syscall.SIGKILL)
 	killRecordedChildren(p)
-	return fmt.Errorf("pid %d did not stop in 30s; killed", pid)
+	return errors.Join(fmt.Errorf("pid %d did not stop in 60s; killed", pid), leftoverNode(p.dir))
 }
 
 func status(args []string) error {
@@ -583,6 +702,7 @@ func tail(file string, n int) string {
 type pki struct {
 	dir                 string
 	ca                  *x509.Certificate
+	caKey               *ecdsa.PrivateKey
 	adminCert, adminKey []byte
 	caPEM               []byte
 }
@@ -601,7 +721,7 @@ func (k *pki) adminClient() *http.Client {
 	}}}
 }
 
-func makePKI(dir, host string) (*pki, error) {
+func makePKI(dir string, hosts ...string) (*pki, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -610,6 +730,7 @@ func makePKI(dir, host string) (*pki, error) {
 	if err != nil {
 		return nil, err
 	}
+	k.caKey = caKey
 	caTmpl := &x509.Certificate{
 		SerialNumber: serial(), Subject: pkix.Name{CommonName: "roster-dev-ca"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(10 * 365 * 24 * time.Hour),
@@ -651,10 +772,14 @@ func makePKI(dir, host string) (*pki, error) {
 		}
 		return certPEM, keyPEM, os.WriteFile(k.f(name+".key"), keyPEM, 0o600)
 	}
+	ips := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1"), net.ParseIP("10.0.0.1")}
+	for _, h := range hosts {
+		ips = append(ips, net.ParseIP(h))
+	}
 	if _, _, err := issue("serving", &x509.Certificate{
 		Subject:     pkix.Name{CommonName: "kube-apiserver"},
 		DNSNames:    []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(host), net.ParseIP("::1"), net.ParseIP("10.0.0.1")},
+		IPAddresses: ips,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}); err != nil {
 		return nil, err
