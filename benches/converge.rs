@@ -14,6 +14,10 @@
 //!
 //! roster's writes come from the API server's audit log (user agent `roster/…`), by kind.
 //! Prints Markdown tables (lines starting with `|`).
+//!
+//! `ROSTER_BENCH_ONLY=memory`: one tree stored, roster started, converged, settled; its RSS and
+//! peak. For profiling: `ROSTER_BENCH_WRAP=heaptrack` runs roster under that command,
+//! `ROSTER_BENCH_PRELOAD=/path/lib.so` preloads an allocator into it.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -120,7 +124,15 @@ fn start_roster(cp: &ControlPlane, root: &Path, log: &Path) -> Roster {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
         l.local_addr().expect("addr").to_string()
     };
-    let child = Command::new(env!("CARGO_BIN_EXE_roster"))
+    let mut cmd = match std::env::var_os("ROSTER_BENCH_WRAP") {
+        Some(w) => {
+            let mut c = Command::new(w);
+            c.arg(env!("CARGO_BIN_EXE_roster"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_roster")),
+    };
+    let child = cmd
         .args([
             "run",
             "--lifeline",
@@ -131,6 +143,7 @@ fn start_roster(cp: &ControlPlane, root: &Path, log: &Path) -> Roster {
         ])
         .env("KUBECONFIG", &cp.kubeconfig)
         .env("RUST_LOG", "warn")
+        .envs(std::env::var_os("ROSTER_BENCH_PRELOAD").map(|p| ("LD_PRELOAD", p)))
         .current_dir(root)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -269,6 +282,7 @@ async fn worlds(client: &Client, prefix: &str, now: Timestamp) -> Vec<World> {
                     .iter()
                     .filter(|m| mine(&m.metadata.namespace))
                     .cloned()
+                    .map(std::sync::Arc::new)
                     .collect(),
                 namespaces: BTreeMap::new(),
                 rolebindings: rolebindings
@@ -524,6 +538,21 @@ fn main() {
         let now = Timestamp::now();
         let tree = |p: &str| docs(&roster::review::sample::tree_yaml(p, ORGS, PROJECTS, members, now));
         let objects = ORGS * (1 + PROJECTS + members);
+
+        // Memory only: one tree stored, roster started, converged, settled.
+        if std::env::var("ROSTER_BENCH_ONLY").as_deref() == Ok("memory") {
+            create_all(&client, &tree("m")).await;
+            let t0 = Instant::now();
+            let mut r = start_roster(&cp, root, &logs.join("roster-m.log"));
+            let _ = wait_converged(&client, "m", Duration::from_secs(1800)).await;
+            let cold = t0.elapsed();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let (rss_now, peak) = rss(r.child.id());
+            println!("| memory | {objects} objects | converged {:.1} s | RSS {rss_now:.0} MiB | peak {peak:.0} MiB |", cold.as_secs_f64());
+            let _ = r.child.kill();
+            let _ = r.child.wait();
+            return;
+        }
 
         // (a) bulk apply while roster runs.
         let mut r = start_roster(&cp, root, &logs.join("roster-a.log"));

@@ -4,6 +4,7 @@
 //! webhook reuse the same evaluation, so the three can never disagree about a member's access.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -135,7 +136,7 @@ pub struct Inputs<'a> {
     /// Since when the organization requires MFA (the `MfaRequired` condition's transition time).
     pub mfa_required_since: Option<Timestamp>,
     pub projects: &'a [ProjectView],
-    pub memberships: &'a [Membership],
+    pub memberships: &'a [Arc<Membership>],
     /// E-mails of members enrolled in TOTP (the identity store's answer).
     pub enrolled: &'a BTreeSet<String>,
     pub now: Timestamp,
@@ -188,7 +189,7 @@ impl NextChange {
 
 /// For each e-mail, the Membership that holds it: a declared one before roster's bootstrap
 /// placeholder, then the oldest, ties broken by name.
-fn email_winners(memberships: &[Membership]) -> BTreeMap<&str, &str> {
+fn email_winners(memberships: &[Arc<Membership>]) -> BTreeMap<&str, &str> {
     let rank = |m: &Membership| {
         (
             is_bootstrap(m),
@@ -222,7 +223,7 @@ pub fn is_bootstrap(m: &Membership) -> bool {
 }
 
 /// Bootstrap placeholders that a declared Membership with the same e-mail supersedes.
-pub fn superseded_bootstraps(memberships: &[Membership]) -> Vec<String> {
+pub fn superseded_bootstraps(memberships: &[Arc<Membership>]) -> Vec<String> {
     let live = || {
         memberships
             .iter()

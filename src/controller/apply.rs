@@ -253,22 +253,13 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
     // organization converges at the pace of the API server, not of one round trip at a time.
     let statuses = project_statuses(w, plan, &failed.projects);
     let names: Vec<String> = statuses.iter().map(|(n, _)| n.clone()).collect();
-    let writes: Vec<_> = statuses
-        .iter()
-        .map(|(name, status)| patch_status::<Project>(ctx, ns, name, status))
-        .collect();
-    let project_results = in_flight(writes).await;
+    let project_results = patch_statuses::<Project, _>(ctx, ns, &statuses).await;
     for (name, r) in names.iter().zip(project_results) {
         if let Err(e) = r {
             failed.note(w, Some(name), e);
         }
     }
-    let writes: Vec<_> = plan
-        .membership_status
-        .iter()
-        .map(|(name, status)| patch_status::<Membership>(ctx, ns, name, status))
-        .collect();
-    let member_results = in_flight(writes).await;
+    let member_results = patch_statuses::<Membership, _>(ctx, ns, &plan.membership_status).await;
     for r in member_results {
         if let Err(e) = r {
             failed.note(w, None, e);
@@ -368,12 +359,31 @@ async fn await_own_writes(ctx: &Context, w: &World, plan: &Plan) {
 /// Status writes of one reconcile in flight at once.
 const STATUS_WRITES_IN_FLIGHT: usize = 8;
 
-/// Runs writes `STATUS_WRITES_IN_FLIGHT` at a time; results in the writes' order.
-async fn in_flight<F: Future<Output = Result<()>>>(writes: Vec<F>) -> Vec<Result<()>> {
-    futures::stream::iter(writes)
-        .buffered(STATUS_WRITES_IN_FLIGHT)
-        .collect()
-        .await
+/// Writes statuses `STATUS_WRITES_IN_FLIGHT` at a time; results in the statuses' order. Each
+/// write is made when a slot frees, not all first: a write in waiting is a few KiB of future,
+/// and an organization of thousands would hold them all at once.
+async fn patch_statuses<K, S>(ctx: &Context, ns: &str, statuses: &[(String, S)]) -> Vec<Result<()>>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    S: Serialize,
+{
+    let mut pending = futures::stream::FuturesOrdered::new();
+    let mut out = Vec::with_capacity(statuses.len());
+    for (name, status) in statuses {
+        if pending.len() >= STATUS_WRITES_IN_FLIGHT
+            && let Some(r) = pending.next().await
+        {
+            out.push(r);
+        }
+        pending.push_back(patch_status::<K>(ctx, ns, name, status));
+    }
+    while let Some(r) = pending.next().await {
+        out.push(r);
+    }
+    out
 }
 
 fn post_params() -> PostParams {

@@ -161,7 +161,10 @@ fn acme() -> World {
                     ("two", crate::api::ProjectRole::Viewer),
                 ],
             ),
-        ],
+        ]
+        .into_iter()
+        .map(Arc::new)
+        .collect(),
         namespaces: BTreeMap::new(),
         rolebindings: vec![],
         credentials: BTreeMap::new(),
@@ -195,7 +198,12 @@ fn applied(mut w: World, p: &Plan) -> World {
         }
     }
     for (name, s) in &p.membership_status {
-        if let Some(x) = w.memberships.iter_mut().find(|x| x.name_any() == *name) {
+        if let Some(x) = w
+            .memberships
+            .iter_mut()
+            .map(Arc::make_mut)
+            .find(|x| x.name_any() == *name)
+        {
             x.status = Some(s.clone());
         }
     }
@@ -273,7 +281,7 @@ async fn removals_come_first_and_one_broken_project_holds_back_nothing_else() {
         applied(w, &p)
     };
     let mut w = settled.clone();
-    w.memberships[1].spec.disabled = true;
+    Arc::make_mut(&mut w.memberships[1]).spec.disabled = true;
     w.projects.push(project("broken"));
     let api = Scripted::new(|method, path, body| {
         (*method == Method::POST

@@ -108,7 +108,7 @@ fn invitable<'a>(
         let a = eval.members.iter().find(|a| a.membership == m.name_any())?;
         let out = m.metadata.deletion_timestamp.is_some()
             || matches!(a.phase, Phase::Conflict | Phase::Disabled | Phase::Expired);
-        (!out).then_some((m, a))
+        (!out).then_some((m.as_ref(), a))
     })
 }
 
@@ -191,7 +191,7 @@ pub(super) fn plan_identity(
     let held: BTreeMap<&str, &Membership> = w
         .memberships
         .iter()
-        .map(|m| (m.spec.email.as_str(), m))
+        .map(|m| (m.spec.email.as_str(), m.as_ref()))
         .collect();
     // Credentials of an address no Membership holds any more go.
     for email in w.credentials.keys() {

@@ -237,12 +237,11 @@ impl Context {
             .filter(|p| in_ns(&p.metadata))
             .map(|p| (**p).clone())
             .collect();
-        let memberships: Vec<Membership> = s
+        let memberships: Vec<Arc<Membership>> = s
             .memberships
             .state()
-            .iter()
+            .into_iter()
             .filter(|m| in_ns(&m.metadata))
-            .map(|m| (**m).clone())
             .collect();
         let namespaces: BTreeMap<String, Namespace> = projects
             .iter()

@@ -2,6 +2,7 @@
 //! it. Pure: no I/O, the clock is an input, and an unchanged world plans no writes at all.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
@@ -83,7 +84,9 @@ pub struct World {
     /// no organization can live here.
     pub home_is_project_of: Option<String>,
     pub projects: Vec<Project>,
-    pub memberships: Vec<Membership>,
+    /// The cache's own objects (shared, not copied: a reconcile of a large organization would
+    /// otherwise copy every Membership it holds).
+    pub memberships: Vec<Arc<Membership>>,
     /// Observed namespaces that the projects name (absent ones are simply missing).
     pub namespaces: BTreeMap<String, Namespace>,
     /// Observed RoleBindings labelled as roster's for this organization.

@@ -21,7 +21,7 @@ fn world(org: Option<Organization>, projects: Vec<Project>, memberships: Vec<Mem
         stray_orgs: vec![],
         home_is_project_of: None,
         projects,
-        memberships,
+        memberships: memberships.into_iter().map(Arc::new).collect(),
         namespaces: BTreeMap::new(),
         rolebindings: vec![],
         credentials: BTreeMap::new(),
@@ -86,7 +86,7 @@ fn converge(mut w: World, plan: &Plan) -> World {
         let mut m = m.clone();
         m.metadata.creation_timestamp = Some(Time(w.now));
         m.metadata.generation = Some(1);
-        w.memberships.push(m);
+        w.memberships.push(Arc::new(m));
     }
     if let (Some(o), Some(s)) = (w.org.as_mut(), &plan.org_status) {
         o.status = Some(s.clone());
@@ -97,7 +97,12 @@ fn converge(mut w: World, plan: &Plan) -> World {
         }
     }
     for (name, s) in &plan.membership_status {
-        if let Some(m) = w.memberships.iter_mut().find(|m| m.name_any() == *name) {
+        if let Some(m) = w
+            .memberships
+            .iter_mut()
+            .map(Arc::make_mut)
+            .find(|m| m.name_any() == *name)
+        {
             m.status = Some(s.clone());
         }
     }
@@ -325,7 +330,7 @@ fn entitlement_rules() {
     ];
     for c in cases {
         let mut w = acme();
-        (c.change)(&mut w.memberships[2]);
+        (c.change)(Arc::make_mut(&mut w.memberships[2]));
         let w = settle(w);
         let s = status(&w, "dave");
         assert_eq!(s.phase, Some(c.phase), "{}", c.name);
@@ -344,7 +349,7 @@ fn entitlement_rules() {
 #[test]
 fn expiry_schedules_a_requeue_and_regaining_restores_access() {
     let mut w = acme();
-    w.memberships[2].spec.expires_at = Some(Time(ts("2026-01-12T00:00:00Z")));
+    Arc::make_mut(&mut w.memberships[2]).spec.expires_at = Some(Time(ts("2026-01-12T00:00:00Z")));
     let p = plan(&w, &Settings::default());
     assert_eq!(p.requeue_at, Some(ts("2026-01-12T00:00:00Z")));
 
@@ -352,8 +357,8 @@ fn expiry_schedules_a_requeue_and_regaining_restores_access() {
     w.now = ts("2026-01-12T00:00:01Z");
     let mut w = settle(w);
     assert!(subjects(&w, "acme-payments", "roster-developer").is_empty());
-    w.memberships[2].spec.expires_at = None;
-    w.memberships[2].metadata.generation = Some(2);
+    Arc::make_mut(&mut w.memberships[2]).spec.expires_at = None;
+    Arc::make_mut(&mut w.memberships[2]).metadata.generation = Some(2);
     let p = plan(&w, &Settings::default());
     assert!(
         p.events
@@ -376,7 +381,7 @@ fn email_conflict_older_membership_wins() {
     );
     dup.spec.email = "dave@acme.example".into();
     dup.metadata.creation_timestamp = Some(Time(ts("2026-01-05T00:00:00Z")));
-    w.memberships.push(dup);
+    w.memberships.push(Arc::new(dup));
     let w = settle(w);
     assert_eq!(status(&w, "dave2").phase, Some(Phase::Conflict));
     assert_eq!(status(&w, "dave2").access_summary.as_deref(), Some("-"));
@@ -417,7 +422,7 @@ fn email_conflict_older_membership_wins() {
     let mut w = acme();
     let mut dup = member("aaa", None, &[]);
     dup.spec.email = "dave@acme.example".into();
-    w.memberships.push(dup);
+    w.memberships.push(Arc::new(dup));
     let w = settle(w);
     assert_eq!(status(&w, "dave").phase, Some(Phase::Conflict));
 }
@@ -535,7 +540,7 @@ fn mfa_grace_period_edges() {
             ..Default::default()
         });
         w.now = ts(c.now);
-        let dave = &mut w.memberships[2];
+        let dave = Arc::make_mut(&mut w.memberships[2]);
         dave.metadata.creation_timestamp = Some(Time(ts(c.joined)));
         if let Some((until,)) = c.exemption {
             dave.spec.mfa = Some(MfaExemption {
@@ -626,7 +631,7 @@ fn admins_see_all_projects_only_when_the_org_says_so() {
 #[test]
 fn owner_is_admin_everywhere_even_when_listed_lower() {
     let mut w = acme();
-    w.memberships[0].spec.projects = vec![ProjectGrant {
+    Arc::make_mut(&mut w.memberships[0]).spec.projects = vec![ProjectGrant {
         name: "web".into(),
         role: ProjectRole::Viewer,
     }];
@@ -638,7 +643,7 @@ fn owner_is_admin_everywhere_even_when_listed_lower() {
 #[test]
 fn default_role_applies_when_none_declared() {
     let mut w = acme();
-    w.memberships.push(member("niaj", None, &[]));
+    w.memberships.push(Arc::new(member("niaj", None, &[])));
     w.org.as_mut().expect("org").spec.default_role = OrgRole::Admin;
     let w = settle(w);
     assert_eq!(
@@ -705,18 +710,18 @@ fn owner_without_membership_is_bootstrapped_and_keeps_access() {
 #[test]
 fn a_declared_owner_membership_supersedes_the_bootstrap() {
     let mut w = acme();
-    let declared = w.memberships.remove(0);
+    let declared = Arc::unwrap_or_clone(w.memberships.remove(0));
     let w = settle(w);
     let boot = w
         .memberships
         .iter()
         .find(|m| m.name_any() == "owner-alice")
-        .expect("bootstrap")
-        .clone();
+        .map(|m| m.as_ref().clone())
+        .expect("bootstrap");
     let mut w = w;
     let mut declared = declared;
     declared.metadata.creation_timestamp = Some(Time(ts("2026-01-11T00:00:00Z")));
-    w.memberships.push(declared);
+    w.memberships.push(Arc::new(declared));
     let p = plan(&w, &Settings::default());
     assert_eq!(p.delete_memberships, vec!["owner-alice".to_string()]);
     let s = &p
@@ -953,7 +958,7 @@ fn an_organization_not_named_after_its_namespace_is_reported() {
 #[test]
 fn access_changes_of_a_member_make_one_event() {
     let mut w = settle(acme());
-    let dave = &mut w.memberships[2];
+    let dave = Arc::make_mut(&mut w.memberships[2]);
     dave.spec.projects = vec![ProjectGrant {
         name: "payments".into(),
         role: ProjectRole::Viewer,
@@ -976,14 +981,14 @@ fn access_changes_of_a_member_make_one_event() {
 
     // A new member's first grants: one Event for all their projects.
     let mut w = settle(acme());
-    w.memberships.push(member(
+    w.memberships.push(Arc::new(member(
         "erin",
         Some(OrgRole::Member),
         &[
             ("payments", ProjectRole::Viewer),
             ("web", ProjectRole::Developer),
         ],
-    ));
+    )));
     let p = plan(&w, &Settings::default());
     let erin: Vec<(&str, &str, bool)> = p
         .events
@@ -1004,6 +1009,7 @@ fn access_changes_of_a_member_make_one_event() {
     let dave = w
         .memberships
         .iter_mut()
+        .map(Arc::make_mut)
         .find(|m| m.name_any() == "dave")
         .expect("dave");
     dave.spec.projects = vec![
@@ -1177,7 +1183,7 @@ fn identity_actions() {
     for c in cases {
         let mut w = world(Some(org("alice@acme.example")), vec![], vec![c.member]);
         // The owner's bootstrap membership is not what this test is about.
-        w.memberships.push(member("alice", None, &[]));
+        w.memberships.push(Arc::new(member("alice", None, &[])));
         w.credentials
             .insert("alice@acme.example".into(), accepted("alice@acme.example"));
         if let Some(r) = c.record {
@@ -1195,7 +1201,7 @@ fn identity_actions() {
 
     // Credentials of an e-mail no Membership holds are forgotten.
     let mut w = world(Some(org("alice@acme.example")), vec![], vec![]);
-    w.memberships.push(member("alice", None, &[]));
+    w.memberships.push(Arc::new(member("alice", None, &[])));
     w.credentials
         .insert("alice@acme.example".into(), accepted("alice@acme.example"));
     w.credentials
@@ -1314,7 +1320,7 @@ fn invitation_links_are_readable_by_exactly_who_could_invite() {
         Some(vec!["alice".to_string(), "bob".into(), "carl".into()])
     );
     // A disabled Admin reads nothing.
-    w.memberships[1].spec.disabled = true;
+    Arc::make_mut(&mut w.memberships[1]).spec.disabled = true;
     assert_eq!(
         readers(&w, "erin"),
         Some(vec!["alice".to_string(), "carl".into()])
@@ -1388,7 +1394,12 @@ fn the_blast_radius_guard_holds_a_change_until_a_person_acknowledges_it() {
     // Taking dave's projects away removes two grants: payments Developer, web Viewer.
     let converged = settle(with_limit(acme(), Some(1)));
     let mut w = converged.clone();
-    if let Some(m) = w.memberships.iter_mut().find(|m| m.name_any() == "dave") {
+    if let Some(m) = w
+        .memberships
+        .iter_mut()
+        .map(Arc::make_mut)
+        .find(|m| m.name_any() == "dave")
+    {
         m.spec.projects.clear();
         m.metadata.generation = Some(2);
     }
@@ -1464,7 +1475,12 @@ fn the_blast_radius_guard_holds_a_change_until_a_person_acknowledges_it() {
     // At or under the limit, or with no limit, a change goes through at once.
     for limit in [Some(2), None] {
         let mut w = with_limit(converged.clone(), limit);
-        if let Some(m) = w.memberships.iter_mut().find(|m| m.name_any() == "dave") {
+        if let Some(m) = w
+            .memberships
+            .iter_mut()
+            .map(Arc::make_mut)
+            .find(|m| m.name_any() == "dave")
+        {
             m.spec.projects.clear();
             m.metadata.generation = Some(2);
         }
@@ -1481,7 +1497,12 @@ fn cut_offs_are_never_held_back_by_the_guard() {
     let converged = settle(with_limit(acme(), Some(0)));
     // Disabling dave (a cut-off) goes through with a limit of 0 …
     let mut w = converged.clone();
-    if let Some(m) = w.memberships.iter_mut().find(|m| m.name_any() == "dave") {
+    if let Some(m) = w
+        .memberships
+        .iter_mut()
+        .map(Arc::make_mut)
+        .find(|m| m.name_any() == "dave")
+    {
         m.spec.disabled = true;
     }
     let p = plan(&w, &Settings::default());
@@ -1495,11 +1516,21 @@ fn cut_offs_are_never_held_back_by_the_guard() {
 
     // … and so does it while another change is held: bob's removal waits, dave's cut-off not.
     let mut w = converged;
-    if let Some(m) = w.memberships.iter_mut().find(|m| m.name_any() == "bob") {
+    if let Some(m) = w
+        .memberships
+        .iter_mut()
+        .map(Arc::make_mut)
+        .find(|m| m.name_any() == "bob")
+    {
         m.spec.projects.clear();
         m.metadata.generation = Some(2);
     }
-    if let Some(m) = w.memberships.iter_mut().find(|m| m.name_any() == "dave") {
+    if let Some(m) = w
+        .memberships
+        .iter_mut()
+        .map(Arc::make_mut)
+        .find(|m| m.name_any() == "dave")
+    {
         m.spec.disabled = true;
     }
     let p = plan(&w, &Settings::default());
@@ -1548,7 +1579,12 @@ fn an_ownership_transfer_is_never_held_back_by_the_guard() {
 
     // With another change held back, the former owner still loses the owner's rights at once.
     let mut held = held;
-    if let Some(m) = held.memberships.iter_mut().find(|m| m.name_any() == "dave") {
+    if let Some(m) = held
+        .memberships
+        .iter_mut()
+        .map(Arc::make_mut)
+        .find(|m| m.name_any() == "dave")
+    {
         m.spec.projects.clear();
         m.metadata.generation = Some(2);
     }
@@ -1571,16 +1607,17 @@ fn an_ownership_transfer_is_never_held_back_by_the_guard() {
 fn a_bulk_import_is_one_event_on_the_organization() {
     let mut w = settle(acme());
     for i in 0..15 {
-        w.memberships.push(member(
+        w.memberships.push(Arc::new(member(
             &format!("new{i:02}"),
             Some(OrgRole::Member),
             &[("web", ProjectRole::Viewer)],
-        ));
+        )));
     }
     // A change to a member already there in the same reconcile keeps its own Event.
     let dave = w
         .memberships
         .iter_mut()
+        .map(Arc::make_mut)
         .find(|m| m.name_any() == "dave")
         .expect("dave");
     dave.spec.projects.retain(|g| g.name != "web");
@@ -1704,7 +1741,12 @@ fn red13_a_deleted_membership_is_cut_off_at_once_with_external_subjects() {
     );
     // Disabling instead goes through at once (the inconsistency).
     let mut w = converged;
-    if let Some(m) = w.memberships.iter_mut().find(|m| m.name_any() == "dave") {
+    if let Some(m) = w
+        .memberships
+        .iter_mut()
+        .map(Arc::make_mut)
+        .find(|m| m.name_any() == "dave")
+    {
         m.spec.disabled = true;
     }
     let after = settle_with(w, &s);
@@ -1722,7 +1764,12 @@ fn red13_mfa_deadline_runs_while_a_change_is_held() {
     let mut w = converged;
     // Something held: dave's projects taken away (2 grants > 1). (Deleting a Membership is a
     // cut-off since this round, never held.)
-    if let Some(m) = w.memberships.iter_mut().find(|m| m.name_any() == "dave") {
+    if let Some(m) = w
+        .memberships
+        .iter_mut()
+        .map(Arc::make_mut)
+        .find(|m| m.name_any() == "dave")
+    {
         m.spec.projects.clear();
         m.metadata.generation = Some(2);
     }
@@ -1759,7 +1806,12 @@ fn the_owner_keeps_their_rights_while_a_change_is_held() {
     // another change is held: the owner is still the owner.
     let mut w = settle(with_limit(acme(), Some(1)));
     w.memberships.retain(|m| m.name_any() != "alice");
-    if let Some(m) = w.memberships.iter_mut().find(|m| m.name_any() == "dave") {
+    if let Some(m) = w
+        .memberships
+        .iter_mut()
+        .map(Arc::make_mut)
+        .find(|m| m.name_any() == "dave")
+    {
         m.spec.projects.clear();
         m.metadata.generation = Some(2);
     }

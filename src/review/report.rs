@@ -184,7 +184,7 @@ pub fn report(tree: &Tree, settings: &Settings, now: Timestamp) -> Report {
             stray_orgs: stray,
             home_is_project_of,
             projects,
-            memberships,
+            memberships: memberships.into_iter().map(std::sync::Arc::new).collect(),
             namespaces,
             rolebindings: vec![],
             credentials,
@@ -238,7 +238,7 @@ fn org_report(w: &World, settings: &Settings) -> OrgReport {
     let by_name: std::collections::HashMap<&str, &Membership> = w
         .memberships
         .iter()
-        .filter_map(|m| Some((m.metadata.name.as_deref()?, m)))
+        .filter_map(|m| Some((m.metadata.name.as_deref()?, m.as_ref())))
         .collect();
     let mut people: Vec<PersonReport> = planned
         .membership_status
