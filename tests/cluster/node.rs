@@ -356,6 +356,48 @@ async fn on_a_real_node_the_chart_serves_through_services_and_the_host_is_put_ba
     }
     drop(listener);
 
+    // A pod cannot stand in for the API server: roster's admission webhook and its token and
+    // authorization webhooks, by Service or by pod address, refuse a client without the API
+    // server's certificate; the identity Service answers anyone (it is the members' front door).
+    let svc = |name: &str| {
+        let ip = c.kubectl_ok(&[
+            "get",
+            "service",
+            name,
+            "-n",
+            NS,
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ]);
+        format!("{}:443", ip.trim())
+    };
+    let pod_ip = c.kubectl_ok(&[
+        "get",
+        "pods",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.items[0].status.podIP}",
+    ]);
+    for (addr, path) in [
+        (svc("roster-webhook"), "/validate"),
+        (svc("roster-authn"), "/authenticate"),
+        (svc("roster-authn"), "/authorize"),
+        (format!("{}:8443", pod_ip.trim()), "/validate"),
+        (format!("{}:8445", pod_ip.trim()), "/authenticate"),
+    ] {
+        let answer = https_post_from(&netns, &addr, path);
+        assert!(
+            answer.starts_with("refused"),
+            "{addr}{path} answered a pod: {answer}"
+        );
+    }
+    let answer = https_post_from(&netns, &svc("roster-identity"), "/api/v1/login");
+    assert!(
+        answer.starts_with("HTTP 4"),
+        "the identity Service answers pods: {answer}"
+    );
+
     // The identity server as members reach it: its Service, verified by its Service name.
     let ip = c.kubectl_ok(&[
         "get",
@@ -618,6 +660,38 @@ fn connects_from(netns: &str, addr: &str) -> bool {
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// An HTTPS POST from network namespace `netns`, without a client certificate and without
+/// verifying the server: "HTTP <status>", or "refused: <why>" when the TLS handshake or the
+/// connection fails (retried once: a Service's first connection may meet a pod just replaced).
+fn https_post_from(netns: &str, addr: &str, path: &str) -> String {
+    let (host, port) = addr.rsplit_once(':').expect("HOST:PORT");
+    let script = format!(
+        r#"import ssl, http.client
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+try:
+    c = http.client.HTTPSConnection("{host}", {port}, context=ctx, timeout=3)
+    c.request("POST", "{path}", body=b"{{}}", headers={{"content-type": "application/json"}})
+    print("HTTP", c.getresponse().status)
+except ssl.SSLError as e:
+    print("refused:", e)
+except Exception as e:
+    print("error:", type(e).__name__, e)
+"#
+    );
+    let mut answer = String::new();
+    for _ in 0..2 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", netns, "python3", "-c", &script])
+            .output()
+            .expect("ip netns exec");
+        answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !answer.starts_with("error") {
+            break;
+        }
+    }
+    answer
 }
 
 /// The host's IPv4 addresses other than loopback and the node's bridge.
