@@ -745,3 +745,41 @@ fn kubectl_as_stdin(c: &Cluster, kubeconfig: &std::path::Path, yaml: &str) -> (b
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Where the node cannot run, `devcluster preflight` says why and exits 4 (make test then skips
+/// the tier, or fails it with ROSTER_REQUIRE_NODE=1); a pod network that is not a /16 to /28 is
+/// refused before anything is checked.
+#[test]
+fn the_node_preflight_names_why_it_cannot_run() {
+    let build = Command::new(crate::harness::root().join("tests/control-plane/build.sh"))
+        .output()
+        .expect("build.sh");
+    assert!(build.status.success());
+    let bin = PathBuf::from(
+        String::from_utf8_lossy(&build.stdout)
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or(""),
+    );
+    let preflight = |cidr: &str| {
+        Command::new(bin.join("devcluster"))
+            .args(["preflight", "--bin"])
+            .arg(&bin)
+            .args(["--node-cidr", cidr])
+            .output()
+            .expect("devcluster preflight")
+    };
+    // Loopback's own network: the pods' addresses would shadow the host's.
+    let out = preflight("127.0.0.0/16");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("the node cannot run here") && err.contains("overlaps 127.0.0.1/8"),
+        "{err}"
+    );
+    let out = preflight("10.0.0.0/8");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("use a /16 to /28"), "{err}");
+}
