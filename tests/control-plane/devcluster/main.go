@@ -385,7 +385,9 @@ func supervise(p paths, o upOpts) (err error) {
 	if err != nil {
 		return err
 	}
-	defer func() { api.stop(15 * time.Second) }()
+	// Its graceful stop waits for long-running requests (seen: 15 s after the node's pods were
+	// gone); its state is in etcd, so a few seconds are enough.
+	defer func() { api.stop(5 * time.Second) }()
 	recordChildren(p, etcd, api)
 
 	client := pki.adminClient()
