@@ -12,7 +12,7 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
@@ -235,7 +235,10 @@ where
     F: FnMut(&watcher::Event<K>) + Send + 'static,
 {
     let (store, writer) = reflector::store();
-    let mut seen: HashMap<ObjectRef<K>, u64> = HashMap::new();
+    // By a hash of namespace and name, not by ObjectRef (four strings per object, 20,000
+    // Memberships: megabytes). Two objects sharing a key can only cost an extra reconcile,
+    // never a missed one, unless their fingerprints collide as well.
+    let mut seen: HashMap<u64, u64> = HashMap::new();
     let stream = watcher(api, wc)
         .backoff(watch_backoff())
         // Cache only what decisions read: managedFields and kubectl's last-applied copy of the
@@ -250,11 +253,11 @@ where
             let out = match event {
                 Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
                     let fingerprint = trigger_fingerprint(&obj);
-                    let key = ObjectRef::from_obj(&obj);
-                    (seen.insert(key, fingerprint) != Some(fingerprint)).then_some(Ok(obj))
+                    (seen.insert(seen_key(&obj), fingerprint) != Some(fingerprint))
+                        .then_some(Ok(obj))
                 }
                 Ok(watcher::Event::Delete(obj)) => {
-                    seen.remove(&ObjectRef::from_obj(&obj));
+                    seen.remove(&seen_key(&obj));
                     Some(Ok(obj))
                 }
                 Ok(watcher::Event::Init) => {
@@ -319,6 +322,13 @@ impl Backoff for WatchBackoff {
 
 /// What about an object makes it worth planning again. For roster's kinds the spec is covered by
 /// `generation`; RoleBindings have no generation, so their content counts.
+fn seen_key<K: Resource>(obj: &K) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    obj.meta().namespace.hash(&mut h);
+    obj.meta().name.hash(&mut h);
+    h.finish()
+}
+
 fn trigger_fingerprint<K: Resource + serde::Serialize>(obj: &K) -> u64 {
     let meta = obj.meta();
     let mut h = std::collections::hash_map::DefaultHasher::new();
