@@ -198,6 +198,14 @@ func teardownNode() error {
 		return fmt.Errorf("the node of the run in %s (pid %d) is still up; stop it first", st.Dir, st.Pid)
 	}
 	p := paths{st.Dir}
+	// Teardown kills whatever is in kubelet's cgroups and removes kube-proxy's rules: with
+	// another kubelet or kube-proxy running (not this run's: those are stopped by now) that would
+	// be someone else's pods and Services.
+	for _, other := range []string{"kubelet", "kube-proxy"} {
+		if pid := findProcess(func(argv []string) bool { return filepath.Base(argv[0]) == other }); pid != 0 {
+			return fmt.Errorf("a %s runs on this machine (pid %d) that is not this run's: not tearing down the node of %s over it; stop it, then `devcluster down --dir %s`", other, pid, st.Dir, st.Dir)
+		}
+	}
 	var cleaned []string
 	note := func(format string, args ...any) { cleaned = append(cleaned, fmt.Sprintf(format, args...)) }
 
