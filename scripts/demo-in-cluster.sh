@@ -6,6 +6,7 @@
 # it and puts the host back (bridge, iptables rules, sysctls, mounts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 state=.roster-dev-node
 ns=roster-system
 authn_ip=10.0.0.53
@@ -78,14 +79,7 @@ for _ in $(seq 60); do
     sleep 0.5
 done
 
-probe='{"apiVersion":"roster.dev/v1alpha1","kind":"Organization","metadata":{"name":"probe","namespace":"default"},"spec":{"owner":"a@b.example"}}'
-webhook_ready=no
-for _ in $(seq 120); do
-    out=$(echo "$probe" | k apply --dry-run=server -f - 2>&1 || true)
-    if grep -q "named after its namespace" <<<"$out"; then webhook_ready=yes; break; fi
-    sleep 0.5
-done
-if [ "$webhook_ready" != yes ]; then
+if ! webhook_answers; then
     echo "roster's webhook did not answer through its Service within 60s: kubectl logs -n $ns deployment/roster" >&2
     exit 1
 fi

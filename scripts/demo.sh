@@ -3,6 +3,7 @@
 # roster converged them to. Running it again reuses the control plane and restarts roster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 state=.roster-dev
 mkdir -p "$state"
 
@@ -93,17 +94,7 @@ KUBECONFIG="$PWD/$state/roster.kubeconfig" setsid nohup "$roster" run \
     --authn-addr "127.0.0.1:$authn_port" --authn-client-ca "$state/identity/client-ca.crt" \
     >"$state/security.jsonl" 2>"$state/roster.log" </dev/null &
 echo $! >"$state/roster.pid"
-# The API server picks up the webhook configuration asynchronously: wait until the webhook
-# refuses something only it refuses.
-probe='{"apiVersion":"roster.dev/v1alpha1","kind":"Organization","metadata":{"name":"probe","namespace":"default"},"spec":{"owner":"a@b.example"}}'
-webhook_ready=no
-for _ in $(seq 120); do
-    # kubectl fails when the webhook denies: that failure is what we wait for (pipefail is on).
-    out=$(echo "$probe" | k apply --dry-run=server -f - 2>&1 || true)
-    if grep -q "named after its namespace" <<<"$out"; then webhook_ready=yes; break; fi
-    sleep 0.5
-done
-if [ "$webhook_ready" != yes ]; then
+if ! webhook_answers; then
     echo "roster's webhook did not answer within 60s; see $state/roster.log" >&2
     exit 1
 fi

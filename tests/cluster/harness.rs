@@ -196,21 +196,7 @@ impl Cluster {
             ),
         ];
         flags.extend(extra_apiserver_flags.iter().map(|f| f.to_string()));
-        let build = Command::new(root().join("tests/control-plane/build.sh"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("cannot run tests/control-plane/build.sh");
-        assert!(
-            build.status.success(),
-            "tests/control-plane/build.sh failed (see its output above)"
-        );
-        let bin = PathBuf::from(
-            String::from_utf8_lossy(&build.stdout)
-                .trim()
-                .lines()
-                .last()
-                .unwrap_or(""),
-        );
+        let bin = control_plane_bin();
 
         let mut child = Command::new(bin.join("devcluster"))
             .arg("up")
@@ -281,6 +267,23 @@ impl Cluster {
             metrics_addr: free_addr(&host),
             host,
         }
+    }
+
+    /// Namespace `ns` with the Helm chart's serving Secret `name` made from the CA the API server
+    /// was started trusting (`roster certificate --keep-ca-key`): roster issues from it.
+    pub fn serving_secret(&self, ns: &str, name: &str) {
+        self.kubectl_ok(&["create", "namespace", ns]);
+        let file = |f: &str| format!("--from-file={f}={}", self.identity_certs.join(f).display());
+        self.kubectl_ok(&[
+            "create",
+            "secret",
+            "generic",
+            name,
+            "-n",
+            ns,
+            &file("ca.crt"),
+            &file("ca.key"),
+        ]);
     }
 
     /// Stops the control plane (and its node) and returns how the launcher exited: with a node,
@@ -504,23 +507,26 @@ impl Cluster {
 /// The helm CLI, built from the Go module pinned in tests/helm (cached like the control plane).
 pub fn helm_bin() -> &'static Path {
     static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        let build = Command::new(root().join("tests/helm/build.sh"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("cannot run tests/helm/build.sh");
-        assert!(
-            build.status.success(),
-            "tests/helm/build.sh failed (see its output above)"
-        );
-        PathBuf::from(
-            String::from_utf8_lossy(&build.stdout)
-                .trim()
-                .lines()
-                .last()
-                .unwrap_or(""),
-        )
-    })
+    HELM.get_or_init(|| built("tests/helm/build.sh"))
+}
+
+/// Runs one of the Go build scripts and returns the path it prints last.
+fn built(script: &str) -> PathBuf {
+    let build = Command::new(root().join(script))
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
+    assert!(
+        build.status.success(),
+        "{script} failed (see its output above)"
+    );
+    PathBuf::from(
+        String::from_utf8_lossy(&build.stdout)
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or(""),
+    )
 }
 
 /// Runs helm (in the repository root, no cluster unless `args` name one) and returns stdout,
@@ -594,6 +600,11 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Opt
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The directory tests/control-plane/build.sh prints (built or found in its cache).
+pub fn control_plane_bin() -> PathBuf {
+    built("tests/control-plane/build.sh")
 }
 
 fn node_args(placement: &Placement) -> Vec<String> {

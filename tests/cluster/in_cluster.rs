@@ -39,25 +39,9 @@ fn serial() -> MutexGuard<'static, ()> {
 fn chart_cluster() -> &'static ChartCluster {
     CHART_CLUSTER.get_or_init(|| {
         let c = Cluster::start("-chart", &[]);
-        c.kubectl_ok(&["create", "namespace", NS]);
         // The API server was started trusting the CA `roster certificate --keep-ca-key` made;
         // roster issues its serving certificates from it (README: "Install on a cluster").
-        c.kubectl_ok(&[
-            "create",
-            "secret",
-            "generic",
-            SERVING_SECRET,
-            "-n",
-            NS,
-            &format!(
-                "--from-file=ca.crt={}",
-                c.identity_certs.join("ca.crt").display()
-            ),
-            &format!(
-                "--from-file=ca.key={}",
-                c.identity_certs.join("ca.key").display()
-            ),
-        ]);
+        c.serving_secret(NS, SERVING_SECRET);
         ChartCluster {
             webhook: Service::listen(&c.webhook_addr),
             identity: Service::listen(&c.identity_addr),
@@ -239,7 +223,7 @@ impl Drop for Release<'_> {
 
 /// An object only the webhook refuses (the organization must be named after its namespace),
 /// sent as a server-side dry run: true when the refusal is the webhook's.
-fn webhook_answers(c: &Cluster) -> bool {
+pub(crate) fn webhook_answers(c: &Cluster) -> bool {
     let probe = "apiVersion: roster.dev/v1alpha1\nkind: Organization\nmetadata: {name: probe, namespace: default}\nspec: {owner: a@b.example}\n";
     let out = c.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], Some(probe));
     String::from_utf8_lossy(&out.stderr).contains("named after its namespace")
@@ -258,7 +242,7 @@ fn uninstall(cc: &ChartCluster) {
     ]);
 }
 
-fn lease_holder(c: &Cluster) -> String {
+pub(crate) fn lease_holder(c: &Cluster) -> String {
     c.kubectl_try(&[
         "get",
         "lease",
@@ -284,7 +268,7 @@ fn org(ns: &str, projects: &[&str]) -> String {
 }
 
 /// Until roster has made project `p`'s namespace with its RoleBinding for the owner.
-fn wait_converged(c: &Cluster, ns: &str, p: &str, within: Duration) {
+pub(crate) fn wait_converged(c: &Cluster, ns: &str, p: &str, within: Duration) {
     wait_for(&format!("project {p} of {ns} to converge"), within, || {
         c.kubectl_try(&[
             "get",
@@ -533,6 +517,13 @@ fn the_chart_installs_fails_over_upgrades_and_uninstalls() {
     // organizations and what roster made for them stay.
     release.stop_all();
     uninstall(cc);
+    uninstalled_as_documented(c, ns, "four");
+}
+
+/// After `helm uninstall`: what the chart installed is gone; the CRDs (Helm never deletes them),
+/// organization `ns`, project `project`'s namespace and binding, and what roster made in its own
+/// namespace at run time stay.
+pub(crate) fn uninstalled_as_documented(c: &Cluster, ns: &str, project: &str) {
     for (kind, name) in [
         ("validatingwebhookconfiguration", "roster.dev"),
         ("clusterrole", "roster"),
@@ -570,7 +561,7 @@ fn the_chart_installs_fails_over_upgrades_and_uninstalls() {
             .is_some()
     );
     assert!(
-        c.kubectl_try(&["get", "namespace", &format!("{ns}-four")])
+        c.kubectl_try(&["get", "namespace", &format!("{ns}-{project}")])
             .is_some()
     );
     assert!(
@@ -579,7 +570,7 @@ fn the_chart_installs_fails_over_upgrades_and_uninstalls() {
             "rolebinding",
             "roster-admin",
             "-n",
-            &format!("{ns}-four")
+            &format!("{ns}-{project}")
         ])
         .is_some()
     );

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use crate::harness::{
     Cluster, NODE_AUTHN_IP, PASSWORD, Placement, ROSTER_NAMESPACE as NS, helm, wait_for,
 };
+use crate::in_cluster::{lease_holder, wait_converged, webhook_answers};
 use crate::members::{apply, can_i, code, enrol_on_page, login_api, org_yaml, token_kubeconfig};
 
 const RELEASE: &str = "roster";
-const LEASE: &str = "roster-leader";
 const SERVING_SECRET: &str = "roster-serving";
 /// An object only the webhook refuses (an organization must be named after its namespace).
 const PROBE: &str = "apiVersion: roster.dev/v1alpha1\nkind: Organization\nmetadata: {name: probe, namespace: default}\nspec: {owner: a@b.example}\n";
@@ -193,41 +193,6 @@ fn rollout(c: &Cluster) {
     }
 }
 
-fn lease_holder(c: &Cluster) -> String {
-    c.kubectl_try(&[
-        "get",
-        "lease",
-        LEASE,
-        "-n",
-        NS,
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ])
-    .unwrap_or_default()
-}
-
-/// An object only the webhook refuses, as a server-side dry run: true when the refusal is the
-/// webhook's (the API server reached a replica through the Service).
-fn webhook_answers(c: &Cluster) -> bool {
-    let out = c.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], Some(PROBE));
-    String::from_utf8_lossy(&out.stderr).contains("named after its namespace")
-}
-
-fn wait_project(c: &Cluster, ns: &str, p: &str, within: Duration) {
-    wait_for(&format!("project {p} of {ns} to converge"), within, || {
-        c.kubectl_try(&[
-            "get",
-            "rolebinding",
-            "roster-admin",
-            "-n",
-            &format!("{ns}-{p}"),
-            "-o",
-            "jsonpath={.subjects[*].name}",
-        ])
-        .filter(|s| !s.is_empty())
-    });
-}
-
 fn with_project(ns: &str, p: &str) -> String {
     format!(
         "apiVersion: roster.dev/v1alpha1\nkind: Project\nmetadata: {{name: {p}, namespace: {ns}}}\nspec: {{namespaceDeletion: Delete}}\n"
@@ -262,23 +227,7 @@ async fn on_a_real_node_the_chart_serves_through_services_and_the_host_is_put_ba
     let node = c.kubectl_ok(&["get", "nodes", "-o", "jsonpath={.items[*].metadata.name}"]);
     assert_eq!(node.trim(), "roster-node");
 
-    c.kubectl_ok(&["create", "namespace", NS]);
-    c.kubectl_ok(&[
-        "create",
-        "secret",
-        "generic",
-        SERVING_SECRET,
-        "-n",
-        NS,
-        &format!(
-            "--from-file=ca.crt={}",
-            c.identity_certs.join("ca.crt").display()
-        ),
-        &format!(
-            "--from-file=ca.key={}",
-            c.identity_certs.join("ca.key").display()
-        ),
-    ]);
+    c.serving_secret(NS, SERVING_SECRET);
     let installing = Instant::now();
     helm_in(&c, &["install", RELEASE, "charts/roster"], &values());
     rollout(&c);
@@ -424,7 +373,7 @@ async fn on_a_real_node_the_chart_serves_through_services_and_the_host_is_put_ba
             "apiVersion: roster.dev/v1alpha1\nkind: Organization\nmetadata: {{name: {other}, namespace: {other}}}\nspec: {{owner: otto@other.example}}\n"
         ),
     );
-    wait_project(&c, ns, "one", Duration::from_secs(60));
+    wait_converged(&c, ns, "one", Duration::from_secs(60));
 
     // A second owner, refused by the webhook through its Service: dave has not accepted his
     // invitation, so the organization cannot be given to him.
@@ -462,21 +411,9 @@ async fn on_a_real_node_the_chart_serves_through_services_and_the_host_is_put_ba
     assert_eq!(status, 200, "{body}");
     let token = body["token"].as_str().expect("token").to_string();
     let kc = token_kubeconfig(&c, "carl-node", &token);
-    let out = c.kubectl_as(
-        &kc,
-        &[
-            "auth",
-            "whoami",
-            "-o",
-            "jsonpath={.status.userInfo.username}",
-        ],
-        &[],
-    );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        format!("roster:{ns}:carl@acme.example"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        crate::trust::whoami(&c, &kc),
+        format!("roster:{ns}:carl@acme.example")
     );
     for (verb, what, namespace, want) in [
         ("create", "memberships.roster.dev", ns, "yes"),
@@ -498,17 +435,20 @@ async fn on_a_real_node_the_chart_serves_through_services_and_the_host_is_put_ba
             "apiVersion: roster.dev/v1alpha1\nkind: Membership\nmetadata: {{name: eve, namespace: {ns}}}\nspec: {{email: eve@acme.example, role: {role}}}\n"
         )
     };
-    let refused = kubectl_as_stdin(&c, &kc, &eve("Admin"));
+    let apply_as_carl =
+        |yaml: &str| crate::trust::kubectl_stdin(&c, &kc, &["apply", "-f", "-"], yaml);
+    let refused = apply_as_carl(&eve("Admin"));
+    let err = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        !refused.0
-            && refused
-                .1
-                .contains("Admins may invite or remove Members only"),
-        "{}",
-        refused.1
+        !refused.status.success() && err.contains("Admins may invite or remove Members only"),
+        "{err}"
     );
-    let allowed = kubectl_as_stdin(&c, &kc, &eve("Member"));
-    assert!(allowed.0, "{}", allowed.1);
+    let allowed = apply_as_carl(&eve("Member"));
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
 
     // Deleting the leader's pod (SIGTERM: it gives the lease up) hands the lease over, and a
     // change made right after converges.
@@ -531,7 +471,7 @@ async fn on_a_real_node_the_chart_serves_through_services_and_the_host_is_put_ba
         deleted.elapsed()
     );
     apply(&c, &with_project(ns, "two"));
-    wait_project(&c, ns, "two", Duration::from_secs(30));
+    wait_converged(&c, ns, "two", Duration::from_secs(30));
     rollout(&c);
 
     // helm upgrade with a changed value: a rollout, one pod at a time, every webhook call
@@ -572,7 +512,7 @@ async fn on_a_real_node_the_chart_serves_through_services_and_the_host_is_put_ba
         "webhook calls failed during the rollout ({answered} answered)"
     );
     apply(&c, &with_project(ns, "three"));
-    wait_project(&c, ns, "three", Duration::from_secs(30));
+    wait_converged(&c, ns, "three", Duration::from_secs(30));
 
     // helm uninstall: the pods, Services, RBAC and webhook configuration go; the CRDs, the
     // organizations and what roster made for them stay.
@@ -591,41 +531,7 @@ async fn on_a_real_node_the_chart_serves_through_services_and_the_host_is_put_ba
         Duration::from_secs(60),
         || pods(&c).is_empty().then_some(()),
     );
-    for (kind, name) in [
-        ("validatingwebhookconfiguration", "roster.dev"),
-        ("clusterrole", "roster"),
-        ("clusterrolebinding", "roster"),
-    ] {
-        assert!(
-            c.kubectl_try(&["get", kind, name]).is_none(),
-            "{kind} {name} is gone"
-        );
-    }
-    for (kind, name) in [
-        ("deployment", "roster"),
-        ("service", "roster-webhook"),
-        ("service", "roster-identity"),
-        ("service", "roster-authn"),
-    ] {
-        assert!(
-            c.kubectl_try(&["get", kind, name, "-n", NS]).is_none(),
-            "{kind} {name} is gone"
-        );
-    }
-    assert!(
-        c.kubectl_try(&["get", "crd", "organizations.roster.dev"])
-            .is_some()
-    );
-    assert!(
-        c.kubectl_try(&[
-            "get",
-            "rolebinding",
-            "roster-admin",
-            "-n",
-            &format!("{ns}-three")
-        ])
-        .is_some()
-    );
+    crate::in_cluster::uninstalled_as_documented(&c, ns, "three");
 
     // The node's teardown: by PID, then mounts, namespaces, cgroups, bridge, rules, sysctls.
     let c = std::sync::Arc::into_inner(c).expect("the only handle");
@@ -722,46 +628,12 @@ fn default_gateway() -> Option<String> {
     words.next().map(str::to_string)
 }
 
-/// `kubectl apply -f -` with another kubeconfig: (success, stderr).
-fn kubectl_as_stdin(c: &Cluster, kubeconfig: &std::path::Path, yaml: &str) -> (bool, String) {
-    use std::io::Write;
-    let mut child = Command::new(c.bin.join("kubectl"))
-        .args(["apply", "-f", "-"])
-        .env("KUBECONFIG", kubeconfig)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(yaml.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("kubectl");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Where the node cannot run, `devcluster preflight` says why and exits 4 (make test then skips
 /// the tier, or fails it with ROSTER_REQUIRE_NODE=1); a pod network that is not a /16 to /28 is
 /// refused before anything is checked.
 #[test]
 fn the_node_preflight_names_why_it_cannot_run() {
-    let build = Command::new(crate::harness::root().join("tests/control-plane/build.sh"))
-        .output()
-        .expect("build.sh");
-    assert!(build.status.success());
-    let bin = PathBuf::from(
-        String::from_utf8_lossy(&build.stdout)
-            .trim()
-            .lines()
-            .last()
-            .unwrap_or(""),
-    );
+    let bin = crate::harness::control_plane_bin();
     let preflight = |cidr: &str| {
         Command::new(bin.join("devcluster"))
             .args(["preflight", "--bin"])

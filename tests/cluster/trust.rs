@@ -110,7 +110,7 @@ pub(crate) fn kubectl(c: &Cluster, kc: &std::path::Path, args: &[&str]) -> std::
     c.kubectl_as(kc, args, &[])
 }
 
-fn kubectl_stdin(
+pub(crate) fn kubectl_stdin(
     c: &Cluster,
     kc: &std::path::Path,
     args: &[&str],
@@ -139,7 +139,7 @@ fn can_i(c: &Cluster, kc: &std::path::Path, verb: &str, what: &str, ns: &str) ->
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn whoami(c: &Cluster, kc: &std::path::Path) -> String {
+pub(crate) fn whoami(c: &Cluster, kc: &std::path::Path) -> String {
     let out = kubectl(
         c,
         kc,
