@@ -297,6 +297,16 @@ async fn on_a_real_node_the_chart_serves_through_services_and_the_host_is_put_ba
             "a pod reached the host's {addr}"
         );
     }
+    // Red team: the same listener (bound to every address) at the bridge's address: a pod
+    // reaches "that address" for the API server, but must not reach every other service of the
+    // host that listens on 0.0.0.0 through it.
+    // (Collected, asserted after the Developer's checks below, so that one run shows all.)
+    let mut red_team_holes: Vec<String> = Vec::new();
+    if connects_from(&netns, &format!("10.89.0.1:{port}")) {
+        red_team_holes.push(format!(
+            "a pod reached a host service listening on 0.0.0.0:{port} through the bridge's address"
+        ));
+    }
     if let Some(gw) = default_gateway() {
         assert!(
             !connects_from(&netns, &format!("{gw}:443")),
@@ -449,6 +459,58 @@ async fn on_a_real_node_the_chart_serves_through_services_and_the_host_is_put_ba
         "{}",
         String::from_utf8_lossy(&allowed.stderr)
     );
+
+    // Red team: bob, a Developer of project one, logs in for real; with his token, in his own
+    // project namespace, the API server must refuse what reaches past the pod network: a
+    // Service with externalIPs (kube-proxy then hands it the API server's connections to the
+    // kubelet at 10.89.0.1:10250 — kubectl exec/logs of every namespace, the kubelet's serving
+    // certificate is not verified — and to roster's webhook and authn Services, and the host's
+    // connections to any address), and a pod on the host's network and PID namespace with the
+    // host's / mounted (runs the host's binaries as uid 0 and reads every key on the machine).
+    let page = crate::harness::accept(&c, ns, "bob").await;
+    let (seed, enrolled) = enrol_on_page(&c, ns, "bob", &page).await;
+    crate::members::wait_step(enrolled + 1);
+    let (status, body) = login_api(
+        &c,
+        ns,
+        "bob@acme.example",
+        PASSWORD,
+        Some(&code(&seed, enrolled + 1)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let bob = token_kubeconfig(&c, "bob-node", body["token"].as_str().expect("token"));
+    let project_ns = format!("{ns}-one");
+    assert_eq!(
+        can_i(&c, &bob, "create", "pods", &project_ns),
+        "yes",
+        "bob is a Developer in {project_ns}"
+    );
+    for (what, yaml) in [
+        (
+            "a Service with externalIPs [10.89.0.1] (the kubelet's address)",
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: rt-ext, namespace: {project_ns}}}\nspec: {{externalIPs: [10.89.0.1], ports: [{{port: 10250}}]}}\n"
+            ),
+        ),
+        (
+            "a pod with hostNetwork, hostPID and a hostPath of /",
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: rt-host, namespace: {project_ns}}}\nspec: {{hostNetwork: true, hostPID: true, containers: [{{name: c, image: x, volumeMounts: [{{name: h, mountPath: /h}}]}}], volumes: [{{name: h, hostPath: {{path: /}}}}]}}\n"
+            ),
+        ),
+    ] {
+        let out = crate::trust::kubectl_stdin(
+            &c,
+            &bob,
+            &["create", "--dry-run=server", "-f", "-"],
+            &yaml,
+        );
+        if out.status.success() {
+            red_team_holes.push(format!("a Developer's token may create {what}"));
+        }
+    }
+    assert!(red_team_holes.is_empty(), "red team: {red_team_holes:#?}");
 
     // Deleting the leader's pod (SIGTERM: it gives the lease up) hands the lease over, and a
     // change made right after converges.

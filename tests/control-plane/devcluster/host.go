@@ -21,9 +21,23 @@ import (
 
 // Paths kubelet and containerd use whatever they are told; what the run adds there goes again.
 var fixedPaths = []string{
-	"/var/lib/kubelet", "/var/log/containers", "/var/log/pods", "/var/lib/cni", "/run/netns",
-	"/run/containerd", "/opt/containerd", "/etc/cni", "/opt/cni", "/usr/libexec/kubernetes",
-	"/var/lib/containerd", "/etc/kubernetes",
+	"/var/lib/kubelet", "/var/log/containers", "/var/lib/cni", "/run/netns", "/run/containerd",
+}
+
+// ours says whether a path under the fixed paths is one the node makes: in /run/netns only
+// containerd's cni-* namespaces (an `ip netns add` of someone else's during the run stays).
+func ours(path string) bool {
+	if strings.HasPrefix(path, "/run/netns/") {
+		return strings.HasPrefix(filepath.Base(path), "cni-")
+	}
+	return true
+}
+
+// nodeRule says whether an iptables line is the node's (kubelet's and kube-proxy's KUBE-*
+// chains, devcluster's own, and the rules that jump to them): teardown removes and checks only
+// those, never another program's rules added meanwhile.
+func nodeRule(line string) bool {
+	return strings.Contains(line, "KUBE-") || strings.Contains(line, "ROSTER-NODE-")
 }
 
 // Sysctls kubelet, kube-proxy or the bridge plugin may set; put back as they were.
@@ -244,11 +258,12 @@ func teardownNode() error {
 		}
 	}
 	removeNewChains(st.Iptables)
+	// The tables iptables-nft made for the node's rules, once empty (a table holding anyone
+	// else's rule stays).
 	for _, t := range nftTables() {
-		if !contains(st.NftTabs, t) {
-			if f := strings.Fields(t); len(f) == 2 && run("nft", "delete", "table", f[0], f[1]) == nil {
-				note("removed nftables table %s", t)
-			}
+		if f := strings.Fields(t); !contains(st.NftTabs, t) && len(f) == 2 && nftEmpty(f[0], f[1]) &&
+			run("nft", "delete", "table", f[0], f[1]) == nil {
+			note("removed nftables table %s", t)
 		}
 	}
 
@@ -287,7 +302,7 @@ func teardownNode() error {
 	for round := 0; round < 50; round++ {
 		var extra []string
 		for _, l := range links() {
-			if !contains(st.Links, l) && strings.HasPrefix(l, "veth") {
+			if !contains(st.Links, l) && strings.HasPrefix(l, "veth") && onBridge(l, st.Bridge) {
 				extra = append(extra, l)
 			}
 		}
@@ -324,7 +339,7 @@ func teardownNode() error {
 		sort.Slice(now, func(i, j int) bool { return len(now[i]) > len(now[j]) })
 		removed := 0
 		for _, path := range now {
-			if (!existed || !contains(before, path)) && !mounted(path) && os.Remove(path) == nil {
+			if (!existed || !contains(before, path)) && ours(path) && !mounted(path) && os.Remove(path) == nil {
 				removed++
 			}
 		}
@@ -347,14 +362,16 @@ func teardownNode() error {
 		}
 	}
 	for _, l := range links() {
-		if !contains(st.Links, l) && (l == st.Bridge || strings.HasPrefix(l, "veth")) {
+		if !contains(st.Links, l) && (l == st.Bridge || (strings.HasPrefix(l, "veth") && onBridge(l, st.Bridge))) {
 			left = append(left, "interface "+l)
 		}
 	}
 	now := iptablesRules()
 	for tool, before := range st.Iptables {
 		for _, d := range diffLines(before, now[tool]) {
-			left = append(left, tool+": "+d)
+			if nodeRule(d) {
+				left = append(left, tool+": "+d)
+			}
 		}
 	}
 	for s, v := range st.Sysctls {
@@ -366,7 +383,7 @@ func teardownNode() error {
 		before, existed := st.Paths[root]
 		now, _ := walk(root)
 		for _, path := range now {
-			if !existed || !contains(before, path) {
+			if (!existed || !contains(before, path)) && ours(path) {
 				left = append(left, "file "+path)
 			}
 		}
@@ -462,7 +479,7 @@ func removeNewChains(before map[string][]string) {
 	for tool, lines := range iptablesRules() {
 		bin := strings.TrimSuffix(tool, "-save")
 		for _, l := range lines {
-			if contains(before[tool], l) {
+			if contains(before[tool], l) || !nodeRule(l) {
 				continue
 			}
 			table, rule, _ := strings.Cut(l, " ")
@@ -472,7 +489,7 @@ func removeNewChains(before map[string][]string) {
 			}
 		}
 		for _, l := range lines {
-			if contains(before[tool], l) {
+			if contains(before[tool], l) || !nodeRule(l) {
 				continue
 			}
 			table, rule, _ := strings.Cut(l, " ")
@@ -626,4 +643,28 @@ func links() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// onBridge says whether interface l is (or, gone since, was) a port of the bridge: a veth of the
+// node's pods, not another program's.
+func onBridge(l, bridge string) bool {
+	target, err := os.Readlink("/sys/class/net/" + l + "/master")
+	return err == nil && filepath.Base(target) == bridge
+}
+
+// nftEmpty says whether an nftables table holds no rule (only chains with their hooks).
+func nftEmpty(family, name string) bool {
+	out, err := exec.Command("nft", "list", "table", family, name).Output()
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		t := strings.TrimSpace(l)
+		if t == "" || t == "}" || strings.HasPrefix(t, "table ") || strings.HasPrefix(t, "chain ") ||
+			strings.HasPrefix(t, "type ") || strings.HasPrefix(t, "policy ") {
+			continue
+		}
+		return false
+	}
+	return true
 }

@@ -324,6 +324,11 @@ func supervise(p paths, o upOpts) (err error) {
 	if port == 0 {
 		port = freePort(apiHost)
 	}
+	if o.node.enabled {
+		if err := nodeRules(nn, port); err != nil {
+			return fmt.Errorf("node network: %w", err)
+		}
+	}
 	if err := os.WriteFile(p.f("audit-policy.yaml"), []byte(auditPolicy), 0o644); err != nil {
 		return err
 	}
@@ -367,9 +372,17 @@ func supervise(p paths, o upOpts) (err error) {
 	if o.node.enabled {
 		// Pods get their ServiceAccount's token; the `kubernetes` Service points at this server;
 		// `kubectl logs` reaches the kubelet.
+		// No Service may claim an external address: kube-proxy would hand it the host's own
+		// connections (the API server's to the kubelet and to roster's webhooks; seen). The
+		// kubelet's serving certificate is checked (issued by startNode from this CA).
 		apiArgs = append(apiArgs, "--endpoint-reconciler-type=lease",
 			"--kubelet-client-certificate="+pki.f("admin.crt"), "--kubelet-client-key="+pki.f("admin.key"),
-			"--kubelet-preferred-address-types=InternalIP")
+			"--kubelet-certificate-authority="+pki.f("ca.crt"),
+			"--kubelet-preferred-address-types=InternalIP",
+			"--enable-admission-plugins=DenyServiceExternalIPs")
+		if o.extra, err = withPodSecurity(p, o.extra); err != nil {
+			return fmt.Errorf("pod security: %w", err)
+		}
 	} else {
 		// No pods: no token volumes, no endpoints to keep.
 		apiArgs = append(apiArgs, "--endpoint-reconciler-type=none", "--disable-admission-plugins=ServiceAccount")

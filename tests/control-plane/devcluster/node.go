@@ -29,6 +29,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -169,6 +170,14 @@ func nodeNetwork(nn nodeNet) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// nodeRules keeps the node's traffic on this machine: on the bridge's address, pods reach the
+// API server's port and the kubelet's (as on any node), and no other service of the host (the
+// host's services listening on every address would otherwise answer them there; seen).
+func nodeRules(nn nodeNet, apiPort int) error {
+	gw := nn.gateway.String()
 	rules4 := [][]string{
 		// INPUT: the bridge's address answers the host itself and the pods, nobody else; pods
 		// reach no other address of the host.
@@ -176,7 +185,8 @@ func nodeNetwork(nn nodeNet) error {
 		// Replies to what the host opened (the API server calling a webhook through its
 		// Service: conntrack has already turned the masqueraded address back into the host's).
 		{"-A", nodeChainIn, "-i", nodeBridge, "-m", "conntrack", "--ctstate", "ESTABLISHED", "--ctdir", "REPLY", "-j", "RETURN"},
-		{"-A", nodeChainIn, "-i", nodeBridge, "-d", gw, "-j", "RETURN"},
+		{"-A", nodeChainIn, "-i", nodeBridge, "-d", gw, "-p", "tcp", "--dport", strconv.Itoa(apiPort), "-j", "RETURN"},
+		{"-A", nodeChainIn, "-i", nodeBridge, "-d", gw, "-p", "tcp", "--dport", "10250", "-j", "RETURN"},
 		{"-A", nodeChainIn, "-i", nodeBridge, "-j", "DROP"},
 		{"-A", nodeChainIn, "-d", gw, "-j", "DROP"},
 		// FORWARD: between pods only; nothing leaves or enters the bridge through the host.
@@ -358,6 +368,89 @@ func nodeIdentity(p paths, k *pki, server string) (string, error) {
 	return file, os.WriteFile(file, []byte(cfg), 0o600)
 }
 
+// withPodSecurity gives the node's pods Pod Security "baseline" by default (no host network,
+// PID or paths, no privilege): without it a Developer of any organization could run a pod as
+// root on this machine and read every key on it (seen). It adds the PodSecurity plugin to the
+// admission configuration file among extra's flags (written by `roster certificate`), or makes
+// one.
+func withPodSecurity(p paths, extra []string) ([]string, error) {
+	const flag = "--admission-control-config-file="
+	base := "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n"
+	at := -1
+	for i, a := range extra {
+		if strings.HasPrefix(a, flag) {
+			at = i
+		}
+	}
+	if at >= 0 {
+		b, err := os.ReadFile(strings.TrimPrefix(extra[at], flag))
+		if err != nil {
+			return nil, err
+		}
+		base = string(b)
+		if strings.Contains(base, "name: PodSecurity") {
+			return extra, nil
+		}
+	}
+	// The plugins list is the file's last key (as roster certificate writes it): append an entry
+	// with the list's own indentation.
+	i := strings.Index(base, "\nplugins:\n")
+	if i < 0 && !strings.HasPrefix(base, "plugins:\n") {
+		return nil, fmt.Errorf("%s: no top-level plugins list to add PodSecurity to", strings.TrimPrefix(extra[at], flag))
+	}
+	indent := ""
+	for _, l := range strings.Split(base[i+1:], "\n")[1:] {
+		if t := strings.TrimLeft(l, " "); strings.HasPrefix(t, "- ") {
+			indent = l[:len(l)-len(t)]
+			break
+		}
+	}
+	entry := strings.Join([]string{
+		"- name: PodSecurity",
+		"  configuration:",
+		"    apiVersion: pod-security.admission.config.k8s.io/v1",
+		"    kind: PodSecurityConfiguration",
+		"    defaults: {enforce: baseline, enforce-version: latest}",
+	}, "\n"+indent)
+	merged := strings.TrimRight(base, "\n") + "\n" + indent + entry + "\n"
+	file := p.f("admission-node.yaml")
+	if err := os.WriteFile(file, []byte(merged), 0o600); err != nil {
+		return nil, err
+	}
+	out := append([]string{}, extra...)
+	if at >= 0 {
+		out[at] = flag + file
+	} else {
+		out = append(out, flag+file)
+	}
+	return out, nil
+}
+
+// kubeletServing issues the kubelet's serving certificate from the cluster CA, so that the API
+// server verifies whom it reaches at the node's address.
+func kubeletServing(p paths, k *pki, nn nodeNet) (string, string, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(), Subject: pkix.Name{CommonName: "system:node:" + nodeName},
+		DNSNames: []string{nodeName}, IPAddresses: []net.IP{nn.gateway},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(365 * 24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, k.ca, &key.PublicKey, k.caKey)
+	if err != nil {
+		return "", "", err
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	crt, kf := nodeDir(p, "kubelet-serving.crt"), nodeDir(p, "kubelet-serving.key")
+	if err := os.WriteFile(crt, pemBlock("CERTIFICATE", der), 0o644); err != nil {
+		return "", "", err
+	}
+	return crt, kf, os.WriteFile(kf, pemBlock("EC PRIVATE KEY", keyDER), 0o600)
+}
+
 // startNode runs kube-scheduler, kube-proxy and kubelet against the API server and waits for
 // the node to be Ready.
 func startNode(ctx context.Context, p paths, o upOpts, k *pki, server string, nn nodeNet, procs *nodeProcs) error {
@@ -420,7 +513,13 @@ conntrack:
 			return err
 		}
 	}
+	servingCrt, servingKey, err := kubeletServing(p, k, nn)
+	if err != nil {
+		return fmt.Errorf("kubelet's serving certificate: %w", err)
+	}
 	kubeletCfg := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+tlsCertFile: %q
+tlsPrivateKeyFile: %q
 kind: KubeletConfiguration
 # This machine mounts cgroup v1; kubelet 1.35+ refuses it unless told.
 failCgroupV1: false
@@ -449,7 +548,7 @@ evictionHard:
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
-`, p.f("containerd/containerd.sock"), nn.gateway, k.f("ca.crt"), cidr, nodeDir(p, "pod-logs"), nodeDir(p, "volume-plugins"))
+`, servingCrt, servingKey, p.f("containerd/containerd.sock"), nn.gateway, k.f("ca.crt"), cidr, nodeDir(p, "pod-logs"), nodeDir(p, "volume-plugins"))
 	if err := os.WriteFile(nodeDir(p, "kubelet.yaml"), []byte(kubeletCfg), 0o600); err != nil {
 		return err
 	}
