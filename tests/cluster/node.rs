@@ -346,8 +346,10 @@ async fn on_a_real_node_the_chart_serves_through_services_and_the_host_is_put_ba
         (format!("{}:8445", pod_ip.trim()), "/authenticate"),
     ] {
         let answer = https_post_from(&netns, &addr, path);
+        // No HTTP answer is what matters (a refused handshake, or a Service connection that
+        // times out under load); the identity Service below shows the path itself works.
         assert!(
-            answer.starts_with("refused"),
+            !answer.starts_with("HTTP"),
             "{addr}{path} answered a pod: {answer}"
         );
     }

@@ -297,7 +297,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 	conflist := map[string]any{
 		"cniVersion": "1.0.0", "name": "roster-node",
 		"plugins": []any{map[string]any{
-			"type": "bridge", "bridge": nodeBridge, "isGateway": true, "ipMasq": false, "hairpinMode": false,
+			"type": "bridge", "bridge": nodeBridge, "isGateway": true, "ipMasq": false, "hairpinMode": true,
 			"ipam": map[string]any{
 				"type":    "host-local",
 				"dataDir": nodeDir(p, "cni-ipam"),
