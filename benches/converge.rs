@@ -17,14 +17,16 @@
 //!
 //! `ROSTER_BENCH_ONLY=memory`: one tree stored, roster started, converged, settled; its RSS and
 //! peak. For profiling: `ROSTER_BENCH_WRAP=heaptrack` runs roster under that command,
-//! `ROSTER_BENCH_PRELOAD=/path/lib.so` preloads an allocator into it.
+//! `ROSTER_BENCH_PRELOAD=/path/lib.so` preloads an allocator into it, `ROSTER_BENCH_SETTLE=S`
+//! waits S seconds (default 5) after convergence before measuring.
+
+mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::{install_roster_crds, rss, start_control_plane, start_roster};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -38,207 +40,6 @@ use serde_json::{Value, json};
 const ORGS: usize = 20;
 const PROJECTS: usize = 10;
 const IN_FLIGHT: usize = 16;
-
-struct ControlPlane {
-    _lifeline: Option<std::process::ChildStdin>,
-    _child: Child,
-    kubeconfig: PathBuf,
-    audit: PathBuf,
-    bin: PathBuf,
-}
-
-fn start_control_plane(root: &Path) -> ControlPlane {
-    let build = Command::new(root.join("tests/control-plane/build.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("build.sh");
-    assert!(
-        build.status.success(),
-        "tests/control-plane/build.sh failed"
-    );
-    let bin = PathBuf::from(
-        String::from_utf8_lossy(&build.stdout)
-            .trim()
-            .lines()
-            .last()
-            .unwrap_or(""),
-    );
-    let dir = root.join(format!(
-        "target/bench-cluster/converge-{}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let mut child = Command::new(bin.join("devcluster"))
-        .args(["up", "--lifeline", "--dir"])
-        .arg(&dir)
-        .arg("--bin")
-        .arg(&bin)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("devcluster");
-    let lifeline = child.stdin.take();
-    let (mut kubeconfig, mut audit) = (None, None);
-    for line in BufReader::new(child.stdout.take().expect("stdout")).lines() {
-        let line = line.expect("line");
-        if let Some(k) = line.strip_prefix("kubeconfig=") {
-            kubeconfig = Some(PathBuf::from(k));
-        }
-        if let Some(a) = line.strip_prefix("audit=") {
-            audit = Some(PathBuf::from(a));
-        }
-        if line.starts_with("pid=") {
-            break;
-        }
-    }
-    ControlPlane {
-        _lifeline: lifeline,
-        _child: child,
-        kubeconfig: kubeconfig.expect("the control plane did not start"),
-        audit: audit.expect("audit log"),
-        bin,
-    }
-}
-
-fn kubectl(cp: &ControlPlane, args: &[&str]) {
-    let out = Command::new(cp.bin.join("kubectl"))
-        .args(args)
-        .env("KUBECONFIG", &cp.kubeconfig)
-        .output()
-        .expect("kubectl");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-struct Roster {
-    child: Child,
-    metrics: String,
-}
-
-fn start_roster(cp: &ControlPlane, root: &Path, log: &Path) -> Roster {
-    let metrics = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-        l.local_addr().expect("addr").to_string()
-    };
-    let mut cmd = match std::env::var_os("ROSTER_BENCH_WRAP") {
-        Some(w) => {
-            let mut c = Command::new(w);
-            c.arg(env!("CARGO_BIN_EXE_roster"));
-            c
-        }
-        None => Command::new(env!("CARGO_BIN_EXE_roster")),
-    };
-    let child = cmd
-        .args([
-            "run",
-            "--lifeline",
-            "--namespace",
-            "roster-system",
-            "--metrics-addr",
-            &metrics,
-        ])
-        .env("KUBECONFIG", &cp.kubeconfig)
-        .env("RUST_LOG", "warn")
-        .envs(std::env::var_os("ROSTER_BENCH_PRELOAD").map(|p| ("LD_PRELOAD", p)))
-        .current_dir(root)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log"))
-        .spawn()
-        .expect("roster");
-    let r = Roster { child, metrics };
-    let start = Instant::now();
-    while !get(&r.metrics, "/readyz").starts_with("HTTP/1.1 200") {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "roster did not become ready"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    r
-}
-
-fn get(addr: &str, path: &str) -> String {
-    use std::io::Write;
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
-/// Resident and peak memory of a process, in MiB (/proc/<pid>/status).
-fn rss(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |k: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(k))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
-}
-
-fn docs(yaml: &str) -> Vec<Value> {
-    yaml.split("\n---\n")
-        .map(|d| d.trim_start_matches("---\n"))
-        .filter(|d| !d.trim().is_empty())
-        .map(|d| serde_saphyr::from_str(d).expect("yaml"))
-        .collect()
-}
-
-/// Creates every object, namespaces and Organizations first, `IN_FLIGHT` at a time.
-async fn create_all(client: &Client, docs: &[Value]) {
-    let rank = |d: &Value| match d["kind"].as_str() {
-        Some("Namespace") => 0,
-        Some("Organization") => 1,
-        _ => 2,
-    };
-    for stage in 0..3 {
-        futures::stream::iter(docs.iter().filter(|d| rank(d) == stage))
-            .map(|d| {
-                let client = client.clone();
-                async move {
-                    let ns = d["metadata"]["namespace"].as_str().unwrap_or_default();
-                    let pp = PostParams::default();
-                    let r = match d["kind"].as_str().unwrap_or_default() {
-                        "Namespace" => Api::<Namespace>::all(client)
-                            .create(&pp, &serde_json::from_value(d.clone()).expect("ns"))
-                            .await
-                            .map(drop),
-                        "Organization" => Api::<Organization>::namespaced(client, ns)
-                            .create(&pp, &serde_json::from_value(d.clone()).expect("org"))
-                            .await
-                            .map(drop),
-                        "Project" => Api::<Project>::namespaced(client, ns)
-                            .create(&pp, &serde_json::from_value(d.clone()).expect("project"))
-                            .await
-                            .map(drop),
-                        _ => Api::<Membership>::namespaced(client, ns)
-                            .create(&pp, &serde_json::from_value(d.clone()).expect("membership"))
-                            .await
-                            .map(drop),
-                    };
-                    r.map_err(|e| e.to_string())
-                }
-            })
-            .buffer_unordered(IN_FLIGHT)
-            .try_collect::<Vec<()>>()
-            .await
-            .expect("create");
-    }
-}
 
 /// The worlds of a stored tree's organizations, as the controller observes them.
 async fn worlds(client: &Client, prefix: &str, now: Timestamp) -> Vec<World> {
@@ -498,55 +299,32 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let cp = start_control_plane(root);
-    kubectl(
-        &cp,
-        &[
-            "apply",
-            "--server-side",
-            "-f",
-            "crds/roster.dev.yaml",
-            "-f",
-            "config/clusterroles.yaml",
-        ],
-    );
-    kubectl(
-        &cp,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/organizations.roster.dev",
-            "crd/projects.roster.dev",
-            "crd/memberships.roster.dev",
-        ],
-    );
-    kubectl(&cp, &["create", "namespace", "roster-system"]);
+    let cp = start_control_plane(root, "converge");
+    install_roster_crds(&cp);
     let logs = cp.audit.parent().expect("dir").to_path_buf();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let config = kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(&cp.kubeconfig).expect("kubeconfig"),
-            &Default::default(),
-        )
-        .await
-        .expect("config");
-        let client = Client::try_from(config).expect("client");
+        let client = common::client(&cp).await;
         let now = Timestamp::now();
-        let tree = |p: &str| docs(&roster::review::sample::tree_yaml(p, ORGS, PROJECTS, members, now));
+        let tree = |p: &str| common::docs(&roster::review::sample::tree_yaml(p, ORGS, PROJECTS, members, now));
         let objects = ORGS * (1 + PROJECTS + members);
 
         // Memory only: one tree stored, roster started, converged, settled.
         if std::env::var("ROSTER_BENCH_ONLY").as_deref() == Ok("memory") {
-            create_all(&client, &tree("m")).await;
+            common::create_all(&client, &tree("m"), IN_FLIGHT).await;
             let t0 = Instant::now();
-            let mut r = start_roster(&cp, root, &logs.join("roster-m.log"));
+            let mut r = start_roster(&cp, root, &logs.join("roster-m.log"), &[]);
             let _ = wait_converged(&client, "m", Duration::from_secs(1800)).await;
             let cold = t0.elapsed();
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            eprintln!("converge bench: converged in {:.1} s; settling", cold.as_secs_f64());
+            let settle = std::env::var("ROSTER_BENCH_SETTLE")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(5);
+            tokio::time::sleep(Duration::from_secs(settle)).await;
             let (rss_now, peak) = rss(r.child.id());
             println!("| memory | {objects} objects | converged {:.1} s | RSS {rss_now:.0} MiB | peak {peak:.0} MiB |", cold.as_secs_f64());
             let _ = r.child.kill();
@@ -555,10 +333,10 @@ fn main() {
         }
 
         // (a) bulk apply while roster runs.
-        let mut r = start_roster(&cp, root, &logs.join("roster-a.log"));
+        let mut r = start_roster(&cp, root, &logs.join("roster-a.log"), &[]);
         let (idle_rss, _) = rss(r.child.id());
         let t0 = Instant::now();
-        create_all(&client, &tree("a")).await;
+        common::create_all(&client, &tree("a"), IN_FLIGHT).await;
         let applied = t0.elapsed();
         let after_apply = wait_converged(&client, "a", Duration::from_secs(1800)).await;
         let bulk = t0.elapsed();
@@ -567,9 +345,9 @@ fn main() {
         let _ = r.child.wait();
 
         // (b) cold start with everything stored.
-        create_all(&client, &tree("b")).await;
+        common::create_all(&client, &tree("b"), IN_FLIGHT).await;
         let t0 = Instant::now();
-        let mut r = start_roster(&cp, root, &logs.join("roster-b.log"));
+        let mut r = start_roster(&cp, root, &logs.join("roster-b.log"), &[]);
         let _ = wait_converged(&client, "b", Duration::from_secs(1800)).await;
         let cold = t0.elapsed();
         // Settled: what it holds with everything cached.
@@ -579,7 +357,7 @@ fn main() {
         let _ = r.child.wait();
 
         // The floor, on a third tree.
-        create_all(&client, &tree("c")).await;
+        common::create_all(&client, &tree("c"), IN_FLIGHT).await;
         let (floor_time, floor_writes) = floor(&client, "c").await;
 
         let (wa, wb) = (writes(&cp.audit, "a"), writes(&cp.audit, "b"));

@@ -10,8 +10,8 @@
 //! `cargo bench --bench login` (or `make bench`) prints a Markdown table (the lines starting
 //! with `|`; the security log's JSON lines go to standard output too, as in production).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -33,6 +33,8 @@ use roster::identity::store::Record;
 use tower::ServiceExt;
 
 const MEMBERS: usize = 32;
+/// Members (and credential records) in the caches besides the ones that log in.
+const CACHED: usize = 20_000;
 const IN_FLIGHT: usize = 8;
 const ROUNDS: usize = 3;
 const ROUND: Duration = Duration::from_secs(6);
@@ -40,59 +42,16 @@ const PASSWORD: &str = "correct horse battery staple 42";
 
 fn main() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let build = Command::new(root.join("tests/control-plane/build.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("build.sh");
-    assert!(
-        build.status.success(),
-        "tests/control-plane/build.sh failed"
-    );
-    let bin = std::path::PathBuf::from(
-        String::from_utf8_lossy(&build.stdout)
-            .trim()
-            .lines()
-            .last()
-            .unwrap_or(""),
-    );
-    let dir = root.join(format!("target/bench-cluster/{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let mut cluster = Command::new(bin.join("devcluster"))
-        .args(["up", "--lifeline", "--dir"])
-        .arg(&dir)
-        .arg("--bin")
-        .arg(&bin)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("devcluster");
-    let _lifeline = cluster.stdin.take();
-    let mut kubeconfig = None;
-    for line in BufReader::new(cluster.stdout.take().expect("stdout")).lines() {
-        let line = line.expect("line");
-        if let Some(k) = line.strip_prefix("kubeconfig=") {
-            kubeconfig = Some(k.to_string());
-        }
-        if line.starts_with("pid=") {
-            break;
-        }
-    }
-    let kubeconfig = kubeconfig.expect("the control plane did not start");
+    let cp = common::start_control_plane(root, "login");
+
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let (raw, login, (work, answers, concurrent)) = rt.block_on(async move {
-        let config = kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
-            &Default::default(),
-        )
-        .await
-        .expect("config");
-        let client = kube::Client::try_from(config).expect("client");
+    let (raw, login, (work, answers, concurrent)) = rt.block_on(async {
+        let client = common::client(&cp).await;
         let ns: kube::Api<Namespace> = kube::Api::all(client.clone());
         let _ = ns
             .create(
@@ -193,6 +152,44 @@ fn main() {
                 store.create("acme", &email, &record).await.expect("record");
             }
         }
+        // The large cache: 20,000 more members with credential records (accepted, with a
+        // password), as an organization of that size has them; logins read beside them.
+        for i in 0..CACHED {
+            let email = format!("bulk{i}@acme.example");
+            let mut m = Membership::new(
+                &format!("bulk{i}"),
+                MembershipSpec {
+                    email: email.clone(),
+                    display_name: None,
+                    role: None,
+                    projects: vec![],
+                    disabled: false,
+                    mfa: None,
+                    expires_at: None,
+                },
+            );
+            m.metadata.namespace = Some("acme".into());
+            let event = Event::Apply(m);
+            members.apply_watcher_event(&event);
+            emails.apply(&event);
+        }
+        futures::StreamExt::for_each_concurrent(futures::stream::iter(0..CACHED), 16, |i| {
+            let (store, phc) = (&store, &phc);
+            async move {
+                let email = format!("bulk{i}@acme.example");
+                let record = Record {
+                    email: email.clone(),
+                    password_hash: Some(phc.clone()),
+                    accepted_at: Some(1),
+                    ..Default::default()
+                };
+                store.create("acme", &email, &record).await.expect("record");
+            }
+        })
+        .await;
+        while credentials.state().len() < CACHED + 5 * MEMBERS {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let state = |limits| {
             Arc::new(AppState {
                 identity: identity.clone(),
@@ -253,7 +250,7 @@ fn main() {
         let concurrent = concurrent_guesses(&floored).await;
         (raw, login, (work, answers, concurrent))
     });
-    drop(cluster);
+    drop(cp);
     let sum = |v: &[(usize, usize, f64)]| {
         let ok: usize = v.iter().map(|r| r.0).sum();
         let bad: usize = v.iter().map(|r| r.1).sum();

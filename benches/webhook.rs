@@ -1,5 +1,5 @@
-//! Webhook and TokenReview latency over HTTPS at a steady request rate, with 10,000 Memberships
-//! in the index (and 10,000 credential records for TokenReview).
+//! Webhook and TokenReview latency over HTTPS at a steady request rate, with 20,000 Memberships
+//! in the index (and 20,000 credential records for TokenReview).
 //!
 //! The server is roster's own (`webhook::serve` + `webhook::router` + the reflector-store
 //! index), on a runtime of its own thread; the load generator runs on another runtime and
@@ -30,7 +30,7 @@ use roster::webhook::{self, AppState, StoreIndex, validate::Policy};
 use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
-const MEMBERS: usize = 10_000;
+const MEMBERS: usize = 20_000;
 const RATE: u64 = 500; // requests per second, per scenario
 const SECONDS: u64 = 10;
 const CONNECTIONS: usize = 8;
@@ -340,7 +340,7 @@ fn membership(name: &str, email: &str, role: OrgRole) -> Value {
     })
 }
 
-/// The organization acme: owner m0, 10,000 members (m1 Admin of p1), 20 projects.
+/// The organization acme: owner m0, 20,000 members (m1 Admin of p1), 20 projects.
 fn index() -> StoreIndex {
     let mut orgs = Writer::<Organization>::default();
     let mut projects = Writer::<Project>::default();

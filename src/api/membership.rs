@@ -181,7 +181,9 @@ pub struct AccessEntry {
     pub reason: Option<String>,
 }
 
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+// JsonSchema, not KubeSchema: no CEL rules here, and KubeSchema's copy of the struct would
+// carry `cached`, which nothing reads there.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct MembershipStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -207,4 +209,266 @@ pub struct MembershipStatus {
     pub access_summary: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Never sent or stored: set only on the copies in roster's cache, which keep of a status
+    /// what decisions read (see `compact`).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub cached: Option<Box<CachedStatus>>,
+}
+
+/// What roster's cache keeps of a stored status besides the fields decisions read: a digest
+/// of the whole (to tell whether a planned status differs) and, per condition, its status and
+/// since when (the transition times a new status keeps). The messages, the condition reasons
+/// and the summary line are half of a cached Membership's size and no decision reads them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CachedStatus {
+    digest: u64,
+    conditions: Vec<CachedCondition>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct CachedCondition {
+    /// Index into `CONDITION_TYPES`.
+    type_: u8,
+    ok: bool,
+    since: Time,
+    observed_generation: Option<i64>,
+}
+
+/// The condition types roster writes on a Membership.
+const CONDITION_TYPES: [&str; 5] = ["Ready", "Reconciling", "Stalled", "Entitled", "Compliant"];
+
+impl MembershipStatus {
+    /// Reduces a stored status to its cached form; what a decision reads stays as it was.
+    pub fn compact(&mut self) {
+        if self.cached.is_some() {
+            return;
+        }
+        let digest = self.digest();
+        // Collected from a borrowed iterator into an exact allocation: collecting from
+        // `into_iter()` would reuse the conditions' own buffer (grown by deserializing to
+        // twice their number, 128 bytes each) for 40-byte entries.
+        let mut conditions: Vec<CachedCondition> = self
+            .conditions
+            .iter()
+            .filter_map(|c| {
+                Some(CachedCondition {
+                    type_: u8::try_from(CONDITION_TYPES.iter().position(|t| *t == c.type_)?)
+                        .ok()?,
+                    ok: c.status == "True",
+                    since: c.last_transition_time.clone(),
+                    observed_generation: c.observed_generation,
+                })
+            })
+            .collect();
+        conditions.shrink_to_fit();
+        self.conditions = Vec::new();
+        self.access.shrink_to_fit();
+        self.access_summary = None;
+        if let Some(i) = self.invitation.as_mut() {
+            i.delivery = None;
+        }
+        self.cached = Some(Box::new(CachedStatus { digest, conditions }));
+    }
+
+    /// Whether this (planned) status is the one `stored` is, whole or in its cached form.
+    pub fn is_stored_as(&self, stored: &MembershipStatus) -> bool {
+        match &stored.cached {
+            Some(c) => self.cached.is_none() && self.digest() == c.digest,
+            None => self == stored,
+        }
+    }
+
+    /// The conditions, of a cached status as far as decisions read them (type, status, since
+    /// when, observed generation; no reason or message).
+    pub fn decision_conditions(&self) -> std::borrow::Cow<'_, [Condition]> {
+        match &self.cached {
+            None => std::borrow::Cow::Borrowed(&self.conditions),
+            Some(c) => c
+                .conditions
+                .iter()
+                .map(|c| Condition {
+                    type_: CONDITION_TYPES[usize::from(c.type_)].to_string(),
+                    status: if c.ok { "True" } else { "False" }.to_string(),
+                    last_transition_time: c.since.clone(),
+                    observed_generation: c.observed_generation,
+                    reason: String::new(),
+                    message: String::new(),
+                })
+                .collect(),
+        }
+    }
+
+    /// `access` in one line, as `accessSummary` shows it (also for a cached status, which
+    /// drops the line).
+    pub fn summary(&self) -> String {
+        if let Some(s) = &self.access_summary {
+            return s.clone();
+        }
+        let mut held: Vec<(&str, ProjectRole)> = self
+            .access
+            .iter()
+            .filter_map(|e| Some((e.project.as_str(), e.role?)))
+            .collect();
+        if held.is_empty() {
+            return "-".into();
+        }
+        held.sort_unstable();
+        held.iter()
+            .map(|(p, r)| format!("{p}={}", r.as_str()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A hash of the status as it serializes (what the API server stores): equal statuses
+    /// hash alike. Streamed into the hasher, nothing allocated.
+    fn digest(&self) -> u64 {
+        use std::hash::Hasher;
+        struct Sink(std::collections::hash_map::DefaultHasher);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.write(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut sink = Sink(std::collections::hash_map::DefaultHasher::new());
+        // Serializing plain data into a sink that cannot fail does not fail; were it to, the
+        // digest differs and the status is written once more, nothing worse.
+        let _ = serde_json::to_writer(&mut sink, self);
+        sink.0.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored() -> MembershipStatus {
+        let t = |s: &str| Time(s.parse().expect("time"));
+        let cond = |type_: &str, status: &str, at: &str| Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: "Converged".into(),
+            message: "access: payments=Developer,web=Viewer".into(),
+            last_transition_time: t(at),
+            observed_generation: Some(2),
+        };
+        MembershipStatus {
+            observed_generation: Some(2),
+            phase: Some(Phase::Active),
+            effective_role: Some(EffectiveRole::Member),
+            invitation: Some(InvitationStatus {
+                state: Some(InvitationState::Accepted),
+                delivery: Some("Email".into()),
+                ..Default::default()
+            }),
+            access: vec![
+                AccessEntry {
+                    project: "web".into(),
+                    namespace: Some("acme-web".into()),
+                    role: Some(ProjectRole::Viewer),
+                    reason: None,
+                },
+                AccessEntry {
+                    project: "ops".into(),
+                    namespace: Some("acme-ops".into()),
+                    role: None,
+                    reason: Some("project ops is being deleted".into()),
+                },
+                AccessEntry {
+                    project: "payments".into(),
+                    namespace: Some("acme-payments".into()),
+                    role: Some(ProjectRole::Developer),
+                    reason: None,
+                },
+            ],
+            access_summary: Some("payments=Developer,web=Viewer".into()),
+            conditions: vec![
+                cond("Ready", "True", "2026-01-01T00:00:00Z"),
+                cond("Stalled", "False", "2026-01-02T00:00:00Z"),
+                cond("SomethingElse", "True", "2026-01-03T00:00:00Z"),
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_compact_status_keeps_what_decisions_read() {
+        let whole = stored();
+        let mut c = whole.clone();
+        c.compact();
+        assert!(c.conditions.is_empty() && c.access_summary.is_none());
+        assert_eq!(
+            (c.phase, c.effective_role),
+            (whole.phase, whole.effective_role)
+        );
+        assert_eq!(c.access, whole.access);
+        assert_eq!(c.summary(), "payments=Developer,web=Viewer");
+        assert_eq!(c.summary(), whole.summary());
+        // Only roster's own condition types, without reason or message.
+        let kept: Vec<(String, String, Time, Option<i64>)> = c
+            .decision_conditions()
+            .iter()
+            .map(|k| {
+                assert!(k.reason.is_empty() && k.message.is_empty());
+                (
+                    k.type_.clone(),
+                    k.status.clone(),
+                    k.last_transition_time.clone(),
+                    k.observed_generation,
+                )
+            })
+            .collect();
+        let expected: Vec<_> = whole.conditions[..2]
+            .iter()
+            .map(|k| {
+                (
+                    k.type_.clone(),
+                    k.status.clone(),
+                    k.last_transition_time.clone(),
+                    k.observed_generation,
+                )
+            })
+            .collect();
+        assert_eq!(kept, expected);
+        let before = c.clone();
+        c.compact();
+        assert_eq!(c, before, "compacting twice changes nothing");
+        let empty = MembershipStatus::default();
+        assert_eq!(empty.summary(), "-");
+    }
+
+    #[test]
+    fn a_planned_status_is_compared_with_the_whole_stored_one() {
+        let whole = stored();
+        let mut c = whole.clone();
+        c.compact();
+        assert!(whole.is_stored_as(&c) && whole.is_stored_as(&whole));
+        // Any difference, even in the parts the cache drops, is a difference.
+        type Change = fn(&mut MembershipStatus);
+        let changes: [(&str, Change); 5] = [
+            ("a message", |s| s.conditions[0].message.push('!')),
+            ("a reason", |s| s.conditions[1].reason = "Other".into()),
+            ("the summary", |s| s.access_summary = None),
+            ("an access reason", |s| s.access[1].reason = None),
+            ("a transition time", |s| {
+                s.conditions[0].last_transition_time =
+                    Time("2026-01-05T00:00:00Z".parse().expect("time"))
+            }),
+        ];
+        for (what, change) in changes {
+            let mut planned = whole.clone();
+            change(&mut planned);
+            assert!(!planned.is_stored_as(&c), "{what} differs from the cache");
+            assert!(
+                !planned.is_stored_as(&whole),
+                "{what} differs from the whole"
+            );
+        }
+        // Not a planned status: a compact one is never taken for the stored one it came from.
+        assert!(!c.is_stored_as(&c));
+    }
 }

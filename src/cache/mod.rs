@@ -62,32 +62,39 @@ impl Caches {
     /// Sets up the watches; nothing is listed until the trigger streams are polled.
     /// `credentials_namespace` is roster's own namespace when identity runs.
     pub fn new(client: &Client, credentials_namespace: Option<&str>) -> Caches {
-        let wc = watcher::Config::default().any_semantic();
+        // Lists are paged (500 a page, read consistently; served from the API server's watch
+        // cache where it can). `any_semantic` (resourceVersion=0) makes the API server ignore
+        // the page size: 20,000 Memberships came as one response, parsed whole before any was
+        // slimmed — the largest part of roster's peak memory.
+        let wc = watcher::Config::default();
         let managed = wc.clone().labels(&managed_selector());
         let (orgs, org_events) =
-            reflected::<Organization, _>(Api::all(client.clone()), wc.clone(), |_| {});
+            reflected::<Organization, _>(Api::all(client.clone()), wc.clone(), slim, |_| {});
         let (projects, project_events) =
-            reflected::<Project, _>(Api::all(client.clone()), wc.clone(), |_| {});
+            reflected::<Project, _>(Api::all(client.clone()), wc.clone(), slim, |_| {});
         // The index needs the store, the store's stream needs the index: filled once both exist.
         let slot: Arc<std::sync::OnceLock<EmailIndex>> = Arc::default();
         let follow = slot.clone();
         let (memberships, membership_events) =
-            reflected::<Membership, _>(Api::all(client.clone()), wc, move |e| {
+            reflected::<Membership, _>(Api::all(client.clone()), wc, slim_membership, move |e| {
                 if let Some(ix) = follow.get() {
                     ix.apply(e);
                 }
             });
         let emails = EmailIndex::new(memberships.clone());
         let _ = slot.set(emails.clone());
-        let (rolebindings, rb_events) =
-            reflected::<RoleBinding, _>(Api::all(client.clone()), managed, |_| {});
+        let (rolebindings, rb_events) = reflected::<RoleBinding, _>(
+            Api::all(client.clone()),
+            managed,
+            slim_rolebinding,
+            |_| {},
+        );
         let (credentials, credential_events) = match credentials_namespace {
             Some(ns) => {
-                let wc = watcher::Config::default()
-                    .any_semantic()
-                    .fields(&format!("type={CREDENTIALS_SECRET_TYPE}"));
+                let wc =
+                    watcher::Config::default().fields(&format!("type={CREDENTIALS_SECRET_TYPE}"));
                 let (store, events) =
-                    reflected::<Secret, _>(Api::namespaced(client.clone(), ns), wc, |_| {});
+                    reflected::<Secret, _>(Api::namespaced(client.clone(), ns), wc, slim, |_| {});
                 (Some(store), Some(events.boxed()))
             }
             None => (None, None),
@@ -218,6 +225,7 @@ fn watch_readiness(
 fn reflected<K, F>(
     api: Api<K>,
     wc: watcher::Config,
+    prepare: fn(&mut K),
     mut follow: F,
 ) -> (
     Store<K>,
@@ -243,7 +251,7 @@ where
         .backoff(watch_backoff())
         // Cache only what decisions read: managedFields and kubectl's last-applied copy of the
         // whole object are most of an object's size and no rule of roster's reads them.
-        .modify(slim)
+        .modify(prepare)
         .reflect(writer)
         .filter_map(move |event| {
             // Indexes beside the store see every event right after it, relists included.
@@ -292,6 +300,26 @@ pub fn slim<K: Resource>(obj: &mut K) {
         if a.is_empty() {
             meta.annotations = None;
         }
+    }
+}
+
+/// A RoleBinding of a large organization lists thousands of subjects.
+pub fn slim_rolebinding(rb: &mut RoleBinding) {
+    slim(rb);
+    if let Some(s) = rb.subjects.as_mut() {
+        s.shrink_to_fit();
+    }
+}
+
+/// A Membership's status is kept in its compact form (`MembershipStatus::compact`): with
+/// 20,000 members the messages and summaries alone were tens of megabytes.
+pub fn slim_membership(m: &mut Membership) {
+    slim(m);
+    // Lists grow by doubling while they are deserialized: cached for good, they keep only
+    // what they hold.
+    m.spec.projects.shrink_to_fit();
+    if let Some(s) = m.status.as_mut() {
+        s.compact();
     }
 }
 

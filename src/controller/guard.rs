@@ -99,7 +99,7 @@ pub fn recorded(w: &World) -> Grants {
             continue;
         };
         let entitled = st
-            .conditions
+            .decision_conditions()
             .iter()
             .any(|c| c.type_ == "Entitled" && c.status == "True");
         if entitled && let Some(r) = st.effective_role {

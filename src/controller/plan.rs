@@ -489,7 +489,10 @@ fn same_binding(have: &RoleBinding, want: &RoleBinding) -> bool {
             .flatten()
             .any(|h| h.uid == o.uid && h.controller == o.controller)
     });
-    let subjects = |rb: &RoleBinding| rb.subjects.clone().unwrap_or_default();
+    // Compared in place: a binding of a large organization lists thousands of subjects.
+    fn subjects(rb: &RoleBinding) -> &[k8s_openapi::api::rbac::v1::Subject] {
+        rb.subjects.as_deref().unwrap_or_default()
+    }
     labels_ok && owners_ok && have.role_ref == want.role_ref && subjects(have) == subjects(want)
 }
 

@@ -1824,3 +1824,79 @@ fn the_owner_keeps_their_rights_while_a_change_is_held() {
     assert_eq!(subjects(&w, NS, "roster-owner"), ["alice"]);
     assert!(subjects(&w, "acme-web", "roster-admin").contains(&"alice".to_string()));
 }
+
+/// roster's cache keeps Membership statuses compact (`MembershipStatus::compact`: no messages,
+/// condition reasons or summary line). Every decision must come out exactly as it does from
+/// the whole statuses the API server holds: the same writes, the same transition times, the
+/// same Events, the same holds.
+#[test]
+fn compact_cached_statuses_plan_exactly_as_whole_ones() {
+    fn compact(mut w: World) -> World {
+        for m in &mut w.memberships {
+            if let Some(s) = Arc::make_mut(m).status.as_mut() {
+                s.compact();
+            }
+        }
+        w
+    }
+    fn dave(w: &mut World) -> &mut Membership {
+        let m = w
+            .memberships
+            .iter_mut()
+            .find(|m| m.name_any() == "dave")
+            .expect("dave");
+        Arc::make_mut(m)
+    }
+    type Change = fn(&mut World);
+    let cases: [(&str, Change); 7] = [
+        ("nothing changed", |_| {}),
+        ("the clock moved", |w| w.now = ts("2026-01-10T06:00:00Z")),
+        ("a member disabled", |w| dave(w).spec.disabled = true),
+        ("a project role raised", |w| {
+            dave(w).spec.projects[1].role = ProjectRole::Admin;
+        }),
+        ("MFA required", |w| {
+            if let Some(o) = w.org.as_mut() {
+                o.spec.security.mfa.required = true;
+            }
+        }),
+        ("MFA grace period over", |w| {
+            w.now = ts("2026-01-14T00:00:00Z")
+        }),
+        ("a removal held by the guard", |w| {
+            if let Some(o) = w.org.as_mut() {
+                o.spec.max_access_removals = Some(0);
+            }
+            dave(w).spec.projects.clear();
+        }),
+    ];
+    let mut mfa = acme();
+    if let Some(o) = mfa.org.as_mut() {
+        o.spec.security.mfa.required = true;
+    }
+    for (base_name, base) in [("acme", settle(acme())), ("acme with MFA", settle(mfa))] {
+        assert_eq!(
+            plan(&compact(base.clone()), &Settings::default()).writes(),
+            0,
+            "{base_name}: a converged world plans no writes from the cache either"
+        );
+        for (name, change) in cases {
+            let mut whole = base.clone();
+            change(&mut whole);
+            let cached = compact(whole.clone());
+            assert!(
+                cached
+                    .memberships
+                    .iter()
+                    .filter_map(|m| m.status.as_ref())
+                    .all(|s| s.conditions.is_empty() && s.access_summary.is_none()),
+                "fixture: the statuses are compact"
+            );
+            let (a, b) = (
+                plan(&whole, &Settings::default()),
+                plan(&cached, &Settings::default()),
+            );
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "{base_name}: {name}");
+        }
+    }
+}

@@ -213,7 +213,7 @@ pub(super) fn statuses(
                 plan.events.push(e);
             }
         }
-        if status != prev {
+        if !status.is_stored_as(&prev) {
             plan.membership_status.push((a.membership.clone(), status));
         }
     }
@@ -314,6 +314,7 @@ fn membership_status(
     now: Timestamp,
 ) -> MembershipStatus {
     let gen_ = m.metadata.generation;
+    let prev_conditions = prev.decision_conditions();
     // kstatus: Ready means "converged", which a disabled or expired member is too; whether
     // the member may use their roles is the separate Entitled condition (so a GitOps health
     // check does not report a deliberately disabled member as broken). A second Membership of
@@ -325,10 +326,10 @@ fn membership_status(
         }
         _ => Health::ready("Converged", format!("access: {}", a.summary())),
     };
-    let [ready, reconciling, stalled] = condition::kstatus(&prev.conditions, &health, gen_, now);
+    let [ready, reconciling, stalled] = condition::kstatus(&prev_conditions, &health, gen_, now);
     let entitled = match &a.blocked {
         None => condition::make(
-            &prev.conditions,
+            &prev_conditions,
             "Entitled",
             true,
             "Entitled",
@@ -337,7 +338,7 @@ fn membership_status(
             now,
         ),
         Some(why) => condition::make(
-            &prev.conditions,
+            &prev_conditions,
             "Entitled",
             false,
             phase_reason(a),
@@ -348,7 +349,7 @@ fn membership_status(
     };
     let compliant_ok = !matches!(a.mfa.state, MfaState::Overdue);
     let compliant = condition::make(
-        &prev.conditions,
+        &prev_conditions,
         "Compliant",
         compliant_ok,
         match a.mfa.state {
@@ -381,6 +382,7 @@ fn membership_status(
         access: a.entries.clone(),
         access_summary: Some(a.summary()),
         conditions: vec![ready, reconciling, stalled, entitled, compliant],
+        cached: None,
     }
 }
 

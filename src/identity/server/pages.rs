@@ -181,8 +181,8 @@ fn account(state: &AppState, m: &crate::api::Membership) -> Response {
             esc(&x.namespace().unwrap_or_default()),
             show(st.effective_role.map(|r| format!("{r:?}"))),
             show(st.phase.map(|p| format!("{p:?}"))),
-            show(st.mfa.map(|m| format!("{:?}", m.state))),
-            show(st.access_summary),
+            show(st.mfa.as_ref().map(|m| format!("{:?}", m.state))),
+            show(Some(st.summary())),
         ));
     }
     let org = m.namespace().unwrap_or_default();

@@ -1,0 +1,245 @@
+//! Admission end to end: 100 concurrent writers through a real kube-apiserver, with roster's
+//! validating webhook registered and without it, in the same run (make bench).
+//!
+//! The control plane is devcluster's (kube-apiserver + etcd); `roster run` runs as a process
+//! with its webhook registered at a URL on loopback (the API server dials it over TLS), and
+//! an organization of 1,000 members and 10 projects converged. Each writer is the
+//! organization's Admin (impersonated: the API server's RBAC and roster's webhook see that
+//! user) changing one Member's display name, again and again: a real write each time, which
+//! the webhook judges in full (who asks, whose Membership, which fields). Rounds alternate
+//! (with, without, with, without); between them the ValidatingWebhookConfiguration is deleted
+//! or created again, and a probe checks that the API server calls the webhook exactly when it
+//! should (the Admin deleting the owner's Membership, dry run: denied only with the webhook).
+//!
+//! Prints Markdown table lines (starting with `|`).
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use roster::api::Membership;
+use serde_json::{Value, json};
+
+const WRITERS: usize = 100;
+const PER_WRITER: usize = 30;
+const ROUNDS: usize = 2;
+const ORG: &str = "w00";
+const MEMBERS: usize = 1000;
+const PROJECTS: usize = 10;
+/// The Admin every writer acts as (sample trees make every tenth member an Admin).
+const ADMIN: &str = "m010";
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cp = common::start_control_plane(root, "admission");
+    common::install_roster_crds(&cp);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let url = format!("https://{addr}/validate");
+    let logs = cp.audit.parent().expect("dir").to_path_buf();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut roster = None;
+    let rows = rt.block_on(async {
+        let admin = common::client(&cp).await;
+        let tree = roster::review::sample::tree_yaml(
+            "w",
+            1,
+            PROJECTS,
+            MEMBERS,
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        common::create_all(&admin, &common::docs(&tree), 16).await;
+        roster = Some(common::start_roster(
+            &cp,
+            root,
+            &logs.join("roster.log"),
+            &["--webhook-addr", &addr, "--webhook-url", &url],
+        ));
+        let writer = impersonating(&cp, &format!("roster:{ORG}:{ADMIN}@{ORG}.example")).await;
+        // Converged enough: the Admin's RBAC exists and the webhook answers.
+        let start = Instant::now();
+        while probe(&writer).await != Some(true) {
+            assert!(
+                start.elapsed() < Duration::from_secs(300),
+                "the organization did not converge with the webhook registered"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let vwcs: Api<ValidatingWebhookConfiguration> = Api::all(admin.clone());
+        let mut registered: ValidatingWebhookConfiguration =
+            vwcs.get("roster.dev").await.expect("roster's webhook");
+        registered.metadata = kube::core::ObjectMeta {
+            name: registered.metadata.name.clone(),
+            labels: registered.metadata.labels.clone(),
+            ..Default::default()
+        };
+        let targets: Vec<String> = (1..MEMBERS)
+            .filter(|j| j % 10 != 0)
+            .take(WRITERS)
+            .map(|j| format!("m{j:03}"))
+            .collect();
+        let mut rows: Vec<(bool, Vec<f64>, usize)> = Vec::new();
+        for round in 0..ROUNDS * 2 {
+            let with = round % 2 == 0;
+            if with {
+                let _ = vwcs.create(&PostParams::default(), &registered).await;
+            } else {
+                let _ = vwcs.delete("roster.dev", &DeleteParams::default()).await;
+            }
+            // The API server follows its webhook configurations through a watch.
+            let start = Instant::now();
+            while probe(&writer).await != Some(with) {
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "the API server did not {} the webhook",
+                    if with { "call" } else { "stop calling" }
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let (latencies, failed) = writers(&writer, &targets, round).await;
+            rows.push((with, latencies, failed));
+        }
+        rows
+    });
+    if let Some(mut r) = roster {
+        let _ = r.child.kill();
+        let _ = r.child.wait();
+    }
+    report(&rows);
+}
+
+/// A client of the control plane acting as `user`.
+async fn impersonating(cp: &common::ControlPlane, user: &str) -> Client {
+    let mut config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&cp.kubeconfig).expect("kubeconfig"),
+        &Default::default(),
+    )
+    .await
+    .expect("config");
+    config.auth_info.impersonate = Some(user.to_string());
+    Client::try_from(config).expect("client")
+}
+
+/// Whether the API server calls roster's webhook now: the Admin deleting the owner's
+/// Membership (dry run) is denied by the webhook only; RBAC allows it. None: neither answer
+/// (RBAC not converged yet, the webhook unreachable).
+async fn probe(writer: &Client) -> Option<bool> {
+    let api: Api<Membership> = Api::namespaced(writer.clone(), ORG);
+    match api.delete("m000", &DeleteParams::default().dry_run()).await {
+        Ok(_) => Some(false),
+        Err(kube::Error::Api(s)) if s.message.contains("denied the request") => Some(true),
+        Err(_) => None,
+    }
+}
+
+/// Every writer changes its Member's display name `PER_WRITER` times, one request after the
+/// other; all writers at once. Latencies in milliseconds, and the requests that failed.
+async fn writers(writer: &Client, targets: &[String], round: usize) -> (Vec<f64>, usize) {
+    let results: Vec<(Vec<f64>, usize)> = futures::stream::iter(targets.iter().enumerate())
+        .map(|(w, name)| {
+            let api: Api<Membership> = Api::namespaced(writer.clone(), ORG);
+            async move {
+                let (mut lat, mut failed) = (Vec::with_capacity(PER_WRITER), 0);
+                for n in 0..PER_WRITER {
+                    let patch: Value =
+                        json!({"spec": {"displayName": format!("writer {w} round {round} #{n}")}});
+                    let t = Instant::now();
+                    let r = api
+                        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await;
+                    match r {
+                        Ok(_) => lat.push(t.elapsed().as_secs_f64() * 1000.0),
+                        Err(e) => {
+                            failed += 1;
+                            if failed == 1 {
+                                eprintln!("admission bench: writer {w}: {e}");
+                            }
+                        }
+                    }
+                }
+                (lat, failed)
+            }
+        })
+        .buffer_unordered(WRITERS)
+        .collect()
+        .await;
+    let failed = results.iter().map(|r| r.1).sum();
+    (results.into_iter().flat_map(|r| r.0).collect(), failed)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn report(rows: &[(bool, Vec<f64>, usize)]) {
+    let label = |with: bool| {
+        if with {
+            "with roster's webhook"
+        } else {
+            "without a webhook (baseline)"
+        }
+    };
+    println!(
+        "| {WRITERS} writers × {PER_WRITER} updates each, {ROUNDS} alternating rounds per arm | requests | failed | p50 ms | p90 ms | p99 ms | max ms |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let mut merged = [Vec::new(), Vec::new()];
+    let mut failed = [0, 0];
+    for (i, (with, lat, f)) in rows.iter().enumerate() {
+        let mut s = lat.clone();
+        s.sort_by(f64::total_cmp);
+        println!(
+            "| round {}: {} | {} | {f} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            i / 2 + 1,
+            label(*with),
+            s.len() + f,
+            percentile(&s, 0.5),
+            percentile(&s, 0.9),
+            percentile(&s, 0.99),
+            percentile(&s, 1.0),
+        );
+        merged[usize::from(*with)].extend_from_slice(lat);
+        failed[usize::from(*with)] += f;
+    }
+    let mut stats = [[0.0; 4]; 2];
+    for with in [false, true] {
+        let s = &mut merged[usize::from(with)];
+        s.sort_by(f64::total_cmp);
+        stats[usize::from(with)] = [
+            percentile(s, 0.5),
+            percentile(s, 0.9),
+            percentile(s, 0.99),
+            percentile(s, 1.0),
+        ];
+        let [p50, p90, p99, max] = stats[usize::from(with)];
+        println!(
+            "| all rounds: {} | {} | {} | {p50:.1} | {p90:.1} | {p99:.1} | {max:.1} |",
+            label(with),
+            s.len() + failed[usize::from(with)],
+            failed[usize::from(with)],
+        );
+    }
+    let d = |k: usize| stats[1][k] - stats[0][k];
+    println!(
+        "| the webhook's cost (with − without) | | | {:+.1} | {:+.1} | {:+.1} | |",
+        d(0),
+        d(1),
+        d(2)
+    );
+}

@@ -1,0 +1,258 @@
+//! What the cluster benchmarks share: a real kube-apiserver + etcd (devcluster, audit log on),
+//! roster's CRDs on it, `roster run` as a process, and a process's memory.
+#![allow(dead_code)] // each benchmark uses its part
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::PostParams;
+use kube::{Api, Client};
+use roster::api::{Membership, Organization, Project};
+use serde_json::Value;
+
+pub struct ControlPlane {
+    _lifeline: Option<std::process::ChildStdin>,
+    _child: Child,
+    pub kubeconfig: PathBuf,
+    pub audit: PathBuf,
+    pub bin: PathBuf,
+}
+
+pub fn start_control_plane(root: &Path, name: &str) -> ControlPlane {
+    let build = Command::new(root.join("tests/control-plane/build.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("build.sh");
+    assert!(
+        build.status.success(),
+        "tests/control-plane/build.sh failed"
+    );
+    let bin = PathBuf::from(
+        String::from_utf8_lossy(&build.stdout)
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or(""),
+    );
+    let dir = root.join(format!(
+        "target/bench-cluster/{name}-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut child = Command::new(bin.join("devcluster"))
+        .args(["up", "--lifeline", "--dir"])
+        .arg(&dir)
+        .arg("--bin")
+        .arg(&bin)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("devcluster");
+    let lifeline = child.stdin.take();
+    let (mut kubeconfig, mut audit) = (None, None);
+    for line in BufReader::new(child.stdout.take().expect("stdout")).lines() {
+        let line = line.expect("line");
+        if let Some(k) = line.strip_prefix("kubeconfig=") {
+            kubeconfig = Some(PathBuf::from(k));
+        }
+        if let Some(a) = line.strip_prefix("audit=") {
+            audit = Some(PathBuf::from(a));
+        }
+        if line.starts_with("pid=") {
+            break;
+        }
+    }
+    ControlPlane {
+        _lifeline: lifeline,
+        _child: child,
+        kubeconfig: kubeconfig.expect("the control plane did not start"),
+        audit: audit.expect("audit log"),
+        bin,
+    }
+}
+
+pub fn kubectl(cp: &ControlPlane, args: &[&str]) {
+    let out = Command::new(cp.bin.join("kubectl"))
+        .args(args)
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .output()
+        .expect("kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub struct Roster {
+    pub child: Child,
+    pub metrics: String,
+}
+
+/// `roster run` as a process (controller and webhook; identity off), with `extra` flags; waits
+/// until it is ready.
+pub fn start_roster(cp: &ControlPlane, root: &Path, log: &Path, extra: &[&str]) -> Roster {
+    let metrics = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr").to_string()
+    };
+    let mut cmd = match std::env::var_os("ROSTER_BENCH_WRAP") {
+        Some(w) => {
+            let mut c = Command::new(w);
+            c.arg(env!("CARGO_BIN_EXE_roster"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_roster")),
+    };
+    let child = cmd
+        .args([
+            "run",
+            "--lifeline",
+            "--namespace",
+            "roster-system",
+            "--metrics-addr",
+            &metrics,
+        ])
+        .args(extra)
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .env("RUST_LOG", "warn")
+        .envs(std::env::var_os("ROSTER_BENCH_PRELOAD").map(|p| ("LD_PRELOAD", p)))
+        .current_dir(root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("roster");
+    let r = Roster { child, metrics };
+    let start = Instant::now();
+    while !get(&r.metrics, "/readyz").starts_with("HTTP/1.1 200") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "roster did not become ready"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    r
+}
+
+pub fn get(addr: &str, path: &str) -> String {
+    use std::io::Write;
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// Resident and peak memory of a process, in MiB (/proc/<pid>/status).
+pub fn rss(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
+}
+
+/// roster's CRDs and ClusterRoles, established, and roster's namespace.
+pub fn install_roster_crds(cp: &ControlPlane) {
+    kubectl(
+        cp,
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            "crds/roster.dev.yaml",
+            "-f",
+            "config/clusterroles.yaml",
+        ],
+    );
+    kubectl(
+        cp,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/organizations.roster.dev",
+            "crd/projects.roster.dev",
+            "crd/memberships.roster.dev",
+        ],
+    );
+    kubectl(cp, &["create", "namespace", "roster-system"]);
+}
+
+/// A client of the control plane as its administrator.
+pub async fn client(cp: &ControlPlane) -> Client {
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&cp.kubeconfig).expect("kubeconfig"),
+        &Default::default(),
+    )
+    .await
+    .expect("config");
+    Client::try_from(config).expect("client")
+}
+
+/// The documents of a multi-document YAML stream.
+pub fn docs(yaml: &str) -> Vec<Value> {
+    yaml.split("\n---\n")
+        .map(|d| d.trim_start_matches("---\n"))
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| serde_saphyr::from_str(d).expect("yaml"))
+        .collect()
+}
+
+/// Creates every object, namespaces and Organizations first, `in_flight` at a time.
+pub async fn create_all(client: &Client, docs: &[Value], in_flight: usize) {
+    let rank = |d: &Value| match d["kind"].as_str() {
+        Some("Namespace") => 0,
+        Some("Organization") => 1,
+        _ => 2,
+    };
+    for stage in 0..3 {
+        futures::stream::iter(docs.iter().filter(|d| rank(d) == stage))
+            .map(|d| {
+                let client = client.clone();
+                async move {
+                    let ns = d["metadata"]["namespace"].as_str().unwrap_or_default();
+                    let pp = PostParams::default();
+                    let r = match d["kind"].as_str().unwrap_or_default() {
+                        "Namespace" => Api::<Namespace>::all(client)
+                            .create(&pp, &serde_json::from_value(d.clone()).expect("ns"))
+                            .await
+                            .map(drop),
+                        "Organization" => Api::<Organization>::namespaced(client, ns)
+                            .create(&pp, &serde_json::from_value(d.clone()).expect("org"))
+                            .await
+                            .map(drop),
+                        "Project" => Api::<Project>::namespaced(client, ns)
+                            .create(&pp, &serde_json::from_value(d.clone()).expect("project"))
+                            .await
+                            .map(drop),
+                        _ => Api::<Membership>::namespaced(client, ns)
+                            .create(&pp, &serde_json::from_value(d.clone()).expect("membership"))
+                            .await
+                            .map(drop),
+                    };
+                    r.map_err(|e| e.to_string())
+                }
+            })
+            .buffer_unordered(in_flight)
+            .try_collect::<Vec<()>>()
+            .await
+            .expect("create");
+    }
+}
