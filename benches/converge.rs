@@ -16,7 +16,8 @@
 //! Prints Markdown tables (lines starting with `|`).
 //!
 //! `ROSTER_BENCH_ONLY=memory`: one tree stored, roster started, converged, settled; its RSS and
-//! peak. For profiling: `ROSTER_BENCH_WRAP=heaptrack` runs roster under that command,
+//! peak. `ROSTER_BENCH_ONLY=scaling`: cold starts and the floor at 10², 10³ and 10⁴ members,
+//! each on a fresh control plane; a table and docs/bench/scaling.svg. For profiling: `ROSTER_BENCH_WRAP=heaptrack` runs roster under that command,
 //! `ROSTER_BENCH_PRELOAD=/path/lib.so` preloads an allocator into it, `ROSTER_BENCH_SETTLE=S`
 //! waits S seconds (default 5) after convergence before measuring.
 
@@ -140,13 +141,38 @@ async fn wait_converged(client: &Client, prefix: &str, limit: Duration) -> Durat
             start.elapsed() < limit,
             "{prefix}: not converged after {limit:?}"
         );
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     start.elapsed()
 }
 
-/// roster's writes to a tree's namespaces, by kind, from the audit log.
-fn writes(audit: &Path, prefix: &str) -> BTreeMap<String, usize> {
+/// How long after `since` roster converged a tree: its last write there (Events aside) by the
+/// audit log, once `wait_converged` has confirmed that nothing is left. Timing by the polls
+/// would add up to a poll's interval, and the polls' own load, to roster's time (the floor
+/// client's time is its own).
+async fn converged_after(
+    client: &Client,
+    audit: &Path,
+    prefix: &str,
+    since: Timestamp,
+) -> Duration {
+    let _ = wait_converged(client, prefix, Duration::from_secs(1800)).await;
+    let last = roster_audit(audit, prefix)
+        .filter(|e| !e.resource.starts_with("events"))
+        .filter_map(|e| e.at)
+        .max()
+        .unwrap_or_else(Timestamp::now);
+    last.duration_since(since).unsigned_abs()
+}
+
+struct AuditWrite {
+    verb: String,
+    resource: String,
+    at: Option<Timestamp>,
+}
+
+/// roster's completed writes to a tree's namespaces, from the audit log.
+fn roster_audit(audit: &Path, prefix: &str) -> impl Iterator<Item = AuditWrite> {
     // The API server rotates its audit log at 100 MB: every `audit*.log` beside it is read.
     let dir = audit.parent().expect("audit dir");
     let mut text = String::new();
@@ -156,27 +182,42 @@ fn writes(audit: &Path, prefix: &str) -> BTreeMap<String, usize> {
             text.push_str(&std::fs::read_to_string(e.path()).expect("read the audit log"));
         }
     }
-    let mut by = BTreeMap::new();
-    for e in text
+    let prefix = prefix.to_string();
+    let writes: Vec<AuditWrite> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-    {
-        let ua = e["userAgent"].as_str().unwrap_or("");
-        let verb = e["verb"].as_str().unwrap_or("");
-        if !ua.starts_with("roster/") || !matches!(verb, "create" | "update" | "patch" | "delete") {
-            continue;
-        }
-        let o = &e["objectRef"];
-        let ns = o["namespace"].as_str().or(o["name"].as_str()).unwrap_or("");
-        if !ns.starts_with(prefix) || e["stage"] != "ResponseComplete" {
-            continue;
-        }
-        let resource = o["resource"].as_str().unwrap_or("?");
-        let sub = o["subresource"]
-            .as_str()
-            .map(|s| format!("/{s}"))
-            .unwrap_or_default();
-        *by.entry(format!("{verb} {resource}{sub}")).or_insert(0) += 1;
+        .filter_map(|e| {
+            let ua = e["userAgent"].as_str().unwrap_or("");
+            let verb = e["verb"].as_str().unwrap_or("");
+            if !ua.starts_with("roster/")
+                || !matches!(verb, "create" | "update" | "patch" | "delete")
+            {
+                return None;
+            }
+            let o = &e["objectRef"];
+            let ns = o["namespace"].as_str().or(o["name"].as_str()).unwrap_or("");
+            if !ns.starts_with(prefix.as_str()) || e["stage"] != "ResponseComplete" {
+                return None;
+            }
+            let sub = o["subresource"]
+                .as_str()
+                .map(|s| format!("/{s}"))
+                .unwrap_or_default();
+            Some(AuditWrite {
+                verb: verb.to_string(),
+                resource: format!("{}{sub}", o["resource"].as_str().unwrap_or("?")),
+                at: e["stageTimestamp"].as_str().and_then(|t| t.parse().ok()),
+            })
+        })
+        .collect();
+    writes.into_iter()
+}
+
+/// roster's writes to a tree's namespaces, by kind, from the audit log.
+fn writes(audit: &Path, prefix: &str) -> BTreeMap<String, usize> {
+    let mut by = BTreeMap::new();
+    for w in roster_audit(audit, prefix) {
+        *by.entry(format!("{} {}", w.verb, w.resource)).or_insert(0) += 1;
     }
     by
 }
@@ -185,7 +226,9 @@ fn writes(audit: &Path, prefix: &str) -> BTreeMap<String, usize> {
 type Write = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), kube::Error>> + Send>>;
 
 /// The floor: exactly the writes `plan()` says convergence needs, no Events, 16 in flight.
-async fn floor(client: &Client, prefix: &str) -> (Duration, usize) {
+/// `ssa`: Membership statuses by server-side apply, as roster writes them (a merge patch
+/// costs the API server less, but would leave fields a new status omits).
+async fn floor(client: &Client, prefix: &str, ssa: bool) -> (Duration, usize) {
     let now = Timestamp::from_second(Timestamp::now().as_second()).expect("now");
     let plans: Vec<(World, plan::Plan)> = worlds(client, prefix, now)
         .await
@@ -259,12 +302,24 @@ async fn floor(client: &Client, prefix: &str) -> (Duration, usize) {
         }
         for (n, s) in &p.membership_status {
             let api = Api::<Membership>::namespaced(client.clone(), &ns);
-            let (n, body, mp) = (n.clone(), json!({"status": s}), mp.clone());
-            ops.push(Box::pin(async move {
-                api.patch_status(&n, &mp, &Patch::Merge(&body))
-                    .await
-                    .map(drop)
-            }));
+            let n = n.clone();
+            if ssa {
+                let body =
+                    json!({"apiVersion": "roster.dev/v1alpha1", "kind": "Membership", "status": s});
+                let ap = PatchParams::apply("roster-bench-floor").force();
+                ops.push(Box::pin(async move {
+                    api.patch_status(&n, &ap, &Patch::Apply(&body))
+                        .await
+                        .map(drop)
+                }));
+            } else {
+                let (body, mp) = (json!({"status": s}), mp.clone());
+                ops.push(Box::pin(async move {
+                    api.patch_status(&n, &mp, &Patch::Merge(&body))
+                        .await
+                        .map(drop)
+                }));
+            }
         }
     }
     let count = first.len() + ops.len();
@@ -293,12 +348,129 @@ fn without_events(w: &BTreeMap<String, usize>) -> usize {
         .sum()
 }
 
+/// One size of the scaling series: a cold start of roster on a tree of `total` members (20
+/// organizations × 10 projects), and the floor client on a second such tree, on a control
+/// plane of its own (the sizes do not share caches or an etcd).
+struct Point {
+    members: usize,
+    time: f64,
+    floor_time: f64,
+    writes: usize,
+    floor_writes: usize,
+    rss: f64,
+    peak: f64,
+}
+
+fn scaling_point(root: &Path, total: usize) -> Point {
+    let cp = start_control_plane(root, &format!("scaling-{total}"));
+    install_roster_crds(&cp);
+    let logs = cp.audit.parent().expect("dir").to_path_buf();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = common::client(&cp).await;
+        let now = Timestamp::now();
+        let per_org = (total / ORGS).max(1);
+        let tree = |p: &str| {
+            common::docs(&roster::review::sample::tree_yaml(
+                p, ORGS, PROJECTS, per_org, now,
+            ))
+        };
+        common::create_all(&client, &tree("s"), IN_FLIGHT).await;
+        let since = Timestamp::now();
+        let mut r = start_roster(&cp, root, &logs.join("roster-s.log"), &[]);
+        let time = converged_after(&client, &cp.audit, "s", since)
+            .await
+            .as_secs_f64();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (rss_now, peak) = rss(r.child.id());
+        let _ = r.child.kill();
+        let _ = r.child.wait();
+        common::create_all(&client, &tree("f"), IN_FLIGHT).await;
+        let (floor_time, floor_writes) = floor(&client, "f", false).await;
+        Point {
+            members: per_org * ORGS,
+            time,
+            floor_time: floor_time.as_secs_f64(),
+            writes: without_events(&writes(&cp.audit, "s")),
+            floor_writes,
+            rss: rss_now,
+            peak,
+        }
+    })
+}
+
+/// `ROSTER_BENCH_ONLY=scaling`: cold starts at 10², 10³ and 10⁴ members; a table, and the
+/// picture written to docs/bench/scaling.svg.
+fn scaling(root: &Path) {
+    let points: Vec<Point> = [100, 1_000, 10_000]
+        .into_iter()
+        .map(|n| scaling_point(root, n))
+        .collect();
+    println!(
+        "| members (20 organizations × 10 projects) | cold start | floor client | time / floor | writes (no Events) | floor writes | writes / floor | RSS after | peak RSS |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for p in &points {
+        println!(
+            "| {} | {:.1} s | {:.1} s | {:.2}× | {} | {} | {:.2}× | {:.0} MiB | {:.0} MiB |",
+            p.members,
+            p.time,
+            p.floor_time,
+            p.time / p.floor_time,
+            p.writes,
+            p.floor_writes,
+            p.writes as f64 / p.floor_writes as f64,
+            p.rss,
+            p.peak
+        );
+    }
+    let xs: Vec<f64> = points.iter().map(|p| p.members as f64).collect();
+    let series = |f: fn(&Point) -> f64| -> Vec<f64> { points.iter().map(f).collect() };
+    let svg = common::svg::panels(
+        &xs,
+        &[
+            common::svg::Panel {
+                title: "time to converge (s)",
+                lines: vec![
+                    ("roster, cold start", series(|p| p.time)),
+                    ("floor client", series(|p| p.floor_time)),
+                ],
+            },
+            common::svg::Panel {
+                title: "writes (no Events)",
+                lines: vec![
+                    ("roster", series(|p| p.writes as f64)),
+                    ("floor", series(|p| p.floor_writes as f64)),
+                ],
+            },
+            common::svg::Panel {
+                title: "roster's memory (MiB)",
+                lines: vec![
+                    ("RSS settled", series(|p| p.rss)),
+                    ("peak RSS", series(|p| p.peak)),
+                ],
+            },
+        ],
+    );
+    let out = root.join("docs/bench/scaling.svg");
+    std::fs::create_dir_all(out.parent().expect("dir")).expect("docs/bench");
+    std::fs::write(&out, svg).expect("write the picture");
+    eprintln!("converge bench: wrote {}", out.display());
+}
+
 fn main() {
     let members: usize = std::env::var("ROSTER_BENCH_MEMBERS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if std::env::var("ROSTER_BENCH_ONLY").as_deref() == Ok("scaling") {
+        scaling(root);
+        return;
+    }
     let cp = start_control_plane(root, "converge");
     install_roster_crds(&cp);
     let logs = cp.audit.parent().expect("dir").to_path_buf();
@@ -315,10 +487,9 @@ fn main() {
         // Memory only: one tree stored, roster started, converged, settled.
         if std::env::var("ROSTER_BENCH_ONLY").as_deref() == Ok("memory") {
             common::create_all(&client, &tree("m"), IN_FLIGHT).await;
-            let t0 = Instant::now();
+            let since = Timestamp::now();
             let mut r = start_roster(&cp, root, &logs.join("roster-m.log"), &[]);
-            let _ = wait_converged(&client, "m", Duration::from_secs(1800)).await;
-            let cold = t0.elapsed();
+            let cold = converged_after(&client, &cp.audit, "m", since).await;
             eprintln!("converge bench: converged in {:.1} s; settling", cold.as_secs_f64());
             let settle = std::env::var("ROSTER_BENCH_SETTLE")
                 .ok()
@@ -335,21 +506,21 @@ fn main() {
         // (a) bulk apply while roster runs.
         let mut r = start_roster(&cp, root, &logs.join("roster-a.log"), &[]);
         let (idle_rss, _) = rss(r.child.id());
-        let t0 = Instant::now();
+        let since = Timestamp::now();
         common::create_all(&client, &tree("a"), IN_FLIGHT).await;
-        let applied = t0.elapsed();
-        let after_apply = wait_converged(&client, "a", Duration::from_secs(1800)).await;
-        let bulk = t0.elapsed();
+        let applied = since.duration_until(Timestamp::now()).unsigned_abs();
+        let bulk = converged_after(&client, &cp.audit, "a", since).await;
+        let after_apply = bulk.saturating_sub(applied);
         let (bulk_rss, bulk_peak) = rss(r.child.id());
         let _ = r.child.kill();
         let _ = r.child.wait();
 
         // (b) cold start with everything stored.
         common::create_all(&client, &tree("b"), IN_FLIGHT).await;
-        let t0 = Instant::now();
+        let since = Timestamp::now();
         let mut r = start_roster(&cp, root, &logs.join("roster-b.log"), &[]);
-        let _ = wait_converged(&client, "b", Duration::from_secs(1800)).await;
-        let cold = t0.elapsed();
+        let ready = since.duration_until(Timestamp::now()).unsigned_abs();
+        let cold = converged_after(&client, &cp.audit, "b", since).await;
         // Settled: what it holds with everything cached.
         tokio::time::sleep(Duration::from_secs(5)).await;
         let (cold_rss, cold_peak) = rss(r.child.id());
@@ -358,7 +529,9 @@ fn main() {
 
         // The floor, on a third tree.
         common::create_all(&client, &tree("c"), IN_FLIGHT).await;
-        let (floor_time, floor_writes) = floor(&client, "c").await;
+        let (floor_time, floor_writes) = floor(&client, "c", false).await;
+        common::create_all(&client, &tree("d"), IN_FLIGHT).await;
+        let (ssa_time, _) = floor(&client, "d", true).await;
 
         let (wa, wb) = (writes(&cp.audit, "a"), writes(&cp.audit, "b"));
         println!("| run | objects | time | vs floor | writes | without Events | vs floor | RSS after | peak |");
@@ -370,11 +543,12 @@ fn main() {
             without_events(&wa) as f64 / floor_writes as f64, bulk_rss, bulk_peak
         );
         println!(
-            "| (b) cold start, everything stored | {objects} | {:.1} s | {:.2}× | {} | {} | {:.2}× | {:.0} MiB | {:.0} MiB |",
-            secs(cold), secs(cold) / secs(floor_time), total(&wb), without_events(&wb),
+            "| (b) cold start, everything stored: caches listed and ready after {:.1} s | {objects} | {:.1} s | {:.2}× | {} | {} | {:.2}× | {:.0} MiB | {:.0} MiB |",
+            secs(ready), secs(cold), secs(cold) / secs(floor_time), total(&wb), without_events(&wb),
             without_events(&wb) as f64 / floor_writes as f64, cold_rss, cold_peak
         );
         println!("| the floor: a minimal client, exactly plan()'s writes | {objects} | {:.1} s | 1.00× | {floor_writes} | {floor_writes} | 1.00× | | |", secs(floor_time));
+        println!("| the floor with Membership statuses by server-side apply, as roster writes them | {objects} | {:.1} s | {:.2}× | {floor_writes} | {floor_writes} | 1.00× | | |", secs(ssa_time), secs(ssa_time) / secs(floor_time));
         println!("| roster idle before (a) | | | | | | | {idle_rss:.0} MiB | |");
         println!();
         println!("| roster's writes by kind | (a) bulk apply | (b) cold start |");

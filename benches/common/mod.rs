@@ -2,6 +2,8 @@
 //! roster's CRDs on it, `roster run` as a process, and a process's memory.
 #![allow(dead_code)] // each benchmark uses its part
 
+pub mod svg;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

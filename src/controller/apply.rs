@@ -87,16 +87,22 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
     };
 
     // 1. Removals of access: deletions, then updates of bindings that exist (and stay).
+    let mut deletions = Vec::new();
     for k in &plan.delete_rolebindings {
         let (rb_ns, name) = k;
-        let r = ignore_not_found(
-            Api::<RoleBinding>::namespaced(c.clone(), rb_ns)
-                .delete(name, &DeleteParams::default())
-                .await,
-        )
-        .map_err(Error::api(format!(
-            "deletion of RoleBinding {rb_ns}/{name}"
-        )));
+        deletions.push((k, async move {
+            ignore_not_found(
+                Api::<RoleBinding>::namespaced(c.clone(), rb_ns)
+                    .delete(name, &DeleteParams::default())
+                    .await,
+            )
+            .map_err(Error::api(format!(
+                "deletion of RoleBinding {rb_ns}/{name}"
+            )))
+        }));
+    }
+    let deleted = at_once(deletions).await;
+    for (k, r) in deleted {
         if let Err(e) = r {
             failed.note(w, project_of_binding(k).as_deref(), e);
         }
@@ -111,15 +117,25 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
         .rolebindings
         .iter()
         .partition(|rb| existing.contains(&key(rb)));
-    for rb in updates {
-        if let Err(e) = apply_binding(ctx, rb, &ssa).await {
+    let updates = updates
+        .into_iter()
+        .map(|rb| (rb, apply_binding(ctx, rb, &ssa)))
+        .collect();
+    for (rb, r) in at_once(updates).await {
+        if let Err(e) = r {
             failed.note(w, project_of(&rb.metadata), e);
         }
     }
 
     // 2. Finalizers before what they clean up, then namespaces and new bindings per project.
-    for t in &plan.add_finalizer {
-        if let Err(e) = set_finalizer(ctx, w, t, true).await {
+    let finalizers = plan
+        .add_finalizer
+        .iter()
+        .map(|t| (t, set_finalizer(ctx, w, t, true)))
+        .collect();
+    let finalized = at_once(finalizers).await;
+    for (t, r) in finalized {
+        if let Err(e) = r {
             let project = match t {
                 Target::Project(p) => Some(p.as_str()),
                 _ => None,
@@ -127,28 +143,34 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
             failed.note(w, project, e);
         }
     }
+    let mut to_create = Vec::new();
     for n in &plan.create_namespaces {
-        let Some(project) = project_of(&n.metadata).map(str::to_string) else {
+        let Some(project) = project_of(&n.metadata) else {
             continue;
         };
-        let name = n.name_any();
-        if failed.projects.contains_key(&project) {
-            failed.namespaces.insert(name);
+        if failed.projects.contains_key(project) {
+            failed.namespaces.insert(n.name_any());
             continue;
         }
-        let created = Api::<Namespace>::all(c.clone())
-            .create(&post_params(), n)
-            .await;
-        let r = match created {
-            Ok(_) => Ok(()),
-            // Made by someone else since it was observed: not ours. The next plan sees it and
-            // reports it as foreign (annotate it roster.dev/adopt to hand it over).
-            Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::NamespaceTaken(name.clone())),
-            Err(e) => Err(Error::api(format!("creation of namespace {name}"))(e)),
-        };
+        to_create.push((n, async move {
+            let name = n.name_any();
+            match Api::<Namespace>::all(c.clone())
+                .create(&post_params(), n)
+                .await
+            {
+                Ok(_) => Ok(()),
+                // Made by someone else since it was observed: not ours. The next plan sees it
+                // and reports it as foreign (annotate it roster.dev/adopt to hand it over).
+                Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::NamespaceTaken(name)),
+                Err(e) => Err(Error::api(format!("creation of namespace {name}"))(e)),
+            }
+        }));
+    }
+    let created = at_once(to_create).await;
+    for (n, r) in created {
         if let Err(e) = r {
-            failed.namespaces.insert(name);
-            failed.note(w, Some(&project), e);
+            failed.namespaces.insert(n.name_any());
+            failed.note(w, project_of(&n.metadata), e);
         }
     }
     for n in &plan.adopt_namespaces {
@@ -171,16 +193,17 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
             failed.note(w, project.as_deref(), e);
         }
     }
-    for rb in creations {
-        let (rb_ns, _) = key(rb);
-        let project = project_of(&rb.metadata);
-        if failed.namespaces.contains(&rb_ns)
-            || project.is_some_and(|p| failed.projects.contains_key(p))
-        {
-            continue;
-        }
-        if let Err(e) = apply_binding(ctx, rb, &ssa).await {
-            failed.note(w, project, e);
+    let creations = creations
+        .into_iter()
+        .filter(|rb| {
+            !failed.namespaces.contains(&key(rb).0)
+                && !project_of(&rb.metadata).is_some_and(|p| failed.projects.contains_key(p))
+        })
+        .map(|rb| (rb, apply_binding(ctx, rb, &ssa)))
+        .collect();
+    for (rb, r) in at_once(creations).await {
+        if let Err(e) = r {
+            failed.note(w, project_of(&rb.metadata), e);
         }
     }
 
@@ -357,9 +380,34 @@ async fn await_own_writes(ctx: &Context, w: &World, plan: &Plan) {
 }
 
 /// Status writes of one reconcile in flight at once.
-const STATUS_WRITES_IN_FLIGHT: usize = 8;
+const WRITES_IN_FLIGHT: usize = 8;
 
-/// Writes statuses `STATUS_WRITES_IN_FLIGHT` at a time; results in the statuses' order. Each
+/// Runs the writes of one step (independent of each other; the steps' order is what matters)
+/// `WRITES_IN_FLIGHT` at a time; results in the items' order. One by one, an organization's
+/// finalizers, namespaces and bindings were 50 round trips in a row before its statuses.
+/// The futures are made first: a step has tens of writes (statuses, thousands, are made as
+/// slots free: `patch_statuses`).
+async fn at_once<T, Fut>(writes: Vec<(T, Fut)>) -> Vec<(T, Result<()>)>
+where
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let mut pending = futures::stream::FuturesOrdered::new();
+    let mut out = Vec::with_capacity(writes.len());
+    for (x, f) in writes {
+        if pending.len() >= WRITES_IN_FLIGHT
+            && let Some(r) = pending.next().await
+        {
+            out.push(r);
+        }
+        pending.push_back(async move { (x, f.await) });
+    }
+    while let Some(r) = pending.next().await {
+        out.push(r);
+    }
+    out
+}
+
+/// Writes statuses `WRITES_IN_FLIGHT` at a time; results in the statuses' order. Each
 /// write is made when a slot frees, not all first: a write in waiting is a few KiB of future,
 /// and an organization of thousands would hold them all at once.
 async fn patch_statuses<K, S>(ctx: &Context, ns: &str, statuses: &[(String, S)]) -> Vec<Result<()>>
@@ -373,7 +421,7 @@ where
     let mut pending = futures::stream::FuturesOrdered::new();
     let mut out = Vec::with_capacity(statuses.len());
     for (name, status) in statuses {
-        if pending.len() >= STATUS_WRITES_IN_FLIGHT
+        if pending.len() >= WRITES_IN_FLIGHT
             && let Some(r) = pending.next().await
         {
             out.push(r);

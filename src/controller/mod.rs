@@ -60,7 +60,7 @@ pub struct Context {
 /// Organizations reconciled at once. Unbounded, a cold start with 20 organizations of 1,000
 /// members planned all of them together — every planned status in memory at once — while the
 /// API server, which sets the pace, took the writes no faster.
-const RECONCILES_AT_ONCE: u16 = 4;
+const RECONCILES_AT_ONCE: u16 = 8;
 
 /// Runs the controller on `caches` until `shutdown` resolves.
 pub async fn run(
