@@ -4,7 +4,8 @@
 //! size (BENCHMARKS.md).
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, RwLock};
 
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -12,7 +13,7 @@ use kube::runtime::watcher;
 
 use crate::api::Membership;
 
-/// The Memberships filed under a hash of (namespace, lower-case e-mail), by name. Keys are
+/// The Memberships filed under a hash of (namespace, lower-case e-mail). Keys are
 /// hashes and nothing else is kept beside the store's own objects: with 20,000 members, string
 /// keys, a map by name and a map per address cost 13 MB, more than half of what the
 /// Memberships themselves take. A lookup answers with the store's object of each name filed
@@ -21,22 +22,27 @@ use crate::api::Membership;
 #[derive(Default)]
 struct Maps {
     by_email: HashMap<u64, Vec<Arc<Membership>>>,
+    /// Keyed per process: addresses are chosen by whoever may invite, and colliding ones made
+    /// offline against a fixed key would pile up under one entry.
+    seed: RandomState,
 }
 
-fn key(namespace: &str, email: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    namespace.hash(&mut h);
-    for b in email.bytes() {
-        h.write_u8(b.to_ascii_lowercase());
-    }
-    h.finish()
-}
-
-fn same(m: &Membership, namespace: &str, name: &str) -> bool {
-    m.metadata.namespace.as_deref() == Some(namespace) && m.metadata.name.as_deref() == Some(name)
+/// Entries under one key are ordered by (namespace, name): a key may hold two organizations'
+/// members when their hashes collide, and each must be found, replaced and removed as itself.
+fn order(m: &Membership) -> (Option<&str>, Option<&str>) {
+    (m.metadata.namespace.as_deref(), m.metadata.name.as_deref())
 }
 
 impl Maps {
+    fn key(&self, namespace: &str, email: &str) -> u64 {
+        let mut h = self.seed.build_hasher();
+        namespace.hash(&mut h);
+        for b in email.bytes() {
+            h.write_u8(b.to_ascii_lowercase());
+        }
+        h.finish()
+    }
+
     /// Files `m` under its address, replacing the entry of the same name there (an address
     /// never changes: the CRD makes `spec.email` immutable).
     fn insert(&mut self, m: Arc<Membership>) {
@@ -44,10 +50,11 @@ impl Maps {
         else {
             return;
         };
-        let set = self.by_email.entry(key(ns, &m.spec.email)).or_default();
-        match set.binary_search_by(|x| x.metadata.name.as_deref().cmp(&Some(name))) {
-            Ok(i) if same(&set[i], ns, name) => set[i] = m,
-            Ok(i) | Err(i) => set.insert(i, m),
+        let k = self.key(ns, &m.spec.email);
+        let set = self.by_email.entry(k).or_default();
+        match set.binary_search_by(|x| order(x).cmp(&(Some(ns), Some(name)))) {
+            Ok(i) => set[i] = m,
+            Err(i) => set.insert(i, m),
         }
     }
 
@@ -56,9 +63,9 @@ impl Maps {
         else {
             return;
         };
-        let k = key(ns, &m.spec.email);
+        let k = self.key(ns, &m.spec.email);
         if let Some(set) = self.by_email.get_mut(&k) {
-            set.retain(|x| !same(x, ns, name));
+            set.retain(|x| order(x) != (Some(ns), Some(name)));
             if set.is_empty() {
                 self.by_email.remove(&k);
             }
@@ -85,20 +92,21 @@ impl EmailIndex {
 
     /// Follows one watch event (after the store has).
     pub fn apply(&self, event: &watcher::Event<Membership>) {
-        let Ok(mut live) = self.live.write() else {
-            return;
+        let mut live = match self.live.write() {
+            Ok(live) => live,
+            // A thread panicked while filing: what it left half done is not to be trusted, the
+            // store is. Filed anew from it, the index is whole again.
+            Err(poisoned) => {
+                let mut live = poisoned.into_inner();
+                *live = self.filed_from_store();
+                self.live.clear_poison();
+                live
+            }
         };
         match event {
             // A relist fills the store's buffer, swapped in at its end: so is the index.
             watcher::Event::Init | watcher::Event::InitApply(_) => {}
-            watcher::Event::InitDone => {
-                let mut fresh = Maps::default();
-                for m in self.store.state() {
-                    fresh.insert(m);
-                }
-                fresh.by_email.shrink_to_fit();
-                *live = fresh;
-            }
+            watcher::Event::InitDone => *live = self.filed_from_store(),
             watcher::Event::Apply(m) => {
                 let shared = self
                     .store
@@ -110,28 +118,51 @@ impl EmailIndex {
         }
     }
 
+    fn filed_from_store(&self) -> Maps {
+        let mut fresh = Maps::default();
+        for m in self.store.state() {
+            fresh.insert(m);
+        }
+        fresh.by_email.shrink_to_fit();
+        fresh
+    }
+
     /// Memberships in `namespace` whose e-mail is `email` (compared without case), by name.
     pub fn get(&self, namespace: &str, email: &str) -> Vec<Arc<Membership>> {
-        let Ok(live) = self.live.read() else {
+        let matches = |m: &Membership| {
+            m.metadata.namespace.as_deref() == Some(namespace)
+                && m.spec.email.eq_ignore_ascii_case(email)
+        };
+        let live = match self.live.read() {
+            Ok(live) => live,
+            // Half-filed by a thread that panicked: answering nobody would let the webhook's
+            // one-owner and unique-address rules pass, so the store answers, by a scan.
+            Err(_) => {
+                let mut all: Vec<_> = self
+                    .store
+                    .state()
+                    .into_iter()
+                    .filter(|m| matches(m))
+                    .collect();
+                all.sort_by(|a, b| order(a).cmp(&order(b)));
+                return all;
+            }
+        };
+        let Some(set) = live.by_email.get(&live.key(namespace, email)) else {
             return vec![];
         };
-        live.by_email
-            .get(&key(namespace, email))
-            .map(|set| {
-                // The store's object of each name filed here, as it is now: the freshest
-                // version even while this index is a step behind the store.
-                set.iter()
-                    .filter_map(|m| {
-                        let now = self
-                            .store
-                            .get(&ObjectRef::new(m.metadata.name.as_deref()?).within(namespace))?;
-                        (now.metadata.namespace.as_deref() == Some(namespace)
-                            && now.spec.email.eq_ignore_ascii_case(email))
-                        .then_some(now)
-                    })
-                    .collect()
+        // The store's object of each name filed here, as it is now: the freshest version even
+        // while this index is a step behind the store. Entries of another namespace under the
+        // same key (a collision) are not this organization's.
+        set.iter()
+            .filter(|m| m.metadata.namespace.as_deref() == Some(namespace))
+            .filter_map(|m| {
+                let now = self
+                    .store
+                    .get(&ObjectRef::new(m.metadata.name.as_deref()?).within(namespace))?;
+                matches(&now).then_some(now)
             })
-            .unwrap_or_default()
+            .collect()
     }
 }
 
@@ -248,6 +279,67 @@ mod tests {
             "bob@acme.example",
         )));
         assert!(b.ix.get("acme", "bob@acme.example").is_empty());
+    }
+
+    /// Two organizations' addresses filed under one key (a hash collision, forced here): each
+    /// lookup answers only its own organization's member, once.
+    #[test]
+    fn a_collision_across_organizations_answers_each_member_once() {
+        let mut b = Both::new();
+        b.apply(watcher::Event::Apply(m("acme", "bob", "bob@acme.example")));
+        b.apply(watcher::Event::Apply(m("beta", "bob", "bob@beta.example")));
+        let beta =
+            b.ix.store
+                .get(&ObjectRef::new("bob").within("beta"))
+                .expect("stored");
+        {
+            let mut live = b.ix.live.write().expect("not poisoned");
+            let k = live.key("acme", "bob@acme.example");
+            live.by_email.entry(k).or_default().push(beta.clone());
+        }
+        assert_eq!(names(b.ix.get("acme", "bob@acme.example")), ["bob"]);
+        // Filing under a key that already holds another organization's same-named member
+        // replaces only its own entry.
+        let mut maps = Maps::default();
+        maps.insert(beta.clone());
+        let k = maps.key("beta", "bob@beta.example");
+        let acme = Arc::new(m("acme", "bob", "bob@acme.example"));
+        maps.by_email.entry(k).or_default().push(acme.clone());
+        maps.by_email.get_mut(&k).expect("filed").sort_by(|x, y| {
+            (&x.metadata.namespace, &x.metadata.name)
+                .cmp(&(&y.metadata.namespace, &y.metadata.name))
+        });
+        maps.insert(beta.clone());
+        maps.insert(acme);
+        assert_eq!(maps.by_email[&k].len(), 2, "one entry per member");
+    }
+
+    /// A thread that panicked while holding the index's lock must not leave lookups answering
+    /// nobody: the webhook's one-owner and unique-address rules read this index.
+    #[test]
+    fn a_poisoned_index_still_answers() {
+        let mut b = Both::new();
+        b.apply(watcher::Event::Apply(m(
+            "acme",
+            "alice",
+            "alice@acme.example",
+        )));
+        let ix = b.ix.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = ix.live.write();
+            panic!("poisoning the index on purpose");
+        })
+        .join();
+        assert!(b.ix.live.is_poisoned());
+        assert_eq!(names(b.ix.get("acme", "alice@acme.example")), ["alice"]);
+        // Events still reach it, and it heals.
+        b.apply(watcher::Event::Apply(m(
+            "acme",
+            "carl",
+            "carl@acme.example",
+        )));
+        assert_eq!(names(b.ix.get("acme", "carl@acme.example")), ["carl"]);
+        assert!(!b.ix.live.is_poisoned());
     }
 
     /// Property: after any sequence of watch events, the index answers exactly what a scan of
