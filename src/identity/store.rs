@@ -5,7 +5,7 @@
 //! exactly 10 and lock, and the other 40 are refused as locked without being counted.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
@@ -198,11 +198,15 @@ impl Store {
     /// are refused without hashing.
     pub async fn lock_member(&self, org: &str, email: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let name = Store::secret_name(org, email);
+        // Poisoned or not, the table is whole (one entry call at a time): a fresh lock per
+        // attempt instead would let parallel guesses past the lockout.
         let lock = self
             .locks
             .lock()
-            .map(|mut m| m.entry(name).or_default().clone())
-            .unwrap_or_default();
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(name)
+            .or_default()
+            .clone();
         lock.lock_owned().await
     }
 
@@ -217,7 +221,7 @@ impl Store {
                 .as_deref()
                 .and_then(|v| v.parse::<u64>().ok())
         };
-        let mut written = self.written.lock().ok()?;
+        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
         let own = written.get(name).cloned();
         match (watched, own) {
             (Some(w), Some(o)) if rv(&w) >= rv(&o) && rv(&w).is_some() => {
@@ -240,8 +244,9 @@ impl Store {
 
     fn wrote(&self, s: KubeSecret) {
         if self.cache.is_some()
-            && let (Some(name), Ok(mut w)) = (s.metadata.name.clone(), self.written.lock())
+            && let Some(name) = s.metadata.name.clone()
         {
+            let mut w = self.written.lock().unwrap_or_else(PoisonError::into_inner);
             w.insert(name, Arc::new(s));
         }
     }
@@ -315,9 +320,10 @@ impl Store {
         if record.membership_uid.as_deref() != membership_uid {
             return Ok(());
         }
-        if let Ok(mut w) = self.written.lock() {
-            w.remove(&name);
-        }
+        self.written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&name);
         let params = kube::api::DeleteParams {
             preconditions: Some(kube::api::Preconditions {
                 resource_version: current.metadata.resource_version.clone(),
@@ -444,6 +450,33 @@ pub(crate) fn lockout_record(r: &Record) -> lockout::Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One member's attempts are decided one at a time (lockout counts every failure before
+    /// the next try is hashed), also after a panic elsewhere poisoned the table of locks: a
+    /// fresh lock per attempt would let parallel guesses past the lockout.
+    #[tokio::test]
+    async fn attempts_stay_serialised_after_a_panic_poisoned_the_locks() {
+        let client = kube::Client::try_from(kube::Config::new(
+            "http://127.0.0.1:9".parse().expect("url"),
+        ))
+        .expect("client");
+        let store = Arc::new(Store::new(client, "roster-system"));
+        let held = store.clone();
+        let _ = std::thread::spawn(move || {
+            let _locks = held.locks.lock();
+            panic!("poisoning the table on purpose");
+        })
+        .join();
+        let first = store.lock_member("acme", "bob@acme.example").await;
+        let second = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            store.lock_member("acme", "bob@acme.example"),
+        )
+        .await;
+        assert!(second.is_err(), "a second attempt ran beside the first");
+        drop(first);
+        let _third = store.lock_member("acme", "bob@acme.example").await;
+    }
 
     #[test]
     fn secret_names_are_stable_valid_and_do_not_show_the_address() {
