@@ -15,7 +15,8 @@
 //! roster's writes come from the API server's audit log (user agent `roster/…`), by kind.
 //! Prints Markdown tables (lines starting with `|`).
 //!
-//! `ROSTER_BENCH_ONLY=memory`: one tree stored, roster started, converged, settled; its RSS and
+//! `ROSTER_BENCH_ONLY=memory`: one tree stored, roster started with identity on (it issues and
+//! caches a credential record per member), converged, settled; its RSS and
 //! peak. `ROSTER_BENCH_ONLY=scaling`: cold starts and the floor at 10², 10³ and 10⁴ members,
 //! each on a fresh control plane; a table and docs/bench/scaling.svg. For profiling: `ROSTER_BENCH_WRAP=heaptrack` runs roster under that command,
 //! `ROSTER_BENCH_PRELOAD=/path/lib.so` preloads an allocator into it, `ROSTER_BENCH_SETTLE=S`
@@ -45,26 +46,14 @@ const IN_FLIGHT: usize = 16;
 /// The worlds of a stored tree's organizations, as the controller observes them.
 async fn worlds(client: &Client, prefix: &str, now: Timestamp) -> Vec<World> {
     let lp = ListParams::default();
-    let orgs = Api::<Organization>::all(client.clone())
-        .list(&lp)
-        .await
-        .expect("orgs")
-        .items;
-    let projects = Api::<Project>::all(client.clone())
-        .list(&lp)
-        .await
-        .expect("projects")
-        .items;
-    let memberships = Api::<Membership>::all(client.clone())
-        .list(&lp)
-        .await
-        .expect("members")
-        .items;
-    let rolebindings = Api::<RoleBinding>::all(client.clone())
-        .list(&lp.clone().labels("app.kubernetes.io/managed-by=roster"))
-        .await
-        .expect("rolebindings")
-        .items;
+    let orgs = list_all(Api::<Organization>::all(client.clone()), &lp).await;
+    let projects = list_all(Api::<Project>::all(client.clone()), &lp).await;
+    let memberships = list_all(Api::<Membership>::all(client.clone()), &lp).await;
+    let rolebindings = list_all(
+        Api::<RoleBinding>::all(client.clone()),
+        &lp.clone().labels("app.kubernetes.io/managed-by=roster"),
+    )
+    .await;
     orgs.into_iter()
         .filter(|o| o.name_any().starts_with(prefix))
         .map(|o| {
@@ -98,6 +87,24 @@ async fn worlds(client: &Client, prefix: &str, now: Timestamp) -> Vec<World> {
             }
         })
         .collect()
+}
+
+/// Every object a list selects, 500 at a time: 20,000 Memberships in one response took the
+/// API server past its request timeout on a loaded machine.
+async fn list_all<K>(api: Api<K>, lp: &ListParams) -> Vec<K>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut lp = lp.clone().limit(500);
+    let mut all = vec![];
+    loop {
+        let page = api.list(&lp).await.expect("list");
+        all.extend(page.items);
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
+            _ => return all,
+        }
+    }
 }
 
 /// Converged: planning each organization from what is stored writes nothing but Events.
@@ -337,6 +344,77 @@ async fn floor(client: &Client, prefix: &str, ssa: bool) -> (Duration, usize) {
     (start.elapsed(), count)
 }
 
+/// Writes, for every Membership of a tree, the credential record of a member who accepted the
+/// invitation and set a password (as the identity server would have), 16 at a time; how many.
+async fn accepted_records(client: &Client, prefix: &str) -> usize {
+    use roster::identity::store::{Record, Store};
+    let hasher = roster::identity::password::Hasher::owasp(1).expect("hasher");
+    let phc = hasher
+        .hash(&roster::identity::Secret::new(
+            "correct horse battery staple",
+        ))
+        .await
+        .expect("hash");
+    let store = Store::new(client.clone(), "roster-system");
+    let members: Vec<Membership> = list_all(
+        Api::<Membership>::all(client.clone()),
+        &ListParams::default(),
+    )
+    .await
+    .into_iter()
+    .filter(|m| m.namespace().is_some_and(|ns| ns.starts_with(prefix)))
+    .collect();
+    futures::stream::iter(&members)
+        .for_each_concurrent(IN_FLIGHT, |m| {
+            let (store, phc) = (&store, &phc);
+            async move {
+                let record = Record {
+                    email: m.spec.email.clone(),
+                    membership_uid: m.metadata.uid.clone(),
+                    password_hash: Some(phc.clone()),
+                    accepted_at: Some(1),
+                    ..Default::default()
+                };
+                let org = m.namespace().expect("namespaced");
+                store
+                    .create(&org, &m.spec.email, &record)
+                    .await
+                    .expect("record");
+            }
+        })
+        .await;
+    members.len()
+}
+
+/// Waits until roster's namespace holds `want` credential records (or `limit` passes); how many.
+async fn credential_records(client: &Client, want: usize, limit: Duration) -> usize {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "roster-system");
+    let lp = ListParams::default()
+        .fields(&format!(
+            "type={}",
+            roster::api::contract::CREDENTIALS_SECRET_TYPE
+        ))
+        .limit(500);
+    let start = Instant::now();
+    loop {
+        let mut n = 0;
+        let mut lp = lp.clone();
+        loop {
+            let page = secrets.list_metadata(&lp).await.expect("list records");
+            n += page.items.len();
+            match page.metadata.continue_ {
+                Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
+                _ => break,
+            }
+        }
+        if n >= want || start.elapsed() > limit {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 fn total(w: &BTreeMap<String, usize>) -> usize {
     w.values().sum()
 }
@@ -484,20 +562,37 @@ fn main() {
         let tree = |p: &str| common::docs(&roster::review::sample::tree_yaml(p, ORGS, PROJECTS, members, now));
         let objects = ORGS * (1 + PROJECTS + members);
 
-        // Memory only: one tree stored, roster started, converged, settled.
+        // Memory only: one tree stored with every member's credential record (accepted, with
+        // a password), roster started with identity on (so it caches them all), converged,
+        // settled.
         if std::env::var("ROSTER_BENCH_ONLY").as_deref() == Ok("memory") {
             common::create_all(&client, &tree("m"), IN_FLIGHT).await;
+            let members = accepted_records(&client, "m").await;
+            let identity = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+                l.local_addr().expect("addr").to_string()
+            };
             let since = Timestamp::now();
-            let mut r = start_roster(&cp, root, &logs.join("roster-m.log"), &[]);
+            let mut r = start_roster(
+                &cp,
+                root,
+                &logs.join("roster-m.log"),
+                &["--identity-addr", &identity],
+            );
             let cold = converged_after(&client, &cp.audit, "m", since).await;
-            eprintln!("converge bench: converged in {:.1} s; settling", cold.as_secs_f64());
+            let records = credential_records(&client, members, Duration::from_secs(60)).await;
+            eprintln!(
+                "converge bench: converged in {:.1} s, {records} credential records; settling",
+                cold.as_secs_f64()
+            );
             let settle = std::env::var("ROSTER_BENCH_SETTLE")
                 .ok()
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(5);
             tokio::time::sleep(Duration::from_secs(settle)).await;
             let (rss_now, peak) = rss(r.child.id());
-            println!("| memory | {objects} objects | converged {:.1} s | RSS {rss_now:.0} MiB | peak {peak:.0} MiB |", cold.as_secs_f64());
+            let (anon, file) = common::rss_parts(r.child.id());
+            println!("| memory | {objects} objects, {records} credential records | converged {:.1} s | RSS {rss_now:.0} MiB (anonymous {anon:.0}, binary and libraries {file:.0}) | peak {peak:.0} MiB |", cold.as_secs_f64());
             let _ = r.child.kill();
             let _ = r.child.wait();
             return;

@@ -170,6 +170,21 @@ pub fn rss(pid: u32) -> (f64, f64) {
     (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
 }
 
+/// Of a process's resident memory, in MiB: anonymous (heap, stacks) and file-backed (the binary
+/// and libraries mapped in).
+pub fn rss_parts(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (kib("RssAnon:") / 1024.0, kib("RssFile:") / 1024.0)
+}
+
 /// roster's CRDs and ClusterRoles, established, and roster's namespace.
 pub fn install_roster_crds(cp: &ControlPlane) {
     kubectl(

@@ -521,3 +521,27 @@ async fn an_identity_event_is_published_only_after_its_action_succeeded() {
         );
     }
 }
+
+/// A reconcile waits for the cache to show only the statuses the server moved: a write it
+/// found nothing to change in answers the version planned from, and waiting for that one to
+/// move cost the whole catch-up time.
+#[test]
+fn only_statuses_the_server_moved_are_waited_for() {
+    let s = |v: &str| Some(v.to_string());
+    let written = vec![
+        ("moved".to_string(), s("12")),
+        ("unchanged".to_string(), s("7")),
+        ("gone".to_string(), None),
+        ("not-planned-from".to_string(), s("13")),
+    ];
+    let planned_from = |name: &str| match name {
+        "moved" => Some(s("5")),
+        "unchanged" => Some(s("7")),
+        "gone" => Some(s("9")),
+        _ => None,
+    };
+    assert_eq!(
+        apply::awaited(&written, planned_from),
+        vec![("moved", s("5"))]
+    );
+}

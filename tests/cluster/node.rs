@@ -63,7 +63,12 @@ fn host_footprint() -> Vec<String> {
                 .lines()
                 .filter(|l| !l.starts_with('#'))
                 // Counters change with traffic; the rules are what matter.
-                .map(|l| format!("{tool}: {}", l.split(" [").next().unwrap_or(l))),
+                .map(|l| l.split(" [").next().unwrap_or(l))
+                // A table and its built-in chains, empty and accepting, are what the kernel
+                // shows once any program has touched the table (on a fresh machine, the first
+                // ip6tables call): no rule, nothing to put back.
+                .filter(|l| !empty_builtin(l))
+                .map(|l| format!("{tool}: {l}")),
         );
     }
     if let Ok(links) = Command::new("ip").args(["-o", "link"]).output() {
@@ -103,6 +108,18 @@ fn host_footprint() -> Vec<String> {
     }
     out.sort();
     out
+}
+
+/// An `iptables-save` line that holds no rule: a table's header, its COMMIT, or a built-in
+/// chain's ACCEPT policy.
+fn empty_builtin(line: &str) -> bool {
+    const BUILTIN: [&str; 5] = ["INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"];
+    line.starts_with('*')
+        || line == "COMMIT"
+        || line
+            .strip_prefix(':')
+            .and_then(|l| l.strip_suffix(" ACCEPT"))
+            .is_some_and(|chain| BUILTIN.contains(&chain))
 }
 
 fn helm_in(c: &Cluster, args: &[&str], values: &[String]) -> String {
