@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{install_roster_crds, rss, start_control_plane, start_roster};
+use common::{AuditWrite, install_roster_crds, rss, start_control_plane, start_roster};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -37,7 +37,7 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use roster::api::{Membership, Organization, Project};
 use roster::controller::plan::{self, Settings, World};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const ORGS: usize = 20;
 const PROJECTS: usize = 10;
@@ -172,61 +172,16 @@ async fn converged_after(
     last.duration_since(since).unsigned_abs()
 }
 
-struct AuditWrite {
-    verb: String,
-    resource: String,
-    at: Option<Timestamp>,
-}
-
 /// roster's completed writes to a tree's namespaces, from the audit log.
 fn roster_audit(audit: &Path, prefix: &str) -> impl Iterator<Item = AuditWrite> {
-    // The API server rotates its audit log at 100 MB: every `audit*.log` beside it is read.
-    let dir = audit.parent().expect("audit dir");
-    let mut text = String::new();
-    for e in std::fs::read_dir(dir).expect("audit dir").flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("audit") && name.ends_with(".log") {
-            text.push_str(&std::fs::read_to_string(e.path()).expect("read the audit log"));
-        }
-    }
-    let prefix = prefix.to_string();
-    let writes: Vec<AuditWrite> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|e| {
-            let ua = e["userAgent"].as_str().unwrap_or("");
-            let verb = e["verb"].as_str().unwrap_or("");
-            if !ua.starts_with("roster/")
-                || !matches!(verb, "create" | "update" | "patch" | "delete")
-            {
-                return None;
-            }
-            let o = &e["objectRef"];
-            let ns = o["namespace"].as_str().or(o["name"].as_str()).unwrap_or("");
-            if !ns.starts_with(prefix.as_str()) || e["stage"] != "ResponseComplete" {
-                return None;
-            }
-            let sub = o["subresource"]
-                .as_str()
-                .map(|s| format!("/{s}"))
-                .unwrap_or_default();
-            Some(AuditWrite {
-                verb: verb.to_string(),
-                resource: format!("{}{sub}", o["resource"].as_str().unwrap_or("?")),
-                at: e["stageTimestamp"].as_str().and_then(|t| t.parse().ok()),
-            })
-        })
-        .collect();
-    writes.into_iter()
+    common::audit_writes(audit, "roster/")
+        .into_iter()
+        .filter(move |w| w.namespace.starts_with(prefix))
 }
 
 /// roster's writes to a tree's namespaces, by kind, from the audit log.
 fn writes(audit: &Path, prefix: &str) -> BTreeMap<String, usize> {
-    let mut by = BTreeMap::new();
-    for w in roster_audit(audit, prefix) {
-        *by.entry(format!("{} {}", w.verb, w.resource)).or_insert(0) += 1;
-    }
-    by
+    common::by_kind(roster_audit(audit, prefix))
 }
 
 /// One write of the floor client.

@@ -4,6 +4,7 @@
 
 pub mod svg;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::{Api, Client};
 use roster::api::{Membership, Organization, Project};
@@ -272,4 +274,65 @@ pub async fn create_all(client: &Client, docs: &[Value], in_flight: usize) {
             .await
             .expect("create");
     }
+}
+
+/// One completed write (create, update, patch, delete) in the API server's audit log.
+pub struct AuditWrite {
+    pub verb: String,
+    /// The resource, with `/subresource` if any (`rolebindings`, `tenants/status`).
+    pub resource: String,
+    /// The object's namespace, or its name if it has none (a namespace, a cluster-scoped object).
+    pub namespace: String,
+    pub at: Option<Timestamp>,
+}
+
+/// The completed writes of the clients whose user agent starts with `agent` (`roster/`), from
+/// the API server's audit log.
+pub fn audit_writes(audit: &Path, agent: &str) -> Vec<AuditWrite> {
+    // The API server rotates its audit log at 100 MB: every `audit*.log` beside it is read.
+    let dir = audit.parent().expect("audit dir");
+    let mut text = String::new();
+    for e in std::fs::read_dir(dir).expect("audit dir").flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("audit") && name.ends_with(".log") {
+            text.push_str(&std::fs::read_to_string(e.path()).expect("read the audit log"));
+        }
+    }
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|e| {
+            let ua = e["userAgent"].as_str().unwrap_or("");
+            let verb = e["verb"].as_str().unwrap_or("");
+            if !ua.starts_with(agent)
+                || !matches!(verb, "create" | "update" | "patch" | "delete")
+                || e["stage"] != "ResponseComplete"
+            {
+                return None;
+            }
+            let o = &e["objectRef"];
+            let sub = o["subresource"]
+                .as_str()
+                .map(|s| format!("/{s}"))
+                .unwrap_or_default();
+            Some(AuditWrite {
+                verb: verb.to_string(),
+                resource: format!("{}{sub}", o["resource"].as_str().unwrap_or("?")),
+                namespace: o["namespace"]
+                    .as_str()
+                    .or(o["name"].as_str())
+                    .unwrap_or("")
+                    .to_string(),
+                at: e["stageTimestamp"].as_str().and_then(|t| t.parse().ok()),
+            })
+        })
+        .collect()
+}
+
+/// Writes counted by `verb resource`.
+pub fn by_kind(writes: impl IntoIterator<Item = AuditWrite>) -> BTreeMap<String, usize> {
+    let mut by = BTreeMap::new();
+    for w in writes {
+        *by.entry(format!("{} {}", w.verb, w.resource)).or_insert(0) += 1;
+    }
+    by
 }
