@@ -237,7 +237,10 @@ fn note_revocation<I: validate::Index>(
             tracing::info!(namespace = ns, membership = ?m.metadata.name, "member cut off: tokens refused from now");
             revocations.note(m.metadata.uid.as_deref().unwrap_or_default())
         }
-        (None, Some(m)) if known(m) => {
+        // Lifted only by a real re-enable: the object the change was admitted against was cut
+        // off and this one is not. Any other edit admitted against a stale, still-enabled copy
+        // (racing the disable) would otherwise lift a revocation made a moment before.
+        (None, Some(m)) if known(m) && old.as_ref().is_some_and(cut_off) => {
             revocations.clear(m.metadata.uid.as_deref().unwrap_or_default())
         }
         (None, Some(_)) => {}

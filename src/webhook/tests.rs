@@ -1538,3 +1538,67 @@ fn members_are_known_by_the_configured_subject_prefix() {
         "Allow"
     );
 }
+
+/// A pending revocation may be lifted only by a real re-enable. Here
+/// the platform admin disables dave (noted: his tokens are refused before the caches see it);
+/// then an Admin's ordinary edit of dave (payments: Developer -> Viewer) is admitted against
+/// the object as it was before the disable — a write racing the disable, or one the API server
+/// admits against its watch cache before the disable reached it, whose storage then fails and
+/// is never admitted again (a replace carrying the old resourceVersion). Nothing in that edit
+/// enables dave, yet the note is cleared: his token is accepted again until roster's own watch
+/// delivers the disable — the gap the 30 s hold exists to cover.
+#[tokio::test]
+async fn an_edit_admitted_against_the_pre_disable_object_keeps_the_revocation() {
+    use crate::identity::revocation::Revocations;
+    fn with_uids(mut index: Mem) -> Mem {
+        for m in &mut index.memberships {
+            m.metadata.uid = Some(format!("{}-uid", m.name_any()));
+        }
+        index
+    }
+    async fn send(index: Mem, noted: &Revocations, body: Value) -> bool {
+        let app = router(Arc::new(AppState {
+            index,
+            policy: policy(),
+            ready: Box::new(|| true),
+            metrics: crate::metrics::Metrics::new(),
+            revocations: Some(noted.clone()),
+        }));
+        post(app, body.to_string()).await["response"]["allowed"]
+            .as_bool()
+            .expect("an answer")
+    }
+    let by = |user: &str, new: &Membership, old: &Membership| {
+        let mut body = review(
+            "UPDATE",
+            &who(user),
+            serde_json::to_value(new).expect("json"),
+            serde_json::to_value(old).expect("json"),
+        );
+        if user == "root" {
+            body["request"]["userInfo"]["groups"] = json!(["system:masters"]);
+        }
+        body
+    };
+    let dave = m_of(&with_uids(acme()), "dave");
+    let mut disabled = dave.clone();
+    disabled.spec.disabled = true;
+    let mut viewer = dave.clone();
+    viewer.spec.projects = vec![ProjectGrant {
+        name: "payments".into(),
+        role: ProjectRole::Viewer,
+    }];
+
+    let book = Revocations::default();
+    assert!(send(with_uids(acme()), &book, by("root", &disabled, &dave)).await);
+    assert!(book.revoked("dave-uid"), "the disable is noted");
+    // bob (Admin of payments) changes dave's role there, admitted against the old object.
+    assert!(
+        send(with_uids(acme()), &book, by("bob", &viewer, &dave)).await,
+        "a project Admin may change a Member's role in their project"
+    );
+    assert!(
+        book.revoked("dave-uid"),
+        "an edit that enables nobody lifted the revocation of a member just disabled"
+    );
+}
