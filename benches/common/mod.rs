@@ -158,33 +158,29 @@ pub fn get(addr: &str, path: &str) -> String {
     out
 }
 
-/// Resident and peak memory of a process, in MiB (/proc/<pid>/status).
-pub fn rss(pid: u32) -> (f64, f64) {
+/// Two fields of /proc/<pid>/status, in MiB (0 when absent).
+fn status_mib(pid: u32, fields: [&str; 2]) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |k: &str| {
+    let mib = |k: &str| {
         status
             .lines()
-            .find_map(|l| l.strip_prefix(k))
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix(':'))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
+            .map_or(0.0, |kib| kib / 1024.0)
     };
-    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
+    (mib(fields[0]), mib(fields[1]))
+}
+
+/// Resident and peak memory of a process, in MiB.
+pub fn rss(pid: u32) -> (f64, f64) {
+    status_mib(pid, ["VmRSS", "VmHWM"])
 }
 
 /// Of a process's resident memory, in MiB: anonymous (heap, stacks) and file-backed (the binary
 /// and libraries mapped in).
 pub fn rss_parts(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |k: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(k))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (kib("RssAnon:") / 1024.0, kib("RssFile:") / 1024.0)
+    status_mib(pid, ["RssAnon", "RssFile"])
 }
 
 /// roster's CRDs and ClusterRoles, established, and roster's namespace.

@@ -172,7 +172,39 @@ mod tests {
     use crate::fixtures::{Rng, member};
     use kube::runtime::reflector;
 
-    fn m(ns: &str, name: &str, email: &str) -> Membership {
+    /// A watch event about one of `names` in acme or beta, of x@ or y@e.example in either case.
+    pub(super) fn random_event(rng: &mut Rng, names: &[&str]) -> watcher::Event<Membership> {
+        let pick = |rng: &mut Rng, options: &[&str]| options[rng.below(options.len())].to_string();
+        let obj = m(
+            &pick(rng, &["acme", "beta"]),
+            &pick(rng, names),
+            &pick(rng, &["x@e.example", "y@e.example", "X@E.example"]),
+        );
+        match rng.below(10) {
+            0 => watcher::Event::Init,
+            1 => watcher::Event::InitDone,
+            2 | 3 => watcher::Event::InitApply(obj),
+            4 | 5 => watcher::Event::Delete(obj),
+            _ => watcher::Event::Apply(obj),
+        }
+    }
+
+    /// What a scan of the store answers for (ns, email), by name.
+    pub(super) fn scan(store: &Store<Membership>, ns: &str, email: &str) -> Vec<String> {
+        let mut v: Vec<String> = store
+            .state()
+            .iter()
+            .filter(|m| {
+                m.metadata.namespace.as_deref() == Some(ns)
+                    && m.spec.email.eq_ignore_ascii_case(email)
+            })
+            .filter_map(|m| m.metadata.name.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub(super) fn m(ns: &str, name: &str, email: &str) -> Membership {
         let mut x = member(name, None, &[]);
         x.metadata.namespace = Some(ns.into());
         x.spec.email = email.into();
@@ -350,38 +382,15 @@ mod tests {
         let mut rng = Rng::new(seed);
         for _ in 0..cases {
             let mut b = Both::new();
-            let pick = |rng: &mut Rng, options: &[&'static str]| options[rng.below(options.len())];
             for _ in 0..40 {
-                let obj = m(
-                    pick(&mut rng, &["acme", "beta"]),
-                    pick(&mut rng, &["a", "b", "c", "d"]),
-                    pick(&mut rng, &["x@e.example", "y@e.example", "X@e.example"]),
-                );
-                let event = match rng.below(10) {
-                    0 => watcher::Event::Init,
-                    1 => watcher::Event::InitDone,
-                    2 | 3 => watcher::Event::InitApply(obj),
-                    4 | 5 => watcher::Event::Delete(obj),
-                    _ => watcher::Event::Apply(obj),
-                };
+                let event = random_event(&mut rng, &["a", "b", "c", "d"]);
                 b.apply(event);
             }
             for ns in ["acme", "beta"] {
                 for email in ["x@e.example", "y@e.example"] {
-                    let mut scanned: Vec<String> =
-                        b.ix.store
-                            .state()
-                            .iter()
-                            .filter(|m| {
-                                m.metadata.namespace.as_deref() == Some(ns)
-                                    && m.spec.email.eq_ignore_ascii_case(email)
-                            })
-                            .filter_map(|m| m.metadata.name.clone())
-                            .collect();
-                    scanned.sort();
                     assert_eq!(
                         names(b.ix.get(ns, email)),
-                        scanned,
+                        scan(&b.ix.store, ns, email),
                         "seed {seed}: {ns} {email}"
                     );
                 }
@@ -393,15 +402,9 @@ mod tests {
 /// Probes of the e-mail index by the red team of its hash keys and poisoned lock.
 #[cfg(test)]
 mod probe_tests {
+    use super::tests::{m, random_event, scan};
     use super::*;
-    use crate::fixtures::{Rng, member};
-
-    fn m(ns: &str, name: &str, email: &str) -> Membership {
-        let mut x = member(name, None, &[]);
-        x.metadata.namespace = Some(ns.into());
-        x.spec.email = email.into();
-        x
-    }
+    use crate::fixtures::Rng;
 
     fn poison(ix: &EmailIndex) {
         let ix = ix.clone();
@@ -410,20 +413,6 @@ mod probe_tests {
             panic!("poisoning the index on purpose");
         })
         .join();
-    }
-
-    fn scan(store: &Store<Membership>, ns: &str, email: &str) -> Vec<String> {
-        let mut v: Vec<String> = store
-            .state()
-            .iter()
-            .filter(|m| {
-                m.metadata.namespace.as_deref() == Some(ns)
-                    && m.spec.email.eq_ignore_ascii_case(email)
-            })
-            .filter_map(|m| m.metadata.name.clone())
-            .collect();
-        v.sort();
-        v
     }
 
     /// Any sequence of watch events, poisonings (also in the middle of a relist) and lookups
@@ -436,23 +425,11 @@ mod probe_tests {
         for case in 0..cases {
             let (store, mut writer) = kube::runtime::reflector::store::<Membership>();
             let ix = EmailIndex::new(store.clone());
-            let pick = |rng: &mut Rng, o: &[&'static str]| o[rng.below(o.len())];
             for step in 0..60 {
                 if rng.chance(10) {
                     poison(&ix);
                 }
-                let obj = m(
-                    pick(&mut rng, &["acme", "beta"]),
-                    pick(&mut rng, &["a", "b", "c", "d", "e"]),
-                    pick(&mut rng, &["x@e.example", "y@e.example", "X@E.example"]),
-                );
-                let event = match rng.below(10) {
-                    0 => watcher::Event::Init,
-                    1 => watcher::Event::InitDone,
-                    2 | 3 => watcher::Event::InitApply(obj),
-                    4 | 5 => watcher::Event::Delete(obj),
-                    _ => watcher::Event::Apply(obj),
-                };
+                let event = random_event(&mut rng, &["a", "b", "c", "d", "e"]);
                 writer.apply_watcher_event(&event);
                 // Half the time the lookups come between the store and the index.
                 let between = rng.chance(50);

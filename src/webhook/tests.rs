@@ -1289,30 +1289,33 @@ async fn a_review_of_an_invented_membership_revokes_nobody() {
     assert!(revocations.revoked("dave-uid"));
 }
 
+/// acme's Memberships, each with a UID (revocations are noted by UID).
+fn with_uids(mut index: Mem) -> Mem {
+    for m in &mut index.memberships {
+        m.metadata.uid = Some(format!("{}-uid", m.name_any()));
+    }
+    index
+}
+
+/// One review through the webhook noting into `noted`; whether it was allowed.
+async fn send(index: Mem, noted: &crate::identity::revocation::Revocations, body: Value) -> bool {
+    let app = router(Arc::new(AppState {
+        index,
+        policy: policy(),
+        ready: Box::new(|| true),
+        metrics: crate::metrics::Metrics::new(),
+        revocations: Some(noted.clone()),
+    }));
+    post(app, body.to_string()).await["response"]["allowed"]
+        .as_bool()
+        .expect("an answer")
+}
+
 /// The admission webhook notes a cut-off for TokenReview only when the change is allowed, real
 /// (not a dry run) and leaves the member without a Membership of their address; an allowed
 /// re-enable lifts it. Each row starts from a fresh note book.
 #[tokio::test]
 async fn revocations_are_noted_only_for_allowed_real_cut_offs() {
-    use crate::identity::revocation::Revocations;
-    fn with_uids(mut index: Mem) -> Mem {
-        for m in &mut index.memberships {
-            m.metadata.uid = Some(format!("{}-uid", m.name_any()));
-        }
-        index
-    }
-    async fn send(index: Mem, noted: &Revocations, body: Value) -> bool {
-        let app = router(Arc::new(AppState {
-            index,
-            policy: policy(),
-            ready: Box::new(|| true),
-            metrics: crate::metrics::Metrics::new(),
-            revocations: Some(noted.clone()),
-        }));
-        post(app, body.to_string()).await["response"]["allowed"]
-            .as_bool()
-            .expect("an answer")
-    }
     let by = |user: &str, op: &str, new: Value, old: Value, dry_run: bool| {
         let mut body = review(op, &who(user), new, old);
         if user == "root" {
@@ -1389,14 +1392,14 @@ async fn revocations_are_noted_only_for_allowed_real_cut_offs() {
         ),
     ];
     for (what, index, body, allowed, noted) in rows {
-        let book = Revocations::default();
+        let book = crate::identity::revocation::Revocations::default();
         assert_eq!(send(index, &book, body).await, allowed, "{what}: allowed");
         assert_eq!(book.revoked("dave-uid"), noted, "{what}: dave noted");
         assert!(!book.revoked("alice-uid"), "{what}: the owner noted");
     }
 
     // Re-enabled by an allowed change: the note is lifted.
-    let book = Revocations::default();
+    let book = crate::identity::revocation::Revocations::default();
     let off = by("root", "UPDATE", json_of(&disabled), json_of(&dave), false);
     assert!(send(with_uids(acme()), &book, off).await);
     assert!(book.revoked("dave-uid"));
@@ -1549,25 +1552,6 @@ fn members_are_known_by_the_configured_subject_prefix() {
 /// delivers the disable — the gap the 30 s hold exists to cover.
 #[tokio::test]
 async fn an_edit_admitted_against_the_pre_disable_object_keeps_the_revocation() {
-    use crate::identity::revocation::Revocations;
-    fn with_uids(mut index: Mem) -> Mem {
-        for m in &mut index.memberships {
-            m.metadata.uid = Some(format!("{}-uid", m.name_any()));
-        }
-        index
-    }
-    async fn send(index: Mem, noted: &Revocations, body: Value) -> bool {
-        let app = router(Arc::new(AppState {
-            index,
-            policy: policy(),
-            ready: Box::new(|| true),
-            metrics: crate::metrics::Metrics::new(),
-            revocations: Some(noted.clone()),
-        }));
-        post(app, body.to_string()).await["response"]["allowed"]
-            .as_bool()
-            .expect("an answer")
-    }
     let by = |user: &str, new: &Membership, old: &Membership| {
         let mut body = review(
             "UPDATE",
@@ -1589,7 +1573,7 @@ async fn an_edit_admitted_against_the_pre_disable_object_keeps_the_revocation() 
         role: ProjectRole::Viewer,
     }];
 
-    let book = Revocations::default();
+    let book = crate::identity::revocation::Revocations::default();
     assert!(send(with_uids(acme()), &book, by("root", &disabled, &dave)).await);
     assert!(book.revoked("dave-uid"), "the disable is noted");
     // bob (Admin of payments) changes dave's role there, admitted against the old object.
