@@ -26,7 +26,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -463,29 +463,10 @@ async fn roster_run(root: &Path) -> Run {
     run
 }
 
-/// scripts/capsule.sh: the directory with Capsule's manager and CRDs.
-fn build_capsule(root: &Path) -> PathBuf {
-    let out = Command::new(root.join("scripts/capsule.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("scripts/capsule.sh");
-    assert!(
-        out.status.success(),
-        "scripts/capsule.sh failed ({}): Capsule could not be built",
-        out.status
-    );
-    PathBuf::from(
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .lines()
-            .last()
-            .unwrap_or(""),
-    )
-}
-
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let capsule = build_capsule(root);
+    // scripts/capsule.sh: the directory with Capsule's manager and CRDs.
+    let capsule = common::built_by(root, "scripts/capsule.sh");
     let version = capsule
         .file_name()
         .map(|v| v.to_string_lossy().into_owned())

@@ -26,22 +26,25 @@ pub struct ControlPlane {
     pub bin: PathBuf,
 }
 
-pub fn start_control_plane(root: &Path, name: &str) -> ControlPlane {
-    let build = Command::new(root.join("tests/control-plane/build.sh"))
+/// Runs a build script of the repository (its messages to the terminal) and returns the
+/// directory it prints last: where the cached binaries are.
+pub fn built_by(root: &Path, script: &str) -> PathBuf {
+    let out = Command::new(root.join(script))
         .stderr(Stdio::inherit())
         .output()
-        .expect("build.sh");
-    assert!(
-        build.status.success(),
-        "tests/control-plane/build.sh failed"
-    );
-    let bin = PathBuf::from(
-        String::from_utf8_lossy(&build.stdout)
+        .unwrap_or_else(|e| panic!("{script}: {e}"));
+    assert!(out.status.success(), "{script} failed ({})", out.status);
+    PathBuf::from(
+        String::from_utf8_lossy(&out.stdout)
             .trim()
             .lines()
             .last()
             .unwrap_or(""),
-    );
+    )
+}
+
+pub fn start_control_plane(root: &Path, name: &str) -> ControlPlane {
+    let bin = built_by(root, "tests/control-plane/build.sh");
     let dir = root.join(format!(
         "target/bench-cluster/{name}-{}",
         std::process::id()
