@@ -553,6 +553,114 @@ fn main() {
             return;
         }
 
+        // Invitations only: one tree stored without credential records, roster started with
+        // identity on (no SMTP: links are delivered as Secrets); time until every invitation
+        // plan() asks for is stored and shown in its Membership's status, and the writes.
+        if std::env::var("ROSTER_BENCH_ONLY").as_deref() == Ok("invitations") {
+            common::create_all(&client, &tree("i"), IN_FLIGHT).await;
+            let now = Timestamp::from_second(Timestamp::now().as_second()).expect("now");
+            let settings = Settings {
+                identity: true,
+                ..Settings::default()
+            };
+            let wanted: usize = worlds(&client, "i", now)
+                .await
+                .iter()
+                .map(|w| {
+                    plan::plan(w, &settings)
+                        .identity
+                        .iter()
+                        .filter(|a| matches!(a, plan::IdentityAction::Invite { .. }))
+                        .count()
+                })
+                .sum();
+            let identity = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+                l.local_addr().expect("addr").to_string()
+            };
+            let since = Timestamp::now();
+            let start = Instant::now();
+            let mut r = start_roster(
+                &cp,
+                root,
+                &logs.join("roster-i.log"),
+                &["--identity-addr", &identity],
+            );
+            let pending = |ms: &[Membership]| {
+                ms.iter()
+                    .filter(|m| {
+                        m.status
+                            .as_ref()
+                            .and_then(|s| s.invitation.as_ref())
+                            .and_then(|i| i.state)
+                            == Some(roster::api::InvitationState::Pending)
+                    })
+                    .count()
+            };
+            let mut shown = 0;
+            while start.elapsed() < Duration::from_secs(3600) {
+                let ms: Vec<Membership> =
+                    list_all(Api::<Membership>::all(client.clone()), &ListParams::default())
+                        .await
+                        .into_iter()
+                        .filter(|m| m.namespace().is_some_and(|ns| ns.starts_with('i')))
+                        .collect();
+                shown = pending(&ms);
+                if shown >= wanted {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            let took = start.elapsed();
+            // Settled: whatever roster still writes after the last status shows up.
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+            for e in list_all(
+                Api::<k8s_openapi::api::events::v1::Event>::all(client.clone()),
+                &ListParams::default(),
+            )
+            .await
+            .into_iter()
+            .filter(|e| e.namespace().is_some_and(|ns| ns.starts_with('i')))
+            {
+                let kind = e.regarding.as_ref().and_then(|r| r.kind.clone()).unwrap_or_default();
+                *reasons
+                    .entry(format!("{kind} {}", e.reason.unwrap_or_default()))
+                    .or_insert(0) += 1;
+            }
+            let _ = r.child.kill();
+            let _ = r.child.wait();
+            let all: Vec<AuditWrite> = common::audit_writes(&cp.audit, "roster/")
+                .into_iter()
+                .filter(|w| w.at.is_some_and(|t| t >= since))
+                .filter(|w| w.namespace.starts_with('i') || w.namespace == "roster-system")
+                .collect();
+            let by = common::by_kind(all);
+            let per = |n: usize| n as f64 / wanted.max(1) as f64;
+            println!("| invitations | members invited | time | writes (Events excluded) | per invitation |");
+            println!("|---|---:|---:|---:|---:|");
+            println!(
+                "| {objects} objects stored, roster started with identity on | {shown} of {wanted} | {:.1} s | {} | {:.1} |",
+                took.as_secs_f64(),
+                without_events(&by),
+                per(without_events(&by))
+            );
+            println!();
+            println!("| write | count | per invitation |");
+            println!("|---|---:|---:|");
+            for (k, v) in &by {
+                println!("| {k} | {v} | {:.2} |", per(*v));
+            }
+            println!();
+            println!("| Events on | reason | count |");
+            println!("|---|---|---:|");
+            for (k, v) in &reasons {
+                let (kind, reason) = k.split_once(' ').unwrap_or((k, ""));
+                println!("| {kind} | {reason} | {v} |");
+            }
+            return;
+        }
+
         // (a) bulk apply while roster runs.
         let mut r = start_roster(&cp, root, &logs.join("roster-a.log"), &[]);
         let (idle_rss, _) = rss(r.child.id());

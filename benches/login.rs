@@ -71,22 +71,11 @@ fn main() {
             client.clone(),
             "roster-system",
             orgs.as_reader(),
-            members.as_reader(),
+            emails.clone(),
         );
         // As `roster run` has it: credential reads come from a watch.
-        let (credentials, writer) = kube::runtime::reflector::store();
-        let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
-            kube::Api::namespaced(client.clone(), "roster-system");
-        tokio::spawn(futures::StreamExt::for_each(
-            kube::runtime::WatchStreamExt::reflect(
-                kube::runtime::watcher(
-                    secrets,
-                    kube::runtime::watcher::Config::default().fields("type=roster.dev/credentials"),
-                ),
-                writer,
-            ),
-            |_| async {},
-        ));
+        let (credentials, changes) = roster::cache::credentials(&client, "roster-system");
+        tokio::spawn(futures::StreamExt::for_each(changes, |_| async {}));
         let identity = Arc::new(
             Identity::new(
                 client.clone(),

@@ -345,7 +345,7 @@ fn index() -> StoreIndex {
     let mut orgs = Writer::<Organization>::default();
     let mut projects = Writer::<Project>::default();
     let mut members = Writer::<Membership>::default();
-    let mut credentials = Writer::<k8s_openapi::api::core::v1::Secret>::default();
+    let mut credentials = Writer::<roster::cache::Credential>::default();
     // As `roster run` has it: the Memberships by e-mail, kept from the same events.
     let emails = roster::cache::EmailIndex::new(members.as_reader());
     let mut org = Organization::new(
@@ -411,7 +411,7 @@ fn index() -> StoreIndex {
             accepted_at: Some(1),
             ..Default::default()
         };
-        credentials.apply_watcher_event(&Event::Apply(k8s_openapi::api::core::v1::Secret {
+        let secret = k8s_openapi::api::core::v1::Secret {
             metadata: kube::api::ObjectMeta {
                 name: Some(roster::identity::store::Store::secret_name("acme", &email)),
                 namespace: Some("roster-system".into()),
@@ -425,7 +425,8 @@ fn index() -> StoreIndex {
                 .into(),
             ),
             ..Default::default()
-        }));
+        };
+        credentials.apply_watcher_event(&Event::Apply(roster::cache::Credential::of(&secret)));
     }
     StoreIndex {
         orgs: orgs.as_reader(),

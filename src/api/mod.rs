@@ -7,6 +7,7 @@
 // clippy reads the repeated `printcolumn(type_ = ...)` arguments of kube's derive as duplicated
 // attributes; they are one column each.
 pub mod contract;
+pub mod credential;
 #[allow(clippy::duplicated_attributes)]
 mod membership;
 #[allow(clippy::duplicated_attributes)]

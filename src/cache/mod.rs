@@ -18,7 +18,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
+mod credentials;
 mod emails;
+pub use credentials::Credential;
 pub use emails::EmailIndex;
 
 use crate::api::contract::{CREDENTIALS_SECRET_TYPE, managed_selector};
@@ -36,7 +38,7 @@ pub struct Stores {
     pub emails: EmailIndex,
     pub rolebindings: Store<RoleBinding>,
     /// Members' credential records (identity), when identity runs.
-    pub credentials: Option<Store<Secret>>,
+    pub credentials: Option<Store<Credential>>,
     ready: tokio::sync::watch::Receiver<Option<Result<(), NotReady>>>,
 }
 
@@ -50,7 +52,8 @@ pub struct Triggers {
     pub projects: Trigger<Project>,
     pub memberships: Trigger<Membership>,
     pub rolebindings: Trigger<RoleBinding>,
-    pub credentials: Option<Trigger<Secret>>,
+    /// Credential records that changed (each names its organization).
+    pub credentials: Option<BoxStream<'static, Credential>>,
 }
 
 pub struct Caches {
@@ -91,11 +94,8 @@ impl Caches {
         );
         let (credentials, credential_events) = match credentials_namespace {
             Some(ns) => {
-                let wc =
-                    watcher::Config::default().fields(&format!("type={CREDENTIALS_SECRET_TYPE}"));
-                let (store, events) =
-                    reflected::<Secret, _>(Api::namespaced(client.clone(), ns), wc, slim, |_| {});
-                (Some(store), Some(events.boxed()))
+                let (store, events) = credentials(client, ns);
+                (Some(store), Some(events))
             }
             None => (None, None),
         };
@@ -180,7 +180,7 @@ fn watch_readiness(
     projects: &Store<Project>,
     memberships: &Store<Membership>,
     rolebindings: &Store<RoleBinding>,
-    credentials: Option<Store<Secret>>,
+    credentials: Option<Store<Credential>>,
 ) -> tokio::sync::watch::Receiver<Option<Result<(), NotReady>>> {
     let (tx, rx) = tokio::sync::watch::channel(None);
     let (orgs, projects, memberships, rolebindings) = (
@@ -217,6 +217,35 @@ fn watch_readiness(
         let _ = tx.send(Some(outcome));
     });
     rx
+}
+
+/// The credential records in roster's namespace `ns`, cached in their compact form
+/// (`Credential`), and the stream of those that changed: every write moves a record's
+/// resourceVersion, and a relist passes on only what moved meanwhile.
+pub fn credentials(
+    client: &Client,
+    ns: &str,
+) -> (Store<Credential>, BoxStream<'static, Credential>) {
+    let (store, mut writer) = reflector::store();
+    let wc = watcher::Config::default().fields(&format!("type={CREDENTIALS_SECRET_TYPE}"));
+    let mut changed = credentials::Changed::default();
+    let stream = watcher(Api::<Secret>::namespaced(client.clone(), ns), wc)
+        .backoff(watch_backoff())
+        .filter_map(move |event| {
+            let out = match event.map(credentials::event_of) {
+                Ok(event) => {
+                    writer.apply_watcher_event(&event);
+                    changed.of(event)
+                }
+                // Retried by the watch itself (see `reflected`).
+                Err(e) => {
+                    tracing::warn!(kind = "Secret", error = %e, "watch failed; retrying");
+                    None
+                }
+            };
+            std::future::ready(out)
+        });
+    (store, stream.boxed())
 }
 
 /// A reflector whose store the reconciler reads, and the stream of objects that should

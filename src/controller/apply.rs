@@ -521,6 +521,9 @@ async fn identity(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
         .unwrap_or_else(|| crate::api::SecurityPolicy::default().invitation_ttl())
         .as_secs();
     let mut first_error = Ok(());
+    // First invitations, announced when all are out: a bulk import's are one Event on the
+    // Organization (as its first grants are: `status::statuses`); a few get one Event each.
+    let mut invited: Vec<(String, PlannedEvent)> = Vec::new();
     for action in &plan.identity {
         // Identity's writes go through its own client (every replica serves logins), not the
         // reconciler's guarded one: each action is checked against the lease right before it
@@ -528,7 +531,8 @@ async fn identity(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
         // them sent). Each is idempotent (nonces, compare-and-swap, a conditional delete).
         if !ctx.config.leadership.is_leader() {
             tracing::warn!(namespace = %ns, "lease lost: identity actions not started");
-            return Ok(());
+            first_error = Ok(());
+            break;
         }
         let (what, membership, outcome) = match action {
             IdentityAction::Invite {
@@ -585,7 +589,15 @@ async fn identity(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
         if outcome.is_ok()
             && let Some(e) = super::credentials::event(action)
         {
-            publish(ctx, w, &e).await;
+            match action {
+                IdentityAction::Invite {
+                    rotated: false,
+                    nonce: None,
+                    membership,
+                    ..
+                } => invited.push((membership.clone(), e)),
+                _ => publish(ctx, w, &e).await,
+            }
         }
         if let Err(source) = outcome {
             tracing::warn!(namespace = ns, %membership, reason = source.reason(), error = %source, "{what} failed");
@@ -595,6 +607,23 @@ async fn identity(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
                     membership,
                     source,
                 });
+            }
+        }
+    }
+    match (invited.len() > super::status::BULK_MEMBERS, &w.org) {
+        (true, Some(o)) => {
+            let names: Vec<String> = invited.into_iter().map(|(m, _)| m).collect();
+            let e = PlannedEvent {
+                target: Target::Organization(o.name_any()),
+                warning: false,
+                reason: "MembersInvited",
+                note: super::status::members_note("members invited", &names),
+            };
+            publish(ctx, w, &e).await;
+        }
+        _ => {
+            for (_, e) in &invited {
+                publish(ctx, w, e).await;
             }
         }
     }

@@ -456,70 +456,93 @@ async fn forgetting_a_member_keeps_a_new_membership_s_credentials() {
 #[tokio::test]
 async fn an_identity_event_is_published_only_after_its_action_succeeded() {
     for (secrets_refused, want_event) in [(true, false), (false, true)] {
-        let reasons: Arc<Mutex<Vec<String>>> = Arc::default();
-        let seen = reasons.clone();
-        // Secrets are kept (the credential record is written, then read back and updated).
-        let secrets: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
-        let api = Scripted::new(move |m, path, body| {
-            if *m == Method::POST
-                && path.ends_with("/events")
-                && let (Ok(mut seen), Some(r)) = (seen.lock(), body["reason"].as_str())
-            {
-                seen.push(r.to_string());
-            }
-            if !path.contains("/secrets") {
-                return None;
-            }
-            if secrets_refused && *m != Method::GET {
-                return Some(forbidden("secrets are not yours"));
-            }
-            let mut kept = secrets.lock().expect("secrets");
-            let key = match *m {
-                Method::POST => format!("{path}/{}", body["metadata"]["name"].as_str()?),
-                _ => path.to_string(),
-            };
-            match *m {
-                Method::GET => Some(match kept.get(&key) {
-                    Some(v) => (StatusCode::OK, v.clone()),
-                    None => (
-                        StatusCode::NOT_FOUND,
-                        json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
-                               "reason": "NotFound", "code": 404, "message": "not found", "metadata": {}}),
-                    ),
-                }),
-                Method::DELETE => {
-                    kept.remove(&key);
-                    None
-                }
-                _ => {
-                    let mut v = body.clone();
-                    let rv = kept.len() + 2;
-                    v["metadata"]["resourceVersion"] = json!(rv.to_string());
-                    kept.insert(key, v.clone());
-                    Some((StatusCode::OK, v))
-                }
-            }
-        });
-        let raw = api.client();
-        let mut ctx = context(raw.clone());
-        ctx.config.identity = Some(identity_on(raw));
-        ctx.config.settings.identity = true;
-        let w = acme();
-        let first = plan(&w, &ctx.config.settings);
-        let w = applied(w, &first);
-        let p = plan(&w, &ctx.config.settings);
-        assert!(!p.identity.is_empty(), "an invitation is planned");
-        let result = apply::apply(&ctx, &w, &p).await;
-        assert_eq!(result.is_err(), secrets_refused, "{result:?}");
-        // Events are sent in the background by the recorder: give it a moment.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let reasons = reasons.lock().map(|r| r.clone()).unwrap_or_default();
+        let reasons = identity_events(acme(), secrets_refused).await;
         assert_eq!(
             reasons.iter().any(|r| r == "Invited"),
             want_event,
             "secrets refused: {secrets_refused}; Events: {reasons:?}"
         );
     }
+}
+
+/// A bulk import's first invitations are one Event on the Organization, not one per member
+/// (20,000 members were 20,000 Events, each said twice); a few keep one Event each (above).
+#[tokio::test]
+async fn a_bulk_of_invitations_is_one_event() {
+    let mut w = acme();
+    for i in 0..=super::status::BULK_MEMBERS {
+        let m = member(&format!("new{i}"), Some(crate::api::OrgRole::Member), &[]);
+        w.memberships.push(Arc::new(m));
+    }
+    let reasons = identity_events(w, false).await;
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "MembersInvited").count(),
+        1,
+        "{reasons:?}"
+    );
+    assert!(!reasons.iter().any(|r| r == "Invited"), "{reasons:?}");
+}
+
+/// The reasons of the Events one reconcile of `w` publishes with identity on (after a first
+/// reconcile wrote its statuses), the credential writes refused or kept.
+async fn identity_events(w: World, secrets_refused: bool) -> Vec<String> {
+    let reasons: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = reasons.clone();
+    // Secrets are kept (the credential record is written, then read back and updated).
+    let secrets: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
+    let api = Scripted::new(move |m, path, body| {
+        if *m == Method::POST
+            && path.ends_with("/events")
+            && let (Ok(mut seen), Some(r)) = (seen.lock(), body["reason"].as_str())
+        {
+            seen.push(r.to_string());
+        }
+        if !path.contains("/secrets") {
+            return None;
+        }
+        if secrets_refused && *m != Method::GET {
+            return Some(forbidden("secrets are not yours"));
+        }
+        let mut kept = secrets.lock().expect("secrets");
+        let key = match *m {
+            Method::POST => format!("{path}/{}", body["metadata"]["name"].as_str()?),
+            _ => path.to_string(),
+        };
+        match *m {
+            Method::GET => Some(match kept.get(&key) {
+                Some(v) => (StatusCode::OK, v.clone()),
+                None => (
+                    StatusCode::NOT_FOUND,
+                    json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                           "reason": "NotFound", "code": 404, "message": "not found", "metadata": {}}),
+                ),
+            }),
+            Method::DELETE => {
+                kept.remove(&key);
+                None
+            }
+            _ => {
+                let mut v = body.clone();
+                let rv = kept.len() + 2;
+                v["metadata"]["resourceVersion"] = json!(rv.to_string());
+                kept.insert(key, v.clone());
+                Some((StatusCode::OK, v))
+            }
+        }
+    });
+    let raw = api.client();
+    let mut ctx = context(raw.clone());
+    ctx.config.identity = Some(identity_on(raw));
+    ctx.config.settings.identity = true;
+    let first = plan(&w, &ctx.config.settings);
+    let w = applied(w, &first);
+    let p = plan(&w, &ctx.config.settings);
+    assert!(!p.identity.is_empty(), "an invitation is planned");
+    let result = apply::apply(&ctx, &w, &p).await;
+    assert_eq!(result.is_err(), secrets_refused, "{result:?}");
+    // Events are sent in the background by the recorder: give it a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    reasons.lock().map(|r| r.clone()).unwrap_or_default()
 }
 
 /// A reconcile waits for the cache to show only the statuses the server moved: a write it

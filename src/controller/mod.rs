@@ -99,7 +99,9 @@ pub async fn run(
         .watches_stream(triggers.rolebindings, organization_label)
         .watches(Api::<Namespace>::all(client), managed, organization_label);
     if let Some(credentials) = triggers.credentials {
-        controller = controller.watches_stream(credentials, organization_label);
+        let organizations = credentials
+            .filter_map(|c| std::future::ready(c.organization.as_deref().map(ObjectRef::new)));
+        controller = controller.reconcile_on(organizations);
     }
     // On becoming leader, everything is planned again: another replica led until now.
     let gained = ctx_leadership.gained();
@@ -272,14 +274,12 @@ impl Context {
             .map(|c| {
                 c.state()
                     .iter()
-                    .filter(|sec| {
-                        crate::identity::store::Store::organization_of(sec) == Some(ns.as_str())
-                    })
-                    .filter_map(|sec| match crate::identity::store::Store::parse(sec) {
-                        Ok(r) if !r.email.is_empty() => Some((r.email.clone(), r)),
+                    .filter(|c| c.organization.as_deref() == Some(ns.as_str()))
+                    .filter_map(|c| match &c.record {
+                        Ok(r) if !r.email.is_empty() => Some((r.email.clone(), r.clone())),
                         Ok(_) => None,
                         Err(e) => {
-                            tracing::warn!(secret = %sec.name_any(), error = %e, "unreadable credential record ignored");
+                            tracing::warn!(secret = %c.name, error = %e, "unreadable credential record ignored");
                             None
                         }
                     })

@@ -19,7 +19,7 @@ use crate::api::{
 use crate::condition;
 use crate::subjects::Subjects;
 
-use super::credentials::IdentityAction;
+pub use super::credentials::IdentityAction;
 use super::labels::{self, FINALIZER};
 use crate::identity::store::Record;
 

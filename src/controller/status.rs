@@ -228,27 +228,28 @@ pub(super) fn statuses(
                     _ => None,
                 })
                 .collect();
-            let mut note = format!(
-                "{} new members granted access: {}",
-                names.len(),
-                names.join(", ")
-            );
-            if note.chars().count() > 1000 {
-                note = note.chars().take(990).collect::<String>() + " …";
-            }
             plan.events.push(PlannedEvent {
                 target: Target::Organization(o.name_any()),
                 warning: false,
                 reason: "MembersGranted",
-                note,
+                note: members_note("new members granted access", &names),
             });
         }
         _ => plan.events.extend(first_grants),
     }
 }
 
+/// "N <what>: a, b, c", cut to what an Event's note holds (1 kB).
+pub(super) fn members_note(what: &str, names: &[String]) -> String {
+    let mut note = format!("{} {what}: {}", names.len(), names.join(", "));
+    if note.chars().count() > 1000 {
+        note = note.chars().take(990).collect::<String>() + " …";
+    }
+    note
+}
+
 /// More new members than this in one reconcile is a bulk import (see `statuses`).
-const BULK_MEMBERS: usize = 10;
+pub(super) const BULK_MEMBERS: usize = 10;
 
 /// The Organization's status while a change is held back by the blast-radius guard: Stalled,
 /// with the count and the way on; an Event when it starts or the held change is another.

@@ -1,7 +1,8 @@
 //! The security log: every login attempt, lockout, unlock, MFA enrolment and reset, invitation
 //! acceptance and ownership transfer goes three ways —
 //! - one JSON line on standard output (for the cluster's log pipeline),
-//! - a Kubernetes Event on the member's Membership (for `kubectl describe`),
+//! - a Kubernetes Event on the member's Membership (for `kubectl describe`) — except for what
+//!   the controller does itself (invitations, unlocks, MFA resets), whose own Event says it,
 //! - a bounded per-organization log in a ConfigMap in roster's namespace, which outlives Event
 //!   TTL and restarts (`roster security-log ORG`).
 //!
@@ -158,7 +159,7 @@ impl SecurityLog {
         client: Client,
         namespace: &str,
         orgs: Cache<Organization>,
-        memberships: Cache<Membership>,
+        memberships: crate::cache::EmailIndex,
     ) -> SecurityLog {
         let (tx, rx) = mpsc::channel(10_000);
         let writer = Writer {
@@ -191,6 +192,13 @@ impl SecurityLog {
             tracing::warn!("security log queue full; an entry reached only standard output");
         }
     }
+}
+
+/// Entries of what the controller does on a Membership's request or its planning (invitations,
+/// unlocks, MFA resets): the controller's own Event on the Membership says it, with why
+/// (`Invited`, `InvitationRotated`, `Unlocked`, ...). A second Event here said it twice.
+fn announced_by_controller(event: &str) -> bool {
+    matches!(event, "InvitationSent" | "Unlocked" | "MfaReset")
 }
 
 /// The ConfigMap holding an organization's log.
@@ -235,7 +243,9 @@ struct Writer {
     api: Api<ConfigMap>,
     recorder: Recorder,
     orgs: Cache<Organization>,
-    memberships: Cache<Membership>,
+    /// Memberships by organization and e-mail: a scan of all of them per entry made a bulk
+    /// invitation of 20,000 members quadratic (and the queue overflowed meanwhile).
+    memberships: crate::cache::EmailIndex,
 }
 
 impl Writer {
@@ -261,7 +271,7 @@ impl Writer {
                 let Some(member) = self.known(&e) else {
                     continue;
                 };
-                if let Some(m) = member {
+                if let Some(m) = member.filter(|_| !announced_by_controller(&e.event)) {
                     self.event(&e, &m).await;
                 }
                 by_org.entry(e.organization.clone()).or_default().push(e);
@@ -283,11 +293,9 @@ impl Writer {
             return Some(None);
         };
         self.memberships
-            .state()
+            .get(org, email)
             .into_iter()
-            .find(|m| {
-                m.metadata.namespace.as_deref() == Some(org.as_str()) && &m.spec.email == email
-            })
+            .find(|m| &m.spec.email == email)
             .map(Some)
     }
 

@@ -150,7 +150,7 @@ impl Identity {
     /// Reads credentials through the controller's watch (see `Store::with_cache`).
     pub fn with_credential_cache(
         mut self,
-        cache: kube::runtime::reflector::Store<KubeSecret>,
+        cache: kube::runtime::reflector::Store<crate::cache::Credential>,
     ) -> Identity {
         self.store = self.store.with_cache(cache);
         self
@@ -183,25 +183,18 @@ impl Identity {
         let name = m.name_any();
         let email = m.spec.email.as_str();
         let accepted = |r: &Record| r.belongs_to(m) && r.accepted_at.is_some();
-        match self.store.get(&org, email).await {
+        let exists = match self.store.get(&org, email).await {
             Ok(r) if accepted(&r) => return Ok(None),
-            Ok(_) | Err(super::store::Error::NotFound) => {}
+            Ok(_) => true,
+            Err(super::store::Error::NotFound) => false,
             Err(e) => return Err(e.into()),
-        }
+        };
         let (token, stored) = invitation::issue(now, ttl_seconds);
         let link = self.accept_link(&org, &name, &token);
         let expires = rfc3339(stored.expires_at);
-        // Deliver first: if storing fails afterwards the next reconcile sends a fresh link, and
-        // nobody is left holding a link that was never stored.
-        let delivery = match &self.mailer {
-            Some(mailer) => {
-                mailer.send_invitation(email, &org, &link, &expires).await?;
-                Delivery::Email
-            }
-            None => {
-                self.write_link_secret(m, &link, &expires).await?;
-                Delivery::Secret
-            }
+        let delivery = match self.mailer {
+            Some(_) => Delivery::Email,
+            None => Delivery::Secret,
         };
         let invitation = Invitation {
             hash: stored.hash,
@@ -211,40 +204,79 @@ impl Identity {
             scope: Some(scope.to_string()),
             readers: readers.to_vec(),
         };
-        let fresh = || Record {
-            email: email.to_string(),
-            membership_uid: m.metadata.uid.clone(),
-            ..Default::default()
-        };
-        self.store.create(&org, email, &fresh()).await?;
-        let stored = self
-            .store
-            .update(&org, email, |r| {
-                if accepted(r) {
-                    return (None, false);
-                }
-                // A record of a deleted namesake is replaced whole.
-                let mut next = if r.belongs_to(m) { r.clone() } else { fresh() };
-                next.invitation = Some(invitation.clone());
-                if let Some(n) = nonce {
-                    next.handled
-                        .insert(Request::ResendInvitation.kind().into(), n.to_string());
-                }
-                (Some(next), true)
-            })
-            .await?;
-        if !stored {
-            // Accepted meanwhile: the link just delivered was never stored, so it opens nothing.
-            if delivery == Delivery::Secret {
-                self.delete_link_secret(&org, &name).await;
+        // A record of a deleted namesake is replaced whole.
+        let invited = |r: Option<&Record>| {
+            let mut next = match r {
+                Some(r) if r.belongs_to(m) => r.clone(),
+                _ => Record {
+                    email: email.to_string(),
+                    membership_uid: m.metadata.uid.clone(),
+                    ..Default::default()
+                },
+            };
+            next.invitation = Some(invitation.clone());
+            if let Some(n) = nonce {
+                next.handled
+                    .insert(Request::ResendInvitation.kind().into(), n.to_string());
             }
-            return Ok(None);
+            next
+        };
+        // Stored first, delivered second: a link is never out before it opens anything (a
+        // member clicking the moment it arrives found "Invitation not valid"). A member without
+        // a record gets it in one write.
+        let created = !exists && self.store.create(&org, email, &invited(None)).await?;
+        if !created {
+            let stored = self
+                .store
+                .update(&org, email, |r| {
+                    if accepted(r) {
+                        return (None, false);
+                    }
+                    (Some(invited(Some(r))), true)
+                })
+                .await?;
+            if !stored {
+                // Accepted meanwhile: nothing was sent.
+                return Ok(None);
+            }
+        }
+        let delivered = match &self.mailer {
+            Some(mailer) => mailer
+                .send_invitation(email, &org, &link, &expires)
+                .await
+                .map_err(Error::from),
+            None => self.write_link_secret(m, &link, &expires).await,
+        };
+        if let Err(e) = delivered {
+            self.withdraw(&org, email, &invitation.hash).await;
+            return Err(e);
         }
         self.log.record(
             Entry::new(&org, Some(email), "InvitationSent")
                 .detail(format!("by {}, expires {expires}", delivery.as_str())),
         );
         Ok(Some(delivery))
+    }
+
+    /// Clears an invitation whose link could not be delivered: nobody holds it, and the next
+    /// reconcile issues a new one. Not the invitation it replaced: that one was replaced for a
+    /// reason (expired, resent, its rights or its readers changed), so it stays closed.
+    async fn withdraw(&self, org: &str, email: &str, hash: &str) {
+        let cleared = self
+            .store
+            .update(org, email, |r| {
+                if r.invitation.as_ref().is_none_or(|i| i.hash != hash) {
+                    return (None, ());
+                }
+                let mut next = r.clone();
+                next.invitation = None;
+                (Some(next), ())
+            })
+            .await;
+        if let Err(e) = cleared {
+            // Stored and undelivered: it expires, or a resend request replaces it.
+            tracing::error!(namespace = org, error = %e, "an invitation that was not delivered stays stored");
+        }
     }
 
     /// The link Secret in the organization's namespace, and the Role that grants reading it

@@ -9,127 +9,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store as Cache};
 use kube::{Api, Client};
 use ring::digest::{SHA256, digest};
-use serde::{Deserialize, Serialize};
 
 use super::lockout;
 
-const KEY: &str = "record";
 /// The Secret type of credential records: the controller's cache selects on it.
 pub use crate::api::contract::CREDENTIALS_SECRET_TYPE as SECRET_TYPE;
 use crate::api::contract::{MANAGED_BY, MANAGER, ORGANIZATION_LABEL};
-
-/// Everything roster knows about one member's credentials. No secret in clear: the password is
-/// an argon2id hash, the TOTP seed is sealed.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Record {
-    /// The member's e-mail (the Secret's name only carries its hash).
-    #[serde(default)]
-    pub email: String,
-    /// The UID of the Membership this record was made for. A Membership deleted and created
-    /// again with the same e-mail is another member: tokens, password and TOTP seed of the
-    /// old one never carry over (see `belongs_to`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub membership_uid: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_hash: Option<String>,
-    #[serde(default)]
-    pub failed: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub locked_until: Option<u64>,
-    /// Bumped by password and MFA resets; tokens of older generations stop working.
-    #[serde(default)]
-    pub generation: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub totp_sealed: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub totp_last_step: Option<u64>,
-    /// A seed shown to the member but not yet confirmed with a code (sealed like the other).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub totp_pending: Option<String>,
-    /// Unix seconds of TOTP enrolment (set with `totp_sealed`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub totp_enrolled_at: Option<u64>,
-    /// The open invitation, if any: only its token's hash.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub invitation: Option<Invitation>,
-    /// Unix seconds when the member accepted their invitation (set a password).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub accepted_at: Option<u64>,
-    /// Unix seconds of the last successful login, to the minute (see `Store::login_succeeded`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_login: Option<u64>,
-    /// The last nonce acted on per request annotation (`resend-invitation`, `unlock`,
-    /// `reset-mfa`), so each request is acted on once.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub handled: BTreeMap<String, String>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Invitation {
-    /// SHA-256 of the token (the token itself is only in the link).
-    pub hash: String,
-    pub sent_at: u64,
-    pub expires_at: u64,
-    /// `Email` or `Secret`.
-    pub delivery: String,
-    /// The member's role and projects it was issued for (`access::invitation_scope`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
-    /// Who could read it when issued (Secret delivery): if that changes, it is replaced.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub readers: Vec<String>,
-}
-
-impl Record {
-    pub fn enrolled(&self) -> bool {
-        self.totp_sealed.is_some()
-    }
-
-    /// Whether this record was made for Membership `m` (and not a deleted one of the same
-    /// e-mail).
-    pub fn belongs_to(&self, m: &crate::api::Membership) -> bool {
-        self.membership_uid.as_deref() == m.metadata.uid.as_deref()
-    }
-}
-
-// A password hash can be attacked offline and a sealed seed is still key material: neither
-// belongs in a log line, so Debug shows only whether they are set.
-impl std::fmt::Debug for Record {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Record")
-            .field(
-                "password_hash",
-                &self.password_hash.as_ref().map(|_| "<redacted>"),
-            )
-            .field("membership_uid", &self.membership_uid)
-            .field("failed", &self.failed)
-            .field("locked_until", &self.locked_until)
-            .field("generation", &self.generation)
-            .field(
-                "totp_sealed",
-                &self.totp_sealed.as_ref().map(|_| "<redacted>"),
-            )
-            .field("totp_last_step", &self.totp_last_step)
-            .field(
-                "totp_pending",
-                &self.totp_pending.as_ref().map(|_| "<redacted>"),
-            )
-            .field("totp_enrolled_at", &self.totp_enrolled_at)
-            .field(
-                "invitation",
-                &self.invitation.as_ref().map(|i| i.expires_at),
-            )
-            .field("accepted_at", &self.accepted_at)
-            .field("last_login", &self.last_login)
-            .finish_non_exhaustive()
-    }
-}
+pub use crate::api::credential::{Invitation, KEY, Record};
+use crate::cache::Credential;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -157,17 +48,17 @@ impl crate::Reason for Error {
     }
 }
 
-/// A record as read, with the Secret that holds it.
-pub struct Read(pub Record, Box<KubeSecret>);
+/// A record as read, with the resourceVersion of the Secret that holds it.
+pub struct Read(pub Record, String);
 
 pub struct Store {
     api: Api<KubeSecret>,
     namespace: String,
     /// The controller's watch of credential Secrets, when there is one: reads come from it,
     /// not from the API server.
-    cache: Option<Cache<KubeSecret>>,
-    /// Secrets this process wrote that the watch may not have delivered yet (write-through).
-    written: Mutex<HashMap<String, Arc<KubeSecret>>>,
+    cache: Option<Cache<Credential>>,
+    /// Records this process wrote that the watch may not have delivered yet (write-through).
+    written: Mutex<HashMap<String, Arc<Credential>>>,
     /// One lock per member: this process decides one attempt of a member at a time.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -187,7 +78,7 @@ impl Store {
     /// Reads through the controller's watch of credential Secrets (plus this process's own
     /// writes) instead of the API server. Exact for one identity server process (see
     /// `lock_member`); compare-and-swap keeps every write exact across processes.
-    pub fn with_cache(mut self, cache: Cache<KubeSecret>) -> Store {
+    pub fn with_cache(mut self, cache: Cache<Credential>) -> Store {
         self.cache = Some(cache);
         self
     }
@@ -212,15 +103,10 @@ impl Store {
 
     /// The newest copy this process knows: the watch's, or its own write if the watch has
     /// not caught up (resourceVersions of one object only grow; etcd's are integers).
-    fn known(&self, name: &str) -> Option<Arc<KubeSecret>> {
+    fn known(&self, name: &str) -> Option<Arc<Credential>> {
         let cache = self.cache.as_ref()?;
         let watched = cache.get(&ObjectRef::new(name).within(&self.namespace));
-        let rv = |s: &KubeSecret| {
-            s.metadata
-                .resource_version
-                .as_deref()
-                .and_then(|v| v.parse::<u64>().ok())
-        };
+        let rv = |c: &Credential| c.version();
         let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
         let own = written.get(name).cloned();
         match (watched, own) {
@@ -239,16 +125,22 @@ impl Store {
     /// none (or no watch to read).
     pub fn known_record(&self, org: &str, email: &str) -> Option<Result<Record, Error>> {
         self.known(&Store::secret_name(org, email))
-            .map(|s| Store::parse(&s))
+            .map(|c| Store::record_of(&c))
     }
 
-    fn wrote(&self, s: KubeSecret) {
-        if self.cache.is_some()
-            && let Some(name) = s.metadata.name.clone()
-        {
+    fn record_of(c: &Credential) -> Result<Record, Error> {
+        c.record.clone().map_err(Error::Corrupt)
+    }
+
+    /// Remembers a Secret this process wrote (as the API server answered it), in its cached
+    /// form; and returns that form.
+    fn wrote(&self, s: &KubeSecret) -> Credential {
+        let c = Credential::of(s);
+        if self.cache.is_some() && !c.name.is_empty() {
             let mut w = self.written.lock().unwrap_or_else(PoisonError::into_inner);
-            w.insert(name, Arc::new(s));
+            w.insert(c.name.clone(), Arc::new(c.clone()));
         }
+        c
     }
 
     pub fn namespace(&self) -> &str {
@@ -266,40 +158,32 @@ impl Store {
         format!("roster-cred-{org}-{hex}")
     }
 
-    async fn read(&self, org: &str, email: &str) -> Result<(Record, KubeSecret), Error> {
-        if let Some(s) = self.known(&Store::secret_name(org, email)) {
-            return Ok((Store::parse(&s)?, (*s).clone()));
+    async fn read(&self, org: &str, email: &str) -> Result<Read, Error> {
+        if let Some(c) = self.known(&Store::secret_name(org, email)) {
+            return Ok(Read(Store::record_of(&c)?, c.resource_version.clone()));
         }
-        self.read_fresh(org, email).await
+        self.read_fresh(org, email, false).await
     }
 
-    /// From the API server (after a conflict: someone wrote what this process has not seen).
-    async fn read_fresh(&self, org: &str, email: &str) -> Result<(Record, KubeSecret), Error> {
+    /// From the API server (after a conflict: someone wrote what this process has not seen,
+    /// which is then remembered as if written here: `remember`).
+    async fn read_fresh(&self, org: &str, email: &str, remember: bool) -> Result<Read, Error> {
         let s = self
             .api
             .get_opt(&Store::secret_name(org, email))
             .await?
             .ok_or(Error::NotFound)?;
-        Ok((Store::parse(&s)?, s))
+        let c = if remember {
+            self.wrote(&s)
+        } else {
+            Credential::of(&s)
+        };
+        Ok(Read(Store::record_of(&c)?, c.resource_version))
     }
 
-    /// The record in a credential Secret (as the controller's cache holds them).
+    /// The record in a credential Secret.
     pub fn parse(s: &KubeSecret) -> Result<Record, Error> {
-        let raw = s
-            .data
-            .as_ref()
-            .and_then(|d| d.get(KEY))
-            .ok_or_else(|| Error::Corrupt("no record".into()))?;
-        serde_json::from_slice(&raw.0).map_err(|e| Error::Corrupt(e.to_string()))
-    }
-
-    /// The organization a credential Secret belongs to (its label).
-    pub fn organization_of(s: &KubeSecret) -> Option<&str> {
-        s.metadata
-            .labels
-            .as_ref()?
-            .get(ORGANIZATION_LABEL)
-            .map(String::as_str)
+        crate::api::credential::record_in(s).map_err(Error::Corrupt)
     }
 
     /// Removes a member's credentials if they still belong to Membership `membership_uid`
@@ -340,7 +224,8 @@ impl Store {
     }
 
     /// Creates the member's record (the invitation step); an existing one is left alone.
-    pub async fn create(&self, org: &str, email: &str, record: &Record) -> Result<(), Error> {
+    /// Whether it was created.
+    pub async fn create(&self, org: &str, email: &str, record: &Record) -> Result<bool, Error> {
         let secret = KubeSecret {
             metadata: ObjectMeta {
                 name: Some(Store::secret_name(org, email)),
@@ -359,10 +244,10 @@ impl Store {
         };
         match self.api.create(&PostParams::default(), &secret).await {
             Ok(created) => {
-                self.wrote(created);
-                Ok(())
+                self.wrote(&created);
+                Ok(true)
             }
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
@@ -371,10 +256,9 @@ impl Store {
         Ok(self.read(org, email).await?.0)
     }
 
-    /// The record and the Secret it came from (its resourceVersion), for `update_from`.
+    /// The record and the resourceVersion it was read at, for `update_from`.
     pub async fn get_for_update(&self, org: &str, email: &str) -> Result<Read, Error> {
-        let (r, s) = self.read(org, email).await?;
-        Ok(Read(r, Box::new(s)))
+        self.read(org, email).await
     }
 
     /// Applies `change` to the latest record with compare-and-swap, retrying on conflicts.
@@ -400,36 +284,36 @@ impl Store {
         const ATTEMPTS: u32 = 200;
         let mut conflicted = false;
         for _ in 0..ATTEMPTS {
-            let Read(record, mut secret) = match first.take() {
+            let Read(record, version) = match first.take() {
                 Some(r) => r,
-                None if conflicted => {
-                    let (r, s) = self.read_fresh(org, email).await?;
-                    self.wrote(s.clone());
-                    Read(r, Box::new(s))
-                }
-                None => {
-                    let (r, s) = self.read(org, email).await?;
-                    Read(r, Box::new(s))
-                }
+                None if conflicted => self.read_fresh(org, email, true).await?,
+                None => self.read(org, email).await?,
             };
             let (next, out) = change(&record);
             let Some(next) = next else { return Ok(out) };
-            secret.data = Some(BTreeMap::from([(
-                KEY.to_string(),
-                ByteString(serde_json::to_vec(&next).unwrap_or_default()),
-            )]));
-            // `replace` sends the resourceVersion we read: a concurrent writer makes it 409.
+            if version.is_empty() {
+                // Nothing to make the write conditional on: read it from the API server.
+                conflicted = true;
+                continue;
+            }
+            // The resourceVersion read is the patch's precondition: a concurrent writer makes
+            // it 409. Only the record is sent, so labels or annotations others keep on the
+            // Secret stay (a replace built from the cached form would drop them).
+            let patch = serde_json::json!({
+                "metadata": { "resourceVersion": version },
+                "data": { KEY: ByteString(serde_json::to_vec(&next).unwrap_or_default()) },
+            });
             match self
                 .api
-                .replace(
+                .patch(
                     &Store::secret_name(org, email),
-                    &PostParams::default(),
-                    &secret,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
                 )
                 .await
             {
                 Ok(written) => {
-                    self.wrote(written);
+                    self.wrote(&written);
                     return Ok(out);
                 }
                 Err(kube::Error::Api(s)) if s.code == 409 => conflicted = true,

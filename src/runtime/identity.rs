@@ -43,7 +43,7 @@ pub async fn start(
         client.clone(),
         namespace,
         stores.orgs.clone(),
-        stores.memberships.clone(),
+        stores.emails.clone(),
     );
     let credentials = stores
         .credentials

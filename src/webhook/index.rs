@@ -20,7 +20,7 @@ pub struct StoreIndex {
     pub emails: Option<crate::cache::EmailIndex>,
     /// Credential records (identity), to tell who accepted their invitation, and the namespace
     /// they live in (roster's own).
-    pub credentials: Option<(Store<k8s_openapi::api::core::v1::Secret>, String)>,
+    pub credentials: Option<(Store<crate::cache::Credential>, String)>,
 }
 
 impl Index for StoreIndex {
@@ -66,8 +66,7 @@ impl Index for StoreIndex {
         let name = crate::identity::store::Store::secret_name(namespace, email);
         let accepted = creds
             .get(&ObjectRef::new(&name).within(own))
-            .and_then(|s| crate::identity::store::Store::parse(&s).ok())
-            .is_some_and(|r| r.accepted_at.is_some());
+            .is_some_and(|c| c.record.as_ref().is_ok_and(|r| r.accepted_at.is_some()));
         Some(accepted)
     }
 }

@@ -14,12 +14,8 @@ use crate::harness::{cluster, shared};
 /// A Store reading through a watch of `ns`'s credential Secrets, as `roster run` has one.
 async fn cached_store(client: kube::Client, ns: &str) -> Store {
     use futures::StreamExt;
-    use kube::runtime::{WatchStreamExt, reflector, watcher};
-    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
-        kube::Api::namespaced(client.clone(), ns);
-    let (reader, writer) = reflector::store();
-    let wc = watcher::Config::default().fields("type=roster.dev/credentials");
-    tokio::spawn(watcher(api, wc).reflect(writer).for_each(|_| async {}));
+    let (reader, changes) = roster::cache::credentials(&client, ns);
+    tokio::spawn(changes.for_each(|_| async {}));
     reader.wait_until_ready().await.expect("watch ready");
     Store::new(client, ns).with_cache(reader)
 }
@@ -146,4 +142,85 @@ async fn count_exactly(client: &kube::Client, stores: &[Store], email: &'static 
         .await
         .expect("record");
     assert_eq!(record.failed, 0);
+}
+
+/// An invitation is stored before its link goes out: a link that opens nothing yet was read
+/// and clicked in the gap ("Invitation not valid"), and where the record cannot be stored no
+/// link may go out at all. And a link that could not be delivered is withdrawn: nobody holds
+/// it, so the next reconcile issues another.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_is_stored_before_its_link_goes_out() {
+    use roster::identity::service::{Identity, Issue, Keys};
+    let _api = shared();
+    let c = cluster();
+    let client = c.client().await;
+    let ns = c.namespace("stored-first");
+    let gus = |ns: &str| {
+        let mut m = roster::api::Membership::new(
+            "gus",
+            roster::api::MembershipSpec {
+                email: "gus@acme.example".into(),
+                display_name: None,
+                role: None,
+                projects: vec![],
+                disabled: false,
+                mfa: None,
+                expires_at: None,
+            },
+        );
+        m.metadata.namespace = Some(ns.to_string());
+        m
+    };
+    let identity = |own: &str| {
+        let client = client.clone();
+        let own = own.to_string();
+        async move {
+            let keys = Keys::load_or_create(client.clone(), crate::harness::ROSTER_NAMESPACE)
+                .await
+                .expect("keys");
+            Identity::new(
+                client,
+                &own,
+                keys,
+                Hasher::new(1024, 1, 1, 2).expect("hasher"),
+                "https://127.0.0.1".into(),
+                None,
+                roster::identity::audit::SecurityLog::print_only(),
+            )
+        }
+    };
+    let now = 1_700_000_000;
+    let issue = Issue {
+        ttl_seconds: 3600,
+        nonce: None,
+        scope: "Member:",
+        readers: &[],
+        now,
+    };
+
+    // Records kept in a namespace that does not exist: storing fails, so nothing is delivered.
+    let nowhere = identity("roster-nowhere").await;
+    assert!(nowhere.invite(&gus(&ns), &issue).await.is_err());
+    assert!(
+        c.kubectl_try(&["get", "secret", "roster-invitation-gus", "-n", &ns])
+            .is_none(),
+        "a link was delivered for an invitation that was never stored"
+    );
+
+    // The organization's namespace does not exist: delivery fails after storing, and the
+    // stored invitation is withdrawn.
+    let gone = format!("{ns}-gone");
+    let own = identity(crate::harness::ROSTER_NAMESPACE).await;
+    assert!(own.invite(&gus(&gone), &issue).await.is_err());
+    let store = Store::new(client.clone(), crate::harness::ROSTER_NAMESPACE);
+    let record = store.get(&gone, "gus@acme.example").await.expect("record");
+    assert_eq!(
+        record.invitation, None,
+        "an undelivered invitation stays open"
+    );
+    store
+        .delete_if(&gone, "gus@acme.example", None)
+        .await
+        .expect("clean up");
 }

@@ -89,21 +89,8 @@ async fn at_once<F: std::future::Future>(requests: impl IntoIterator<Item = F>) 
 }
 
 pub(crate) async fn member_token(c: &Cluster, ns: &str, member: &str, email: &str) -> String {
-    // roster delivers a link before it stores the invitation behind it (so that a failed
-    // delivery leaves nothing stored that nobody holds): the link Secret can be read a few
-    // milliseconds before the link opens anything. A person never clicks that fast; a test
-    // does, so it tries again for a few seconds (reading the link again) before failing.
-    let mut tries = 0;
-    loop {
-        let (status, page) = accept_link(c, &link(c, ns, member), PASSWORD).await;
-        tries += 1;
-        if status == 404 && tries < 20 {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            continue;
-        }
-        assert_eq!(status, 200, "{page}");
-        break;
-    }
+    let (status, page) = accept_link(c, &link(c, ns, member), PASSWORD).await;
+    assert_eq!(status, 200, "{page}");
     token_of(c, ns, email, PASSWORD).await
 }
 

@@ -95,7 +95,7 @@ pub(super) async fn state(api: &str, hasher: Hasher, limits: Limits) -> Arc<AppS
         None,
         SecurityLog::print_only(),
     )
-    .with_credential_cache(cache(vec![cred]));
+    .with_credential_cache(cache(vec![crate::cache::Credential::of(&cred)]));
     // carl has a Membership but no credential record yet (e.g. invitation not yet sent).
     let mut carl = member("carl", None, &[]);
     carl.metadata.uid = Some("carl-uid".into());

@@ -17,6 +17,7 @@ use tower::ServiceExt;
 
 use super::{AppState, api_server_router, router};
 use crate::api::{Membership, Organization};
+use crate::cache::Credential;
 use crate::fixtures::{NS, member, org};
 use crate::identity::audit::SecurityLog;
 use crate::identity::limit::Limits;
@@ -34,7 +35,7 @@ const AUD: &str = "https://kubernetes.default.svc";
 
 pub(super) fn cache<K>(objects: Vec<K>) -> Cache<K>
 where
-    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    K: reflector::Lookup<DynamicType = ()> + Clone + 'static,
 {
     let (store, mut writer) = reflector::store();
     for o in objects {
@@ -43,8 +44,8 @@ where
     store
 }
 
-fn credential(email: &str, r: &Record) -> KubeSecret {
-    KubeSecret {
+fn credential(email: &str, r: &Record) -> Credential {
+    Credential::of(&KubeSecret {
         metadata: kube::api::ObjectMeta {
             name: Some(Store::secret_name(NS, email)),
             namespace: Some(OWN_NS.into()),
@@ -55,7 +56,7 @@ fn credential(email: &str, r: &Record) -> KubeSecret {
             ByteString(serde_json::to_vec(r).expect("json")),
         )])),
         ..Default::default()
-    }
+    })
 }
 
 struct Fixture {

@@ -1,0 +1,131 @@
+//! A member's credential record: the JSON that identity keeps in one Secret per member in
+//! roster's own namespace (see `identity::store`). A contract like the CRDs: the identity
+//! server writes it, the controller and the webhook read it (through the cache), so it lives
+//! beside them and not inside identity.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use serde::{Deserialize, Serialize};
+
+/// The data key of the record in its Secret.
+pub const KEY: &str = "record";
+
+/// Everything roster knows about one member's credentials. No secret in clear: the password is
+/// an argon2id hash, the TOTP seed is sealed.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    /// The member's e-mail (the Secret's name only carries its hash).
+    #[serde(default)]
+    pub email: String,
+    /// The UID of the Membership this record was made for. A Membership deleted and created
+    /// again with the same e-mail is another member: tokens, password and TOTP seed of the
+    /// old one never carry over (see `belongs_to`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership_uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
+    #[serde(default)]
+    pub failed: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked_until: Option<u64>,
+    /// Bumped by password and MFA resets; tokens of older generations stop working.
+    #[serde(default)]
+    pub generation: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp_sealed: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp_last_step: Option<u64>,
+    /// A seed shown to the member but not yet confirmed with a code (sealed like the other).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp_pending: Option<String>,
+    /// Unix seconds of TOTP enrolment (set with `totp_sealed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp_enrolled_at: Option<u64>,
+    /// The open invitation, if any: only its token's hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invitation: Option<Invitation>,
+    /// Unix seconds when the member accepted their invitation (set a password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_at: Option<u64>,
+    /// Unix seconds of the last successful login, to the minute (see `Store::login_succeeded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_login: Option<u64>,
+    /// The last nonce acted on per request annotation (`resend-invitation`, `unlock`,
+    /// `reset-mfa`), so each request is acted on once.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub handled: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Invitation {
+    /// SHA-256 of the token (the token itself is only in the link).
+    pub hash: String,
+    pub sent_at: u64,
+    pub expires_at: u64,
+    /// `Email` or `Secret`.
+    pub delivery: String,
+    /// The member's role and projects it was issued for (`access::invitation_scope`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Who could read it when issued (Secret delivery): if that changes, it is replaced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readers: Vec<String>,
+}
+
+impl Record {
+    pub fn enrolled(&self) -> bool {
+        self.totp_sealed.is_some()
+    }
+
+    /// Whether this record was made for Membership `m` (and not a deleted one of the same
+    /// e-mail).
+    pub fn belongs_to(&self, m: &super::Membership) -> bool {
+        self.membership_uid.as_deref() == m.metadata.uid.as_deref()
+    }
+}
+
+// A password hash can be attacked offline and a sealed seed is still key material: neither
+// belongs in a log line, so Debug shows only whether they are set.
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field(
+                "password_hash",
+                &self.password_hash.as_ref().map(|_| "<redacted>"),
+            )
+            .field("membership_uid", &self.membership_uid)
+            .field("failed", &self.failed)
+            .field("locked_until", &self.locked_until)
+            .field("generation", &self.generation)
+            .field(
+                "totp_sealed",
+                &self.totp_sealed.as_ref().map(|_| "<redacted>"),
+            )
+            .field("totp_last_step", &self.totp_last_step)
+            .field(
+                "totp_pending",
+                &self.totp_pending.as_ref().map(|_| "<redacted>"),
+            )
+            .field("totp_enrolled_at", &self.totp_enrolled_at)
+            .field(
+                "invitation",
+                &self.invitation.as_ref().map(|i| i.expires_at),
+            )
+            .field("accepted_at", &self.accepted_at)
+            .field("last_login", &self.last_login)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The record a credential Secret holds.
+pub fn record_in(s: &Secret) -> Result<Record, String> {
+    let raw = s
+        .data
+        .as_ref()
+        .and_then(|d| d.get(KEY))
+        .ok_or_else(|| "no record".to_string())?;
+    serde_json::from_slice(&raw.0).map_err(|e| e.to_string())
+}
