@@ -10,6 +10,7 @@ login=$(cargo bench --locked --quiet --bench login 2>/dev/null | grep '^|')
 plan=$(cargo bench --locked --quiet --bench plan 2>/dev/null | grep '^|')
 converge=$(cargo bench --locked --quiet --bench converge 2>/dev/null | grep '^|')
 memory=$(ROSTER_BENCH_ONLY=memory ROSTER_BENCH_MEMBERS=1000 cargo bench --locked --quiet --bench converge 2>/dev/null | grep '^|')
+invitations=$(ROSTER_BENCH_ONLY=invitations cargo bench --locked --quiet --bench converge 2>/dev/null | grep -E '^(\||$)')
 scaling=$(ROSTER_BENCH_ONLY=scaling cargo bench --locked --quiet --bench converge 2>/dev/null | grep '^|')
 admission=$(cargo bench --locked --quiet --bench admission 2>/dev/null | grep '^|')
 # The peer: Capsule built from its Go module (scripts/capsule.sh, cached like the control plane).
@@ -113,6 +114,15 @@ rm -f "$capsule_err"
     echo "peak from /proc. Target: 64 MiB."
     echo
     echo "$memory"
+    echo
+    echo "### Invitations"
+    echo
+    echo "The default tree (20 × 10 × 100) stored without credential records, roster started with"
+    echo "identity on and no SMTP (links delivered as Secrets): time until every invitation plan()"
+    echo "asks for shows as Pending in its Membership's status, roster's writes by kind from the audit"
+    echo "log (credential records in roster's namespace included), and the Events it left."
+    echo
+    echo "$invitations"
     echo
     echo "### Against the number of members"
     echo

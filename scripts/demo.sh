@@ -86,7 +86,7 @@ if pid=$(cat "$state/roster.pid" 2>/dev/null) && grep -q "roster" "/proc/$pid/cm
 fi
 echo "==> starting roster: controller, admission webhook on 127.0.0.1:$port, identity server at $identity_url"
 echo "    (log: $state/roster.log; security events: $state/security.jsonl)"
-KUBECONFIG="$PWD/$state/roster.kubeconfig" setsid nohup "$roster" run \
+KUBECONFIG="$PWD/$state/roster.kubeconfig" MIMALLOC_PURGE_DELAY=0 setsid nohup "$roster" run \
     --webhook-addr "127.0.0.1:$port" --webhook-client-ca "$state/identity/client-ca.crt" \
     --namespace roster-system \
     --identity-addr "127.0.0.1:$identity_port" --identity-url "$identity_url" \

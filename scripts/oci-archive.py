@@ -81,7 +81,10 @@ def main():
             "Entrypoint": [args.entrypoint],
             "Cmd": cmd,
             "WorkingDir": "/",
-            "Env": ["PATH=/"],
+            # mimalloc returns a freed page to the OS at once, not at the thread's next
+            # allocation: an idle controller's threads kept 20 MiB of pages freed after its
+            # initial lists (BENCHMARKS.md, memory). The benches and make demo run it so too.
+            "Env": ["PATH=/", "MIMALLOC_PURGE_DELAY=0"],
             "Labels": labels,
         },
         "rootfs": {"type": "layers", "diff_ids": [digest(diff)]},
