@@ -46,6 +46,10 @@ pub struct Record {
     /// The open invitation, if any: only its token's hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invitation: Option<Invitation>,
+    /// The last invitation that could not be delivered (withdrawn), if the one after it has
+    /// not gone out yet: the next is issued only after a backoff (`Undelivered::retry_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undelivered: Option<Undelivered>,
     /// Unix seconds when the member accepted their invitation (set a password).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted_at: Option<u64>,
@@ -73,6 +77,26 @@ pub struct Invitation {
     /// Who could read it when issued (Secret delivery): if that changes, it is replaced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub readers: Vec<String>,
+}
+
+/// Invitations withdrawn in a row because their link could not be delivered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Undelivered {
+    /// Unix seconds of the last withdrawal.
+    pub at: u64,
+    pub attempts: u32,
+}
+
+impl Undelivered {
+    /// When the next invitation may be issued: 2 s after the first failure, doubling to 5
+    /// minutes. Each attempt writes the record twice (stored, withdrawn), and every write
+    /// triggers a reconcile at once: without a wait, a refused address kept an organization's
+    /// reconcile busy writing the record hundreds of times a second (red team, 8cd83cb).
+    pub fn retry_at(&self) -> u64 {
+        let backoff = 2u64.saturating_pow(self.attempts.clamp(1, 16)).min(300);
+        self.at.saturating_add(backoff)
+    }
 }
 
 impl Record {

@@ -534,6 +534,7 @@ async fn identity(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
             first_error = Ok(());
             break;
         }
+        let mut announce = true;
         let (what, membership, outcome) = match action {
             IdentityAction::Invite {
                 membership,
@@ -552,8 +553,10 @@ async fn identity(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
                     readers,
                     now,
                 };
-                let r = id.invite(m, &issue).await.map(|_| ());
-                ("sending the invitation", membership.clone(), r)
+                let r = id.invite(m, &issue).await;
+                // None: accepted meanwhile, nothing was sent to announce.
+                announce = matches!(r, Ok(Some(_)));
+                ("sending the invitation", membership.clone(), r.map(|_| ()))
             }
             IdentityAction::Unlock {
                 membership,
@@ -587,6 +590,7 @@ async fn identity(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
             ),
         };
         if outcome.is_ok()
+            && announce
             && let Some(e) = super::credentials::event(action)
         {
             match action {

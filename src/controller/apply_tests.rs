@@ -483,13 +483,50 @@ async fn a_bulk_of_invitations_is_one_event() {
     assert!(!reasons.iter().any(|r| r == "Invited"), "{reasons:?}");
 }
 
+/// An invitation planned for a member who accepted meanwhile sends nothing, and no Event claims
+/// it did (red team of 8cd83cb: `Invited` was published all the same).
+#[tokio::test]
+async fn no_invitation_event_when_the_member_accepted_meanwhile() {
+    let w = acme();
+    let mut stored = HashMap::new();
+    for m in &w.memberships {
+        let email = m.spec.email.clone();
+        let record = crate::identity::store::Record {
+            email: email.clone(),
+            membership_uid: m.metadata.uid.clone(),
+            accepted_at: Some(1),
+            ..Default::default()
+        };
+        let name = crate::identity::store::Store::secret_name(NS, &email);
+        stored.insert(
+            format!("/api/v1/namespaces/roster-system/secrets/{name}"),
+            json!({"apiVersion": "v1", "kind": "Secret",
+                   "metadata": {"name": name, "namespace": "roster-system", "resourceVersion": "1"},
+                   "data": {"record": base64::Engine::encode(
+                       &base64::engine::general_purpose::STANDARD,
+                       serde_json::to_vec(&record).expect("json"))}}),
+        );
+    }
+    let reasons = identity_events_with(w, false, stored).await;
+    assert!(!reasons.iter().any(|r| r == "Invited"), "{reasons:?}");
+}
+
 /// The reasons of the Events one reconcile of `w` publishes with identity on (after a first
 /// reconcile wrote its statuses), the credential writes refused or kept.
 async fn identity_events(w: World, secrets_refused: bool) -> Vec<String> {
+    identity_events_with(w, secrets_refused, HashMap::new()).await
+}
+
+/// `identity_events`, with credential Secrets already stored (by API path).
+async fn identity_events_with(
+    w: World,
+    secrets_refused: bool,
+    stored: HashMap<String, Value>,
+) -> Vec<String> {
     let reasons: Arc<Mutex<Vec<String>>> = Arc::default();
     let seen = reasons.clone();
     // Secrets are kept (the credential record is written, then read back and updated).
-    let secrets: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
+    let secrets: Arc<Mutex<HashMap<String, Value>>> = Arc::new(Mutex::new(stored));
     let api = Scripted::new(move |m, path, body| {
         if *m == Method::POST
             && path.ends_with("/events")

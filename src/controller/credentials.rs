@@ -217,6 +217,20 @@ pub(super) fn plan_identity(
         let accepted = record.is_some_and(|r| r.accepted_at.is_some());
         let resend = request(Request::ResendInvitation).filter(|_| !accepted);
         let never_invited = record.is_none_or(|r| !accepted && r.invitation.is_none());
+        // After a link that could not be delivered, the next waits its turn (an explicit
+        // resend does not: each nonce is acted on once).
+        let now = u64::try_from(w.now.as_second()).unwrap_or(0);
+        let retry_at = record
+            .and_then(|r| r.undelivered)
+            .map(|u| u.retry_at())
+            .filter(|at| *at > now);
+        let waiting = retry_at.filter(|_| never_invited && resend.is_none());
+        if let Some(at) = waiting
+            .and_then(|at| i64::try_from(at).ok())
+            .and_then(|at| Timestamp::from_second(at).ok())
+        {
+            plan.requeue_at = Some(plan.requeue_at.map_or(at, |r| r.min(at)));
+        }
         let scope = invitation_scope(org, m);
         let readers: Vec<String> = link_readers.of(m, a, &org.spec.owner).into_iter().collect();
         // A pending link whose member was given other rights, or that someone may no longer
@@ -227,7 +241,7 @@ pub(super) fn plan_identity(
                 i.scope.as_deref() != Some(scope.as_str())
                     || (i.delivery == "Secret" && i.readers != readers)
             });
-        if resend.is_some() || never_invited || rotated {
+        if waiting.is_none() && (resend.is_some() || never_invited || rotated) {
             plan.identity.push(IdentityAction::Invite {
                 membership: m.name_any(),
                 nonce: resend,

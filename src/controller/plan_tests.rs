@@ -1900,3 +1900,60 @@ fn compact_cached_statuses_plan_exactly_as_whole_ones() {
         }
     }
 }
+
+/// After a link that could not be delivered, the next invitation waits its backoff (and the
+/// reconcile is requeued for then) instead of being issued by the reconcile the withdrawal
+/// itself triggers; once the time has come it is issued, and an explicit resend never waits.
+#[test]
+fn an_undelivered_invitation_is_retried_after_its_backoff() {
+    use crate::controller::credentials::IdentityAction;
+    use crate::identity::store::{Record, Undelivered};
+    let settings = Settings {
+        identity: true,
+        ..Settings::default()
+    };
+    let base = world(
+        Some(org("olga@acme.example")),
+        vec![],
+        vec![member("dave", Some(OrgRole::Member), &[])],
+    );
+    let w0 = converge(base.clone(), &plan(&base, &settings));
+    let now = u64::try_from(w0.now.as_second()).expect("now");
+    let with = |at: u64, attempts: u32, resend: bool| {
+        let mut w = w0.clone();
+        w.credentials.insert(
+            "dave@acme.example".into(),
+            Record {
+                email: "dave@acme.example".into(),
+                undelivered: Some(Undelivered { at, attempts }),
+                ..Default::default()
+            },
+        );
+        if resend {
+            let mut m = (*w.memberships[0]).clone();
+            m.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert("roster.dev/resend-invitation".into(), "n1".into());
+            w.memberships[0] = std::sync::Arc::new(m);
+        }
+        w
+    };
+    let invites = |w: &World| {
+        let p = plan(w, &settings);
+        let invited = p.identity.iter().any(
+            |a| matches!(a, IdentityAction::Invite { membership, .. } if membership == "dave"),
+        );
+        (invited, p.requeue_at.map(|t| t.as_second()))
+    };
+    // Failed a second ago, third time in a row: 8 s to wait.
+    assert_eq!(
+        invites(&with(now - 1, 3, false)),
+        (false, Some(now as i64 + 7))
+    );
+    assert!(invites(&with(now - 8, 3, false)).0, "its time has come");
+    assert!(invites(&with(now - 1, 3, true)).0, "a resend does not wait");
+    // The backoff doubles from 2 s and stops at 5 minutes.
+    let u = |attempts| Undelivered { at: 0, attempts }.retry_at();
+    assert_eq!((u(1), u(2), u(8), u(9), u(40)), (2, 4, 256, 300, 300));
+}

@@ -214,6 +214,10 @@ impl Identity {
                     ..Default::default()
                 },
             };
+            // A delivered invitation before this one ends a run of failed ones.
+            if next.invitation.is_some() {
+                next.undelivered = None;
+            }
             next.invitation = Some(invitation.clone());
             if let Some(n) = nonce {
                 next.handled
@@ -248,7 +252,7 @@ impl Identity {
             None => self.write_link_secret(m, &link, &expires).await,
         };
         if let Err(e) = delivered {
-            self.withdraw(&org, email, &invitation.hash).await;
+            self.withdraw(&org, email, &invitation.hash, now).await;
             return Err(e);
         }
         self.log.record(
@@ -258,10 +262,11 @@ impl Identity {
         Ok(Some(delivery))
     }
 
-    /// Clears an invitation whose link could not be delivered: nobody holds it, and the next
-    /// reconcile issues a new one. Not the invitation it replaced: that one was replaced for a
-    /// reason (expired, resent, its rights or its readers changed), so it stays closed.
-    async fn withdraw(&self, org: &str, email: &str, hash: &str) {
+    /// Clears an invitation whose link could not be delivered: nobody holds it, and a new one
+    /// is issued after a backoff (`Undelivered`). Not the invitation it replaced: that one was
+    /// replaced for a reason (expired, resent, its rights or its readers changed), so it stays
+    /// closed.
+    async fn withdraw(&self, org: &str, email: &str, hash: &str, now: u64) {
         let cleared = self
             .store
             .update(org, email, |r| {
@@ -270,6 +275,10 @@ impl Identity {
                 }
                 let mut next = r.clone();
                 next.invitation = None;
+                next.undelivered = Some(super::store::Undelivered {
+                    at: now,
+                    attempts: r.undelivered.map_or(1, |u| u.attempts.saturating_add(1)),
+                });
                 (Some(next), ())
             })
             .await;

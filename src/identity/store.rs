@@ -19,7 +19,7 @@ use super::lockout;
 /// The Secret type of credential records: the controller's cache selects on it.
 pub use crate::api::contract::CREDENTIALS_SECRET_TYPE as SECRET_TYPE;
 use crate::api::contract::{MANAGED_BY, MANAGER, ORGANIZATION_LABEL};
-pub use crate::api::credential::{Invitation, KEY, Record};
+pub use crate::api::credential::{Invitation, KEY, Record, Undelivered};
 use crate::cache::Credential;
 
 #[derive(Debug, thiserror::Error)]

@@ -66,7 +66,82 @@ impl Index for StoreIndex {
         let name = crate::identity::store::Store::secret_name(namespace, email);
         let accepted = creds
             .get(&ObjectRef::new(&name).within(own))
-            .is_some_and(|c| c.record.as_ref().is_ok_and(|r| r.accepted_at.is_some()));
+            .is_some_and(|c| {
+                // Accepted by the Membership that holds the address now: a record left by a
+                // deleted namesake (not yet forgotten) proves nothing about the new one.
+                c.record.as_ref().is_ok_and(|r| {
+                    r.accepted_at.is_some()
+                        && self
+                            .memberships_with_email(namespace, email)
+                            .iter()
+                            .any(|m| r.belongs_to(m))
+                })
+            });
         Some(accepted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::reflector;
+    use kube::runtime::watcher::Event;
+
+    use super::*;
+    use crate::api::credential::Record;
+    use crate::cache::Credential;
+    use crate::fixtures::{NS, member};
+
+    /// A new owner's acceptance is the acceptance of the Membership holding the address now:
+    /// the record of a deleted Membership of the same address (accepted, not yet forgotten)
+    /// does not count for its successor (red team of 8cd83cb).
+    #[test]
+    fn only_the_current_membership_s_acceptance_counts() {
+        let mut bob = member("bob", None, &[]);
+        bob.metadata.uid = Some("uid-now".into());
+        let index = |record_uid: &str| {
+            let (memberships, mut mw) = reflector::store();
+            mw.apply_watcher_event(&Event::Apply(bob.clone()));
+            let (creds, mut cw) = reflector::store();
+            let record = Record {
+                email: bob.spec.email.clone(),
+                membership_uid: Some(record_uid.into()),
+                accepted_at: Some(1),
+                ..Default::default()
+            };
+            let secret = k8s_openapi::api::core::v1::Secret {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(crate::identity::store::Store::secret_name(
+                        NS,
+                        &bob.spec.email,
+                    )),
+                    namespace: Some("roster-system".into()),
+                    ..Default::default()
+                },
+                data: Some(
+                    [(
+                        "record".to_string(),
+                        k8s_openapi::ByteString(serde_json::to_vec(&record).expect("json")),
+                    )]
+                    .into(),
+                ),
+                ..Default::default()
+            };
+            cw.apply_watcher_event(&Event::Apply(Credential::of(&secret)));
+            StoreIndex {
+                orgs: reflector::store().0,
+                projects: reflector::store().0,
+                memberships,
+                emails: None,
+                credentials: Some((creds, "roster-system".into())),
+            }
+        };
+        assert_eq!(
+            index("uid-now").invitation_accepted(NS, "bob@acme.example"),
+            Some(true)
+        );
+        assert_eq!(
+            index("uid-of-the-deleted-one").invitation_accepted(NS, "bob@acme.example"),
+            Some(false)
+        );
     }
 }

@@ -224,3 +224,96 @@ async fn an_invitation_is_stored_before_its_link_goes_out() {
         .await
         .expect("clean up");
 }
+
+/// A link that can never be delivered (with SMTP: an address the relay refuses, or the relay
+/// down; with Secret delivery: the link Secret refused, here by a quota of the organization's
+/// namespace) is retried after a backoff (2 s doubling to 5 minutes). Each failed delivery
+/// writes the credential record twice (the invitation stored, then withdrawn), and each write
+/// triggers the organization's reconcile at once: without the backoff the reconcile re-issued
+/// it at once, without end — 932 writes to the one record in 20 s (red team of 8cd83cb, seen
+/// failing).
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undeliverable_invitation_does_not_spin_the_reconciler() {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::Api;
+    use kube::runtime::watcher;
+    use std::time::{Duration, Instant};
+    let _api = shared();
+    let c = cluster();
+    let client = c.client().await;
+    let ns = c.namespace("spin");
+    let member = "gus";
+    let email = "gus@acme.example";
+    // Every Secret write in the organization's namespace is refused from now on.
+    let quota = format!(
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {{name: full, namespace: {ns}}}\nspec: {{hard: {{secrets: \"0\"}}}}\n"
+    );
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], Some(&quota));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let start = Instant::now();
+    loop {
+        let out = c.kubectl(&["create", "secret", "generic", "probe", "-n", &ns]);
+        if !out.status.success() {
+            break;
+        }
+        let _ = c.kubectl(&["delete", "secret", "probe", "-n", &ns]);
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the quota is not enforced"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let yaml = format!(
+        r#"apiVersion: roster.dev/v1alpha1
+kind: Organization
+metadata: {{name: {ns}, namespace: {ns}}}
+spec: {{owner: alice@acme.example}}
+---
+apiVersion: roster.dev/v1alpha1
+kind: Membership
+metadata: {{name: {member}, namespace: {ns}}}
+spec: {{email: {email}, role: Member}}
+"#
+    );
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], Some(&yaml));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let name = Store::secret_name(&ns, email);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), crate::harness::ROSTER_NAMESPACE);
+    // Let the first attempts happen.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    // Count the writes to that one record over a while.
+    let window = Duration::from_secs(20);
+    let wc = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher(secrets.clone(), wc).boxed();
+    let start = Instant::now();
+    let mut writes = 0u32;
+    let mut listed = false;
+    while start.elapsed() < window {
+        match tokio::time::timeout(window - start.elapsed(), events.next()).await {
+            Ok(Some(Ok(watcher::Event::InitDone))) => listed = true,
+            Ok(Some(Ok(watcher::Event::Apply(_)))) if listed => writes += 1,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    eprintln!("{writes} writes to {name} in {window:?}");
+    // From 5 s to 25 s after the first attempt, the backoff allows about three more (8, 16 s
+    // after their predecessors), 2 writes each.
+    assert!(
+        writes <= 20,
+        "{writes} writes to one member's credential record in {window:?}: a delivery that \
+         can never succeed spins the organization's reconcile"
+    );
+}
