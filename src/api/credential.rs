@@ -46,8 +46,9 @@ pub struct Record {
     /// The open invitation, if any: only its token's hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invitation: Option<Invitation>,
-    /// The last invitation that could not be delivered (withdrawn), if the one after it has
-    /// not gone out yet: the next is issued only after a backoff (`Undelivered::retry_at`).
+    /// The last run of invitations that could not be delivered (each withdrawn): the next is
+    /// issued only after a backoff (`Undelivered::retry_at`). Cleared when an invitation that
+    /// went out is replaced; read only while no invitation is open.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undelivered: Option<Undelivered>,
     /// Unix seconds when the member accepted their invitation (set a password).
@@ -94,8 +95,23 @@ impl Undelivered {
     /// triggers a reconcile at once: without a wait, a refused address kept an organization's
     /// reconcile busy writing the record hundreds of times a second (red team, 8cd83cb).
     pub fn retry_at(&self) -> u64 {
-        let backoff = 2u64.saturating_pow(self.attempts.clamp(1, 16)).min(300);
+        let backoff = 2u64
+            .saturating_pow(self.attempts.clamp(1, 16))
+            .min(Self::MAX_WAIT);
         self.at.saturating_add(backoff)
+    }
+
+    /// The longest wait, in seconds.
+    pub const MAX_WAIT: u64 = 300;
+
+    /// When the next invitation may be issued, judged at `now`: a failure stamped later than
+    /// the longest wait from now came from a clock that ran ahead (or was stepped back since),
+    /// and is not waited for — every later reconcile would find it still ahead (red team,
+    /// 3e1cdfe).
+    pub fn retry_at_from(&self, now: u64) -> Option<u64> {
+        (self.at <= now.saturating_add(Self::MAX_WAIT))
+            .then(|| self.retry_at())
+            .filter(|at| *at > now)
     }
 }
 

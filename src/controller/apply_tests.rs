@@ -605,3 +605,85 @@ fn only_statuses_the_server_moved_are_waited_for() {
         vec![("moved", s("5"))]
     );
 }
+
+/// Red team of 3e1cdfe: the backoff after an undelivered link counts from when delivery failed,
+/// not from when the reconcile that tried it began. Invitations go out one after another
+/// (an SMTP attempt may take its 10 s timeout), so in a reconcile that has run longer than the
+/// backoff — 30 members during a relay outage pass the 5-minute cap — every withdrawal is
+/// stamped with a time whose backoff is already over, and the reconcile its write triggers
+/// issues the link again at once: the spin the backoff was added to stop.
+/// Here the reconcile began 400 s ago (its `now`); dave's link Secret is refused.
+#[tokio::test]
+async fn an_undelivered_link_waits_from_the_failure_not_from_the_reconcile_start() {
+    use crate::identity::store::{Record, Store};
+    let kept: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
+    let records = kept.clone();
+    let api = Scripted::new(move |m, path, body| {
+        if !path.contains("/secrets") {
+            return None;
+        }
+        // The organization's namespace: the link Secret is refused (a quota).
+        if path.contains(&format!("/namespaces/{NS}/")) && *m != Method::GET {
+            return Some(forbidden("exceeded quota: secrets=0"));
+        }
+        let mut kept = records.lock().expect("records");
+        let key = match *m {
+            Method::POST => format!("{path}/{}", body["metadata"]["name"].as_str()?),
+            _ => path.to_string(),
+        };
+        match *m {
+            Method::GET => Some(match kept.get(&key) {
+                Some(v) => (StatusCode::OK, v.clone()),
+                None => (
+                    StatusCode::NOT_FOUND,
+                    json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                           "reason": "NotFound", "code": 404, "message": "not found", "metadata": {}}),
+                ),
+            }),
+            _ => {
+                let mut v = body.clone();
+                v["metadata"]["resourceVersion"] = json!((kept.len() + 2).to_string());
+                v["metadata"]["name"] = json!(key.rsplit('/').next().unwrap_or_default());
+                kept.insert(key, v.clone());
+                Some((StatusCode::OK, v))
+            }
+        }
+    });
+    let raw = api.client();
+    let mut ctx = context(raw.clone());
+    ctx.config.identity = Some(identity_on(raw));
+    ctx.config.settings.identity = true;
+    let wall = k8s_openapi::jiff::Timestamp::now().as_second();
+    let mut w = acme();
+    w.now = k8s_openapi::jiff::Timestamp::from_second(wall - 400).expect("now");
+    let first = plan(&w, &ctx.config.settings);
+    let w = applied(w, &first);
+    let p = plan(&w, &ctx.config.settings);
+    assert!(!p.identity.is_empty(), "an invitation is planned");
+    let result = apply::apply(&ctx, &w, &p).await;
+    assert!(result.is_err(), "the link Secret was refused: {result:?}");
+    let name = Store::secret_name(NS, "dave@acme.example");
+    let record: Record = {
+        let kept = kept.lock().expect("records");
+        let (_, v) = kept
+            .iter()
+            .find(|(k, _)| k.ends_with(&name))
+            .expect("dave's record is stored");
+        let raw = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            v["data"]["record"].as_str().expect("record"),
+        )
+        .expect("base64");
+        serde_json::from_slice(&raw).expect("json")
+    };
+    assert!(record.invitation.is_none(), "withdrawn: {record:?}");
+    let u = record.undelivered.expect("the failure is recorded");
+    let wall = u64::try_from(wall).expect("wall");
+    assert!(
+        u.retry_at() > wall,
+        "the failure just now (attempt {}) is stamped {} s ago: the next reconcile issues the \
+         link again at once",
+        u.attempts,
+        wall - u.at
+    );
+}

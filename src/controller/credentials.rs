@@ -222,8 +222,7 @@ pub(super) fn plan_identity(
         let now = u64::try_from(w.now.as_second()).unwrap_or(0);
         let retry_at = record
             .and_then(|r| r.undelivered)
-            .map(|u| u.retry_at())
-            .filter(|at| *at > now);
+            .and_then(|u| u.retry_at_from(now));
         let waiting = retry_at.filter(|_| never_invited && resend.is_none());
         if let Some(at) = waiting
             .and_then(|at| i64::try_from(at).ok())

@@ -1957,3 +1957,48 @@ fn an_undelivered_invitation_is_retried_after_its_backoff() {
     let u = |attempts| Undelivered { at: 0, attempts }.retry_at();
     assert_eq!((u(1), u(2), u(8), u(9), u(40)), (2, 4, 256, 300, 300));
 }
+
+/// Red team of 3e1cdfe: the wait after an undelivered link is at most the backoff's cap (5
+/// minutes) from now, whatever time the record says the last attempt failed at. A withdrawal
+/// stamped by a clock that ran ahead (a replica whose clock was a year fast, or a clock stepped
+/// back by NTP after the failure) must not hold the member's next invitation — and the
+/// organization's requeue — for that whole year: only an explicit resend would get it out.
+#[test]
+fn an_undelivered_stamp_from_a_clock_ahead_waits_no_longer_than_the_cap() {
+    use crate::controller::credentials::IdentityAction;
+    use crate::identity::store::{Record, Undelivered};
+    let settings = Settings {
+        identity: true,
+        ..Settings::default()
+    };
+    let base = world(
+        Some(org("olga@acme.example")),
+        vec![],
+        vec![member("dave", Some(OrgRole::Member), &[])],
+    );
+    let mut w = converge(base.clone(), &plan(&base, &settings));
+    let now = u64::try_from(w.now.as_second()).expect("now");
+    let year = 365 * 24 * 3600;
+    w.credentials.insert(
+        "dave@acme.example".into(),
+        Record {
+            email: "dave@acme.example".into(),
+            membership_uid: w.memberships[0].metadata.uid.clone(),
+            undelivered: Some(Undelivered {
+                at: now + year,
+                attempts: 1,
+            }),
+            ..Default::default()
+        },
+    );
+    let p = plan(&w, &settings);
+    let invited = p
+        .identity
+        .iter()
+        .any(|a| matches!(a, IdentityAction::Invite { membership, .. } if membership == "dave"));
+    let requeue = p.requeue_at.map(|t| t.as_second() - now as i64);
+    assert!(
+        invited || requeue.is_some_and(|s| s <= 300),
+        "dave's invitation waits {requeue:?} s (a record stamped a year ahead)"
+    );
+}

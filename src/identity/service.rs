@@ -252,7 +252,14 @@ impl Identity {
             None => self.write_link_secret(m, &link, &expires).await,
         };
         if let Err(e) = delivered {
-            self.withdraw(&org, email, &invitation.hash, now).await;
+            // Stamped now, not with the reconcile's start: a delivery can take an SMTP timeout
+            // and a reconcile many of them, and a stamp already past its backoff let the
+            // reconcile the withdrawal triggers send again at once (red team, 3e1cdfe).
+            let failed_at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(now, |d| d.as_secs());
+            self.withdraw(&org, email, &invitation.hash, failed_at)
+                .await;
             return Err(e);
         }
         self.log.record(

@@ -70,11 +70,10 @@ impl Index for StoreIndex {
                 // Accepted by the Membership that holds the address now: a record left by a
                 // deleted namesake (not yet forgotten) proves nothing about the new one.
                 c.record.as_ref().is_ok_and(|r| {
+                    let members = self.memberships_with_email(namespace, email);
                     r.accepted_at.is_some()
-                        && self
-                            .memberships_with_email(namespace, email)
-                            .iter()
-                            .any(|m| r.belongs_to(m))
+                        && super::validate::email_holder(&members, email)
+                            .is_some_and(|m| r.belongs_to(m))
                 })
             });
         Some(accepted)
@@ -142,6 +141,63 @@ mod tests {
         assert_eq!(
             index("uid-of-the-deleted-one").invitation_accepted(NS, "bob@acme.example"),
             Some(false)
+        );
+    }
+
+    /// Red team of 3e1cdfe: the acceptance that counts is the holder's (the Membership
+    /// `email_holder` names, which the rest of the transfer rules judge), not that of any
+    /// Membership carrying the address. A former owner's bootstrap Membership (accepted) and a
+    /// declared one of the same address that supersedes it coexist until roster deletes the
+    /// bootstrap one: meanwhile the declared one, never accepted, passes as accepted.
+    #[test]
+    fn a_superseded_namesake_s_acceptance_does_not_count_for_the_holder() {
+        let mut bootstrap = member("bob", None, &[]);
+        bootstrap.metadata.name = Some("bob-bootstrap".into());
+        bootstrap.metadata.uid = Some("uid-bootstrap".into());
+        bootstrap.metadata.labels =
+            Some([(crate::api::BOOTSTRAP_LABEL.to_string(), "true".to_string())].into());
+        let mut declared = member("bob", None, &[]);
+        declared.metadata.uid = Some("uid-declared".into());
+        let (memberships, mut mw) = reflector::store();
+        mw.apply_watcher_event(&Event::Apply(bootstrap.clone()));
+        mw.apply_watcher_event(&Event::Apply(declared.clone()));
+        let (creds, mut cw) = reflector::store();
+        let record = Record {
+            email: declared.spec.email.clone(),
+            membership_uid: Some("uid-bootstrap".into()),
+            accepted_at: Some(1),
+            ..Default::default()
+        };
+        let secret = k8s_openapi::api::core::v1::Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(crate::identity::store::Store::secret_name(
+                    NS,
+                    &declared.spec.email,
+                )),
+                namespace: Some("roster-system".into()),
+                ..Default::default()
+            },
+            data: Some(
+                [(
+                    "record".to_string(),
+                    k8s_openapi::ByteString(serde_json::to_vec(&record).expect("json")),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        cw.apply_watcher_event(&Event::Apply(Credential::of(&secret)));
+        let index = StoreIndex {
+            orgs: reflector::store().0,
+            projects: reflector::store().0,
+            memberships,
+            emails: None,
+            credentials: Some((creds, "roster-system".into())),
+        };
+        assert_eq!(
+            index.invitation_accepted(NS, "bob@acme.example"),
+            Some(false),
+            "the holder (declared, uid-declared) never accepted; the record is the bootstrap one's"
         );
     }
 }

@@ -379,7 +379,10 @@ fn invariants(req: &Request<'_>, subject: &Object, index: &impl Index) -> Decisi
 }
 
 /// The Membership that holds `email` in an organization (declared before bootstrap, oldest first).
-fn email_holder<'a>(members: &'a [Arc<Membership>], email: &str) -> Option<&'a Membership> {
+pub(super) fn email_holder<'a>(
+    members: &'a [Arc<Membership>],
+    email: &str,
+) -> Option<&'a Membership> {
     members
         .iter()
         .filter(|m| m.spec.email == email && m.metadata.deletion_timestamp.is_none())
