@@ -547,6 +547,7 @@ impl RunArgs {
                 ]
                 .into(),
                 identity: false,
+                mail: false,
             },
             trusted_users: self.trusted_users,
             trusted_groups: self.trusted_groups,

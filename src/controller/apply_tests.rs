@@ -523,6 +523,18 @@ async fn identity_events_with(
     secrets_refused: bool,
     stored: HashMap<String, Value>,
 ) -> Vec<String> {
+    identity_reconcile(w, secrets_refused, stored, false)
+        .await
+        .0
+}
+
+/// `identity_events_with`, and the writes the reconcile sent ("PATCH /apis/...").
+async fn identity_reconcile(
+    w: World,
+    secrets_refused: bool,
+    stored: HashMap<String, Value>,
+    identity_was_off: bool,
+) -> (Vec<String>, Vec<String>) {
     let reasons: Arc<Mutex<Vec<String>>> = Arc::default();
     let seen = reasons.clone();
     // Secrets are kept (the credential record is written, then read back and updated).
@@ -571,7 +583,10 @@ async fn identity_events_with(
     let mut ctx = context(raw.clone());
     ctx.config.identity = Some(identity_on(raw));
     ctx.config.settings.identity = true;
-    let first = plan(&w, &ctx.config.settings);
+    // Settled: the statuses of a first plan (identity off when `identity_was_off`) stored.
+    let mut before = ctx.config.settings.clone();
+    before.identity = !identity_was_off;
+    let first = plan(&w, &before);
     let w = applied(w, &first);
     let p = plan(&w, &ctx.config.settings);
     assert!(!p.identity.is_empty(), "an invitation is planned");
@@ -579,7 +594,26 @@ async fn identity_events_with(
     assert_eq!(result.is_err(), secrets_refused, "{result:?}");
     // Events are sent in the background by the recorder: give it a moment.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    reasons.lock().map(|r| r.clone()).unwrap_or_default()
+    let reasons = reasons.lock().map(|r| r.clone()).unwrap_or_default();
+    (reasons, api.writes())
+}
+
+/// The status planned with an invitation (it shows it) is written only if the invitation went
+/// out: with the credential writes refused, dave's status waits for the next reconcile; with
+/// them accepted, it is written in this one. (Identity turned on for an organization whose
+/// statuses were written without it.)
+#[tokio::test]
+async fn a_status_showing_an_invitation_is_written_only_if_it_went_out() {
+    for (refused, written) in [(true, false), (false, true)] {
+        let (_, writes) = identity_reconcile(acme(), refused, HashMap::new(), true).await;
+        assert_eq!(
+            writes
+                .iter()
+                .any(|w| w.starts_with("PATCH") && w.ends_with("/memberships/dave/status")),
+            written,
+            "credential writes refused: {refused}; {writes:?}"
+        );
+    }
 }
 
 /// A reconcile waits for the cache to show only the statuses the server moved: a write it

@@ -250,6 +250,7 @@ fn subject_names_and_role_mapping_are_configurable() {
         ]
         .into(),
         identity: false,
+        mail: false,
     };
     let p = plan(&acme(), &s);
     let dev = p
@@ -2001,4 +2002,72 @@ fn an_undelivered_stamp_from_a_clock_ahead_waits_no_longer_than_the_cap() {
         invited || requeue.is_some_and(|s| s <= 300),
         "dave's invitation waits {requeue:?} s (a record stamped a year ahead)"
     );
+}
+
+/// A member invited by a plan gets the invitation in the status that same plan writes (apply
+/// writes it after the invitation went out): once the record holds what `Identity::invite`
+/// stores, the next plan changes nothing. Before, each new member's status was written twice.
+#[test]
+fn an_invited_member_s_status_is_written_once() {
+    use crate::api::InvitationState;
+    use crate::controller::credentials::IdentityAction;
+    use crate::identity::store::{Invitation, Record};
+    for mail in [false, true] {
+        let settings = Settings {
+            identity: true,
+            mail,
+            ..Settings::default()
+        };
+        let w = world(
+            Some(org("olga@acme.example")),
+            vec![],
+            vec![member("dave", Some(OrgRole::Member), &[])],
+        );
+        let p = plan(&w, &settings);
+        let Some(IdentityAction::Invite { scope, readers, .. }) = p
+            .identity
+            .iter()
+            .find(
+                |a| matches!(a, IdentityAction::Invite { membership, .. } if membership == "dave"),
+            )
+            .cloned()
+        else {
+            panic!("{:?}", p.identity)
+        };
+        let now = u64::try_from(w.now.as_second()).expect("now");
+        let ttl = org("olga@acme.example")
+            .spec
+            .security
+            .invitation_ttl()
+            .as_secs();
+        let mut w = converge(w, &p);
+        let shown = status(&w, "dave").invitation.clone().expect("invitation");
+        assert_eq!(shown.state, Some(InvitationState::Pending));
+        assert_eq!(
+            shown.expires_at.map(|t| t.0.as_second()),
+            Some((now + ttl) as i64)
+        );
+        // What Identity::invite stored.
+        w.credentials.insert(
+            "dave@acme.example".into(),
+            Record {
+                email: "dave@acme.example".into(),
+                invitation: Some(Invitation {
+                    hash: "h".into(),
+                    sent_at: now,
+                    expires_at: now + ttl,
+                    delivery: if mail { "Email" } else { "Secret" }.into(),
+                    scope: Some(scope),
+                    readers,
+                }),
+                ..Default::default()
+            },
+        );
+        let p = plan(&w, &settings);
+        assert!(
+            !p.membership_status.iter().any(|(n, _)| n == "dave"),
+            "mail {mail}: dave's status written again: {:?}",
+            p.membership_status
+        );
+    }
 }
