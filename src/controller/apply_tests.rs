@@ -553,31 +553,7 @@ async fn identity_reconcile(
             return Some(forbidden("secrets are not yours"));
         }
         let mut kept = secrets.lock().expect("secrets");
-        let key = match *m {
-            Method::POST => format!("{path}/{}", body["metadata"]["name"].as_str()?),
-            _ => path.to_string(),
-        };
-        match *m {
-            Method::GET => Some(match kept.get(&key) {
-                Some(v) => (StatusCode::OK, v.clone()),
-                None => (
-                    StatusCode::NOT_FOUND,
-                    json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
-                           "reason": "NotFound", "code": 404, "message": "not found", "metadata": {}}),
-                ),
-            }),
-            Method::DELETE => {
-                kept.remove(&key);
-                None
-            }
-            _ => {
-                let mut v = body.clone();
-                let rv = kept.len() + 2;
-                v["metadata"]["resourceVersion"] = json!(rv.to_string());
-                kept.insert(key, v.clone());
-                Some((StatusCode::OK, v))
-            }
-        }
+        keep_secret(&mut kept, m, path, body)
     });
     let raw = api.client();
     let mut ctx = context(raw.clone());
@@ -596,6 +572,41 @@ async fn identity_reconcile(
     tokio::time::sleep(Duration::from_millis(200)).await;
     let reasons = reasons.lock().map(|r| r.clone()).unwrap_or_default();
     (reasons, api.writes())
+}
+
+/// Secrets kept by API path, as the API server would: created, read, written over (each write
+/// a new resourceVersion), deleted.
+fn keep_secret(
+    kept: &mut HashMap<String, Value>,
+    m: &Method,
+    path: &str,
+    body: &Value,
+) -> Option<(StatusCode, Value)> {
+    let key = match *m {
+        Method::POST => format!("{path}/{}", body["metadata"]["name"].as_str()?),
+        _ => path.to_string(),
+    };
+    match *m {
+        Method::GET => Some(match kept.get(&key) {
+            Some(v) => (StatusCode::OK, v.clone()),
+            None => (
+                StatusCode::NOT_FOUND,
+                json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                       "reason": "NotFound", "code": 404, "message": "not found", "metadata": {}}),
+            ),
+        }),
+        Method::DELETE => {
+            kept.remove(&key);
+            None
+        }
+        _ => {
+            let mut v = body.clone();
+            v["metadata"]["resourceVersion"] = json!((kept.len() + 2).to_string());
+            v["metadata"]["name"] = json!(key.rsplit('/').next().unwrap_or_default());
+            kept.insert(key, v.clone());
+            Some((StatusCode::OK, v))
+        }
+    }
 }
 
 /// The status planned with an invitation (it shows it) is written only if the invitation went
@@ -661,27 +672,7 @@ async fn an_undelivered_link_waits_from_the_failure_not_from_the_reconcile_start
             return Some(forbidden("exceeded quota: secrets=0"));
         }
         let mut kept = records.lock().expect("records");
-        let key = match *m {
-            Method::POST => format!("{path}/{}", body["metadata"]["name"].as_str()?),
-            _ => path.to_string(),
-        };
-        match *m {
-            Method::GET => Some(match kept.get(&key) {
-                Some(v) => (StatusCode::OK, v.clone()),
-                None => (
-                    StatusCode::NOT_FOUND,
-                    json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
-                           "reason": "NotFound", "code": 404, "message": "not found", "metadata": {}}),
-                ),
-            }),
-            _ => {
-                let mut v = body.clone();
-                v["metadata"]["resourceVersion"] = json!((kept.len() + 2).to_string());
-                v["metadata"]["name"] = json!(key.rsplit('/').next().unwrap_or_default());
-                kept.insert(key, v.clone());
-                Some((StatusCode::OK, v))
-            }
-        }
+        keep_secret(&mut kept, m, path, body)
     });
     let raw = api.client();
     let mut ctx = context(raw.clone());

@@ -1342,14 +1342,7 @@ fn a_fresh_invitation_is_not_rotated_by_the_next_plan() {
         vec![member("dave", Some(OrgRole::Member), &[])],
     );
     let p = plan(&w, &settings);
-    let Some(IdentityAction::Invite { scope, readers, .. }) = p
-        .identity
-        .iter()
-        .find(|a| matches!(a, IdentityAction::Invite { membership, .. } if membership == "dave"))
-        .cloned()
-    else {
-        panic!("{:?}", p.identity)
-    };
+    let (scope, readers) = dave_invitation(&p);
     w = converge(w, &p);
     w.credentials.insert(
         "dave@acme.example".into(),
@@ -1902,23 +1895,52 @@ fn compact_cached_statuses_plan_exactly_as_whole_ones() {
     }
 }
 
+/// An organization whose one member, dave, was planned for once (its statuses stored).
+fn dave_alone(settings: &Settings) -> World {
+    let w = world(
+        Some(org("olga@acme.example")),
+        vec![],
+        vec![member("dave", Some(OrgRole::Member), &[])],
+    );
+    let p = plan(&w, settings);
+    converge(w, &p)
+}
+
+/// The scope and readers of the invitation `p` plans for dave.
+fn dave_invitation(p: &Plan) -> (String, Vec<String>) {
+    use crate::controller::credentials::IdentityAction;
+    p.identity
+        .iter()
+        .find_map(|a| match a {
+            IdentityAction::Invite {
+                membership,
+                scope,
+                readers,
+                ..
+            } if membership == "dave" => Some((scope.clone(), readers.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no invitation for dave: {:?}", p.identity))
+}
+
+fn invites_dave(p: &Plan) -> bool {
+    use crate::controller::credentials::IdentityAction;
+    p.identity
+        .iter()
+        .any(|a| matches!(a, IdentityAction::Invite { membership, .. } if membership == "dave"))
+}
+
 /// After a link that could not be delivered, the next invitation waits its backoff (and the
 /// reconcile is requeued for then) instead of being issued by the reconcile the withdrawal
 /// itself triggers; once the time has come it is issued, and an explicit resend never waits.
 #[test]
 fn an_undelivered_invitation_is_retried_after_its_backoff() {
-    use crate::controller::credentials::IdentityAction;
     use crate::identity::store::{Record, Undelivered};
     let settings = Settings {
         identity: true,
         ..Settings::default()
     };
-    let base = world(
-        Some(org("olga@acme.example")),
-        vec![],
-        vec![member("dave", Some(OrgRole::Member), &[])],
-    );
-    let w0 = converge(base.clone(), &plan(&base, &settings));
+    let w0 = dave_alone(&settings);
     let now = u64::try_from(w0.now.as_second()).expect("now");
     let with = |at: u64, attempts: u32, resend: bool| {
         let mut w = w0.clone();
@@ -1942,10 +1964,7 @@ fn an_undelivered_invitation_is_retried_after_its_backoff() {
     };
     let invites = |w: &World| {
         let p = plan(w, &settings);
-        let invited = p.identity.iter().any(
-            |a| matches!(a, IdentityAction::Invite { membership, .. } if membership == "dave"),
-        );
-        (invited, p.requeue_at.map(|t| t.as_second()))
+        (invites_dave(&p), p.requeue_at.map(|t| t.as_second()))
     };
     // Failed a second ago, third time in a row: 8 s to wait.
     assert_eq!(
@@ -1966,18 +1985,12 @@ fn an_undelivered_invitation_is_retried_after_its_backoff() {
 /// organization's requeue — for that whole year: only an explicit resend would get it out.
 #[test]
 fn an_undelivered_stamp_from_a_clock_ahead_waits_no_longer_than_the_cap() {
-    use crate::controller::credentials::IdentityAction;
     use crate::identity::store::{Record, Undelivered};
     let settings = Settings {
         identity: true,
         ..Settings::default()
     };
-    let base = world(
-        Some(org("olga@acme.example")),
-        vec![],
-        vec![member("dave", Some(OrgRole::Member), &[])],
-    );
-    let mut w = converge(base.clone(), &plan(&base, &settings));
+    let mut w = dave_alone(&settings);
     let now = u64::try_from(w.now.as_second()).expect("now");
     let year = 365 * 24 * 3600;
     w.credentials.insert(
@@ -1993,10 +2006,7 @@ fn an_undelivered_stamp_from_a_clock_ahead_waits_no_longer_than_the_cap() {
         },
     );
     let p = plan(&w, &settings);
-    let invited = p
-        .identity
-        .iter()
-        .any(|a| matches!(a, IdentityAction::Invite { membership, .. } if membership == "dave"));
+    let invited = invites_dave(&p);
     let requeue = p.requeue_at.map(|t| t.as_second() - now as i64);
     assert!(
         invited || requeue.is_some_and(|s| s <= 300),
@@ -2010,7 +2020,6 @@ fn an_undelivered_stamp_from_a_clock_ahead_waits_no_longer_than_the_cap() {
 #[test]
 fn an_invited_member_s_status_is_written_once() {
     use crate::api::InvitationState;
-    use crate::controller::credentials::IdentityAction;
     use crate::identity::store::{Invitation, Record};
     for mail in [false, true] {
         let settings = Settings {
@@ -2024,16 +2033,7 @@ fn an_invited_member_s_status_is_written_once() {
             vec![member("dave", Some(OrgRole::Member), &[])],
         );
         let p = plan(&w, &settings);
-        let Some(IdentityAction::Invite { scope, readers, .. }) = p
-            .identity
-            .iter()
-            .find(
-                |a| matches!(a, IdentityAction::Invite { membership, .. } if membership == "dave"),
-            )
-            .cloned()
-        else {
-            panic!("{:?}", p.identity)
-        };
+        let (scope, readers) = dave_invitation(&p);
         let now = u64::try_from(w.now.as_second()).expect("now");
         let ttl = org("olga@acme.example")
             .spec

@@ -97,51 +97,44 @@ mod tests {
     fn only_the_current_membership_s_acceptance_counts() {
         let mut bob = member("bob", None, &[]);
         bob.metadata.uid = Some("uid-now".into());
-        let index = |record_uid: &str| {
-            let (memberships, mut mw) = reflector::store();
-            mw.apply_watcher_event(&Event::Apply(bob.clone()));
-            let (creds, mut cw) = reflector::store();
-            let record = Record {
-                email: bob.spec.email.clone(),
-                membership_uid: Some(record_uid.into()),
-                accepted_at: Some(1),
-                ..Default::default()
-            };
-            let secret = k8s_openapi::api::core::v1::Secret {
-                metadata: kube::api::ObjectMeta {
-                    name: Some(crate::identity::store::Store::secret_name(
-                        NS,
-                        &bob.spec.email,
-                    )),
-                    namespace: Some("roster-system".into()),
-                    ..Default::default()
-                },
-                data: Some(
-                    [(
-                        "record".to_string(),
-                        k8s_openapi::ByteString(serde_json::to_vec(&record).expect("json")),
-                    )]
-                    .into(),
-                ),
-                ..Default::default()
-            };
-            cw.apply_watcher_event(&Event::Apply(Credential::of(&secret)));
-            StoreIndex {
-                orgs: reflector::store().0,
-                projects: reflector::store().0,
-                memberships,
-                emails: None,
-                credentials: Some((creds, "roster-system".into())),
-            }
+        let accepted_by = |uid: &str| {
+            index(&[bob.clone()], accepted(&bob.spec.email, uid))
+                .invitation_accepted(NS, "bob@acme.example")
         };
-        assert_eq!(
-            index("uid-now").invitation_accepted(NS, "bob@acme.example"),
-            Some(true)
-        );
-        assert_eq!(
-            index("uid-of-the-deleted-one").invitation_accepted(NS, "bob@acme.example"),
-            Some(false)
-        );
+        assert_eq!(accepted_by("uid-now"), Some(true));
+        assert_eq!(accepted_by("uid-of-the-deleted-one"), Some(false));
+    }
+
+    fn accepted(email: &str, membership_uid: &str) -> Record {
+        Record {
+            email: email.into(),
+            membership_uid: Some(membership_uid.into()),
+            accepted_at: Some(1),
+            ..Default::default()
+        }
+    }
+
+    /// An index of `members` and one credential record, as the caches hold them.
+    fn index(members: &[crate::api::Membership], record: Record) -> StoreIndex {
+        let (memberships, mut mw) = reflector::store();
+        for m in members {
+            mw.apply_watcher_event(&Event::Apply(m.clone()));
+        }
+        let (creds, mut cw) = reflector::store();
+        cw.apply_watcher_event(&Event::Apply(Credential {
+            name: crate::identity::store::Store::secret_name(NS, &record.email),
+            namespace: "roster-system".into(),
+            resource_version: "1".into(),
+            organization: Some(NS.into()),
+            record: Ok(record),
+        }));
+        StoreIndex {
+            orgs: reflector::store().0,
+            projects: reflector::store().0,
+            memberships,
+            emails: None,
+            credentials: Some((creds, "roster-system".into())),
+        }
     }
 
     /// Red team of 3e1cdfe: the acceptance that counts is the holder's (the Membership
@@ -158,42 +151,10 @@ mod tests {
             Some([(crate::api::BOOTSTRAP_LABEL.to_string(), "true".to_string())].into());
         let mut declared = member("bob", None, &[]);
         declared.metadata.uid = Some("uid-declared".into());
-        let (memberships, mut mw) = reflector::store();
-        mw.apply_watcher_event(&Event::Apply(bootstrap.clone()));
-        mw.apply_watcher_event(&Event::Apply(declared.clone()));
-        let (creds, mut cw) = reflector::store();
-        let record = Record {
-            email: declared.spec.email.clone(),
-            membership_uid: Some("uid-bootstrap".into()),
-            accepted_at: Some(1),
-            ..Default::default()
-        };
-        let secret = k8s_openapi::api::core::v1::Secret {
-            metadata: kube::api::ObjectMeta {
-                name: Some(crate::identity::store::Store::secret_name(
-                    NS,
-                    &declared.spec.email,
-                )),
-                namespace: Some("roster-system".into()),
-                ..Default::default()
-            },
-            data: Some(
-                [(
-                    "record".to_string(),
-                    k8s_openapi::ByteString(serde_json::to_vec(&record).expect("json")),
-                )]
-                .into(),
-            ),
-            ..Default::default()
-        };
-        cw.apply_watcher_event(&Event::Apply(Credential::of(&secret)));
-        let index = StoreIndex {
-            orgs: reflector::store().0,
-            projects: reflector::store().0,
-            memberships,
-            emails: None,
-            credentials: Some((creds, "roster-system".into())),
-        };
+        let index = index(
+            &[bootstrap, declared.clone()],
+            accepted(&declared.spec.email, "uid-bootstrap"),
+        );
         assert_eq!(
             index.invitation_accepted(NS, "bob@acme.example"),
             Some(false),

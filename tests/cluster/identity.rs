@@ -156,21 +156,13 @@ async fn an_invitation_is_stored_before_its_link_goes_out() {
     let c = cluster();
     let client = c.client().await;
     let ns = c.namespace("stored-first");
-    let gus = |ns: &str| {
-        let mut m = roster::api::Membership::new(
-            "gus",
-            roster::api::MembershipSpec {
-                email: "gus@acme.example".into(),
-                display_name: None,
-                role: None,
-                projects: vec![],
-                disabled: false,
-                mfa: None,
-                expires_at: None,
-            },
-        );
-        m.metadata.namespace = Some(ns.to_string());
-        m
+    let gus = |ns: &str| -> roster::api::Membership {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "roster.dev/v1alpha1", "kind": "Membership",
+            "metadata": {"name": "gus", "namespace": ns},
+            "spec": {"email": "gus@acme.example"},
+        }))
+        .expect("membership")
     };
     let identity = |own: &str| {
         let client = client.clone();
