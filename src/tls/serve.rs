@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -58,21 +58,23 @@ impl Handshakes {
     fn begin(&self) -> (u64, tokio::sync::oneshot::Receiver<()>) {
         let id = self.next.fetch_add(1, Ordering::SeqCst);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if let Ok(mut waiting) = self.waiting.lock() {
-            while waiting.len() >= HANDSHAKING_IN_ALL {
-                if let Some((_, oldest)) = waiting.pop_front() {
-                    let _ = oldest.send(());
-                }
+        // The queue is whole after any panic (each change is one call): used as it is, the cap
+        // holds; skipped, every handshake's sender was dropped, which reads as "give up".
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        while waiting.len() >= HANDSHAKING_IN_ALL {
+            if let Some((_, oldest)) = waiting.pop_front() {
+                let _ = oldest.send(());
             }
-            waiting.push_back((id, tx));
         }
+        waiting.push_back((id, tx));
         (id, rx)
     }
 
     fn end(&self, id: u64) {
-        if let Ok(mut waiting) = self.waiting.lock() {
-            waiting.retain(|(i, _)| *i != id);
-        }
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(i, _)| *i != id);
     }
 }
 
@@ -600,6 +602,47 @@ mod slow_clients {
             started.elapsed() >= Duration::from_secs(29),
             "cut before its 30 s: {:?}",
             started.elapsed()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After a panic while the queue of handshakes was held, a new handshake is still
+    /// registered and the cap still drops the oldest: skipping the queue dropped each new
+    /// handshake's sender, which the connection reads as "give up", so every TLS connection
+    /// after such a panic was refused.
+    #[test]
+    fn handshakes_are_counted_after_a_panic_poisoned_the_queue() {
+        let h = Arc::new(Handshakes::default());
+        let held = h.clone();
+        let _ = std::thread::spawn(move || {
+            let _queue = held.waiting.lock();
+            panic!("poisoning the queue on purpose");
+        })
+        .join();
+        let (_, mut first) = h.begin();
+        assert!(
+            first
+                .try_recv()
+                .is_err_and(|e| e == tokio::sync::oneshot::error::TryRecvError::Empty),
+            "a new handshake is told to give up"
+        );
+        for _ in 1..HANDSHAKING_IN_ALL {
+            let _ = h.begin();
+        }
+        assert!(first.try_recv().is_err(), "not dropped below the cap");
+        let (newest, _) = h.begin();
+        assert_eq!(first.try_recv(), Ok(()), "the oldest is dropped at the cap");
+        h.end(newest);
+        assert_eq!(
+            h.waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len(),
+            HANDSHAKING_IN_ALL - 1
         );
     }
 }
