@@ -547,7 +547,6 @@ impl RunArgs {
                 ]
                 .into(),
                 identity: false,
-                mail: false,
             },
             trusted_users: self.trusted_users,
             trusted_groups: self.trusted_groups,

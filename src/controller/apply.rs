@@ -263,8 +263,7 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
     }
 
     // An invitation that cannot go out (SMTP down) must not hold back statuses.
-    let mut sent = BTreeSet::new();
-    if let Err(e) = identity(ctx, w, plan, &mut sent).await {
+    if let Err(e) = identity(ctx, w, plan).await {
         failed.note(w, None, e);
     }
 
@@ -285,24 +284,8 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
             Err(e) => failed.note(w, Some(&name), e),
         }
     }
-    // A planned status shows the invitation planned with it (`credentials::after_invitation`):
-    // written only if that invitation went out; the next reconcile writes the others.
-    let invited: BTreeSet<&str> = plan
-        .identity
-        .iter()
-        .filter_map(|a| match a {
-            IdentityAction::Invite { membership, .. } => Some(membership.as_str()),
-            _ => None,
-        })
-        .collect();
-    let member_statuses: Vec<_> = plan
-        .membership_status
-        .iter()
-        .filter(|(n, _)| !invited.contains(n.as_str()) || sent.contains(n))
-        .cloned()
-        .collect();
-    let member_results = patch_statuses::<Membership, _>(ctx, ns, &member_statuses).await;
-    for ((name, _), r) in member_statuses.iter().zip(member_results) {
+    let member_results = patch_statuses::<Membership, _>(ctx, ns, &plan.membership_status).await;
+    for ((name, _), r) in plan.membership_status.iter().zip(member_results) {
         match r {
             Ok(rv) => moved.members.push((name.clone(), rv)),
             Err(e) => failed.note(w, None, e),
@@ -525,13 +508,7 @@ fn project_statuses(
     out.into_iter().collect()
 }
 
-/// Carries out the plan's identity actions; `sent`: the members whose invitation went out.
-async fn identity(
-    ctx: &Context,
-    w: &World,
-    plan: &Plan,
-    sent: &mut BTreeSet<String>,
-) -> Result<()> {
+async fn identity(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
     let Some(id) = &ctx.config.identity else {
         return Ok(());
     };
@@ -579,9 +556,6 @@ async fn identity(
                 let r = id.invite(m, &issue).await;
                 // None: accepted meanwhile, nothing was sent to announce.
                 announce = matches!(r, Ok(Some(_)));
-                if announce {
-                    sent.insert(membership.clone());
-                }
                 ("sending the invitation", membership.clone(), r.map(|_| ()))
             }
             IdentityAction::Unlock {

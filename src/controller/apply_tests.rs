@@ -609,23 +609,6 @@ fn keep_secret(
     }
 }
 
-/// The status planned with an invitation (it shows it) is written only if the invitation went
-/// out: with the credential writes refused, dave's status waits for the next reconcile; with
-/// them accepted, it is written in this one. (Identity turned on for an organization whose
-/// statuses were written without it.)
-#[tokio::test]
-async fn a_status_showing_an_invitation_is_written_only_if_it_went_out() {
-    for (refused, written) in [(true, false), (false, true)] {
-        let (_, writes) = identity_reconcile(acme(), refused, HashMap::new(), true).await;
-        assert_eq!(
-            writes
-                .iter()
-                .any(|w| w.starts_with("PATCH") && w.ends_with("/memberships/dave/status")),
-            written,
-            "credential writes refused: {refused}; {writes:?}"
-        );
-    }
-}
 
 /// A reconcile waits for the cache to show only the statuses the server moved: a write it
 /// found nothing to change in answers the version planned from, and waiting for that one to

@@ -286,48 +286,6 @@ fn time(unix: u64) -> Option<Time> {
         .map(Time)
 }
 
-/// The record `m` will have once the invitation `actions` plan for it is stored (as
-/// `Identity::invite` stores it: sent now, expiring after the organization's TTL), if they plan
-/// one.
-pub(super) fn after_invitation(
-    w: &World,
-    m: &Membership,
-    actions: &[IdentityAction],
-    org: &Organization,
-    mail: bool,
-) -> Option<Record> {
-    let name = m.metadata.name.as_deref()?;
-    let (nonce, scope, readers) = actions.iter().find_map(|a| match a {
-        IdentityAction::Invite {
-            membership,
-            nonce,
-            scope,
-            readers,
-            ..
-        } if membership == name => Some((nonce, scope, readers)),
-        _ => None,
-    })?;
-    let now = u64::try_from(w.now.as_second()).unwrap_or(0);
-    let mut next = record_of(w, m).cloned().unwrap_or_else(|| Record {
-        email: m.spec.email.clone(),
-        membership_uid: m.metadata.uid.clone(),
-        ..Default::default()
-    });
-    next.invitation = Some(crate::identity::store::Invitation {
-        hash: String::new(),
-        sent_at: now,
-        expires_at: now.saturating_add(org.spec.security.invitation_ttl().as_secs()),
-        delivery: if mail { "Email" } else { "Secret" }.into(),
-        scope: Some(scope.clone()),
-        readers: readers.clone(),
-    });
-    if let Some(n) = nonce {
-        next.handled
-            .insert(Request::ResendInvitation.kind().into(), n.clone());
-    }
-    Some(next)
-}
-
 /// `phase` is the access evaluation's (Invited unless disabled, expired or conflicting).
 pub fn identity_status(record: Option<&Record>, phase: Phase, now: Timestamp) -> IdentityStatus {
     let Some(r) = record else {

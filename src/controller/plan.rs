@@ -32,8 +32,6 @@ pub struct Settings {
     pub project_cluster_roles: BTreeMap<ProjectRole, String>,
     /// Identity runs: invitations are issued and request annotations acted on.
     pub identity: bool,
-    /// Invitations go out by e-mail (SMTP configured), not as link Secrets.
-    pub mail: bool,
 }
 
 impl Default for Settings {
@@ -47,7 +45,6 @@ impl Default for Settings {
             ]
             .into(),
             identity: false,
-            mail: false,
         }
     }
 }
@@ -388,7 +385,6 @@ pub fn plan(w: &World, s: &Settings) -> Plan {
         &views,
         &namespace_reasons,
         mfa_required,
-        s,
         &mut plan,
     );
     plan

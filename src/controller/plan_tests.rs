@@ -250,7 +250,6 @@ fn subject_names_and_role_mapping_are_configurable() {
         ]
         .into(),
         identity: false,
-        mail: false,
     };
     let p = plan(&acme(), &s);
     let dev = p
@@ -2014,60 +2013,3 @@ fn an_undelivered_stamp_from_a_clock_ahead_waits_no_longer_than_the_cap() {
     );
 }
 
-/// A member invited by a plan gets the invitation in the status that same plan writes (apply
-/// writes it after the invitation went out): once the record holds what `Identity::invite`
-/// stores, the next plan changes nothing. Before, each new member's status was written twice.
-#[test]
-fn an_invited_member_s_status_is_written_once() {
-    use crate::api::InvitationState;
-    use crate::identity::store::{Invitation, Record};
-    for mail in [false, true] {
-        let settings = Settings {
-            identity: true,
-            mail,
-            ..Settings::default()
-        };
-        let w = world(
-            Some(org("olga@acme.example")),
-            vec![],
-            vec![member("dave", Some(OrgRole::Member), &[])],
-        );
-        let p = plan(&w, &settings);
-        let (scope, readers) = dave_invitation(&p);
-        let now = u64::try_from(w.now.as_second()).expect("now");
-        let ttl = org("olga@acme.example")
-            .spec
-            .security
-            .invitation_ttl()
-            .as_secs();
-        let mut w = converge(w, &p);
-        let shown = status(&w, "dave").invitation.clone().expect("invitation");
-        assert_eq!(shown.state, Some(InvitationState::Pending));
-        assert_eq!(
-            shown.expires_at.map(|t| t.0.as_second()),
-            Some((now + ttl) as i64)
-        );
-        // What Identity::invite stored.
-        w.credentials.insert(
-            "dave@acme.example".into(),
-            Record {
-                email: "dave@acme.example".into(),
-                invitation: Some(Invitation {
-                    hash: "h".into(),
-                    sent_at: now,
-                    expires_at: now + ttl,
-                    delivery: if mail { "Email" } else { "Secret" }.into(),
-                    scope: Some(scope),
-                    readers,
-                }),
-                ..Default::default()
-            },
-        );
-        let p = plan(&w, &settings);
-        assert!(
-            !p.membership_status.iter().any(|(n, _)| n == "dave"),
-            "mail {mail}: dave's status written again: {:?}",
-            p.membership_status
-        );
-    }
-}

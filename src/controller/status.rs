@@ -22,7 +22,6 @@ pub(super) fn statuses(
     views: &[ProjectView],
     namespace_reasons: &BTreeMap<String, Option<String>>,
     mfa_required: bool,
-    settings: &super::plan::Settings,
     plan: &mut Plan,
 ) {
     let now = w.now;
@@ -200,14 +199,8 @@ pub(super) fn statuses(
             continue;
         };
         let prev = m.status.clone().unwrap_or_default();
-        // A member invited by this very plan shows the invitation it is about to get (apply
-        // writes statuses after the invitations, and drops the status of any that failed): the
-        // status is written once, not once before and once after the record.
-        let invited = org.and_then(|o| {
-            super::credentials::after_invitation(w, m, &plan.identity, o, settings.mail)
-        });
-        let record = invited.as_ref().or(super::credentials::record_of(w, m));
-        let id = super::credentials::identity_status(record, a.phase, now);
+        let id =
+            super::credentials::identity_status(super::credentials::record_of(w, m), a.phase, now);
         if let Some(at) = id.next_change {
             plan.requeue_at = Some(plan.requeue_at.map_or(at, |r| r.min(at)));
         }

@@ -373,7 +373,6 @@ async fn serve(config: Config) -> Result<()> {
     }
     let mut settings = config.settings.clone();
     settings.identity = identity.is_some();
-    settings.mail = config.identity.as_ref().is_some_and(|i| i.smtp.is_some());
     let controller_config = controller::Config {
         settings,
         resync: config.resync,
