@@ -609,7 +609,6 @@ fn keep_secret(
     }
 }
 
-
 /// A reconcile waits for the cache to show only the statuses the server moved: a write it
 /// found nothing to change in answers the version planned from, and waiting for that one to
 /// move cost the whole catch-up time.
@@ -693,5 +692,300 @@ async fn an_undelivered_link_waits_from_the_failure_not_from_the_reconcile_start
          link again at once",
         u.attempts,
         wall - u.at
+    );
+}
+
+// ---- Red team of b0372fa: statuses skipped with the invitation planned alongside them ----
+
+/// A credential Secret holding `r`, as the API server answers it, by API path.
+fn red_b0372fa_credential(r: &crate::identity::store::Record) -> (String, Value) {
+    let name = crate::identity::store::Store::secret_name(NS, &r.email);
+    (
+        format!("/api/v1/namespaces/roster-system/secrets/{name}"),
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": name, "namespace": "roster-system", "resourceVersion": "1"},
+               "data": {"record": base64::Engine::encode(
+                   &base64::engine::general_purpose::STANDARD,
+                   serde_json::to_vec(r).expect("json"))}}),
+    )
+}
+
+/// The record kept for `email`, if any.
+fn red_b0372fa_kept_record(
+    kept: &HashMap<String, Value>,
+    email: &str,
+) -> Option<crate::identity::store::Record> {
+    let name = crate::identity::store::Store::secret_name(NS, email);
+    let (_, v) = kept.iter().find(|(k, _)| k.ends_with(&name))?;
+    let raw = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        v["data"]["record"].as_str()?,
+    )
+    .ok()?;
+    serde_json::from_slice(&raw).ok()
+}
+
+/// `keep_secret`, with a merge patch merged into what is kept (so that it reads back whole).
+fn red_b0372fa_keep(
+    kept: &mut HashMap<String, Value>,
+    m: &Method,
+    path: &str,
+    body: &Value,
+) -> Option<(StatusCode, Value)> {
+    if *m == Method::PATCH
+        && let Some(v) = kept.get_mut(path)
+    {
+        if let Some(d) = body.get("data") {
+            v["data"] = d.clone();
+        }
+        let rv = v["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(1);
+        v["metadata"]["resourceVersion"] = json!((rv + 1).to_string());
+        return Some((StatusCode::OK, v.clone()));
+    }
+    keep_secret(kept, m, path, body)
+}
+
+/// dave waits out the backoff of an undelivered link with his status written (Entitled, Viewer
+/// of one and two; MFA required, 10 minutes' grace); then his project two is taken away and
+/// three reconciles follow, each `now` 400 s after the last (a reconcile that outlasts the
+/// 5-minute cap: 30 links timing out at 10 s each, as the red team of 3e1cdfe counted), the
+/// Secret writes that `refused` names refused. The reconciles in which dave's status was
+/// written, and the world after them (statuses only where the API server got them).
+async fn red_b0372fa_outage(refused: fn(&Method, &str) -> bool) -> (Vec<bool>, World) {
+    use crate::controller::credentials::IdentityAction;
+    use crate::identity::store::{Record, Undelivered};
+    let kept: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
+    let records = kept.clone();
+    let api = Scripted::new(move |m, path, body| {
+        if !path.contains("/secrets") {
+            return None;
+        }
+        if refused(m, path) {
+            return Some(forbidden("exceeded quota: secrets=0"));
+        }
+        let mut kept = records.lock().expect("records");
+        red_b0372fa_keep(&mut kept, m, path, body)
+    });
+    let raw = api.client();
+    let mut ctx = context(raw.clone());
+    ctx.config.identity = Some(identity_on(raw));
+    ctx.config.settings.identity = true;
+    let settings = ctx.config.settings.clone();
+    let wall = k8s_openapi::jiff::Timestamp::now().as_second();
+    let at = |s: i64| k8s_openapi::jiff::Timestamp::from_second(s).expect("ts");
+    let mut w = acme();
+    w.now = at(wall - 100);
+    if let Some(o) = w.org.as_mut() {
+        o.spec.security.mfa.required = true;
+        o.spec.security.mfa.grace_period = "10m".into();
+    }
+    let alice = Record {
+        email: "alice@acme.example".into(),
+        accepted_at: Some(1),
+        totp_sealed: Some("sealed".into()),
+        ..Default::default()
+    };
+    let dave = Record {
+        email: "dave@acme.example".into(),
+        undelivered: Some(Undelivered {
+            at: u64::try_from(wall - 150).expect("wall"),
+            attempts: 9,
+        }),
+        ..Default::default()
+    };
+    for r in [&alice, &dave] {
+        w.credentials.insert(r.email.clone(), r.clone());
+        let (path, secret) = red_b0372fa_credential(r);
+        kept.lock().expect("records").insert(path, secret);
+    }
+    for _ in 0..3 {
+        let p = plan(&w, &settings);
+        assert!(p.identity.is_empty(), "dave waits: {:?}", p.identity);
+        w = applied(w, &p);
+    }
+    assert!(
+        plan(&w, &settings).membership_status.is_empty(),
+        "settled before the change"
+    );
+    if let Some(d) = w
+        .memberships
+        .iter_mut()
+        .map(Arc::make_mut)
+        .find(|m| m.name_any() == "dave")
+    {
+        d.spec.projects.retain(|g| g.name != "two");
+        d.metadata.generation = Some(2);
+    }
+    let mut written = Vec::new();
+    for k in 1..=3 {
+        w.now = at(wall + 400 * k);
+        let p = plan(&w, &settings);
+        assert!(
+            p.identity.iter().any(
+                |a| matches!(a, IdentityAction::Invite { membership, .. } if membership == "dave")
+            ),
+            "reconcile {k}: dave's backoff is over: {:?}",
+            p.identity
+        );
+        let before = api.writes().len();
+        let result = apply::apply(&ctx, &w, &p).await;
+        assert!(result.is_err(), "reconcile {k}: {result:?}");
+        let writes: Vec<String> = api.writes()[before..].to_vec();
+        let mut q = p.clone();
+        q.membership_status.retain(|(n, _)| {
+            writes
+                .iter()
+                .any(|x| x.starts_with("PATCH") && x.ends_with(&format!("/memberships/{n}/status")))
+        });
+        written.push(q.membership_status.iter().any(|(n, _)| n == "dave"));
+        w = applied(w, &q);
+        let dave = red_b0372fa_kept_record(&kept.lock().expect("records"), "dave@acme.example")
+            .expect("dave's record");
+        w.credentials.insert(dave.email.clone(), dave);
+    }
+    (written, w)
+}
+
+/// What dave's stored status says, and which of roster's bindings name him.
+fn red_b0372fa_says(w: &World) -> String {
+    let st = w
+        .memberships
+        .iter()
+        .find(|m| m.name_any() == "dave")
+        .and_then(|m| m.status.clone())
+        .unwrap_or_default();
+    let access: Vec<String> = st
+        .access
+        .iter()
+        .map(|e| format!("{}={:?}", e.project, e.role))
+        .collect();
+    let entitled = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Entitled")
+        .map(|c| c.status.clone());
+    let bound: Vec<String> = w
+        .rolebindings
+        .iter()
+        .filter(|rb| {
+            rb.subjects
+                .iter()
+                .flatten()
+                .any(|s| s.name.contains("dave@"))
+        })
+        .map(|rb| format!("{}/{}", rb.namespace().unwrap_or_default(), rb.name_any()))
+        .collect();
+    format!(
+        "status: phase {:?}, access {access:?}, Entitled {entitled:?}, MFA {:?}; bound in {bound:?}",
+        st.phase,
+        st.mfa.map(|m| m.state)
+    )
+}
+
+/// Red team of b0372fa (seen failing): while invitation links cannot be delivered (SMTP down,
+/// the link Secret refused) in an organization whose reconcile outlasts the 5-minute backoff
+/// cap, a pending member's invitation is re-planned — and fails — in every reconcile, so the
+/// status planned with it is never written: dave's status keeps project two and
+/// Entitled=True after his binding to two is gone and after his MFA grace ran out (every
+/// binding gone). Before b0372fa the status was written whatever became of the invitation.
+#[tokio::test]
+async fn red_b0372fa_a_delivery_outage_must_not_freeze_a_pending_member_s_status() {
+    let (written, w) = red_b0372fa_outage(|m, path| {
+        *m != Method::GET && path.contains(&format!("/namespaces/{NS}/"))
+    })
+    .await;
+    assert!(
+        written.iter().any(|x| *x),
+        "dave's status was written in none of {} reconciles ({written:?}); {}",
+        written.len(),
+        red_b0372fa_says(&w)
+    );
+}
+
+/// Red team of b0372fa (seen failing): the same with the credential store refusing writes
+/// (quota, admission policy, RBAC on roster's namespace): no record is written, the
+/// invitation is planned again in every reconcile, and the member's status is never written
+/// for as long as the store refuses — no backoff ever lets it through.
+#[tokio::test]
+async fn red_b0372fa_a_refusing_credential_store_must_not_freeze_a_member_s_status() {
+    let (written, w) = red_b0372fa_outage(|m, path| {
+        *m != Method::GET && path.contains("/namespaces/roster-system/")
+    })
+    .await;
+    assert!(
+        written.iter().any(|x| *x),
+        "dave's status was written in none of {} reconciles ({written:?}); {}",
+        written.len(),
+        red_b0372fa_says(&w)
+    );
+}
+
+/// Red team of b0372fa (seen failing): a new member's first invitation fails (the link Secret
+/// refused: the SMTP-down case); the reconcile publishes `AccessGranted` for dave but skips
+/// his status, so the next reconcile — which writes it — finds no previous access and
+/// publishes `AccessGranted` again. Every failed first invitation announces the grant twice
+/// (and a persistent failure once per reconcile).
+#[tokio::test]
+async fn red_b0372fa_a_grant_is_announced_once_when_the_first_invitation_fails() {
+    let kept: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
+    let records = kept.clone();
+    let api = Scripted::new(move |m, path, body| {
+        if !path.contains("/secrets") {
+            return None;
+        }
+        if path.contains(&format!("/namespaces/{NS}/")) && *m != Method::GET {
+            return Some(forbidden("exceeded quota: secrets=0"));
+        }
+        let mut kept = records.lock().expect("records");
+        red_b0372fa_keep(&mut kept, m, path, body)
+    });
+    let raw = api.client();
+    let mut ctx = context(raw.clone());
+    ctx.config.identity = Some(identity_on(raw));
+    ctx.config.settings.identity = true;
+    let settings = ctx.config.settings.clone();
+    let wall = k8s_openapi::jiff::Timestamp::now().as_second();
+    let mut w = acme();
+    w.now = k8s_openapi::jiff::Timestamp::from_second(wall).expect("now");
+    let granted = |p: &Plan| {
+        p.events
+            .iter()
+            .filter(|e| {
+                e.reason == "AccessGranted"
+                    && e.target == super::plan::Target::Membership("dave".into())
+            })
+            .count()
+    };
+    let p = plan(&w, &settings);
+    let mut announced = granted(&p);
+    let before = api.writes().len();
+    assert!(
+        apply::apply(&ctx, &w, &p).await.is_err(),
+        "the link is refused"
+    );
+    let writes: Vec<String> = api.writes()[before..].to_vec();
+    let mut q = p.clone();
+    q.membership_status.retain(|(n, _)| {
+        writes
+            .iter()
+            .any(|x| x.starts_with("PATCH") && x.ends_with(&format!("/memberships/{n}/status")))
+    });
+    w = applied(w, &q);
+    for email in ["alice@acme.example", "dave@acme.example"] {
+        if let Some(r) = red_b0372fa_kept_record(&kept.lock().expect("records"), email) {
+            w.credentials.insert(email.into(), r);
+        }
+    }
+    // The withdrawal's write triggers the next reconcile at once: dave waits out his backoff.
+    w.now = k8s_openapi::jiff::Timestamp::from_second(wall + 1).expect("now");
+    let p = plan(&w, &settings);
+    assert!(p.identity.is_empty(), "backoff: {:?}", p.identity);
+    announced += granted(&p);
+    assert_eq!(
+        announced, 1,
+        "AccessGranted for dave published {announced} times"
     );
 }

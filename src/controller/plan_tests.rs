@@ -2013,3 +2013,41 @@ fn an_undelivered_stamp_from_a_clock_ahead_waits_no_longer_than_the_cap() {
     );
 }
 
+/// Red team of b0372fa (seen failing): the plan that issues a Secret-delivered link now writes
+/// "Pending, delivery Secret" in the member's status, but the RoleBinding that lets the link's
+/// readers (here the owner) get it is planned from the stored record only, i.e. by the next
+/// reconcile — and not at all while the blast-radius guard holds a change (`guard::hold` keeps
+/// only existing bindings). Meanwhile `kubectl roster invite link dave`, run because the status
+/// says the link is there, is told "you may not read dave's invitation link". Before b0372fa
+/// the status showed the link in the same plan that bound its readers (bindings are written
+/// before statuses).
+#[test]
+fn red_b0372fa_a_status_shows_a_link_only_once_its_readers_may_read_it() {
+    use crate::api::contract::invitation_link_name;
+    let settings = Settings {
+        identity: true,
+        ..Settings::default()
+    };
+    let w = world(
+        Some(org("olga@acme.example")),
+        vec![],
+        vec![member("dave", Some(OrgRole::Member), &[])],
+    );
+    let p = plan(&w, &settings);
+    let shown = p
+        .membership_status
+        .iter()
+        .find(|(n, _)| n == "dave")
+        .and_then(|(_, s)| s.invitation.clone())
+        .and_then(|i| i.delivery);
+    let link = invitation_link_name("dave");
+    let readable = w
+        .rolebindings
+        .iter()
+        .chain(&p.rolebindings)
+        .any(|rb| rb.name_any() == link);
+    assert!(
+        shown.as_deref() != Some("Secret") || readable,
+        "dave's status shows a link by Secret ({shown:?}) that nobody is bound to read (no RoleBinding {link})"
+    );
+}
