@@ -523,18 +523,6 @@ async fn identity_events_with(
     secrets_refused: bool,
     stored: HashMap<String, Value>,
 ) -> Vec<String> {
-    identity_reconcile(w, secrets_refused, stored, false)
-        .await
-        .0
-}
-
-/// `identity_events_with`, and the writes the reconcile sent ("PATCH /apis/...").
-async fn identity_reconcile(
-    w: World,
-    secrets_refused: bool,
-    stored: HashMap<String, Value>,
-    identity_was_off: bool,
-) -> (Vec<String>, Vec<String>) {
     let reasons: Arc<Mutex<Vec<String>>> = Arc::default();
     let seen = reasons.clone();
     // Secrets are kept (the credential record is written, then read back and updated).
@@ -559,10 +547,7 @@ async fn identity_reconcile(
     let mut ctx = context(raw.clone());
     ctx.config.identity = Some(identity_on(raw));
     ctx.config.settings.identity = true;
-    // Settled: the statuses of a first plan (identity off when `identity_was_off`) stored.
-    let mut before = ctx.config.settings.clone();
-    before.identity = !identity_was_off;
-    let first = plan(&w, &before);
+    let first = plan(&w, &ctx.config.settings);
     let w = applied(w, &first);
     let p = plan(&w, &ctx.config.settings);
     assert!(!p.identity.is_empty(), "an invitation is planned");
@@ -570,8 +555,7 @@ async fn identity_reconcile(
     assert_eq!(result.is_err(), secrets_refused, "{result:?}");
     // Events are sent in the background by the recorder: give it a moment.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let reasons = reasons.lock().map(|r| r.clone()).unwrap_or_default();
-    (reasons, api.writes())
+    reasons.lock().map(|r| r.clone()).unwrap_or_default()
 }
 
 /// Secrets kept by API path, as the API server would: created, read, written over (each write
@@ -633,6 +617,35 @@ fn only_statuses_the_server_moved_are_waited_for() {
     );
 }
 
+/// An API server keeping Secrets (merge patches merged in) and refusing the writes `refused`
+/// names (a quota), and a context with identity on that talks to it.
+fn refusing_secrets(
+    refused: fn(&Method, &str) -> bool,
+) -> (Scripted, Arc<Mutex<HashMap<String, Value>>>, Context) {
+    let kept: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
+    let records = kept.clone();
+    let api = Scripted::new(move |m, path, body| {
+        if !path.contains("/secrets") {
+            return None;
+        }
+        if refused(m, path) {
+            return Some(forbidden("exceeded quota: secrets=0"));
+        }
+        let mut kept = records.lock().expect("records");
+        red_b0372fa_keep(&mut kept, m, path, body)
+    });
+    let raw = api.client();
+    let mut ctx = context(raw.clone());
+    ctx.config.identity = Some(identity_on(raw));
+    ctx.config.settings.identity = true;
+    (api, kept, ctx)
+}
+
+/// Link Secrets (in the organization's namespace) refused.
+fn link_refused(m: &Method, path: &str) -> bool {
+    *m != Method::GET && path.contains(&format!("/namespaces/{NS}/"))
+}
+
 /// Red team of 3e1cdfe: the backoff after an undelivered link counts from when delivery failed,
 /// not from when the reconcile that tried it began. Invitations go out one after another
 /// (an SMTP attempt may take its 10 s timeout), so in a reconcile that has run longer than the
@@ -643,23 +656,8 @@ fn only_statuses_the_server_moved_are_waited_for() {
 #[tokio::test]
 async fn an_undelivered_link_waits_from_the_failure_not_from_the_reconcile_start() {
     use crate::identity::store::{Record, Store};
-    let kept: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
-    let records = kept.clone();
-    let api = Scripted::new(move |m, path, body| {
-        if !path.contains("/secrets") {
-            return None;
-        }
-        // The organization's namespace: the link Secret is refused (a quota).
-        if path.contains(&format!("/namespaces/{NS}/")) && *m != Method::GET {
-            return Some(forbidden("exceeded quota: secrets=0"));
-        }
-        let mut kept = records.lock().expect("records");
-        keep_secret(&mut kept, m, path, body)
-    });
-    let raw = api.client();
-    let mut ctx = context(raw.clone());
-    ctx.config.identity = Some(identity_on(raw));
-    ctx.config.settings.identity = true;
+    // The organization's namespace: the link Secret is refused (a quota).
+    let (_api, kept, ctx) = refusing_secrets(link_refused);
     let wall = k8s_openapi::jiff::Timestamp::now().as_second();
     let mut w = acme();
     w.now = k8s_openapi::jiff::Timestamp::from_second(wall - 400).expect("now");
@@ -757,22 +755,7 @@ fn red_b0372fa_keep(
 async fn red_b0372fa_outage(refused: fn(&Method, &str) -> bool) -> (Vec<bool>, World) {
     use crate::controller::credentials::IdentityAction;
     use crate::identity::store::{Record, Undelivered};
-    let kept: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
-    let records = kept.clone();
-    let api = Scripted::new(move |m, path, body| {
-        if !path.contains("/secrets") {
-            return None;
-        }
-        if refused(m, path) {
-            return Some(forbidden("exceeded quota: secrets=0"));
-        }
-        let mut kept = records.lock().expect("records");
-        red_b0372fa_keep(&mut kept, m, path, body)
-    });
-    let raw = api.client();
-    let mut ctx = context(raw.clone());
-    ctx.config.identity = Some(identity_on(raw));
-    ctx.config.settings.identity = true;
+    let (api, kept, ctx) = refusing_secrets(refused);
     let settings = ctx.config.settings.clone();
     let wall = k8s_openapi::jiff::Timestamp::now().as_second();
     let at = |s: i64| k8s_openapi::jiff::Timestamp::from_second(s).expect("ts");
@@ -887,40 +870,31 @@ fn red_b0372fa_says(w: &World) -> String {
 
 /// Red team of b0372fa (seen failing): while invitation links cannot be delivered (SMTP down,
 /// the link Secret refused) in an organization whose reconcile outlasts the 5-minute backoff
-/// cap, a pending member's invitation is re-planned — and fails — in every reconcile, so the
-/// status planned with it is never written: dave's status keeps project two and
-/// Entitled=True after his binding to two is gone and after his MFA grace ran out (every
-/// binding gone). Before b0372fa the status was written whatever became of the invitation.
+/// cap, or while the credential store refuses writes (quota, admission policy, RBAC on
+/// roster's namespace: no record, no backoff), a pending member's invitation is planned — and
+/// fails — in every reconcile. The status planned with it must be written all the same: under
+/// b0372fa it never was, and dave's status kept project two and Entitled=True after his
+/// binding to two was gone and his MFA grace had run out (every binding gone).
 #[tokio::test]
-async fn red_b0372fa_a_delivery_outage_must_not_freeze_a_pending_member_s_status() {
-    let (written, w) = red_b0372fa_outage(|m, path| {
-        *m != Method::GET && path.contains(&format!("/namespaces/{NS}/"))
-    })
-    .await;
-    assert!(
-        written.iter().any(|x| *x),
-        "dave's status was written in none of {} reconciles ({written:?}); {}",
-        written.len(),
-        red_b0372fa_says(&w)
-    );
-}
-
-/// Red team of b0372fa (seen failing): the same with the credential store refusing writes
-/// (quota, admission policy, RBAC on roster's namespace): no record is written, the
-/// invitation is planned again in every reconcile, and the member's status is never written
-/// for as long as the store refuses — no backoff ever lets it through.
-#[tokio::test]
-async fn red_b0372fa_a_refusing_credential_store_must_not_freeze_a_member_s_status() {
-    let (written, w) = red_b0372fa_outage(|m, path| {
+async fn red_b0372fa_an_outage_must_not_freeze_a_pending_member_s_status() {
+    fn store_refused(m: &Method, path: &str) -> bool {
         *m != Method::GET && path.contains("/namespaces/roster-system/")
-    })
-    .await;
-    assert!(
-        written.iter().any(|x| *x),
-        "dave's status was written in none of {} reconciles ({written:?}); {}",
-        written.len(),
-        red_b0372fa_says(&w)
-    );
+    }
+    for (what, refused) in [
+        (
+            "link Secrets refused",
+            link_refused as fn(&Method, &str) -> bool,
+        ),
+        ("credential store refused", store_refused),
+    ] {
+        let (written, w) = red_b0372fa_outage(refused).await;
+        assert!(
+            written.iter().any(|x| *x),
+            "{what}: dave's status was written in none of {} reconciles ({written:?}); {}",
+            written.len(),
+            red_b0372fa_says(&w)
+        );
+    }
 }
 
 /// Red team of b0372fa (seen failing): a new member's first invitation fails (the link Secret
@@ -930,22 +904,7 @@ async fn red_b0372fa_a_refusing_credential_store_must_not_freeze_a_member_s_stat
 /// (and a persistent failure once per reconcile).
 #[tokio::test]
 async fn red_b0372fa_a_grant_is_announced_once_when_the_first_invitation_fails() {
-    let kept: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
-    let records = kept.clone();
-    let api = Scripted::new(move |m, path, body| {
-        if !path.contains("/secrets") {
-            return None;
-        }
-        if path.contains(&format!("/namespaces/{NS}/")) && *m != Method::GET {
-            return Some(forbidden("exceeded quota: secrets=0"));
-        }
-        let mut kept = records.lock().expect("records");
-        red_b0372fa_keep(&mut kept, m, path, body)
-    });
-    let raw = api.client();
-    let mut ctx = context(raw.clone());
-    ctx.config.identity = Some(identity_on(raw));
-    ctx.config.settings.identity = true;
+    let (api, kept, ctx) = refusing_secrets(link_refused);
     let settings = ctx.config.settings.clone();
     let wall = k8s_openapi::jiff::Timestamp::now().as_second();
     let mut w = acme();
