@@ -4,12 +4,9 @@
 //! compare-and-swap) and the record, parsed once here instead of on every read.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::Lookup;
-use kube::runtime::watcher;
 
 use crate::api::contract::ORGANIZATION_LABEL;
 use crate::api::credential::{Record, record_in};
@@ -81,46 +78,11 @@ impl Lookup for Credential {
     }
 }
 
-/// A watch event of Secrets as one of credentials.
-pub fn event_of(e: watcher::Event<Secret>) -> watcher::Event<Credential> {
-    use watcher::Event as E;
-    match e {
-        E::Apply(s) => E::Apply(Credential::of(&s)),
-        E::InitApply(s) => E::InitApply(Credential::of(&s)),
-        E::Delete(s) => E::Delete(Credential::of(&s)),
-        E::Init => E::Init,
-        E::InitDone => E::InitDone,
+impl super::Compact for Credential {
+    /// Every write moves a record's resourceVersion.
+    fn version(&self) -> u64 {
+        super::hash_of(&self.resource_version)
     }
-}
-
-/// Which watch events are changes worth a reconcile: every write moves a record's
-/// resourceVersion; a relist passes on only the records that moved meanwhile, and deletions.
-/// Kept as hashes (as `reflected` does): an extra reconcile at worst, and no strings per record.
-#[derive(Default)]
-pub struct Changed {
-    seen: HashMap<u64, u64>,
-}
-
-impl Changed {
-    pub fn of(&mut self, event: watcher::Event<Credential>) -> Option<Credential> {
-        match event {
-            watcher::Event::Apply(c) | watcher::Event::InitApply(c) => {
-                let version = hash_of(&c.resource_version);
-                (self.seen.insert(hash_of(&c.name), version) != Some(version)).then_some(c)
-            }
-            watcher::Event::Delete(c) => {
-                self.seen.remove(&hash_of(&c.name));
-                Some(c)
-            }
-            watcher::Event::Init | watcher::Event::InitDone => None,
-        }
-    }
-}
-
-fn hash_of(x: impl Hash) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    x.hash(&mut h);
-    h.finish()
 }
 
 #[cfg(test)]
@@ -129,6 +91,7 @@ mod tests {
 
     use k8s_openapi::ByteString;
     use kube::api::ObjectMeta;
+    use kube::runtime::watcher;
 
     use super::*;
 
@@ -184,23 +147,15 @@ mod tests {
     #[test]
     fn writes_and_deletions_are_changes_a_relist_of_the_same_versions_is_not() {
         let c = |rv: &str| Credential::of(&secret("c1", rv, b"{}"));
-        let mut changed = Changed::default();
-        assert!(changed.of(watcher::Event::InitApply(c("1"))).is_some());
-        assert!(changed.of(watcher::Event::InitDone).is_none());
-        assert!(changed.of(watcher::Event::Apply(c("2"))).is_some());
-        assert!(changed.of(watcher::Event::Init).is_none());
-        assert!(
-            changed.of(watcher::Event::InitApply(c("2"))).is_none(),
-            "relisted, unmoved"
-        );
-        assert!(
-            changed.of(watcher::Event::InitApply(c("3"))).is_some(),
-            "moved meanwhile"
-        );
-        assert!(changed.of(watcher::Event::Delete(c("3"))).is_some());
-        assert!(
-            changed.of(watcher::Event::Apply(c("3"))).is_some(),
-            "created again"
-        );
+        let mut changed = super::super::Changed::default();
+        let mut of = |e| changed.of(e).is_some();
+        assert!(of(watcher::Event::InitApply(c("1"))));
+        assert!(!of(watcher::Event::InitDone));
+        assert!(of(watcher::Event::Apply(c("2"))));
+        assert!(!of(watcher::Event::Init));
+        assert!(!of(watcher::Event::InitApply(c("2"))), "relisted, unmoved");
+        assert!(of(watcher::Event::InitApply(c("3"))), "moved meanwhile");
+        assert!(of(watcher::Event::Delete(c("3"))));
+        assert!(of(watcher::Event::Apply(c("3"))), "created again");
     }
 }

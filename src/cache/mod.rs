@@ -12,14 +12,16 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, Lookup, Store};
 use kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
+mod bindings;
 mod credentials;
 mod emails;
+pub use bindings::Binding;
 pub use credentials::Credential;
 pub use emails::EmailIndex;
 
@@ -36,7 +38,8 @@ pub struct Stores {
     pub memberships: Store<Membership>,
     /// The same Memberships by organization and e-mail.
     pub emails: EmailIndex,
-    pub rolebindings: Store<RoleBinding>,
+    /// roster's RoleBindings, subjects kept compact (`Binding::rolebinding` reads one whole).
+    pub rolebindings: Store<Binding>,
     /// Members' credential records (identity), when identity runs.
     pub credentials: Option<Store<Credential>>,
     ready: tokio::sync::watch::Receiver<Option<Result<(), NotReady>>>,
@@ -51,7 +54,8 @@ pub struct Triggers {
     pub orgs: Trigger<Organization>,
     pub projects: Trigger<Project>,
     pub memberships: Trigger<Membership>,
-    pub rolebindings: Trigger<RoleBinding>,
+    /// roster's RoleBindings that changed (each names its organization).
+    pub rolebindings: BoxStream<'static, Binding>,
     /// Credential records that changed (each names its organization).
     pub credentials: Option<BoxStream<'static, Credential>>,
 }
@@ -86,11 +90,10 @@ impl Caches {
             });
         let emails = EmailIndex::new(memberships.clone());
         let _ = slot.set(emails.clone());
-        let (rolebindings, rb_events) = reflected::<RoleBinding, _>(
-            Api::all(client.clone()),
+        let (rolebindings, rb_events) = compact(
+            Api::<RoleBinding>::all(client.clone()),
             managed,
-            slim_rolebinding,
-            |_| {},
+            Binding::of,
         );
         let (credentials, credential_events) = match credentials_namespace {
             Some(ns) => {
@@ -120,7 +123,7 @@ impl Caches {
                 orgs: org_events.boxed(),
                 projects: project_events.boxed(),
                 memberships: membership_events.boxed(),
-                rolebindings: rb_events.boxed(),
+                rolebindings: rb_events,
                 credentials: credential_events,
             },
         }
@@ -179,7 +182,7 @@ fn watch_readiness(
     orgs: &Store<Organization>,
     projects: &Store<Project>,
     memberships: &Store<Membership>,
-    rolebindings: &Store<RoleBinding>,
+    rolebindings: &Store<Binding>,
     credentials: Option<Store<Credential>>,
 ) -> tokio::sync::watch::Receiver<Option<Result<(), NotReady>>> {
     let (tx, rx) = tokio::sync::watch::channel(None);
@@ -220,32 +223,104 @@ fn watch_readiness(
 }
 
 /// The credential records in roster's namespace `ns`, cached in their compact form
-/// (`Credential`), and the stream of those that changed: every write moves a record's
-/// resourceVersion, and a relist passes on only what moved meanwhile.
+/// (`Credential`), and the stream of those that changed.
 pub fn credentials(
     client: &Client,
     ns: &str,
 ) -> (Store<Credential>, BoxStream<'static, Credential>) {
-    let (store, mut writer) = reflector::store();
     let wc = watcher::Config::default().fields(&format!("type={CREDENTIALS_SECRET_TYPE}"));
-    let mut changed = credentials::Changed::default();
-    let stream = watcher(Api::<Secret>::namespaced(client.clone(), ns), wc)
+    compact(Api::<Secret>::namespaced(client.clone(), ns), wc, |s| {
+        Credential::of(&s)
+    })
+}
+
+/// An object as a cache holds it when the object itself would cost too much: what `version`
+/// returns moves with every change worth a reconcile.
+pub trait Compact: Lookup<DynamicType = ()> + Clone + Send + Sync + 'static {
+    fn version(&self) -> u64;
+}
+
+/// A watch cached in a compact form (`of` each object), and the stream of the entries that
+/// changed: a relist passes on only what moved meanwhile, and deletions.
+fn compact<K, C>(
+    api: Api<K>,
+    wc: watcher::Config,
+    of: fn(K) -> C,
+) -> (Store<C>, BoxStream<'static, C>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    C: Compact,
+{
+    let (store, mut writer) = reflector::store();
+    let mut changed = Changed::default();
+    let stream = watcher(api, wc)
         .backoff(watch_backoff())
         .filter_map(move |event| {
-            let out = match event.map(credentials::event_of) {
+            let out = match event {
                 Ok(event) => {
+                    let event = map_event(event, of);
                     writer.apply_watcher_event(&event);
                     changed.of(event)
                 }
                 // Retried by the watch itself (see `reflected`).
                 Err(e) => {
-                    tracing::warn!(kind = "Secret", error = %e, "watch failed; retrying");
+                    tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying");
                     None
                 }
             };
             std::future::ready(out)
         });
     (store, stream.boxed())
+}
+
+fn map_event<K, C>(e: watcher::Event<K>, of: fn(K) -> C) -> watcher::Event<C> {
+    use watcher::Event as E;
+    match e {
+        E::Apply(k) => E::Apply(of(k)),
+        E::InitApply(k) => E::InitApply(of(k)),
+        E::Delete(k) => E::Delete(of(k)),
+        E::Init => E::Init,
+        E::InitDone => E::InitDone,
+    }
+}
+
+/// Which watch events of compact entries are changes worth a reconcile. Kept as hashes (as
+/// `reflected` does): an extra reconcile at worst, and no strings per entry.
+struct Changed<C> {
+    seen: HashMap<u64, u64>,
+    kind: std::marker::PhantomData<C>,
+}
+
+impl<C> Default for Changed<C> {
+    fn default() -> Self {
+        Changed {
+            seen: HashMap::new(),
+            kind: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<C: Compact> Changed<C> {
+    fn of(&mut self, event: watcher::Event<C>) -> Option<C> {
+        let key = |c: &C| hash_of((c.namespace(), c.name()));
+        match event {
+            watcher::Event::Apply(c) | watcher::Event::InitApply(c) => {
+                let version = c.version();
+                (self.seen.insert(key(&c), version) != Some(version)).then_some(c)
+            }
+            watcher::Event::Delete(c) => {
+                self.seen.remove(&key(&c));
+                Some(c)
+            }
+            watcher::Event::Init | watcher::Event::InitDone => None,
+        }
+    }
+}
+
+fn hash_of(x: impl Hash) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    x.hash(&mut h);
+    h.finish()
 }
 
 /// A reflector whose store the reconciler reads, and the stream of objects that should
@@ -332,14 +407,6 @@ pub fn slim<K: Resource>(obj: &mut K) {
     }
 }
 
-/// A RoleBinding of a large organization lists thousands of subjects.
-pub fn slim_rolebinding(rb: &mut RoleBinding) {
-    slim(rb);
-    if let Some(s) = rb.subjects.as_mut() {
-        s.shrink_to_fit();
-    }
-}
-
 /// A Membership's status is kept in its compact form (`MembershipStatus::compact`): with
 /// 20,000 members the messages and summaries alone were tens of megabytes.
 pub fn slim_membership(m: &mut Membership) {
@@ -386,7 +453,7 @@ fn seen_key<K: Resource>(obj: &K) -> u64 {
     h.finish()
 }
 
-fn trigger_fingerprint<K: Resource + serde::Serialize>(obj: &K) -> u64 {
+pub(crate) fn trigger_fingerprint<K: Resource + serde::Serialize>(obj: &K) -> u64 {
     let meta = obj.meta();
     let mut h = std::collections::hash_map::DefaultHasher::new();
     match meta.generation {

@@ -405,13 +405,13 @@ mod tests {
     #[test]
     fn status_from_records() {
         let pending = Record {
-            invitation: Some(Invitation {
+            invitation: Some(Box::new(Invitation {
                 hash: "h".into(),
                 sent_at: NOW - 10,
                 expires_at: NOW + 100,
                 delivery: "Secret".into(),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         };
         let s = identity_status(Some(&pending), Phase::Invited, now());

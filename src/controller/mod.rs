@@ -96,8 +96,12 @@ pub async fn run(
         .watches_stream(triggers.orgs, home)
         .watches_stream(triggers.projects, home)
         .watches_stream(triggers.memberships, home)
-        .watches_stream(triggers.rolebindings, organization_label)
-        .watches(Api::<Namespace>::all(client), managed, organization_label);
+        .watches(Api::<Namespace>::all(client), managed, organization_label)
+        .reconcile_on(
+            triggers
+                .rolebindings
+                .filter_map(|b| std::future::ready(b.organization().map(ObjectRef::new))),
+        );
     if let Some(credentials) = triggers.credentials {
         let organizations = credentials
             .filter_map(|c| std::future::ready(c.organization.as_deref().map(ObjectRef::new)));
@@ -265,8 +269,8 @@ impl Context {
             .rolebindings
             .state()
             .iter()
-            .filter(|rb| rb.labels().get(labels::ORGANIZATION) == Some(&ns))
-            .map(|rb| (**rb).clone())
+            .filter(|b| b.organization() == Some(ns.as_str()))
+            .map(|b| b.rolebinding())
             .collect();
         let credentials = s
             .credentials

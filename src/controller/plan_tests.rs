@@ -1047,14 +1047,14 @@ fn identity_actions() {
     let readers = vec!["alice@acme.example".to_string()];
     let rec = |email: &str| Record {
         email: email.into(),
-        invitation: Some(Invitation {
+        invitation: Some(Box::new(Invitation {
             hash: "h".into(),
             sent_at: 1,
             expires_at: 2,
             delivery: "Secret".into(),
             scope: Some("Member:".into()),
             readers: readers.clone(),
-        }),
+        })),
         ..Default::default()
     };
     let accepted = |email: &str| Record {
@@ -1152,10 +1152,10 @@ fn identity_actions() {
             name: "a pending link someone read who may not now: replaced",
             member: bob(),
             record: Some(Record {
-                invitation: Some(Invitation {
+                invitation: Some(Box::new(Invitation {
                     readers: vec!["alice@acme.example".into(), "mallory@acme.example".into()],
-                    ..rec("bob@acme.example").invitation.unwrap_or_default()
-                }),
+                    ..*rec("bob@acme.example").invitation.unwrap_or_default()
+                })),
                 ..rec("bob@acme.example")
             }),
             want: vec![rotate.clone()],
@@ -1225,13 +1225,13 @@ fn invitation_links_are_readable_by_exactly_who_could_invite() {
     };
     let pending = |email: &str| Record {
         email: email.into(),
-        invitation: Some(Invitation {
+        invitation: Some(Box::new(Invitation {
             hash: "h".into(),
             sent_at: 1,
             expires_at: 2,
             delivery: "Secret".into(),
             ..Default::default()
-        }),
+        })),
         ..Default::default()
     };
     let mut w = world(
@@ -1347,13 +1347,13 @@ fn a_fresh_invitation_is_not_rotated_by_the_next_plan() {
         "dave@acme.example".into(),
         Record {
             email: "dave@acme.example".into(),
-            invitation: Some(Invitation {
+            invitation: Some(Box::new(Invitation {
                 hash: "h".into(),
                 delivery: "Secret".into(),
                 scope: Some(scope),
                 readers,
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         },
     );

@@ -218,7 +218,7 @@ impl Identity {
             if next.invitation.is_some() {
                 next.undelivered = None;
             }
-            next.invitation = Some(invitation.clone());
+            next.invitation = Some(Box::new(invitation.clone()));
             if let Some(n) = nonce {
                 next.handled
                     .insert(Request::ResendInvitation.kind().into(), n.to_string());

@@ -380,13 +380,13 @@ mod tests {
             password_hash: Some("$argon2id$v=19$m=1024,t=1,p=1$c2FsdA$aGFzaA".into()),
             totp_sealed: Some("sealed-seed-bytes".into()),
             totp_pending: Some("pending-seed-bytes".into()),
-            invitation: Some(Invitation {
+            invitation: Some(Box::new(Invitation {
                 hash: "invitation-hash".into(),
                 sent_at: 1,
                 expires_at: 2,
                 delivery: "Secret".into(),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         };
         let shown = format!("{r:?}");
