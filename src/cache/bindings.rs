@@ -94,8 +94,11 @@ impl Binding {
 }
 
 impl super::Compact for Binding {
-    fn version(&self) -> u64 {
+    fn fingerprint(&self) -> u64 {
         self.fingerprint
+    }
+    fn organization(&self) -> Option<&str> {
+        Binding::organization(self)
     }
 }
 
@@ -215,9 +218,12 @@ mod tests {
             .push(subject("User", Some(RBAC_GROUP), "eve", None));
         use super::super::Compact;
         assert_ne!(
-            Binding::of(rb.clone()).version(),
-            Binding::of(more).version()
+            Binding::of(rb.clone()).fingerprint(),
+            Binding::of(more).fingerprint()
         );
-        assert_eq!(Binding::of(rb.clone()).version(), Binding::of(rb).version());
+        assert_eq!(
+            Binding::of(rb.clone()).fingerprint(),
+            Binding::of(rb).fingerprint()
+        );
     }
 }

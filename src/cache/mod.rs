@@ -3,13 +3,13 @@
 //! The controller polls their trigger streams (which keeps them current); the webhook and the
 //! identity server read the same stores. Without a controller, `drive()` polls them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use futures::stream::BoxStream;
-use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::runtime::reflector::{self, Lookup, Store};
@@ -27,8 +27,6 @@ pub use emails::EmailIndex;
 
 use crate::api::contract::{CREDENTIALS_SECRET_TYPE, managed_selector};
 use crate::api::{Membership, Organization, Project};
-
-type Trigger<K> = BoxStream<'static, Result<K, watcher::Error>>;
 
 /// Read handles on the caches; cheap to clone.
 #[derive(Clone)]
@@ -50,15 +48,10 @@ pub struct Stores {
 #[error("the {0} watch stopped before listing")]
 pub struct NotReady(pub &'static str);
 
-pub struct Triggers {
-    pub orgs: Trigger<Organization>,
-    pub projects: Trigger<Project>,
-    pub memberships: Trigger<Membership>,
-    /// roster's RoleBindings that changed (each names its organization).
-    pub rolebindings: BoxStream<'static, Binding>,
-    /// Credential records that changed (each names its organization).
-    pub credentials: Option<BoxStream<'static, Credential>>,
-}
+/// One stream per watch of the organizations whose objects changed: a new spec, a deletion,
+/// an object gone, a RoleBinding or credential record written. Status-only changes (which
+/// roster itself writes) do not count.
+pub struct Triggers(pub Vec<BoxStream<'static, Arc<str>>>);
 
 pub struct Caches {
     stores: Stores,
@@ -79,6 +72,7 @@ impl Caches {
             reflected::<Organization, _>(Api::all(client.clone()), wc.clone(), slim, |_| {});
         let (projects, project_events) =
             reflected::<Project, _>(Api::all(client.clone()), wc.clone(), slim, |_| {});
+        let mut triggers = vec![org_events, project_events];
         // The index needs the store, the store's stream needs the index: filled once both exist.
         let slot: Arc<std::sync::OnceLock<EmailIndex>> = Arc::default();
         let follow = slot.clone();
@@ -95,13 +89,12 @@ impl Caches {
             managed,
             Binding::of,
         );
-        let (credentials, credential_events) = match credentials_namespace {
-            Some(ns) => {
-                let (store, events) = credentials(client, ns);
-                (Some(store), Some(events))
-            }
-            None => (None, None),
-        };
+        triggers.extend([membership_events, rb_events]);
+        let credentials = credentials_namespace.map(|ns| {
+            let (store, events) = credentials(client, ns);
+            triggers.push(events);
+            store
+        });
         let ready = watch_readiness(
             &orgs,
             &projects,
@@ -119,13 +112,7 @@ impl Caches {
                 credentials,
                 ready,
             },
-            triggers: Triggers {
-                orgs: org_events.boxed(),
-                projects: project_events.boxed(),
-                memberships: membership_events.boxed(),
-                rolebindings: rb_events,
-                credentials: credential_events,
-            },
+            triggers: Triggers(triggers),
         }
     }
 
@@ -139,19 +126,8 @@ impl Caches {
 
     /// Keeps the caches current when no controller polls them (webhook-only mode).
     pub fn drive(self) -> Stores {
-        let Triggers {
-            orgs,
-            projects,
-            memberships,
-            rolebindings,
-            credentials,
-        } = self.triggers;
-        tokio::spawn(orgs.for_each(|_| async {}));
-        tokio::spawn(projects.for_each(|_| async {}));
-        tokio::spawn(memberships.for_each(|_| async {}));
-        tokio::spawn(rolebindings.for_each(|_| async {}));
-        if let Some(c) = credentials {
-            tokio::spawn(c.for_each(|_| async {}));
+        for t in self.triggers.0 {
+            tokio::spawn(t.for_each(|_| async {}));
         }
         self.stores
     }
@@ -223,36 +199,35 @@ fn watch_readiness(
 }
 
 /// The credential records in roster's namespace `ns`, cached in their compact form
-/// (`Credential`), and the stream of those that changed.
-pub fn credentials(
-    client: &Client,
-    ns: &str,
-) -> (Store<Credential>, BoxStream<'static, Credential>) {
+/// (`Credential`), and the stream of the organizations whose records changed.
+pub fn credentials(client: &Client, ns: &str) -> (Store<Credential>, BoxStream<'static, Arc<str>>) {
     let wc = watcher::Config::default().fields(&format!("type={CREDENTIALS_SECRET_TYPE}"));
     compact(Api::<Secret>::namespaced(client.clone(), ns), wc, |s| {
         Credential::of(&s)
     })
 }
 
-/// An object as a cache holds it when the object itself would cost too much: what `version`
-/// returns moves with every change worth a reconcile.
+/// An object as a cache holds it when the object itself would cost too much.
 pub trait Compact: Lookup<DynamicType = ()> + Clone + Send + Sync + 'static {
-    fn version(&self) -> u64;
+    /// Moves with every change worth a reconcile.
+    fn fingerprint(&self) -> u64;
+    /// The organization the entry belongs to.
+    fn organization(&self) -> Option<&str>;
 }
 
-/// A watch cached in a compact form (`of` each object), and the stream of the entries that
-/// changed: a relist passes on only what moved meanwhile, and deletions.
+/// A watch cached in a compact form (`of` each object), and the stream of the organizations
+/// whose entries changed.
 fn compact<K, C>(
     api: Api<K>,
     wc: watcher::Config,
     of: fn(K) -> C,
-) -> (Store<C>, BoxStream<'static, C>)
+) -> (Store<C>, BoxStream<'static, Arc<str>>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
     C: Compact,
 {
     let (store, mut writer) = reflector::store();
-    let mut changed = Changed::default();
+    let mut changes = Changes::default();
     let stream = watcher(api, wc)
         .backoff(watch_backoff())
         .filter_map(move |event| {
@@ -260,7 +235,7 @@ where
                 Ok(event) => {
                     let event = map_event(event, of);
                     writer.apply_watcher_event(&event);
-                    changed.of(event)
+                    Some(changes.of_compact(&event))
                 }
                 // Retried by the watch itself (see `reflected`).
                 Err(e) => {
@@ -269,7 +244,8 @@ where
                 }
             };
             std::future::ready(out)
-        });
+        })
+        .flat_map(futures::stream::iter);
     (store, stream.boxed())
 }
 
@@ -284,36 +260,110 @@ fn map_event<K, C>(e: watcher::Event<K>, of: fn(K) -> C) -> watcher::Event<C> {
     }
 }
 
-/// Which watch events of compact entries are changes worth a reconcile. Kept as hashes (as
-/// `reflected` does): an extra reconcile at worst, and no strings per entry.
-struct Changed<C> {
-    seen: HashMap<u64, u64>,
-    kind: std::marker::PhantomData<C>,
+/// Which watch events are changes worth a reconcile, and of which organizations. Kept by
+/// hashes of namespace and name (strings per object would be megabytes at 20,000 members):
+/// two objects sharing a key can only cost an extra reconcile, never a missed one, unless
+/// their fingerprints collide as well.
+///
+/// A relist (after a watch expired, or an API server restart) is judged whole at its end:
+/// kube's store takes the new list only then, so a reconcile started by its first page would
+/// plan from the old one and, the change being marked seen, never run again. At the end, the
+/// objects the relist no longer holds (deleted meanwhile; no event says so) count as changes
+/// too.
+#[derive(Default)]
+struct Changes {
+    /// Each object's fingerprint and organization, as last seen.
+    seen: HashMap<u64, (u64, Arc<str>)>,
+    /// One copy of each organization's name, shared by `seen`.
+    names: HashSet<Arc<str>>,
+    /// During a relist: the objects listed so far, and the organizations changed.
+    relist: Option<(HashSet<u64>, BTreeSet<Arc<str>>)>,
 }
 
-impl<C> Default for Changed<C> {
-    fn default() -> Self {
-        Changed {
-            seen: HashMap::new(),
-            kind: std::marker::PhantomData,
+impl Changes {
+    /// The organizations to reconcile for this event. `id` gives an object's key,
+    /// fingerprint and organization.
+    fn of<T>(
+        &mut self,
+        event: &watcher::Event<T>,
+        id: impl Fn(&T) -> (u64, u64, Option<&str>),
+    ) -> Vec<Arc<str>> {
+        let mut changed = BTreeSet::new();
+        match event {
+            watcher::Event::Init => self.relist = Some(Default::default()),
+            watcher::Event::InitApply(obj) | watcher::Event::Apply(obj) => {
+                let (key, fingerprint, org) = id(obj);
+                if let Some((listed, _)) = self.relist.as_mut()
+                    && matches!(event, watcher::Event::InitApply(_))
+                {
+                    listed.insert(key);
+                }
+                let org = org.map(|o| self.intern(o));
+                let before = match &org {
+                    Some(o) => self.seen.insert(key, (fingerprint, o.clone())),
+                    None => self.seen.remove(&key),
+                };
+                match before {
+                    Some((f, was)) if f == fingerprint && Some(&was) == org.as_ref() => {}
+                    before => {
+                        // An object moved to another organization (a label edited) changes both.
+                        changed.extend(before.map(|(_, was)| self.release(was)));
+                        changed.extend(org);
+                    }
+                }
+            }
+            watcher::Event::Delete(obj) => {
+                let (key, _, org) = id(obj);
+                changed.extend(self.seen.remove(&key).map(|(_, was)| self.release(was)));
+                changed.extend(org.map(|o| self.intern(o)));
+            }
+            watcher::Event::InitDone => {
+                if let Some((listed, during)) = self.relist.take() {
+                    changed = during;
+                    self.seen.retain(|key, (_, org)| {
+                        let kept = listed.contains(key);
+                        if !kept {
+                            changed.insert(org.clone());
+                        }
+                        kept
+                    });
+                    // Names no object holds any more (those just changed are still passed on).
+                    self.names.retain(|n| Arc::strong_count(n) > 1);
+                }
+            }
+        }
+        match (&mut self.relist, event) {
+            (Some((_, during)), watcher::Event::InitApply(_)) => {
+                during.append(&mut changed);
+                Vec::new()
+            }
+            _ => changed.into_iter().collect(),
         }
     }
-}
 
-impl<C: Compact> Changed<C> {
-    fn of(&mut self, event: watcher::Event<C>) -> Option<C> {
-        let key = |c: &C| hash_of((c.namespace(), c.name()));
-        match event {
-            watcher::Event::Apply(c) | watcher::Event::InitApply(c) => {
-                let version = c.version();
-                (self.seen.insert(key(&c), version) != Some(version)).then_some(c)
-            }
-            watcher::Event::Delete(c) => {
-                self.seen.remove(&key(&c));
-                Some(c)
-            }
-            watcher::Event::Init | watcher::Event::InitDone => None,
+    fn of_compact<C: Compact>(&mut self, event: &watcher::Event<C>) -> Vec<Arc<str>> {
+        self.of(event, |c: &C| {
+            let key = hash_of((c.namespace(), c.name()));
+            (key, c.fingerprint(), c.organization())
+        })
+    }
+
+    /// An organization name no longer held by an object: forgotten once nothing else holds it.
+    fn release(&mut self, name: Arc<str>) -> Arc<str> {
+        // Held here, by `names`, and by nothing else.
+        if Arc::strong_count(&name) == 2 {
+            self.names.remove(&name);
         }
+        name
+    }
+
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.names.get(name) {
+            return n.clone();
+        }
+        let n: Arc<str> = name.into();
+        self.names.insert(n.clone());
+        n
     }
 }
 
@@ -323,18 +373,15 @@ fn hash_of(x: impl Hash) -> u64 {
     h.finish()
 }
 
-/// A reflector whose store the reconciler reads, and the stream of objects that should
-/// trigger a reconcile: a new spec, a deletion, or an object gone. Status-only changes (which
-/// roster itself writes) do not trigger.
+/// A reflector whose store the reconciler reads, and the stream of the organizations (the
+/// objects' namespaces) to reconcile: for a new spec, a deletion, or an object gone. Status-only
+/// changes (which roster itself writes) do not count.
 fn reflected<K, F>(
     api: Api<K>,
     wc: watcher::Config,
     prepare: fn(&mut K),
     mut follow: F,
-) -> (
-    Store<K>,
-    impl Stream<Item = Result<K, watcher::Error>> + use<K, F>,
-)
+) -> (Store<K>, BoxStream<'static, Arc<str>>)
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -347,10 +394,7 @@ where
     F: FnMut(&watcher::Event<K>) + Send + 'static,
 {
     let (store, writer) = reflector::store();
-    // By a hash of namespace and name, not by ObjectRef (four strings per object, 20,000
-    // Memberships: megabytes). Two objects sharing a key can only cost an extra reconcile,
-    // never a missed one, unless their fingerprints collide as well.
-    let mut seen: HashMap<u64, u64> = HashMap::new();
+    let mut changes = Changes::default();
     let stream = watcher(api, wc)
         .backoff(watch_backoff())
         // Cache only what decisions read: managedFields and kubectl's last-applied copy of the
@@ -358,27 +402,20 @@ where
         .modify(prepare)
         .reflect(writer)
         .filter_map(move |event| {
-            // Indexes beside the store see every event right after it, relists included.
-            if let Ok(e) = &event {
-                follow(e);
-            }
             let out = match event {
-                Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
-                    let fingerprint = trigger_fingerprint(&obj);
-                    (seen.insert(seen_key(&obj), fingerprint) != Some(fingerprint))
-                        .then_some(Ok(obj))
-                }
-                Ok(watcher::Event::Delete(obj)) => {
-                    seen.remove(&seen_key(&obj));
-                    Some(Ok(obj))
-                }
-                Ok(watcher::Event::Init) => {
-                    tracing::debug!(kind = %K::kind(&()), "listing");
-                    None
-                }
-                Ok(watcher::Event::InitDone) => {
-                    tracing::debug!(kind = %K::kind(&()), "listed");
-                    None
+                Ok(e) => {
+                    // Indexes beside the store see every event right after it, relists included.
+                    follow(&e);
+                    match e {
+                        watcher::Event::Init => tracing::debug!(kind = %K::kind(&()), "listing"),
+                        watcher::Event::InitDone => tracing::debug!(kind = %K::kind(&()), "listed"),
+                        _ => {}
+                    }
+                    Some(changes.of(&e, |obj: &K| {
+                        let meta = obj.meta();
+                        let key = hash_of((&meta.namespace, &meta.name));
+                        (key, trigger_fingerprint(obj), meta.namespace.as_deref())
+                    }))
                 }
                 // The watch retries on its own (watch_backoff). Passing the error on would put the
                 // Controller's trigger backoff on *all* trigger streams, freezing every cache for up to
@@ -389,8 +426,9 @@ where
                 }
             };
             std::future::ready(out)
-        });
-    (store, stream)
+        })
+        .flat_map(futures::stream::iter);
+    (store, stream.boxed())
 }
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -446,13 +484,6 @@ impl Backoff for WatchBackoff {
 
 /// What about an object makes it worth planning again. For roster's kinds the spec is covered by
 /// `generation`; RoleBindings have no generation, so their content counts.
-fn seen_key<K: Resource>(obj: &K) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    obj.meta().namespace.hash(&mut h);
-    obj.meta().name.hash(&mut h);
-    h.finish()
-}
-
 pub(crate) fn trigger_fingerprint<K: Resource + serde::Serialize>(obj: &K) -> u64 {
     let meta = obj.meta();
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -557,6 +588,147 @@ mod tests {
             .into(),
         );
         assert_ne!(trigger_fingerprint(&base), trigger_fingerprint(&nonce));
+    }
+
+    fn binding(org: &str, rv: &str, users: &[&str]) -> Binding {
+        use k8s_openapi::api::rbac::v1::{RoleRef, Subject};
+        Binding::of(RoleBinding {
+            metadata: kube::api::ObjectMeta {
+                name: Some("roster-developer".into()),
+                namespace: Some("acme-web".into()),
+                resource_version: Some(rv.into()),
+                labels: Some(
+                    [(
+                        crate::api::contract::ORGANIZATION_LABEL.to_string(),
+                        org.to_string(),
+                    )]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "ClusterRole".into(),
+                name: "edit".into(),
+            },
+            subjects: Some(
+                users
+                    .iter()
+                    .map(|u| Subject {
+                        api_group: Some("rbac.authorization.k8s.io".into()),
+                        kind: "User".into(),
+                        name: u.to_string(),
+                        namespace: None,
+                    })
+                    .collect(),
+            ),
+        })
+    }
+
+    fn names(v: Vec<Arc<str>>) -> Vec<String> {
+        v.iter().map(|o| o.to_string()).collect()
+    }
+
+    #[test]
+    fn a_relist_is_passed_on_once_the_store_holds_it() {
+        use watcher::Event as E;
+        let (store, mut writer) = reflector::store::<Binding>();
+        let mut changes = Changes::default();
+        let mut feed = |e: E<Binding>| {
+            writer.apply_watcher_event(&e);
+            names(changes.of_compact(&e))
+        };
+        assert!(feed(E::Init).is_empty());
+        assert!(feed(E::InitApply(binding("acme", "1", &["bob"]))).is_empty());
+        assert_eq!(feed(E::InitDone), ["acme"]);
+        // A watch outage, during which someone adds a subject; then a relist. A reconcile
+        // started by its first page would read the old binding from the store, find nothing
+        // to do, and (the change being marked seen) never run again.
+        let drifted = binding("acme", "2", &["bob", "mallory"]);
+        assert!(feed(E::Init).is_empty());
+        assert!(feed(E::InitApply(drifted.clone())).is_empty());
+        assert_eq!(feed(E::InitDone), ["acme"]);
+        assert_eq!(
+            *store.state()[0],
+            drifted,
+            "the store holds what was passed on"
+        );
+        // A relist of what is already known changes nothing.
+        assert!(feed(E::Init).is_empty());
+        assert!(feed(E::InitApply(drifted)).is_empty());
+        assert!(feed(E::InitDone).is_empty());
+    }
+
+    #[test]
+    fn an_object_gone_in_a_relist_is_a_change_of_its_organization() {
+        use watcher::Event as E;
+        let mut changes = Changes::default();
+        let mut feed = |e: E<Binding>| names(changes.of_compact(&e));
+        feed(E::Init);
+        feed(E::InitApply(binding("acme", "1", &["bob"])));
+        assert_eq!(feed(E::InitDone), ["acme"]);
+        // Deleted during an outage: no event says so, the relist just lacks it.
+        feed(E::Init);
+        assert_eq!(feed(E::InitDone), ["acme"]);
+        feed(E::Init);
+        assert!(feed(E::InitDone).is_empty(), "passed on once");
+        assert!(changes.names.is_empty(), "nothing holds the name any more");
+    }
+
+    #[test]
+    fn an_object_moved_to_another_organization_is_a_change_of_both() {
+        use watcher::Event as E;
+        let mut changes = Changes::default();
+        let mut feed = |e: E<Binding>| names(changes.of_compact(&e));
+        feed(E::Init);
+        feed(E::InitApply(binding("acme", "1", &["bob"])));
+        feed(E::InitDone);
+        // A subject added and the organization label moved in one write: the organization
+        // the binding was roster's for must still be reconciled (its binding is gone from it).
+        assert_eq!(
+            feed(E::Apply(binding("globex", "2", &["bob", "mallory"]))),
+            ["acme", "globex"]
+        );
+        let mut unlabelled = binding("x", "3", &["bob", "mallory"]).rolebinding();
+        unlabelled.metadata.labels = None;
+        let unlabelled = Binding::of(unlabelled);
+        assert_eq!(feed(E::Apply(unlabelled.clone())), ["globex"]);
+        assert!(feed(E::Apply(unlabelled)).is_empty());
+        assert_eq!(feed(E::Delete(binding("acme", "4", &[]))), ["acme"]);
+    }
+
+    #[test]
+    fn writes_and_deletions_are_changes_a_relist_of_the_same_versions_is_not() {
+        use watcher::Event as E;
+        let c = |rv: &str| {
+            let mut s = k8s_openapi::api::core::v1::Secret::default();
+            s.metadata.name = Some("c1".into());
+            s.metadata.namespace = Some("roster-system".into());
+            s.metadata.resource_version = Some(rv.into());
+            s.metadata.labels = Some(
+                [(
+                    crate::api::contract::ORGANIZATION_LABEL.to_string(),
+                    "acme".to_string(),
+                )]
+                .into(),
+            );
+            Credential::of(&s)
+        };
+        let mut changes = Changes::default();
+        let mut feed = |e: E<Credential>| names(changes.of_compact(&e));
+        feed(E::Init);
+        feed(E::InitApply(c("1")));
+        assert_eq!(feed(E::InitDone), ["acme"]);
+        assert_eq!(feed(E::Apply(c("2"))), ["acme"]);
+        assert!(feed(E::Apply(c("2"))).is_empty(), "seen");
+        feed(E::Init);
+        feed(E::InitApply(c("2")));
+        assert!(feed(E::InitDone).is_empty(), "relisted, unmoved");
+        feed(E::Init);
+        feed(E::InitApply(c("3")));
+        assert_eq!(feed(E::InitDone), ["acme"], "moved meanwhile");
+        assert_eq!(feed(E::Delete(c("3"))), ["acme"]);
+        assert_eq!(feed(E::Apply(c("3"))), ["acme"], "created again");
     }
 
     #[test]

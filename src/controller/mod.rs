@@ -92,20 +92,10 @@ pub async fn run(
         config,
         failures: Mutex::new(HashMap::new()),
     });
-    let mut controller = controller
-        .watches_stream(triggers.orgs, home)
-        .watches_stream(triggers.projects, home)
-        .watches_stream(triggers.memberships, home)
-        .watches(Api::<Namespace>::all(client), managed, organization_label)
-        .reconcile_on(
-            triggers
-                .rolebindings
-                .filter_map(|b| std::future::ready(b.organization().map(ObjectRef::new))),
-        );
-    if let Some(credentials) = triggers.credentials {
-        let organizations = credentials
-            .filter_map(|c| std::future::ready(c.organization.as_deref().map(ObjectRef::new)));
-        controller = controller.reconcile_on(organizations);
+    let mut controller =
+        controller.watches(Api::<Namespace>::all(client), managed, organization_label);
+    for changed in triggers.0 {
+        controller = controller.reconcile_on(changed.map(|org| ObjectRef::new(&org)));
     }
     // On becoming leader, everything is planned again: another replica led until now.
     let gained = ctx_leadership.gained();
@@ -120,10 +110,6 @@ pub async fn run(
             }
         })
         .await;
-}
-
-fn home<K: Resource>(obj: K) -> Option<ObjectRef<Namespace>> {
-    obj.meta().namespace.as_deref().map(ObjectRef::new)
 }
 
 fn organization_label<K: Resource>(obj: K) -> Option<ObjectRef<Namespace>> {
