@@ -223,16 +223,34 @@ pub struct MembershipStatus {
 #[derive(Clone, Debug, PartialEq)]
 pub struct CachedStatus {
     digest: u64,
-    conditions: Vec<CachedCondition>,
+    conditions: Box<[CachedCondition]>,
 }
 
+/// 24 bytes, where a `Time` and an `Option<i64>` would take 40: five per member, 20,000
+/// members.
 #[derive(Clone, Debug, PartialEq)]
 struct CachedCondition {
+    /// `lastTransitionTime`, as a Timestamp's seconds and nanoseconds.
+    since_second: i64,
+    since_nanosecond: i32,
+    /// `observedGeneration`, when `has_generation`.
+    generation: i64,
+    has_generation: bool,
     /// Index into `CONDITION_TYPES`.
     type_: u8,
     ok: bool,
-    since: Time,
-    observed_generation: Option<i64>,
+}
+
+const _: () = assert!(std::mem::size_of::<CachedCondition>() == 24);
+
+impl CachedCondition {
+    fn since(&self) -> Time {
+        // Taken apart from a valid Timestamp: always one again.
+        Time(
+            k8s_openapi::jiff::Timestamp::new(self.since_second, self.since_nanosecond)
+                .unwrap_or_default(),
+        )
+    }
 }
 
 /// The condition types roster writes on a Membership.
@@ -247,21 +265,23 @@ impl MembershipStatus {
         let digest = self.digest();
         // Collected from a borrowed iterator into an exact allocation: collecting from
         // `into_iter()` would reuse the conditions' own buffer (grown by deserializing to
-        // twice their number, 128 bytes each) for 40-byte entries.
-        let mut conditions: Vec<CachedCondition> = self
+        // twice their number, 128 bytes each) for 24-byte entries.
+        let conditions: Box<[CachedCondition]> = self
             .conditions
             .iter()
             .filter_map(|c| {
+                let since = c.last_transition_time.0;
                 Some(CachedCondition {
+                    since_second: since.as_second(),
+                    since_nanosecond: since.subsec_nanosecond(),
+                    generation: c.observed_generation.unwrap_or_default(),
+                    has_generation: c.observed_generation.is_some(),
                     type_: u8::try_from(CONDITION_TYPES.iter().position(|t| *t == c.type_)?)
                         .ok()?,
                     ok: c.status == "True",
-                    since: c.last_transition_time.clone(),
-                    observed_generation: c.observed_generation,
                 })
             })
             .collect();
-        conditions.shrink_to_fit();
         self.conditions = Vec::new();
         self.access.shrink_to_fit();
         self.access_summary = None;
@@ -290,8 +310,8 @@ impl MembershipStatus {
                 .map(|c| Condition {
                     type_: CONDITION_TYPES[usize::from(c.type_)].to_string(),
                     status: if c.ok { "True" } else { "False" }.to_string(),
-                    last_transition_time: c.since.clone(),
-                    observed_generation: c.observed_generation,
+                    last_transition_time: c.since(),
+                    observed_generation: c.has_generation.then_some(c.generation),
                     reason: String::new(),
                     message: String::new(),
                 })
@@ -397,7 +417,11 @@ mod tests {
 
     #[test]
     fn a_compact_status_keeps_what_decisions_read() {
-        let whole = stored();
+        let mut whole = stored();
+        // Kept exactly, whatever wrote them: no generation, a time finer than a second.
+        whole.conditions[1].observed_generation = None;
+        whole.conditions[1].last_transition_time =
+            Time("2026-01-02T00:00:00.123456789Z".parse().expect("time"));
         let mut c = whole.clone();
         c.compact();
         assert!(c.conditions.is_empty() && c.access_summary.is_none());

@@ -54,7 +54,11 @@ impl Maps {
         let set = self.by_email.entry(k).or_default();
         match set.binary_search_by(|x| order(x).cmp(&(Some(ns), Some(name)))) {
             Ok(i) => set[i] = m,
-            Err(i) => set.insert(i, m),
+            Err(i) => {
+                set.insert(i, m);
+                // One member per address, nearly always: a first insert reserves four.
+                set.shrink_to_fit();
+            }
         }
     }
 
