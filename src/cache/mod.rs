@@ -4,7 +4,7 @@
 //! identity server read the same stores. Without a controller, `drive()` polls them.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -272,6 +272,10 @@ fn map_event<K, C>(e: watcher::Event<K>, of: fn(K) -> C) -> watcher::Event<C> {
 /// too.
 #[derive(Default)]
 struct Changes {
+    /// Keys objects by a hash of their namespace and name, keyed per process: names are chosen
+    /// by whoever may create objects, and colliding ones made offline against a fixed key
+    /// could only cost reconciles, but need not be possible at all.
+    seed: RandomState,
     /// Each object's fingerprint and organization, as last seen.
     seen: HashMap<u64, (u64, Arc<str>)>,
     /// One copy of each organization's name, shared by `seen`.
@@ -281,18 +285,23 @@ struct Changes {
 }
 
 impl Changes {
-    /// The organizations to reconcile for this event. `id` gives an object's key,
-    /// fingerprint and organization.
+    /// The organizations to reconcile for this event. `id` gives an object's key (its
+    /// namespace and name, hashed with the seed it is given), fingerprint and organization.
     fn of<T>(
         &mut self,
         event: &watcher::Event<T>,
-        id: impl Fn(&T) -> (u64, u64, Option<&str>),
+        id: impl for<'a> Fn(&'a T, &RandomState) -> (u64, u64, Option<&'a str>),
     ) -> Vec<Arc<str>> {
         let mut changed = BTreeSet::new();
         match event {
-            watcher::Event::Init => self.relist = Some(Default::default()),
+            // A relist begun again (a page failed, no InitDone) keeps what the cut one found:
+            // those objects are marked seen already.
+            watcher::Event::Init => match &mut self.relist {
+                Some((listed, _)) => listed.clear(),
+                None => self.relist = Some(Default::default()),
+            },
             watcher::Event::InitApply(obj) | watcher::Event::Apply(obj) => {
-                let (key, fingerprint, org) = id(obj);
+                let (key, fingerprint, org) = id(obj, &self.seed);
                 if let Some((listed, _)) = self.relist.as_mut()
                     && matches!(event, watcher::Event::InitApply(_))
                 {
@@ -313,9 +322,15 @@ impl Changes {
                 }
             }
             watcher::Event::Delete(obj) => {
-                let (key, _, org) = id(obj);
-                changed.extend(self.seen.remove(&key).map(|(_, was)| self.release(was)));
-                changed.extend(org.map(|o| self.intern(o)));
+                let (key, _, org) = id(obj, &self.seed);
+                let was = self.seen.remove(&key).map(|(_, was)| self.release(was));
+                // Passed on, not interned: nothing holds it afterwards.
+                if let Some(o) = org
+                    && was.as_deref() != Some(o)
+                {
+                    changed.insert(Arc::from(o));
+                }
+                changed.extend(was);
             }
             watcher::Event::InitDone => {
                 if let Some((listed, during)) = self.relist.take() {
@@ -342,8 +357,8 @@ impl Changes {
     }
 
     fn of_compact<C: Compact>(&mut self, event: &watcher::Event<C>) -> Vec<Arc<str>> {
-        self.of(event, |c: &C| {
-            let key = hash_of((c.namespace(), c.name()));
+        self.of(event, |c: &C, seed| {
+            let key = seed.hash_one((c.namespace(), c.name()));
             (key, c.fingerprint(), c.organization())
         })
     }
@@ -411,11 +426,7 @@ where
                         watcher::Event::InitDone => tracing::debug!(kind = %K::kind(&()), "listed"),
                         _ => {}
                     }
-                    Some(changes.of(&e, |obj: &K| {
-                        let meta = obj.meta();
-                        let key = hash_of((&meta.namespace, &meta.name));
-                        (key, trigger_fingerprint(obj), meta.namespace.as_deref())
-                    }))
+                    Some(changes.of(&e, identify))
                 }
                 // The watch retries on its own (watch_backoff). Passing the error on would put the
                 // Controller's trigger backoff on *all* trigger streams, freezing every cache for up to
@@ -429,6 +440,16 @@ where
         })
         .flat_map(futures::stream::iter);
     (store, stream.boxed())
+}
+
+/// An object of roster's kinds for `Changes`: its organization is its namespace.
+fn identify<'a, K: Resource + serde::Serialize>(
+    obj: &'a K,
+    seed: &RandomState,
+) -> (u64, u64, Option<&'a str>) {
+    let meta = obj.meta();
+    let key = seed.hash_one((&meta.namespace, &meta.name));
+    (key, trigger_fingerprint(obj), meta.namespace.as_deref())
 }
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -487,6 +508,9 @@ impl Backoff for WatchBackoff {
 pub(crate) fn trigger_fingerprint<K: Resource + serde::Serialize>(obj: &K) -> u64 {
     let meta = obj.meta();
     let mut h = std::collections::hash_map::DefaultHasher::new();
+    // Another object of the same name (deleted and declared again, say while the watch was
+    // down) starts again at generation 1.
+    meta.uid.hash(&mut h);
     match meta.generation {
         Some(g) => g.hash(&mut h),
         None => serde_json::to_string(obj).unwrap_or_default().hash(&mut h),
@@ -729,6 +753,83 @@ mod tests {
         assert_eq!(feed(E::InitDone), ["acme"], "moved meanwhile");
         assert_eq!(feed(E::Delete(c("3"))), ["acme"]);
         assert_eq!(feed(E::Apply(c("3"))), ["acme"], "created again");
+    }
+
+    // helper-16's three (red team of 6fbe6c4), each seen failing on it.
+    #[test]
+    fn a_relist_cut_short_and_begun_again_still_passes_on_its_changes() {
+        use watcher::Event as E;
+        let (store, mut writer) = reflector::store::<Binding>();
+        let mut changes = Changes::default();
+        let mut feed = |e: E<Binding>| {
+            writer.apply_watcher_event(&e);
+            names(changes.of_compact(&e))
+        };
+        feed(E::Init);
+        feed(E::InitApply(binding("acme", "1", &["bob"])));
+        assert_eq!(feed(E::InitDone), ["acme"]);
+        // A relist's first page arrives, the next page's list call fails: kube's watcher
+        // starts over with a new Init, no InitDone in between.
+        let drifted = binding("acme", "2", &["bob", "mallory"]);
+        feed(E::Init);
+        assert!(feed(E::InitApply(drifted.clone())).is_empty());
+        feed(E::Init);
+        assert!(feed(E::InitApply(drifted.clone())).is_empty());
+        let out = feed(E::InitDone);
+        assert_eq!(
+            *store.state()[0],
+            drifted,
+            "the store took the drift only now"
+        );
+        assert_eq!(out, ["acme"], "so acme must be reconciled now");
+    }
+
+    #[test]
+    fn deleted_objects_leave_no_organization_names_behind() {
+        use watcher::Event as E;
+        let mut changes = Changes::default();
+        changes.of_compact(&E::<Binding>::Init);
+        changes.of_compact(&E::<Binding>::InitDone);
+        // Anyone who may create and delete RoleBindings in some namespace can label one with
+        // roster's managed-by label and any organization name.
+        for i in 0..10_000 {
+            let b = binding(&format!("attacker-{i:055}"), "1", &[]);
+            changes.of_compact(&E::Apply(b.clone()));
+            changes.of_compact(&E::Delete(b));
+        }
+        assert!(changes.seen.is_empty());
+        assert!(
+            changes.names.is_empty(),
+            "{} names kept with nothing holding them",
+            changes.names.len()
+        );
+    }
+
+    #[test]
+    fn a_member_deleted_and_declared_again_during_an_outage_is_a_change() {
+        use watcher::Event as E;
+        let mut old = member();
+        old.metadata.namespace = Some("acme".into());
+        old.metadata.uid = Some("uid-1".into());
+        old.metadata.resource_version = Some("10".into());
+        // spec.email is immutable: a new address is a delete and a create, at generation 1.
+        let mut new = old.clone();
+        new.spec.email = "robert@acme.example".into();
+        new.metadata.uid = Some("uid-2".into());
+        new.metadata.resource_version = Some("20".into());
+        let mut changes = Changes::default();
+        changes.of(&E::<Membership>::Init, identify);
+        changes.of(&E::InitApply(old), identify);
+        assert_eq!(
+            names(changes.of(&E::<Membership>::InitDone, identify)),
+            ["acme"]
+        );
+        changes.of(&E::<Membership>::Init, identify);
+        changes.of(&E::InitApply(new), identify);
+        assert_eq!(
+            names(changes.of(&E::<Membership>::InitDone, identify)),
+            ["acme"]
+        );
     }
 
     #[test]
