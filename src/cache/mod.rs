@@ -653,15 +653,24 @@ mod tests {
         v.iter().map(|o| o.to_string()).collect()
     }
 
-    #[test]
-    fn a_relist_is_passed_on_once_the_store_holds_it() {
-        use watcher::Event as E;
+    /// A store of bindings fed as the watch feeds it, and what each event passes on.
+    fn watched() -> (
+        Store<Binding>,
+        impl FnMut(watcher::Event<Binding>) -> Vec<String>,
+    ) {
         let (store, mut writer) = reflector::store::<Binding>();
         let mut changes = Changes::default();
-        let mut feed = |e: E<Binding>| {
+        let feed = move |e| {
             writer.apply_watcher_event(&e);
             names(changes.of_compact(&e))
         };
+        (store, feed)
+    }
+
+    #[test]
+    fn a_relist_is_passed_on_once_the_store_holds_it() {
+        use watcher::Event as E;
+        let (store, mut feed) = watched();
         assert!(feed(E::Init).is_empty());
         assert!(feed(E::InitApply(binding("acme", "1", &["bob"]))).is_empty());
         assert_eq!(feed(E::InitDone), ["acme"]);
@@ -759,12 +768,7 @@ mod tests {
     #[test]
     fn a_relist_cut_short_and_begun_again_still_passes_on_its_changes() {
         use watcher::Event as E;
-        let (store, mut writer) = reflector::store::<Binding>();
-        let mut changes = Changes::default();
-        let mut feed = |e: E<Binding>| {
-            writer.apply_watcher_event(&e);
-            names(changes.of_compact(&e))
-        };
+        let (store, mut feed) = watched();
         feed(E::Init);
         feed(E::InitApply(binding("acme", "1", &["bob"])));
         assert_eq!(feed(E::InitDone), ["acme"]);
