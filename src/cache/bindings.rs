@@ -21,7 +21,7 @@ pub struct Binding {
     head: RoleBinding,
     /// `None` when the binding has no `subjects` field at all (not the same as an empty list).
     subjects: Option<Box<[Cached]>>,
-    /// Of the whole binding: what a change of it moves (see `super::Changed`).
+    /// Of the whole binding: moves with every change of it (see `super::Changes`).
     fingerprint: u64,
 }
 
