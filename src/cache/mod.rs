@@ -8,8 +8,8 @@ use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::runtime::reflector::{self, Lookup, Store};
@@ -228,16 +228,30 @@ where
 {
     let (store, mut writer) = reflector::store();
     let mut changes = Changes::default();
-    let stream = watcher(api, wc)
-        .backoff(watch_backoff())
+    let events = watcher(api, wc).backoff(watch_backoff());
+    let changed = organizations::<K, _>(events, move |event| {
+        let event = map_event(event, of);
+        writer.apply_watcher_event(&event);
+        changes.of_compact(&event)
+    });
+    (store, changed)
+}
+
+/// The organizations each watch event concerns (`changed`), one after another. A failed watch
+/// is logged, not passed on: it retries on its own (`watch_backoff`), and an error passed on
+/// would put the Controller's trigger backoff on *all* trigger streams, freezing every cache for
+/// up to a minute after an API server restart.
+fn organizations<K, E>(
+    events: impl Stream<Item = Result<E, watcher::Error>> + Send + 'static,
+    mut changed: impl FnMut(E) -> Vec<Arc<str>> + Send + 'static,
+) -> BoxStream<'static, Arc<str>>
+where
+    K: Resource<DynamicType = ()>,
+{
+    events
         .filter_map(move |event| {
             let out = match event {
-                Ok(event) => {
-                    let event = map_event(event, of);
-                    writer.apply_watcher_event(&event);
-                    Some(changes.of_compact(&event))
-                }
-                // Retried by the watch itself (see `reflected`).
+                Ok(e) => Some(changed(e)),
                 Err(e) => {
                     tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying");
                     None
@@ -245,8 +259,8 @@ where
             };
             std::future::ready(out)
         })
-        .flat_map(futures::stream::iter);
-    (store, stream.boxed())
+        .flat_map(futures::stream::iter)
+        .boxed()
 }
 
 fn map_event<K, C>(e: watcher::Event<K>, of: fn(K) -> C) -> watcher::Event<C> {
@@ -410,36 +424,23 @@ where
 {
     let (store, writer) = reflector::store();
     let mut changes = Changes::default();
-    let stream = watcher(api, wc)
+    let events = watcher(api, wc)
         .backoff(watch_backoff())
         // Cache only what decisions read: managedFields and kubectl's last-applied copy of the
         // whole object are most of an object's size and no rule of roster's reads them.
         .modify(prepare)
-        .reflect(writer)
-        .filter_map(move |event| {
-            let out = match event {
-                Ok(e) => {
-                    // Indexes beside the store see every event right after it, relists included.
-                    follow(&e);
-                    match e {
-                        watcher::Event::Init => tracing::debug!(kind = %K::kind(&()), "listing"),
-                        watcher::Event::InitDone => tracing::debug!(kind = %K::kind(&()), "listed"),
-                        _ => {}
-                    }
-                    Some(changes.of(&e, identify))
-                }
-                // The watch retries on its own (watch_backoff). Passing the error on would put the
-                // Controller's trigger backoff on *all* trigger streams, freezing every cache for up to
-                // a minute after an API server restart.
-                Err(e) => {
-                    tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying");
-                    None
-                }
-            };
-            std::future::ready(out)
-        })
-        .flat_map(futures::stream::iter);
-    (store, stream.boxed())
+        .reflect(writer);
+    let changed = organizations::<K, _>(events, move |e| {
+        // Indexes beside the store see every event right after it, relists included.
+        follow(&e);
+        match e {
+            watcher::Event::Init => tracing::debug!(kind = %K::kind(&()), "listing"),
+            watcher::Event::InitDone => tracing::debug!(kind = %K::kind(&()), "listed"),
+            _ => {}
+        }
+        changes.of(&e, identify)
+    });
+    (store, changed)
 }
 
 /// An object of roster's kinds for `Changes`: its organization is its namespace.
