@@ -211,6 +211,14 @@ fn applied(mut w: World, p: &Plan) -> World {
 }
 
 /// roster's identity service on `client` (cheap hashes, fresh keys, log to standard output).
+/// A context whose controller runs identity (invitations) through `client`.
+fn identity_context(client: Client) -> Context {
+    let mut ctx = context(client.clone());
+    ctx.config.identity = Some(identity_on(client));
+    ctx.config.settings.identity = true;
+    ctx
+}
+
 fn identity_on(client: Client) -> Arc<crate::identity::service::Identity> {
     use crate::identity::{audit::SecurityLog, password::Hasher, seal, service, token::Signer};
     let (seal_key, _) = seal::Key::generate();
@@ -543,10 +551,7 @@ async fn identity_events_with(
         let mut kept = secrets.lock().expect("secrets");
         keep_secret(&mut kept, m, path, body)
     });
-    let raw = api.client();
-    let mut ctx = context(raw.clone());
-    ctx.config.identity = Some(identity_on(raw));
-    ctx.config.settings.identity = true;
+    let ctx = identity_context(api.client());
     let first = plan(&w, &ctx.config.settings);
     let w = applied(w, &first);
     let p = plan(&w, &ctx.config.settings);
@@ -582,6 +587,17 @@ fn keep_secret(
         Method::DELETE => {
             kept.remove(&key);
             None
+        }
+        // A patch of a kept Secret is merged into it (so that it reads back whole).
+        Method::PATCH if kept.contains_key(&key) => {
+            let v = kept.get_mut(&key)?;
+            let rv = v["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(1);
+            merge(v, body);
+            v["metadata"]["resourceVersion"] = json!((rv + 1).to_string());
+            Some((StatusCode::OK, v.clone()))
         }
         _ => {
             let mut v = body.clone();
@@ -632,12 +648,9 @@ fn refusing_secrets(
             return Some(forbidden("exceeded quota: secrets=0"));
         }
         let mut kept = records.lock().expect("records");
-        red_b0372fa_keep(&mut kept, m, path, body)
+        keep_secret(&mut kept, m, path, body)
     });
-    let raw = api.client();
-    let mut ctx = context(raw.clone());
-    ctx.config.identity = Some(identity_on(raw));
-    ctx.config.settings.identity = true;
+    let ctx = identity_context(api.client());
     (api, kept, ctx)
 }
 
@@ -723,27 +736,20 @@ fn red_b0372fa_kept_record(
     serde_json::from_slice(&raw).ok()
 }
 
-/// `keep_secret`, with a merge patch merged into what is kept (so that it reads back whole).
-fn red_b0372fa_keep(
-    kept: &mut HashMap<String, Value>,
-    m: &Method,
-    path: &str,
-    body: &Value,
-) -> Option<(StatusCode, Value)> {
-    if *m == Method::PATCH
-        && let Some(v) = kept.get_mut(path)
-    {
-        if let Some(d) = body.get("data") {
-            v["data"] = d.clone();
+/// RFC 7386: objects merged key by key, `null` removes, anything else replaces.
+fn merge(into: &mut Value, patch: &Value) {
+    match (into.as_object_mut(), patch.as_object()) {
+        (Some(o), Some(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    o.remove(k);
+                } else {
+                    merge(o.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
         }
-        let rv = v["metadata"]["resourceVersion"]
-            .as_str()
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(1);
-        v["metadata"]["resourceVersion"] = json!((rv + 1).to_string());
-        return Some((StatusCode::OK, v.clone()));
+        _ => *into = patch.clone(),
     }
-    keep_secret(kept, m, path, body)
 }
 
 /// dave waits out the backoff of an undelivered link with his status written (Entitled, Viewer
@@ -813,16 +819,7 @@ async fn red_b0372fa_outage(refused: fn(&Method, &str) -> bool) -> (Vec<bool>, W
             "reconcile {k}: dave's backoff is over: {:?}",
             p.identity
         );
-        let before = api.writes().len();
-        let result = apply::apply(&ctx, &w, &p).await;
-        assert!(result.is_err(), "reconcile {k}: {result:?}");
-        let writes: Vec<String> = api.writes()[before..].to_vec();
-        let mut q = p.clone();
-        q.membership_status.retain(|(n, _)| {
-            writes
-                .iter()
-                .any(|x| x.starts_with("PATCH") && x.ends_with(&format!("/memberships/{n}/status")))
-        });
+        let q = red_b0372fa_apply_refused(&api, &ctx, &w, &p).await;
         written.push(q.membership_status.iter().any(|(n, _)| n == "dave"));
         w = applied(w, &q);
         let dave = red_b0372fa_kept_record(&kept.lock().expect("records"), "dave@acme.example")
@@ -833,6 +830,22 @@ async fn red_b0372fa_outage(refused: fn(&Method, &str) -> bool) -> (Vec<bool>, W
 }
 
 /// What dave's stored status says, and which of roster's bindings name him.
+/// Applies `p`, which a refused write must fail; the plan as far as the API server took it
+/// (the statuses it got).
+async fn red_b0372fa_apply_refused(api: &Scripted, ctx: &Context, w: &World, p: &Plan) -> Plan {
+    let before = api.writes().len();
+    let result = apply::apply(ctx, w, p).await;
+    assert!(result.is_err(), "a write is refused: {result:?}");
+    let writes: Vec<String> = api.writes()[before..].to_vec();
+    let mut q = p.clone();
+    q.membership_status.retain(|(n, _)| {
+        writes
+            .iter()
+            .any(|x| x.starts_with("PATCH") && x.ends_with(&format!("/memberships/{n}/status")))
+    });
+    q
+}
+
 fn red_b0372fa_says(w: &World) -> String {
     let st = w
         .memberships
@@ -920,18 +933,7 @@ async fn red_b0372fa_a_grant_is_announced_once_when_the_first_invitation_fails()
     };
     let p = plan(&w, &settings);
     let mut announced = granted(&p);
-    let before = api.writes().len();
-    assert!(
-        apply::apply(&ctx, &w, &p).await.is_err(),
-        "the link is refused"
-    );
-    let writes: Vec<String> = api.writes()[before..].to_vec();
-    let mut q = p.clone();
-    q.membership_status.retain(|(n, _)| {
-        writes
-            .iter()
-            .any(|x| x.starts_with("PATCH") && x.ends_with(&format!("/memberships/{n}/status")))
-    });
+    let q = red_b0372fa_apply_refused(&api, &ctx, &w, &p).await;
     w = applied(w, &q);
     for email in ["alice@acme.example", "dave@acme.example"] {
         if let Some(r) = red_b0372fa_kept_record(&kept.lock().expect("records"), email) {
