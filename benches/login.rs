@@ -20,9 +20,9 @@ use axum::body::Body;
 use http::Request;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::PostParams;
-use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::Event;
 use roster::api::{Membership, MembershipSpec, OrgRole, Organization, OrganizationSpec};
+use roster::cache::Writer;
 use roster::identity::Secret;
 use roster::identity::audit::SecurityLog;
 use roster::identity::limit::{DEFAULT_FAILURE_FLOOR, Limits};
@@ -125,8 +125,8 @@ fn main() {
                     },
                 );
                 m.metadata.namespace = Some("acme".into());
-                let event = Event::Apply(m);
-                members.apply_watcher_event(&event);
+                let event = roster::cache::shared(Event::Apply(m));
+                members.apply_shared(&event);
                 emails.apply(&event);
                 let owner = roster::identity::store::Store::secret_name("acme", &email);
                 let seed = roster::identity::totp::Seed::generate();
@@ -158,8 +158,8 @@ fn main() {
                 },
             );
             m.metadata.namespace = Some("acme".into());
-            let event = Event::Apply(m);
-            members.apply_watcher_event(&event);
+            let event = roster::cache::shared(Event::Apply(m));
+            members.apply_shared(&event);
             emails.apply(&event);
         }
         futures::StreamExt::for_each_concurrent(futures::stream::iter(0..CACHED), 16, |i| {

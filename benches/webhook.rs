@@ -20,12 +20,12 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::Event;
 use roster::api::{
     Membership, MembershipSpec, OrgRole, Organization, OrganizationSpec, Project, ProjectGrant,
     ProjectRole, ProjectSpec,
 };
+use roster::cache::Writer;
 use roster::tls::{self, Certificates};
 use roster::webhook::{self, AppState, StoreIndex, validate::Policy};
 use rustls_pki_types::pem::PemObject;
@@ -416,8 +416,8 @@ fn index() -> StoreIndex {
         );
         m.metadata.namespace = Some("acme".into());
         m.metadata.creation_timestamp = Some(Time("2026-01-01T00:00:00Z".parse().expect("ts")));
-        let event = Event::Apply(m);
-        members.apply_watcher_event(&event);
+        let event = roster::cache::shared(Event::Apply(m));
+        members.apply_shared(&event);
         emails.apply(&event);
         let email = format!("m{i}@acme.example");
         let record = roster::identity::store::Record {

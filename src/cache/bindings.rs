@@ -8,7 +8,6 @@
 use std::borrow::Cow;
 
 use k8s_openapi::api::rbac::v1::{RoleBinding, Subject};
-use kube::ResourceExt;
 use kube::runtime::reflector::Lookup;
 
 use crate::api::contract::ORGANIZATION_LABEL;
@@ -119,7 +118,7 @@ impl Lookup for Binding {
         "rolebindings".into()
     }
     fn name(&self) -> Option<Cow<'_, str>> {
-        Some(self.head.name_any().into())
+        self.head.metadata.name.as_deref().map(Cow::Borrowed)
     }
     fn namespace(&self) -> Option<Cow<'_, str>> {
         self.head.metadata.namespace.as_deref().map(Cow::Borrowed)

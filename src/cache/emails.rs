@@ -8,7 +8,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, RwLock};
 
-use kube::runtime::reflector::{ObjectRef, Store};
+use super::Store;
 use kube::runtime::watcher;
 
 use crate::api::Membership;
@@ -56,8 +56,12 @@ impl Maps {
             Ok(i) => set[i] = m,
             Err(i) => {
                 set.insert(i, m);
-                // One member per address, nearly always: a first insert reserves four.
-                set.shrink_to_fit();
+                // One member per address, nearly always: a first insert reserves four. Only
+                // then: shrinking at every insert made many members of one address (anyone
+                // may declare the same one many times) cost a copy of them all each.
+                if set.len() == 1 {
+                    set.shrink_to_fit();
+                }
             }
         }
     }
@@ -94,8 +98,11 @@ impl EmailIndex {
         }
     }
 
-    /// Follows one watch event (after the store has).
-    pub fn apply(&self, event: &watcher::Event<Membership>) {
+    /// Follows one watch event (after the store has), filing the objects the store holds.
+    pub fn apply(&self, event: &watcher::Event<Arc<Membership>>) {
+        // Filed before the lock is taken: lookups of every organization go on meanwhile
+        // (answering as the store has the members now, see `get`).
+        let relisted = matches!(event, watcher::Event::InitDone).then(|| self.filed_from_store());
         let mut live = match self.live.write() {
             Ok(live) => live,
             // A thread panicked while filing: what it left half done is not to be trusted, the
@@ -110,22 +117,27 @@ impl EmailIndex {
         match event {
             // A relist fills the store's buffer, swapped in at its end: so is the index.
             watcher::Event::Init | watcher::Event::InitApply(_) => {}
-            watcher::Event::InitDone => *live = self.filed_from_store(),
-            watcher::Event::Apply(m) => {
-                let shared = self
-                    .store
-                    .get(&ObjectRef::from_obj(m))
-                    .unwrap_or_else(|| Arc::new(m.clone()));
-                live.insert(shared);
-            }
+            watcher::Event::InitDone => *live = relisted.unwrap_or_default(),
+            watcher::Event::Apply(m) => live.insert(m.clone()),
             watcher::Event::Delete(m) => live.remove(m),
         }
     }
 
+    /// Every member of the store filed at once: each address's entries sorted once at the
+    /// end, not kept sorted entry by entry (quadratic for one address declared many times).
     fn filed_from_store(&self) -> Maps {
         let mut fresh = Maps::default();
         for m in self.store.state() {
-            fresh.insert(m);
+            let (Some(ns), Some(_)) = (m.metadata.namespace.as_deref(), m.metadata.name.as_deref())
+            else {
+                continue;
+            };
+            let k = fresh.key(ns, &m.spec.email);
+            fresh.by_email.entry(k).or_default().push(m);
+        }
+        for set in fresh.by_email.values_mut() {
+            set.sort_unstable_by(|a, b| order(a).cmp(&order(b)));
+            set.shrink_to_fit();
         }
         fresh.by_email.shrink_to_fit();
         fresh
@@ -161,9 +173,7 @@ impl EmailIndex {
         set.iter()
             .filter(|m| m.metadata.namespace.as_deref() == Some(namespace))
             .filter_map(|m| {
-                let now = self
-                    .store
-                    .get(&ObjectRef::new(m.metadata.name.as_deref()?).within(namespace))?;
+                let now = self.store.get(namespace, m.metadata.name.as_deref()?)?;
                 matches(&now).then_some(now)
             })
             .collect()
@@ -173,8 +183,8 @@ impl EmailIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::shared;
     use crate::fixtures::{Rng, member};
-    use kube::runtime::reflector;
 
     /// A watch event about one of `names` in acme or beta, of x@ or y@e.example in either case.
     pub(super) fn random_event(rng: &mut Rng, names: &[&str]) -> watcher::Event<Membership> {
@@ -221,13 +231,13 @@ mod tests {
 
     /// A store and its index, told every event in the order the watch stream tells them.
     struct Both {
-        writer: reflector::store::Writer<Membership>,
+        writer: crate::cache::Writer<Membership>,
         ix: EmailIndex,
     }
 
     impl Both {
         fn new() -> Both {
-            let (store, writer) = reflector::store::<Membership>();
+            let (store, writer) = crate::cache::store::<Membership>();
             Both {
                 writer,
                 ix: EmailIndex::new(store),
@@ -235,7 +245,8 @@ mod tests {
         }
 
         fn apply(&mut self, e: watcher::Event<Membership>) {
-            self.writer.apply_watcher_event(&e);
+            let e = shared(e);
+            self.writer.apply_shared(&e);
             self.ix.apply(&e);
         }
     }
@@ -249,10 +260,7 @@ mod tests {
         assert_eq!(names(b.ix.get("acme", "BOB@acme.example")), ["bob", "bob2"]);
         assert_eq!(names(b.ix.get("beta", "bob@acme.example")), ["bob"]);
         // The index holds the store's own objects, not copies.
-        let stored =
-            b.ix.store
-                .get(&ObjectRef::new("bob").within("acme"))
-                .expect("stored");
+        let stored = b.ix.store.get("acme", "bob").expect("stored");
         assert!(Arc::ptr_eq(
             &stored,
             &b.ix.get("acme", "bob@acme.example")[0]
@@ -288,8 +296,8 @@ mod tests {
         b.apply(watcher::Event::Apply(m("acme", "bob", "bob@acme.example")));
         let mut newer = m("acme", "bob", "bob@acme.example");
         newer.spec.disabled = true;
-        let e = watcher::Event::Apply(newer);
-        b.writer.apply_watcher_event(&e);
+        let e = shared(watcher::Event::Apply(newer));
+        b.writer.apply_shared(&e);
         let found = b.ix.get("acme", "bob@acme.example");
         assert_eq!(names(found.clone()), ["bob"]);
         assert!(
@@ -324,10 +332,7 @@ mod tests {
         let mut b = Both::new();
         b.apply(watcher::Event::Apply(m("acme", "bob", "bob@acme.example")));
         b.apply(watcher::Event::Apply(m("beta", "bob", "bob@beta.example")));
-        let beta =
-            b.ix.store
-                .get(&ObjectRef::new("bob").within("beta"))
-                .expect("stored");
+        let beta = b.ix.store.get("beta", "bob").expect("stored");
         {
             let mut live = b.ix.live.write().expect("not poisoned");
             let k = live.key("acme", "bob@acme.example");
@@ -408,6 +413,7 @@ mod tests {
 mod probe_tests {
     use super::tests::{m, random_event, scan};
     use super::*;
+    use crate::cache::shared;
     use crate::fixtures::Rng;
 
     fn poison(ix: &EmailIndex) {
@@ -427,14 +433,14 @@ mod probe_tests {
         let (cases, seed) = crate::fixtures::fuzz_budget(200);
         let mut rng = Rng::new(seed ^ 0x5eed);
         for case in 0..cases {
-            let (store, mut writer) = kube::runtime::reflector::store::<Membership>();
+            let (store, mut writer) = crate::cache::store::<Membership>();
             let ix = EmailIndex::new(store.clone());
             for step in 0..60 {
                 if rng.chance(10) {
                     poison(&ix);
                 }
-                let event = random_event(&mut rng, &["a", "b", "c", "d", "e"]);
-                writer.apply_watcher_event(&event);
+                let event = shared(random_event(&mut rng, &["a", "b", "c", "d", "e"]));
+                writer.apply_shared(&event);
                 // Half the time the lookups come between the store and the index.
                 let between = rng.chance(50);
                 if !between {

@@ -12,7 +12,7 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::runtime::reflector::{self, Lookup, Store};
+use kube::runtime::reflector::Lookup;
 use kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
@@ -21,9 +21,11 @@ use serde::de::DeserializeOwned;
 mod bindings;
 mod credentials;
 mod emails;
+mod store;
 pub use bindings::Binding;
 pub use credentials::Credential;
 pub use emails::EmailIndex;
+pub use store::{Store, Writer, WriterDropped, store};
 
 use crate::api::contract::{CREDENTIALS_SECRET_TYPE, managed_selector};
 use crate::api::{Membership, Organization, Project};
@@ -151,9 +153,9 @@ impl Stores {
 }
 
 /// Planning from a half-filled cache would revoke access that exists, so nothing reads the
-/// caches before every store has listed its objects. `Store::wait_until_ready` wakes only one of
-/// several concurrent waiters, so a single task waits on the stores and publishes the outcome on
-/// a channel that any number of readers can wait on.
+/// caches before every store has listed its objects. A single task waits on the stores in turn
+/// and publishes the outcome (all in, or which watch stopped first) on one channel that any
+/// number of readers wait on.
 fn watch_readiness(
     orgs: &Store<Organization>,
     projects: &Store<Project>,
@@ -226,13 +228,14 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
     C: Compact,
 {
-    let (store, mut writer) = reflector::store();
+    let (store, mut writer) = store();
     let mut changes = Changes::default();
     let events = watcher(api, wc).backoff(watch_backoff());
     let changed = organizations::<K, _>(events, move |event| {
         let event = map_event(event, of);
-        writer.apply_watcher_event(&event);
-        changes.of_compact(&event)
+        let changed = changes.of_compact(&event);
+        writer.apply(event);
+        changed
     });
     (store, changed)
 }
@@ -263,7 +266,13 @@ where
         .boxed()
 }
 
-fn map_event<K, C>(e: watcher::Event<K>, of: fn(K) -> C) -> watcher::Event<C> {
+/// A watch event as a cache passes it on: its objects shared by the store and the indexes
+/// beside it.
+pub fn shared<K>(e: watcher::Event<K>) -> watcher::Event<Arc<K>> {
+    map_event(e, Arc::new)
+}
+
+fn map_event<K, C>(e: watcher::Event<K>, mut of: impl FnMut(K) -> C) -> watcher::Event<C> {
     use watcher::Event as E;
     match e {
         E::Apply(k) => E::Apply(of(k)),
@@ -420,27 +429,46 @@ where
         + Send
         + Sync
         + 'static,
-    F: FnMut(&watcher::Event<K>) + Send + 'static,
+    F: FnMut(&watcher::Event<Arc<K>>) + Send + 'static,
 {
-    let (store, writer) = reflector::store();
+    let (store, mut writer) = store();
     let mut changes = Changes::default();
     let events = watcher(api, wc)
         .backoff(watch_backoff())
         // Cache only what decisions read: managedFields and kubectl's last-applied copy of the
         // whole object are most of an object's size and no rule of roster's reads them.
-        .modify(prepare)
-        .reflect(writer);
+        .modify(prepare);
     let changed = organizations::<K, _>(events, move |e| {
-        // Indexes beside the store see every event right after it, relists included.
-        follow(&e);
         match e {
             watcher::Event::Init => tracing::debug!(kind = %K::kind(&()), "listing"),
             watcher::Event::InitDone => tracing::debug!(kind = %K::kind(&()), "listed"),
             _ => {}
         }
-        changes.of(&e, identify)
+        take(&mut writer, &mut changes, &mut follow, e)
     });
     (store, changed)
+}
+
+/// One watch event of a reflected kind: into the store, then to the indexes beside it (which
+/// file the very objects the store holds), and only then, at a list's end, readers are told it
+/// is in. The organizations it changes.
+fn take<K>(
+    writer: &mut Writer<K>,
+    changes: &mut Changes,
+    follow: &mut impl FnMut(&watcher::Event<Arc<K>>),
+    e: watcher::Event<K>,
+) -> Vec<Arc<str>>
+where
+    K: Resource<DynamicType = ()> + serde::Serialize,
+{
+    let changed = changes.of(&e, identify);
+    let e = map_event(e, Arc::new);
+    writer.apply_shared(&e);
+    follow(&e);
+    if matches!(e, watcher::Event::InitDone) {
+        writer.mark_ready();
+    }
+    changed
 }
 
 /// An object of roster's kinds for `Changes`: its organization is its namespace.
@@ -551,6 +579,32 @@ mod tests {
         m
     }
 
+    /// Red team of the cache store: readiness was told with the store's list swapped in and
+    /// the e-mail index not yet refiled; a reader woken then found nobody at any address.
+    #[test]
+    fn readers_are_told_ready_only_once_the_index_has_the_list() {
+        let (store, mut writer) = store::<Membership>();
+        let ix = EmailIndex::new(store.clone());
+        let mut changes = Changes::default();
+        let mut ready_when_followed = Vec::new();
+        let mut follow = |e: &watcher::Event<Arc<Membership>>| {
+            ready_when_followed.push(store.is_ready());
+            ix.apply(e);
+        };
+        let mut bob = member();
+        bob.metadata.namespace = Some("acme".into());
+        for e in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(bob),
+            watcher::Event::InitDone,
+        ] {
+            take(&mut writer, &mut changes, &mut follow, e);
+        }
+        assert_eq!(ready_when_followed, [false, false, false]);
+        assert!(store.is_ready());
+        assert_eq!(ix.get("acme", "bob@acme.example").len(), 1);
+    }
+
     #[test]
     fn the_cache_keeps_what_decisions_read_and_drops_the_rest() {
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
@@ -659,7 +713,7 @@ mod tests {
         Store<Binding>,
         impl FnMut(watcher::Event<Binding>) -> Vec<String>,
     ) {
-        let (store, mut writer) = reflector::store::<Binding>();
+        let (store, mut writer) = store::<Binding>();
         let mut changes = Changes::default();
         let feed = move |e| {
             writer.apply_watcher_event(&e);

@@ -359,7 +359,6 @@ pub(super) fn awaited(
 /// RoleBindings and namespaces just written trigger one at once) then plans from them, instead
 /// of writing the same statuses again from a cache a few milliseconds behind.
 async fn await_own_writes(ctx: &Context, w: &World, moved: Moved) {
-    use kube::runtime::reflector::ObjectRef;
     let ns = w.namespace.as_str();
     let rv = |m: &kube::core::ObjectMeta| m.resource_version.clone();
     let members: std::collections::HashMap<&str, Option<String>> = w
@@ -380,13 +379,13 @@ async fn await_own_writes(ctx: &Context, w: &World, moved: Moved) {
         pending_members.retain(|(n, old)| {
             ctx.stores
                 .memberships
-                .get(&ObjectRef::new(n).within(ns))
+                .get(ns, n)
                 .is_some_and(|m| rv(&m.metadata) == *old)
         });
         pending_projects.retain(|(n, old)| {
             ctx.stores
                 .projects
-                .get(&ObjectRef::new(n).within(ns))
+                .get(ns, n)
                 .is_some_and(|p| rv(&p.metadata) == *old)
         });
         if (pending_members.is_empty() && pending_projects.is_empty())

@@ -21,11 +21,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::cache::Store as Cache;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::{ObjectRef, Store as Cache};
 use kube::{Api, Client, Resource};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -288,7 +288,7 @@ impl Writer {
     /// it): `Some(member)` then, `None` for what only standard output keeps.
     fn known(&self, e: &Entry) -> Option<Option<std::sync::Arc<Membership>>> {
         let org = &e.organization;
-        self.orgs.get(&ObjectRef::new(org).within(org))?;
+        self.orgs.get(org, org)?;
         let Some(email) = &e.email else {
             return Some(None);
         };

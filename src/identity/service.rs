@@ -150,7 +150,7 @@ impl Identity {
     /// Reads credentials through the controller's watch (see `Store::with_cache`).
     pub fn with_credential_cache(
         mut self,
-        cache: kube::runtime::reflector::Store<crate::cache::Credential>,
+        cache: crate::cache::Store<crate::cache::Credential>,
     ) -> Identity {
         self.store = self.store.with_cache(cache);
         self

@@ -7,10 +7,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::cache::Store as Cache;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{ObjectRef, Store as Cache};
 use kube::{Api, Client};
 use ring::digest::{SHA256, digest};
 
@@ -105,7 +105,7 @@ impl Store {
     /// not caught up (resourceVersions of one object only grow; etcd's are integers).
     fn known(&self, name: &str) -> Option<Arc<Credential>> {
         let cache = self.cache.as_ref()?;
-        let watched = cache.get(&ObjectRef::new(name).within(&self.namespace));
+        let watched = cache.get(&self.namespace, name);
         let rv = |c: &Credential| c.version();
         let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
         let own = written.get(name).cloned();

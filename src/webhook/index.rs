@@ -1,10 +1,10 @@
-//! The webhook's view of the cluster: the controller's reflector stores. Reading them costs no
+//! The webhook's view of the cluster: the controller's cache stores. Reading them costs no
 //! API call; they are as fresh as the watches.
 
 use std::sync::Arc;
 
+use crate::cache::Store;
 use kube::ResourceExt;
-use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::validate::Index;
 use crate::api::{Membership, Organization, Project};
@@ -25,7 +25,7 @@ pub struct StoreIndex {
 
 impl Index for StoreIndex {
     fn organization(&self, namespace: &str) -> Option<Arc<Organization>> {
-        self.orgs.get(&ObjectRef::new(namespace).within(namespace))
+        self.orgs.get(namespace, namespace)
     }
 
     fn memberships_with_email(&self, namespace: &str, email: &str) -> Vec<Arc<Membership>> {
@@ -64,25 +64,22 @@ impl Index for StoreIndex {
     fn invitation_accepted(&self, namespace: &str, email: &str) -> Option<bool> {
         let (creds, own) = self.credentials.as_ref()?;
         let name = crate::identity::store::Store::secret_name(namespace, email);
-        let accepted = creds
-            .get(&ObjectRef::new(&name).within(own))
-            .is_some_and(|c| {
-                // Accepted by the Membership that holds the address now: a record left by a
-                // deleted namesake (not yet forgotten) proves nothing about the new one.
-                c.record.as_ref().is_ok_and(|r| {
-                    let members = self.memberships_with_email(namespace, email);
-                    r.accepted_at.is_some()
-                        && super::validate::email_holder(&members, email)
-                            .is_some_and(|m| r.belongs_to(m))
-                })
-            });
+        let accepted = creds.get(own, &name).is_some_and(|c| {
+            // Accepted by the Membership that holds the address now: a record left by a
+            // deleted namesake (not yet forgotten) proves nothing about the new one.
+            c.record.as_ref().is_ok_and(|r| {
+                let members = self.memberships_with_email(namespace, email);
+                r.accepted_at.is_some()
+                    && super::validate::email_holder(&members, email)
+                        .is_some_and(|m| r.belongs_to(m))
+            })
+        });
         Some(accepted)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use kube::runtime::reflector;
     use kube::runtime::watcher::Event;
 
     use super::*;
@@ -116,11 +113,11 @@ mod tests {
 
     /// An index of `members` and one credential record, as the caches hold them.
     fn index(members: &[crate::api::Membership], record: Record) -> StoreIndex {
-        let (memberships, mut mw) = reflector::store();
+        let (memberships, mut mw) = crate::cache::store();
         for m in members {
             mw.apply_watcher_event(&Event::Apply(m.clone()));
         }
-        let (creds, mut cw) = reflector::store();
+        let (creds, mut cw) = crate::cache::store();
         cw.apply_watcher_event(&Event::Apply(Credential {
             name: crate::identity::store::Store::secret_name(NS, &record.email),
             namespace: "roster-system".into(),
@@ -129,8 +126,8 @@ mod tests {
             record: Ok(record),
         }));
         StoreIndex {
-            orgs: reflector::store().0,
-            projects: reflector::store().0,
+            orgs: crate::cache::store().0,
+            projects: crate::cache::store().0,
             memberships,
             emails: None,
             credentials: Some((creds, "roster-system".into())),

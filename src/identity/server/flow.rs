@@ -87,9 +87,7 @@ pub fn member(
     email: &str,
 ) -> Option<(Arc<Organization>, Arc<Membership>)> {
     // Lookups, not scans: this runs for every login, guess or not.
-    let o = state
-        .orgs
-        .get(&kube::runtime::reflector::ObjectRef::new(org).within(org))?;
+    let o = state.orgs.get(org, org)?;
     let found = match &state.emails {
         Some(ix) => ix.get(org, email),
         None => state.memberships.state_filter(|m| {
@@ -241,10 +239,7 @@ async fn check(
     // What was typed for nobody may be anything, a password typed in the wrong field
     // included: the log keeps a digest of it (repeated attempts still correlate), never the
     // text. A real organization and member are named as they are.
-    let org_exists = state
-        .orgs
-        .get(&kube::runtime::reflector::ObjectRef::new(&r.organization).within(&r.organization))
-        .is_some();
+    let org_exists = state.orgs.get(&r.organization, &r.organization).is_some();
     let logged_org = if org_exists {
         r.organization.clone()
     } else {
@@ -433,7 +428,7 @@ pub fn authorize(
 fn standing(state: &AppState, c: &Claims, now: u64) -> Result<Arc<Membership>, &'static str> {
     let m = state
         .memberships
-        .get(&kube::runtime::reflector::ObjectRef::new(&c.membership).within(&c.org))
+        .get(&c.org, &c.membership)
         .filter(|m| m.spec.email.eq_ignore_ascii_case(&c.email))
         .filter(|m| m.metadata.uid.as_deref().unwrap_or_default() == c.uid)
         .ok_or("MemberGone")?;

@@ -21,10 +21,10 @@ mod tests;
 
 use std::sync::Arc;
 
+use crate::cache::Store as Cache;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use kube::runtime::reflector::Store as Cache;
 
 use super::service::Identity;
 use crate::api::{Membership, Organization};

@@ -293,12 +293,8 @@ fn invited(
     org: &str,
     member: &str,
 ) -> Option<(Arc<crate::api::Membership>, String)> {
-    let m = state
-        .memberships
-        .get(&kube::runtime::reflector::ObjectRef::new(member).within(org))?;
-    let o = state
-        .orgs
-        .get(&kube::runtime::reflector::ObjectRef::new(org).within(org))?;
+    let m = state.memberships.get(org, member)?;
+    let o = state.orgs.get(org, org)?;
     let scope = crate::access::invitation_scope(&o, &m);
     flow::refused(state, &m, super::now())
         .is_none()
@@ -333,12 +329,12 @@ pub async fn accept_form(
     )
 }
 
-fn min_length(state: &AppState, org: &str) -> u32 {
+/// The organization's own rule: its Organization is the one named after its namespace (an
+/// object of the same name elsewhere is another organization's, red team of the cache store).
+pub(super) fn min_length(state: &AppState, org: &str) -> u32 {
     state
         .orgs
-        .state()
-        .into_iter()
-        .find(|o| o.name_any() == org)
+        .get(org, org)
         .map_or(
             crate::api::SecurityPolicy::default().password_min_length,
             |o| o.spec.security.password_min_length,

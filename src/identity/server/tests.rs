@@ -10,7 +10,9 @@ use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
-use kube::runtime::reflector::{self, Store as Cache};
+use kube::runtime::reflector;
+
+use crate::cache::Store as Cache;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -37,7 +39,7 @@ pub(super) fn cache<K>(objects: Vec<K>) -> Cache<K>
 where
     K: reflector::Lookup<DynamicType = ()> + Clone + 'static,
 {
-    let (store, mut writer) = reflector::store();
+    let (store, mut writer) = crate::cache::store();
     for o in objects {
         writer.apply_watcher_event(&watcher::Event::Apply(o));
     }
@@ -68,6 +70,17 @@ fn fixture(members: Vec<Membership>, generation: u64) -> Fixture {
 }
 
 fn fixture_with(members: Vec<Membership>, generation: u64, limits: Limits) -> Fixture {
+    let mut o: Organization = org("alice@acme.example");
+    o.spec.security.mfa.required = true;
+    fixture_of(members, generation, limits, vec![o])
+}
+
+fn fixture_of(
+    members: Vec<Membership>,
+    generation: u64,
+    limits: Limits,
+    orgs: Vec<Organization>,
+) -> Fixture {
     let client = kube::Client::try_from(kube::Config::new(
         "https://127.0.0.1:9".parse().expect("url"),
     ))
@@ -101,12 +114,10 @@ fn fixture_with(members: Vec<Membership>, generation: u64, limits: Limits) -> Fi
         SecurityLog::print_only(),
     )
     .with_credential_cache(cache(creds));
-    let mut o: Organization = org("alice@acme.example");
-    o.spec.security.mfa.required = true;
     Fixture {
         state: Arc::new(AppState {
             identity: Arc::new(identity),
-            orgs: cache(vec![o]),
+            orgs: cache(orgs),
             memberships: cache(members),
             revocations: Revocations::default(),
             limits,
@@ -115,6 +126,24 @@ fn fixture_with(members: Vec<Membership>, generation: u64, limits: Limits) -> Fi
             emails: None,
         }),
     }
+}
+
+/// An Organization named like acme in another namespace (one made before the webhook ran, or
+/// by whoever may create objects there) is not acme's: its password rule is not acme's
+/// (red team of the cache store: the rule was taken from whichever came first).
+#[tokio::test]
+async fn the_password_rule_is_the_organization_s_own_not_a_namesake_s() {
+    let rule = |orgs: Vec<Organization>| {
+        super::pages::min_length(&fixture_of(vec![bob()], 0, Limits::off(), orgs).state, NS)
+    };
+    let mut namesake = org("eve@evil.example");
+    namesake.metadata.namespace = Some("evil".into());
+    namesake.spec.security.password_min_length = 40;
+    let mut own = org("alice@acme.example");
+    own.spec.security.password_min_length = 20;
+    let default = crate::api::SecurityPolicy::default().password_min_length;
+    assert_eq!(rule(vec![namesake.clone()]), default);
+    assert_eq!(rule(vec![namesake, own]), 20);
 }
 
 pub(super) fn bob() -> Membership {
