@@ -163,10 +163,19 @@ impl std::fmt::Debug for Record {
 
 /// The record a credential Secret holds.
 pub fn record_in(s: &Secret) -> Result<Record, String> {
-    let raw = s
-        .data
+    parse(record_bytes(s)?)
+}
+
+/// The record's JSON as a credential Secret holds it.
+pub fn record_bytes(s: &Secret) -> Result<&[u8], String> {
+    s.data
         .as_ref()
         .and_then(|d| d.get(KEY))
-        .ok_or_else(|| "no record".to_string())?;
-    serde_json::from_slice(&raw.0).map_err(|e| e.to_string())
+        .map(|raw| raw.0.as_slice())
+        .ok_or_else(|| "no record".to_string())
+}
+
+/// A record from its JSON, or why it cannot be read.
+pub fn parse(json: &[u8]) -> Result<Record, String> {
+    serde_json::from_slice(json).map_err(|e| e.to_string())
 }

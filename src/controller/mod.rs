@@ -265,8 +265,8 @@ impl Context {
                 c.state()
                     .iter()
                     .filter(|c| c.organization.as_deref() == Some(ns.as_str()))
-                    .filter_map(|c| match &c.record {
-                        Ok(r) if !r.email.is_empty() => Some((r.email.clone(), r.clone())),
+                    .filter_map(|c| match c.record() {
+                        Ok(r) if !r.email.is_empty() => Some((r.email.clone(), r)),
                         Ok(_) => None,
                         Err(e) => {
                             tracing::warn!(secret = %c.name, error = %e, "unreadable credential record ignored");

@@ -129,7 +129,7 @@ impl Store {
     }
 
     fn record_of(c: &Credential) -> Result<Record, Error> {
-        c.record.clone().map_err(Error::Corrupt)
+        c.record().map_err(Error::Corrupt)
     }
 
     /// Remembers a Secret this process wrote (as the API server answered it), in its cached

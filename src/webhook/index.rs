@@ -67,7 +67,7 @@ impl Index for StoreIndex {
         let accepted = creds.get(own, &name).is_some_and(|c| {
             // Accepted by the Membership that holds the address now: a record left by a
             // deleted namesake (not yet forgotten) proves nothing about the new one.
-            c.record.as_ref().is_ok_and(|r| {
+            c.record().is_ok_and(|r| {
                 let members = self.memberships_with_email(namespace, email);
                 r.accepted_at.is_some()
                     && super::validate::email_holder(&members, email)
@@ -118,13 +118,12 @@ mod tests {
             mw.apply_watcher_event(&Event::Apply(m.clone()));
         }
         let (creds, mut cw) = crate::cache::store();
-        cw.apply_watcher_event(&Event::Apply(Credential {
-            name: crate::identity::store::Store::secret_name(NS, &record.email),
-            namespace: "roster-system".into(),
-            resource_version: "1".into(),
-            organization: Some(NS.into()),
-            record: Ok(record),
-        }));
+        cw.apply_watcher_event(&Event::Apply(Credential::of_record(
+            crate::identity::store::Store::secret_name(NS, &record.email),
+            "roster-system",
+            NS,
+            &record,
+        )));
         StoreIndex {
             orgs: crate::cache::store().0,
             projects: crate::cache::store().0,
