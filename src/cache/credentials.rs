@@ -172,6 +172,48 @@ mod tests {
         assert_eq!(Credential::of(&none).record(), Err("no record".into()));
     }
 
+    /// Red team of ec1fff5: why a record is unreadable named the text found there, which
+    /// may be a password hash; and an array was taken for an (empty) record.
+    #[test]
+    fn an_unreadable_record_s_reason_names_no_content_and_only_an_object_is_a_record() {
+        let json = br#"{"email":"bob@acme.example","generation":"$argon2id$v=19$m=19456,t=2,p=1$SALTSALT$HASHHASH"}"#;
+        let c = Credential::of(&secret("c1", "42", json));
+        let why = c.record().expect_err("unreadable");
+        let shown = format!(
+            "{c:?} | {}",
+            crate::identity::store::Error::Corrupt(why.clone())
+        );
+        assert!(!shown.contains("HASHHASH"), "{shown}");
+        assert!(
+            why.contains("wrong type") && why.contains("column"),
+            "{why}"
+        );
+        for not_an_object in [&b"[]"[..], b" [1]", b"\"null\"", b"42"] {
+            let c = Credential::of(&secret("c2", "43", not_an_object));
+            assert!(c.record().is_err(), "{:?}", c.record());
+        }
+        assert!(
+            Credential::of(&secret("c3", "44", b"{not json"))
+                .record()
+                .is_err_and(|e| e.contains("not valid JSON"))
+        );
+    }
+
+    #[test]
+    fn an_invitation_s_debug_hides_its_token_hash() {
+        let inv = crate::api::credential::Invitation {
+            hash: "TOKENHASH".into(),
+            ..Default::default()
+        };
+        let stored = crate::identity::invitation::Stored {
+            hash: "TOKENHASH".into(),
+            expires_at: 1,
+        };
+        let shown = format!("{inv:?} {stored:?}");
+        assert!(!shown.contains("TOKENHASH"), "{shown}");
+        assert!(shown.contains("expires_at"), "{shown}");
+    }
+
     /// The cached record is its JSON, which holds the password hash and the sealed TOTP seed:
     /// neither may show in Debug output (logs, panics).
     #[test]

@@ -7,11 +7,21 @@ use ring::digest::{SHA256, digest};
 
 use super::{Secret, random};
 
-/// What is stored: the token's hash and when it expires (unix seconds).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What is stored: the token's hash and when it expires (unix seconds). Debug by hand: the
+/// hash stays out of logs.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Stored {
     pub hash: String,
     pub expires_at: u64,
+}
+
+impl std::fmt::Debug for Stored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stored")
+            .field("hash", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
