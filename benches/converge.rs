@@ -11,14 +11,17 @@
 //! - the floor: for a third tree, exactly the writes convergence needs — what `plan()` says
 //!   (namespaces, RoleBindings, finalizers, one status per object; no Events) — issued by a
 //!   minimal client with 16 in flight against the same API server, in the same run.
+//! - (b) again in rounds, each on a control plane of its own with the floor client after it,
+//!   and the median of the rounds' ratios (one pair is one sample of a noisy machine).
 //!
 //! roster's writes come from the API server's audit log (user agent `roster/…`), by kind.
 //! Prints Markdown tables (lines starting with `|`).
 //!
 //! `ROSTER_BENCH_ONLY=memory`: one tree stored, roster started with identity on (it issues and
 //! caches a credential record per member), converged, settled; its RSS and
-//! peak. `ROSTER_BENCH_ONLY=scaling`: cold starts and the floor at 10², 10³ and 10⁴ members,
-//! each on a fresh control plane; a table and docs/bench/scaling.svg. For profiling: `ROSTER_BENCH_WRAP=heaptrack` runs roster under that command,
+//! peak. `ROSTER_BENCH_ONLY=scaling`: cold starts and the floor at 10², 10³, 10⁴ and 2·10⁴ members,
+//! each on a fresh control plane; a table and docs/bench/scaling.svg (`ROSTER_BENCH_SIZES=10000`
+//! runs other sizes, without the picture). For profiling: `ROSTER_BENCH_WRAP=heaptrack` runs roster under that command,
 //! `ROSTER_BENCH_PRELOAD=/path/lib.so` preloads an allocator into it, `ROSTER_BENCH_SETTLE=S`
 //! waits S seconds (default 5) after convergence before measuring.
 
@@ -392,10 +395,16 @@ struct Point {
     floor_writes: usize,
     rss: f64,
     peak: f64,
+    /// CPU seconds roster used from its start to 5 s after converging, and the floor client
+    /// (this process) from listing its tree to its last write: on 2 cores, what a client burns
+    /// the API server cannot.
+    cpu: f64,
+    floor_cpu: f64,
 }
 
-fn scaling_point(root: &Path, total: usize) -> Point {
-    let cp = start_control_plane(root, &format!("scaling-{total}"));
+/// `name` names the control plane's directory (one per point, unique within a run).
+fn scaling_point(root: &Path, name: &str, total: usize) -> Point {
+    let cp = start_control_plane(root, name);
     install_roster_crds(&cp);
     let logs = cp.audit.parent().expect("dir").to_path_buf();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -419,10 +428,13 @@ fn scaling_point(root: &Path, total: usize) -> Point {
             .as_secs_f64();
         tokio::time::sleep(Duration::from_secs(5)).await;
         let (rss_now, peak) = rss(r.child.id());
+        let cpu = common::cpu_seconds(r.child.id());
         let _ = r.child.kill();
         let _ = r.child.wait();
         common::create_all(&client, &tree("f"), IN_FLIGHT).await;
+        let before = common::cpu_seconds(std::process::id());
         let (floor_time, floor_writes) = floor(&client, "f", false).await;
+        let floor_cpu = common::cpu_seconds(std::process::id()) - before;
         Point {
             members: per_org * ORGS,
             time,
@@ -431,24 +443,38 @@ fn scaling_point(root: &Path, total: usize) -> Point {
             floor_writes,
             rss: rss_now,
             peak,
+            cpu,
+            floor_cpu,
         }
     })
 }
 
-/// `ROSTER_BENCH_ONLY=scaling`: cold starts at 10², 10³ and 10⁴ members; a table, and the
-/// picture written to docs/bench/scaling.svg.
+/// `ROSTER_BENCH_ONLY=scaling`: cold starts at 10², 10³, 10⁴ and 2·10⁴ members (the last is the
+/// large run's size, timed against the floor here); a table, and the picture written to
+/// docs/bench/scaling.svg. `ROSTER_BENCH_SIZES=10000` (comma-separated) runs other sizes, for
+/// a quick look; the picture is drawn only for the default series.
 fn scaling(root: &Path) {
-    let points: Vec<Point> = [100, 1_000, 10_000]
-        .into_iter()
-        .map(|n| scaling_point(root, n))
+    const SIZES: [usize; 4] = [100, 1_000, 10_000, 20_000];
+    let sizes: Vec<usize> = std::env::var("ROSTER_BENCH_SIZES").map_or(SIZES.to_vec(), |v| {
+        v.split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("ROSTER_BENCH_SIZES: numbers, comma-separated")
+            })
+            .collect()
+    });
+    let points: Vec<Point> = sizes
+        .iter()
+        .map(|&n| scaling_point(root, &format!("scaling-{n}"), n))
         .collect();
     println!(
-        "| members (20 organizations × 10 projects) | cold start | floor client | time / floor | writes (no Events) | floor writes | writes / floor | RSS after | peak RSS |"
+        "| members (20 organizations × 10 projects) | cold start | floor client | time / floor | writes (no Events) | floor writes | writes / floor | RSS after | peak RSS | CPU: roster | CPU: floor client |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for p in &points {
         println!(
-            "| {} | {:.1} s | {:.1} s | {:.2}× | {} | {} | {:.2}× | {:.0} MiB | {:.0} MiB |",
+            "| {} | {:.1} s | {:.1} s | {:.2}× | {} | {} | {:.2}× | {:.0} MiB | {:.0} MiB | {:.1} s | {:.1} s |",
             p.members,
             p.time,
             p.floor_time,
@@ -457,8 +483,13 @@ fn scaling(root: &Path) {
             p.floor_writes,
             p.writes as f64 / p.floor_writes as f64,
             p.rss,
-            p.peak
+            p.peak,
+            p.cpu,
+            p.floor_cpu
         );
+    }
+    if sizes != SIZES {
+        return;
     }
     let xs: Vec<f64> = points.iter().map(|p| p.members as f64).collect();
     let series = |f: fn(&Point) -> f64| -> Vec<f64> { points.iter().map(f).collect() };
@@ -716,4 +747,44 @@ fn main() {
             println!("| {k} | {} | {} |", wa.get(k).unwrap_or(&0), wb.get(k).unwrap_or(&0));
         }
     });
+    if std::env::var("ROSTER_BENCH_ONLY").is_ok() {
+        return;
+    }
+    drop(rt);
+    drop(cp);
+    cold_start_rounds(root, ORGS * members);
+}
+
+/// Cold starts repeated in rounds, each on a control plane of its own beside the floor
+/// client: one cold start against one floor run is one sample of a shared machine (the same
+/// tree gave 1.24× and 1.54× an hour apart), so the ratio is also given as the median of the
+/// rounds'. Every round is printed, and the single run above stays in its table.
+fn cold_start_rounds(root: &Path, members: usize) {
+    const ROUNDS: usize = 3;
+    let points: Vec<Point> = (1..=ROUNDS)
+        .map(|r| scaling_point(root, &format!("cold-{members}-round-{r}"), members))
+        .collect();
+    println!();
+    println!(
+        "| (b) cold start again, {ROUNDS} rounds, each on a control plane of its own with the floor client | roster | floor client | time / floor | writes / floor | CPU: roster | CPU: floor client |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let mut ratios = Vec::new();
+    for (i, p) in (1..).zip(&points) {
+        let ratio = p.time / p.floor_time;
+        ratios.push(ratio);
+        println!(
+            "| round {i} | {:.1} s | {:.1} s | {ratio:.2}× | {:.2}× | {:.1} s | {:.1} s |",
+            p.time,
+            p.floor_time,
+            p.writes as f64 / p.floor_writes as f64,
+            p.cpu,
+            p.floor_cpu
+        );
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "| median of the rounds' ratios | | | {:.2}× | | | |",
+        ratios[ROUNDS / 2]
+    );
 }

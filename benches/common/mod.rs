@@ -177,6 +177,30 @@ fn status_mib(pid: u32, fields: [&str; 2]) -> (f64, f64) {
     (mib(fields[0]), mib(fields[1]))
 }
 
+/// CPU time (user and system) a process has used, in seconds (0 when unreadable). The clock
+/// tick is read from `getconf CLK_TCK`, 100 on Linux unless it answers otherwise.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let field = |i: usize| {
+        after
+            .split_whitespace()
+            .nth(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let tick = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .unwrap_or(100.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (field(11) + field(12)) / tick
+}
+
 /// Resident and peak memory of a process, in MiB.
 pub fn rss(pid: u32) -> (f64, f64) {
     status_mib(pid, ["VmRSS", "VmHWM"])
