@@ -55,6 +55,12 @@ pub struct Record {
     /// Unix seconds when the member accepted their invitation (set a password).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted_at: Option<u64>,
+    /// Who could read the link the member accepted through (`Invitation::link_readers`),
+    /// kept at acceptance: any of them may have set this password. `None`: accepted before
+    /// roster kept it. Ownership goes only to a member whose link nobody but the owner handing
+    /// it over could read (see `webhook::validate::new_owner_accepted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_readers: Option<Vec<String>>,
     /// Unix seconds of the last successful login, to the minute (see `Store::login_succeeded`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_login: Option<u64>,
@@ -80,6 +86,18 @@ pub struct Invitation {
     /// Who could read it when issued (Secret delivery): if that changes, it is replaced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub readers: Vec<String>,
+}
+
+impl Invitation {
+    /// Who could read the link: those its Secret was readable by when issued, nobody when it
+    /// went by e-mail (the mailbox's owner aside).
+    pub fn link_readers(&self) -> Vec<String> {
+        if self.delivery == "Email" {
+            Vec::new()
+        } else {
+            self.readers.clone()
+        }
+    }
 }
 
 /// Invitations withdrawn in a row because their link could not be delivered.
@@ -170,6 +188,7 @@ impl std::fmt::Debug for Record {
                 &self.invitation.as_ref().map(|i| i.expires_at),
             )
             .field("accepted_at", &self.accepted_at)
+            .field("link_readers", &self.link_readers)
             .field("last_login", &self.last_login)
             .finish_non_exhaustive()
     }

@@ -148,6 +148,13 @@ pub async fn attempt(
         }
         Err(e) => return Err(e),
     };
+    // Invited, not accepted: there is no password to guess, so nothing is counted. Counted,
+    // outsiders locked a member before they had accepted, and the lock's answer told them
+    // apart from an address that is nobody's (red team 19b).
+    if seen.password_hash.is_none() {
+        keys.hasher.verify_nothing(password).await;
+        return Err(store::Error::NotFound);
+    }
     if let Verdict::Locked { until } = lockout::gate(&store::lockout_record(&seen), now) {
         return Ok(Attempt::Locked { until });
     }

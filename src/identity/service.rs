@@ -108,6 +108,17 @@ pub struct Issue<'a> {
     pub now: u64,
 }
 
+/// The change `transfer_ownership` writes. The owner was checked on roster's cached
+/// Organization, and roster writes as an identity the webhook trusts with ownership: without
+/// the version, a former owner could move ownership again while the cache still named them
+/// (a watch outage after a GitOps transfer; red team 19b).
+pub fn ownership_patch(new_owner: &str, checked_version: &str) -> serde_json::Value {
+    serde_json::json!({
+        "metadata": {"resourceVersion": checked_version},
+        "spec": {"owner": new_owner},
+    })
+}
+
 /// How an invitation went out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Delivery {
@@ -420,7 +431,12 @@ impl Identity {
                 }
                 let mut next = r.clone();
                 next.password_hash = Some(phc.clone());
+                next.link_readers = r.invitation.as_ref().map(|inv| inv.link_readers());
                 next.invitation = None;
+                // Failures before there was a password (records from before they stopped
+                // counting) are nobody's: the member starts unlocked.
+                next.failed = 0;
+                next.locked_until = None;
                 next.accepted_at = Some(now);
                 next.generation += 1;
                 (Some(next), true)
@@ -547,14 +563,19 @@ impl Identity {
     }
 
     /// Moves ownership of `org` to `new_owner`: roster writes `spec.owner` (the caller has
-    /// re-authenticated the owner); the admission webhook still checks the new owner.
-    pub async fn transfer_ownership(&self, org: &str, new_owner: &str) -> kube::Result<()> {
+    /// re-authenticated the owner); the admission webhook still checks the new owner. Only
+    /// onto the version of the Organization whose owner the caller checked: a 409 if it changed.
+    pub async fn transfer_ownership(
+        &self,
+        org: &str,
+        new_owner: &str,
+        checked_version: &str,
+    ) -> kube::Result<()> {
         let api: Api<crate::api::Organization> = Api::namespaced(self.client.clone(), org);
-        let patch = serde_json::json!({"spec": {"owner": new_owner}});
         api.patch(
             org,
             &PatchParams::apply(FIELD_MANAGER),
-            &Patch::Merge(&patch),
+            &Patch::Merge(&ownership_patch(new_owner, checked_version)),
         )
         .await
         .map(drop)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::cache::Store;
 use kube::ResourceExt;
 
-use super::validate::Index;
+use super::validate::{Acceptance, Index};
 use crate::api::{Membership, Organization, Project};
 use crate::controller::plan::project_namespace;
 
@@ -61,20 +61,21 @@ impl Index for StoreIndex {
             .collect()
     }
 
-    fn invitation_accepted(&self, namespace: &str, email: &str) -> Option<bool> {
+    fn invitation_accepted(&self, namespace: &str, email: &str) -> Option<Acceptance> {
         let (creds, own) = self.credentials.as_ref()?;
         let name = crate::identity::store::Store::secret_name(namespace, email);
-        let accepted = creds.get(own, &name).is_some_and(|c| {
+        let accepted = creds.get(own, &name).and_then(|c| {
             // Accepted by the Membership that holds the address now: a record left by a
             // deleted namesake (not yet forgotten) proves nothing about the new one.
-            c.record().is_ok_and(|r| {
-                let members = self.memberships_with_email(namespace, email);
-                r.accepted_at.is_some()
-                    && super::validate::email_holder(&members, email)
-                        .is_some_and(|m| r.belongs_to(m))
+            let r = c.record().ok()?;
+            let members = self.memberships_with_email(namespace, email);
+            let holds =
+                super::validate::email_holder(&members, email).is_some_and(|m| r.belongs_to(m));
+            (r.accepted_at.is_some() && holds).then_some(Acceptance::Accepted {
+                link_readers: r.link_readers,
             })
         });
-        Some(accepted)
+        Some(accepted.unwrap_or(Acceptance::Pending))
     }
 }
 
@@ -98,8 +99,37 @@ mod tests {
             index(&[bob.clone()], accepted(&bob.spec.email, uid))
                 .invitation_accepted(NS, "bob@acme.example")
         };
-        assert_eq!(accepted_by("uid-now"), Some(true));
-        assert_eq!(accepted_by("uid-of-the-deleted-one"), Some(false));
+        assert_eq!(
+            accepted_by("uid-now"),
+            Some(Acceptance::Accepted {
+                link_readers: Some(vec!["alice@acme.example".into()])
+            })
+        );
+        assert_eq!(
+            accepted_by("uid-of-the-deleted-one"),
+            Some(Acceptance::Pending)
+        );
+    }
+
+    /// Who could read the link an acceptance went through comes from the record as identity
+    /// kept it, unknown for a record from before it was kept (red team 19b).
+    #[test]
+    fn an_acceptance_carries_who_could_read_its_link() {
+        let mut bob = member("bob", None, &[]);
+        bob.metadata.uid = Some("uid-now".into());
+        let mut record = accepted(&bob.spec.email, "uid-now");
+        record.link_readers = Some(vec!["carl@acme.example".into()]);
+        assert_eq!(
+            index(&[bob.clone()], record.clone()).invitation_accepted(NS, "bob@acme.example"),
+            Some(Acceptance::Accepted {
+                link_readers: Some(vec!["carl@acme.example".into()])
+            })
+        );
+        record.link_readers = None;
+        assert_eq!(
+            index(&[bob], record).invitation_accepted(NS, "bob@acme.example"),
+            Some(Acceptance::Accepted { link_readers: None })
+        );
     }
 
     fn accepted(email: &str, membership_uid: &str) -> Record {
@@ -107,6 +137,7 @@ mod tests {
             email: email.into(),
             membership_uid: Some(membership_uid.into()),
             accepted_at: Some(1),
+            link_readers: Some(vec!["alice@acme.example".into()]),
             ..Default::default()
         }
     }
@@ -153,7 +184,7 @@ mod tests {
         );
         assert_eq!(
             index.invitation_accepted(NS, "bob@acme.example"),
-            Some(false),
+            Some(Acceptance::Pending),
             "the holder (declared, uid-declared) never accepted; the record is the bootstrap one's"
         );
     }

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use super::validate::{Decision, Index, Object, Op, Policy, Request, validate};
+use super::validate::{Acceptance, Decision, Index, Object, Op, Policy, Request, validate};
 use super::{AppState, router};
 use crate::api::{Membership, Organization, Project};
 use crate::api::{MfaExemption, OrgRole, ProjectGrant, ProjectRole};
@@ -839,10 +839,12 @@ fn an_admin_resends_only_within_their_projects() {
 }
 
 /// With identity running, a new owner must also have accepted their invitation (whoever
-/// makes the change: the invitation is what proves the address is theirs).
+/// makes the change: the invitation is what proves the address is theirs), through a link
+/// nobody but the owner handing over could read: an Admin who read a Member's link may hold
+/// that Member's password (red team 19b).
 #[test]
-fn a_new_owner_must_have_accepted_their_invitation() {
-    struct WithIdentity(Mem, bool);
+fn a_new_owner_must_have_accepted_their_invitation_through_a_link_only_the_owner_could_read() {
+    struct WithIdentity(Mem, Acceptance);
     impl Index for WithIdentity {
         fn organization(&self, ns: &str) -> Option<Arc<Organization>> {
             self.0.organization(ns)
@@ -859,30 +861,66 @@ fn a_new_owner_must_have_accepted_their_invitation() {
         fn projects_using_namespace(&self, ns: &str) -> Vec<Arc<Project>> {
             self.0.projects_using_namespace(ns)
         }
-        fn invitation_accepted(&self, _: &str, email: &str) -> Option<bool> {
-            Some(self.1 || email != "bob@acme.example")
+        fn invitation_accepted(&self, _: &str, _: &str) -> Option<Acceptance> {
+            Some(self.1.clone())
         }
     }
-    for (accepted, want) in [(false, "NewOwnerNotAccepted"), (true, "Allow")] {
-        let index = WithIdentity(acme(), accepted);
-        let old = index.0.orgs[0].clone();
-        let mut new = old.clone();
-        new.spec.owner = "bob@acme.example".into();
-        let got = validate(
-            &Request {
-                operation: Op::Update,
-                namespace: NS,
-                name: NS,
-                object: Some(&Object::Organization(new)),
-                old_object: Some(&Object::Organization(old)),
-                username: "kubernetes-admin",
-                groups: &["system:masters".to_string()],
-                now: now(),
-            },
-            &index,
-            &policy(),
-        );
-        assert_eq!(reason(&got), want);
+    let read_by = |who: &[&str]| Acceptance::Accepted {
+        link_readers: Some(who.iter().map(|w| w.to_string()).collect()),
+    };
+    let cases = [
+        (Acceptance::Pending, "NewOwnerNotAccepted"),
+        (
+            Acceptance::Accepted { link_readers: None },
+            "NewOwnerLinkUnrecorded",
+        ),
+        // An Admin of this organization could read it.
+        (
+            read_by(&["alice@acme.example", "carl@acme.example"]),
+            "NewOwnerLinkReadByOthers",
+        ),
+        // A former owner (now an Admin), or anyone not the owner now, is someone else too.
+        (read_by(&["olga@acme.example"]), "NewOwnerLinkReadByOthers"),
+        // By e-mail: nobody could read it.
+        (read_by(&[]), "Allow"),
+        // Only the owner handing over could read it.
+        (read_by(&["alice@acme.example"]), "Allow"),
+    ];
+    for (acceptance, want) in cases {
+        for (username, groups) in [
+            // GitOps (a trusted identity) and roster itself (the identity server's transfer,
+            // after the owner's password) meet the same rule.
+            ("kubernetes-admin", vec!["system:masters".to_string()]),
+            ("system:serviceaccount:roster-system:roster", vec![]),
+        ] {
+            let index = WithIdentity(acme(), acceptance.clone());
+            let old = index.0.orgs[0].clone();
+            assert_eq!(old.spec.owner, "alice@acme.example");
+            let mut new = old.clone();
+            new.spec.owner = "bob@acme.example".into();
+            let got = validate(
+                &Request {
+                    operation: Op::Update,
+                    namespace: NS,
+                    name: NS,
+                    object: Some(&Object::Organization(new)),
+                    old_object: Some(&Object::Organization(old)),
+                    username,
+                    groups: &groups,
+                    now: now(),
+                },
+                &index,
+                &policy(),
+            );
+            assert_eq!(reason(&got), want, "{acceptance:?} by {username}: {got:?}");
+            if want == "NewOwnerLinkReadByOthers" {
+                assert!(
+                    format!("{got:?}")
+                        .contains("delete Membership bob and declare it again with role Admin"),
+                    "the denial says the way forward: {got:?}"
+                );
+            }
+        }
     }
 }
 

@@ -24,11 +24,21 @@ pub trait Index {
     fn projects_using_namespace(&self, namespace: &str) -> Vec<Arc<Project>>;
     /// Names of the organizations `O` for which `namespace` starts with `O-`.
     fn organizations_prefixing(&self, namespace: &str) -> Vec<String>;
-    /// Whether the member of `email` in `namespace` has accepted their invitation; None when
-    /// identity does not run here (invitations are then someone else's business).
-    fn invitation_accepted(&self, _namespace: &str, _email: &str) -> Option<bool> {
+    /// Whether the member of `email` in `namespace` has accepted their invitation, and through
+    /// a link whom; None when identity does not run here (invitations are then someone else's
+    /// business).
+    fn invitation_accepted(&self, _namespace: &str, _email: &str) -> Option<Acceptance> {
         None
     }
+}
+
+/// Where the holder of an address stands with their invitation, as identity recorded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Acceptance {
+    /// Not accepted (or the record is a deleted namesake's, or unreadable).
+    Pending,
+    /// Accepted through a link these could read; `None` when that was not recorded.
+    Accepted { link_readers: Option<Vec<String>> },
 }
 
 /// Who may do anything the organization rules allow (platform admins, the GitOps controller,
@@ -139,27 +149,65 @@ pub fn validate(req: &Request<'_>, index: &impl Index, policy: &Policy) -> Decis
 }
 
 /// With identity running, a new owner must have accepted their invitation, whoever makes the
-/// change: the accepted invitation is what proves the address belongs to the person.
+/// change: the accepted invitation is what proves the address belongs to the person. It proves
+/// that only if nobody else could have opened the link: an Admin reads the links of the Members
+/// they administer (every Admin those of a Member without projects), so an Admin could set such
+/// a Member's password and wait for ownership to be handed to that address (red team 19b). The
+/// owner handing ownership over may have read the link; nobody else may have.
 fn new_owner_accepted(req: &Request<'_>, index: &impl Index) -> Decision {
     let ns = req.namespace;
-    if let (Some(Object::Organization(o)), Some(Object::Organization(old))) =
+    let (Some(Object::Organization(o)), Some(Object::Organization(old))) =
         (req.object, req.old_object)
-        && old.spec.owner != o.spec.owner
-        && index.invitation_accepted(ns, &o.spec.owner) == Some(false)
-    {
-        let members = index.memberships_with_email(ns, &o.spec.owner);
-        let name = email_holder(&members, &o.spec.owner)
-            .map(|m| m.name_any())
-            .unwrap_or_default();
-        return deny(
+    else {
+        return Decision::Allow;
+    };
+    if old.spec.owner == o.spec.owner {
+        return Decision::Allow;
+    }
+    let Some(acceptance) = index.invitation_accepted(ns, &o.spec.owner) else {
+        return Decision::Allow;
+    };
+    let new = &o.spec.owner;
+    let members = index.memberships_with_email(ns, new);
+    let name = email_holder(&members, new)
+        .map(|m| m.name_any())
+        .unwrap_or_default();
+    let again = format!(
+        "for them to own it, delete Membership {name} and declare it again with role Admin (only the owner can read an Admin's link) or with invitations sent by e-mail (roster run --smtp-url), and let them accept the new link"
+    );
+    match acceptance {
+        Acceptance::Pending => deny(
             "NewOwnerNotAccepted",
             format!(
-                "{} cannot become owner of organization {ns}: they have not accepted the invitation of Membership {name} yet",
-                o.spec.owner
+                "{new} cannot become owner of organization {ns}: they have not accepted the invitation of Membership {name} yet"
             ),
-        );
+        ),
+        Acceptance::Accepted { link_readers: None } => deny(
+            "NewOwnerLinkUnrecorded",
+            format!(
+                "{new} cannot become owner of organization {ns}: they accepted the invitation of Membership {name} before roster kept who could read its link, so someone else may have set their password; {again}"
+            ),
+        ),
+        Acceptance::Accepted {
+            link_readers: Some(readers),
+        } => {
+            let others: Vec<&str> = readers
+                .iter()
+                .map(String::as_str)
+                .filter(|r| !r.eq_ignore_ascii_case(&old.spec.owner))
+                .collect();
+            if others.is_empty() {
+                return Decision::Allow;
+            }
+            deny(
+                "NewOwnerLinkReadByOthers",
+                format!(
+                    "{new} cannot become owner of organization {ns}: the invitation link of Membership {name} could be read by {}, any of whom may have set their password; {again}",
+                    others.join(", ")
+                ),
+            )
+        }
     }
-    Decision::Allow
 }
 
 fn trusted(req: &Request<'_>, policy: &Policy) -> bool {

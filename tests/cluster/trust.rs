@@ -1347,6 +1347,157 @@ async fn an_admin_cannot_take_over_the_former_owner() {
     assert_eq!(whoami(c, &alice), format!("roster:{ns}:alice@acme.example"));
 }
 
+/// Ownership goes only to a member whose invitation link nobody but the owner handing it over
+/// could read. (Red team 19b: Admin carl read the link of yara, a Member without projects —
+/// every Admin reads those — and set her password; when olga handed ownership to yara, carl
+/// logged in as yara with the owner's rights.) The allowed twin: zoe, an Admin, whose link
+/// only the owner reads.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_who_accepted_a_members_link_cannot_become_owner_through_it() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("planted");
+    apply(
+        c,
+        &org(
+            &ns,
+            "olga@acme.example",
+            &["one"],
+            &[
+                ("olga", "olga@acme.example", "Admin", "[]"),
+                ("carl", "carl@acme.example", "Admin", "[]"),
+                ("yara", "yara@acme.example", "Member", "[]"),
+                ("zoe", "zoe@acme.example", "Admin", "[]"),
+            ],
+        ),
+    );
+    member_token(c, &ns, "olga", "olga@acme.example").await;
+    let carl = kubeconfig(c, &member_token(c, &ns, "carl", "carl@acme.example").await);
+    let planted = wait_for("carl to read yara's link", Duration::from_secs(30), || {
+        read_link(c, &carl, &ns, "yara").ok()
+    });
+    let (status, page) = accept_link(c, &planted, "carl keeps yara 4k9v").await;
+    assert_eq!(status, 200, "{page}");
+    let accepted = |member: &str| {
+        wait_for("the acceptance to show", Duration::from_secs(30), || {
+            c.kubectl_try(&[
+                "get",
+                "membership",
+                member,
+                "-n",
+                &ns,
+                "-o",
+                "jsonpath={.status.invitation.state}",
+            ])
+            .filter(|s| s == "Accepted")
+        })
+    };
+    accepted("yara");
+    let transfer = |to: &str| {
+        serde_json::json!({"organization": ns, "email": "olga@acme.example",
+            "password": PASSWORD, "newOwner": to})
+        .to_string()
+    };
+    let (status, text) = identity_request(
+        c,
+        "POST",
+        "/api/v1/ownership-transfer",
+        "application/json",
+        &transfer("yara@acme.example"),
+    )
+    .await;
+    assert_eq!(
+        status, 409,
+        "ownership went to an account an Admin holds: {text}"
+    );
+    assert!(
+        text.contains("could be read by carl@acme.example"),
+        "the refusal says who could read the link: {text}"
+    );
+    // GitOps (a platform admin) meets the same rule.
+    let out = kubectl(
+        c,
+        &c.kubeconfig,
+        &[
+            "patch",
+            "organization",
+            &ns,
+            "-n",
+            &ns,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"owner":"yara@acme.example"}}"#,
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("delete Membership yara and declare it again"),
+        "a platform admin handed ownership to an account an Admin holds: {err}"
+    );
+    // zoe's link: the owner's to read, not carl's; accepted, zoe may own the organization.
+    assert!(read_link(c, &carl, &ns, "zoe").is_err());
+    let (status, page) = accept_link(c, &link(c, &ns, "zoe"), PASSWORD).await;
+    assert_eq!(status, 200, "{page}");
+    accepted("zoe");
+    let (status, text) = identity_request(
+        c,
+        "POST",
+        "/api/v1/ownership-transfer",
+        "application/json",
+        &transfer("zoe@acme.example"),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+}
+
+/// An invited member who has not accepted has no password to guess: wrong logins for them
+/// are not counted, so outsiders can neither lock them before they accept nor tell them from
+/// an address that is nobody's by the lock's answer. (Red team 19b: after the organization's
+/// limit of guesses the answer turned from 401 to 423 for ines, never for a stranger, and
+/// ines stayed locked after she accepted.) The twin: dave, who has a password, is locked.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outsiders_cannot_lock_or_spot_a_member_who_has_not_accepted() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("pending");
+    apply(
+        c,
+        &format!(
+            "apiVersion: roster.dev/v1alpha1\nkind: Organization\nmetadata: {{name: {ns}, namespace: {ns}}}\nspec:\n  owner: olga@acme.example\n  security: {{lockout: {{maxFailedAttempts: 2, lockDuration: 1h}}}}\n---\napiVersion: roster.dev/v1alpha1\nkind: Membership\nmetadata: {{name: ines, namespace: {ns}}}\nspec: {{email: ines@acme.example, role: Member}}\n---\napiVersion: roster.dev/v1alpha1\nkind: Membership\nmetadata: {{name: dave, namespace: {ns}}}\nspec: {{email: dave@acme.example, role: Member}}\n"
+        ),
+    );
+    member_token(c, &ns, "dave", "dave@acme.example").await;
+    let ines_link = link(c, &ns, "ines");
+    let mut last = Vec::new();
+    for who in [
+        "ines@acme.example",
+        "nobody@acme.example",
+        "dave@acme.example",
+    ] {
+        let mut answer = (0, serde_json::Value::Null);
+        for _ in 0..3 {
+            answer = login(c, &ns, who, "not the password 1").await;
+        }
+        last.push(answer);
+    }
+    assert_eq!(last[1].0, 401, "{:?}", last[1]);
+    assert_eq!(
+        last[0], last[1],
+        "a member who has not accepted answers like nobody after the limit"
+    );
+    assert_eq!(
+        last[2].0, 423,
+        "dave, who has a password, is locked: {:?}",
+        last[2]
+    );
+    let (status, page) = accept_link(c, &ines_link, PASSWORD).await;
+    assert_eq!(status, 200, "{page}");
+    let (status, body) = login(c, &ns, "ines@acme.example", PASSWORD).await;
+    assert_eq!(status, 200, "ines logs in once she has accepted: {body}");
+}
+
 /// A link is good only for the rights and the readers it was issued for: promote a pending
 /// member, and a link someone read before is dead. (Before: Admin bob read the link of ceo, a
 /// Member of bob's project; the owner made ceo an Admin of another project; bob accepted the

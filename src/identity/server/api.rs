@@ -230,9 +230,21 @@ pub async fn ownership_transfer(
             "set up two-factor authentication before transferring ownership",
         );
     }
+    let Some(version) = o.metadata.resource_version.as_deref() else {
+        log(
+            "OwnershipTransferFailed",
+            Some("ApiError"),
+            "the cached Organization has no resourceVersion".into(),
+        );
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "the API server did not take the change; try again",
+        );
+    };
     match state
         .identity
-        .transfer_ownership(&o.name_any(), &b.new_owner)
+        .transfer_ownership(&o.name_any(), &b.new_owner, version)
         .await
     {
         Ok(()) => {
@@ -242,6 +254,20 @@ pub async fn ownership_transfer(
                 format!("from {} to {}", m.spec.email, b.new_owner),
             );
             Json(json!({"owner": b.new_owner})).into_response()
+        }
+        // Changed since its owner was checked here (who owns it may have changed too):
+        // nothing was written.
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            log(
+                "OwnershipTransferFailed",
+                Some("Changed"),
+                s.message.clone(),
+            );
+            problem(
+                StatusCode::CONFLICT,
+                "OrganizationChanged",
+                "the organization changed while ownership was being moved, and nothing was transferred; try again",
+            )
         }
         // The webhook's denial says why (not a member, not accepted, disabled...).
         Err(kube::Error::Api(s)) if s.code == 400 || s.code == 403 || s.code == 422 => {

@@ -271,3 +271,67 @@ async fn a_slow_credential_store_slows_every_failure_alike() {
         "after a {member:?} failure for a member, an unknown address answered in {stranger:?}"
     );
 }
+
+/// A stand-in API server whose Organization is at version `current`: a PATCH of it carrying
+/// another resourceVersion gets 409 (as the API server answers a precondition that fails),
+/// one carrying none or the current one is taken; every other write is taken too.
+async fn api_with_organization_at(current: &'static str) -> String {
+    let app = axum::Router::new().fallback(
+        move |uri: axum::http::Uri, body: axum::body::Bytes| async move {
+            let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap_or(json!({}));
+            let sent = v["metadata"]["resourceVersion"].as_str().map(str::to_string);
+            if uri.path().contains("/organizations/") && sent.is_some_and(|rv| rv != current) {
+                let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "reason": "Conflict", "code": 409,
+                    "message": "the object has been modified; please apply your changes to the latest version and try again"});
+                return (StatusCode::CONFLICT, axum::Json(status));
+            }
+            v["metadata"]["resourceVersion"] = json!("2");
+            (StatusCode::OK, axum::Json(v))
+        },
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(l, app).await });
+    format!("http://{addr}")
+}
+
+/// Ownership moves only from the owner the Organization names now: roster checks the owner on
+/// its cache and writes as an identity the webhook trusts, so the write carries the version
+/// it checked. (Red team 19b: bob, owner until a GitOps transfer roster's watch had not yet
+/// delivered, moved ownership to carl with his password; the unconditioned patch went
+/// through.) The twin: with the cache current, the same transfer goes through.
+#[tokio::test]
+async fn a_former_owner_cannot_move_ownership_while_the_cache_still_names_them() {
+    for (api_version, want) in [("org-v2", StatusCode::CONFLICT), ("org-v1", StatusCode::OK)] {
+        let api = api_with_organization_at(api_version).await;
+        let s = state(
+            &api,
+            Hasher::new(1024, 1, 1, 2).expect("hasher"),
+            Limits::off(),
+        )
+        .await;
+        let mut s = Arc::into_inner(s).expect("one handle");
+        // The cache's copy (version org-v1) still names bob.
+        let mut stale = org("bob@acme.example");
+        stale.metadata.resource_version = Some("org-v1".into());
+        s.orgs = cache(vec![stale]);
+        let s = Arc::new(s);
+        let body = json!({"organization": NS, "email": "bob@acme.example",
+            "password": "the right password 42!", "newOwner": "carl@acme.example"});
+        let (status, text, _) = send(
+            &s,
+            "POST",
+            "/api/v1/ownership-transfer",
+            "application/json",
+            body.to_string(),
+        )
+        .await;
+        assert_eq!(status, want, "API server at {api_version}: {text}");
+        if want == StatusCode::CONFLICT {
+            assert!(text.contains("OrganizationChanged"), "{text}");
+        }
+    }
+}
