@@ -101,9 +101,16 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
             )))
         }));
     }
+    // Bindings in this namespace whose removals failed: a link whose readers' binding could
+    // not be narrowed is not replaced in this reconcile (step 3), or its new link would be
+    // readable by someone its record says cannot read it (red team 22).
+    let mut not_narrowed: BTreeSet<String> = BTreeSet::new();
     let deleted = at_once(deletions).await;
     for (k, r) in deleted {
         if let Err(e) = r {
+            if k.0 == w.namespace {
+                not_narrowed.insert(k.1.clone());
+            }
             failed.note(w, project_of_binding(k).as_deref(), e);
         }
     }
@@ -123,6 +130,11 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
         .collect();
     for (rb, r) in at_once(updates).await {
         if let Err(e) = r {
+            if rb.metadata.namespace.as_deref() == Some(w.namespace.as_str())
+                && let Some(n) = &rb.metadata.name
+            {
+                not_narrowed.insert(n.clone());
+            }
             failed.note(w, project_of(&rb.metadata), e);
         }
     }
@@ -263,7 +275,7 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
     }
 
     // An invitation that cannot go out (SMTP down) must not hold back statuses.
-    if let Err(e) = identity(ctx, w, plan).await {
+    if let Err(e) = identity(ctx, w, plan, &not_narrowed).await {
         failed.note(w, None, e);
     }
 
@@ -507,7 +519,12 @@ fn project_statuses(
     out.into_iter().collect()
 }
 
-async fn identity(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
+async fn identity(
+    ctx: &Context,
+    w: &World,
+    plan: &Plan,
+    not_narrowed: &BTreeSet<String>,
+) -> Result<()> {
     let Some(id) = &ctx.config.identity else {
         return Ok(());
     };
@@ -545,6 +562,11 @@ async fn identity(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
                 let Some(m) = w.memberships.iter().find(|m| &m.name_any() == membership) else {
                     continue;
                 };
+                // Its binding still names a reader it should not (the failure is noted and
+                // retried): the link stays as it is until the binding is right.
+                if not_narrowed.contains(&crate::api::contract::invitation_link_name(membership)) {
+                    continue;
+                }
                 let issue = crate::identity::service::Issue {
                     ttl_seconds: ttl,
                     nonce: nonce.as_deref(),

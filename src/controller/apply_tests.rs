@@ -950,3 +950,118 @@ async fn red_b0372fa_a_grant_is_announced_once_when_the_first_invitation_fails()
         "AccessGranted for dave published {announced} times"
     );
 }
+
+/// A link whose readers' binding could not be narrowed is not replaced in that reconcile: the
+/// new link would go into the same Secret, readable by the reader the binding still names,
+/// while its record says they cannot read it. (Red team 22: bob, no longer Admin of all of
+/// dave's projects, stayed bound when the binding's update failed, and read the replacement.)
+/// The twin: with the binding written, the link is replaced.
+#[tokio::test]
+async fn a_link_is_not_replaced_while_its_binding_could_not_be_narrowed() {
+    use crate::api::{OrgRole, ProjectRole};
+    use crate::identity::store::{Invitation, Record};
+    let link = crate::api::contract::invitation_link_name("dave");
+    for binding_refused in [true, false] {
+        let mut w = acme();
+        let bob = |projects: &[(&str, ProjectRole)]| {
+            Arc::new(member("bob", Some(OrgRole::Admin), projects))
+        };
+        w.memberships.push(bob(&[
+            ("one", ProjectRole::Admin),
+            ("two", ProjectRole::Admin),
+        ]));
+        for m in ["alice", "bob"] {
+            let email = format!("{m}@acme.example");
+            w.credentials.insert(
+                email.clone(),
+                Record {
+                    email,
+                    accepted_at: Some(1),
+                    ..Default::default()
+                },
+            );
+        }
+        let dave = w
+            .memberships
+            .iter()
+            .find(|m| m.name_any() == "dave")
+            .expect("dave")
+            .clone();
+        let pending = Record {
+            email: "dave@acme.example".into(),
+            membership_uid: dave.metadata.uid.clone(),
+            invitation: Some(Box::new(Invitation {
+                hash: "h1".into(),
+                sent_at: 1,
+                expires_at: u64::MAX,
+                delivery: "Secret".into(),
+                scope: Some(crate::access::invitation_scope(
+                    w.org.as_ref().expect("org"),
+                    &dave,
+                )),
+                readers: vec!["alice@acme.example".into(), "bob@acme.example".into()],
+            })),
+            ..Default::default()
+        };
+        w.credentials
+            .insert("dave@acme.example".into(), pending.clone());
+        let settings = Settings {
+            identity: true,
+            ..Settings::default()
+        };
+        let first = plan(&w, &settings);
+        let mut w = applied(w, &first);
+        assert!(
+            w.rolebindings.iter().any(|rb| rb.name_any() == link),
+            "bob and alice read dave's link"
+        );
+        // bob no longer administers project two: he may not read dave's link.
+        w.memberships.retain(|m| m.name_any() != "bob");
+        w.memberships.push(bob(&[("one", ProjectRole::Admin)]));
+        let p = plan(&w, &settings);
+        assert!(
+            p.rolebindings.iter().any(|rb| rb.name_any() == link),
+            "the binding is narrowed: {:?}",
+            p.rolebindings
+        );
+        assert!(
+            p.identity.iter().any(|a| matches!(a, crate::controller::credentials::IdentityAction::Invite { membership, .. } if membership == "dave")),
+            "the link is replaced: {:?}",
+            p.identity
+        );
+        let (record_path, record) = red_b0372fa_credential(&pending);
+        let secrets = Arc::new(Mutex::new(HashMap::from([(record_path, record)])));
+        let kept = secrets.clone();
+        let rb_path = format!("/rolebindings/{link}");
+        let api = Scripted::new(move |m, path, body| {
+            if binding_refused && *m == Method::PATCH && path.ends_with(&rb_path) {
+                return Some(forbidden("exceeded quota"));
+            }
+            if !path.contains("/secrets") {
+                return None;
+            }
+            keep_secret(&mut kept.lock().expect("secrets"), m, path, body)
+        });
+        let ctx = identity_context(api.client());
+        let result = apply::apply(&ctx, &w, &p).await;
+        assert_eq!(result.is_err(), binding_refused, "{result:?}");
+        let secret_writes = api
+            .log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|(m, path)| *m != Method::GET && path.contains("/secrets"))
+            .count();
+        if binding_refused {
+            assert_eq!(
+                secret_writes, 0,
+                "a new link was stored or written while bob is still bound to its Secret"
+            );
+        } else {
+            assert!(
+                secret_writes > 0,
+                "the link is replaced once bob is unbound"
+            );
+        }
+    }
+}

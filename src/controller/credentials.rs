@@ -113,7 +113,12 @@ fn invitable<'a>(
 }
 
 /// One RoleBinding per pending Secret-delivered link, to the link's own Role (get on that one
-/// Secret, which identity writes with the Secret), for exactly its readers.
+/// Secret, which identity writes with the Secret), for exactly its readers: those who may read
+/// it now *and* were its readers when it was issued, which the record keeps and the acceptance
+/// carries to the webhook's ownership rule. A reader who may read it only since (the owner
+/// widened `adminsSeeAllProjects`, an Admin got the member's projects or enrolled MFA) reads
+/// the link issued in its place, never this one (red team 20: bound first and rotated after,
+/// an Admin accepted the old link and was no reader on the record).
 pub(super) fn invitation_readers(
     w: &World,
     org: &Organization,
@@ -124,14 +129,17 @@ pub(super) fn invitation_readers(
     let readers = LinkReaders::new(w, org, eval);
     let mut out = Vec::new();
     for (m, a) in invitable(w, eval) {
-        let pending = record_of(w, m).is_some_and(|r| {
-            r.accepted_at.is_none()
-                && r.invitation
-                    .as_ref()
-                    .is_some_and(|i| i.delivery == "Secret")
-        });
-        let who = readers.of(m, a, &org.spec.owner);
-        if !pending || who.is_empty() {
+        let Some(issued_to) = record_of(w, m).and_then(|r| {
+            r.invitation
+                .as_ref()
+                .filter(|i| r.accepted_at.is_none() && i.delivery == "Secret")
+                .map(|i| &i.readers)
+        }) else {
+            continue;
+        };
+        let mut who = readers.of(m, a, &org.spec.owner);
+        who.retain(|r| issued_to.contains(r));
+        if who.is_empty() {
             continue;
         }
         let name = invitation_link_name(&m.name_any());

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::api::rbac::v1::{RoleBinding, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
@@ -211,11 +211,27 @@ pub fn former_owner(before: &Grants, org: &Organization, email: &str) -> bool {
 }
 
 /// While a change is held: the bindings keep the intended grants (`kept`) of people not cut
-/// off, and nothing else — no subject added by hand, none of a Membership that is gone.
-pub fn hold(w: &World, kept: &Grants, cut: &BTreeSet<String>, s: &Settings) -> Vec<RoleBinding> {
+/// off, and nothing else — no subject added by hand, none of a Membership that is gone. An
+/// invitation link's binding is no access to hold: it is exactly what `desired` says (its
+/// readers now), never more. Held as it stood, a former reader kept reading the link issued in
+/// place of the one they read, which the record says they could not (red team 20).
+pub fn hold(
+    w: &World,
+    kept: &Grants,
+    cut: &BTreeSet<String>,
+    desired: &[RoleBinding],
+    s: &Settings,
+) -> Vec<RoleBinding> {
     let ns = w.namespace.as_str();
-    w.rolebindings
+    let link = |rb: &RoleBinding| scope_role(rb, ns).is_none();
+    let same = |a: &RoleBinding, b: &RoleBinding| {
+        a.metadata.name == b.metadata.name && a.metadata.namespace == b.metadata.namespace
+    };
+    let links: Vec<&RoleBinding> = desired.iter().filter(|rb| link(rb)).collect();
+    let held = w
+        .rolebindings
         .iter()
+        .filter(|have| !link(have))
         .map(|have| {
             let grant = scope_role(have, ns);
             RoleBinding {
@@ -238,18 +254,54 @@ pub fn hold(w: &World, kept: &Grants, cut: &BTreeSet<String>, s: &Settings) -> V
                             if cut.contains(email) {
                                 return false;
                             }
-                            match &grant {
-                                Some((scope, role)) => kept.0.iter().any(|((p, sc), r)| {
+                            grant.as_ref().is_some_and(|(scope, role)| {
+                                kept.0.iter().any(|((p, sc), r)| {
                                     p.email == email && sc == scope && r == role
-                                }),
-                                // An invitation-link reader's binding: readers not cut off.
-                                None => true,
-                            }
+                                })
+                            })
                         })
                         .cloned()
                         .collect(),
                 ),
             }
+        });
+    // Links: as desired and as they stood both (a held change adds no reader either: red
+    // team 22), readers cut off aside; a link's binding desired no more is emptied, and one
+    // not bound yet waits for the hold to end.
+    let emptied = w
+        .rolebindings
+        .iter()
+        .filter(|have| link(have) && !links.iter().any(|d| same(d, have)))
+        .map(|have| RoleBinding {
+            metadata: ObjectMeta {
+                name: have.metadata.name.clone(),
+                namespace: have.metadata.namespace.clone(),
+                labels: have.metadata.labels.clone(),
+                owner_references: have.metadata.owner_references.clone(),
+                ..Default::default()
+            },
+            role_ref: have.role_ref.clone(),
+            subjects: Some(Vec::new()),
+        });
+    let bound = links.iter().filter_map(|d| {
+        let have = w.rolebindings.iter().find(|have| same(d, have))?;
+        let had = |sub: &Subject| have.subjects.iter().flatten().any(|h| h.name == sub.name);
+        Some(RoleBinding {
+            subjects: Some(
+                d.subjects
+                    .iter()
+                    .flatten()
+                    .filter(|sub| {
+                        had(sub)
+                            && s.subjects
+                                .member_email(ns, &sub.name)
+                                .is_some_and(|e| !cut.contains(e))
+                    })
+                    .cloned()
+                    .collect(),
+            ),
+            ..(*d).clone()
         })
-        .collect()
+    });
+    held.chain(emptied).chain(bound).collect()
 }

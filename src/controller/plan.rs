@@ -361,7 +361,7 @@ pub fn plan(w: &World, s: &Settings) -> Plan {
                 .filter(|e| guard::former_owner(&observed, org, e)),
         );
         if let Some(held) = guard::check(w, org, &before, &observed, &desired, &cut, s) {
-            diff_rolebindings(w, guard::hold(w, &before, &cut, s), &mut plan);
+            diff_rolebindings(w, guard::hold(w, &before, &cut, &desired, s), &mut plan);
             // Only access waits: requests (unlock, MFA reset), invitations and the clocks of
             // the organization's policy go on.
             if s.identity {

@@ -1223,6 +1223,9 @@ fn invitation_links_are_readable_by_exactly_who_could_invite() {
         identity: true,
         ..Settings::default()
     };
+    // Issued to everyone: the binding is then who may read it now (a link is never bound to
+    // more than it was issued to: `a_new_reader_is_not_bound_to_a_link_issued_before_they_could_read_it`).
+    let everyone = ["alice", "bob", "carl", "dave", "erin", "fay", "gus"];
     let pending = |email: &str| Record {
         email: email.into(),
         invitation: Some(Box::new(Invitation {
@@ -1230,6 +1233,10 @@ fn invitation_links_are_readable_by_exactly_who_could_invite() {
             sent_at: 1,
             expires_at: 2,
             delivery: "Secret".into(),
+            readers: everyone
+                .iter()
+                .map(|m| format!("{m}@acme.example"))
+                .collect(),
             ..Default::default()
         })),
         ..Default::default()
@@ -1263,7 +1270,7 @@ fn invitation_links_are_readable_by_exactly_who_could_invite() {
             },
         ],
     );
-    for m in ["alice", "bob", "carl", "dave", "erin", "fay", "gus"] {
+    for m in everyone {
         let email = format!("{m}@acme.example");
         w.credentials.insert(email.clone(), pending(&email));
     }
@@ -2049,5 +2056,269 @@ fn red_b0372fa_a_status_shows_a_link_only_once_its_readers_may_read_it() {
     assert!(
         shown.as_deref() != Some("Secret") || readable,
         "dave's status shows a link by Secret ({shown:?}) that nobody is bound to read (no RoleBinding {link})"
+    );
+}
+
+/// While a change is held, a link's binding is still exactly its readers: the owner promotes
+/// pending yara to Admin (her new link is the owner's alone) while Admin bob holds a change of
+/// two removals over a limit of one. (Red team 20: the hold kept bob on the binding of the link
+/// issued in place of the one he read; he could set yara's password, and her record would say
+/// only the owner could read her link.)
+#[test]
+fn a_held_change_keeps_no_former_reader_on_a_rotated_link() {
+    held_change_and_yara_s_link(true);
+}
+
+/// The same hold, yara left a Member of payments: the held change makes carl Admin of payments,
+/// and held, it gives him nothing — not yara's link either, although her link is replaced for
+/// the readers the held change would make (red team 22).
+#[test]
+fn a_held_change_binds_no_new_reader_to_a_link() {
+    held_change_and_yara_s_link(false);
+}
+
+fn held_change_and_yara_s_link(promote_yara: bool) {
+    use crate::controller::credentials::IdentityAction;
+    use crate::identity::store::{Invitation, Record};
+    let settings = Settings {
+        identity: true,
+        ..Settings::default()
+    };
+    let mut w = world(
+        Some(org("alice@acme.example")),
+        vec![project("payments")],
+        vec![
+            member("alice", Some(OrgRole::Admin), &[]),
+            member(
+                "bob",
+                Some(OrgRole::Admin),
+                &[("payments", ProjectRole::Admin)],
+            ),
+            member(
+                "d1",
+                Some(OrgRole::Member),
+                &[("payments", ProjectRole::Developer)],
+            ),
+            member(
+                "d2",
+                Some(OrgRole::Member),
+                &[("payments", ProjectRole::Developer)],
+            ),
+            member(
+                "yara",
+                Some(OrgRole::Member),
+                &[("payments", ProjectRole::Viewer)],
+            ),
+            member("carl", Some(OrgRole::Admin), &[]),
+        ],
+    );
+    // Every member has accepted but yara, whose link (Secret) is pending.
+    for m in ["alice", "bob", "carl", "d1", "d2"] {
+        let email = format!("{m}@acme.example");
+        w.credentials.insert(
+            email.clone(),
+            Record {
+                email,
+                accepted_at: Some(1),
+                ..Default::default()
+            },
+        );
+    }
+    let invitation_of = |p: &Plan| {
+        p.identity.iter().find_map(|a| match a {
+            IdentityAction::Invite {
+                membership,
+                scope,
+                readers,
+                ..
+            } if membership == "yara" => Some((scope.clone(), readers.clone())),
+            _ => None,
+        })
+    };
+    for _ in 0..5 {
+        let p = plan(&w, &settings);
+        if let Some((scope, readers)) = invitation_of(&p) {
+            w.credentials.insert(
+                "yara@acme.example".into(),
+                Record {
+                    email: "yara@acme.example".into(),
+                    invitation: Some(Box::new(Invitation {
+                        hash: "h1".into(),
+                        delivery: "Secret".into(),
+                        scope: Some(scope),
+                        readers,
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                },
+            );
+        }
+        if p.writes() == 0 && invitation_of(&p).is_none() {
+            break;
+        }
+        w = converge(w, &p);
+    }
+    assert_eq!(
+        subjects(&w, NS, "roster-invitation-yara"),
+        vec!["alice", "bob"]
+    );
+    // A hold: limit 1, and bob takes payments away from d1 and d2 (two removals).
+    w = with_limit(w, Some(1));
+    for name in ["d1", "d2"] {
+        if let Some(m) = w
+            .memberships
+            .iter_mut()
+            .map(Arc::make_mut)
+            .find(|m| m.name_any() == name)
+        {
+            m.spec.projects.clear();
+        }
+    }
+    // The held change also makes carl Admin of payments: held, it gives him nothing, yara's
+    // link included.
+    if let Some(m) = w
+        .memberships
+        .iter_mut()
+        .map(Arc::make_mut)
+        .find(|m| m.name_any() == "carl")
+    {
+        m.spec.projects = vec![crate::api::ProjectGrant {
+            name: "payments".into(),
+            role: ProjectRole::Admin,
+        }];
+    }
+    // Meanwhile the owner promotes yara to Admin: her link is to be the owner's alone.
+    if let Some(m) = w
+        .memberships
+        .iter_mut()
+        .map(Arc::make_mut)
+        .find(|m| m.name_any() == "yara")
+        .filter(|_| promote_yara)
+    {
+        m.spec.role = Some(OrgRole::Admin);
+    }
+    let p = plan(&w, &settings);
+    assert!(
+        p.org_status
+            .as_ref()
+            .is_some_and(|s| format!("{s:?}").contains("maxAccessRemovals")),
+        "held: {:?}",
+        p.org_status
+    );
+    let readers = invitation_of(&p).map(|(_, r)| r).unwrap_or_else(|| {
+        w.credentials
+            .get("yara@acme.example")
+            .and_then(|r| r.invitation.as_ref())
+            .map(|i| i.readers.clone())
+            .unwrap_or_default()
+    });
+    let w2 = converge(w, &p);
+    let bound = subjects(&w2, NS, "roster-invitation-yara");
+    assert!(
+        bound
+            .iter()
+            .all(|b| readers.contains(&format!("{b}@acme.example"))),
+        "the link's RoleBinding grants {bound:?}, its record says {readers:?}"
+    );
+    // The next reconcile, still held, with the replaced link on the record.
+    let mut w3 = w2;
+    if let Some(r) = w3.credentials.get_mut("yara@acme.example")
+        && let Some(i) = r.invitation.as_mut()
+    {
+        i.hash = "h2".into();
+        i.readers = readers.clone();
+        if let Some((scope, _)) = invitation_of(&p) {
+            i.scope = Some(scope);
+        }
+    }
+    let p3 = plan(&w3, &settings);
+    let w3 = converge(w3, &p3);
+    let bound: Vec<String> = subjects(&w3, NS, "roster-invitation-yara");
+    assert!(
+        !bound.iter().any(|b| b == "carl"),
+        "a held change bound carl to yara's link (its record's readers: {readers:?}): {bound:?}"
+    );
+}
+
+/// A reader who may read a member's link only since it was issued (here the owner turned on
+/// adminsSeeAllProjects) is not bound to it: they read the link issued in its place. (Red team
+/// 20: `apply` writes bindings before it rotates links, so carl was bound to the old link,
+/// whose record did not name him, and could accept it.)
+#[test]
+fn a_new_reader_is_not_bound_to_a_link_issued_before_they_could_read_it() {
+    use crate::identity::store::{Invitation, Record};
+    let settings = Settings {
+        identity: true,
+        ..Settings::default()
+    };
+    let mut w = world(
+        Some(org("alice@acme.example")),
+        vec![project("payments"), project("web")],
+        vec![
+            member("alice", Some(OrgRole::Admin), &[]),
+            member("carl", Some(OrgRole::Admin), &[("web", ProjectRole::Admin)]),
+            member(
+                "yara",
+                Some(OrgRole::Member),
+                &[("payments", ProjectRole::Viewer)],
+            ),
+        ],
+    );
+    for m in ["alice", "carl"] {
+        let email = format!("{m}@acme.example");
+        w.credentials.insert(
+            email.clone(),
+            Record {
+                email,
+                accepted_at: Some(1),
+                ..Default::default()
+            },
+        );
+    }
+    let m = w
+        .memberships
+        .iter()
+        .find(|m| m.name_any() == "yara")
+        .unwrap()
+        .clone();
+    let scope = crate::access::invitation_scope(w.org.as_ref().unwrap(), &m);
+    w.credentials.insert(
+        "yara@acme.example".into(),
+        Record {
+            email: "yara@acme.example".into(),
+            invitation: Some(Box::new(Invitation {
+                hash: "h1".into(),
+                delivery: "Secret".into(),
+                scope: Some(scope),
+                readers: vec!["alice@acme.example".into()],
+                ..Default::default()
+            })),
+            ..Default::default()
+        },
+    );
+    w = settle_with(w, &settings);
+    assert_eq!(subjects(&w, NS, "roster-invitation-yara"), vec!["alice"]);
+    if let Some(o) = w.org.as_mut() {
+        o.spec.admins_see_all_projects = true;
+    }
+    let p = plan(&w, &settings);
+    let bound: Vec<String> = p
+        .rolebindings
+        .iter()
+        .filter(|b| b.name_any() == "roster-invitation-yara")
+        .flat_map(|b| b.subjects.iter().flatten().map(|s| s.name.clone()))
+        .collect();
+    assert!(
+        !bound.iter().any(|n| n.contains("carl")),
+        "bound {bound:?} while the stored link's readers are [alice]: {:?}",
+        p.identity
+    );
+    // The link is issued again, for its readers now.
+    assert!(
+        p.identity.iter().any(|a| matches!(a,
+            crate::controller::credentials::IdentityAction::Invite { membership, readers, .. }
+                if membership == "yara" && readers.contains(&"carl@acme.example".to_string()))),
+        "{:?}",
+        p.identity
     );
 }

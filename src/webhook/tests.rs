@@ -838,33 +838,74 @@ fn an_admin_resends_only_within_their_projects() {
     assert_eq!(reason(&ask("reset-mfa")), "Allow");
 }
 
+/// An index whose identity answers every address's acceptance the same way.
+struct WithIdentity(Mem, Acceptance);
+
+impl Index for WithIdentity {
+    fn organization(&self, ns: &str) -> Option<Arc<Organization>> {
+        self.0.organization(ns)
+    }
+    fn organizations_prefixing(&self, ns: &str) -> Vec<String> {
+        self.0.organizations_prefixing(ns)
+    }
+    fn memberships_with_email(&self, ns: &str, email: &str) -> Vec<Arc<Membership>> {
+        self.0.memberships_with_email(ns, email)
+    }
+    fn projects(&self, ns: &str) -> Vec<Arc<Project>> {
+        self.0.projects(ns)
+    }
+    fn projects_using_namespace(&self, ns: &str) -> Vec<Arc<Project>> {
+        self.0.projects_using_namespace(ns)
+    }
+    fn invitation_accepted(&self, _: &str, _: &str) -> Option<Acceptance> {
+        Some(self.1.clone())
+    }
+}
+
+/// An Organization created again (a GitOps replace: deleted, then created) meets the rule
+/// too, with nobody handing over: an owner whose link anyone could read is refused; one who
+/// has accepted nothing yet (every new organization's owner), or whose link went by e-mail, is
+/// not. (Red team 20: the rule ran on updates only.)
+#[test]
+fn an_organization_created_again_names_no_owner_whose_link_others_could_read() {
+    let read_by = |who: &[&str]| Acceptance::Accepted {
+        link_readers: Some(who.iter().map(|w| w.to_string()).collect()),
+    };
+    for (acceptance, want) in [
+        (read_by(&["carl@acme.example"]), "NewOwnerLinkReadByOthers"),
+        (read_by(&["alice@acme.example"]), "NewOwnerLinkReadByOthers"),
+        (read_by(&[]), "Allow"),
+        (Acceptance::Pending, "Allow"),
+        (Acceptance::Accepted { link_readers: None }, "Allow"),
+    ] {
+        let index = WithIdentity(acme(), acceptance.clone());
+        let mut new = index.0.orgs[0].clone();
+        new.spec.owner = "bob@acme.example".into();
+        let groups = vec!["system:masters".to_string()];
+        let got = validate(
+            &Request {
+                operation: Op::Create,
+                namespace: NS,
+                name: NS,
+                object: Some(&Object::Organization(new)),
+                old_object: None,
+                username: "kubernetes-admin",
+                groups: &groups,
+                now: now(),
+            },
+            &index,
+            &policy(),
+        );
+        assert_eq!(reason(&got), want, "{acceptance:?}: {got:?}");
+    }
+}
+
 /// With identity running, a new owner must also have accepted their invitation (whoever
 /// makes the change: the invitation is what proves the address is theirs), through a link
 /// nobody but the owner handing over could read: an Admin who read a Member's link may hold
 /// that Member's password (red team 19b).
 #[test]
 fn a_new_owner_must_have_accepted_their_invitation_through_a_link_only_the_owner_could_read() {
-    struct WithIdentity(Mem, Acceptance);
-    impl Index for WithIdentity {
-        fn organization(&self, ns: &str) -> Option<Arc<Organization>> {
-            self.0.organization(ns)
-        }
-        fn organizations_prefixing(&self, ns: &str) -> Vec<String> {
-            self.0.organizations_prefixing(ns)
-        }
-        fn memberships_with_email(&self, ns: &str, email: &str) -> Vec<Arc<Membership>> {
-            self.0.memberships_with_email(ns, email)
-        }
-        fn projects(&self, ns: &str) -> Vec<Arc<Project>> {
-            self.0.projects(ns)
-        }
-        fn projects_using_namespace(&self, ns: &str) -> Vec<Arc<Project>> {
-            self.0.projects_using_namespace(ns)
-        }
-        fn invitation_accepted(&self, _: &str, _: &str) -> Option<Acceptance> {
-            Some(self.1.clone())
-        }
-    }
     let read_by = |who: &[&str]| Acceptance::Accepted {
         link_readers: Some(who.iter().map(|w| w.to_string()).collect()),
     };

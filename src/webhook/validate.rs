@@ -154,19 +154,37 @@ pub fn validate(req: &Request<'_>, index: &impl Index, policy: &Policy) -> Decis
 /// they administer (every Admin those of a Member without projects), so an Admin could set such
 /// a Member's password and wait for ownership to be handed to that address (red team 19b). The
 /// owner handing ownership over may have read the link; nobody else may have.
+///
+/// An Organization created (again: a GitOps replace deletes and creates it) has nobody handing
+/// over, so any reader refuses; an owner who has not accepted anything yet is how every new
+/// organization starts, and one accepted before readers were kept is let through there (red
+/// team 20).
 fn new_owner_accepted(req: &Request<'_>, index: &impl Index) -> Decision {
     let ns = req.namespace;
-    let (Some(Object::Organization(o)), Some(Object::Organization(old))) =
-        (req.object, req.old_object)
-    else {
+    let Some(Object::Organization(o)) = req.object else {
         return Decision::Allow;
     };
-    if old.spec.owner == o.spec.owner {
-        return Decision::Allow;
-    }
+    let handing_over = match req.old_object {
+        Some(Object::Organization(old)) if old.spec.owner == o.spec.owner => {
+            return Decision::Allow;
+        }
+        Some(Object::Organization(old)) => Some(old.spec.owner.as_str()),
+        _ => None,
+    };
     let Some(acceptance) = index.invitation_accepted(ns, &o.spec.owner) else {
         return Decision::Allow;
     };
+    let created = handing_over.is_none();
+    if created
+        && !matches!(
+            acceptance,
+            Acceptance::Accepted {
+                link_readers: Some(_)
+            }
+        )
+    {
+        return Decision::Allow;
+    }
     let new = &o.spec.owner;
     let members = index.memberships_with_email(ns, new);
     let name = email_holder(&members, new)
@@ -194,7 +212,7 @@ fn new_owner_accepted(req: &Request<'_>, index: &impl Index) -> Decision {
             let others: Vec<&str> = readers
                 .iter()
                 .map(String::as_str)
-                .filter(|r| !r.eq_ignore_ascii_case(&old.spec.owner))
+                .filter(|r| handing_over.is_none_or(|h| !r.eq_ignore_ascii_case(h)))
                 .collect();
             if others.is_empty() {
                 return Decision::Allow;

@@ -1577,6 +1577,12 @@ async fn lockouts_by_an_outsider_cannot_flush_the_security_log() {
         let names = c.kubectl_ok(&["get", "secrets", "-n", &ns, "-o", "name"]);
         (names.matches("roster-invitation-m").count() >= N).then_some(())
     });
+    // Accepted: only a member with a password can be locked (one who has not accepted has
+    // nothing to guess: `outsiders_cannot_lock_or_spot_a_member_who_has_not_accepted`).
+    let links: Vec<String> = (0..N).map(|i| link(c, &ns, &format!("m{i}"))).collect();
+    for (status, page) in at_once(links.iter().map(|l| accept_link(c, l, PASSWORD))).await {
+        assert_eq!(status, 200, "{page}");
+    }
     member_token(c, &ns, "dave", "dave@acme.example").await;
     let log = || {
         let out = c.roster(

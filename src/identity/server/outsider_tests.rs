@@ -45,6 +45,11 @@ pub(super) async fn fake_api_server(delay: Duration) -> String {
             axum::Json(v)
         }
     });
+    serve(app).await
+}
+
+/// Serves a stand-in API server on a free local port; its URL.
+async fn serve(app: axum::Router) -> String {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -290,12 +295,7 @@ async fn api_with_organization_at(current: &'static str) -> String {
             (StatusCode::OK, axum::Json(v))
         },
     );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(l, app).await });
-    format!("http://{addr}")
+    serve(app).await
 }
 
 /// Ownership moves only from the owner the Organization names now: roster checks the owner on
