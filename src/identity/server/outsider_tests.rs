@@ -277,6 +277,30 @@ async fn a_slow_credential_store_slows_every_failure_alike() {
     );
 }
 
+/// A slow credential read on the accept page (carl has a Membership and no cached record, read
+/// from the API server here) raises the floor for every refused link, so a made-up name waits
+/// as long. Lower bounds only. (Red team 19b: zed answered at the floor and carl after the
+/// read, and an outsider told Membership names apart.)
+#[tokio::test]
+async fn a_slow_read_on_the_accept_page_slows_every_refused_link_alike() {
+    let slow = fake_api_server(Duration::from_millis(400)).await;
+    let s = state(
+        &slow,
+        Hasher::new(1024, 1, 1, 2).expect("hasher"),
+        Limits::off().with_failure_floor(FLOOR),
+    )
+    .await;
+    let page = |member: &str| format!("/accept?org=acme&member={member}&token=x");
+    let (c, _, carl) = send(&s, "GET", &page("carl"), "text/plain", String::new()).await;
+    assert!(carl >= Duration::from_millis(400), "{carl:?}");
+    let (d, _, zed) = send(&s, "GET", &page("zed"), "text/plain", String::new()).await;
+    assert_eq!(c, d, "a real Membership name and a made-up one");
+    assert!(
+        zed >= Duration::from_millis(450),
+        "after a {carl:?} refusal for a real name, a made-up one answered in {zed:?}"
+    );
+}
+
 /// A stand-in API server whose Organization is at version `current`: a PATCH of it carrying
 /// another resourceVersion gets 409 (as the API server answers a precondition that fails),
 /// one carrying none or the current one is taken; every other write is taken too.

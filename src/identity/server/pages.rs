@@ -251,12 +251,17 @@ pub struct AcceptQuery {
 
 /// A link that opens nothing, answered no sooner than the failure floor after arrival: a name
 /// that is nobody's is refused from the caches, a real member's may cost an API read first.
+/// The work is observed like a failed login's, so that a read slower than the floor raises it
+/// for every refusal (red team 19b: a real name answered after a slow read, a made-up one at
+/// the floor, and an outsider told Membership names apart).
 async fn refused_link(
     state: &AppState,
     arrived: tokio::time::Instant,
     e: &service::Error,
 ) -> Response {
-    tokio::time::sleep_until(arrived + state.limits.failure_floor.now()).await;
+    let floor = &state.limits.failure_floor;
+    floor.observe(arrived.elapsed());
+    tokio::time::sleep_until(arrived + floor.now()).await;
     invitation_error(e)
 }
 
