@@ -234,36 +234,27 @@ pub fn hold(
         .filter(|have| !link(have))
         .map(|have| {
             let grant = scope_role(have, ns);
-            RoleBinding {
-                metadata: ObjectMeta {
-                    name: have.metadata.name.clone(),
-                    namespace: have.metadata.namespace.clone(),
-                    labels: have.metadata.labels.clone(),
-                    owner_references: have.metadata.owner_references.clone(),
-                    ..Default::default()
-                },
-                role_ref: have.role_ref.clone(),
-                subjects: Some(
-                    have.subjects
-                        .iter()
-                        .flatten()
-                        .filter(|sub| {
-                            let Some(email) = s.subjects.member_email(ns, &sub.name) else {
-                                return false;
-                            };
-                            if cut.contains(email) {
-                                return false;
-                            }
-                            grant.as_ref().is_some_and(|(scope, role)| {
-                                kept.0.iter().any(|((p, sc), r)| {
-                                    p.email == email && sc == scope && r == role
-                                })
-                            })
+            with_subjects(
+                have,
+                have.subjects
+                    .iter()
+                    .flatten()
+                    .filter(|sub| {
+                        let Some(email) = s.subjects.member_email(ns, &sub.name) else {
+                            return false;
+                        };
+                        if cut.contains(email) {
+                            return false;
+                        }
+                        grant.as_ref().is_some_and(|(scope, role)| {
+                            kept.0
+                                .iter()
+                                .any(|((p, sc), r)| p.email == email && sc == scope && r == role)
                         })
-                        .cloned()
-                        .collect(),
-                ),
-            }
+                    })
+                    .cloned()
+                    .collect(),
+            )
         });
     // Links: as desired and as they stood both (a held change adds no reader either: red
     // team 22), readers cut off aside; a link's binding desired no more is emptied, and one
@@ -272,17 +263,7 @@ pub fn hold(
         .rolebindings
         .iter()
         .filter(|have| link(have) && !links.iter().any(|d| same(d, have)))
-        .map(|have| RoleBinding {
-            metadata: ObjectMeta {
-                name: have.metadata.name.clone(),
-                namespace: have.metadata.namespace.clone(),
-                labels: have.metadata.labels.clone(),
-                owner_references: have.metadata.owner_references.clone(),
-                ..Default::default()
-            },
-            role_ref: have.role_ref.clone(),
-            subjects: Some(Vec::new()),
-        });
+        .map(|have| with_subjects(have, Vec::new()));
     let bound = links.iter().filter_map(|d| {
         let have = w.rolebindings.iter().find(|have| same(d, have))?;
         let had = |sub: &Subject| have.subjects.iter().flatten().any(|h| h.name == sub.name);
@@ -304,4 +285,20 @@ pub fn hold(
         })
     });
     held.chain(emptied).chain(bound).collect()
+}
+
+/// `have` as roster applies it, with these subjects: its name, labels and owner, nothing the
+/// API server set.
+fn with_subjects(have: &RoleBinding, subjects: Vec<Subject>) -> RoleBinding {
+    RoleBinding {
+        metadata: ObjectMeta {
+            name: have.metadata.name.clone(),
+            namespace: have.metadata.namespace.clone(),
+            labels: have.metadata.labels.clone(),
+            owner_references: have.metadata.owner_references.clone(),
+            ..Default::default()
+        },
+        role_ref: have.role_ref.clone(),
+        subjects: Some(subjects),
+    }
 }
