@@ -212,9 +212,9 @@ pub fn former_owner(before: &Grants, org: &Organization, email: &str) -> bool {
 
 /// While a change is held: the bindings keep the intended grants (`kept`) of people not cut
 /// off, and nothing else — no subject added by hand, none of a Membership that is gone. An
-/// invitation link's binding is no access to hold: it is exactly what `desired` says (its
-/// readers now), never more. Held as it stood, a former reader kept reading the link issued in
-/// place of the one they read, which the record says they could not (red team 20).
+/// invitation link's binding is no access to hold either way: it keeps the readers that are
+/// both desired now and bound already. Held as it stood, a former reader kept reading the link
+/// issued in place of the one they read, which its record says they could not (red team 20).
 pub fn hold(
     w: &World,
     kept: &Grants,
