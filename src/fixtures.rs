@@ -121,3 +121,19 @@ pub fn fuzz_budget(default: u64) -> (u64, u64) {
         });
     (cases, seed)
 }
+
+/// Credential records of members of acme (by name) who accepted their invitation and hold a
+/// password, as a `World`'s `credentials` keeps them (by e-mail).
+pub fn accepted<'a>(
+    members: &'a [&'a str],
+) -> impl Iterator<Item = (String, crate::api::credential::Record)> + 'a {
+    members.iter().map(|m| {
+        let email = format!("{m}@acme.example");
+        let record = crate::api::credential::Record {
+            email: email.clone(),
+            accepted_at: Some(1),
+            ..Default::default()
+        };
+        (email, record)
+    })
+}

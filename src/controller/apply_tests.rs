@@ -970,17 +970,8 @@ async fn a_link_is_not_replaced_while_its_binding_could_not_be_narrowed() {
             ("one", ProjectRole::Admin),
             ("two", ProjectRole::Admin),
         ]));
-        for m in ["alice", "bob"] {
-            let email = format!("{m}@acme.example");
-            w.credentials.insert(
-                email.clone(),
-                Record {
-                    email,
-                    accepted_at: Some(1),
-                    ..Default::default()
-                },
-            );
-        }
+        w.credentials
+            .extend(crate::fixtures::accepted(&["alice", "bob"]));
         let dave = w
             .memberships
             .iter()

@@ -2113,17 +2113,9 @@ fn held_change_and_yara_s_link(promote_yara: bool) {
         ],
     );
     // Every member has accepted but yara, whose link (Secret) is pending.
-    for m in ["alice", "bob", "carl", "d1", "d2"] {
-        let email = format!("{m}@acme.example");
-        w.credentials.insert(
-            email.clone(),
-            Record {
-                email,
-                accepted_at: Some(1),
-                ..Default::default()
-            },
-        );
-    }
+    w.credentials.extend(crate::fixtures::accepted(&[
+        "alice", "bob", "carl", "d1", "d2",
+    ]));
     let invitation_of = |p: &Plan| {
         p.identity.iter().find_map(|a| match a {
             IdentityAction::Invite {
@@ -2264,17 +2256,8 @@ fn a_new_reader_is_not_bound_to_a_link_issued_before_they_could_read_it() {
             ),
         ],
     );
-    for m in ["alice", "carl"] {
-        let email = format!("{m}@acme.example");
-        w.credentials.insert(
-            email.clone(),
-            Record {
-                email,
-                accepted_at: Some(1),
-                ..Default::default()
-            },
-        );
-    }
+    w.credentials
+        .extend(crate::fixtures::accepted(&["alice", "carl"]));
     let m = w
         .memberships
         .iter()
