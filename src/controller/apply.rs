@@ -130,12 +130,7 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
         .collect();
     for (rb, r) in at_once(updates).await {
         if let Err(e) = r {
-            if rb.metadata.namespace.as_deref() == Some(w.namespace.as_str())
-                && let Some(n) = &rb.metadata.name
-            {
-                not_narrowed.insert(n.clone());
-            }
-            failed.note(w, project_of(&rb.metadata), e);
+            binding_failed(&mut failed, &mut not_narrowed, w, rb, e);
         }
     }
 
@@ -215,7 +210,9 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
         .collect();
     for (rb, r) in at_once(creations).await {
         if let Err(e) = r {
-            failed.note(w, project_of(&rb.metadata), e);
+            // A creation is a forced apply too: it may have been meant to narrow a binding
+            // the cache did not show yet (red team 23).
+            binding_failed(&mut failed, &mut not_narrowed, w, rb, e);
         }
     }
 
@@ -517,6 +514,23 @@ fn project_statuses(
         condition::set_kstatus(&mut status.conditions, three);
     }
     out.into_iter().collect()
+}
+
+/// A binding write that failed: noted, and if it is in the organization's namespace, its link
+/// (if it is one) is not replaced in this reconcile.
+fn binding_failed(
+    failed: &mut Failures,
+    not_narrowed: &mut BTreeSet<String>,
+    w: &World,
+    rb: &RoleBinding,
+    e: Error,
+) {
+    if rb.metadata.namespace.as_deref() == Some(w.namespace.as_str())
+        && let Some(n) = &rb.metadata.name
+    {
+        not_narrowed.insert(n.clone());
+    }
+    failed.note(w, project_of(&rb.metadata), e);
 }
 
 async fn identity(
