@@ -98,7 +98,9 @@ echo
 echo "Leader: $(k get lease roster-leader -n "$ns" -o jsonpath='{.spec.holderIdentity}')"
 link=""
 for _ in $(seq 60); do
-    link=$(k get secret roster-invitation-bob -n acme -o jsonpath='{.data.link}' 2>/dev/null | base64 -d || true)
+    # Each link has a Secret of its own; the Membership's status names it.
+    secret=$(k get membership bob -n acme -o jsonpath='{.status.invitation.secretName}' 2>/dev/null || true)
+    [ -n "$secret" ] && link=$(k get secret "$secret" -n acme -o jsonpath='{.data.link}' 2>/dev/null | base64 -d || true)
     [ -n "$link" ] && break
     sleep 0.5
 done
@@ -106,7 +108,7 @@ cat <<TEXT
 
 Identity server: $identity_url (the roster-identity Service, reachable from this machine; its
 certificate is from $state/identity/ca.crt, so the browser asks you to accept it once)
-bob@acme.example's invitation: ${link:-"(not issued yet: kubectl get secret roster-invitation-bob -n acme)"}
+bob@acme.example's invitation: ${link:-"(not issued yet: kubectl describe membership bob -n acme)"}
 
 Try it:
   export KUBECONFIG=$KUBECONFIG

@@ -116,7 +116,9 @@ done
 echo "$identity_url" >"$state/identity-url"
 link=""
 for _ in $(seq 60); do
-    link=$(k get secret roster-invitation-bob -n acme -o jsonpath='{.data.link}' 2>/dev/null | base64 -d || true)
+    # Each link has a Secret of its own; the Membership's status names it.
+    secret=$(k get membership bob -n acme -o jsonpath='{.status.invitation.secretName}' 2>/dev/null || true)
+    [ -n "$secret" ] && link=$(k get secret "$secret" -n acme -o jsonpath='{.data.link}' 2>/dev/null | base64 -d || true)
     [ -n "$link" ] && break
     sleep 0.5
 done
@@ -124,8 +126,8 @@ cat <<TEXT
 
 Identity server: $identity_url   (also in $state/identity-url; its certificate is made
 locally, so the browser asks you to accept it once)
-bob@acme.example's invitation (kubectl get secret roster-invitation-bob -n acme):
-  ${link:-"(not issued yet: kubectl get secret roster-invitation-bob -n acme)"}
+bob@acme.example's invitation (kubectl roster invite link bob -n acme):
+  ${link:-"(not issued yet: kubectl describe membership bob -n acme)"}
 Open it: set a password, scan the QR code with any authenticator app, log in.
 Then kubectl as bob, through roster's token webhook:
   kubectl config set-credentials bob --exec-api-version=client.authentication.k8s.io/v1 \\

@@ -123,10 +123,17 @@ pub fn managed_selector() -> String {
     format!("{MANAGED_BY}={MANAGER}")
 }
 
-/// The Secret holding a member's pending invitation link (when no SMTP server sends it), and
-/// the Role and RoleBinding that say who may read it.
-pub fn invitation_link_name(membership: &str) -> String {
-    format!("roster-invitation-{membership}")
+/// The Secret holding one pending invitation link of a member (when no SMTP server sends
+/// it), and the Role and RoleBinding that say who may read it. Each link has names of its own
+/// (`link_id`, random, kept in the record): a replaced link is written under new names, so a
+/// binding that still names a former reader — one the API server's authorizer has not caught
+/// up with, or one the controller could not narrow — opens only the dead link it was written
+/// for (red teams 22 and 23). `None`: a link issued before links had ids.
+pub fn invitation_link_name(membership: &str, link_id: Option<&str>) -> String {
+    match link_id {
+        Some(id) => format!("roster-invitation-{membership}-{id}"),
+        None => format!("roster-invitation-{membership}"),
+    }
 }
 
 #[cfg(test)]

@@ -86,9 +86,19 @@ pub struct Invitation {
     /// Who could read it when issued (Secret delivery): if that changes, it is replaced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub readers: Vec<String>,
+    /// Names this link's Secret, Role and RoleBinding (Secret delivery; see
+    /// `contract::invitation_link_name`). `None`: e-mailed, or issued before links had ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_id: Option<String>,
 }
 
 impl Invitation {
+    /// The Secret (and Role and RoleBinding) of this link, if it was delivered as one.
+    pub fn secret_name(&self, membership: &str) -> Option<String> {
+        (self.delivery == "Secret")
+            .then(|| super::contract::invitation_link_name(membership, self.link_id.as_deref()))
+    }
+
     /// Who could read the link: those its Secret was readable by when issued, nobody when it
     /// went by e-mail (the mailbox's owner aside).
     pub fn link_readers(&self) -> Vec<String> {
@@ -158,6 +168,7 @@ impl std::fmt::Debug for Invitation {
             .field("delivery", &self.delivery)
             .field("scope", &self.scope)
             .field("readers", &self.readers)
+            .field("link_id", &self.link_id)
             .finish()
     }
 }

@@ -155,6 +155,11 @@ pub struct InvitationStatus {
     /// `Email` or `Secret`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<String>,
+    /// The Secret in this namespace that holds the pending link (delivery `Secret`), readable
+    /// by the owner and the Admins who manage this member: `roster invite link NAME`. Each
+    /// link has a Secret of its own; a replaced link's is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
 }
 
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,8 +2,8 @@
 //! `roster-owner`, `roster-admins`, `roster-members`). Kubernetes RBAC gives the coarse right;
 //! roster's admission webhook applies the finer permission matrix on top.
 //!
-//! None of them grants Secrets: a pending invitation link (Secret `roster-invitation-<member>`)
-//! is a bearer credential, readable only through the per-link Role and RoleBinding roster keeps
+//! None of them grants Secrets: a pending invitation link (Secret
+//! `roster-invitation-<member>-<link id>`) is a bearer credential, readable only through the per-link Role and RoleBinding roster keeps
 //! for it (exactly those who could create that Membership as it stands).
 //!
 //! Generated into `config/clusterroles.yaml` and the Helm chart by `roster crds --write`.

@@ -42,26 +42,12 @@ pub async fn security_log(org: &str, namespace: &str, as_json: bool) -> Result<(
     Ok(())
 }
 
-/// `invite link`: the member's invitation link, or why there is none.
+/// `invite link`: the member's invitation link, or why there is none. Each link has a
+/// Secret of its own, named in the Membership's status.
 pub async fn invite_link(member: &str, namespace: Option<String>) -> Result<()> {
     use k8s_openapi::api::core::v1::Secret as KubeSecret;
     let (client, ns) = kube_client(namespace).await?;
-    let secrets: kube::Api<KubeSecret> = kube::Api::namespaced(client.clone(), &ns);
-    let name = crate::api::contract::invitation_link_name(member);
-    let readable = secrets.get_opt(&name).await.map_err(|e| match e {
-        kube::Error::Api(s) if s.code == 403 => Error::Refused(format!(
-            "you may not read {member}'s invitation link: a link sets the member's password, so only the owner and platform admins read any, and an Admin only those of Members whose projects they all administer"
-        )),
-        source => Error::Api {
-            what: format!("cannot read Secret {ns}/{name}"),
-            source,
-        },
-    })?;
-    if let Some(link) = readable.and_then(|s| s.data?.remove("link")) {
-        println!("{}", String::from_utf8_lossy(&link.0));
-        return Ok(());
-    }
-    let memberships: kube::Api<crate::api::Membership> = kube::Api::namespaced(client, &ns);
+    let memberships: kube::Api<crate::api::Membership> = kube::Api::namespaced(client.clone(), &ns);
     let m = memberships
         .get_opt(member)
         .await
@@ -73,14 +59,38 @@ pub async fn invite_link(member: &str, namespace: Option<String>) -> Result<()> 
             Error::NotFound(format!("there is no Membership {member} in namespace {ns}"))
         })?;
     let inv = m.status.and_then(|s| s.invitation);
+    if let Some(name) = inv.as_ref().and_then(|i| i.secret_name.clone()) {
+        let secrets: kube::Api<KubeSecret> = kube::Api::namespaced(client, &ns);
+        let readable = secrets.get_opt(&name).await.map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 403 => Error::Refused(format!(
+                "you may not read {member}'s invitation link: a link sets the member's password, so only the owner and platform admins read any, and an Admin only those of Members whose projects they all administer"
+            )),
+            source => Error::Api {
+                what: format!("cannot read Secret {ns}/{name}"),
+                source,
+            },
+        })?;
+        if let Some(link) = readable.and_then(|s| s.data?.remove("link")) {
+            println!("{}", String::from_utf8_lossy(&link.0));
+            return Ok(());
+        }
+    }
     Err(Error::NotFound(match inv {
         Some(i) if i.state == Some(crate::api::InvitationState::Accepted) => {
             format!("{member} has accepted their invitation; there is no link any more")
+        }
+        Some(i) if i.state == Some(crate::api::InvitationState::Expired) => {
+            format!(
+                "{member}'s invitation has expired; `roster invite resend {member}` issues a new one"
+            )
         }
         Some(i) if i.delivery.as_deref() == Some("Email") => {
             format!(
                 "{member}'s invitation went by e-mail; `roster invite resend {member}` sends a new one"
             )
+        }
+        Some(i) if i.secret_name.is_some() => {
+            format!("{member}'s invitation link was just replaced; run this again in a moment")
         }
         _ => format!(
             "no invitation link for {member} yet: is roster running with --identity-addr? (kubectl describe membership {member} -n {ns})"

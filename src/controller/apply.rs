@@ -101,16 +101,12 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
             )))
         }));
     }
-    // Bindings in this namespace whose removals failed: a link whose readers' binding could
-    // not be narrowed is not replaced in this reconcile (step 3), or its new link would be
-    // readable by someone its record says cannot read it (red team 22).
-    let mut not_narrowed: BTreeSet<String> = BTreeSet::new();
+    // A link binding that could not be narrowed (or deleted) still names a former reader,
+    // but only of its own link: the replacement (step 3) is written under new names, and
+    // the old link stops opening anything the moment it is replaced.
     let deleted = at_once(deletions).await;
     for (k, r) in deleted {
         if let Err(e) = r {
-            if k.0 == w.namespace {
-                not_narrowed.insert(k.1.clone());
-            }
             failed.note(w, project_of_binding(k).as_deref(), e);
         }
     }
@@ -130,7 +126,7 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
         .collect();
     for (rb, r) in at_once(updates).await {
         if let Err(e) = r {
-            binding_failed(&mut failed, &mut not_narrowed, w, rb, e);
+            failed.note(w, project_of(&rb.metadata), e);
         }
     }
 
@@ -212,7 +208,7 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
         if let Err(e) = r {
             // A creation is a forced apply too: it may have been meant to narrow a binding
             // the cache did not show yet (red team 23).
-            binding_failed(&mut failed, &mut not_narrowed, w, rb, e);
+            failed.note(w, project_of(&rb.metadata), e);
         }
     }
 
@@ -272,7 +268,7 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
     }
 
     // An invitation that cannot go out (SMTP down) must not hold back statuses.
-    if let Err(e) = identity(ctx, w, plan, &not_narrowed).await {
+    if let Err(e) = identity(ctx, w, plan).await {
         failed.note(w, None, e);
     }
 
@@ -516,29 +512,7 @@ fn project_statuses(
     out.into_iter().collect()
 }
 
-/// A binding write that failed: noted, and if it is in the organization's namespace, its link
-/// (if it is one) is not replaced in this reconcile.
-fn binding_failed(
-    failed: &mut Failures,
-    not_narrowed: &mut BTreeSet<String>,
-    w: &World,
-    rb: &RoleBinding,
-    e: Error,
-) {
-    if rb.metadata.namespace.as_deref() == Some(w.namespace.as_str())
-        && let Some(n) = &rb.metadata.name
-    {
-        not_narrowed.insert(n.clone());
-    }
-    failed.note(w, project_of(&rb.metadata), e);
-}
-
-async fn identity(
-    ctx: &Context,
-    w: &World,
-    plan: &Plan,
-    not_narrowed: &BTreeSet<String>,
-) -> Result<()> {
+async fn identity(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
     let Some(id) = &ctx.config.identity else {
         return Ok(());
     };
@@ -576,11 +550,6 @@ async fn identity(
                 let Some(m) = w.memberships.iter().find(|m| &m.name_any() == membership) else {
                     continue;
                 };
-                // Its binding still names a reader it should not (the failure is noted and
-                // retried): the link stays as it is until the binding is right.
-                if not_narrowed.contains(&crate::api::contract::invitation_link_name(membership)) {
-                    continue;
-                }
                 let issue = crate::identity::service::Issue {
                     ttl_seconds: ttl,
                     nonce: nonce.as_deref(),

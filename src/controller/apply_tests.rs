@@ -951,17 +951,19 @@ async fn red_b0372fa_a_grant_is_announced_once_when_the_first_invitation_fails()
     );
 }
 
-/// A link whose readers' binding could not be narrowed is not replaced in that reconcile: the
-/// new link would go into the same Secret, readable by the reader the binding still names,
-/// while its record says they cannot read it. (Red team 22: bob, no longer Admin of all of
-/// dave's projects, stayed bound when the binding's update failed, and read the replacement.)
+/// A link whose readers' binding could not be narrowed is replaced all the same, and at once,
+/// under names of its own: the binding that still names the former reader opens only the old
+/// link, which the replacement kills. (Red team 22: bob, no longer Admin of all of dave's
+/// projects, stayed bound when the binding's update failed, and read the replacement, written
+/// into the same Secret. Red team 23: the API server authorizes from its own cache, so even a
+/// binding narrowed in time could let bob read a replacement written under the same name.)
 /// Also when the cache did not show the binding yet, so that the narrowing write is a
-/// creation (red team 23). The twin: with the binding written, the link is replaced.
+/// creation; and the twin, where the binding is written.
 #[tokio::test]
-async fn a_link_is_not_replaced_while_its_binding_could_not_be_narrowed() {
+async fn a_replaced_link_is_written_under_names_no_former_reader_was_bound_to() {
     use crate::api::{OrgRole, ProjectRole};
     use crate::identity::store::{Invitation, Record};
-    let link = crate::api::contract::invitation_link_name("dave");
+    let old = crate::api::contract::invitation_link_name("dave", Some("aaaaaaaaaa"));
     for (binding_refused, cache_shows_binding) in [(true, true), (true, false), (false, true)] {
         let mut w = acme();
         let bob = |projects: &[(&str, ProjectRole)]| {
@@ -992,6 +994,7 @@ async fn a_link_is_not_replaced_while_its_binding_could_not_be_narrowed() {
                     &dave,
                 )),
                 readers: vec!["alice@acme.example".into(), "bob@acme.example".into()],
+                link_id: Some("aaaaaaaaaa".into()),
             })),
             ..Default::default()
         };
@@ -1004,30 +1007,34 @@ async fn a_link_is_not_replaced_while_its_binding_could_not_be_narrowed() {
         let first = plan(&w, &settings);
         let mut w = applied(w, &first);
         assert!(
-            w.rolebindings.iter().any(|rb| rb.name_any() == link),
+            w.rolebindings.iter().any(|rb| rb.name_any() == old),
             "bob and alice read dave's link"
         );
         // bob no longer administers project two: he may not read dave's link.
         w.memberships.retain(|m| m.name_any() != "bob");
         w.memberships.push(bob(&[("one", ProjectRole::Admin)]));
         if !cache_shows_binding {
-            w.rolebindings.retain(|rb| rb.name_any() != link);
+            w.rolebindings.retain(|rb| rb.name_any() != old);
         }
         let p = plan(&w, &settings);
         assert!(
-            p.rolebindings.iter().any(|rb| rb.name_any() == link),
+            p.rolebindings.iter().any(|rb| rb.name_any() == old),
             "the binding is narrowed: {:?}",
             p.rolebindings
         );
-        assert!(
-            p.identity.iter().any(|a| matches!(a, crate::controller::credentials::IdentityAction::Invite { membership, .. } if membership == "dave")),
-            "the link is replaced: {:?}",
-            p.identity
-        );
         let (record_path, record) = red_b0372fa_credential(&pending);
-        let secrets = Arc::new(Mutex::new(HashMap::from([(record_path, record)])));
+        let old_path = format!("/api/v1/namespaces/{NS}/secrets/{old}");
+        let secrets = Arc::new(Mutex::new(HashMap::from([
+            (record_path, record),
+            (
+                old_path.clone(),
+                json!({"apiVersion": "v1", "kind": "Secret",
+                       "metadata": {"name": old, "namespace": NS, "resourceVersion": "1"},
+                       "data": {"link": "b2xk"}}),
+            ),
+        ])));
         let kept = secrets.clone();
-        let rb_path = format!("/rolebindings/{link}");
+        let rb_path = format!("/rolebindings/{old}");
         let api = Scripted::new(move |m, path, body| {
             if binding_refused && *m == Method::PATCH && path.ends_with(&rb_path) {
                 return Some(forbidden("exceeded quota"));
@@ -1040,23 +1047,38 @@ async fn a_link_is_not_replaced_while_its_binding_could_not_be_narrowed() {
         let ctx = identity_context(api.client());
         let result = apply::apply(&ctx, &w, &p).await;
         assert_eq!(result.is_err(), binding_refused, "{result:?}");
-        let secret_writes = api
-            .log
-            .lock()
-            .expect("log")
-            .iter()
-            .filter(|(m, path)| *m != Method::GET && path.contains("/secrets"))
-            .count();
-        if binding_refused {
-            assert_eq!(
-                secret_writes, 0,
-                "a new link was stored or written while bob is still bound to its Secret"
-            );
-        } else {
-            assert!(
-                secret_writes > 0,
-                "the link is replaced once bob is unbound"
-            );
-        }
+        let log = api.log.lock().expect("log").clone();
+        assert!(
+            !log.iter().any(|(m, path)| *m != Method::DELETE
+                && *m != Method::GET
+                && (path.ends_with(&format!("/secrets/{old}"))
+                    || path.ends_with(&format!("/roles/{old}")))),
+            "the new link was written where bob may still be bound: {log:#?}"
+        );
+        let kept = secrets.lock().expect("secrets");
+        let record = red_b0372fa_kept_record(&kept, "dave@acme.example").expect("dave's record");
+        let issued = record.invitation.expect("a new link");
+        assert_eq!(issued.readers, vec!["alice@acme.example".to_string()]);
+        let new = issued.secret_name("dave").expect("a Secret link");
+        assert_ne!(new, old);
+        assert!(
+            kept.contains_key(&format!("/api/v1/namespaces/{NS}/secrets/{new}")),
+            "the new link is in {new}: {:?}",
+            kept.keys()
+        );
+        assert!(
+            !kept.contains_key(&old_path),
+            "the replaced link's Secret is deleted"
+        );
+        assert!(
+            log.iter()
+                .any(|(m, path)| *m == Method::DELETE && path.ends_with(&format!("/roles/{old}"))),
+            "and its Role: {log:#?}"
+        );
+        assert!(
+            log.iter()
+                .any(|(m, path)| *m == Method::PATCH && path.ends_with(&format!("/roles/{new}"))),
+            "the new link has a Role of its own: {log:#?}"
+        );
     }
 }

@@ -12,7 +12,7 @@ use kube::{Resource, ResourceExt};
 
 use super::plan::{Plan, PlannedEvent, Settings, Target, World, binding, role_ref};
 use crate::access::{Evaluation, MemberAccess, invitation_scope};
-use crate::api::contract::{MEMBERSHIP_LABEL, Request, invitation_link_name};
+use crate::api::contract::{MEMBERSHIP_LABEL, Request};
 use crate::api::{
     EffectiveRole, InvitationState, InvitationStatus, Membership, Organization, Phase, ProjectRole,
 };
@@ -115,7 +115,9 @@ fn invitable<'a>(
 /// One RoleBinding per pending Secret-delivered link, to the link's own Role (get on that one
 /// Secret, which identity writes with the Secret), for exactly its readers: those who may read
 /// it now *and* were its readers when it was issued, which the record keeps and the acceptance
-/// carries to the webhook's ownership rule. A reader who may read it only since (the owner
+/// carries to the webhook's ownership rule. Each link has names of its own, and a link's
+/// readers never change (other readers get another link), so a binding never names anyone
+/// its link's record does not, however stale the cache it was planned from. A reader who may read it only since (the owner
 /// widened `adminsSeeAllProjects`, an Admin got the member's projects or enrolled MFA) reads
 /// the link issued in its place, never this one (red team 20: bound first and rotated after,
 /// an Admin accepted the old link and was no reader on the record).
@@ -129,11 +131,9 @@ pub(super) fn invitation_readers(
     let readers = LinkReaders::new(w, org, eval);
     let mut out = Vec::new();
     for (m, a) in invitable(w, eval) {
-        let Some(issued_to) = record_of(w, m).and_then(|r| {
-            r.invitation
-                .as_ref()
-                .filter(|i| r.accepted_at.is_none() && i.delivery == "Secret")
-                .map(|i| &i.readers)
+        let Some((name, issued_to)) = record_of(w, m).and_then(|r| {
+            let i = r.invitation.as_ref().filter(|_| r.accepted_at.is_none())?;
+            Some((i.secret_name(&m.name_any())?, &i.readers))
         }) else {
             continue;
         };
@@ -142,7 +142,6 @@ pub(super) fn invitation_readers(
         if who.is_empty() {
             continue;
         }
-        let name = invitation_link_name(&m.name_any());
         let users: BTreeSet<&str> = who.iter().map(String::as_str).collect();
         let mut rb = binding(
             ns,
@@ -294,8 +293,14 @@ fn time(unix: u64) -> Option<Time> {
         .map(Time)
 }
 
-/// `phase` is the access evaluation's (Invited unless disabled, expired or conflicting).
-pub fn identity_status(record: Option<&Record>, phase: Phase, now: Timestamp) -> IdentityStatus {
+/// `phase` is the access evaluation's (Invited unless disabled, expired or conflicting);
+/// `membership` is the Membership's name (it names the link's Secret).
+pub fn identity_status(
+    record: Option<&Record>,
+    membership: &str,
+    phase: Phase,
+    now: Timestamp,
+) -> IdentityStatus {
     let Some(r) = record else {
         return IdentityStatus {
             phase: Some(phase),
@@ -339,6 +344,7 @@ pub fn identity_status(record: Option<&Record>, phase: Phase, now: Timestamp) ->
                 expires_at: time(inv.expires_at),
                 accepted_at: None,
                 delivery: Some(inv.delivery.clone()),
+                secret_name: inv.secret_name(membership).filter(|_| !expired),
             })
         }
         (None, None) => None,
@@ -422,7 +428,7 @@ mod tests {
             })),
             ..Default::default()
         };
-        let s = identity_status(Some(&pending), Phase::Invited, now());
+        let s = identity_status(Some(&pending), "dave", Phase::Invited, now());
         assert_eq!(s.phase, Some(Phase::Invited));
         assert_eq!(
             s.invitation.as_ref().and_then(|i| i.state),
@@ -434,7 +440,7 @@ mod tests {
         if let Some(i) = expired.invitation.as_mut() {
             i.expires_at = NOW;
         }
-        let s = identity_status(Some(&expired), Phase::Invited, now());
+        let s = identity_status(Some(&expired), "dave", Phase::Invited, now());
         assert_eq!(
             s.invitation.and_then(|i| i.state),
             Some(InvitationState::Expired)
@@ -447,7 +453,7 @@ mod tests {
             last_login: Some(NOW - 5),
             ..Default::default()
         };
-        let s = identity_status(Some(&active), Phase::Invited, now());
+        let s = identity_status(Some(&active), "dave", Phase::Invited, now());
         assert_eq!(s.phase, Some(Phase::Active));
         assert_eq!(s.failed_logins, Some(2));
         assert!(s.last_login.is_some());
@@ -457,7 +463,7 @@ mod tests {
             failed: 10,
             ..active.clone()
         };
-        let s = identity_status(Some(&locked), Phase::Invited, now());
+        let s = identity_status(Some(&locked), "dave", Phase::Invited, now());
         assert_eq!(s.phase, Some(Phase::Locked));
         assert_eq!(s.locked_until, time(NOW + 900));
         assert_eq!(
@@ -471,16 +477,16 @@ mod tests {
             ..locked.clone()
         };
         assert_eq!(
-            identity_status(Some(&lock_over), Phase::Invited, now()).phase,
+            identity_status(Some(&lock_over), "dave", Phase::Invited, now()).phase,
             Some(Phase::Active)
         );
         assert_eq!(
-            identity_status(Some(&locked), Phase::Disabled, now()).phase,
+            identity_status(Some(&locked), "dave", Phase::Disabled, now()).phase,
             Some(Phase::Disabled),
             "disabled wins over locked"
         );
         assert_eq!(
-            identity_status(None, Phase::Invited, now()).phase,
+            identity_status(None, "dave", Phase::Invited, now()).phase,
             Some(Phase::Invited)
         );
     }

@@ -1054,6 +1054,7 @@ fn identity_actions() {
             delivery: "Secret".into(),
             scope: Some("Member:".into()),
             readers: readers.clone(),
+            link_id: None,
         })),
         ..Default::default()
     };
@@ -2047,7 +2048,7 @@ fn red_b0372fa_a_status_shows_a_link_only_once_its_readers_may_read_it() {
         .find(|(n, _)| n == "dave")
         .and_then(|(_, s)| s.invitation.clone())
         .and_then(|i| i.delivery);
-    let link = invitation_link_name("dave");
+    let link = invitation_link_name("dave", None);
     let readable = w
         .rolebindings
         .iter()
@@ -2304,4 +2305,103 @@ fn a_new_reader_is_not_bound_to_a_link_issued_before_they_could_read_it() {
         "{:?}",
         p.identity
     );
+}
+
+/// Each link has a binding of its own, named for it (`link_id`): when a link is replaced, the
+/// old binding goes and the new one names only the new link's readers. A binding planned from
+/// a stale record names the stale link, whose Secret holds a dead link (red teams 22 and 23:
+/// with one name per member, a former reader still bound, by a stale cache or by the API
+/// server's authorizer, read the replacement).
+#[test]
+fn a_link_binding_is_named_for_its_link_and_goes_with_it() {
+    use crate::identity::store::{Invitation, Record};
+    let settings = Settings {
+        identity: true,
+        ..Settings::default()
+    };
+    let mut w = acme();
+    w.credentials
+        .extend(crate::fixtures::accepted(&["alice", "bob"]));
+    if let Some(o) = w.org.as_mut() {
+        o.spec.admins_see_all_projects = true;
+    }
+    let dave = w
+        .memberships
+        .iter()
+        .find(|m| m.name_any() == "dave")
+        .expect("dave")
+        .clone();
+    let scope = crate::access::invitation_scope(w.org.as_ref().expect("org"), &dave);
+    let link = |id: &str, readers: &[&str]| Record {
+        email: "dave@acme.example".into(),
+        membership_uid: dave.metadata.uid.clone(),
+        invitation: Some(Box::new(Invitation {
+            hash: format!("h{id}"),
+            expires_at: u64::MAX,
+            delivery: "Secret".into(),
+            scope: Some(scope.clone()),
+            readers: readers
+                .iter()
+                .map(|r| format!("{r}@acme.example"))
+                .collect(),
+            link_id: Some(id.into()),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let old = "roster-invitation-dave-1111111111";
+    let new = "roster-invitation-dave-2222222222";
+    w.credentials.insert(
+        "dave@acme.example".into(),
+        link("1111111111", &["alice", "bob"]),
+    );
+    w = settle_with(w, &settings);
+    assert_eq!(subjects(&w, NS, old), vec!["alice", "bob"]);
+
+    // bob may no longer read dave's link: it is replaced, for alice alone, under new names.
+    if let Some(o) = w.org.as_mut() {
+        o.spec.admins_see_all_projects = false;
+    }
+    let p = plan(&w, &settings);
+    assert!(
+        p.identity.iter().any(|a| matches!(a,
+            crate::controller::credentials::IdentityAction::Invite { membership, readers, .. }
+                if membership == "dave" && readers == &["alice@acme.example".to_string()])),
+        "{:?}",
+        p.identity
+    );
+    w = converge(w, &p);
+    w.credentials
+        .insert("dave@acme.example".into(), link("2222222222", &["alice"]));
+    w = settle_with(w, &settings);
+    assert_eq!(subjects(&w, NS, new), vec!["alice"]);
+    assert!(
+        !w.rolebindings.iter().any(|b| b.name_any() == old),
+        "the replaced link's binding is gone"
+    );
+
+    // bob may read again, while a stale cache still shows the first link: he is bound to that
+    // one (dead) link only, never to the live one, whose record names alice alone.
+    if let Some(o) = w.org.as_mut() {
+        o.spec.admins_see_all_projects = true;
+    }
+    for record in [
+        link("1111111111", &["alice", "bob"]),
+        link("2222222222", &["alice"]),
+    ] {
+        let mut stale = w.clone();
+        stale.credentials.insert("dave@acme.example".into(), record);
+        let p = plan(&stale, &settings);
+        let bound_to_new = p
+            .rolebindings
+            .iter()
+            .filter(|b| b.name_any() == new)
+            .flat_map(|b| b.subjects.iter().flatten())
+            .any(|s| s.name.contains("bob"));
+        assert!(
+            !bound_to_new,
+            "bob bound to the live link: {:?}",
+            p.rolebindings
+        );
+    }
 }

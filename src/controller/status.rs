@@ -199,8 +199,12 @@ pub(super) fn statuses(
             continue;
         };
         let prev = m.status.clone().unwrap_or_default();
-        let id =
-            super::credentials::identity_status(super::credentials::record_of(w, m), a.phase, now);
+        let id = super::credentials::identity_status(
+            super::credentials::record_of(w, m),
+            &a.membership,
+            a.phase,
+            now,
+        );
         if let Some(at) = id.next_change {
             plan.requeue_at = Some(plan.requeue_at.map_or(at, |r| r.min(at)));
         }

@@ -20,8 +20,16 @@ use super::{Secret, invitation, seal, token};
 use crate::api::Membership;
 use crate::api::contract::{
     FIELD_MANAGER, INVITATION_SECRET_TYPE, MANAGED_BY, MANAGER, MEMBERSHIP_LABEL,
-    ORGANIZATION_LABEL, Request, invitation_link_name,
+    ORGANIZATION_LABEL, Request,
 };
+
+/// A new link's id: 40 random bits in hex, enough that a member's links never share names.
+fn new_link_id() -> String {
+    super::random::<5>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// roster's keys: the AES key sealing TOTP seeds and the HMAC key signing tokens. Kept in one
 /// Secret in roster's own namespace, made on first start.
@@ -214,9 +222,12 @@ impl Identity {
             delivery: delivery.as_str().into(),
             scope: Some(scope.to_string()),
             readers: readers.to_vec(),
+            link_id: (delivery == Delivery::Secret).then(new_link_id),
         };
+        // The link this one replaces, if it was a Secret: deleted once this one is out.
+        let mut replaced: Option<String> = None;
         // A record of a deleted namesake is replaced whole.
-        let invited = |r: Option<&Record>| {
+        let mut invited = |r: Option<&Record>| {
             let mut next = match r {
                 Some(r) if r.belongs_to(m) => r.clone(),
                 _ => Record {
@@ -229,6 +240,7 @@ impl Identity {
             if next.invitation.is_some() {
                 next.undelivered = None;
             }
+            replaced = next.invitation.as_ref().and_then(|i| i.secret_name(&name));
             next.invitation = Some(Box::new(invitation.clone()));
             if let Some(n) = nonce {
                 next.handled
@@ -255,14 +267,24 @@ impl Identity {
                 return Ok(None);
             }
         }
-        let delivered = match &self.mailer {
-            Some(mailer) => mailer
+        let secret_name = invitation.secret_name(&name);
+        let delivered = match (&self.mailer, &secret_name) {
+            (Some(mailer), _) => mailer
                 .send_invitation(email, &org, &link, &expires)
                 .await
                 .map_err(Error::from),
-            None => self.write_link_secret(m, &link, &expires).await,
+            (None, Some(secret)) => self.write_link_secret(m, secret, &link, &expires).await,
+            (None, None) => Ok(()),
         };
+        // The replaced link no longer opens anything (its hash is gone from the record): its
+        // Secret goes, delivered or not.
+        if let Some(old) = replaced.filter(|old| Some(old) != secret_name.as_ref()) {
+            self.delete_link_secret(&org, &old).await;
+        }
         if let Err(e) = delivered {
+            if let Some(secret) = &secret_name {
+                self.delete_link_secret(&org, secret).await;
+            }
             // Stamped now, not with the reconcile's start: a delivery can take an SMTP timeout
             // and a reconcile many of them, and a stamp already past its backoff let the
             // reconcile the withdrawal triggers send again at once (red team, 3e1cdfe).
@@ -306,12 +328,19 @@ impl Identity {
         }
     }
 
-    /// The link Secret in the organization's namespace, and the Role that grants reading it
-    /// (the controller binds it to exactly those who may: see `invitation_readers`). Neither
-    /// is readable through any broader grant: roster's organization roles give no Secrets.
-    async fn write_link_secret(&self, m: &Membership, link: &Secret, expires: &str) -> Result<()> {
+    /// The link Secret `name` in the organization's namespace, and the Role that grants
+    /// reading it (the controller binds it to exactly those who may: see
+    /// `invitation_readers`). Neither is readable through any broader grant: roster's
+    /// organization roles give no Secrets.
+    async fn write_link_secret(
+        &self,
+        m: &Membership,
+        name: &str,
+        link: &Secret,
+        expires: &str,
+    ) -> Result<()> {
         let org = m.namespace().unwrap_or_default();
-        let name = invitation_link_name(&m.name_any());
+        let name = name.to_string();
         let labels = BTreeMap::from([
             (MANAGED_BY.into(), MANAGER.into()),
             (ORGANIZATION_LABEL.into(), org.clone()),
@@ -361,14 +390,22 @@ impl Identity {
         Ok(())
     }
 
-    async fn delete_link_secret(&self, org: &str, membership: &str) {
-        let api: Api<KubeSecret> = Api::namespaced(self.client.clone(), org);
-        match api
-            .delete(&invitation_link_name(membership), &Default::default())
-            .await
-        {
-            Ok(_) | Err(kube::Error::Api(_)) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot delete a used invitation link"),
+    /// Deletes a link's Secret and its Role (best effort: the link no longer opens anything,
+    /// and the Membership's deletion takes both with it).
+    async fn delete_link_secret(&self, org: &str, name: &str) {
+        let secrets: Api<KubeSecret> = Api::namespaced(self.client.clone(), org);
+        let roles: Api<Role> = Api::namespaced(self.client.clone(), org);
+        for r in [
+            secrets.delete(name, &Default::default()).await.map(|_| ()),
+            roles.delete(name, &Default::default()).await.map(|_| ()),
+        ] {
+            match r {
+                Ok(()) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => {
+                    tracing::warn!(namespace = org, link = name, error = %e, "cannot delete an invitation link that no longer opens anything")
+                }
+            }
         }
     }
 
@@ -427,7 +464,7 @@ impl Identity {
                         .as_ref()
                         .is_some_and(|inv| invitation::check(token, &stored(inv), now).is_ok());
                 if !valid {
-                    return (None, false);
+                    return (None, None);
                 }
                 let mut next = r.clone();
                 next.password_hash = Some(phc.clone());
@@ -439,13 +476,19 @@ impl Identity {
                 next.locked_until = None;
                 next.accepted_at = Some(now);
                 next.generation += 1;
-                (Some(next), true)
+                let link = r
+                    .invitation
+                    .as_ref()
+                    .and_then(|i| i.secret_name(&m.name_any()));
+                (Some(next), Some(link))
             })
             .await?;
-        if !used {
+        let Some(link) = used else {
             return Err(invitation::Error::Unknown.into());
+        };
+        if let Some(link) = link {
+            self.delete_link_secret(&org, &link).await;
         }
-        self.delete_link_secret(&org, &m.name_any()).await;
         self.log
             .record(Entry::new(&org, Some(email), "InvitationAccepted"));
         Ok(())

@@ -848,14 +848,34 @@ impl Cluster {
 /// The password members set in the tests.
 pub const PASSWORD: &str = "correct horse battery staple 42";
 
+/// The Secret holding the member's pending invitation link, as their status names it.
+pub fn link_secret(c: &Cluster, ns: &str, member: &str) -> String {
+    wait_for(
+        "the invitation Secret's name",
+        Duration::from_secs(30),
+        || {
+            c.kubectl_try(&[
+                "get",
+                "membership",
+                member,
+                "-n",
+                ns,
+                "-o",
+                "jsonpath={.status.invitation.secretName}",
+            ])
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+        },
+    )
+}
+
 /// The path (and query) of the member's invitation link, from the Secret roster wrote.
 pub fn link(c: &Cluster, ns: &str, member: &str) -> String {
-    let secret = format!("roster-invitation-{member}");
     let b64 = wait_for("the invitation Secret", Duration::from_secs(30), || {
         c.kubectl_try(&[
             "get",
             "secret",
-            &secret,
+            &link_secret(c, ns, member),
             "-n",
             ns,
             "-o",

@@ -194,9 +194,18 @@ async fn an_invitation_is_stored_before_its_link_goes_out() {
     // Records kept in a namespace that does not exist: storing fails, so nothing is delivered.
     let nowhere = identity("roster-nowhere").await;
     assert!(nowhere.invite(&gus(&ns), &issue).await.is_err());
-    assert!(
-        c.kubectl_try(&["get", "secret", "roster-invitation-gus", "-n", &ns])
-            .is_none(),
+    assert_eq!(
+        c.kubectl_ok(&[
+            "get",
+            "secrets",
+            "-n",
+            &ns,
+            "-l",
+            "roster.dev/membership=gus",
+            "-o",
+            "name"
+        ]),
+        "",
         "a link was delivered for an invitation that was never stored"
     );
 
@@ -213,6 +222,127 @@ async fn an_invitation_is_stored_before_its_link_goes_out() {
     );
     store
         .delete_if(&gone, "gus@acme.example", None)
+        .await
+        .expect("clean up");
+}
+
+/// Each link is written under names of its own (Secret and Role `roster-invitation-<member>-
+/// <id>`): a replaced link's Secret and Role go, and so do the accepted link's. A binding
+/// that still names a former reader (the API server's authorizer lags behind RoleBinding
+/// writes, and a write can fail) then opens nothing live (red team 23: with one name per
+/// member, the replacement went into the Secret the former reader could still read).
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_link_has_names_of_its_own_and_the_old_ones_go() {
+    use roster::identity::service::{Identity, Issue, Keys};
+    let _api = shared();
+    let c = cluster();
+    let client = c.client().await;
+    let ns = c.namespace("own-names");
+    let gus: roster::api::Membership = serde_json::from_value(serde_json::json!({
+        "apiVersion": "roster.dev/v1alpha1", "kind": "Membership",
+        "metadata": {"name": "gus", "namespace": ns},
+        "spec": {"email": "gus@acme.example"},
+    }))
+    .expect("membership");
+    let keys = Keys::load_or_create(client.clone(), crate::harness::ROSTER_NAMESPACE)
+        .await
+        .expect("keys");
+    let identity = Identity::new(
+        client.clone(),
+        crate::harness::ROSTER_NAMESPACE,
+        keys,
+        Hasher::new(1024, 1, 1, 2).expect("hasher"),
+        "https://127.0.0.1".into(),
+        None,
+        roster::identity::audit::SecurityLog::print_only(),
+    );
+    let store = Store::new(client.clone(), crate::harness::ROSTER_NAMESPACE);
+    let now = 1_700_000_000;
+    let readers = ["olga@acme.example".to_string()];
+    let issue = |nonce| Issue {
+        ttl_seconds: 3600,
+        nonce,
+        scope: "Member:",
+        readers: &readers,
+        now,
+    };
+    let link_of = |r: &Record| {
+        r.invitation
+            .as_ref()
+            .and_then(|i| i.secret_name("gus"))
+            .expect("a link delivered as a Secret")
+    };
+    let exists = |kind: &str, name: &str| {
+        c.kubectl_try(&["get", kind, name, "-n", &ns, "-o", "name"])
+            .is_some()
+    };
+    let gone = |kind: &str, name: &str| {
+        crate::harness::wait_for(
+            &format!("{kind} {name} to go"),
+            std::time::Duration::from_secs(10),
+            || (!exists(kind, name)).then_some(()),
+        )
+    };
+
+    identity.invite(&gus, &issue(None)).await.expect("invited");
+    let first = link_of(&store.get(&ns, "gus@acme.example").await.expect("record"));
+    assert!(first.starts_with("roster-invitation-gus-"), "{first}");
+    assert!(exists("secret", &first) && exists("role", &first));
+
+    identity
+        .invite(&gus, &issue(Some("again")))
+        .await
+        .expect("resent");
+    let second = link_of(&store.get(&ns, "gus@acme.example").await.expect("record"));
+    assert_ne!(first, second, "the new link is written under new names");
+    assert!(exists("secret", &second) && exists("role", &second));
+    gone("secret", &first);
+    gone("role", &first);
+    let role = c.kubectl_ok(&[
+        "get",
+        "role",
+        &second,
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.rules[0].resourceNames[0]}",
+    ]);
+    assert_eq!(role, second, "its Role opens its Secret alone");
+
+    // Accepted: the link's Secret and Role go too.
+    let b64 = c.kubectl_ok(&[
+        "get",
+        "secret",
+        &second,
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.data.link}",
+    ]);
+    use base64::Engine;
+    let url = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .expect("base64"),
+    )
+    .expect("utf8");
+    let token = crate::harness::query_value(&url, "token");
+    identity
+        .accept(
+            &gus,
+            "Member:",
+            &token,
+            &Secret::new(crate::harness::PASSWORD),
+            12,
+            now + 1,
+        )
+        .await
+        .expect("accepted");
+    gone("secret", &second);
+    gone("role", &second);
+    store
+        .delete_if(&ns, "gus@acme.example", None)
         .await
         .expect("clean up");
 }

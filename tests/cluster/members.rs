@@ -710,6 +710,7 @@ async fn invitations_are_resent_and_expire() {
     let ns = c.namespace("invites");
     apply(c, &org_yaml(&ns, "bob", ""));
     let first = link(c, &ns, "dave");
+    let first_secret = crate::harness::link_secret(c, &ns, "dave");
     let out = c.roster(&["invite", "link", "dave", "-n", &ns], &[]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -727,18 +728,21 @@ async fn invitations_are_resent_and_expire() {
         let l = link(c, &ns, "dave");
         (l != first).then_some(l)
     });
+    // In a Secret of its own: the old one is gone.
+    assert_ne!(crate::harness::link_secret(c, &ns, "dave"), first_secret);
+    wait_for(
+        "the old link's Secret to go",
+        Duration::from_secs(30),
+        || {
+            c.kubectl_try(&["get", "secret", &first_secret, "-n", &ns])
+                .is_none()
+                .then_some(())
+        },
+    );
     // An Admin reads a Member's invitation link (dave has no projects); a Member does not.
+    let secret = format!("secret/{}", crate::harness::link_secret(c, &ns, "dave"));
     let can = |who: &str| {
-        let out = c.kubectl(&[
-            "auth",
-            "can-i",
-            "get",
-            "secret/roster-invitation-dave",
-            "-n",
-            &ns,
-            "--as",
-            who,
-        ]);
+        let out = c.kubectl(&["auth", "can-i", "get", &secret, "-n", &ns, "--as", who]);
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     wait_for(
@@ -750,7 +754,7 @@ async fn invitations_are_resent_and_expire() {
         "auth",
         "can-i",
         "get",
-        "secret/roster-invitation-dave",
+        &secret,
         "-n",
         &ns,
         "--as",
@@ -795,4 +799,11 @@ async fn invitations_are_resent_and_expire() {
     let (status, page) = identity_request(c, "GET", &l, "text/plain", "").await;
     assert_eq!(status, 410, "{page}");
     assert!(page.contains("expired"), "{page}");
+    let out = c.roster(&["invite", "link", "dave", "-n", &short], &[]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has expired"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::harness::{
     Cluster, PASSWORD, ROSTER_NAMESPACE, apiserver_client, authn_request, cluster, form,
-    identity_request, link, query_value, shared, wait_for,
+    identity_request, link, link_secret, query_value, shared, wait_for,
 };
 
 pub(crate) fn apply(c: &Cluster, yaml: &str) {
@@ -160,7 +160,7 @@ fn read_link(c: &Cluster, kc: &std::path::Path, ns: &str, member: &str) -> Resul
         &[
             "get",
             "secret",
-            &format!("roster-invitation-{member}"),
+            &link_secret(c, ns, member),
             "-n",
             ns,
             "-o",
@@ -350,34 +350,25 @@ async fn invitation_links_are_readable_only_by_who_could_create_the_membership()
         );
     }
     assert_eq!(
-        can_i(c, &bob, "get", "secret/roster-invitation-dave", &ns),
+        can_i(
+            c,
+            &bob,
+            "get",
+            &format!("secret/{}", link_secret(c, &ns, "dave")),
+            &ns
+        ),
         "yes"
     );
     for member in ["olga", "carl", "erin"] {
-        let out = kubectl(
-            c,
-            &bob,
-            &[
-                "get",
-                "secret",
-                &format!("roster-invitation-{member}"),
-                "-n",
-                &ns,
-            ],
-        );
+        let secret = link_secret(c, &ns, member);
+        let out = kubectl(c, &bob, &["get", "secret", &secret, "-n", &ns]);
         assert!(
             forbidden(&out),
             "Admin bob read {member}'s invitation link: {}",
             String::from_utf8_lossy(&out.stdout)
         );
         assert_eq!(
-            can_i(
-                c,
-                &bob,
-                "get",
-                &format!("secret/roster-invitation-{member}"),
-                &ns
-            ),
+            can_i(c, &bob, "get", &format!("secret/{secret}"), &ns),
             "no",
             "{member}"
         );
@@ -571,9 +562,17 @@ async fn tokens_die_with_their_membership() {
     // ... and his old link (the garbage collector removes it with the Membership), so that
     // the link read next is the new one.
     wait_for("dave's old link to go", Duration::from_secs(30), || {
-        c.kubectl_try(&["get", "secret", "roster-invitation-dave", "-n", &ns])
-            .is_none()
-            .then_some(())
+        c.kubectl_try(&[
+            "get",
+            "secrets",
+            "-n",
+            &ns,
+            "-l",
+            "roster.dev/membership=dave",
+            "-o",
+            "name",
+        ])
+        .filter(|s| s.trim().is_empty())
     });
     apply(c, &yaml);
     let new = member_token(c, &ns, "dave", "dave@acme.example").await;
