@@ -3,8 +3,8 @@
 //! a flood from one place cannot fill the security log or the argon2 queue.
 //!
 //! GCRA (the "virtual scheduling" token bucket): one timestamp per key, no timers. The table is
-//! bounded: idle keys are dropped when it fills, and if it is still full every new key is
-//! refused (fail closed) until old ones expire.
+//! bounded: idle keys are dropped when it fills, and if it is still full, the half of the keys
+//! closest to being free again.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -52,7 +52,16 @@ impl Limiter {
         if table.len() >= MAX_KEYS && !table.contains_key(key) {
             table.retain(|_, tat| *tat > now);
             if table.len() >= MAX_KEYS {
-                return Err(self.interval.max(Duration::from_secs(1)));
+                // Full of live keys: a flood of new ones. Refusing every newcomer shut real
+                // members out for as long as it lasted; instead the half closest to being
+                // free again goes (each loses at most what is left of its wait, and a key
+                // over its limit is among the last to go; lockout still counts every wrong
+                // password). One pass per half table of new keys, not one per key.
+                let mut tats: Vec<Instant> = table.values().copied().collect();
+                let half = tats.len() / 2;
+                let (_, cut, _) = tats.select_nth_unstable(half);
+                let cut = *cut;
+                table.retain(|_, tat| *tat > cut);
             }
         }
         let tat = table.get(key).copied().unwrap_or(now).max(now);
@@ -226,6 +235,36 @@ mod tests {
         assert_eq!(l.check("a", t0 + Duration::from_secs(1)), Ok(()));
         assert!(l.check("a", t0 + Duration::from_secs(1)).is_err());
         assert_eq!(l.check("a", t0 + Duration::from_secs(10)), Ok(()));
+    }
+
+    /// A flood of new keys (one IPv6 /48 holds 65,536 /64s; each request may name a new member)
+    /// filled the table with live keys, and every newcomer was refused: a real member's first
+    /// login in a while got 429, for as long as the flood lasted, and each refusal scanned the
+    /// whole table under the lock (red team 19b, F5). Now the half of the table closest to
+    /// being free again goes, once per half table of new keys; a key over its limit is among
+    /// the last to go, so it stays limited.
+    #[test]
+    fn a_full_table_makes_room_and_keeps_the_keys_that_are_over_their_limit() {
+        let l = Limiter::new(10, 3);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(l.check("guesser", t0), Ok(()));
+        }
+        assert!(l.check("guesser", t0).is_err(), "over its burst");
+        for i in 0..MAX_KEYS {
+            let _ = l.check(&format!("flood-{i}"), t0);
+        }
+        let t1 = t0 + Duration::from_millis(10);
+        assert_eq!(l.check("real-member", t1), Ok(()), "a newcomer gets in");
+        assert!(
+            l.check("guesser", t1).is_err(),
+            "the key over its limit is still limited"
+        );
+        let len = l.tat.lock().map(|t| t.len()).unwrap_or_default();
+        assert!(len <= MAX_KEYS / 2 + 2, "room for half a table: {len}");
+        for i in 0..1000 {
+            assert_eq!(l.check(&format!("later-{i}"), t1), Ok(()), "{i}");
+        }
     }
 
     #[test]
