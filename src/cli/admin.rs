@@ -43,9 +43,13 @@ pub async fn security_log(org: &str, namespace: &str, as_json: bool) -> Result<(
 }
 
 /// `invite link`: the member's invitation link, or why there is none. Each link has a
-/// Secret of its own, named in the Membership's status.
+/// Secret of its own: the one the Membership's status names, or — while a change is held, a
+/// status waits with it — one of the member's link RoleBindings names (owners and Admins read
+/// those). The newest readable one is the live one: a replaced link's Secret is deleted, and
+/// one left behind holds a dead link.
 pub async fn invite_link(member: &str, namespace: Option<String>) -> Result<()> {
     use k8s_openapi::api::core::v1::Secret as KubeSecret;
+    use k8s_openapi::api::rbac::v1::RoleBinding;
     let (client, ns) = kube_client(namespace).await?;
     let memberships: kube::Api<crate::api::Membership> = kube::Api::namespaced(client.clone(), &ns);
     let m = memberships
@@ -59,21 +63,63 @@ pub async fn invite_link(member: &str, namespace: Option<String>) -> Result<()> 
             Error::NotFound(format!("there is no Membership {member} in namespace {ns}"))
         })?;
     let inv = m.status.and_then(|s| s.invitation);
-    if let Some(name) = inv.as_ref().and_then(|i| i.secret_name.clone()) {
-        let secrets: kube::Api<KubeSecret> = kube::Api::namespaced(client, &ns);
-        let readable = secrets.get_opt(&name).await.map_err(|e| match e {
-            kube::Error::Api(s) if s.code == 403 => Error::Refused(format!(
-                "you may not read {member}'s invitation link: a link sets the member's password, so only the owner and platform admins read any, and an Admin only those of Members whose projects they all administer"
-            )),
-            source => Error::Api {
-                what: format!("cannot read Secret {ns}/{name}"),
-                source,
-            },
-        })?;
-        if let Some(link) = readable.and_then(|s| s.data?.remove("link")) {
-            println!("{}", String::from_utf8_lossy(&link.0));
-            return Ok(());
+    let mut names: Vec<String> = inv.iter().filter_map(|i| i.secret_name.clone()).collect();
+    if inv.as_ref().is_some_and(|i| {
+        i.state == Some(crate::api::InvitationState::Pending)
+            && i.delivery.as_deref() != Some("Email")
+    }) {
+        let selector = format!("{}={member}", crate::api::contract::MEMBERSHIP_LABEL);
+        let bindings: kube::Api<RoleBinding> = kube::Api::namespaced(client.clone(), &ns);
+        // Not allowed to list them: the status's name is all there is to try.
+        if let Ok(list) = bindings
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+        {
+            names.extend(
+                list.items
+                    .into_iter()
+                    .filter(|rb| {
+                        rb.role_ref.kind == "Role"
+                            && rb
+                                .role_ref
+                                .name
+                                .starts_with(&format!("roster-invitation-{member}"))
+                    })
+                    .map(|rb| rb.role_ref.name),
+            );
         }
+    }
+    names.sort();
+    names.dedup();
+    let secrets: kube::Api<KubeSecret> = kube::Api::namespaced(client, &ns);
+    let mut refused = false;
+    let mut readable = Vec::new();
+    for name in &names {
+        match secrets.get_opt(name).await {
+            Ok(Some(s)) => {
+                let created = s.metadata.creation_timestamp.clone();
+                if let Some(link) = s.data.and_then(|mut d| d.remove("link")) {
+                    readable.push((created, link));
+                }
+            }
+            Ok(None) => {}
+            Err(kube::Error::Api(s)) if s.code == 403 => refused = true,
+            Err(source) => {
+                return Err(Error::Api {
+                    what: format!("cannot read Secret {ns}/{name}"),
+                    source,
+                });
+            }
+        }
+    }
+    if let Some((_, link)) = readable.into_iter().max_by(|a, b| a.0.cmp(&b.0)) {
+        println!("{}", String::from_utf8_lossy(&link.0));
+        return Ok(());
+    }
+    if refused {
+        return Err(Error::Refused(format!(
+            "you may not read {member}'s invitation link: a link sets the member's password, so only the owner and platform admins read any, and an Admin only those of Members whose projects they all administer"
+        )));
     }
     Err(Error::NotFound(match inv {
         Some(i) if i.state == Some(crate::api::InvitationState::Accepted) => {

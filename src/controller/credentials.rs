@@ -104,12 +104,25 @@ fn invitable<'a>(
     w: &'a World,
     eval: &'a Evaluation,
 ) -> impl Iterator<Item = (&'a Membership, &'a MemberAccess)> {
+    kept_up(w, eval).filter(|(_, a)| !suspended(a))
+}
+
+/// Members whose credentials roster keeps up (not being deleted, not in conflict).
+fn kept_up<'a>(
+    w: &'a World,
+    eval: &'a Evaluation,
+) -> impl Iterator<Item = (&'a Membership, &'a MemberAccess)> {
     w.memberships.iter().filter_map(|m| {
         let a = eval.members.iter().find(|a| a.membership == m.name_any())?;
-        let out = m.metadata.deletion_timestamp.is_some()
-            || matches!(a.phase, Phase::Conflict | Phase::Disabled | Phase::Expired);
+        let out = m.metadata.deletion_timestamp.is_some() || a.phase == Phase::Conflict;
         (!out).then_some((m.as_ref(), a))
     })
+}
+
+/// Disabled or expired: no invitation, resend or request is acted on, but a pending link is
+/// still replaced when its rights or readers change (it would open again on re-enabling).
+fn suspended(a: &MemberAccess) -> bool {
+    matches!(a.phase, Phase::Disabled | Phase::Expired)
 }
 
 /// One RoleBinding per pending Secret-delivered link, to the link's own Role (get on that one
@@ -212,7 +225,7 @@ pub(super) fn plan_identity(
         return;
     };
     let link_readers = LinkReaders::new(w, org, eval);
-    for (m, a) in invitable(w, eval) {
+    for (m, a) in kept_up(w, eval) {
         // A stale record (left by a deleted namesake) counts as none: a fresh invitation
         // replaces it.
         let record = record_of(w, m);
@@ -241,12 +254,27 @@ pub(super) fn plan_identity(
         let readers: Vec<String> = link_readers.of(m, a, &org.spec.owner).into_iter().collect();
         // A pending link whose member was given other rights, or that someone may no longer
         // read, is replaced: nobody keeps a link they could not read now, and no link
-        // carries rights it was not issued for.
+        // carries rights it was not issued for. So is one from before links had Secrets of
+        // their own (`link_id`): a former reader may have read it through a binding of the
+        // one name all of a member's links had (red team 24). Also while the member is
+        // disabled or expired: re-enabled, the link would open again for whoever read it.
         let rotated = !accepted
             && record.and_then(|r| r.invitation.as_ref()).is_some_and(|i| {
                 i.scope.as_deref() != Some(scope.as_str())
-                    || (i.delivery == "Secret" && i.readers != readers)
+                    || (i.delivery == "Secret" && (i.readers != readers || i.link_id.is_none()))
             });
+        if suspended(a) {
+            if rotated && waiting.is_none() {
+                plan.identity.push(IdentityAction::Invite {
+                    membership: m.name_any(),
+                    nonce: None,
+                    rotated: true,
+                    scope,
+                    readers,
+                });
+            }
+            continue;
+        }
         if waiting.is_none() && (resend.is_some() || never_invited || rotated) {
             plan.identity.push(IdentityAction::Invite {
                 membership: m.name_any(),
@@ -371,7 +399,7 @@ pub(super) fn event(action: &IdentityAction) -> Option<PlannedEvent> {
         } => (
             membership,
             "InvitationRotated",
-            "the invitation link was replaced: the member's rights, or who may read the link, changed".to_string(),
+            "the invitation link was replaced: the member's rights, or who may read the link, changed (or it was issued before each link had a Secret of its own)".to_string(),
         ),
         IdentityAction::Invite {
             membership,

@@ -12,7 +12,7 @@ use kube::ResourceExt;
 use super::labels;
 use super::plan::{ORG_BINDINGS, Settings, World};
 use crate::access::Evaluation;
-use crate::api::contract::ACCEPT_REMOVALS_ANNOTATION;
+use crate::api::contract::{ACCEPT_REMOVALS_ANNOTATION, MEMBERSHIP_LABEL};
 use crate::api::{MfaState, Organization, Phase, ProjectRole};
 use crate::grants::{self, Change, Grants, Role, Scope};
 
@@ -257,34 +257,50 @@ pub fn hold(
             )
         });
     // Links: as desired and as they stood both (a held change adds no reader either: red
-    // team 22), readers cut off aside; a link's binding desired no more is emptied, and one
-    // not bound yet waits for the hold to end.
-    let emptied = w
-        .rolebindings
-        .iter()
-        .filter(|have| link(have) && !links.iter().any(|d| same(d, have)))
-        .map(|have| with_subjects(have, Vec::new()));
+    // team 22), readers cut off aside; a link's binding desired no more is left out, so it
+    // is deleted (its Role may be gone with its replaced link, and a binding to a Role that
+    // does not exist cannot be written). A link issued during the hold (a resend, a
+    // rotation) stood nowhere yet: it is read by who was bound to the member's links before
+    // it, as far as its record names them (red team 24: bound to nobody, every link replaced
+    // during a hold was unreadable until it ended).
+    let member_of = |rb: &RoleBinding| rb.labels().get(MEMBERSHIP_LABEL).cloned();
     let bound = links.iter().filter_map(|d| {
-        let have = w.rolebindings.iter().find(|have| same(d, have))?;
-        let had = |sub: &Subject| have.subjects.iter().flatten().any(|h| h.name == sub.name);
-        Some(RoleBinding {
-            subjects: Some(
-                d.subjects
-                    .iter()
-                    .flatten()
-                    .filter(|sub| {
-                        had(sub)
-                            && s.subjects
-                                .member_email(ns, &sub.name)
-                                .is_some_and(|e| !cut.contains(e))
-                    })
-                    .cloned()
-                    .collect(),
-            ),
+        let stood = w.rolebindings.iter().find(|have| same(d, have));
+        let before: Vec<&RoleBinding> = match stood {
+            Some(have) => vec![have],
+            None => w
+                .rolebindings
+                .iter()
+                .filter(|have| {
+                    link(have) && member_of(have).is_some() && member_of(have) == member_of(d)
+                })
+                .collect(),
+        };
+        let had = |sub: &Subject| {
+            before
+                .iter()
+                .flat_map(|have| have.subjects.iter().flatten())
+                .any(|h| h.name == sub.name)
+        };
+        let subjects: Vec<Subject> = d
+            .subjects
+            .iter()
+            .flatten()
+            .filter(|sub| {
+                had(sub)
+                    && s.subjects
+                        .member_email(ns, &sub.name)
+                        .is_some_and(|e| !cut.contains(e))
+            })
+            .cloned()
+            .collect();
+        // A first link bound to nobody is not written yet.
+        (stood.is_some() || !subjects.is_empty()).then(|| RoleBinding {
+            subjects: Some(subjects),
             ..(*d).clone()
         })
     });
-    held.chain(emptied).chain(bound).collect()
+    held.chain(bound).collect()
 }
 
 /// `have` as roster applies it, with these subjects: its name, labels and owner, nothing the

@@ -1054,7 +1054,7 @@ fn identity_actions() {
             delivery: "Secret".into(),
             scope: Some("Member:".into()),
             readers: readers.clone(),
-            link_id: None,
+            link_id: Some("1".into()),
         })),
         ..Default::default()
     };
@@ -1238,6 +1238,7 @@ fn invitation_links_are_readable_by_exactly_who_could_invite() {
                 .iter()
                 .map(|m| format!("{m}@acme.example"))
                 .collect(),
+            link_id: Some("1".into()),
             ..Default::default()
         })),
         ..Default::default()
@@ -1279,10 +1280,10 @@ fn invitation_links_are_readable_by_exactly_who_could_invite() {
         let p = plan(w, &settings);
         p.rolebindings
             .iter()
-            .find(|b| b.name_any() == format!("roster-invitation-{member}"))
+            .find(|b| b.name_any() == format!("roster-invitation-{member}-1"))
             .map(|b| {
                 assert_eq!(b.role_ref.kind, "Role");
-                assert_eq!(b.role_ref.name, format!("roster-invitation-{member}"));
+                assert_eq!(b.role_ref.name, format!("roster-invitation-{member}-1"));
                 b.subjects
                     .iter()
                     .flatten()
@@ -1360,6 +1361,7 @@ fn a_fresh_invitation_is_not_rotated_by_the_next_plan() {
                 delivery: "Secret".into(),
                 scope: Some(scope),
                 readers,
+                link_id: Some("1".into()),
                 ..Default::default()
             })),
             ..Default::default()
@@ -2140,6 +2142,7 @@ fn held_change_and_yara_s_link(promote_yara: bool) {
                         delivery: "Secret".into(),
                         scope: Some(scope),
                         readers,
+                        link_id: Some("1".into()),
                         ..Default::default()
                     })),
                     ..Default::default()
@@ -2152,7 +2155,7 @@ fn held_change_and_yara_s_link(promote_yara: bool) {
         w = converge(w, &p);
     }
     assert_eq!(
-        subjects(&w, NS, "roster-invitation-yara"),
+        subjects(&w, NS, "roster-invitation-yara-1"),
         vec!["alice", "bob"]
     );
     // A hold: limit 1, and bob takes payments away from d1 and d2 (two removals).
@@ -2206,7 +2209,7 @@ fn held_change_and_yara_s_link(promote_yara: bool) {
             .unwrap_or_default()
     });
     let w2 = converge(w, &p);
-    let bound = subjects(&w2, NS, "roster-invitation-yara");
+    let bound = subjects(&w2, NS, "roster-invitation-yara-1");
     assert!(
         bound
             .iter()
@@ -2219,6 +2222,7 @@ fn held_change_and_yara_s_link(promote_yara: bool) {
         && let Some(i) = r.invitation.as_mut()
     {
         i.hash = "h2".into();
+        i.link_id = Some("2".into());
         i.readers = readers.clone();
         if let Some((scope, _)) = invitation_of(&p) {
             i.scope = Some(scope);
@@ -2226,7 +2230,7 @@ fn held_change_and_yara_s_link(promote_yara: bool) {
     }
     let p3 = plan(&w3, &settings);
     let w3 = converge(w3, &p3);
-    let bound: Vec<String> = subjects(&w3, NS, "roster-invitation-yara");
+    let bound: Vec<String> = subjects(&w3, NS, "roster-invitation-yara-2");
     assert!(
         !bound.iter().any(|b| b == "carl"),
         "a held change bound carl to yara's link (its record's readers: {readers:?}): {bound:?}"
@@ -2275,13 +2279,14 @@ fn a_new_reader_is_not_bound_to_a_link_issued_before_they_could_read_it() {
                 delivery: "Secret".into(),
                 scope: Some(scope),
                 readers: vec!["alice@acme.example".into()],
+                link_id: Some("1".into()),
                 ..Default::default()
             })),
             ..Default::default()
         },
     );
     w = settle_with(w, &settings);
-    assert_eq!(subjects(&w, NS, "roster-invitation-yara"), vec!["alice"]);
+    assert_eq!(subjects(&w, NS, "roster-invitation-yara-1"), vec!["alice"]);
     if let Some(o) = w.org.as_mut() {
         o.spec.admins_see_all_projects = true;
     }
@@ -2289,7 +2294,7 @@ fn a_new_reader_is_not_bound_to_a_link_issued_before_they_could_read_it() {
     let bound: Vec<String> = p
         .rolebindings
         .iter()
-        .filter(|b| b.name_any() == "roster-invitation-yara")
+        .filter(|b| b.name_any() == "roster-invitation-yara-1")
         .flat_map(|b| b.subjects.iter().flatten().map(|s| s.name.clone()))
         .collect();
     assert!(
@@ -2404,4 +2409,181 @@ fn a_link_binding_is_named_for_its_link_and_goes_with_it() {
             p.rolebindings
         );
     }
+}
+
+/// A link replaced while a change is held (a resend, or its readers changed) is read by whom
+/// the link it replaces was bound to, as far as its record names them. A held change adds no
+/// reader, but a replacement is no new reader: with a name of its own, it was bound to nobody
+/// until the hold ended (red team 24: an Admin held a change, then resent every pending link
+/// of his projects, and nobody could read any). Statuses wait with the hold, so the
+/// Membership's still names the old link: `roster invite link` finds the new one through its
+/// binding (cluster `members::a_link_resent_while_a_change_is_held_can_be_read`).
+#[test]
+fn a_link_replaced_while_a_change_is_held_is_read_by_who_read_the_one_before() {
+    use crate::identity::store::{Invitation, Record};
+    let settings = Settings {
+        identity: true,
+        ..Settings::default()
+    };
+    let mut w = acme();
+    for name in ["e1", "e2"] {
+        w.memberships.push(Arc::new(member(
+            name,
+            Some(OrgRole::Member),
+            &[("payments", ProjectRole::Developer)],
+        )));
+    }
+    w.credentials
+        .extend(crate::fixtures::accepted(&["alice", "bob", "e1", "e2"]));
+    let dave = w
+        .memberships
+        .iter()
+        .find(|m| m.name_any() == "dave")
+        .expect("dave")
+        .clone();
+    let scope = crate::access::invitation_scope(w.org.as_ref().expect("org"), &dave);
+    let link = |id: &str| Record {
+        email: "dave@acme.example".into(),
+        membership_uid: dave.metadata.uid.clone(),
+        invitation: Some(Box::new(Invitation {
+            hash: format!("h{id}"),
+            expires_at: u64::MAX,
+            delivery: "Secret".into(),
+            scope: Some(scope.clone()),
+            readers: vec!["alice@acme.example".into()],
+            link_id: Some(id.into()),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let old = "roster-invitation-dave-1111111111";
+    let new = "roster-invitation-dave-2222222222";
+    w.credentials
+        .insert("dave@acme.example".into(), link("1111111111"));
+    w = settle_with(with_limit(w, Some(1)), &settings);
+    assert_eq!(subjects(&w, NS, old), vec!["alice"]);
+
+    // bob takes payments away from e1 and e2: two removals over a limit of one, held.
+    for name in ["e1", "e2"] {
+        if let Some(m) = w
+            .memberships
+            .iter_mut()
+            .map(Arc::make_mut)
+            .find(|m| m.name_any() == name)
+        {
+            m.spec.projects.clear();
+        }
+    }
+    // Meanwhile dave's link is resent.
+    w.credentials
+        .insert("dave@acme.example".into(), link("2222222222"));
+    let p = plan(&w, &settings);
+    assert!(
+        p.org_status
+            .as_ref()
+            .is_some_and(|s| format!("{s:?}").contains("maxAccessRemovals")),
+        "held: {:?}",
+        p.org_status
+    );
+    let w2 = converge(w, &p);
+    assert_eq!(
+        subjects(&w2, NS, new),
+        vec!["alice"],
+        "the new link is read"
+    );
+    assert!(
+        !w2.rolebindings.iter().any(|b| b.name_any() == old),
+        "the old one's binding is gone"
+    );
+}
+
+/// dave's pending link, read by alice and bob, in a world where bob may read it as long as
+/// `bob_reads`; `id`: its link id.
+fn dave_with_a_link(bob_reads: bool, id: Option<&str>) -> World {
+    use crate::identity::store::{Invitation, Record};
+    let mut w = acme();
+    w.credentials
+        .extend(crate::fixtures::accepted(&["alice", "bob"]));
+    if let Some(o) = w.org.as_mut() {
+        o.spec.admins_see_all_projects = bob_reads;
+    }
+    let dave = w
+        .memberships
+        .iter()
+        .find(|m| m.name_any() == "dave")
+        .expect("dave")
+        .clone();
+    let scope = crate::access::invitation_scope(w.org.as_ref().expect("org"), &dave);
+    w.credentials.insert(
+        "dave@acme.example".into(),
+        Record {
+            email: "dave@acme.example".into(),
+            membership_uid: dave.metadata.uid.clone(),
+            invitation: Some(Box::new(Invitation {
+                hash: "h".into(),
+                expires_at: u64::MAX,
+                delivery: "Secret".into(),
+                scope: Some(scope),
+                readers: vec!["alice@acme.example".into(), "bob@acme.example".into()],
+                link_id: id.map(str::to_string),
+                ..Default::default()
+            })),
+            ..Default::default()
+        },
+    );
+    w
+}
+
+fn dave_s_link_replaced(p: &Plan) -> bool {
+    p.identity.iter().any(|a| {
+        matches!(a,
+            crate::controller::credentials::IdentityAction::Invite { membership, rotated: true, nonce: None, .. }
+                if membership == "dave")
+    })
+}
+
+/// A disabled (or expired) member's pending link is replaced too when a reader loses the
+/// right to read it: re-enabled, the member's link opened again for the former reader, who
+/// could set their password (red team 24). Nothing else is done for a disabled member.
+#[test]
+fn a_disabled_member_s_link_is_replaced_when_a_reader_loses_the_right() {
+    let settings = Settings {
+        identity: true,
+        ..Settings::default()
+    };
+    let disable = |mut w: World| {
+        if let Some(m) = w
+            .memberships
+            .iter_mut()
+            .map(Arc::make_mut)
+            .find(|m| m.name_any() == "dave")
+        {
+            m.spec.disabled = true;
+        }
+        w
+    };
+    // The twin: bob may still read it, and nothing is issued for a disabled member.
+    let p = plan(&disable(dave_with_a_link(true, Some("1"))), &settings);
+    assert!(p.identity.is_empty(), "{:?}", p.identity);
+    let p = plan(&disable(dave_with_a_link(false, Some("1"))), &settings);
+    assert!(dave_s_link_replaced(&p), "{:?}", p.identity);
+}
+
+/// A link from before each link had names of its own (no `link_id`) is replaced once: a
+/// former reader may have read it through a binding of the one name all of a member's links
+/// had (red teams 22, 23, 24). The twin: a link with an id stays.
+#[test]
+fn a_link_from_before_links_had_names_of_their_own_is_replaced() {
+    let settings = Settings {
+        identity: true,
+        ..Settings::default()
+    };
+    assert!(!dave_s_link_replaced(&plan(
+        &dave_with_a_link(true, Some("1")),
+        &settings
+    )));
+    assert!(dave_s_link_replaced(&plan(
+        &dave_with_a_link(true, None),
+        &settings
+    )));
 }

@@ -23,6 +23,25 @@ use crate::api::contract::{
     ORGANIZATION_LABEL, Request,
 };
 
+/// The metadata of a link's Secret and Role: labelled for the member, owned by the Membership
+/// (deleting it deletes them).
+fn link_meta(m: &Membership, name: &str) -> kube::api::ObjectMeta {
+    kube::api::ObjectMeta {
+        name: Some(name.to_string()),
+        labels: Some(BTreeMap::from([
+            (MANAGED_BY.into(), MANAGER.into()),
+            (ORGANIZATION_LABEL.into(), m.namespace().unwrap_or_default()),
+            (MEMBERSHIP_LABEL.into(), m.name_any()),
+        ])),
+        owner_references: m.controller_owner_ref(&()).map(|r| vec![r]),
+        ..Default::default()
+    }
+}
+
+fn link_apply() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
 /// A new link's id: 40 random bits in hex, enough that a member's links never share names.
 fn new_link_id() -> String {
     super::random::<5>()
@@ -248,26 +267,37 @@ impl Identity {
             }
             next
         };
+        // The link's Role before its record: the controller binds the link's readers to it as
+        // soon as it sees the record, and a RoleBinding to a Role that does not exist yet is
+        // refused. Alone it opens nothing.
+        let secret_name = invitation.secret_name(&name);
+        if let Some(secret) = &secret_name {
+            self.write_link_role(m, secret).await?;
+        }
         // Stored first, delivered second: a link is never out before it opens anything (a
         // member clicking the moment it arrives found "Invitation not valid"). A member without
         // a record gets it in one write.
-        let created = !exists && self.store.create(&org, email, &invited(None)).await?;
-        if !created {
-            let stored = self
-                .store
+        let stored = async {
+            if !exists && self.store.create(&org, email, &invited(None)).await? {
+                return Ok(true);
+            }
+            self.store
                 .update(&org, email, |r| {
                     if accepted(r) {
                         return (None, false);
                     }
                     (Some(invited(Some(r))), true)
                 })
-                .await?;
-            if !stored {
-                // Accepted meanwhile: nothing was sent.
-                return Ok(None);
-            }
+                .await
         }
-        let secret_name = invitation.secret_name(&name);
+        .await;
+        if !matches!(stored, Ok(true)) {
+            if let Some(secret) = &secret_name {
+                self.delete_link_secret(&org, secret).await;
+            }
+            // Not stored (accepted meanwhile: nothing was sent).
+            return stored.map(|_| None).map_err(Error::from);
+        }
         let delivered = match (&self.mailer, &secret_name) {
             (Some(mailer), _) => mailer
                 .send_invitation(email, &org, &link, &expires)
@@ -328,10 +358,9 @@ impl Identity {
         }
     }
 
-    /// The link Secret `name` in the organization's namespace, and the Role that grants
-    /// reading it (the controller binds it to exactly those who may: see
-    /// `invitation_readers`). Neither is readable through any broader grant: roster's
-    /// organization roles give no Secrets.
+    /// The link Secret `name` in the organization's namespace, readable through its Role
+    /// alone (`write_link_role`; the controller binds it to exactly those who may: see
+    /// `invitation_readers`): roster's organization roles give no Secrets.
     async fn write_link_secret(
         &self,
         m: &Membership,
@@ -340,41 +369,8 @@ impl Identity {
         expires: &str,
     ) -> Result<()> {
         let org = m.namespace().unwrap_or_default();
-        let name = name.to_string();
-        let labels = BTreeMap::from([
-            (MANAGED_BY.into(), MANAGER.into()),
-            (ORGANIZATION_LABEL.into(), org.clone()),
-            (MEMBERSHIP_LABEL.into(), m.name_any()),
-        ]);
-        // Deleting the Membership deletes its link and its Role.
-        let owner = m.controller_owner_ref(&()).map(|r| vec![r]);
-        let role = Role {
-            metadata: kube::api::ObjectMeta {
-                name: Some(name.clone()),
-                labels: Some(labels.clone()),
-                owner_references: owner.clone(),
-                ..Default::default()
-            },
-            rules: Some(vec![PolicyRule {
-                api_groups: Some(vec![String::new()]),
-                resources: Some(vec!["secrets".into()]),
-                resource_names: Some(vec![name.clone()]),
-                verbs: vec!["get".into()],
-                ..Default::default()
-            }]),
-        };
-        let ssa = PatchParams::apply(FIELD_MANAGER).force();
-        Api::<Role>::namespaced(self.client.clone(), &org)
-            .patch(&name, &ssa, &Patch::Apply(&role))
-            .await
-            .map_err(Error::InvitationSecret)?;
         let secret = KubeSecret {
-            metadata: kube::api::ObjectMeta {
-                name: Some(name.clone()),
-                labels: Some(labels),
-                owner_references: owner,
-                ..Default::default()
-            },
+            metadata: link_meta(m, name),
             type_: Some(INVITATION_SECRET_TYPE.into()),
             data: Some(BTreeMap::from([
                 ("link".into(), ByteString(link.expose().as_bytes().to_vec())),
@@ -384,7 +380,27 @@ impl Identity {
             ..Default::default()
         };
         Api::<KubeSecret>::namespaced(self.client.clone(), &org)
-            .patch(&name, &ssa, &Patch::Apply(&secret))
+            .patch(name, &link_apply(), &Patch::Apply(&secret))
+            .await
+            .map_err(Error::InvitationSecret)?;
+        Ok(())
+    }
+
+    /// The Role that grants `get` on link Secret `name` (see `write_link_secret`).
+    async fn write_link_role(&self, m: &Membership, name: &str) -> Result<()> {
+        let org = m.namespace().unwrap_or_default();
+        let role = Role {
+            metadata: link_meta(m, name),
+            rules: Some(vec![PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["secrets".into()]),
+                resource_names: Some(vec![name.to_string()]),
+                verbs: vec!["get".into()],
+                ..Default::default()
+            }]),
+        };
+        Api::<Role>::namespaced(self.client.clone(), &org)
+            .patch(name, &link_apply(), &Patch::Apply(&role))
             .await
             .map_err(Error::InvitationSecret)?;
         Ok(())

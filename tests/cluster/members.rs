@@ -702,6 +702,130 @@ async fn failed_logins_lock_and_an_admin_unlocks() {
     });
 }
 
+/// A link resent while a change waits for acknowledgement is read by who read the one before
+/// (the owner and Admin carl read dave's: he has no projects), and `roster invite link` finds
+/// it although the Membership's status, waiting with the change, still names the old one (red
+/// team 24: bound to nobody, and the status named a deleted Secret).
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_resent_while_a_change_is_held_can_be_read() {
+    let _api = shared();
+    let c = cluster();
+    let ns = c.namespace("held-link");
+    let erin = |projects: &str| {
+        format!(
+            "---\napiVersion: roster.dev/v1alpha1\nkind: Membership\nmetadata: {{name: erin, namespace: {ns}}}\nspec: {{email: erin@acme.example, role: Member, projects: [{projects}]}}\n"
+        )
+    };
+    let yaml = org_yaml(&ns, "bob", "").replacen(
+        "  security:\n",
+        "  maxAccessRemovals: 0\n  security:\n",
+        1,
+    );
+    apply(
+        c,
+        &format!("{yaml}{}", erin("{name: one, role: Developer}")),
+    );
+    let first = link(c, &ns, "dave");
+    let first_secret = crate::harness::link_secret(c, &ns, "dave");
+    let can = |who: &str, secret: &str| {
+        let out = c.kubectl(&[
+            "auth",
+            "can-i",
+            "get",
+            &format!("secret/{secret}"),
+            "-n",
+            &ns,
+            "--as",
+            &format!("roster:{ns}:{who}@acme.example"),
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    wait_for("carl to read dave's link", Duration::from_secs(30), || {
+        can("carl", &first_secret).then_some(())
+    });
+    // erin leaves project one: one removal over a limit of none, held.
+    apply(c, &erin(""));
+    wait_for("the change to be held", Duration::from_secs(30), || {
+        c.kubectl_try(&[
+            "get",
+            "organization",
+            &ns,
+            "-n",
+            &ns,
+            "-o",
+            r#"jsonpath={.status.conditions[?(@.type=="Stalled")].reason}"#,
+        ])
+        .filter(|r| r.trim() == "AccessRemovalsHeld")
+    });
+    let out = c.roster(&["invite", "resend", "dave", "-n", &ns], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(
+        "the old link's Secret to go",
+        Duration::from_secs(30),
+        || {
+            c.kubectl_try(&["get", "secret", &first_secret, "-n", &ns])
+                .is_none()
+                .then_some(())
+        },
+    );
+    let new_secret = wait_for("the new link's binding", Duration::from_secs(30), || {
+        let names = c.kubectl_try(&[
+            "get",
+            "rolebindings",
+            "-n",
+            &ns,
+            "-l",
+            "roster.dev/membership=dave",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])?;
+        names
+            .split_whitespace()
+            .find(|n| *n != first_secret)
+            .map(str::to_string)
+    });
+    wait_for("carl to read the new link", Duration::from_secs(30), || {
+        can("carl", &new_secret).then_some(())
+    });
+    assert!(can("bob", &new_secret), "the owner reads it too");
+    assert!(!can("dave", &new_secret), "not the member");
+    let out = c.roster(&["invite", "link", "dave", "-n", &ns], &[]);
+    let printed = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = printed
+        .strip_prefix(&format!("https://{}", c.identity_addr))
+        .unwrap_or_else(|| panic!("a link: {printed}"))
+        .to_string();
+    assert_ne!(path, first, "the link resent, not the old one");
+    let (status, page) = identity_request(c, "GET", &path, "text/plain", "").await;
+    assert_eq!(status, 200, "{page}");
+    let (status, _) = identity_request(c, "GET", &first, "text/plain", "").await;
+    assert_eq!(status, 404, "the old link is dead");
+    assert_eq!(
+        c.kubectl_ok(&[
+            "get",
+            "organization",
+            &ns,
+            "-n",
+            &ns,
+            "-o",
+            r#"jsonpath={.status.conditions[?(@.type=="Stalled")].reason}"#,
+        ])
+        .trim(),
+        "AccessRemovalsHeld",
+        "still held"
+    );
+}
+
 #[allow(clippy::await_holding_lock)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invitations_are_resent_and_expire() {

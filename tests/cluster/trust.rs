@@ -153,14 +153,32 @@ pub(crate) fn whoami(c: &Cluster, kc: &std::path::Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The member's link as `kc` reads it: any link Secret of the member (named by the cluster
+/// admin, so that a link left behind would be found too), the newest first.
 fn read_link(c: &Cluster, kc: &std::path::Path, ns: &str, member: &str) -> Result<String, String> {
+    let names = c
+        .kubectl_try(&[
+            "get",
+            "secrets",
+            "-n",
+            ns,
+            "-l",
+            &format!("roster.dev/membership={member}"),
+            "--sort-by=.metadata.creationTimestamp",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .unwrap_or_default();
+    let Some(name) = names.split_whitespace().last() else {
+        return Err(format!("{member} has no link Secret"));
+    };
     let out = kubectl(
         c,
         kc,
         &[
             "get",
             "secret",
-            &link_secret(c, ns, member),
+            name,
             "-n",
             ns,
             "-o",
