@@ -61,6 +61,11 @@ pub struct Record {
     /// it over could read (see `webhook::validate::new_owner_accepted`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_readers: Option<Vec<String>>,
+    /// The link accepted through: its `link_id`, or `Email`. Without it `link_readers` is not
+    /// trusted: from 1e288fb to 21a8f53 a member's links shared one Secret name, and a former
+    /// reader could read a replacement whose readers did not name them (red team 25).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_link: Option<String>,
     /// Unix seconds of the last successful login, to the minute (see `Store::login_succeeded`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_login: Option<u64>,
@@ -93,6 +98,16 @@ pub struct Invitation {
 }
 
 impl Invitation {
+    /// What a record keeps of the link accepted through (`Record::accepted_link`): the link's
+    /// id, or `Email`; none for a Secret link from before links had ids.
+    pub fn accepted_as(&self) -> Option<String> {
+        if self.delivery == "Email" {
+            Some("Email".into())
+        } else {
+            self.link_id.clone()
+        }
+    }
+
     /// The Secret (and Role and RoleBinding) of this link, if it was delivered as one.
     pub fn secret_name(&self, membership: &str) -> Option<String> {
         (self.delivery == "Secret")
@@ -200,6 +215,7 @@ impl std::fmt::Debug for Record {
             )
             .field("accepted_at", &self.accepted_at)
             .field("link_readers", &self.link_readers)
+            .field("accepted_link", &self.accepted_link)
             .field("last_login", &self.last_login)
             .finish_non_exhaustive()
     }

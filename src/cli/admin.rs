@@ -50,6 +50,7 @@ pub async fn security_log(org: &str, namespace: &str, as_json: bool) -> Result<(
 pub async fn invite_link(member: &str, namespace: Option<String>) -> Result<()> {
     use k8s_openapi::api::core::v1::Secret as KubeSecret;
     use k8s_openapi::api::rbac::v1::RoleBinding;
+    use k8s_openapi::jiff::Timestamp;
     let (client, ns) = kube_client(namespace).await?;
     let memberships: kube::Api<crate::api::Membership> = kube::Api::namespaced(client.clone(), &ns);
     let m = memberships
@@ -64,8 +65,10 @@ pub async fn invite_link(member: &str, namespace: Option<String>) -> Result<()> 
         })?;
     let inv = m.status.and_then(|s| s.invitation);
     let mut names: Vec<String> = inv.iter().filter_map(|i| i.secret_name.clone()).collect();
-    if inv.as_ref().is_some_and(|i| {
-        i.state == Some(crate::api::InvitationState::Pending)
+    // Not only when the status says Pending: a link resent during a hold, after the one
+    // the status shows expired, is there too (red team 25).
+    if inv.as_ref().is_none_or(|i| {
+        i.state != Some(crate::api::InvitationState::Accepted)
             && i.delivery.as_deref() != Some("Email")
     }) {
         let selector = format!("{}={member}", crate::api::contract::MEMBERSHIP_LABEL);
@@ -98,7 +101,13 @@ pub async fn invite_link(member: &str, namespace: Option<String>) -> Result<()> 
         match secrets.get_opt(name).await {
             Ok(Some(s)) => {
                 let created = s.metadata.creation_timestamp.clone();
-                if let Some(link) = s.data.and_then(|mut d| d.remove("link")) {
+                let mut data = s.data.unwrap_or_default();
+                // A link past its expiry opens nothing: not printed as if it did.
+                let expired = data
+                    .get("expiresAt")
+                    .and_then(|e| String::from_utf8_lossy(&e.0).parse::<Timestamp>().ok())
+                    .is_some_and(|at| at <= Timestamp::now());
+                if let Some(link) = data.remove("link").filter(|_| !expired) {
                     readable.push((created, link));
                 }
             }

@@ -343,7 +343,7 @@ pub struct RunArgs {
     #[arg(long = "token-audience")]
     token_audiences: Vec<String>,
     /// Login, accept and enrolment attempts per minute from one source address (IPv6: one
-    /// /64); 0 turns the limit off.
+    /// /64, and four times it per /48); 0 turns the limit off.
     #[arg(long, default_value_t = 60)]
     login_rate_per_source: u32,
     /// Login attempts per minute for one member (whether or not the address exists); 0 turns

@@ -3,17 +3,17 @@
 //! set of removals (`roster.dev/accept-removals: <fingerprint>`) or raises the limit — except
 //! cut-offs (disabled, expired, MFA overdue), which are never held back. Pure, like `plan()`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::rbac::v1::{RoleBinding, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
 use super::labels;
-use super::plan::{ORG_BINDINGS, Settings, World};
+use super::plan::{ORG_BINDINGS, Settings, World, project_namespace};
 use crate::access::Evaluation;
 use crate::api::contract::{ACCEPT_REMOVALS_ANNOTATION, MEMBERSHIP_LABEL};
-use crate::api::{MfaState, Organization, Phase, ProjectRole};
+use crate::api::{MfaState, Organization, Phase, Project, ProjectRole};
 use crate::grants::{self, Change, Grants, Role, Scope};
 
 /// A change held back.
@@ -49,16 +49,38 @@ impl Held {
     }
 }
 
-/// The grant a RoleBinding of roster's stands for: its scope and role (none for the bindings of
-/// invitation-link readers).
-fn scope_role(rb: &RoleBinding, ns: &str) -> Option<(Scope, Role)> {
+/// Where each of the organization's projects keeps its bindings: its namespace.
+pub type ProjectNamespaces = BTreeMap<String, String>;
+
+pub fn project_namespaces(w: &World) -> ProjectNamespaces {
+    project_namespaces_of(&w.namespace, &w.projects)
+}
+
+/// `project_namespaces` of organization `ns`'s `projects`.
+pub fn project_namespaces_of(ns: &str, projects: &[Project]) -> ProjectNamespaces {
+    projects
+        .iter()
+        .map(|p| (p.name_any(), project_namespace(ns, p)))
+        .collect()
+}
+
+/// The grant a RoleBinding of roster's stands for: its scope and role. None for the bindings of
+/// invitation-link readers, and for a binding labelled as roster's anywhere but where roster
+/// writes that grant (the organization's namespace, the project's): anyone who may write
+/// bindings in some namespace can label one, and counted, it changed what the guard held (red
+/// team 25).
+fn scope_role(rb: &RoleBinding, ns: &str, projects: &ProjectNamespaces) -> Option<(Scope, Role)> {
     let name = rb.name_any();
     if rb.namespace().as_deref() == Some(ns)
         && let Some((_, _, r)) = ORG_BINDINGS.iter().find(|(n, _, _)| *n == name)
     {
         return Some((Scope::Organization, Role::from(*r)));
     }
-    let project = rb.labels().get(labels::PROJECT).cloned();
+    let project = rb
+        .labels()
+        .get(labels::PROJECT)
+        .filter(|p| projects.get(*p).map(String::as_str) == rb.namespace().as_deref())
+        .cloned();
     let role = ProjectRole::ALL
         .into_iter()
         .find(|r| name == format!("roster-{}", r.as_str().to_lowercase()));
@@ -67,11 +89,26 @@ fn scope_role(rb: &RoleBinding, ns: &str) -> Option<(Scope, Role)> {
         .map(|(p, r)| (Scope::Project(p), Role::from(r)))
 }
 
+/// Whether `rb` is the binding of an invitation link's readers, as roster writes one: in the
+/// organization's namespace, to the link's own Role.
+fn is_link(rb: &RoleBinding, ns: &str) -> bool {
+    let name = rb.name_any();
+    rb.namespace().as_deref() == Some(ns)
+        && name.starts_with("roster-invitation-")
+        && rb.role_ref.kind == "Role"
+        && rb.role_ref.name == name
+}
+
 /// The grants roster's RoleBindings of organization `ns` give (invitation-link readers aside).
-pub fn grants_of(bindings: &[RoleBinding], ns: &str, s: &Settings) -> Grants {
+pub fn grants_of(
+    bindings: &[RoleBinding],
+    ns: &str,
+    projects: &ProjectNamespaces,
+    s: &Settings,
+) -> Grants {
     let mut g = Grants::default();
     for rb in bindings {
-        let Some((scope, role)) = scope_role(rb, ns) else {
+        let Some((scope, role)) = scope_role(rb, ns, projects) else {
             continue;
         };
         for subject in rb.subjects.iter().flatten() {
@@ -176,7 +213,7 @@ pub fn check(
     s: &Settings,
 ) -> Option<Held> {
     let limit = org.spec.max_access_removals?;
-    let after = grants_of(desired, &w.namespace, s);
+    let after = grants_of(desired, &w.namespace, &project_namespaces(w), s);
     let removals: Vec<Change> = grants::diff(before, &after)
         .into_iter()
         .filter(|c| {
@@ -223,17 +260,20 @@ pub fn hold(
     s: &Settings,
 ) -> Vec<RoleBinding> {
     let ns = w.namespace.as_str();
-    let link = |rb: &RoleBinding| scope_role(rb, ns).is_none();
+    let projects = project_namespaces(w);
+    let owner = w.org.as_ref().map(|o| o.spec.owner.as_str());
+    let link = |rb: &RoleBinding| is_link(rb, ns);
     let same = |a: &RoleBinding, b: &RoleBinding| {
         a.metadata.name == b.metadata.name && a.metadata.namespace == b.metadata.namespace
     };
     let links: Vec<&RoleBinding> = desired.iter().filter(|rb| link(rb)).collect();
+    // Grants as they stood; anything else labelled as roster's (planted elsewhere, a binding
+    // of a Project that is gone) is left out, so it is deleted.
     let held = w
         .rolebindings
         .iter()
-        .filter(|have| !link(have))
-        .map(|have| {
-            let grant = scope_role(have, ns);
+        .filter_map(|have| Some((have, scope_role(have, ns, &projects)?)))
+        .map(|(have, (scope, role))| {
             with_subjects(
                 have,
                 have.subjects
@@ -246,11 +286,9 @@ pub fn hold(
                         if cut.contains(email) {
                             return false;
                         }
-                        grant.as_ref().is_some_and(|(scope, role)| {
-                            kept.0
-                                .iter()
-                                .any(|((p, sc), r)| p.email == email && sc == scope && r == role)
-                        })
+                        kept.0
+                            .iter()
+                            .any(|((p, sc), r)| p.email == email && *sc == scope && *r == role)
                     })
                     .cloned()
                     .collect(),
@@ -282,15 +320,17 @@ pub fn hold(
                 .flat_map(|have| have.subjects.iter().flatten())
                 .any(|h| h.name == sub.name)
         };
+        // The owner reads any link but their own, held change or not: ownership is never a
+        // held grant, and without it a member's first link issued during a hold was readable
+        // by nobody (red team 25).
         let subjects: Vec<Subject> = d
             .subjects
             .iter()
             .flatten()
             .filter(|sub| {
-                had(sub)
-                    && s.subjects
-                        .member_email(ns, &sub.name)
-                        .is_some_and(|e| !cut.contains(e))
+                s.subjects
+                    .member_email(ns, &sub.name)
+                    .is_some_and(|e| !cut.contains(e) && (had(sub) || Some(e) == owner))
             })
             .cloned()
             .collect();

@@ -337,7 +337,7 @@ pub fn plan(w: &World, s: &Settings) -> Plan {
     }
     if let Some(org) = org {
         use super::guard;
-        let observed = guard::grants_of(&w.rolebindings, ns, s);
+        let observed = guard::grants_of(&w.rolebindings, ns, &guard::project_namespaces(w), s);
         let mut before = guard::intended(&observed, &guard::recorded(w));
         // The owner holds the organization with or without a Membership (roster makes one):
         // their bindings are intended whatever the statuses say.

@@ -2587,3 +2587,120 @@ fn a_link_from_before_links_had_names_of_their_own_is_replaced() {
         &settings
     )));
 }
+
+/// A RoleBinding labelled as roster's grant of project web, but planted in another namespace
+/// (anyone who may write bindings there can), is no grant of roster's:
+/// while a change is held it neither stands for dave's web grant nor is kept. (Red team 25:
+/// counted, it made dave's web Viewer grant look changed, so the hold dropped it from
+/// acme-web until the hold ended; and the planted binding was applied again, kept.)
+#[test]
+fn a_binding_planted_outside_its_project_s_namespace_is_no_grant_while_a_change_is_held() {
+    let converged = settle(with_limit(acme(), Some(0)));
+    assert_eq!(subjects(&converged, "acme-web", "roster-viewer"), ["dave"]);
+    let mut w = converged.clone();
+    // A held change: dave leaves payments.
+    if let Some(m) = w
+        .memberships
+        .iter_mut()
+        .map(Arc::make_mut)
+        .find(|m| m.name_any() == "dave")
+    {
+        m.spec.projects.retain(|g| g.name != "payments");
+    }
+    let mut planted = w
+        .rolebindings
+        .iter()
+        .find(|b| {
+            b.metadata.namespace.as_deref() == Some("acme-web") && b.name_any() == "roster-viewer"
+        })
+        .expect("acme-web/roster-viewer")
+        .clone();
+    planted.metadata.namespace = Some("elsewhere".into());
+    planted.metadata.name = Some("roster-admin".into());
+    w.rolebindings.push(planted);
+    let p = plan(&w, &Settings::default());
+    assert!(
+        p.org_status
+            .as_ref()
+            .is_some_and(|s| format!("{s:?}").contains("maxAccessRemovals")),
+        "held: {:?}",
+        p.org_status
+    );
+    let after = converge(w, &p);
+    assert_eq!(
+        subjects(&after, "acme-web", "roster-viewer"),
+        ["dave"],
+        "dave keeps web"
+    );
+    assert!(
+        !after
+            .rolebindings
+            .iter()
+            .any(|b| { b.metadata.namespace.as_deref() == Some("elsewhere") }),
+        "the planted binding is not kept"
+    );
+}
+
+/// A member's first link issued while a change is held (a Membership created meanwhile) is
+/// read by the owner at once: the owner reads every link but their own, and ownership is
+/// never a held grant. Admins who may read it wait for the hold to end, as a held change adds
+/// no reader. (Red team 25: readable by nobody, nobody could be onboarded during a hold.)
+#[test]
+fn a_first_link_issued_while_a_change_is_held_is_read_by_the_owner() {
+    use crate::identity::store::{Invitation, Record};
+    let settings = Settings {
+        identity: true,
+        ..Settings::default()
+    };
+    let mut w = acme();
+    w.credentials
+        .extend(crate::fixtures::accepted(&["alice", "bob", "dave"]));
+    if let Some(o) = w.org.as_mut() {
+        o.spec.admins_see_all_projects = true;
+    }
+    w = settle_with(with_limit(w, Some(0)), &settings);
+    // A held change: dave leaves payments.
+    if let Some(m) = w
+        .memberships
+        .iter_mut()
+        .map(Arc::make_mut)
+        .find(|m| m.name_any() == "dave")
+    {
+        m.spec.projects.retain(|g| g.name != "payments");
+    }
+    // erin is created meanwhile, and her first link issued.
+    let erin = Arc::new(member(
+        "erin",
+        Some(OrgRole::Member),
+        &[("web", ProjectRole::Viewer)],
+    ));
+    let scope = crate::access::invitation_scope(w.org.as_ref().expect("org"), &erin);
+    w.credentials.insert(
+        "erin@acme.example".into(),
+        Record {
+            email: "erin@acme.example".into(),
+            membership_uid: erin.metadata.uid.clone(),
+            invitation: Some(Box::new(Invitation {
+                hash: "h".into(),
+                expires_at: u64::MAX,
+                delivery: "Secret".into(),
+                scope: Some(scope),
+                readers: vec!["alice@acme.example".into(), "bob@acme.example".into()],
+                link_id: Some("1".into()),
+                ..Default::default()
+            })),
+            ..Default::default()
+        },
+    );
+    w.memberships.push(erin);
+    let p = plan(&w, &settings);
+    assert!(
+        p.org_status
+            .as_ref()
+            .is_some_and(|s| format!("{s:?}").contains("maxAccessRemovals")),
+        "held: {:?}",
+        p.org_status
+    );
+    let w = converge(w, &p);
+    assert_eq!(subjects(&w, NS, "roster-invitation-erin-1"), vec!["alice"]);
+}

@@ -77,6 +77,8 @@ impl Limiter {
 /// The limits of one identity server.
 pub struct Limits {
     pub per_source: Limiter,
+    /// Per IPv6 /48, on top of `per_source` (see `SITE_SOURCES`).
+    pub per_site: Limiter,
     pub per_member: Limiter,
     /// How long a failed login takes to answer at least (see [`FailureFloor`]).
     pub failure_floor: FailureFloor,
@@ -136,8 +138,10 @@ impl FailureFloor {
 
 impl Limits {
     pub fn new(per_source_per_minute: u32, per_member_per_minute: u32) -> Limits {
+        let per_site = per_source_per_minute.saturating_mul(SITE_SOURCES);
         Limits {
             per_source: Limiter::new(per_source_per_minute, per_source_per_minute),
+            per_site: Limiter::new(per_site, per_site),
             per_member: Limiter::new(per_member_per_minute, per_member_per_minute),
             failure_floor: FailureFloor::new(Duration::ZERO),
         }
@@ -157,16 +161,35 @@ impl Limits {
 
     /// One request from `source` (None when unknown: not limited by address).
     pub fn source(&self, source: Option<&str>) -> Result<(), Duration> {
-        match source {
-            Some(s) => self.per_source.check(&source_key(s), Instant::now()),
-            None => Ok(()),
+        let Some(s) = source else { return Ok(()) };
+        let now = Instant::now();
+        if let Some(site) = site_key(s) {
+            self.per_site.check(&site, now)?;
         }
+        self.per_source.check(&source_key(s), now)
     }
 
     /// One attempt for the member `email` of `org` (whether or not such a member exists).
     pub fn member(&self, org: &str, email: &str) -> Result<(), Duration> {
         let key = format!("{org}\n{}", email.to_ascii_lowercase());
         self.per_member.check(&key, Instant::now())
+    }
+}
+
+/// An IPv6 site (one /48) may send this many times what one source may: a site holds 65,536
+/// /64s, and one key per /64 alone let whoever holds a /48 (tunnel brokers hand them out)
+/// queue 65,536 times the argon2 work of one address, shutting every member out of logging
+/// in (red team 25). Like the people behind one IPv4 address, those of one site share it.
+const SITE_SOURCES: u32 = 4;
+
+/// The /48 of an IPv6 source (not of an IPv4-mapped one).
+fn site_key(source: &str) -> Option<String> {
+    match source.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            Some(format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2]))
+        }
+        _ => None,
     }
 }
 
@@ -265,6 +288,23 @@ mod tests {
         for i in 0..1000 {
             assert_eq!(l.check(&format!("later-{i}"), t1), Ok(()), "{i}");
         }
+    }
+
+    /// Sources from 200 /64s of one /48 (red team 25: each /64 its own bucket, a /48 queued
+    /// 65,536 buckets' worth of argon2 work): the site as a whole gets at most
+    /// `SITE_SOURCES` times one source's burst; another site, and IPv4, are untouched.
+    #[test]
+    fn an_ipv6_site_shares_a_budget_of_a_few_sources() {
+        let limits = Limits::new(5, 5);
+        let from_site = (0..200)
+            .filter(|i| limits.source(Some(&format!("2001:db8:1:{i:x}::1"))).is_ok())
+            .count();
+        assert_eq!(from_site, (5 * SITE_SOURCES) as usize);
+        assert!(limits.source(Some("2001:db8:2::1")).is_ok(), "another site");
+        for _ in 0..5 {
+            assert!(limits.source(Some("192.0.2.1")).is_ok());
+        }
+        assert!(limits.source(Some("192.0.2.1")).is_err(), "IPv4 as before");
     }
 
     #[test]

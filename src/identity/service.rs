@@ -291,12 +291,19 @@ impl Identity {
                 .await
         }
         .await;
-        if !matches!(stored, Ok(true)) {
-            if let Some(secret) = &secret_name {
-                self.delete_link_secret(&org, secret).await;
+        match stored {
+            Ok(true) => {}
+            // Accepted meanwhile: nothing was stored or sent, and the Role opens nothing.
+            Ok(false) => {
+                if let Some(secret) = &secret_name {
+                    self.delete_link_secret(&org, secret).await;
+                }
+                return Ok(None);
             }
-            // Not stored (accepted meanwhile: nothing was sent).
-            return stored.map(|_| None).map_err(Error::from);
+            // Perhaps stored all the same (a write that timed out): the Role stays, or the
+            // link's readers could never be bound to it. Alone it opens nothing, and it goes
+            // with the Membership.
+            Err(e) => return Err(e.into()),
         }
         let delivered = match (&self.mailer, &secret_name) {
             (Some(mailer), _) => mailer
@@ -485,6 +492,7 @@ impl Identity {
                 let mut next = r.clone();
                 next.password_hash = Some(phc.clone());
                 next.link_readers = r.invitation.as_ref().map(|inv| inv.link_readers());
+                next.accepted_link = r.invitation.as_ref().and_then(|inv| inv.accepted_as());
                 next.invitation = None;
                 // Failures before there was a password (records from before they stopped
                 // counting) are nobody's: the member starts unlocked.

@@ -72,7 +72,8 @@ impl Index for StoreIndex {
             let holds =
                 super::validate::email_holder(&members, email).is_some_and(|m| r.belongs_to(m));
             (r.accepted_at.is_some() && holds).then_some(Acceptance::Accepted {
-                link_readers: r.link_readers,
+                // Readers kept for a link whose names were its own only (`accepted_link`).
+                link_readers: r.link_readers.filter(|_| r.accepted_link.is_some()),
             })
         });
         Some(accepted.unwrap_or(Acceptance::Pending))
@@ -127,6 +128,14 @@ mod tests {
         );
         record.link_readers = None;
         assert_eq!(
+            index(&[bob.clone()], record.clone()).invitation_accepted(NS, "bob@acme.example"),
+            Some(Acceptance::Accepted { link_readers: None })
+        );
+        // Readers kept, but not the link: accepted through a link that shared its Secret's
+        // name with the one before it (red team 25).
+        record.link_readers = Some(vec!["alice@acme.example".into()]);
+        record.accepted_link = None;
+        assert_eq!(
             index(&[bob], record).invitation_accepted(NS, "bob@acme.example"),
             Some(Acceptance::Accepted { link_readers: None })
         );
@@ -138,6 +147,7 @@ mod tests {
             membership_uid: Some(membership_uid.into()),
             accepted_at: Some(1),
             link_readers: Some(vec!["alice@acme.example".into()]),
+            accepted_link: Some("1".into()),
             ..Default::default()
         }
     }

@@ -203,7 +203,7 @@ fn new_owner_accepted(req: &Request<'_>, index: &impl Index) -> Decision {
         Acceptance::Accepted { link_readers: None } => deny(
             "NewOwnerLinkUnrecorded",
             format!(
-                "{new} cannot become owner of organization {ns}: they accepted the invitation of Membership {name} before roster kept who could read its link, so someone else may have set their password; {again}"
+                "{new} cannot become owner of organization {ns}: they accepted the invitation of Membership {name} before roster kept which link they used and who could read it, so someone else may have set their password; {again}"
             ),
         ),
         Acceptance::Accepted {

@@ -71,7 +71,15 @@ async fn live_grants(client: &kube::Client, orgs: &[String]) -> Grants {
             .filter(|rb| rb.labels().get("roster.dev/organization") == Some(org))
             .cloned()
             .collect();
-        g.0.extend(roster::controller::guard::grants_of(&mine, org, &Settings::default()).0);
+        let projects = Api::<roster::api::Project>::namespaced(client.clone(), org)
+            .list(&ListParams::default())
+            .await
+            .expect("list Projects")
+            .items;
+        let namespaces = roster::controller::guard::project_namespaces_of(org, &projects);
+        g.0.extend(
+            roster::controller::guard::grants_of(&mine, org, &namespaces, &Settings::default()).0,
+        );
     }
     g
 }

@@ -352,7 +352,7 @@ pub async fn login(state: &AppState, r: &Request) -> Result<LoginOk, LoginError>
 
 /// An enrolment ticket's claims, if it is valid now and its member is still in good
 /// standing (present, same Membership, enabled, same credential generation).
-pub fn enrol_ticket(state: &AppState, ticket: &str, now: u64) -> Option<Claims> {
+pub fn enrol_ticket_now(state: &AppState, ticket: &str, now: u64) -> Option<Claims> {
     let c = state.identity.verify(ticket, now).ok()?;
     if c.purpose != token::ENROL {
         return None;
@@ -360,6 +360,32 @@ pub fn enrol_ticket(state: &AppState, ticket: &str, now: u64) -> Option<Claims> 
     standing(state, &c, now).ok()?;
     Some(c)
 }
+
+/// `enrol_ticket_now`, waiting up to `CACHE_CATCH_UP` for a cache that has not seen the
+/// record the ticket was issued with (acceptance bumps the generation; the enrolment form
+/// came back before the watch, here or on another replica, delivered it, and the member was
+/// told "This enrolment page has expired" — seen in CI on a real node). Only for a ticket
+/// roster signed whose generation is ahead of the cache: an older ticket is refused at once.
+pub async fn enrol_ticket(state: &AppState, ticket: &str, now: u64) -> Option<Claims> {
+    let give_up = tokio::time::Instant::now() + CACHE_CATCH_UP;
+    loop {
+        if let Some(c) = enrol_ticket_now(state, ticket, now) {
+            return Some(c);
+        }
+        let c = state.identity.verify(ticket, now).ok()?;
+        let behind = matches!(
+            state.identity.known_record(&c.org, &c.email),
+            Some(Ok(r)) if r.generation < c.generation
+        );
+        if c.purpose != token::ENROL || !behind || tokio::time::Instant::now() >= give_up {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// How long a request waits for the watch to deliver a record it knows is newer.
+const CACHE_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// TokenReview: the token's member as they are *now*, for the audiences the review names (none:
 /// the API server's own). Reads only caches, so it answers in microseconds and reflects a

@@ -161,7 +161,7 @@ fn limited(state: &AppState, addr: Option<&ClientAddr>) -> Option<Response> {
 }
 
 fn membership_email(state: &AppState, ticket: &Secret) -> String {
-    flow::enrol_ticket(state, ticket.expose(), super::now())
+    flow::enrol_ticket_now(state, ticket.expose(), super::now())
         .map(|c| c.email)
         .unwrap_or_default()
 }
@@ -550,7 +550,7 @@ pub async fn enrol(
     let now = super::now();
     // The ticket, and the member's standing now: disabled, deleted, reset or locked since the
     // password was checked means no enrolment.
-    let Some(c) = flow::enrol_ticket(&state, &f.ticket, now) else {
+    let Some(c) = flow::enrol_ticket(&state, &f.ticket, now).await else {
         return error_page(
             StatusCode::UNAUTHORIZED,
             "This enrolment page has expired. Log in again to continue.",

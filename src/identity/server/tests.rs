@@ -63,6 +63,8 @@ fn credential(email: &str, r: &Record) -> Credential {
 
 struct Fixture {
     state: Arc<AppState>,
+    /// Feeds the credential cache, as the watch does.
+    creds: crate::cache::Writer<Credential>,
 }
 
 fn fixture(members: Vec<Membership>, generation: u64) -> Fixture {
@@ -86,7 +88,7 @@ fn fixture_of(
     ))
     .expect("client");
     let (seal_key, _) = seal::Key::generate();
-    let creds = members
+    let creds: Vec<Credential> = members
         .iter()
         .map(|m| {
             credential(
@@ -112,9 +114,14 @@ fn fixture_of(
         "https://id.acme.example".into(),
         None,
         SecurityLog::print_only(),
-    )
-    .with_credential_cache(cache(creds));
+    );
+    let (creds_cache, mut creds_writer) = crate::cache::store();
+    for c in creds {
+        creds_writer.apply_watcher_event(&watcher::Event::Apply(c));
+    }
+    let identity = identity.with_credential_cache(creds_cache);
     Fixture {
+        creds: creds_writer,
         state: Arc::new(AppState {
             identity: Arc::new(identity),
             orgs: cache(orgs),
@@ -912,4 +919,59 @@ async fn whoami_answers_a_valid_session_token_of_a_member_in_good_standing_only(
     let f = fixture(vec![disabled], 3);
     let (status, v) = whoami(&f, Some(good.expose())).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "a disabled member: {v}");
+}
+
+/// The enrolment form sent back before the watch delivered the record acceptance wrote (its
+/// generation is the ticket's): the cache is waited for, not the member told the page expired
+/// (seen in CI on a real node). A ticket older than the record is refused at once, and one
+/// whose record never comes is refused after the wait.
+#[tokio::test]
+async fn an_enrolment_waits_for_a_cache_behind_its_ticket() {
+    let mut f = fixture(vec![bob()], 1);
+    let later = super::now() + 600;
+    let post = |ticket: crate::identity::Secret| {
+        let state = f.state.clone();
+        async move {
+            let app = router(state);
+            let req = Request::builder()
+                .method("POST")
+                .uri("/enrol")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(format!(
+                    "ticket={}&code=123456",
+                    ticket.expose()
+                )))
+                .expect("request");
+            let resp = app.oneshot(req).await.expect("response");
+            let status = resp.status();
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let expired = |page: &str| page.contains("This enrolment page has expired");
+    // Older than the record: refused at once.
+    let (status, page) = post(Signer::new(&KEY).sign(&claims(0, token::ENROL, later))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(expired(&page), "{page}");
+    // Ahead of the cache, which never catches up: refused after the wait.
+    let (status, page) = post(Signer::new(&KEY).sign(&claims(2, token::ENROL, later))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(expired(&page), "{page}");
+    // Ahead of the cache, which catches up a moment later: the ticket holds.
+    let ticket = Signer::new(&KEY).sign(&claims(2, token::ENROL, later));
+    let answer = tokio::spawn(post(ticket));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    f.creds
+        .apply_watcher_event(&watcher::Event::Apply(credential(
+            "bob@acme.example",
+            &Record {
+                email: "bob@acme.example".into(),
+                membership_uid: Some("bob-uid".into()),
+                generation: 2,
+                accepted_at: Some(1),
+                ..Default::default()
+            },
+        )));
+    let (_, page) = answer.await.expect("answer");
+    assert!(!expired(&page), "{page}");
 }
