@@ -165,6 +165,12 @@ impl Record {
         self.totp_sealed.is_some()
     }
 
+    /// Whether a ticket or token issued for Membership UID `uid` at `generation` is this
+    /// record's as it stands.
+    pub fn issued(&self, (uid, generation): (&str, u64)) -> bool {
+        self.membership_uid.as_deref() == Some(uid) && self.generation == generation
+    }
+
     /// Whether this record was made for Membership `m` (and not a deleted one of the same
     /// e-mail).
     pub fn belongs_to(&self, m: &super::Membership) -> bool {

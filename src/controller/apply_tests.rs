@@ -1082,3 +1082,44 @@ async fn a_replaced_link_is_written_under_names_no_former_reader_was_bound_to() 
         );
     }
 }
+
+/// (Identity, on this file's scripted API server.) An enrolment ticket confirms only the
+/// pending seed of the record it was issued for: when the address's record is another
+/// Membership's by now (deleted and declared again) or of a later generation, nothing is
+/// enrolled. Red team 26: through a cache that had not seen the change, an old ticket
+/// confirmed the new Membership's seed (the compare-and-swap re-read the record and took it).
+#[tokio::test]
+async fn an_enrolment_ticket_confirms_only_its_own_record_s_seed() {
+    use crate::identity::store::Record;
+    let now = 1_800_000_000;
+    let org = NS;
+    let email = "dave@acme.example";
+    let record = Record {
+        email: email.into(),
+        membership_uid: Some("uid-2".into()),
+        generation: 4,
+        accepted_at: Some(1),
+        ..Default::default()
+    };
+    for (ticket, allowed) in [
+        (("uid-1", 4), false),
+        (("uid-2", 3), false),
+        (("uid-2", 4), true),
+    ] {
+        let (path, stored) = red_b0372fa_credential(&record);
+        let kept = Arc::new(Mutex::new(HashMap::from([(path, stored)])));
+        let k = kept.clone();
+        let api = Scripted::new(move |m, path, body| {
+            keep_secret(&mut k.lock().expect("secrets"), m, path, body)
+        });
+        let id = identity_on(api.client());
+        let seed = id.begin_enrolment(org, email).await.expect("enrolment");
+        let result = id
+            .confirm_enrolment(org, email, &seed.code_at(now), ticket, now)
+            .await;
+        assert_eq!(result.is_ok(), allowed, "{ticket:?}: {result:?}");
+        let enrolled = red_b0372fa_kept_record(&kept.lock().expect("secrets"), email)
+            .is_some_and(|r| r.totp_sealed.is_some());
+        assert_eq!(enrolled, allowed, "{ticket:?}");
+    }
+}

@@ -25,7 +25,21 @@ pub struct Held {
 }
 
 impl Held {
+    /// For the Organization's `Stalled` condition, which Members read too: how many grants,
+    /// never whose (red team 26: the condition named who lost what to every Member, who do
+    /// not see the member list). The names are in `details`, for the Event.
     pub fn message(&self, org: &str) -> String {
+        format!(
+            "this change removes {} access grants, more than spec.maxAccessRemovals ({}); nothing of it was applied. The Warning Event AccessRemovalsHeld (kubectl describe organization {org} -n {org}) and `roster diff --live --head …` show what it removes. To apply it, annotate the Organization {ACCEPT_REMOVALS_ANNOTATION}={} (kubectl annotate organization {org} -n {org} {ACCEPT_REMOVALS_ANNOTATION}={} --overwrite), or raise spec.maxAccessRemovals",
+            self.removals.len(),
+            self.limit,
+            self.fingerprint,
+            self.fingerprint,
+        )
+    }
+
+    /// For the Event (read by the owner and Admins): the first removals by name.
+    pub fn details(&self, org: &str) -> String {
         let shown: Vec<String> = self
             .removals
             .iter()
@@ -49,19 +63,50 @@ impl Held {
     }
 }
 
-/// Where each of the organization's projects keeps its bindings: its namespace.
-pub type ProjectNamespaces = BTreeMap<String, String>;
-
-pub fn project_namespaces(w: &World) -> ProjectNamespaces {
-    project_namespaces_of(&w.namespace, &w.projects)
+/// Where the organization's projects keep their bindings: each Project's namespace, and for
+/// a Project gone without roster's clean-up (its finalizer stripped by hand), the namespace
+/// roster labelled for it.
+#[derive(Default)]
+pub struct ProjectNamespaces {
+    of_project: BTreeMap<String, String>,
+    /// Namespace → the project roster's labels on it name.
+    labelled: BTreeMap<String, String>,
 }
 
-/// `project_namespaces` of organization `ns`'s `projects`.
-pub fn project_namespaces_of(ns: &str, projects: &[Project]) -> ProjectNamespaces {
-    projects
+impl ProjectNamespaces {
+    /// Whether roster writes project `project`'s grants in namespace `ns`.
+    fn holds(&self, project: &str, ns: Option<&str>) -> bool {
+        match self.of_project.get(project) {
+            Some(own) => Some(own.as_str()) == ns,
+            None => ns.and_then(|n| self.labelled.get(n)).map(String::as_str) == Some(project),
+        }
+    }
+}
+
+pub fn project_namespaces(w: &World) -> ProjectNamespaces {
+    let mut p = project_namespaces_of(&w.namespace, &w.projects);
+    p.labelled = w
+        .namespaces
         .iter()
-        .map(|p| (p.name_any(), project_namespace(ns, p)))
-        .collect()
+        .filter_map(|(name, n)| {
+            let l = n.metadata.labels.as_ref()?;
+            let project = l.get(labels::PROJECT)?;
+            labels::owned_by(Some(l), &w.namespace, project)
+                .then(|| (name.clone(), project.clone()))
+        })
+        .collect();
+    p
+}
+
+/// `project_namespaces` of organization `ns`'s `projects` (none gone).
+pub fn project_namespaces_of(ns: &str, projects: &[Project]) -> ProjectNamespaces {
+    ProjectNamespaces {
+        of_project: projects
+            .iter()
+            .map(|p| (p.name_any(), project_namespace(ns, p)))
+            .collect(),
+        labelled: BTreeMap::new(),
+    }
 }
 
 /// The grant a RoleBinding of roster's stands for: its scope and role. None for the bindings of
@@ -79,7 +124,7 @@ fn scope_role(rb: &RoleBinding, ns: &str, projects: &ProjectNamespaces) -> Optio
     let project = rb
         .labels()
         .get(labels::PROJECT)
-        .filter(|p| projects.get(*p).map(String::as_str) == rb.namespace().as_deref())
+        .filter(|p| projects.holds(p, rb.metadata.namespace.as_deref()))
         .cloned();
     let role = ProjectRole::ALL
         .into_iter()

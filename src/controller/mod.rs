@@ -242,21 +242,29 @@ impl Context {
             .into_iter()
             .filter(|m| in_ns(&m.metadata))
             .collect();
-        let namespaces: BTreeMap<String, Namespace> = projects
-            .iter()
-            .map(|p| plan::project_namespace(&ns, p))
-            .filter_map(|n| {
-                self.namespaces
-                    .get(&ObjectRef::new(&n))
-                    .map(|o| (n, (*o).clone()))
-            })
-            .collect();
-        let rolebindings = s
+        let rolebindings: Vec<k8s_openapi::api::rbac::v1::RoleBinding> = s
             .rolebindings
             .state()
             .iter()
             .filter(|b| b.organization() == Some(ns.as_str()))
             .map(|b| b.rolebinding())
+            .collect();
+        // The projects' namespaces, and those holding roster's bindings: a Project gone
+        // without clean-up left its bindings in the namespace roster labelled for it, and the
+        // guard tells them from bindings planted elsewhere by those labels.
+        let namespaces: BTreeMap<String, Namespace> = projects
+            .iter()
+            .map(|p| plan::project_namespace(&ns, p))
+            .chain(
+                rolebindings
+                    .iter()
+                    .filter_map(|b| b.metadata.namespace.clone()),
+            )
+            .filter_map(|n| {
+                self.namespaces
+                    .get(&ObjectRef::new(&n))
+                    .map(|o| (n, (*o).clone()))
+            })
             .collect();
         let credentials = s
             .credentials

@@ -1423,9 +1423,16 @@ fn the_blast_radius_guard_holds_a_change_until_a_person_acknowledges_it() {
         message.contains("removes 2 access grants, more than spec.maxAccessRemovals (1)"),
         "{message}"
     );
+    assert!(!message.contains("dave@"), "Members read it: {message}");
+    let note = p
+        .events
+        .iter()
+        .find(|e| e.reason == "AccessRemovalsHeld")
+        .map(|e| e.note.clone())
+        .unwrap_or_default();
     assert!(
-        message.contains("dave@acme.example loses Developer in project payments"),
-        "{message}"
+        note.contains("dave@acme.example loses Developer in project payments"),
+        "the Event (owner and Admins read it) names them: {note}"
     );
     assert_eq!(condition_of(&status, "Ready").0, "False");
     assert_eq!(condition_of(&status, "Reconciling").0, "False");
@@ -1538,11 +1545,17 @@ fn cut_offs_are_never_held_back_by_the_guard() {
     }
     let p = plan(&w, &Settings::default());
     let status = p.org_status.clone().expect("status");
-    let (stalled, _, message) = condition_of(&status, "Stalled");
+    let (stalled, _, _) = condition_of(&status, "Stalled");
     assert_eq!(stalled, "True");
+    let note = p
+        .events
+        .iter()
+        .find(|e| e.reason == "AccessRemovalsHeld")
+        .map(|e| e.note.clone())
+        .unwrap_or_default();
     assert!(
-        message.contains("bob@acme.example") && !message.contains("dave@"),
-        "{message}"
+        note.contains("bob@acme.example") && !note.contains("dave@"),
+        "{note}"
     );
     let w = converge(w, &p);
     assert!(
@@ -2703,4 +2716,31 @@ fn a_first_link_issued_while_a_change_is_held_is_read_by_the_owner() {
     );
     let w = converge(w, &p);
     assert_eq!(subjects(&w, NS, "roster-invitation-erin-1"), vec!["alice"]);
+}
+
+/// A Project gone without roster's clean-up (deleted, its finalizer stripped by hand) leaves
+/// its bindings behind in the namespace roster made for it: they are still its grants, and
+/// their removal is held like any other (red team 26: counted only for Projects still there,
+/// the removal went through whatever `maxAccessRemovals` said). The control: a Project
+/// being deleted, finalizer on, is held too.
+#[test]
+fn the_grants_of_a_project_gone_without_clean_up_are_held_like_others() {
+    let converged = settle(with_limit(acme(), Some(1)));
+    let held = |w: &World| {
+        let p = plan(w, &Settings::default());
+        let stalled = p
+            .org_status
+            .as_ref()
+            .is_some_and(|s| format!("{s:?}").contains("maxAccessRemovals"));
+        let web_bindings_deleted = p.delete_rolebindings.iter().any(|(ns, _)| ns == "acme-web");
+        (stalled, web_bindings_deleted)
+    };
+    let mut deleting = converged.clone();
+    if let Some(p) = deleting.projects.iter_mut().find(|p| p.name_any() == "web") {
+        p.metadata.deletion_timestamp = Some(Time(ts(NOW)));
+    }
+    assert_eq!(held(&deleting), (true, false), "being deleted");
+    let mut gone = converged.clone();
+    gone.projects.retain(|p| p.name_any() != "web");
+    assert_eq!(held(&gone), (true, false), "gone without clean-up");
 }

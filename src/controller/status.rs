@@ -302,8 +302,8 @@ pub(super) fn held(
             target: Target::Organization(o.name_any()),
             warning: true,
             reason: "AccessRemovalsHeld",
-            // An Event's note holds 1 kB; the condition keeps the whole message.
-            note: message.chars().take(1000).collect(),
+            // An Event's note holds 1 kB.
+            note: held.details(&w.namespace).chars().take(1000).collect(),
         });
     }
     if Some(&status) != o.status.as_ref() {

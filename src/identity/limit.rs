@@ -163,10 +163,12 @@ impl Limits {
     pub fn source(&self, source: Option<&str>) -> Result<(), Duration> {
         let Some(s) = source else { return Ok(()) };
         let now = Instant::now();
-        if let Some(site) = site_key(s) {
-            self.per_site.check(&site, now)?;
+        // The source's own limit first: what it refuses spends nothing of the site's.
+        self.per_source.check(&source_key(s), now)?;
+        match site_key(s) {
+            Some(site) => self.per_site.check(&site, now),
+            None => Ok(()),
         }
-        self.per_source.check(&source_key(s), now)
     }
 
     /// One attempt for the member `email` of `org` (whether or not such a member exists).
@@ -301,6 +303,16 @@ mod tests {
             .count();
         assert_eq!(from_site, (5 * SITE_SOURCES) as usize);
         assert!(limits.source(Some("2001:db8:2::1")).is_ok(), "another site");
+        // One /64 over its own limit spends nothing of its site's (red team 26: charged
+        // first, one /64 shut its whole /48 out).
+        let limits = Limits::new(5, 5);
+        for _ in 0..100 {
+            let _ = limits.source(Some("2001:db8:3:1::1"));
+        }
+        assert!(
+            limits.source(Some("2001:db8:3:2::1")).is_ok(),
+            "a neighbour"
+        );
         for _ in 0..5 {
             assert!(limits.source(Some("192.0.2.1")).is_ok());
         }

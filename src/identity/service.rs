@@ -545,17 +545,26 @@ impl Identity {
     }
 
     /// Confirms enrolment with a code from the app; the step is stored so it is not reusable.
+    /// `ticket`: the Membership UID and record generation the enrolment ticket was issued
+    /// for. The record is the e-mail's: one of another Membership of the address (deleted and
+    /// declared again), or of a later generation, is not this ticket's to enrol (red team 26:
+    /// through a cache that had not seen the change, an old ticket confirmed — or showed —
+    /// the new Membership's pending seed).
     pub async fn confirm_enrolment(
         &self,
         org: &str,
         email: &str,
         code: &str,
+        ticket: (&str, u64),
         now: u64,
     ) -> Result<()> {
         let owner = Store::secret_name(org, email);
         let outcome = self
             .store
             .update(org, email, |r| {
+                if !r.issued(ticket) {
+                    return (None, Err(Error::NoEnrolment));
+                }
                 // One seed per enrolment: replacing a confirmed one takes an MFA reset first.
                 let Some(sealed) = r.totp_pending.as_ref().filter(|_| r.totp_sealed.is_none())
                 else {

@@ -99,7 +99,7 @@ impl Seed {
     }
 
     #[cfg(test)]
-    fn code_at(&self, t: u64) -> String {
+    pub(crate) fn code_at(&self, t: u64) -> String {
         self.totp()
             .map(|t2| t2.generate(t).to_string())
             .unwrap_or_default()

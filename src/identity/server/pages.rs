@@ -564,7 +564,7 @@ pub async fn enrol(
     }
     match state
         .identity
-        .confirm_enrolment(&c.org, &c.email, f.code.trim(), now)
+        .confirm_enrolment(&c.org, &c.email, f.code.trim(), (&c.uid, c.generation), now)
         .await
     {
         Ok(()) => login_page(
@@ -575,7 +575,12 @@ pub async fn enrol(
             "Two-factor authentication is on. Log in with your password and a code.",
         ),
         Err(e @ service::Error::Totp(_)) => {
-            let record = state.identity.record(&c.org, &c.email).await.ok();
+            let record = state
+                .identity
+                .record(&c.org, &c.email)
+                .await
+                .ok()
+                .filter(|r| r.issued((&c.uid, c.generation)));
             match record.and_then(|r| state.identity.pending_seed(&c.org, &c.email, &r)) {
                 Some(seed) => enrol_page(
                     StatusCode::BAD_REQUEST,
