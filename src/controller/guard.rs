@@ -74,12 +74,14 @@ pub struct ProjectNamespaces {
 }
 
 impl ProjectNamespaces {
-    /// Whether roster writes project `project`'s grants in namespace `ns`.
+    /// Whether roster writes (or wrote) project `project`'s grants in namespace `ns`: the
+    /// Project's namespace, or one roster labelled for that project (also when a Project of
+    /// that name was declared since with another namespace: red team 27).
     fn holds(&self, project: &str, ns: Option<&str>) -> bool {
-        match self.of_project.get(project) {
-            Some(own) => Some(own.as_str()) == ns,
-            None => ns.and_then(|n| self.labelled.get(n)).map(String::as_str) == Some(project),
-        }
+        ns.is_some_and(|ns| {
+            self.of_project.get(project).map(String::as_str) == Some(ns)
+                || self.labelled.get(ns).map(String::as_str) == Some(project)
+        })
     }
 }
 

@@ -361,6 +361,11 @@ pub fn plan(w: &World, s: &Settings) -> Plan {
                 .filter(|e| guard::former_owner(&observed, org, e)),
         );
         if let Some(held) = guard::check(w, org, &before, &observed, &desired, &cut, s) {
+            // A Project's namespace goes (deleted or handed back) with the Project's grants,
+            // not before: deleted, it took every binding and workload in it while the change
+            // was held, and the next reconcile no longer counted those grants (red team 27).
+            plan.delete_namespaces.clear();
+            plan.release_namespaces.clear();
             diff_rolebindings(w, guard::hold(w, &before, &cut, &desired, s), &mut plan);
             // Only access waits: requests (unlock, MFA reset), invitations and the clocks of
             // the organization's policy go on.

@@ -2744,3 +2744,45 @@ fn the_grants_of_a_project_gone_without_clean_up_are_held_like_others() {
     gone.projects.retain(|p| p.name_any() != "web");
     assert_eq!(held(&gone), (true, false), "gone without clean-up");
 }
+
+/// A Project being deleted while the removal of its grants is held keeps its namespace: the
+/// namespace is neither deleted (`namespaceDeletion: Delete`) nor handed back until the hold
+/// ends (red team 27: the held plan still deleted the namespace, every binding and workload
+/// in it, and the next reconcile no longer counted those grants, so the rest went through).
+#[test]
+fn a_held_change_deletes_and_hands_back_no_namespace() {
+    use crate::api::NamespaceDeletion;
+    for adopted in [false, true] {
+        let mut w = with_limit(acme(), Some(1));
+        if let Some(p) = w.projects.iter_mut().find(|p| p.name_any() == "web") {
+            p.spec.namespace_deletion = NamespaceDeletion::Delete;
+        }
+        let mut w = settle(w);
+        if adopted && let Some(n) = w.namespaces.get_mut("acme-web") {
+            n.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(
+                    labels::NAMESPACE_ORIGIN_ANNOTATION.into(),
+                    labels::ORIGIN_ADOPTED.into(),
+                );
+        }
+        if let Some(p) = w.projects.iter_mut().find(|p| p.name_any() == "web") {
+            p.metadata.deletion_timestamp = Some(Time(ts(NOW)));
+        }
+        let p = plan(&w, &Settings::default());
+        assert!(
+            p.org_status
+                .as_ref()
+                .is_some_and(|s| format!("{s:?}").contains("maxAccessRemovals")),
+            "held: {:?}",
+            p.org_status
+        );
+        assert!(
+            p.delete_namespaces.is_empty() && p.release_namespaces.is_empty(),
+            "adopted {adopted}: deleted {:?}, handed back {:?}",
+            p.delete_namespaces,
+            p.release_namespaces
+        );
+    }
+}

@@ -373,9 +373,12 @@ pub async fn enrol_ticket(state: &AppState, ticket: &str, now: u64) -> Option<Cl
             return Some(c);
         }
         let c = state.identity.verify(ticket, now).ok()?;
+        // The ticket's own record, behind: not another Membership's (whether the address was
+        // invited again is none of an old ticket's business; red team 27).
         let behind = matches!(
             state.identity.known_record(&c.org, &c.email),
             Some(Ok(r)) if r.generation < c.generation
+                && r.membership_uid.as_deref() == Some(c.uid.as_str())
         );
         if c.purpose != token::ENROL || !behind || tokio::time::Instant::now() >= give_up {
             return None;
