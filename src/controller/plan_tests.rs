@@ -1039,10 +1039,7 @@ fn access_changes_of_a_member_make_one_event() {
 fn identity_actions() {
     use crate::controller::credentials::IdentityAction;
     use crate::identity::store::{Invitation, Record};
-    let settings = Settings {
-        identity: true,
-        ..Settings::default()
-    };
+    let settings = identity_settings();
     // bob (a Member, no projects) may be read by the owner, alice, alone.
     let readers = vec!["alice@acme.example".to_string()];
     let rec = |email: &str| Record {
@@ -1220,10 +1217,7 @@ fn identity_actions() {
 #[test]
 fn invitation_links_are_readable_by_exactly_who_could_invite() {
     use crate::identity::store::{Invitation, Record};
-    let settings = Settings {
-        identity: true,
-        ..Settings::default()
-    };
+    let settings = identity_settings();
     // Issued to everyone: the binding is then who may read it now (a link is never bound to
     // more than it was issued to: `a_new_reader_is_not_bound_to_a_link_issued_before_they_could_read_it`).
     let everyone = ["alice", "bob", "carl", "dave", "erin", "fay", "gus"];
@@ -1340,10 +1334,7 @@ fn invitation_links_are_readable_by_exactly_who_could_invite() {
 fn a_fresh_invitation_is_not_rotated_by_the_next_plan() {
     use crate::controller::credentials::IdentityAction;
     use crate::identity::store::{Invitation, Record};
-    let settings = Settings {
-        identity: true,
-        ..Settings::default()
-    };
+    let settings = identity_settings();
     let mut w = world(
         Some(org("olga@acme.example")),
         vec![],
@@ -1383,6 +1374,51 @@ fn condition_of(o: &OrganizationStatus, t: &str) -> (String, String, String) {
         .find(|c| c.type_ == t)
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
         .unwrap_or_else(|| panic!("no condition {t}"))
+}
+
+/// Settings with identity running (invitations and requests planned).
+fn identity_settings() -> Settings {
+    Settings {
+        identity: true,
+        ..Settings::default()
+    }
+}
+
+/// Whether `p` holds a change back (the Organization's status says so).
+fn is_held(p: &Plan) -> bool {
+    p.org_status
+        .as_ref()
+        .is_some_and(|s| format!("{s:?}").contains("maxAccessRemovals"))
+}
+
+/// A pending link of `member`'s, delivered as Secret `roster-invitation-<member>-<id>`, for
+/// their rights as they stand in `w` and issued to `readers` (names at acme.example).
+fn pending_link(w: &World, member: &str, id: &str, readers: &[&str]) -> Record {
+    let m = w
+        .memberships
+        .iter()
+        .find(|m| m.name_any() == member)
+        .expect("member");
+    Record {
+        email: m.spec.email.clone(),
+        membership_uid: m.metadata.uid.clone(),
+        invitation: Some(Box::new(crate::identity::store::Invitation {
+            hash: format!("h{id}"),
+            expires_at: u64::MAX,
+            delivery: "Secret".into(),
+            scope: Some(crate::access::invitation_scope(
+                w.org.as_ref().expect("org"),
+                m,
+            )),
+            readers: readers
+                .iter()
+                .map(|r| format!("{r}@acme.example"))
+                .collect(),
+            link_id: Some(id.into()),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
 }
 
 fn with_limit(mut w: World, limit: Option<u32>) -> World {
@@ -1958,10 +1994,7 @@ fn invites_dave(p: &Plan) -> bool {
 #[test]
 fn an_undelivered_invitation_is_retried_after_its_backoff() {
     use crate::identity::store::{Record, Undelivered};
-    let settings = Settings {
-        identity: true,
-        ..Settings::default()
-    };
+    let settings = identity_settings();
     let w0 = dave_alone(&settings);
     let now = u64::try_from(w0.now.as_second()).expect("now");
     let with = |at: u64, attempts: u32, resend: bool| {
@@ -2008,10 +2041,7 @@ fn an_undelivered_invitation_is_retried_after_its_backoff() {
 #[test]
 fn an_undelivered_stamp_from_a_clock_ahead_waits_no_longer_than_the_cap() {
     use crate::identity::store::{Record, Undelivered};
-    let settings = Settings {
-        identity: true,
-        ..Settings::default()
-    };
+    let settings = identity_settings();
     let mut w = dave_alone(&settings);
     let now = u64::try_from(w.now.as_second()).expect("now");
     let year = 365 * 24 * 3600;
@@ -2047,10 +2077,7 @@ fn an_undelivered_stamp_from_a_clock_ahead_waits_no_longer_than_the_cap() {
 #[test]
 fn red_b0372fa_a_status_shows_a_link_only_once_its_readers_may_read_it() {
     use crate::api::contract::invitation_link_name;
-    let settings = Settings {
-        identity: true,
-        ..Settings::default()
-    };
+    let settings = identity_settings();
     let w = world(
         Some(org("olga@acme.example")),
         vec![],
@@ -2096,10 +2123,7 @@ fn a_held_change_binds_no_new_reader_to_a_link() {
 fn held_change_and_yara_s_link(promote_yara: bool) {
     use crate::controller::credentials::IdentityAction;
     use crate::identity::store::{Invitation, Record};
-    let settings = Settings {
-        identity: true,
-        ..Settings::default()
-    };
+    let settings = identity_settings();
     let mut w = world(
         Some(org("alice@acme.example")),
         vec![project("payments")],
@@ -2207,13 +2231,7 @@ fn held_change_and_yara_s_link(promote_yara: bool) {
         m.spec.role = Some(OrgRole::Admin);
     }
     let p = plan(&w, &settings);
-    assert!(
-        p.org_status
-            .as_ref()
-            .is_some_and(|s| format!("{s:?}").contains("maxAccessRemovals")),
-        "held: {:?}",
-        p.org_status
-    );
+    assert!(is_held(&p), "held: {:?}", p.org_status);
     let readers = invitation_of(&p).map(|(_, r)| r).unwrap_or_else(|| {
         w.credentials
             .get("yara@acme.example")
@@ -2257,10 +2275,7 @@ fn held_change_and_yara_s_link(promote_yara: bool) {
 #[test]
 fn a_new_reader_is_not_bound_to_a_link_issued_before_they_could_read_it() {
     use crate::identity::store::{Invitation, Record};
-    let settings = Settings {
-        identity: true,
-        ..Settings::default()
-    };
+    let settings = identity_settings();
     let mut w = world(
         Some(org("alice@acme.example")),
         vec![project("payments"), project("web")],
@@ -2332,46 +2347,19 @@ fn a_new_reader_is_not_bound_to_a_link_issued_before_they_could_read_it() {
 /// server's authorizer, read the replacement).
 #[test]
 fn a_link_binding_is_named_for_its_link_and_goes_with_it() {
-    use crate::identity::store::{Invitation, Record};
-    let settings = Settings {
-        identity: true,
-        ..Settings::default()
-    };
+    let settings = identity_settings();
     let mut w = acme();
     w.credentials
         .extend(crate::fixtures::accepted(&["alice", "bob"]));
     if let Some(o) = w.org.as_mut() {
         o.spec.admins_see_all_projects = true;
     }
-    let dave = w
-        .memberships
-        .iter()
-        .find(|m| m.name_any() == "dave")
-        .expect("dave")
-        .clone();
-    let scope = crate::access::invitation_scope(w.org.as_ref().expect("org"), &dave);
-    let link = |id: &str, readers: &[&str]| Record {
-        email: "dave@acme.example".into(),
-        membership_uid: dave.metadata.uid.clone(),
-        invitation: Some(Box::new(Invitation {
-            hash: format!("h{id}"),
-            expires_at: u64::MAX,
-            delivery: "Secret".into(),
-            scope: Some(scope.clone()),
-            readers: readers
-                .iter()
-                .map(|r| format!("{r}@acme.example"))
-                .collect(),
-            link_id: Some(id.into()),
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
+    let link = |w: &World, id: &str, readers: &[&str]| pending_link(w, "dave", id, readers);
     let old = "roster-invitation-dave-1111111111";
     let new = "roster-invitation-dave-2222222222";
     w.credentials.insert(
         "dave@acme.example".into(),
-        link("1111111111", &["alice", "bob"]),
+        link(&w, "1111111111", &["alice", "bob"]),
     );
     w = settle_with(w, &settings);
     assert_eq!(subjects(&w, NS, old), vec!["alice", "bob"]);
@@ -2389,8 +2377,10 @@ fn a_link_binding_is_named_for_its_link_and_goes_with_it() {
         p.identity
     );
     w = converge(w, &p);
-    w.credentials
-        .insert("dave@acme.example".into(), link("2222222222", &["alice"]));
+    w.credentials.insert(
+        "dave@acme.example".into(),
+        link(&w, "2222222222", &["alice"]),
+    );
     w = settle_with(w, &settings);
     assert_eq!(subjects(&w, NS, new), vec!["alice"]);
     assert!(
@@ -2404,8 +2394,8 @@ fn a_link_binding_is_named_for_its_link_and_goes_with_it() {
         o.spec.admins_see_all_projects = true;
     }
     for record in [
-        link("1111111111", &["alice", "bob"]),
-        link("2222222222", &["alice"]),
+        link(&w, "1111111111", &["alice", "bob"]),
+        link(&w, "2222222222", &["alice"]),
     ] {
         let mut stale = w.clone();
         stale.credentials.insert("dave@acme.example".into(), record);
@@ -2433,11 +2423,7 @@ fn a_link_binding_is_named_for_its_link_and_goes_with_it() {
 /// binding (cluster `members::a_link_resent_while_a_change_is_held_can_be_read`).
 #[test]
 fn a_link_replaced_while_a_change_is_held_is_read_by_who_read_the_one_before() {
-    use crate::identity::store::{Invitation, Record};
-    let settings = Settings {
-        identity: true,
-        ..Settings::default()
-    };
+    let settings = identity_settings();
     let mut w = acme();
     for name in ["e1", "e2"] {
         w.memberships.push(Arc::new(member(
@@ -2448,31 +2434,11 @@ fn a_link_replaced_while_a_change_is_held_is_read_by_who_read_the_one_before() {
     }
     w.credentials
         .extend(crate::fixtures::accepted(&["alice", "bob", "e1", "e2"]));
-    let dave = w
-        .memberships
-        .iter()
-        .find(|m| m.name_any() == "dave")
-        .expect("dave")
-        .clone();
-    let scope = crate::access::invitation_scope(w.org.as_ref().expect("org"), &dave);
-    let link = |id: &str| Record {
-        email: "dave@acme.example".into(),
-        membership_uid: dave.metadata.uid.clone(),
-        invitation: Some(Box::new(Invitation {
-            hash: format!("h{id}"),
-            expires_at: u64::MAX,
-            delivery: "Secret".into(),
-            scope: Some(scope.clone()),
-            readers: vec!["alice@acme.example".into()],
-            link_id: Some(id.into()),
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
+    let link = |w: &World, id: &str| pending_link(w, "dave", id, &["alice"]);
     let old = "roster-invitation-dave-1111111111";
     let new = "roster-invitation-dave-2222222222";
     w.credentials
-        .insert("dave@acme.example".into(), link("1111111111"));
+        .insert("dave@acme.example".into(), link(&w, "1111111111"));
     w = settle_with(with_limit(w, Some(1)), &settings);
     assert_eq!(subjects(&w, NS, old), vec!["alice"]);
 
@@ -2489,15 +2455,9 @@ fn a_link_replaced_while_a_change_is_held_is_read_by_who_read_the_one_before() {
     }
     // Meanwhile dave's link is resent.
     w.credentials
-        .insert("dave@acme.example".into(), link("2222222222"));
+        .insert("dave@acme.example".into(), link(&w, "2222222222"));
     let p = plan(&w, &settings);
-    assert!(
-        p.org_status
-            .as_ref()
-            .is_some_and(|s| format!("{s:?}").contains("maxAccessRemovals")),
-        "held: {:?}",
-        p.org_status
-    );
+    assert!(is_held(&p), "held: {:?}", p.org_status);
     let w2 = converge(w, &p);
     assert_eq!(
         subjects(&w2, NS, new),
@@ -2513,37 +2473,17 @@ fn a_link_replaced_while_a_change_is_held_is_read_by_who_read_the_one_before() {
 /// dave's pending link, read by alice and bob, in a world where bob may read it as long as
 /// `bob_reads`; `id`: its link id.
 fn dave_with_a_link(bob_reads: bool, id: Option<&str>) -> World {
-    use crate::identity::store::{Invitation, Record};
     let mut w = acme();
     w.credentials
         .extend(crate::fixtures::accepted(&["alice", "bob"]));
     if let Some(o) = w.org.as_mut() {
         o.spec.admins_see_all_projects = bob_reads;
     }
-    let dave = w
-        .memberships
-        .iter()
-        .find(|m| m.name_any() == "dave")
-        .expect("dave")
-        .clone();
-    let scope = crate::access::invitation_scope(w.org.as_ref().expect("org"), &dave);
-    w.credentials.insert(
-        "dave@acme.example".into(),
-        Record {
-            email: "dave@acme.example".into(),
-            membership_uid: dave.metadata.uid.clone(),
-            invitation: Some(Box::new(Invitation {
-                hash: "h".into(),
-                expires_at: u64::MAX,
-                delivery: "Secret".into(),
-                scope: Some(scope),
-                readers: vec!["alice@acme.example".into(), "bob@acme.example".into()],
-                link_id: id.map(str::to_string),
-                ..Default::default()
-            })),
-            ..Default::default()
-        },
-    );
+    let mut record = pending_link(&w, "dave", id.unwrap_or_default(), &["alice", "bob"]);
+    if let Some(i) = record.invitation.as_mut() {
+        i.link_id = id.map(str::to_string);
+    }
+    w.credentials.insert("dave@acme.example".into(), record);
     w
 }
 
@@ -2560,10 +2500,7 @@ fn dave_s_link_replaced(p: &Plan) -> bool {
 /// could set their password (red team 24). Nothing else is done for a disabled member.
 #[test]
 fn a_disabled_member_s_link_is_replaced_when_a_reader_loses_the_right() {
-    let settings = Settings {
-        identity: true,
-        ..Settings::default()
-    };
+    let settings = identity_settings();
     let disable = |mut w: World| {
         if let Some(m) = w
             .memberships
@@ -2587,10 +2524,7 @@ fn a_disabled_member_s_link_is_replaced_when_a_reader_loses_the_right() {
 /// had (red teams 22, 23, 24). The twin: a link with an id stays.
 #[test]
 fn a_link_from_before_links_had_names_of_their_own_is_replaced() {
-    let settings = Settings {
-        identity: true,
-        ..Settings::default()
-    };
+    let settings = identity_settings();
     assert!(!dave_s_link_replaced(&plan(
         &dave_with_a_link(true, Some("1")),
         &settings
@@ -2632,13 +2566,7 @@ fn a_binding_planted_outside_its_project_s_namespace_is_no_grant_while_a_change_
     planted.metadata.name = Some("roster-admin".into());
     w.rolebindings.push(planted);
     let p = plan(&w, &Settings::default());
-    assert!(
-        p.org_status
-            .as_ref()
-            .is_some_and(|s| format!("{s:?}").contains("maxAccessRemovals")),
-        "held: {:?}",
-        p.org_status
-    );
+    assert!(is_held(&p), "held: {:?}", p.org_status);
     let after = converge(w, &p);
     assert_eq!(
         subjects(&after, "acme-web", "roster-viewer"),
@@ -2660,11 +2588,7 @@ fn a_binding_planted_outside_its_project_s_namespace_is_no_grant_while_a_change_
 /// no reader. (Red team 25: readable by nobody, nobody could be onboarded during a hold.)
 #[test]
 fn a_first_link_issued_while_a_change_is_held_is_read_by_the_owner() {
-    use crate::identity::store::{Invitation, Record};
-    let settings = Settings {
-        identity: true,
-        ..Settings::default()
-    };
+    let settings = identity_settings();
     let mut w = acme();
     w.credentials
         .extend(crate::fixtures::accepted(&["alice", "bob", "dave"]));
@@ -2687,33 +2611,11 @@ fn a_first_link_issued_while_a_change_is_held_is_read_by_the_owner() {
         Some(OrgRole::Member),
         &[("web", ProjectRole::Viewer)],
     ));
-    let scope = crate::access::invitation_scope(w.org.as_ref().expect("org"), &erin);
-    w.credentials.insert(
-        "erin@acme.example".into(),
-        Record {
-            email: "erin@acme.example".into(),
-            membership_uid: erin.metadata.uid.clone(),
-            invitation: Some(Box::new(Invitation {
-                hash: "h".into(),
-                expires_at: u64::MAX,
-                delivery: "Secret".into(),
-                scope: Some(scope),
-                readers: vec!["alice@acme.example".into(), "bob@acme.example".into()],
-                link_id: Some("1".into()),
-                ..Default::default()
-            })),
-            ..Default::default()
-        },
-    );
     w.memberships.push(erin);
+    let record = pending_link(&w, "erin", "1", &["alice", "bob"]);
+    w.credentials.insert("erin@acme.example".into(), record);
     let p = plan(&w, &settings);
-    assert!(
-        p.org_status
-            .as_ref()
-            .is_some_and(|s| format!("{s:?}").contains("maxAccessRemovals")),
-        "held: {:?}",
-        p.org_status
-    );
+    assert!(is_held(&p), "held: {:?}", p.org_status);
     let w = converge(w, &p);
     assert_eq!(subjects(&w, NS, "roster-invitation-erin-1"), vec!["alice"]);
 }
@@ -2728,10 +2630,7 @@ fn the_grants_of_a_project_gone_without_clean_up_are_held_like_others() {
     let converged = settle(with_limit(acme(), Some(1)));
     let held = |w: &World| {
         let p = plan(w, &Settings::default());
-        let stalled = p
-            .org_status
-            .as_ref()
-            .is_some_and(|s| format!("{s:?}").contains("maxAccessRemovals"));
+        let stalled = is_held(&p);
         let web_bindings_deleted = p.delete_rolebindings.iter().any(|(ns, _)| ns == "acme-web");
         (stalled, web_bindings_deleted)
     };
@@ -2771,13 +2670,7 @@ fn a_held_change_deletes_and_hands_back_no_namespace() {
             p.metadata.deletion_timestamp = Some(Time(ts(NOW)));
         }
         let p = plan(&w, &Settings::default());
-        assert!(
-            p.org_status
-                .as_ref()
-                .is_some_and(|s| format!("{s:?}").contains("maxAccessRemovals")),
-            "held: {:?}",
-            p.org_status
-        );
+        assert!(is_held(&p), "held: {:?}", p.org_status);
         assert!(
             p.delete_namespaces.is_empty() && p.release_namespaces.is_empty(),
             "adopted {adopted}: deleted {:?}, handed back {:?}",
