@@ -547,6 +547,8 @@ impl RunArgs {
                 ]
                 .into(),
                 identity: false,
+                // Made when the controller starts (runtime::run).
+                hold_key: Default::default(),
             },
             trusted_users: self.trusted_users,
             trusted_groups: self.trusted_groups,

@@ -763,6 +763,19 @@ pub async fn report_failure(ctx: &Context, w: &World, err: &Error) {
 }
 
 /// Events are best effort: a failure to record one is logged, never fails the reconcile.
+/// The Event's action, which tells kube's recorder one Event from another: it folds an Event
+/// into an earlier one of the same object, reason and action as a series, keeping the earlier
+/// note. With one action for all, the second held change's Event (its fingerprint), or a
+/// second bulk import's, showed the first's note. The same note is still one series.
+fn event_action(note: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, note.as_bytes());
+    let short: String = digest.as_ref()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("Reconcile-{short}")
+}
+
 async fn publish(ctx: &Context, w: &World, e: &super::plan::PlannedEvent) {
     let reference = match &e.target {
         Target::Organization(n) => w
@@ -790,7 +803,7 @@ async fn publish(ctx: &Context, w: &World, e: &super::plan::PlannedEvent) {
         },
         reason: e.reason.to_string(),
         note: Some(e.note.clone()),
-        action: "Reconcile".into(),
+        action: event_action(&e.note),
         secondary: None,
     };
     if let Err(err) = ctx.recorder.publish(&event, &reference).await {

@@ -1123,3 +1123,60 @@ async fn an_enrolment_ticket_confirms_only_its_own_record_s_seed() {
         assert_eq!(enrolled, allowed, "{ticket:?}");
     }
 }
+
+/// Events of the same object and reason with another note are Events of their own (the
+/// recorder folds same-keyed Events into a series that keeps the first note): the second held
+/// change's Event, with its fingerprint, was shown with the first's note (red team 27's
+/// cluster test). The same note again is one series.
+#[tokio::test]
+async fn an_event_with_another_note_is_not_folded_into_an_earlier_one() {
+    use crate::controller::plan::{PlannedEvent, Target};
+    let log: Arc<Mutex<Vec<(Method, String)>>> = Arc::default();
+    let seen = log.clone();
+    let api = Scripted::new(move |m, path, body| {
+        if (path.ends_with("/events") || path.contains("/events/"))
+            && let Ok(mut s) = seen.lock()
+        {
+            s.push((
+                m.clone(),
+                body["note"].as_str().unwrap_or_default().to_string(),
+            ));
+        }
+        None
+    });
+    let ctx = context(api.client());
+    let w = acme();
+    let held = |note: &str| Plan {
+        events: vec![PlannedEvent {
+            target: Target::Organization(NS.into()),
+            warning: true,
+            reason: "AccessRemovalsHeld",
+            note: note.into(),
+        }],
+        ..Plan::default()
+    };
+    for note in [
+        "first held change",
+        "second held change",
+        "second held change",
+    ] {
+        apply::apply(&ctx, &w, &held(note)).await.expect("applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = log.lock().expect("log").clone();
+    let created: Vec<&str> = log
+        .iter()
+        .filter(|(m, _)| *m == Method::POST)
+        .map(|(_, n)| n.as_str())
+        .collect();
+    assert_eq!(
+        created,
+        ["first held change", "second held change"],
+        "{log:?}"
+    );
+    assert_eq!(
+        log.iter().filter(|(m, _)| *m == Method::PATCH).count(),
+        1,
+        "the same note again is a series: {log:?}"
+    );
+}

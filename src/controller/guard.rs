@@ -24,21 +24,52 @@ pub struct Held {
     pub fingerprint: String,
 }
 
+/// The key of the marks held changes are announced under: random per process, so that a
+/// mark tells one held change from another without telling anyone which removals it holds.
+#[derive(Clone, Default)]
+pub struct HoldKey([u8; 32]);
+
+impl HoldKey {
+    pub fn random() -> HoldKey {
+        HoldKey(crate::identity::random::<32>())
+    }
+}
+
+impl std::fmt::Debug for HoldKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HoldKey(<redacted>)")
+    }
+}
+
 impl Held {
     /// For the Organization's `Stalled` condition, which Members read too: how many grants,
-    /// never whose (red team 26: the condition named who lost what to every Member, who do
-    /// not see the member list). The names are in `details`, for the Event.
-    pub fn message(&self, org: &str) -> String {
+    /// never whose, nor the fingerprint (red teams 26 and 27: the condition named who lost
+    /// what, and the fingerprint, an unkeyed hash of the removals, let a Member check guesses
+    /// of it). Names and fingerprint are in `details`, for the Event that the owner and Admins
+    /// read; the mark tells this held change from another.
+    pub fn message(&self, org: &str, key: &HoldKey) -> String {
         format!(
-            "this change removes {} access grants, more than spec.maxAccessRemovals ({}); nothing of it was applied. The Warning Event AccessRemovalsHeld (kubectl describe organization {org} -n {org}) and `roster diff --live --head …` show what it removes. To apply it, annotate the Organization {ACCEPT_REMOVALS_ANNOTATION}={} (kubectl annotate organization {org} -n {org} {ACCEPT_REMOVALS_ANNOTATION}={} --overwrite), or raise spec.maxAccessRemovals",
+            "this change removes {} access grants, more than spec.maxAccessRemovals ({}); nothing of it was applied. The Warning Event AccessRemovalsHeld (kubectl describe organization {org} -n {org}) says what it removes and the fingerprint that applies it (annotate the Organization {ACCEPT_REMOVALS_ANNOTATION}=<fingerprint>), as `roster diff --live --head …` does; or raise spec.maxAccessRemovals (held change {})",
             self.removals.len(),
             self.limit,
-            self.fingerprint,
-            self.fingerprint,
+            self.mark(key),
         )
     }
 
-    /// For the Event (read by the owner and Admins): the first removals by name.
+    /// This held change's mark under `key`: an HMAC of its fingerprint.
+    pub fn mark(&self, key: &HoldKey) -> String {
+        let tag = ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key.0),
+            self.fingerprint.as_bytes(),
+        );
+        tag.as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// For the Event (read by the owner and Admins): the fingerprint first (a note is cut at
+    /// 1 kB), then the first removals by name.
     pub fn details(&self, org: &str) -> String {
         let shown: Vec<String> = self
             .removals
@@ -48,17 +79,17 @@ impl Held {
             .collect();
         let more = self.removals.len().saturating_sub(shown.len());
         format!(
-            "this change removes {} access grants, more than spec.maxAccessRemovals ({}): {}{}; nothing of it was applied. To apply it, annotate the Organization {ACCEPT_REMOVALS_ANNOTATION}={} (kubectl annotate organization {org} -n {org} {ACCEPT_REMOVALS_ANNOTATION}={} --overwrite), or raise spec.maxAccessRemovals; `roster diff --live --head …` shows the whole change",
+            "this change removes {} access grants, more than spec.maxAccessRemovals ({}); nothing of it was applied. To apply it, annotate the Organization {ACCEPT_REMOVALS_ANNOTATION}={} (kubectl annotate organization {org} -n {org} {ACCEPT_REMOVALS_ANNOTATION}={} --overwrite), or raise spec.maxAccessRemovals. It removes: {}{}; `roster diff --live --head …` shows the whole change",
             self.removals.len(),
             self.limit,
+            self.fingerprint,
+            self.fingerprint,
             shown.join("; "),
             if more > 0 {
                 format!("; and {more} more")
             } else {
                 String::new()
             },
-            self.fingerprint,
-            self.fingerprint,
         )
     }
 }

@@ -32,6 +32,8 @@ pub struct Settings {
     pub project_cluster_roles: BTreeMap<ProjectRole, String>,
     /// Identity runs: invitations are issued and request annotations acted on.
     pub identity: bool,
+    /// Keys the mark a held change is announced under (`guard::Held::mark`).
+    pub hold_key: super::guard::HoldKey,
 }
 
 impl Default for Settings {
@@ -45,6 +47,7 @@ impl Default for Settings {
             ]
             .into(),
             identity: false,
+            hold_key: super::guard::HoldKey::default(),
         }
     }
 }
@@ -372,7 +375,7 @@ pub fn plan(w: &World, s: &Settings) -> Plan {
             if s.identity {
                 super::credentials::plan_identity(w, Some(org), &eval, &mut plan);
             }
-            super::status::held(w, org, &held, mfa_required, &mut plan);
+            super::status::held(w, org, &held, mfa_required, s, &mut plan);
             return plan;
         }
     }

@@ -250,6 +250,7 @@ fn subject_names_and_role_mapping_are_configurable() {
         ]
         .into(),
         identity: false,
+        hold_key: Default::default(),
     };
     let p = plan(&acme(), &s);
     let dev = p
@@ -1487,13 +1488,15 @@ fn the_blast_radius_guard_holds_a_change_until_a_person_acknowledges_it() {
     assert_eq!(again.writes(), 0, "{again:?}");
     assert!(again.events.is_empty());
 
-    // Acknowledging another fingerprint changes nothing; this one lets the change through.
-    let fingerprint = message
+    // Acknowledging another fingerprint changes nothing; this one — in the Event, not in
+    // the condition Members read — lets the change through.
+    let fingerprint = note
         .split("accept-removals=")
         .nth(1)
         .and_then(|s| s.split_whitespace().next())
         .expect("fingerprint")
         .to_string();
+    assert!(!message.contains(&fingerprint), "{message}");
     let annotate = |mut w: World, value: &str| {
         if let Some(o) = w.org.as_mut() {
             o.metadata.annotations = Some(

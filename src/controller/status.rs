@@ -262,6 +262,7 @@ pub(super) fn held(
     o: &Organization,
     held: &super::guard::Held,
     mfa_required: bool,
+    s: &super::plan::Settings,
     plan: &mut Plan,
 ) {
     let mut status = o.status.clone().unwrap_or_default();
@@ -286,9 +287,9 @@ pub(super) fn held(
     );
     status.conditions.retain(|c| c.type_ != "MfaRequired");
     status.conditions.push(mfa);
-    let message = held.message(&w.namespace);
+    let message = held.message(&w.namespace, &s.hold_key);
     let was = condition::find(&status.conditions, condition::STALLED)
-        .is_some_and(|c| c.status == "True" && c.message.contains(&held.fingerprint));
+        .is_some_and(|c| c.status == "True" && c.message.contains(&held.mark(&s.hold_key)));
     let three = condition::kstatus(
         &status.conditions,
         &Health::stalled("AccessRemovalsHeld", message.clone()),

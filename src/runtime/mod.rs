@@ -373,6 +373,7 @@ async fn serve(config: Config) -> Result<()> {
     }
     let mut settings = config.settings.clone();
     settings.identity = identity.is_some();
+    settings.hold_key = crate::controller::guard::HoldKey::random();
     let controller_config = controller::Config {
         settings,
         resync: config.resync,

@@ -410,7 +410,12 @@ fn a_large_removal_waits_stalled_until_a_person_acknowledges_it() {
             == 3)
             .then_some(())
     });
-    assert_eq!(condition(c, &ns, "Ready"), "True/Converged");
+    // The status is written after the bindings, in the same reconcile.
+    wait_for(
+        "the status of the convergence",
+        Duration::from_secs(30),
+        || (condition(c, &ns, "Ready") == "True/Converged").then_some(()),
+    );
     assert_eq!(condition(c, &ns, "Stalled"), "False/Converged");
 
     // The change reviewed first, as a CI job would: bob and carl leave project web, dave is
@@ -537,13 +542,32 @@ fn a_large_removal_waits_stalled_until_a_person_acknowledges_it() {
         },
     );
 
-    // Acknowledged by its fingerprint — the one the review printed — the change goes through.
-    let fingerprint = message
-        .split("accept-removals=")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .expect("fingerprint in the message")
-        .to_string();
+    // Acknowledged by its fingerprint — the one the review printed, and the Event's (the
+    // condition, which Members read, does not give it) — the change goes through. The Event
+    // of the held change of two removals: kubectl applied bob's first (one).
+    let fingerprint = wait_for(
+        "the Event of the held change",
+        Duration::from_secs(30),
+        || {
+            let notes = c.kubectl_try(&[
+                "get",
+                "events",
+                "-n",
+                &ns,
+                "--field-selector",
+                &format!("involvedObject.name={ns},reason=AccessRemovalsHeld"),
+                "-o",
+                "jsonpath={.items[*].message}",
+            ])?;
+            notes
+                .split("this change removes ")
+                .find(|e| e.starts_with("2 access grants"))
+                .and_then(|e| e.split("accept-removals=").nth(1))
+                .and_then(|s| s.split_whitespace().next())
+                .map(str::to_string)
+        },
+    );
+    assert!(!message.contains(&fingerprint), "{message}");
     assert_eq!(
         fingerprint, reviewed,
         "roster diff and the controller name the same change"
