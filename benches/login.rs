@@ -64,9 +64,8 @@ fn main() {
         let (seal_key, seal_bytes) = roster::identity::seal::Key::generate();
         let sealer = roster::identity::seal::Key::from_bytes(&seal_bytes).expect("seal key");
         let mut orgs = Writer::<Organization>::default();
-        let mut members = Writer::<Membership>::default();
-        // As `roster run` has it: the Memberships by e-mail, from the same events.
-        let emails = roster::cache::EmailIndex::new(members.as_reader());
+        // As `roster run` has it: compact Memberships, and by e-mail from the same events.
+        let (memberships, emails, mut members) = roster::cache::members();
         let log = SecurityLog::start(
             client.clone(),
             "roster-system",
@@ -125,9 +124,7 @@ fn main() {
                     },
                 );
                 m.metadata.namespace = Some("acme".into());
-                let event = roster::cache::shared(Event::Apply(m));
-                members.apply_shared(&event);
-                emails.apply(&event);
+                members.apply(Event::Apply(m));
                 let owner = roster::identity::store::Store::secret_name("acme", &email);
                 let seed = roster::identity::totp::Seed::generate();
                 // Seeded directly in the store (the bench measures logins, not invitations).
@@ -158,9 +155,7 @@ fn main() {
                 },
             );
             m.metadata.namespace = Some("acme".into());
-            let event = roster::cache::shared(Event::Apply(m));
-            members.apply_shared(&event);
-            emails.apply(&event);
+            members.apply(Event::Apply(m));
         }
         futures::StreamExt::for_each_concurrent(futures::stream::iter(0..CACHED), 16, |i| {
             let (store, phc) = (&store, &phc);
@@ -183,7 +178,7 @@ fn main() {
             Arc::new(AppState {
                 identity: identity.clone(),
                 orgs: orgs.as_reader(),
-                memberships: members.as_reader(),
+                memberships: memberships.clone(),
                 revocations: Default::default(),
                 limits,
                 audiences: vec![],

@@ -358,10 +358,9 @@ fn membership(name: &str, email: &str, role: OrgRole) -> Value {
 fn index() -> StoreIndex {
     let mut orgs = Writer::<Organization>::default();
     let mut projects = Writer::<Project>::default();
-    let mut members = Writer::<Membership>::default();
+    // As `roster run` has it: compact Memberships, and by e-mail from the same events.
+    let (memberships, emails, mut members) = roster::cache::members();
     let mut credentials = Writer::<roster::cache::Credential>::default();
-    // As `roster run` has it: the Memberships by e-mail, kept from the same events.
-    let emails = roster::cache::EmailIndex::new(members.as_reader());
     let mut org = Organization::new(
         "acme",
         OrganizationSpec {
@@ -416,9 +415,7 @@ fn index() -> StoreIndex {
         );
         m.metadata.namespace = Some("acme".into());
         m.metadata.creation_timestamp = Some(Time("2026-01-01T00:00:00Z".parse().expect("ts")));
-        let event = roster::cache::shared(Event::Apply(m));
-        members.apply_shared(&event);
-        emails.apply(&event);
+        members.apply(Event::Apply(m));
         let email = format!("m{i}@acme.example");
         let record = roster::identity::store::Record {
             email: email.clone(),
@@ -445,7 +442,7 @@ fn index() -> StoreIndex {
     StoreIndex {
         orgs: orgs.as_reader(),
         projects: projects.as_reader(),
-        memberships: members.as_reader(),
+        memberships: memberships.clone(),
         emails: Some(emails),
         credentials: Some((credentials.as_reader(), "roster-system".into())),
     }

@@ -17,8 +17,8 @@ mod project;
 pub mod rbac;
 
 pub use membership::{
-    AccessEntry, EffectiveRole, InvitationState, InvitationStatus, Membership, MembershipSpec,
-    MembershipStatus, MfaExemption, MfaState, MfaStatus, Phase, ProjectGrant,
+    AccessEntry, CachedStatus, EffectiveRole, InvitationState, InvitationStatus, Membership,
+    MembershipSpec, MembershipStatus, MfaExemption, MfaState, MfaStatus, Phase, ProjectGrant,
 };
 pub use organization::{
     LockoutPolicy, MfaPolicy, Organization, OrganizationSpec, OrganizationStatus, SecurityPolicy,

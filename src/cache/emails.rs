@@ -8,9 +8,9 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, RwLock};
 
-use super::Store;
 use kube::runtime::watcher;
 
+use super::members::{CachedMembership, Members};
 use crate::api::Membership;
 
 /// The Memberships filed under a hash of (namespace, lower-case e-mail). Keys are
@@ -21,7 +21,7 @@ use crate::api::Membership;
 /// an event sequence the API server never sends, costs a comparison, never a wrong answer.
 #[derive(Default)]
 struct Maps {
-    by_email: HashMap<u64, Vec<Arc<Membership>>>,
+    by_email: HashMap<u64, Vec<Arc<CachedMembership>>>,
     /// Keyed per process: addresses are chosen by whoever may invite, and colliding ones made
     /// offline against a fixed key would pile up under one entry.
     seed: RandomState,
@@ -29,8 +29,8 @@ struct Maps {
 
 /// Entries under one key are ordered by (namespace, name): a key may hold two organizations'
 /// members when their hashes collide, and each must be found, replaced and removed as itself.
-fn order(m: &Membership) -> (Option<&str>, Option<&str>) {
-    (m.metadata.namespace.as_deref(), m.metadata.name.as_deref())
+fn order(m: &CachedMembership) -> (&str, &str) {
+    (m.namespace(), m.name())
 }
 
 impl Maps {
@@ -45,14 +45,11 @@ impl Maps {
 
     /// Files `m` under its address, replacing the entry of the same name there (an address
     /// never changes: the CRD makes `spec.email` immutable).
-    fn insert(&mut self, m: Arc<Membership>) {
-        let (Some(ns), Some(name)) = (m.metadata.namespace.as_deref(), m.metadata.name.as_deref())
-        else {
-            return;
-        };
-        let k = self.key(ns, &m.spec.email);
+    fn insert(&mut self, m: Arc<CachedMembership>) {
+        let (ns, name) = order(&m);
+        let k = self.key(ns, m.email());
         let set = self.by_email.entry(k).or_default();
-        match set.binary_search_by(|x| order(x).cmp(&(Some(ns), Some(name)))) {
+        match set.binary_search_by(|x| order(x).cmp(&(ns, name))) {
             Ok(i) => set[i] = m,
             Err(i) => {
                 set.insert(i, m);
@@ -66,14 +63,11 @@ impl Maps {
         }
     }
 
-    fn remove(&mut self, m: &Membership) {
-        let (Some(ns), Some(name)) = (m.metadata.namespace.as_deref(), m.metadata.name.as_deref())
-        else {
-            return;
-        };
-        let k = self.key(ns, &m.spec.email);
+    fn remove(&mut self, m: &CachedMembership) {
+        let (ns, name) = order(m);
+        let k = self.key(ns, m.email());
         if let Some(set) = self.by_email.get_mut(&k) {
-            set.retain(|x| order(x) != (Some(ns), Some(name)));
+            set.retain(|x| order(x) != (ns, name));
             if set.is_empty() {
                 self.by_email.remove(&k);
             }
@@ -85,13 +79,13 @@ impl Maps {
 /// same allocations), not copies.
 #[derive(Clone)]
 pub struct EmailIndex {
-    store: Store<Membership>,
+    store: Members,
     live: Arc<RwLock<Maps>>,
 }
 
 impl EmailIndex {
     /// An index of `store`, to be told every watch event right after the store has seen it.
-    pub fn new(store: Store<Membership>) -> EmailIndex {
+    pub fn new(store: Members) -> EmailIndex {
         EmailIndex {
             store,
             live: Arc::default(),
@@ -99,7 +93,7 @@ impl EmailIndex {
     }
 
     /// Follows one watch event (after the store has), filing the objects the store holds.
-    pub fn apply(&self, event: &watcher::Event<Arc<Membership>>) {
+    pub fn apply(&self, event: &watcher::Event<Arc<CachedMembership>>) {
         // Filed before the lock is taken: lookups of every organization go on meanwhile
         // (answering as the store has the members now, see `get`).
         let relisted = matches!(event, watcher::Event::InitDone).then(|| self.filed_from_store());
@@ -127,12 +121,8 @@ impl EmailIndex {
     /// end, not kept sorted entry by entry (quadratic for one address declared many times).
     fn filed_from_store(&self) -> Maps {
         let mut fresh = Maps::default();
-        for m in self.store.state() {
-            let (Some(ns), Some(_)) = (m.metadata.namespace.as_deref(), m.metadata.name.as_deref())
-            else {
-                continue;
-            };
-            let k = fresh.key(ns, &m.spec.email);
+        for m in self.store.cached().state() {
+            let k = fresh.key(m.namespace(), m.email());
             fresh.by_email.entry(k).or_default().push(m);
         }
         for set in fresh.by_email.values_mut() {
@@ -145,9 +135,8 @@ impl EmailIndex {
 
     /// Memberships in `namespace` whose e-mail is `email` (compared without case), by name.
     pub fn get(&self, namespace: &str, email: &str) -> Vec<Arc<Membership>> {
-        let matches = |m: &Membership| {
-            m.metadata.namespace.as_deref() == Some(namespace)
-                && m.spec.email.eq_ignore_ascii_case(email)
+        let matches = |m: &CachedMembership| {
+            m.namespace() == namespace && m.email().eq_ignore_ascii_case(email)
         };
         let live = match self.live.read() {
             Ok(live) => live,
@@ -156,12 +145,13 @@ impl EmailIndex {
             Err(_) => {
                 let mut all: Vec<_> = self
                     .store
+                    .cached()
                     .state()
                     .into_iter()
                     .filter(|m| matches(m))
                     .collect();
                 all.sort_by(|a, b| order(a).cmp(&order(b)));
-                return all;
+                return all.iter().map(|m| Arc::new(m.full())).collect();
             }
         };
         let Some(set) = live.by_email.get(&live.key(namespace, email)) else {
@@ -171,10 +161,10 @@ impl EmailIndex {
         // while this index is a step behind the store. Entries of another namespace under the
         // same key (a collision) are not this organization's.
         set.iter()
-            .filter(|m| m.metadata.namespace.as_deref() == Some(namespace))
+            .filter(|m| m.namespace() == namespace)
             .filter_map(|m| {
-                let now = self.store.get(namespace, m.metadata.name.as_deref()?)?;
-                matches(&now).then_some(now)
+                let now = self.store.cached().get(namespace, m.name())?;
+                matches(&now).then(|| Arc::new(now.full()))
             })
             .collect()
     }
@@ -183,7 +173,7 @@ impl EmailIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::shared;
+    use crate::cache::{CachedMembership, cached};
     use crate::fixtures::{Rng, member};
 
     /// A watch event about one of `names` in acme or beta, of x@ or y@e.example in either case.
@@ -204,9 +194,9 @@ mod tests {
     }
 
     /// What a scan of the store answers for (ns, email), by name.
-    pub(super) fn scan(store: &Store<Membership>, ns: &str, email: &str) -> Vec<String> {
+    pub(super) fn scan(store: &Members, ns: &str, email: &str) -> Vec<String> {
         let mut v: Vec<String> = store
-            .state()
+            .state_filter(|_| true)
             .iter()
             .filter(|m| {
                 m.metadata.namespace.as_deref() == Some(ns)
@@ -231,21 +221,21 @@ mod tests {
 
     /// A store and its index, told every event in the order the watch stream tells them.
     struct Both {
-        writer: crate::cache::Writer<Membership>,
+        writer: crate::cache::Writer<CachedMembership>,
         ix: EmailIndex,
     }
 
     impl Both {
         fn new() -> Both {
-            let (store, writer) = crate::cache::store::<Membership>();
+            let (store, writer) = crate::cache::store::<CachedMembership>();
             Both {
                 writer,
-                ix: EmailIndex::new(store),
+                ix: EmailIndex::new(Members::new(store)),
             }
         }
 
         fn apply(&mut self, e: watcher::Event<Membership>) {
-            let e = shared(e);
+            let e = cached(e);
             self.writer.apply_shared(&e);
             self.ix.apply(&e);
         }
@@ -260,11 +250,12 @@ mod tests {
         assert_eq!(names(b.ix.get("acme", "BOB@acme.example")), ["bob", "bob2"]);
         assert_eq!(names(b.ix.get("beta", "bob@acme.example")), ["bob"]);
         // The index holds the store's own objects, not copies.
-        let stored = b.ix.store.get("acme", "bob").expect("stored");
-        assert!(Arc::ptr_eq(
-            &stored,
-            &b.ix.get("acme", "bob@acme.example")[0]
-        ));
+        let stored = b.ix.store.cached().get("acme", "bob").expect("stored");
+        {
+            let live = b.ix.live.read().expect("not poisoned");
+            let filed = &live.by_email[&live.key("acme", "bob@acme.example")];
+            assert!(filed.iter().any(|f| Arc::ptr_eq(f, &stored)));
+        }
         // A changed address is filed anew, not twice.
         b.apply(watcher::Event::Apply(m(
             "acme",
@@ -296,7 +287,7 @@ mod tests {
         b.apply(watcher::Event::Apply(m("acme", "bob", "bob@acme.example")));
         let mut newer = m("acme", "bob", "bob@acme.example");
         newer.spec.disabled = true;
-        let e = shared(watcher::Event::Apply(newer));
+        let e = cached(watcher::Event::Apply(newer));
         b.writer.apply_shared(&e);
         let found = b.ix.get("acme", "bob@acme.example");
         assert_eq!(names(found.clone()), ["bob"]);
@@ -311,17 +302,17 @@ mod tests {
             watcher::Event::InitApply(m("acme", "bob", "bob@acme.example")),
             watcher::Event::InitDone,
         ] {
-            b.writer.apply_watcher_event(&e);
+            b.writer.apply_shared(&cached(e));
         }
         let found = b.ix.get("acme", "bob@acme.example");
         assert_eq!(names(found.clone()), ["bob"]);
         assert!(!found[0].spec.disabled);
         // Gone from the store: gone from every answer, told or not.
-        b.writer.apply_watcher_event(&watcher::Event::Delete(m(
+        b.writer.apply_shared(&cached(watcher::Event::Delete(m(
             "acme",
             "bob",
             "bob@acme.example",
-        )));
+        ))));
         assert!(b.ix.get("acme", "bob@acme.example").is_empty());
     }
 
@@ -332,7 +323,7 @@ mod tests {
         let mut b = Both::new();
         b.apply(watcher::Event::Apply(m("acme", "bob", "bob@acme.example")));
         b.apply(watcher::Event::Apply(m("beta", "bob", "bob@beta.example")));
-        let beta = b.ix.store.get("beta", "bob").expect("stored");
+        let beta = b.ix.store.cached().get("beta", "bob").expect("stored");
         {
             let mut live = b.ix.live.write().expect("not poisoned");
             let k = live.key("acme", "bob@acme.example");
@@ -344,12 +335,12 @@ mod tests {
         let mut maps = Maps::default();
         maps.insert(beta.clone());
         let k = maps.key("beta", "bob@beta.example");
-        let acme = Arc::new(m("acme", "bob", "bob@acme.example"));
+        let acme = Arc::new(CachedMembership::from(m("acme", "bob", "bob@acme.example")));
         maps.by_email.entry(k).or_default().push(acme.clone());
-        maps.by_email.get_mut(&k).expect("filed").sort_by(|x, y| {
-            (&x.metadata.namespace, &x.metadata.name)
-                .cmp(&(&y.metadata.namespace, &y.metadata.name))
-        });
+        maps.by_email
+            .get_mut(&k)
+            .expect("filed")
+            .sort_by(|x, y| order(x).cmp(&order(y)));
         maps.insert(beta.clone());
         maps.insert(acme);
         assert_eq!(maps.by_email[&k].len(), 2, "one entry per member");
@@ -413,7 +404,7 @@ mod tests {
 mod probe_tests {
     use super::tests::{m, random_event, scan};
     use super::*;
-    use crate::cache::shared;
+    use crate::cache::{CachedMembership, cached};
     use crate::fixtures::Rng;
 
     fn poison(ix: &EmailIndex) {
@@ -433,13 +424,14 @@ mod probe_tests {
         let (cases, seed) = crate::fixtures::fuzz_budget(200);
         let mut rng = Rng::new(seed ^ 0x5eed);
         for case in 0..cases {
-            let (store, mut writer) = crate::cache::store::<Membership>();
+            let (store, mut writer) = crate::cache::store::<CachedMembership>();
+            let store = Members::new(store);
             let ix = EmailIndex::new(store.clone());
             for step in 0..60 {
                 if rng.chance(10) {
                     poison(&ix);
                 }
-                let event = shared(random_event(&mut rng, &["a", "b", "c", "d", "e"]));
+                let event = cached(random_event(&mut rng, &["a", "b", "c", "d", "e"]));
                 writer.apply_shared(&event);
                 // Half the time the lookups come between the store and the index.
                 let between = rng.chance(50);
@@ -494,9 +486,9 @@ mod probe_tests {
         let mut rng = Rng::new(7);
         let mut maps = Maps::default();
         let k = maps.key("acme", "x@e.example");
-        let beta: Vec<Arc<Membership>> = ["a", "c", "e", "zz"]
+        let beta: Vec<Arc<CachedMembership>> = ["a", "c", "e", "zz"]
             .iter()
-            .map(|n| Arc::new(m("beta", n, "q@beta.example")))
+            .map(|n| Arc::new(CachedMembership::from(m("beta", n, "q@beta.example"))))
             .collect();
         maps.by_email
             .entry(k)
@@ -508,23 +500,20 @@ mod probe_tests {
             let n = names[rng.below(names.len())];
             let x = m("acme", n, "x@e.example");
             if rng.chance(60) {
-                maps.insert(Arc::new(x));
+                maps.insert(Arc::new(CachedMembership::from(x)));
                 filed.insert(n.to_string());
             } else {
-                maps.remove(&x);
+                maps.remove(&CachedMembership::from(x));
                 filed.remove(n);
             }
             let set = maps.by_email.get(&k).expect("beta's entries keep the key");
             let acme: Vec<String> = set
                 .iter()
-                .filter(|e| e.metadata.namespace.as_deref() == Some("acme"))
-                .filter_map(|e| e.metadata.name.clone())
+                .filter(|e| e.namespace() == "acme")
+                .map(|e| e.name().to_string())
                 .collect();
             assert_eq!(acme, filed.iter().cloned().collect::<Vec<_>>());
-            let betas = set
-                .iter()
-                .filter(|e| e.metadata.namespace.as_deref() == Some("beta"))
-                .count();
+            let betas = set.iter().filter(|e| e.namespace() == "beta").count();
             assert_eq!(betas, beta.len());
             assert!(
                 set.windows(2).all(|w| order(&w[0]) < order(&w[1])),

@@ -21,10 +21,12 @@ use serde::de::DeserializeOwned;
 mod bindings;
 mod credentials;
 mod emails;
+mod members;
 mod store;
 pub use bindings::Binding;
 pub use credentials::Credential;
 pub use emails::EmailIndex;
+pub use members::{CachedMembership, Members, MembersWriter, cached, members};
 pub use store::{Store, Writer, WriterDropped, store};
 
 use crate::api::contract::{CREDENTIALS_SECRET_TYPE, managed_selector};
@@ -35,7 +37,8 @@ use crate::api::{Membership, Organization, Project};
 pub struct Stores {
     pub orgs: Store<Organization>,
     pub projects: Store<Project>,
-    pub memberships: Store<Membership>,
+    /// Kept compact, read as Memberships (`Members`).
+    pub memberships: Members,
     /// The same Memberships by organization and e-mail.
     pub emails: EmailIndex,
     /// roster's RoleBindings, subjects kept compact (`Binding::rolebinding` reads one whole).
@@ -70,20 +73,27 @@ impl Caches {
         // slimmed — the largest part of roster's peak memory.
         let wc = watcher::Config::default();
         let managed = wc.clone().labels(&managed_selector());
+        let whole = std::convert::identity;
         let (orgs, org_events) =
-            reflected::<Organization, _>(Api::all(client.clone()), wc.clone(), slim, |_| {});
+            reflected::<Organization, _, _>(Api::all(client.clone()), wc.clone(), whole, |_| {});
+        let whole = std::convert::identity;
         let (projects, project_events) =
-            reflected::<Project, _>(Api::all(client.clone()), wc.clone(), slim, |_| {});
+            reflected::<Project, _, _>(Api::all(client.clone()), wc.clone(), whole, |_| {});
         let mut triggers = vec![org_events, project_events];
         // The index needs the store, the store's stream needs the index: filled once both exist.
         let slot: Arc<std::sync::OnceLock<EmailIndex>> = Arc::default();
         let follow = slot.clone();
-        let (memberships, membership_events) =
-            reflected::<Membership, _>(Api::all(client.clone()), wc, slim_membership, move |e| {
+        let (memberships, membership_events) = reflected::<Membership, _, _>(
+            Api::all(client.clone()),
+            wc,
+            CachedMembership::from,
+            move |e| {
                 if let Some(ix) = follow.get() {
                     ix.apply(e);
                 }
-            });
+            },
+        );
+        let memberships = Members::new(memberships);
         let emails = EmailIndex::new(memberships.clone());
         let _ = slot.set(emails.clone());
         let (rolebindings, rb_events) = compact(
@@ -159,7 +169,7 @@ impl Stores {
 fn watch_readiness(
     orgs: &Store<Organization>,
     projects: &Store<Project>,
-    memberships: &Store<Membership>,
+    memberships: &Members,
     rolebindings: &Store<Binding>,
     credentials: Option<Store<Credential>>,
 ) -> tokio::sync::watch::Receiver<Option<Result<(), NotReady>>> {
@@ -414,12 +424,12 @@ fn hash_of(x: impl Hash) -> u64 {
 /// A reflector whose store the reconciler reads, and the stream of the organizations (the
 /// objects' namespaces) to reconcile: for a new spec, a deletion, or an object gone. Status-only
 /// changes (which roster itself writes) do not count.
-fn reflected<K, F>(
+fn reflected<K, C, F>(
     api: Api<K>,
     wc: watcher::Config,
-    prepare: fn(&mut K),
+    into: fn(K) -> C,
     mut follow: F,
-) -> (Store<K>, BoxStream<'static, Arc<str>>)
+) -> (Store<C>, BoxStream<'static, Arc<str>>)
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -429,7 +439,8 @@ where
         + Send
         + Sync
         + 'static,
-    F: FnMut(&watcher::Event<Arc<K>>) + Send + 'static,
+    C: Lookup + Send + Sync + 'static,
+    F: FnMut(&watcher::Event<Arc<C>>) + Send + 'static,
 {
     let (store, mut writer) = store();
     let mut changes = Changes::default();
@@ -437,14 +448,14 @@ where
         .backoff(watch_backoff())
         // Cache only what decisions read: managedFields and kubectl's last-applied copy of the
         // whole object are most of an object's size and no rule of roster's reads them.
-        .modify(prepare);
+        .modify(slim);
     let changed = organizations::<K, _>(events, move |e| {
         match e {
             watcher::Event::Init => tracing::debug!(kind = %K::kind(&()), "listing"),
             watcher::Event::InitDone => tracing::debug!(kind = %K::kind(&()), "listed"),
             _ => {}
         }
-        take(&mut writer, &mut changes, &mut follow, e)
+        take(&mut writer, &mut changes, &mut follow, into, e)
     });
     (store, changed)
 }
@@ -452,17 +463,20 @@ where
 /// One watch event of a reflected kind: into the store, then to the indexes beside it (which
 /// file the very objects the store holds), and only then, at a list's end, readers are told it
 /// is in. The organizations it changes.
-fn take<K>(
-    writer: &mut Writer<K>,
+fn take<K, C>(
+    writer: &mut Writer<C>,
     changes: &mut Changes,
-    follow: &mut impl FnMut(&watcher::Event<Arc<K>>),
+    follow: &mut impl FnMut(&watcher::Event<Arc<C>>),
+    into: fn(K) -> C,
     e: watcher::Event<K>,
 ) -> Vec<Arc<str>>
 where
     K: Resource<DynamicType = ()> + serde::Serialize,
+    C: Lookup,
 {
+    // Judged on the whole object, before the cache keeps its compact form.
     let changed = changes.of(&e, identify);
-    let e = map_event(e, Arc::new);
+    let e = map_event(e, |k| Arc::new(into(k)));
     writer.apply_shared(&e);
     follow(&e);
     if matches!(e, watcher::Event::InitDone) {
@@ -492,18 +506,6 @@ pub fn slim<K: Resource>(obj: &mut K) {
         if a.is_empty() {
             meta.annotations = None;
         }
-    }
-}
-
-/// A Membership's status is kept in its compact form (`MembershipStatus::compact`): with
-/// 20,000 members the messages and summaries alone were tens of megabytes.
-pub fn slim_membership(m: &mut Membership) {
-    slim(m);
-    // Lists grow by doubling while they are deserialized: cached for good, they keep only
-    // what they hold.
-    m.spec.projects.shrink_to_fit();
-    if let Some(s) = m.status.as_mut() {
-        s.compact();
     }
 }
 
@@ -583,11 +585,11 @@ mod tests {
     /// the e-mail index not yet refiled; a reader woken then found nobody at any address.
     #[test]
     fn readers_are_told_ready_only_once_the_index_has_the_list() {
-        let (store, mut writer) = store::<Membership>();
-        let ix = EmailIndex::new(store.clone());
+        let (store, mut writer) = store::<CachedMembership>();
+        let ix = EmailIndex::new(Members::new(store.clone()));
         let mut changes = Changes::default();
         let mut ready_when_followed = Vec::new();
-        let mut follow = |e: &watcher::Event<Arc<Membership>>| {
+        let mut follow = |e: &watcher::Event<Arc<CachedMembership>>| {
             ready_when_followed.push(store.is_ready());
             ix.apply(e);
         };
@@ -598,7 +600,13 @@ mod tests {
             watcher::Event::InitApply(bob),
             watcher::Event::InitDone,
         ] {
-            take(&mut writer, &mut changes, &mut follow, e);
+            take(
+                &mut writer,
+                &mut changes,
+                &mut follow,
+                CachedMembership::from,
+                e,
+            );
         }
         assert_eq!(ready_when_followed, [false, false, false]);
         assert!(store.is_ready());

@@ -384,8 +384,8 @@ async fn await_own_writes(ctx: &Context, w: &World, moved: Moved) {
         pending_members.retain(|(n, old)| {
             ctx.stores
                 .memberships
-                .get(ns, n)
-                .is_some_and(|m| rv(&m.metadata) == *old)
+                .resource_version(ns, n)
+                .is_some_and(|v| v == *old)
         });
         pending_projects.retain(|(n, old)| {
             ctx.stores

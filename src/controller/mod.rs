@@ -236,12 +236,7 @@ impl Context {
             .filter(|p| in_ns(&p.metadata))
             .map(|p| (**p).clone())
             .collect();
-        let memberships: Vec<Arc<Membership>> = s
-            .memberships
-            .state()
-            .into_iter()
-            .filter(|m| in_ns(&m.metadata))
-            .collect();
+        let memberships: Vec<Arc<Membership>> = s.memberships.in_namespace(&ns);
         let rolebindings: Vec<k8s_openapi::api::rbac::v1::RoleBinding> = s
             .rolebindings
             .state()

@@ -1880,17 +1880,16 @@ fn the_owner_keeps_their_rights_while_a_change_is_held() {
     assert!(subjects(&w, "acme-web", "roster-admin").contains(&"alice".to_string()));
 }
 
-/// roster's cache keeps Membership statuses compact (`MembershipStatus::compact`: no messages,
-/// condition reasons or summary line). Every decision must come out exactly as it does from
-/// the whole statuses the API server holds: the same writes, the same transition times, the
-/// same Events, the same holds.
+/// roster's cache keeps Memberships compact (`cache::CachedMembership`: roster's own labels
+/// and annotations only, no finalizers or owner references; statuses without messages,
+/// condition reasons or summary line) and reads them rebuilt. Every decision must come out
+/// exactly as it does from the whole objects the API server holds: the same writes, the same
+/// transition times, the same Events, the same holds, the same requests handled.
 #[test]
-fn compact_cached_statuses_plan_exactly_as_whole_ones() {
+fn compact_cached_memberships_plan_exactly_as_whole_ones() {
     fn compact(mut w: World) -> World {
         for m in &mut w.memberships {
-            if let Some(s) = Arc::make_mut(m).status.as_mut() {
-                s.compact();
-            }
+            *m = Arc::new(crate::cache::CachedMembership::from((**m).clone()).full());
         }
         w
     }
@@ -1903,7 +1902,7 @@ fn compact_cached_statuses_plan_exactly_as_whole_ones() {
         Arc::make_mut(m)
     }
     type Change = fn(&mut World);
-    let cases: [(&str, Change); 7] = [
+    let cases: [(&str, Change); 12] = [
         ("nothing changed", |_| {}),
         ("the clock moved", |w| w.now = ts("2026-01-10T06:00:00Z")),
         ("a member disabled", |w| dave(w).spec.disabled = true),
@@ -1923,6 +1922,38 @@ fn compact_cached_statuses_plan_exactly_as_whole_ones() {
                 o.spec.max_access_removals = Some(0);
             }
             dave(w).spec.projects.clear();
+        }),
+        ("labels, annotations and finalizers not roster's", |w| {
+            let meta = &mut dave(w).metadata;
+            meta.labels = Some([("app.kubernetes.io/instance".into(), "team".into())].into());
+            meta.annotations = Some([("argocd.argoproj.io/tracking-id".into(), "x".into())].into());
+            meta.finalizers = Some(vec!["example.com/keep".into()]);
+        }),
+        ("a request to unlock and reset MFA", |w| {
+            dave(w).metadata.annotations = Some(
+                [
+                    ("roster.dev/unlock".into(), "n1".into()),
+                    ("roster.dev/reset-mfa".into(), "n2".into()),
+                    ("roster.dev/resend-invitation".into(), "n3".into()),
+                ]
+                .into(),
+            );
+        }),
+        ("a member being deleted", |w| {
+            dave(w).metadata.deletion_timestamp = Some(Time(ts("2026-01-09T00:00:00Z")));
+        }),
+        ("a bootstrap Membership beside a declared one", |w| {
+            let mut boot = member("boot", None, &[]);
+            boot.spec.email = "dave@acme.example".into();
+            boot.metadata.labels = Some([(crate::api::BOOTSTRAP_LABEL.into(), "x".into())].into());
+            w.memberships.push(Arc::new(boot));
+        }),
+        ("an MFA exemption that ends", |w| {
+            dave(w).spec.mfa = Some(crate::api::MfaExemption {
+                exempt: true,
+                exempt_until: Some(Time(ts("2026-01-12T00:00:00Z"))),
+                reason: Some("travel".into()),
+            });
         }),
     ];
     let mut mfa = acme();
@@ -1947,11 +1978,10 @@ fn compact_cached_statuses_plan_exactly_as_whole_ones() {
                     .all(|s| s.conditions.is_empty() && s.access_summary.is_none()),
                 "fixture: the statuses are compact"
             );
-            let (a, b) = (
-                plan(&whole, &Settings::default()),
-                plan(&cached, &Settings::default()),
-            );
-            assert_eq!(format!("{a:?}"), format!("{b:?}"), "{base_name}: {name}");
+            for settings in [Settings::default(), identity_settings()] {
+                let (a, b) = (plan(&whole, &settings), plan(&cached, &settings));
+                assert_eq!(format!("{a:?}"), format!("{b:?}"), "{base_name}: {name}");
+            }
         }
     }
 }

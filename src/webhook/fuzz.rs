@@ -52,8 +52,8 @@ impl Index for World {
         self.memberships
             .iter()
             .filter(|m| ns == NS && m.spec.email == email)
-            .cloned()
-            .map(Arc::new)
+            // As the cache gives them: rebuilt from their compact form.
+            .map(|m| Arc::new(crate::cache::CachedMembership::from(m.clone()).full()))
             .collect()
     }
     fn projects(&self, ns: &str) -> Vec<Arc<Project>> {

@@ -14,7 +14,7 @@ use crate::controller::plan::project_namespace;
 pub struct StoreIndex {
     pub orgs: Store<Organization>,
     pub projects: Store<Project>,
-    pub memberships: Store<Membership>,
+    pub memberships: crate::cache::Members,
     /// The Memberships by organization and e-mail (a lookup, not a scan per request); without
     /// it, the store is scanned.
     pub emails: Option<crate::cache::EmailIndex>,
@@ -154,9 +154,9 @@ mod tests {
 
     /// An index of `members` and one credential record, as the caches hold them.
     fn index(members: &[crate::api::Membership], record: Record) -> StoreIndex {
-        let (memberships, mut mw) = crate::cache::store();
+        let (memberships, _, mut mw) = crate::cache::members();
         for m in members {
-            mw.apply_watcher_event(&Event::Apply(m.clone()));
+            mw.apply(Event::Apply(m.clone()));
         }
         let (creds, mut cw) = crate::cache::store();
         cw.apply_watcher_event(&Event::Apply(Credential::of_record(

@@ -42,8 +42,8 @@ impl Index for Mem {
         self.memberships
             .iter()
             .filter(|m| m.namespace().as_deref() == Some(ns) && m.spec.email == email)
-            .cloned()
-            .map(Arc::new)
+            // As the cache gives them: rebuilt from their compact form.
+            .map(|m| Arc::new(crate::cache::CachedMembership::from(m.clone()).full()))
             .collect()
     }
     fn projects(&self, ns: &str) -> Vec<Arc<Project>> {

@@ -27,7 +27,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 use super::service::Identity;
-use crate::api::{Membership, Organization};
+use crate::api::Organization;
 
 pub use flow::{LoginError, LoginOk, Request};
 
@@ -37,7 +37,7 @@ pub const MAX_BODY: usize = 16 * 1024;
 pub struct AppState {
     pub identity: Arc<Identity>,
     pub orgs: Cache<Organization>,
-    pub memberships: Cache<Membership>,
+    pub memberships: crate::cache::Members,
     /// The same Memberships by organization and e-mail; without it, the cache is scanned.
     pub emails: Option<crate::cache::EmailIndex>,
     /// Members the admission webhook saw being cut off, before the caches do.

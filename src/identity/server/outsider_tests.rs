@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use serde_json::json;
 use tower::ServiceExt;
 
-use super::tests::{bob, cache};
+use super::tests::{bob, cache, members_cache};
 use super::{AppState, router};
 use crate::fixtures::{NS, member, org};
 use crate::identity::Secret;
@@ -107,7 +107,7 @@ pub(super) async fn state(api: &str, hasher: Hasher, limits: Limits) -> Arc<AppS
     Arc::new(AppState {
         identity: Arc::new(identity),
         orgs: cache(vec![org("alice@acme.example")]),
-        memberships: cache(vec![m, carl]),
+        memberships: members_cache(vec![m, carl]),
         revocations: Revocations::default(),
         limits,
         audiences: vec![],

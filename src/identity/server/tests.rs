@@ -46,6 +46,15 @@ where
     store
 }
 
+/// The Membership cache holding `members`.
+pub(super) fn members_cache(members: Vec<crate::api::Membership>) -> crate::cache::Members {
+    let (store, _, mut writer) = crate::cache::members();
+    for m in members {
+        writer.apply(watcher::Event::Apply(m));
+    }
+    store
+}
+
 fn credential(email: &str, r: &Record) -> Credential {
     Credential::of(&KubeSecret {
         metadata: kube::api::ObjectMeta {
@@ -125,7 +134,7 @@ fn fixture_of(
         state: Arc::new(AppState {
             identity: Arc::new(identity),
             orgs: cache(orgs),
-            memberships: cache(members),
+            memberships: members_cache(members),
             revocations: Revocations::default(),
             limits,
             audiences: vec![AUD.into()],
