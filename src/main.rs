@@ -13,6 +13,7 @@ use roster::cli::args::{Cli, dispatch};
 // header on the cache's many small strings; freed pages returned). BENCHMARKS.md, memory.
 // The image sets MIMALLOC_PURGE_DELAY=0: pages freed by an idle thread are returned at once
 // (scripts/oci-archive.py).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -528,6 +528,12 @@ async fn identity(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
     // First invitations, announced when all are out: a bulk import's are one Event on the
     // Organization (as its first grants are: `status::statuses`); a few get one Event each.
     let mut invited: Vec<(String, PlannedEvent)> = Vec::new();
+    // By name (a bulk import invites every member: a scan each was quadratic).
+    let mut members: std::collections::HashMap<String, &Membership> =
+        std::collections::HashMap::new();
+    for m in &w.memberships {
+        members.entry(m.name_any()).or_insert(m);
+    }
     for action in &plan.identity {
         // Identity's writes go through its own client (every replica serves logins), not the
         // reconciler's guarded one: each action is checked against the lease right before it
@@ -547,7 +553,7 @@ async fn identity(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
                 readers,
                 ..
             } => {
-                let Some(m) = w.memberships.iter().find(|m| &m.name_any() == membership) else {
+                let Some(m) = members.get(membership).copied() else {
                     continue;
                 };
                 let issue = crate::identity::service::Issue {
