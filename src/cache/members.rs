@@ -21,7 +21,7 @@ use kube::runtime::watcher;
 
 use super::Store;
 use super::store::Writer;
-use crate::api::contract::PREFIX;
+use crate::api::contract::{BOOTSTRAP_LABEL, Request};
 use crate::api::{
     AccessEntry, CachedStatus, EffectiveRole, Membership, MembershipSpec, MembershipStatus,
     MfaExemption, MfaStatus, OrgRole, Phase, ProjectGrant,
@@ -41,8 +41,9 @@ pub struct CachedMembership {
     created: Option<Time>,
     /// Its presence cuts the member off; kept as the time it is.
     deleted: Option<Time>,
-    /// roster's own labels and annotations (`roster.dev/`: the bootstrap label, the requests to
-    /// resend, unlock or reset MFA), nearly always none.
+    /// The labels and annotations decisions read (the bootstrap label; the requests to resend,
+    /// unlock or reset MFA), nearly always none. Only those: any other `roster.dev/` one an
+    /// Admin adds, of any size, would be copied on every read (red team 29).
     marks: Option<Box<Marks>>,
     email: Box<str>,
     display_name: Option<Box<str>>,
@@ -75,10 +76,10 @@ struct Status {
     cached: Option<Box<CachedStatus>>,
 }
 
-fn own(m: Option<BTreeMap<String, String>>) -> BTreeMap<String, String> {
+fn read(m: Option<BTreeMap<String, String>>, keys: &[&str]) -> BTreeMap<String, String> {
     m.into_iter()
         .flatten()
-        .filter(|(k, _)| k.starts_with(PREFIX))
+        .filter(|(k, _)| keys.contains(&k.as_str()))
         .collect()
 }
 
@@ -118,8 +119,8 @@ impl From<Membership> for CachedMembership {
             status,
         } = m;
         let marks = Marks {
-            labels: own(labels),
-            annotations: own(annotations),
+            labels: read(labels, &[BOOTSTRAP_LABEL]),
+            annotations: read(annotations, &Request::ALL.map(Request::annotation)),
         };
         CachedMembership {
             name: name.unwrap_or_default().into(),
@@ -295,6 +296,18 @@ impl Members {
             .collect()
     }
 
+    /// The Membership named `name` in `namespace` if its cached form passes `keep` (checked
+    /// before anything is rebuilt).
+    pub fn get_if(
+        &self,
+        namespace: &str,
+        name: &str,
+        keep: impl FnOnce(&CachedMembership) -> bool,
+    ) -> Option<Arc<Membership>> {
+        let m = self.store.get(namespace, name)?;
+        keep(&m).then(|| Arc::new(m.full()))
+    }
+
     /// Every Membership `keep` accepts (each rebuilt first: for tests and fallbacks, not for
     /// paths that run per request).
     pub fn state_filter(&self, keep: impl Fn(&Membership) -> bool) -> Vec<Arc<Membership>> {
@@ -394,6 +407,8 @@ mod tests {
             [
                 ("roster.dev/unlock".into(), String::new()),
                 ("argocd.argoproj.io/tracking-id".into(), "x".into()),
+                // roster's prefix, but read by no decision: an Admin could make it any size.
+                ("roster.dev/pad".into(), "x".repeat(4096)),
             ]
             .into(),
         );
@@ -438,8 +453,8 @@ mod tests {
         m
     }
 
-    /// What decisions read comes back exactly; roster's own labels and annotations stay (with
-    /// empty values), the rest of the metadata and the shown-only status fields go.
+    /// What decisions read comes back exactly; the bootstrap label and the request annotations
+    /// stay (with empty values), the rest of the metadata and the shown-only status fields go.
     #[test]
     fn a_cached_membership_keeps_what_decisions_read() {
         let m = whole();

@@ -457,9 +457,9 @@ pub fn authorize(
 fn standing(state: &AppState, c: &Claims, now: u64) -> Result<Arc<Membership>, &'static str> {
     let m = state
         .memberships
-        .get(&c.org, &c.membership)
-        .filter(|m| m.spec.email.eq_ignore_ascii_case(&c.email))
-        .filter(|m| m.metadata.uid.as_deref().unwrap_or_default() == c.uid)
+        .get_if(&c.org, &c.membership, |m| {
+            m.email().eq_ignore_ascii_case(&c.email) && m.uid().unwrap_or_default() == c.uid
+        })
         .ok_or("MemberGone")?;
     if let Some(why) = refused(state, &m, now) {
         return Err(why);
