@@ -10,7 +10,8 @@ use roster::cli::args::{Cli, dispatch};
 
 // mimalloc, not the system allocator: with 20,000 Memberships cached (48 MB live), glibc's
 // malloc stayed at 105 MiB resident after a cold start, mimalloc at 94 MiB (no per-allocation
-// header on the cache's many small strings; freed pages returned). BENCHMARKS.md, memory.
+// header on the cache's many small strings; freed pages returned). mimalloc 2, not 3: it left
+// 54 MiB of anonymous memory where 3 left 60–65 (README, dependencies). BENCHMARKS.md, memory.
 // The image sets MIMALLOC_PURGE_DELAY=0: pages freed by an idle thread are returned at once
 // (scripts/oci-archive.py).
 #[cfg(not(feature = "system-allocator"))]
