@@ -320,14 +320,6 @@ impl Members {
             .collect()
     }
 
-    pub fn len(&self) -> usize {
-        self.store.state().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     pub fn is_ready(&self) -> bool {
         self.store.is_ready()
     }
@@ -545,7 +537,7 @@ mod tests {
         let got = cache.get("acme", "dave").expect("cached");
         assert_eq!(got.spec, whole().spec);
         assert_eq!(cache.in_namespace("acme").len(), 1);
-        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.state_filter(|_| true).len(), 2);
         assert_eq!(
             cache.resource_version("acme", "dave"),
             Some(Some("4711".into()))
