@@ -3,11 +3,12 @@
 //! third of roster's memory. The cache keeps what decisions read, in a form about a quarter of
 //! that size, and gives each reader a `Membership` rebuilt from it (`full`): rules, tests and
 //! the offline `roster plan` keep reading the one type, and nothing that decides differs
-//! between a whole object and a cached one (`tests::decisions_read_the_same_from_a_cached_copy`).
+//! between a whole object and a cached one (`tests::a_cached_membership_keeps_what_decisions_read`,
+//! `plan_tests::compact_cached_memberships_plan_exactly_as_whole_ones`).
 //!
 //! A rebuilt Membership is a view for decisions, never an object to write back: it lacks the
-//! labels, annotations, finalizers and owner references that are not roster's, which a write of
-//! it would strip. Nothing writes a cached Membership (plan creates its own; statuses are
+//! labels, annotations, finalizers and owner references no decision reads, which a write of it
+//! would strip. Nothing writes a cached Membership (plan creates its own; statuses are
 //! applied alone), and this type has no `Serialize`.
 
 use std::borrow::Cow;
@@ -277,7 +278,7 @@ impl Members {
 
     /// The Membership named `name` in `namespace`.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Membership>> {
-        self.store.get(namespace, name).map(|m| Arc::new(m.full()))
+        self.get_if(namespace, name, |_| true)
     }
 
     /// Its resourceVersion (`None` if it is not cached), without rebuilding it.
@@ -318,10 +319,6 @@ impl Members {
             .filter(|m| keep(m))
             .map(Arc::new)
             .collect()
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.store.is_ready()
     }
 
     pub async fn wait_until_ready(&self) -> Result<(), super::WriterDropped> {
