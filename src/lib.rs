@@ -17,6 +17,7 @@ mod fixtures;
 pub mod grants;
 pub mod identity;
 pub mod metrics;
+pub mod pool;
 mod reason;
 pub mod review;
 pub mod runtime;

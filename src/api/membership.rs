@@ -228,13 +228,21 @@ pub struct MembershipStatus {
 #[derive(Clone, Debug, PartialEq)]
 pub struct CachedStatus {
     digest: u64,
-    conditions: Box<[CachedCondition]>,
+    /// Equal for members converged in the same second: shared through a pool (`share`).
+    conditions: std::sync::Arc<[CachedCondition]>,
+}
+
+impl CachedStatus {
+    /// Its conditions as `pool` holds them, if it holds equal ones.
+    pub fn share(&mut self, pool: &mut crate::pool::Pool<[CachedCondition]>) {
+        self.conditions = pool.share(self.conditions.clone());
+    }
 }
 
 /// 24 bytes, where a `Time` and an `Option<i64>` would take 40: five per member, 20,000
 /// members.
-#[derive(Clone, Debug, PartialEq)]
-struct CachedCondition {
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CachedCondition {
     /// `lastTransitionTime`, as a Timestamp's seconds and nanoseconds.
     since_second: i64,
     since_nanosecond: i32,
@@ -271,7 +279,7 @@ impl MembershipStatus {
         // Collected from a borrowed iterator into an exact allocation: collecting from
         // `into_iter()` would reuse the conditions' own buffer (grown by deserializing to
         // twice their number, 128 bytes each) for 24-byte entries.
-        let conditions: Box<[CachedCondition]> = self
+        let conditions: std::sync::Arc<[CachedCondition]> = self
             .conditions
             .iter()
             .filter_map(|c| {
@@ -418,6 +426,56 @@ mod tests {
             ],
             ..Default::default()
         }
+    }
+
+    /// Members converged in the same second share one copy of their conditions; another
+    /// time or generation is a copy of its own, and each reads as it was stored.
+    #[test]
+    fn equal_conditions_are_shared_and_each_reads_as_stored() {
+        let mut pool = crate::pool::Pool::default();
+        let mut shared = |mut s: MembershipStatus| {
+            s.compact();
+            if let Some(c) = s.cached.as_mut() {
+                c.share(&mut pool);
+            }
+            s
+        };
+        let a = shared(stored());
+        let b = shared(stored());
+        let mut later = stored();
+        later.conditions[0].last_transition_time =
+            Time("2026-01-01T00:00:01Z".parse().expect("time"));
+        let later = shared(later);
+        let mut newer = stored();
+        newer.conditions[1].observed_generation = Some(3);
+        let newer = shared(newer);
+        let conditions =
+            |s: &MembershipStatus| s.cached.as_ref().expect("cached").conditions.clone();
+        assert!(std::sync::Arc::ptr_eq(&conditions(&a), &conditions(&b)));
+        assert!(!std::sync::Arc::ptr_eq(
+            &conditions(&a),
+            &conditions(&later)
+        ));
+        assert!(!std::sync::Arc::ptr_eq(
+            &conditions(&a),
+            &conditions(&newer)
+        ));
+        let at = |s: &MembershipStatus, i: usize| s.decision_conditions()[i].clone();
+        assert_eq!(
+            at(&later, 0).last_transition_time,
+            Time("2026-01-01T00:00:01Z".parse().expect("time"))
+        );
+        assert_eq!(
+            at(&a, 0).last_transition_time,
+            Time("2026-01-01T00:00:00Z".parse().expect("time"))
+        );
+        assert_eq!(
+            (
+                at(&newer, 1).observed_generation,
+                at(&a, 1).observed_generation
+            ),
+            (Some(3), Some(2))
+        );
     }
 
     #[test]

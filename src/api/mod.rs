@@ -17,8 +17,9 @@ mod project;
 pub mod rbac;
 
 pub use membership::{
-    AccessEntry, CachedStatus, EffectiveRole, InvitationState, InvitationStatus, Membership,
-    MembershipSpec, MembershipStatus, MfaExemption, MfaState, MfaStatus, Phase, ProjectGrant,
+    AccessEntry, CachedCondition, CachedStatus, EffectiveRole, InvitationState, InvitationStatus,
+    Membership, MembershipSpec, MembershipStatus, MfaExemption, MfaState, MfaStatus, Phase,
+    ProjectGrant,
 };
 pub use organization::{
     LockoutPolicy, MfaPolicy, Organization, OrganizationSpec, OrganizationStatus, SecurityPolicy,

@@ -6,21 +6,24 @@
 //! members), and every reader copied the parsed one anyway.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::Lookup;
 
 use crate::api::contract::ORGANIZATION_LABEL;
 use crate::api::credential::{Record, parse, record_bytes};
+use crate::pool::Pool;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Credential {
-    pub name: String,
-    pub namespace: String,
+    pub name: Box<str>,
+    /// Shared by every record (`crate::pool`), as is the organization.
+    pub namespace: Arc<str>,
     /// Of the Secret as read: the precondition of the next write.
-    pub resource_version: String,
+    pub resource_version: Box<str>,
     /// The organization label.
-    pub organization: Option<String>,
+    pub organization: Option<Arc<str>>,
     /// The record as stored, or why it could not be read (kept, not dropped: an unreadable
     /// record is still somebody's, and says so where it is used).
     stored: Result<Stored, String>,
@@ -46,17 +49,24 @@ impl Credential {
         }
     }
 
+    /// The entry for `s`, sharing no names with others.
     pub fn of(s: &Secret) -> Credential {
+        Credential::shared(s, &mut Pool::default())
+    }
+
+    /// The entry for `s`, its namespace and organization shared through `names`.
+    pub fn shared(s: &Secret, names: &mut Pool<str>) -> Credential {
         let meta = &s.metadata;
+        let text = |t: &Option<String>| t.as_deref().unwrap_or_default().into();
         Credential {
-            name: meta.name.clone().unwrap_or_default(),
-            namespace: meta.namespace.clone().unwrap_or_default(),
-            resource_version: meta.resource_version.clone().unwrap_or_default(),
+            name: text(&meta.name),
+            namespace: names.get(meta.namespace.as_deref().unwrap_or_default()),
+            resource_version: text(&meta.resource_version),
             organization: meta
                 .labels
                 .as_ref()
                 .and_then(|l| l.get(ORGANIZATION_LABEL))
-                .cloned(),
+                .map(|o| names.get(o)),
             stored: record_bytes(s).and_then(|json| {
                 parse(json)?;
                 Ok(Stored(json.into()))
@@ -68,7 +78,7 @@ impl Credential {
     #[cfg(test)]
     pub fn of_record(name: String, namespace: &str, organization: &str, record: &Record) -> Self {
         Credential {
-            name,
+            name: name.into(),
             namespace: namespace.into(),
             resource_version: "1".into(),
             organization: Some(organization.into()),
@@ -102,10 +112,10 @@ impl Lookup for Credential {
         "secrets".into()
     }
     fn name(&self) -> Option<Cow<'_, str>> {
-        Some(self.name.as_str().into())
+        Some(Cow::Borrowed(&self.name))
     }
     fn namespace(&self) -> Option<Cow<'_, str>> {
-        Some(self.namespace.as_str().into())
+        Some(Cow::Borrowed(&self.namespace))
     }
     fn resource_version(&self) -> Option<Cow<'_, str>> {
         None

@@ -1,9 +1,11 @@
 //! Memberships as the cache holds them. A `Membership` is 832 bytes before any of its strings
 //! (most of them `Option<String>`s and maps of metadata no rule reads); 20,000 of them took a
 //! third of roster's memory. The cache keeps what decisions read, in a form about a quarter of
-//! that size, and gives each reader a `Membership` rebuilt from it (`full`): rules, tests and
+//! that size (one copy of the names, grants, access lists and condition times members share:
+//! `Pools`), and gives each reader a `Membership` rebuilt from it (`full`): rules, tests and
 //! the offline `roster plan` keep reading the one type, and nothing that decides differs
-//! between a whole object and a cached one (`tests::a_cached_membership_keeps_what_decisions_read`,
+//! between a whole object and a cached one
+//! (`tests::a_cached_membership_keeps_what_decisions_read`,
 //! `plan_tests::compact_cached_memberships_plan_exactly_as_whole_ones`).
 //!
 //! A rebuilt Membership is a view for decisions, never an object to write back: it lacks the
@@ -24,15 +26,18 @@ use super::Store;
 use super::store::Writer;
 use crate::api::contract::{BOOTSTRAP_LABEL, Request};
 use crate::api::{
-    AccessEntry, CachedStatus, EffectiveRole, Membership, MembershipSpec, MembershipStatus,
-    MfaExemption, MfaStatus, OrgRole, Phase, ProjectGrant,
+    AccessEntry, CachedCondition, CachedStatus, EffectiveRole, Membership, MembershipSpec,
+    MembershipStatus, MfaExemption, MfaStatus, OrgRole, Phase, ProjectGrant, ProjectRole,
 };
+use crate::pool::Pool;
 
 /// One cached Membership.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CachedMembership {
     name: Box<str>,
-    namespace: Box<str>,
+    /// Names every member of an organization, or of a project, carries are shared (`Pools`),
+    /// as are equal grants, access lists and conditions.
+    namespace: Arc<str>,
     /// Kept exactly (an absent one stays absent): credential records, revocations, tokens and
     /// owner references are matched by it.
     uid: Option<Box<str>>,
@@ -50,7 +55,7 @@ pub struct CachedMembership {
     display_name: Option<Box<str>>,
     role: Option<OrgRole>,
     disabled: bool,
-    projects: Box<[ProjectGrant]>,
+    projects: Arc<[Grant]>,
     mfa: Option<Box<MfaExemption>>,
     expires_at: Option<Time>,
     status: Option<Box<Status>>,
@@ -72,9 +77,77 @@ struct Status {
     phase: Option<Phase>,
     effective_role: Option<EffectiveRole>,
     mfa: Option<MfaStatus>,
-    access: Box<[AccessEntry]>,
+    access: Arc<[Access]>,
     /// The digest and the decision conditions (`MembershipStatus::compact`).
     cached: Option<Box<CachedStatus>>,
+}
+
+/// What one Membership cache's entries share (`crate::pool`).
+#[derive(Debug, Default)]
+pub struct Pools {
+    names: Pool<str>,
+    grants: Pool<[Grant]>,
+    access: Pool<[Access]>,
+    conditions: Pool<[CachedCondition]>,
+}
+
+/// A `ProjectGrant`, its project's name shared.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Grant {
+    name: Arc<str>,
+    role: ProjectRole,
+}
+
+/// An `AccessEntry`, its names (and the reason, one of a few) shared.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Access {
+    project: Arc<str>,
+    namespace: Option<Arc<str>>,
+    role: Option<ProjectRole>,
+    reason: Option<Arc<str>>,
+}
+
+impl Grant {
+    fn of(g: ProjectGrant, names: &mut Pool<str>) -> Grant {
+        let ProjectGrant { name, role } = g;
+        Grant {
+            name: names.get(&name),
+            role,
+        }
+    }
+
+    fn full(&self) -> ProjectGrant {
+        ProjectGrant {
+            name: self.name.to_string(),
+            role: self.role,
+        }
+    }
+}
+
+impl Access {
+    fn of(a: AccessEntry, names: &mut Pool<str>) -> Access {
+        let AccessEntry {
+            project,
+            namespace,
+            role,
+            reason,
+        } = a;
+        Access {
+            project: names.get(&project),
+            namespace: namespace.map(|n| names.get(&n)),
+            role,
+            reason: reason.map(|r| names.get(&r)),
+        }
+    }
+
+    fn full(&self) -> AccessEntry {
+        AccessEntry {
+            project: self.project.to_string(),
+            namespace: self.namespace.as_deref().map(str::to_string),
+            role: self.role,
+            reason: self.reason.as_deref().map(str::to_string),
+        }
+    }
 }
 
 fn read(m: Option<BTreeMap<String, String>>, keys: &[&str]) -> BTreeMap<String, String> {
@@ -85,9 +158,17 @@ fn read(m: Option<BTreeMap<String, String>>, keys: &[&str]) -> BTreeMap<String, 
 }
 
 impl From<Membership> for CachedMembership {
-    /// Every field is named: a field added to the type (or to Kubernetes' metadata) does not
-    /// compile until someone decides whether decisions read it.
+    /// An entry sharing no names with others (tests, and readers of one object).
     fn from(m: Membership) -> Self {
+        CachedMembership::new(m, &mut Pools::default())
+    }
+}
+
+impl CachedMembership {
+    /// The entry for `m`, what it shares with others from `pools`. Every field is named: a field added
+    /// to the type (or to Kubernetes' metadata) does not compile until someone decides whether
+    /// decisions read it.
+    pub fn new(m: Membership, pools: &mut Pools) -> Self {
         let Membership {
             metadata:
                 ObjectMeta {
@@ -125,7 +206,7 @@ impl From<Membership> for CachedMembership {
         };
         CachedMembership {
             name: name.unwrap_or_default().into(),
-            namespace: namespace.unwrap_or_default().into(),
+            namespace: pools.names.get(namespace.as_deref().unwrap_or_default()),
             uid: uid.map(Into::into),
             resource_version: resource_version.map(Into::into),
             generation,
@@ -136,16 +217,22 @@ impl From<Membership> for CachedMembership {
             display_name: display_name.map(Into::into),
             role,
             disabled,
-            projects: projects.into(),
+            projects: {
+                let grants: Vec<Grant> = projects
+                    .into_iter()
+                    .map(|g| Grant::of(g, &mut pools.names))
+                    .collect();
+                pools.grants.get(&grants)
+            },
             mfa: mfa.map(Box::new),
             expires_at,
-            status: status.map(|s| Box::new(Status::of(s))),
+            status: status.map(|s| Box::new(Status::of(s, pools))),
         }
     }
 }
 
 impl Status {
-    fn of(mut s: MembershipStatus) -> Status {
+    fn of(mut s: MembershipStatus, pools: &mut Pools) -> Status {
         s.compact();
         let MembershipStatus {
             observed_generation: _,
@@ -165,8 +252,17 @@ impl Status {
             phase,
             effective_role,
             mfa,
-            access: access.into(),
-            cached,
+            access: {
+                let access: Vec<Access> = access
+                    .into_iter()
+                    .map(|a| Access::of(a, &mut pools.names))
+                    .collect();
+                pools.access.get(&access)
+            },
+            cached: cached.map(|mut c| {
+                c.share(&mut pools.conditions);
+                c
+            }),
         }
     }
 
@@ -175,7 +271,7 @@ impl Status {
             phase: self.phase,
             effective_role: self.effective_role,
             mfa: self.mfa.clone(),
-            access: self.access.to_vec(),
+            access: self.access.iter().map(Access::full).collect(),
             cached: self.cached.clone(),
             ..MembershipStatus::default()
         }
@@ -204,7 +300,7 @@ impl CachedMembership {
                 email: self.email.to_string(),
                 display_name: self.display_name.as_deref().map(str::to_string),
                 role: self.role,
-                projects: self.projects.to_vec(),
+                projects: self.projects.iter().map(Grant::full).collect(),
                 disabled: self.disabled,
                 mfa: self.mfa.as_deref().cloned(),
                 expires_at: self.expires_at.clone(),
@@ -422,12 +518,20 @@ mod tests {
                 state: MfaState::Pending,
                 deadline: Some(Time(ts("2026-01-10T00:00:00Z"))),
             }),
-            access: vec![AccessEntry {
-                project: "web".into(),
-                namespace: Some("acme-web".into()),
-                role: Some(ProjectRole::Admin),
-                reason: None,
-            }],
+            access: vec![
+                AccessEntry {
+                    project: "web".into(),
+                    namespace: Some("acme-web".into()),
+                    role: Some(ProjectRole::Admin),
+                    reason: None,
+                },
+                AccessEntry {
+                    project: "api".into(),
+                    namespace: None,
+                    role: None,
+                    reason: Some("no Project named api".into()),
+                },
+            ],
             access_summary: Some("web=Admin".into()),
             conditions: vec![Condition {
                 type_: "Entitled".into(),
@@ -440,6 +544,48 @@ mod tests {
             ..Default::default()
         });
         m
+    }
+
+    /// One cache's entries share each organization's and project's name, and each entry
+    /// still reads as its own (two organizations in one cache).
+    #[test]
+    fn entries_share_names_and_read_as_their_own() {
+        let mut pools = Pools::default();
+        let dave = CachedMembership::new(whole(), &mut pools);
+        let mut erin = whole();
+        erin.metadata.name = Some("erin".into());
+        let erin = CachedMembership::new(erin, &mut pools);
+        let access = |m: &CachedMembership| m.status.as_ref().expect("status").access.clone();
+        assert!(Arc::ptr_eq(&dave.namespace, &erin.namespace));
+        assert!(Arc::ptr_eq(&dave.projects, &erin.projects));
+        assert!(Arc::ptr_eq(&access(&dave), &access(&erin)));
+        assert_eq!(erin.full().metadata.name.as_deref(), Some("erin"));
+        // Another grant: a list of its own, its project's name still shared.
+        let mut fay = whole();
+        fay.spec.projects[0].role = ProjectRole::Viewer;
+        let fay = CachedMembership::new(fay, &mut pools);
+        assert!(!Arc::ptr_eq(&dave.projects, &fay.projects));
+        assert!(Arc::ptr_eq(&dave.projects[0].name, &fay.projects[0].name));
+        assert_eq!(fay.full().spec.projects[0].role, ProjectRole::Viewer);
+        // Another organization in the same cache: its own names throughout.
+        let mut beta = whole();
+        beta.metadata.namespace = Some("beta".into());
+        let status = beta.status.as_mut().expect("status");
+        status.access[0].namespace = Some("beta-web".into());
+        let beta = CachedMembership::new(beta, &mut pools);
+        assert!(!Arc::ptr_eq(&access(&dave), &access(&beta)));
+        assert!(Arc::ptr_eq(
+            &access(&dave)[1].reason.clone().expect("reason"),
+            &access(&beta)[1].reason.clone().expect("reason")
+        ));
+        let beta = beta.full();
+        assert_eq!(beta.metadata.namespace.as_deref(), Some("beta"));
+        let entry = &beta.status.as_ref().expect("status").access[0];
+        assert_eq!(entry.namespace.as_deref(), Some("beta-web"));
+        let dave = dave.full();
+        assert_eq!(dave.metadata.namespace.as_deref(), Some("acme"));
+        let entry = &dave.status.as_ref().expect("status").access[0];
+        assert_eq!(entry.namespace.as_deref(), Some("acme-web"));
     }
 
     /// What decisions read comes back exactly; the bootstrap label and the request annotations

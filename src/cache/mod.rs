@@ -21,12 +21,14 @@ use serde::de::DeserializeOwned;
 mod bindings;
 mod credentials;
 mod emails;
+mod lean;
 mod members;
 mod store;
 pub use bindings::Binding;
 pub use credentials::Credential;
 pub use emails::EmailIndex;
-pub use members::{CachedMembership, Members, MembersWriter, cached, members};
+use lean::Lean;
+pub use members::{CachedMembership, Members, MembersWriter, Pools, cached, members};
 pub use store::{Store, Writer, WriterDropped, store};
 
 use crate::api::contract::{CREDENTIALS_SECRET_TYPE, managed_selector};
@@ -83,10 +85,11 @@ impl Caches {
         // The index needs the store, the store's stream needs the index: filled once both exist.
         let slot: Arc<std::sync::OnceLock<EmailIndex>> = Arc::default();
         let follow = slot.clone();
-        let (memberships, membership_events) = reflected::<Membership, _, _>(
+        let mut pools = Pools::default();
+        let (memberships, membership_events) = reflected::<Lean<Membership>, _, _>(
             Api::all(client.clone()),
             wc,
-            CachedMembership::from,
+            move |m| CachedMembership::new(m.0, &mut pools),
             move |e| {
                 if let Some(ix) = follow.get() {
                     ix.apply(e);
@@ -214,9 +217,12 @@ fn watch_readiness(
 /// (`Credential`), and the stream of the organizations whose records changed.
 pub fn credentials(client: &Client, ns: &str) -> (Store<Credential>, BoxStream<'static, Arc<str>>) {
     let wc = watcher::Config::default().fields(&format!("type={CREDENTIALS_SECRET_TYPE}"));
-    compact(Api::<Secret>::namespaced(client.clone(), ns), wc, |s| {
-        Credential::of(&s)
-    })
+    let mut names = crate::pool::Pool::default();
+    compact(
+        Api::<Lean<Secret>>::namespaced(client.clone(), ns),
+        wc,
+        move |s| Credential::shared(&s.0, &mut names),
+    )
 }
 
 /// An object as a cache holds it when the object itself would cost too much.
@@ -232,7 +238,7 @@ pub trait Compact: Lookup<DynamicType = ()> + Clone + Send + Sync + 'static {
 fn compact<K, C>(
     api: Api<K>,
     wc: watcher::Config,
-    of: fn(K) -> C,
+    mut of: impl FnMut(K) -> C + Send + 'static,
 ) -> (Store<C>, BoxStream<'static, Arc<str>>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
@@ -242,7 +248,7 @@ where
     let mut changes = Changes::default();
     let events = watcher(api, wc).backoff(watch_backoff());
     let changed = organizations::<K, _>(events, move |event| {
-        let event = map_event(event, of);
+        let event = map_event(event, &mut of);
         let changed = changes.of_compact(&event);
         writer.apply(event);
         changed
@@ -427,7 +433,7 @@ fn hash_of(x: impl Hash) -> u64 {
 fn reflected<K, C, F>(
     api: Api<K>,
     wc: watcher::Config,
-    into: fn(K) -> C,
+    mut into: impl FnMut(K) -> C + Send + 'static,
     mut follow: F,
 ) -> (Store<C>, BoxStream<'static, Arc<str>>)
 where
@@ -455,7 +461,7 @@ where
             watcher::Event::InitDone => tracing::debug!(kind = %K::kind(&()), "listed"),
             _ => {}
         }
-        take(&mut writer, &mut changes, &mut follow, into, e)
+        take(&mut writer, &mut changes, &mut follow, &mut into, e)
     });
     (store, changed)
 }
@@ -467,7 +473,7 @@ fn take<K, C>(
     writer: &mut Writer<C>,
     changes: &mut Changes,
     follow: &mut impl FnMut(&watcher::Event<Arc<C>>),
-    into: fn(K) -> C,
+    into: &mut impl FnMut(K) -> C,
     e: watcher::Event<K>,
 ) -> Vec<Arc<str>>
 where
@@ -604,7 +610,7 @@ mod tests {
                 &mut writer,
                 &mut changes,
                 &mut follow,
-                CachedMembership::from,
+                &mut CachedMembership::from,
                 e,
             );
         }

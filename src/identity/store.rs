@@ -138,7 +138,7 @@ impl Store {
         let c = Credential::of(s);
         if self.cache.is_some() && !c.name.is_empty() {
             let mut w = self.written.lock().unwrap_or_else(PoisonError::into_inner);
-            w.insert(c.name.clone(), Arc::new(c.clone()));
+            w.insert(c.name.to_string(), Arc::new(c.clone()));
         }
         c
     }
@@ -160,7 +160,7 @@ impl Store {
 
     async fn read(&self, org: &str, email: &str) -> Result<Read, Error> {
         if let Some(c) = self.known(&Store::secret_name(org, email)) {
-            return Ok(Read(Store::record_of(&c)?, c.resource_version.clone()));
+            return Ok(Read(Store::record_of(&c)?, c.resource_version.to_string()));
         }
         self.read_fresh(org, email, false).await
     }
@@ -178,7 +178,7 @@ impl Store {
         } else {
             Credential::of(&s)
         };
-        Ok(Read(Store::record_of(&c)?, c.resource_version))
+        Ok(Read(Store::record_of(&c)?, c.resource_version.into()))
     }
 
     /// The record in a credential Secret.
