@@ -3,18 +3,42 @@
 //! and the projects' namespaces), and members given the same projects and roles, or converged
 //! in the same second, carry equal grants, access lists and condition times.
 //!
-//! Values are chosen by whoever may create objects, so a pool cannot grow without bound:
-//! values no entry holds any more are dropped whenever it has doubled since the last time.
+//! Values are chosen by whoever may create objects, so a pool cannot grow without bound: the
+//! values no entry holds any more are dropped whenever the bytes the pool holds have doubled
+//! since the last time. Counted in bytes, not values, and with the names a list holds
+//! (`Weigh`): counted in values, one Membership rewritten again and again with hundreds of
+//! long project names left hundreds of times its own size behind (red team 30).
 
 use std::collections::HashSet;
 use std::hash::Hash;
 use std::sync::Arc;
 
+/// What a pooled value keeps alive: its own bytes and those of the names it holds (a dead
+/// list of grants keeps its names; shared names count once per holder, which only prunes
+/// sooner).
+pub trait Weigh {
+    fn weight(&self) -> usize;
+}
+
+impl Weigh for str {
+    fn weight(&self) -> usize {
+        self.len()
+    }
+}
+
+impl<T: Weigh> Weigh for [T] {
+    fn weight(&self) -> usize {
+        self.iter().map(Weigh::weight).sum()
+    }
+}
+
 /// The values one cache's entries share. Owned by the cache's writer: no lock, no global.
 #[derive(Debug)]
 pub struct Pool<T: ?Sized> {
     set: HashSet<Arc<T>>,
-    /// The pool's size at which values no entry holds are dropped.
+    /// What the values keep alive, with their counts and slots (`cost`).
+    bytes: usize,
+    /// The size at which values no entry holds are dropped.
     prune_at: usize,
 }
 
@@ -22,15 +46,21 @@ impl<T: ?Sized> Default for Pool<T> {
     fn default() -> Self {
         Pool {
             set: HashSet::new(),
+            bytes: 0,
             prune_at: 0,
         }
     }
 }
 
-/// Below this a pool is not pruned: a few values cost less than scanning them.
-const SMALLEST: usize = 64;
+/// Below this a pool is not pruned: a few dead values cost less than scanning the pool.
+const SMALLEST: usize = 64 * 1024;
 
-impl<T: ?Sized + Hash + Eq> Pool<T>
+/// What a value keeps alive, its Arc's two counts, and its slot in the set.
+fn cost<T: ?Sized + Weigh>(v: &Arc<T>) -> usize {
+    v.weight() + std::mem::size_of::<Arc<T>>() + 2 * std::mem::size_of::<usize>()
+}
+
+impl<T: ?Sized + Hash + Eq + Weigh> Pool<T>
 where
     for<'a> Arc<T>: From<&'a T>,
 {
@@ -39,10 +69,7 @@ where
         if let Some(v) = self.set.get(value) {
             return v.clone();
         }
-        self.prune();
-        let v: Arc<T> = Arc::from(value);
-        self.set.insert(v.clone());
-        v
+        self.insert(Arc::from(value))
     }
 
     /// `value`, or the equal one the pool holds (then `value` is dropped).
@@ -50,28 +77,41 @@ where
         if let Some(v) = self.set.get(&*value) {
             return v.clone();
         }
-        self.prune();
-        self.set.insert(value.clone());
-        value
+        self.insert(value)
     }
 
-    fn prune(&mut self) {
-        if self.set.len() >= self.prune_at.max(SMALLEST) {
+    fn insert(&mut self, value: Arc<T>) -> Arc<T> {
+        if self.bytes >= self.prune_at.max(SMALLEST) {
             // Held by this pool alone: no entry carries it any more.
             self.set.retain(|v| Arc::strong_count(v) > 1);
-            self.prune_at = self.set.len() * 2;
+            self.bytes = self.set.iter().map(cost).sum();
+            self.prune_at = self.bytes * 2;
         }
+        self.bytes += cost(&value);
+        self.set.insert(value.clone());
+        value
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
         self.set.len()
     }
+
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Weigh for u8 {
+        fn weight(&self) -> usize {
+            1
+        }
+    }
 
     #[test]
     fn each_value_is_kept_once() {
@@ -96,16 +136,30 @@ mod tests {
         let held: Vec<Arc<str>> = (0..10).map(|i| names.get(&format!("kept-{i}"))).collect();
         for i in 0..100_000 {
             names.get(&format!("gone-{i}"));
-            assert!(
-                names.len() <= 2 * (held.len() + SMALLEST),
-                "{} names",
-                names.len()
-            );
+            assert!(names.bytes() <= 2 * SMALLEST, "{} bytes", names.bytes());
         }
         for h in &held {
             assert!(
                 Arc::ptr_eq(h, &names.get(h)),
                 "a held value is still the shared one"
+            );
+        }
+        assert!(names.len() < SMALLEST);
+    }
+
+    /// Large values count as what they take: a few dozen dead ones of 250 KB are not kept
+    /// because they are few.
+    #[test]
+    fn large_values_nobody_holds_are_dropped() {
+        let mut names = Pool::<str>::default();
+        let held = names.get(&"h".repeat(256 * 1024));
+        for i in 0..200 {
+            names.get(&format!("{i:03}{}", "x".repeat(256 * 1024)));
+            assert!(
+                names.bytes() <= 2 * (cost(&held) + SMALLEST) + cost(&held),
+                "{} bytes held for one live value of {}",
+                names.bytes(),
+                cost(&held)
             );
         }
     }

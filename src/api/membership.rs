@@ -256,6 +256,13 @@ pub struct CachedCondition {
 
 const _: () = assert!(std::mem::size_of::<CachedCondition>() == 24);
 
+/// Holds no names: its own bytes.
+impl crate::pool::Weigh for CachedCondition {
+    fn weight(&self) -> usize {
+        std::mem::size_of::<CachedCondition>()
+    }
+}
+
 impl CachedCondition {
     fn since(&self) -> Time {
         // Taken apart from a valid Timestamp: always one again.

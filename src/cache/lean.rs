@@ -5,6 +5,11 @@
 //! parsed; here they are skipped while parsing, so the lists and the echo of every status
 //! write roster makes never build them: less work per event and fewer short-lived blocks among
 //! the cached ones.
+//!
+//! One difference from the kinds' own readers (red team 30): a metadata key given twice is
+//! refused here (serde's derive), where k8s-openapi keeps the last. The API server encodes
+//! every object it sends and never repeats a key; an event refused would be one the watch
+//! reports as failed, the cache keeping the object as it was, never an empty object.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -139,11 +144,13 @@ impl<'de> Deserialize<'de> for Lean<Membership> {
 
 impl<'de> Deserialize<'de> for Lean<Secret> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        /// A Secret's fields. k8s-openapi's own reader also checks apiVersion and kind; a watch
-        /// of Secrets only ever sends Secrets.
+        /// A Secret's fields, apiVersion and kind checked when present as k8s-openapi's own
+        /// reader checks them.
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Wire {
+            api_version: Option<String>,
+            kind: Option<String>,
             data: Option<BTreeMap<String, ByteString>>,
             immutable: Option<bool>,
             metadata: Option<Meta>,
@@ -152,12 +159,22 @@ impl<'de> Deserialize<'de> for Lean<Secret> {
             type_: Option<String>,
         }
         let Wire {
+            api_version,
+            kind,
             data,
             immutable,
             metadata,
             string_data,
             type_,
         } = Wire::deserialize(d)?;
+        for (found, wanted) in [(api_version, "v1"), (kind, "Secret")] {
+            if let Some(found) = found.filter(|f| f != wanted) {
+                return Err(serde::de::Error::invalid_value(
+                    serde::de::Unexpected::Str(&found),
+                    &wanted,
+                ));
+            }
+        }
         Ok(Lean(Secret {
             data,
             immutable,
@@ -248,6 +265,14 @@ mod tests {
             let json = serde_json::to_vec(&bad).expect("json");
             assert!(serde_json::from_slice::<Membership>(&json).is_err());
             assert!(serde_json::from_slice::<Lean<Membership>>(&json).is_err());
+        }
+        // Red team 30: another kind is not taken for a Secret.
+        for other in [
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"}}"#,
+            r#"{"apiVersion":"v2","kind":"Secret","metadata":{"name":"c"}}"#,
+        ] {
+            assert!(serde_json::from_str::<Secret>(other).is_err());
+            assert!(serde_json::from_str::<Lean<Secret>>(other).is_err());
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::api::{
     AccessEntry, CachedCondition, CachedStatus, EffectiveRole, Membership, MembershipSpec,
     MembershipStatus, MfaExemption, MfaStatus, OrgRole, Phase, ProjectGrant, ProjectRole,
 };
-use crate::pool::Pool;
+use crate::pool::{Pool, Weigh};
 
 /// One cached Membership.
 #[derive(Clone, Debug, PartialEq)]
@@ -105,6 +105,22 @@ struct Access {
     namespace: Option<Arc<str>>,
     role: Option<ProjectRole>,
     reason: Option<Arc<str>>,
+}
+
+impl Weigh for Grant {
+    fn weight(&self) -> usize {
+        std::mem::size_of::<Grant>() + self.name.len()
+    }
+}
+
+impl Weigh for Access {
+    fn weight(&self) -> usize {
+        let text = |t: &Option<Arc<str>>| t.as_deref().map_or(0, str::len);
+        std::mem::size_of::<Access>()
+            + self.project.len()
+            + text(&self.namespace)
+            + text(&self.reason)
+    }
 }
 
 impl Grant {
@@ -586,6 +602,59 @@ mod tests {
         assert_eq!(dave.metadata.namespace.as_deref(), Some("acme"));
         let entry = &dave.status.as_ref().expect("status").access[0];
         assert_eq!(entry.namespace.as_deref(), Some("acme-web"));
+    }
+
+    /// Red team 30: one Membership rewritten again and again with 256 long project names
+    /// (each version's grants and access entries new) kept hundreds of times its own size in
+    /// the pools, while 500 small members kept the pools' count of values from doubling.
+    #[test]
+    fn old_versions_of_a_member_are_not_kept_by_the_pools() {
+        let mut pools = Pools::default();
+        let live: Vec<CachedMembership> = (0..500)
+            .map(|i| {
+                let p = format!("p{i}");
+                let m = member(&format!("m{i}"), None, &[(p.as_str(), ProjectRole::Viewer)]);
+                CachedMembership::new(m, &mut pools)
+            })
+            .collect();
+        let version = |round: usize| {
+            let names: Vec<String> = (0..256)
+                .map(|j| {
+                    let head = format!("r{round}-g{j}-");
+                    format!("{head}{}", "x".repeat(253 - head.len()))
+                })
+                .collect();
+            let grants: Vec<(&str, ProjectRole)> = names
+                .iter()
+                .map(|n| (n.as_str(), ProjectRole::Viewer))
+                .collect();
+            let mut m = member("mallory", None, &grants);
+            m.status = Some(MembershipStatus {
+                access: names
+                    .iter()
+                    .map(|n| AccessEntry {
+                        project: n.clone(),
+                        namespace: None,
+                        role: None,
+                        reason: Some(format!("project {n} does not exist")),
+                    })
+                    .collect(),
+                ..Default::default()
+            });
+            m
+        };
+        let held = |p: &Pools| p.names.bytes() + p.grants.bytes() + p.access.bytes();
+        let mut current = CachedMembership::new(version(0), &mut pools);
+        let one = held(&pools);
+        for round in 1..200 {
+            current = CachedMembership::new(version(round), &mut pools);
+            assert!(
+                held(&pools) < 4 * one,
+                "round {round}: the pools hold {}× what one version and the live members take",
+                held(&pools) / one
+            );
+        }
+        drop((live, current));
     }
 
     /// What decisions read comes back exactly; the bootstrap label and the request annotations
