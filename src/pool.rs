@@ -7,15 +7,19 @@
 //! values no entry holds any more are dropped whenever the bytes the pool holds have doubled
 //! since the last time. Counted in bytes, not values, and with the names a list holds
 //! (`Weigh`): counted in values, one Membership rewritten again and again with hundreds of
-//! long project names left hundreds of times its own size behind (red team 30).
+//! long project names left hundreds of times its own size behind (red team 30). Deletions and
+//! edits that bring nothing new add no bytes, so the pool is also scanned after every so many
+//! lookups (four per value it holds): what they freed goes at the next activity, not at the
+//! next growth (red team 31).
 
 use std::collections::HashSet;
 use std::hash::Hash;
 use std::sync::Arc;
 
 /// What a pooled value keeps alive: its own bytes and those of the names it holds (a dead
-/// list of grants keeps its names; shared names count once per holder, which only prunes
-/// sooner).
+/// list of grants keeps its names). A name shared by many lists counts once per list, so live
+/// lists weigh more than they take and leave room for as much dead weight: at most about the
+/// stored objects' size as JSON, never growing with edits (red team 31).
 pub trait Weigh {
     fn weight(&self) -> usize;
 }
@@ -40,6 +44,8 @@ pub struct Pool<T: ?Sized> {
     bytes: usize,
     /// The size at which values no entry holds are dropped.
     prune_at: usize,
+    /// Lookups since the last scan.
+    lookups: usize,
 }
 
 impl<T: ?Sized> Default for Pool<T> {
@@ -48,6 +54,7 @@ impl<T: ?Sized> Default for Pool<T> {
             set: HashSet::new(),
             bytes: 0,
             prune_at: 0,
+            lookups: 0,
         }
     }
 }
@@ -67,7 +74,9 @@ where
     /// The shared copy of `value`.
     pub fn get(&mut self, value: &T) -> Arc<T> {
         if let Some(v) = self.set.get(value) {
-            return v.clone();
+            let v = v.clone();
+            self.looked_up();
+            return v;
         }
         self.insert(Arc::from(value))
     }
@@ -75,17 +84,36 @@ where
     /// `value`, or the equal one the pool holds (then `value` is dropped).
     pub fn share(&mut self, value: Arc<T>) -> Arc<T> {
         if let Some(v) = self.set.get(&*value) {
-            return v.clone();
+            let v = v.clone();
+            self.looked_up();
+            return v;
         }
         self.insert(value)
     }
 
+    /// Every four lookups per value held (amortized, a scan costs one per lookup), the values
+    /// deletions and edits freed are dropped, though nothing new came.
+    fn looked_up(&mut self) {
+        self.lookups += 1;
+        if self.lookups >= 4 * self.set.len() + 1024 {
+            self.prune();
+        }
+    }
+
+    fn prune(&mut self) {
+        // Held by this pool alone: no entry carries it any more.
+        self.set.retain(|v| Arc::strong_count(v) > 1);
+        if self.set.len() < self.set.capacity() / 4 {
+            self.set.shrink_to_fit();
+        }
+        self.bytes = self.set.iter().map(cost).sum();
+        self.prune_at = self.bytes * 2;
+        self.lookups = 0;
+    }
+
     fn insert(&mut self, value: Arc<T>) -> Arc<T> {
         if self.bytes >= self.prune_at.max(SMALLEST) {
-            // Held by this pool alone: no entry carries it any more.
-            self.set.retain(|v| Arc::strong_count(v) > 1);
-            self.bytes = self.set.iter().map(cost).sum();
-            self.prune_at = self.bytes * 2;
+            self.prune();
         }
         self.bytes += cost(&value);
         self.set.insert(value.clone());
@@ -145,6 +173,29 @@ mod tests {
             );
         }
         assert!(names.len() < SMALLEST);
+    }
+
+    /// Red team 31: values freed by deletions (and edits that bring nothing new) go at the
+    /// next activity, not only once new values have doubled the pool.
+    #[test]
+    fn values_freed_without_anything_new_go_at_the_next_lookups() {
+        let mut names = Pool::<str>::default();
+        let kept = names.get("acme");
+        let deleted: Vec<Arc<str>> = (0..1000)
+            .map(|i| names.get(&format!("{i:04}{}", "x".repeat(250))))
+            .collect();
+        let before = names.bytes();
+        drop(deleted);
+        for _ in 0..(4 * 1001 + 1024) {
+            names.get(&kept);
+        }
+        assert!(names.len() == 1, "{} values held", names.len());
+        assert!(
+            names.bytes() < before / 100,
+            "{} of {} bytes",
+            names.bytes(),
+            before
+        );
     }
 
     /// Large values count as what they take: a few dozen dead ones of 250 KB are not kept
