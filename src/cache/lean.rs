@@ -1,10 +1,9 @@
 //! Objects as the large watches read them: without `metadata.managedFields`. The API server
 //! sends them with every object listed and every event, a nested map per field any manager set
-//! (most allocations of a Membership whose status roster applies, more than its spec and
-//! status together), and no rule of roster's reads them. `slim` dropped them after they were
-//! parsed; here they are skipped while parsing, so the lists and the echo of every status
-//! write roster makes never build them: less work per event and fewer short-lived blocks among
-//! the cached ones.
+//! (a key and a map for each of a Membership's status fields roster applies), and no rule of
+//! roster's reads them. `slim` drops them, but only after they are built; here they are
+//! skipped while parsing, so the lists and the echo of every status write roster makes never
+//! build them.
 //!
 //! One difference from the kinds' own readers (red team 30): a metadata key given twice is
 //! refused here (serde's derive), where k8s-openapi keeps the last. The API server encodes
