@@ -79,41 +79,25 @@ struct Meta {
 }
 
 impl From<Meta> for ObjectMeta {
-    /// Every field named (no `..`): one added to `ObjectMeta` does not compile until it is
-    /// read here too.
+    /// No `..`: a field added to `ObjectMeta` does not compile until it is read here too (and
+    /// one of `Meta`'s left unread is a warning).
     fn from(m: Meta) -> Self {
-        let Meta {
-            annotations,
-            creation_timestamp,
-            deletion_grace_period_seconds,
-            deletion_timestamp,
-            finalizers,
-            generate_name,
-            generation,
-            labels,
-            name,
-            namespace,
-            owner_references,
-            resource_version,
-            self_link,
-            uid,
-        } = m;
         ObjectMeta {
-            annotations,
-            creation_timestamp,
-            deletion_grace_period_seconds,
-            deletion_timestamp,
-            finalizers,
-            generate_name,
-            generation,
-            labels,
+            annotations: m.annotations,
+            creation_timestamp: m.creation_timestamp,
+            deletion_grace_period_seconds: m.deletion_grace_period_seconds,
+            deletion_timestamp: m.deletion_timestamp,
+            finalizers: m.finalizers,
+            generate_name: m.generate_name,
+            generation: m.generation,
+            labels: m.labels,
             managed_fields: None,
-            name,
-            namespace,
-            owner_references,
-            resource_version,
-            self_link,
-            uid,
+            name: m.name,
+            namespace: m.namespace,
+            owner_references: m.owner_references,
+            resource_version: m.resource_version,
+            self_link: m.self_link,
+            uid: m.uid,
         }
     }
 }

@@ -28,7 +28,8 @@ pub use bindings::Binding;
 pub use credentials::Credential;
 pub use emails::EmailIndex;
 use lean::Lean;
-pub use members::{CachedMembership, Members, MembersWriter, Pools, cached, members};
+use members::Pools;
+pub use members::{CachedMembership, Members, MembersWriter, cached, members};
 pub use store::{Store, Writer, WriterDropped, store};
 
 use crate::api::contract::{CREDENTIALS_SECRET_TYPE, managed_selector};
