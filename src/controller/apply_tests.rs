@@ -633,6 +633,26 @@ fn only_statuses_the_server_moved_are_waited_for() {
     );
 }
 
+/// The Organization's own status write is waited for too (the next plan takes when MFA
+/// became required from its conditions): written from a cache without it, a cold start wrote
+/// an MFA organization's every member twice. As for the others, only when the server moved it.
+#[test]
+fn the_organization_s_status_write_is_waited_for_when_the_server_moved_it() {
+    let mut w = acme();
+    if let Some(o) = w.org.as_mut() {
+        o.metadata.resource_version = Some("5".into());
+    }
+    let s = |v: &str| Some(v.to_string());
+    let moved = |rv: &str| apply::Moved {
+        orgs: vec![(NS.to_string(), s(rv))],
+        ..Default::default()
+    };
+    let written = moved("12");
+    assert_eq!(apply::pending(&w, &written).orgs, vec![(NS, s("5"))]);
+    let unchanged = moved("5");
+    assert_eq!(apply::pending(&w, &unchanged), apply::Pending::default());
+}
+
 /// An API server keeping Secrets (merge patches merged in) and refusing the writes `refused`
 /// names (a quota), and a context with identity on that talks to it.
 fn refusing_secrets(
