@@ -480,7 +480,8 @@ async fn watched_floor(client: &Client, prefix: &str) -> Duration {
         let mut events = std::pin::pin!(events);
         while events.next().await.is_some() {}
     });
-    // The watch's first list done (every tree's Memberships) before the writes start.
+    // 10 s for the watch's first list (every tree's Memberships, 60,000 at the largest size);
+    // a wait, not a check that the list is done.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (time, _) = floor(client, prefix, false).await;
     watch.abort();
