@@ -130,6 +130,7 @@ fn context(client: Client) -> Context {
             leadership: crate::runtime::Leadership::always(),
         },
         failures: Mutex::new(HashMap::new()),
+        own_status: Default::default(),
     }
 }
 

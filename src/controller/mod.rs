@@ -11,6 +11,7 @@ pub mod credentials;
 mod error;
 pub mod guard;
 pub mod labels;
+mod own_status;
 pub mod plan;
 mod status;
 
@@ -55,6 +56,8 @@ pub struct Context {
     namespaces: Store<Namespace>,
     config: Config,
     failures: Mutex<HashMap<String, u32>>,
+    /// Organization statuses written and not yet in the cache (own_status.rs says why).
+    own_status: own_status::OwnStatus,
 }
 
 /// Organizations reconciled at once. Unbounded, a cold start with 20 organizations of 1,000
@@ -91,6 +94,7 @@ pub async fn run(
         namespaces,
         config,
         failures: Mutex::new(HashMap::new()),
+        own_status: Default::default(),
     });
     let mut controller =
         controller.watches(Api::<Namespace>::all(client), managed, organization_label);
@@ -279,10 +283,12 @@ impl Context {
                     .collect()
             })
             .unwrap_or_default();
+        let mut org = orgs.into_iter().next();
+        self.own_status.show(&ns, org.as_mut());
         World {
             namespace: ns,
             home_terminating: home.metadata.deletion_timestamp.is_some(),
-            org: orgs.into_iter().next(),
+            org,
             stray_orgs,
             home_is_project_of,
             projects,

@@ -615,6 +615,45 @@ fn mfa_required_since_is_recorded_once() {
     );
 }
 
+/// Planned from a cache still without its own Organization status write (MFA just
+/// required), a reconcile took "MFA required since" as its own now: every member's grace
+/// deadline moved and all were written again (one organization of 20 in three of six measured
+/// cold starts). The controller shows a plan its own newer write (own_status.rs).
+#[test]
+fn a_cache_behind_the_org_status_write_moves_no_mfa_deadline() {
+    let mut w = settle(acme());
+    let o = w.org.as_mut().expect("org");
+    o.spec.security.mfa.required = true;
+    o.metadata.resource_version = Some("5".into());
+    let p = plan(&w, &Settings::default());
+    let written = p
+        .org_status
+        .clone()
+        .expect("the MfaRequired condition is written");
+    let stale_org = w.org.clone();
+    let mut w = converge(w, &p);
+    // The members' statuses reached the cache; the Organization's (version 12) did not.
+    w.org = stale_org;
+    w.now = ts("2026-01-10T00:00:05Z");
+    let own =
+        super::super::own_status::Written::new(w.org.as_ref().expect("org"), &written, Some("12"))
+            .expect("integer version");
+    assert!(super::super::own_status::overlay(
+        w.org.as_mut().expect("org"),
+        &own
+    ));
+    let p = plan(&w, &Settings::default());
+    assert!(
+        p.membership_status.is_empty() && p.org_status.is_none(),
+        "nothing to write again: members {:?}, organization {:?}",
+        p.membership_status
+            .iter()
+            .map(|(n, _)| n)
+            .collect::<Vec<_>>(),
+        p.org_status.as_ref().map(|s| &s.conditions),
+    );
+}
+
 #[test]
 fn admins_see_all_projects_only_when_the_org_says_so() {
     for (flag, expected_web_admins) in [(false, vec!["alice"]), (true, vec!["alice", "bob"])] {
