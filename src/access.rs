@@ -350,6 +350,32 @@ fn evaluate_member(
     }
 }
 
+/// When `m`'s grace period to enrol MFA ends, the organization requiring it since `since`
+/// (when a plan has not recorded that yet: now). The period runs from the latest of: MFA
+/// became required, the member joined, the member's exemption ended. The controller cuts an
+/// unenrolled member off then; TokenReview and the authorization webhook refuse their tokens.
+pub fn mfa_grace_end(org: &Organization, since: Timestamp, m: &Membership) -> Timestamp {
+    let exempt_until = m
+        .spec
+        .mfa
+        .as_ref()
+        .filter(|e| e.exempt)
+        .and_then(|e| e.exempt_until.as_ref())
+        .map(|t| t.0);
+    let start = [
+        Some(since),
+        m.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        exempt_until,
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(since);
+    let grace = SignedDuration::try_from(org.spec.security.mfa.grace_period())
+        .unwrap_or(SignedDuration::MAX);
+    start.checked_add(grace).unwrap_or(Timestamp::MAX)
+}
+
 fn mfa_status(inp: &Inputs<'_>, m: &Membership, next: &mut NextChange) -> MfaStatus {
     let now = inp.now;
     let Some(org) = inp.org.filter(|o| o.spec.security.mfa.required) else {
@@ -380,20 +406,7 @@ fn mfa_status(inp: &Inputs<'_>, m: &Membership, next: &mut NextChange) -> MfaSta
             deadline: None,
         };
     }
-    // The grace period runs from the latest of: MFA became required, the member joined, the
-    // member's exemption ended.
-    let start = [
-        inp.mfa_required_since,
-        m.metadata.creation_timestamp.as_ref().map(|t| t.0),
-        exempt_until,
-    ]
-    .into_iter()
-    .flatten()
-    .max()
-    .unwrap_or(now);
-    let grace = SignedDuration::try_from(org.spec.security.mfa.grace_period())
-        .unwrap_or(SignedDuration::MAX);
-    let deadline = start.checked_add(grace).unwrap_or(Timestamp::MAX);
+    let deadline = mfa_grace_end(org, inp.mfa_required_since.unwrap_or(now), m);
     next.at(deadline, now);
     let state = if now < deadline {
         MfaState::Pending

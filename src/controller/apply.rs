@@ -12,7 +12,7 @@
 //! The first failure is returned after everything independent of it was done.
 
 use crate::Reason;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
@@ -272,8 +272,10 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
         failed.note(w, None, e);
     }
 
+    let stray_uids = uids(&w.stray_orgs);
     for (name, status) in &plan.stray_org_status {
-        if let Err(e) = patch_status::<Organization>(ctx, ns, name, status).await {
+        let uid = stray_uids.get(name.as_str()).copied();
+        if let Err(e) = patch_status::<Organization>(ctx, ns, name, uid, status).await {
             failed.note(w, None, e);
         }
     }
@@ -281,7 +283,8 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
     // organization converges at the pace of the API server, not of one round trip at a time.
     let statuses = project_statuses(w, plan, &failed.projects);
     let names: Vec<String> = statuses.iter().map(|(n, _)| n.clone()).collect();
-    let project_results = patch_statuses::<Project, _>(ctx, ns, &statuses).await;
+    let project_results =
+        patch_statuses::<Project, _>(ctx, ns, &statuses, &uids(&w.projects)).await;
     let mut moved = Moved::default();
     for (name, r) in names.into_iter().zip(project_results) {
         match r {
@@ -289,7 +292,9 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
             Err(e) => failed.note(w, Some(&name), e),
         }
     }
-    let member_results = patch_statuses::<Membership, _>(ctx, ns, &plan.membership_status).await;
+    let member_uids = uids(w.memberships.iter().map(|m| &**m));
+    let member_results =
+        patch_statuses::<Membership, _>(ctx, ns, &plan.membership_status, &member_uids).await;
     for ((name, _), r) in plan.membership_status.iter().zip(member_results) {
         match r {
             Ok(rv) => moved.members.push((name.clone(), rv)),
@@ -302,7 +307,8 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
     if let Some(status) = &plan.org_status
         && failed.first.is_none()
     {
-        match patch_status::<Organization>(ctx, ns, ns, status).await {
+        let uid = w.org.as_ref().and_then(|o| o.metadata.uid.as_deref());
+        match patch_status::<Organization>(ctx, ns, ns, uid, status).await {
             Ok(rv) => {
                 if let Some(written) = w
                     .org
@@ -476,6 +482,7 @@ async fn patch_statuses<K, S>(
     ctx: &Context,
     ns: &str,
     statuses: &[(String, S)],
+    uids: &HashMap<&str, &str>,
 ) -> Vec<Result<Option<String>>>
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
@@ -492,7 +499,8 @@ where
         {
             out.push(r);
         }
-        pending.push_back(patch_status::<K>(ctx, ns, name, status));
+        let uid = uids.get(name.as_str()).copied();
+        pending.push_back(patch_status::<K>(ctx, ns, name, uid, status));
     }
     while let Some(r) = pending.next().await {
         out.push(r);
@@ -691,12 +699,35 @@ fn ignore_not_found<T>(r: kube::Result<T>) -> kube::Result<()> {
     }
 }
 
-/// The object's resourceVersion after the write (None when it is gone, or the server sent none):
-/// unchanged when the server found nothing to change.
+/// The UIDs of `objects` by name: each status names the incarnation it was planned for.
+fn uids<'a, K: Resource + 'a>(
+    objects: impl IntoIterator<Item = &'a K>,
+) -> HashMap<&'a str, &'a str> {
+    objects
+        .into_iter()
+        .filter_map(|o| Some((o.meta().name.as_deref()?, o.meta().uid.as_deref()?)))
+        .collect()
+}
+
+/// The API server's answer to a status naming an incarnation the object no longer is: gone
+/// (409, "uid mismatch") or deleted and made again under its name (422, metadata.uid is
+/// immutable). Nothing to write: the new one's own reconcile plans its status.
+fn another_incarnation(s: &kube::core::Status) -> bool {
+    (s.code == 409 && s.message.contains("uid mismatch"))
+        || (s.code == 422 && s.message.contains("metadata.uid"))
+}
+
+/// Writes `status` by server-side apply, with `uid` (when known) as a precondition: planned
+/// between a Membership's deletion and its namesake's creation, a status without it landed on
+/// the new member, and the next plan read the predecessor's access list, transition times and
+/// recorded grants as the new member's own (red team 32). The object's resourceVersion after
+/// the write (None when it is gone, or the server sent none): unchanged when the server found
+/// nothing to change.
 async fn patch_status<K>(
     ctx: &Context,
     ns: &str,
     name: &str,
+    uid: Option<&str>,
     status: &impl Serialize,
 ) -> Result<Option<String>>
 where
@@ -705,7 +736,11 @@ where
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
-    let body = json!({ "apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status });
+    let mut body =
+        json!({ "apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status });
+    if let Some(uid) = uid {
+        body["metadata"] = json!({ "uid": uid });
+    }
     let result = Api::<K>::namespaced(ctx.client.clone(), ns)
         .patch_status(
             name,
@@ -716,7 +751,7 @@ where
     // An object deleted since it was observed has no status to write.
     match result {
         Ok(o) => Ok(o.meta().resource_version.clone()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+        Err(kube::Error::Api(s)) if s.code == 404 || another_incarnation(&s) => Ok(None),
         Err(e) => Err(Error::api(format!(
             "status update of {} {ns}/{name}",
             K::kind(&())
@@ -801,9 +836,22 @@ pub async fn report_failure(ctx: &Context, w: &World, err: &Error) {
     };
     let three = condition::kstatus(&status.conditions, &health, org.metadata.generation, w.now);
     condition::set_kstatus(&mut status.conditions, three);
-    if let Err(e) = patch_status::<Organization>(ctx, &w.namespace, &org.name_any(), &status).await
-    {
-        tracing::debug!(error = %e, "could not record the failure in the Organization's status");
+    super::status::record_mfa_required(
+        &mut status.conditions,
+        org.spec.security.mfa.required,
+        org.metadata.generation,
+        w.now,
+    );
+    let uid = org.metadata.uid.as_deref();
+    match patch_status::<Organization>(ctx, &w.namespace, &org.name_any(), uid, &status).await {
+        Ok(rv) => {
+            if let Some(written) = own_status::Written::new(org, &status, rv.as_deref()) {
+                ctx.own_status.wrote(&w.namespace, written);
+            }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "could not record the failure in the Organization's status");
+        }
     }
 }
 

@@ -1201,3 +1201,168 @@ async fn an_event_with_another_note_is_not_folded_into_an_earlier_one() {
         "the same note again is a series: {log:?}"
     );
 }
+
+fn invalid(message: &str) -> (StatusCode, Value) {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Invalid",
+               "code": 422, "message": message, "metadata": {}}),
+    )
+}
+
+fn mfa_of(w: &World, name: &str) -> crate::api::MfaStatus {
+    w.memberships
+        .iter()
+        .find(|m| m.name_any() == name)
+        .and_then(|m| m.status.as_ref())
+        .and_then(|s| s.mfa.clone())
+        .expect("mfa status")
+}
+
+/// Red team 32: one refused write anywhere in a reconcile kept the Organization's status
+/// (and with it the MfaRequired condition, the time MFA became required) from being written,
+/// and `report_failure` wrote the old conditions back. Every later plan took its own now as
+/// that time: no grace period ended while the failure lasted, and every member's status was
+/// written again on each retry. A project Admin could make the failure last: replace roster's
+/// `roster-viewer` binding in their project namespace by one of the same name, another
+/// roleRef and no roster labels (invisible to the cache), and roster's apply of it is refused
+/// with 422 "cannot change roleRef" on every reconcile.
+#[tokio::test]
+async fn a_refused_write_does_not_stop_the_mfa_grace_clock() {
+    let mut w = {
+        let w = acme();
+        let p = plan(&w, &Settings::default());
+        let w = applied(w, &p);
+        let p = plan(&w, &Settings::default());
+        applied(w, &p)
+    };
+    let t0 = ts("2026-01-10T00:00:00Z");
+    w.org.as_mut().expect("org").spec.security.mfa.required = true;
+    // roster's binding, swapped by the project Admin: no longer in the (label-selected) cache.
+    w.rolebindings.retain(|rb| {
+        !(rb.metadata.namespace.as_deref() == Some("acme-one") && rb.name_any() == "roster-viewer")
+    });
+    let mut seen = Vec::new();
+    for day in 0..5i64 {
+        w.now = t0
+            .checked_add(k8s_openapi::jiff::SignedDuration::from_hours(24 * day))
+            .expect("time");
+        let org_writes: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let keep = org_writes.clone();
+        let api = Scripted::new(move |m, path, body| {
+            if path.ends_with("/organizations/acme/status") {
+                keep.lock().expect("lock").push(body.clone());
+            }
+            (*m == Method::PATCH
+                && path.ends_with("/namespaces/acme-one/rolebindings/roster-viewer"))
+            .then(|| invalid("roleRef: Invalid value: cannot change roleRef"))
+        });
+        let ctx = context(api.client());
+        let p = plan(&w, &ctx.config.settings);
+        let err = apply::apply(&ctx, &w, &p)
+            .await
+            .expect_err("refused binding");
+        apply::report_failure(&ctx, &w, &err).await;
+        // What the API server holds now: the plan's writes, but the Organization's status is
+        // the one report_failure wrote.
+        let before = w.org.as_ref().and_then(|o| o.status.clone());
+        w = applied(w, &p);
+        // The refused binding was not written: the cache still shows no roster-viewer there.
+        w.rolebindings.retain(|rb| {
+            !(rb.metadata.namespace.as_deref() == Some("acme-one")
+                && rb.name_any() == "roster-viewer")
+        });
+        let stored = org_writes
+            .lock()
+            .expect("lock")
+            .last()
+            .and_then(|b| serde_json::from_value(b["status"].clone()).ok())
+            .or(before);
+        w.org.as_mut().expect("org").status = stored;
+        let mfa = mfa_of(&w, "dave");
+        seen.push((day, mfa.state, mfa.deadline.map(|d| d.0.to_string())));
+    }
+    // dave never enrolled: 72 h after MFA became required (t0) he must be Overdue.
+    let (_, state, _) = seen.last().cloned().expect("seen");
+    assert_eq!(
+        state,
+        crate::api::MfaState::Overdue,
+        "dave's MFA status on days 0..4 after MFA became required: {seen:#?}"
+    );
+}
+
+/// Red team 32: a status planned for one incarnation of an object never lands on another (a
+/// Membership deleted and declared again under its name between observe and write): every
+/// status names the UID it was planned for, a precondition to the API server. Its answer for
+/// a namesake (422, metadata.uid is immutable) or for none (409, uid mismatch) is not a
+/// failure: the new member's own reconcile plans its status.
+#[tokio::test]
+async fn a_status_write_names_the_incarnation_it_was_planned_for() {
+    let mut w = acme();
+    for (i, m) in w.memberships.iter_mut().enumerate() {
+        Arc::make_mut(m).metadata.uid = Some(format!("uid-{i}"));
+    }
+    for (i, p) in w.projects.iter_mut().enumerate() {
+        p.metadata.uid = Some(format!("project-uid-{i}"));
+    }
+    let bodies: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let keep = bodies.clone();
+    let api = Scripted::new(move |m, path, body| {
+        if *m == Method::PATCH && path.ends_with("/status") {
+            keep.lock()
+                .expect("lock")
+                .push((path.to_string(), body.clone()));
+        }
+        if path.ends_with("/memberships/alice/status") {
+            return Some(invalid(
+                "Membership.roster.dev \"alice\" is invalid: metadata.uid: Invalid value: \"uid-0\": field is immutable",
+            ));
+        }
+        if path.ends_with("/memberships/dave/status") {
+            return Some((
+                StatusCode::CONFLICT,
+                json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Conflict",
+                       "code": 409, "message": "Operation cannot be fulfilled on memberships.roster.dev \"dave\": uid mismatch: the provided object specified uid uid-1, and no existing object was found", "metadata": {}}),
+            ));
+        }
+        None
+    });
+    let ctx = context(api.client());
+    let p = plan(&w, &ctx.config.settings);
+    apply::apply(&ctx, &w, &p)
+        .await
+        .expect("a namesake's or a gone object's status is nothing to write");
+    let bodies = bodies.lock().expect("lock").clone();
+    let members: Vec<&(String, Value)> = bodies
+        .iter()
+        .filter(|(path, _)| path.contains("/memberships/"))
+        .collect();
+    for name in ["alice", "dave"] {
+        assert!(
+            members
+                .iter()
+                .any(|(p, _)| p.contains(&format!("/memberships/{name}/"))),
+            "{name}'s status planned and sent: {bodies:?}"
+        );
+    }
+    for (path, b) in &bodies {
+        let uid = &b["metadata"]["uid"];
+        if path.contains("/memberships/") {
+            let i = w
+                .memberships
+                .iter()
+                .position(|m| path.contains(&format!("/memberships/{}/", m.name_any())))
+                .expect("a member");
+            assert_eq!(uid, &json!(format!("uid-{i}")), "{path}: {b}");
+        } else {
+            assert!(uid.is_string(), "{path}: no uid precondition in {b}");
+        }
+    }
+    // Anything else refused is still a failure.
+    let api = Scripted::new(|_, path, _| {
+        path.ends_with("/memberships/alice/status")
+            .then(|| invalid("status.phase: Unsupported value: \"Nope\""))
+    });
+    let ctx = context(api.client());
+    assert!(apply::apply(&ctx, &w, &p).await.is_err());
+}

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
@@ -48,23 +49,7 @@ pub(super) fn statuses(
             gen_,
             now,
         );
-        let mfa = condition::make(
-            &prev.conditions,
-            "MfaRequired",
-            mfa_required,
-            if mfa_required {
-                "Required"
-            } else {
-                "NotRequired"
-            },
-            if mfa_required {
-                "members must enrol TOTP within the grace period"
-            } else {
-                "MFA is optional"
-            },
-            gen_,
-            now,
-        );
+        let mfa = mfa_condition(&prev.conditions, mfa_required, gen_, now);
         let status = OrganizationStatus {
             observed_generation: gen_,
             owner: Some(o.spec.owner.clone()),
@@ -252,6 +237,49 @@ pub(super) fn members_note(what: &str, names: &[String]) -> String {
     note
 }
 
+/// Whether the organization requires MFA, and since when: the time the grace periods run from
+/// (a plan reads it back; without it, it takes now).
+fn mfa_condition(
+    previous: &[Condition],
+    required: bool,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let (reason, message) = if required {
+        (
+            "Required",
+            "members must enrol TOTP within the grace period",
+        )
+    } else {
+        ("NotRequired", "MFA is optional")
+    };
+    condition::make(
+        previous,
+        "MfaRequired",
+        required,
+        reason,
+        message,
+        generation,
+        now,
+    )
+}
+
+/// Sets the MfaRequired condition in `conditions`, keeping its time unless it flips. Every
+/// status the Organization is given records it, a failure's too: while any write of a
+/// reconcile failed (a binding an Admin replaced in a project namespace, refused on every
+/// retry), the plan's status was never written, each retry took now as the time MFA became
+/// required, and no grace period ever ended (red team 32).
+pub(super) fn record_mfa_required(
+    conditions: &mut Vec<Condition>,
+    required: bool,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let mfa = mfa_condition(conditions, required, generation, now);
+    conditions.retain(|c| c.type_ != "MfaRequired");
+    conditions.push(mfa);
+}
+
 /// More new members than this in one reconcile is a bulk import (see `statuses`).
 pub(super) const BULK_MEMBERS: usize = 10;
 
@@ -268,25 +296,12 @@ pub(super) fn held(
     let mut status = o.status.clone().unwrap_or_default();
     // The policy's clock runs while a change waits: since when MFA is required is recorded,
     // or no grace period would ever end.
-    let mfa = condition::make(
-        &status.conditions,
-        "MfaRequired",
+    record_mfa_required(
+        &mut status.conditions,
         mfa_required,
-        if mfa_required {
-            "Required"
-        } else {
-            "NotRequired"
-        },
-        if mfa_required {
-            "members must enrol TOTP within the grace period"
-        } else {
-            "MFA is optional"
-        },
         o.metadata.generation,
         w.now,
     );
-    status.conditions.retain(|c| c.type_ != "MfaRequired");
-    status.conditions.push(mfa);
     let message = held.message(&w.namespace, &s.hold_key);
     let was = condition::find(&status.conditions, condition::STALLED)
         .is_some_and(|c| c.status == "True" && c.message.contains(&held.mark(&s.hold_key)));

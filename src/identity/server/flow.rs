@@ -478,5 +478,35 @@ fn standing(state: &AppState, c: &Claims, now: u64) -> Result<Arc<Membership>, &
     if record.locked_until.is_some_and(|u| u > now) {
         return Err("Locked");
     }
+    if mfa_overdue(state, c, &m, &record, now) {
+        return Err("MfaOverdue");
+    }
     Ok(m)
+}
+
+/// MFA is required of the member, they have not enrolled, and their grace period is over:
+/// the controller takes their bindings away, and their tokens stop too. Login hands no
+/// session to such a member, but one issued before MFA was required of them (or during an
+/// exemption) could outlive the grace period (red team 32), with whatever the cluster grants
+/// their organization's group or any authenticated user.
+fn mfa_overdue(
+    state: &AppState,
+    c: &Claims,
+    m: &Membership,
+    record: &store::Record,
+    now: u64,
+) -> bool {
+    let Some(o) = state.orgs.get(&c.org, &c.org) else {
+        return false;
+    };
+    let now = timestamp(now);
+    if record.enrolled() || !mfa_required_of(&o, m, now) {
+        return false;
+    }
+    let since = o
+        .status
+        .as_ref()
+        .and_then(|s| crate::condition::true_since(&s.conditions, "MfaRequired"))
+        .unwrap_or(now);
+    crate::access::mfa_grace_end(&o, since, m) <= now
 }

@@ -984,3 +984,110 @@ async fn an_enrolment_waits_for_a_cache_behind_its_ticket() {
     let (_, page) = answer.await.expect("answer");
     assert!(!expired(&page), "{page}");
 }
+
+/// Red team 32: a member whose MFA grace period is over and who never enrolled is refused,
+/// by TokenReview and by the authorization webhook alike. Login gives such a member no
+/// session, but one issued before MFA was required of them (or during an exemption) outlived
+/// the grace period. In the grace period, enrolled, exempt, or MFA no longer required: the
+/// same token passes. bob joined on 2026-01-01; the grace period is 72 h.
+#[tokio::test]
+async fn a_member_past_the_mfa_grace_period_without_mfa_is_refused_a_token() {
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    let required_since = |since: Timestamp, required: bool| {
+        let mut o = org("alice@acme.example");
+        o.spec.security.mfa.required = required;
+        o.status = Some(crate::api::OrganizationStatus {
+            conditions: vec![crate::condition::make(
+                &[],
+                "MfaRequired",
+                true,
+                "Required",
+                "",
+                Some(1),
+                since,
+            )],
+            ..Default::default()
+        });
+        o
+    };
+    let long_ago = crate::fixtures::ts("2026-01-01T00:00:00Z");
+    let an_hour_ago = Timestamp::now()
+        .checked_sub(SignedDuration::from_hours(1))
+        .expect("time");
+    let mut exempt = bob();
+    exempt.spec.mfa = Some(crate::api::MfaExemption {
+        exempt: true,
+        exempt_until: None,
+        reason: Some("hardware key on order".into()),
+    });
+    // (case, organization, member, enrolled, refused)
+    let cases = [
+        (
+            "grace over, never enrolled",
+            required_since(long_ago, true),
+            bob(),
+            false,
+            true,
+        ),
+        (
+            "in the grace period",
+            required_since(an_hour_ago, true),
+            bob(),
+            false,
+            false,
+        ),
+        (
+            "enrolled",
+            required_since(long_ago, true),
+            bob(),
+            true,
+            false,
+        ),
+        (
+            "exempt",
+            required_since(long_ago, true),
+            exempt,
+            false,
+            false,
+        ),
+        (
+            "MFA no longer required",
+            required_since(long_ago, false),
+            bob(),
+            false,
+            false,
+        ),
+    ];
+    let token = Signer::new(&KEY).sign(&claims(3, token::SESSION, super::now() + 3600));
+    let ours = json!({"roster.dev/membership": ["bob"], "roster.dev/generation": ["3"]});
+    for (case, o, m, enrolled, refused) in cases {
+        let mut f = fixture_of(vec![m.clone()], 3, Limits::off(), vec![o]);
+        if enrolled {
+            let record = Record {
+                email: m.spec.email.clone(),
+                membership_uid: m.metadata.uid.clone(),
+                generation: 3,
+                accepted_at: Some(1),
+                totp_sealed: Some("sealed".into()),
+                ..Default::default()
+            };
+            f.creds
+                .apply_watcher_event(&watcher::Event::Apply(credential(&m.spec.email, &record)));
+        }
+        let v = review(&f, token.expose()).await;
+        let s = authorize(&f, json!(["roster:acme"]), ours.clone()).await;
+        if refused {
+            assert_eq!(v["status"]["authenticated"], false, "{case}: {v}");
+            assert_eq!(v["status"]["error"], "roster: MfaOverdue", "{case}: {v}");
+            assert_eq!(s["status"]["denied"], true, "{case}: {s}");
+            assert_eq!(s["status"]["reason"], "roster: MfaOverdue", "{case}: {s}");
+        } else {
+            assert_eq!(v["status"]["authenticated"], true, "{case}: {v}");
+            assert_eq!(
+                s["status"],
+                json!({"allowed": false}),
+                "{case}: RBAC decides: {s}"
+            );
+        }
+    }
+}
