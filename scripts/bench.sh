@@ -4,15 +4,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=BENCHMARKS.md
-webhook=$(cargo bench --locked --quiet --bench webhook 2>/dev/null)
+# The benches' standard error (build output, panics) goes here; a failed run shows its end,
+# where it used to print make's "Error 1" alone.
+log=target/bench-stderr.log
+mkdir -p target
+: >"$log"
+trap 'echo "make bench failed; the end of $log:" >&2; tail -n 30 "$log" >&2' ERR
+webhook=$(cargo bench --locked --quiet --bench webhook 2>>"$log")
 # The login benchmark's security log prints JSON lines on stdout too: keep the table's lines.
-login=$(cargo bench --locked --quiet --bench login 2>/dev/null | grep '^|')
-plan=$(cargo bench --locked --quiet --bench plan 2>/dev/null | grep '^|')
-converge=$(cargo bench --locked --quiet --bench converge 2>/dev/null | grep -E '^(\||$)')
-memory=$(ROSTER_BENCH_ONLY=memory ROSTER_BENCH_MEMBERS=1000 cargo bench --locked --quiet --bench converge 2>/dev/null | grep '^|')
-invitations=$(ROSTER_BENCH_ONLY=invitations cargo bench --locked --quiet --bench converge 2>/dev/null | grep -E '^(\||$)')
-scaling=$(ROSTER_BENCH_ONLY=scaling cargo bench --locked --quiet --bench converge 2>/dev/null | grep '^|')
-admission=$(cargo bench --locked --quiet --bench admission 2>/dev/null | grep '^|')
+login=$(cargo bench --locked --quiet --bench login 2>>"$log" | grep '^|')
+plan=$(cargo bench --locked --quiet --bench plan 2>>"$log" | grep '^|')
+converge=$(cargo bench --locked --quiet --bench converge 2>>"$log" | grep -E '^(\||$)')
+memory=$(ROSTER_BENCH_ONLY=memory ROSTER_BENCH_MEMBERS=1000 cargo bench --locked --quiet --bench converge 2>>"$log" | grep '^|')
+invitations=$(ROSTER_BENCH_ONLY=invitations cargo bench --locked --quiet --bench converge 2>>"$log" | grep -E '^(\||$)')
+scaling=$(ROSTER_BENCH_ONLY=scaling cargo bench --locked --quiet --bench converge 2>>"$log" | grep '^|')
+admission=$(cargo bench --locked --quiet --bench admission 2>>"$log" | grep '^|')
 # The peer: Capsule built from its Go module (scripts/capsule.sh, cached like the control plane).
 # Exit 4 means the module proxy would not serve it: the section says so instead of a table.
 peer=
@@ -21,7 +27,7 @@ capsule_err=$(mktemp)
 capsule_rc=0
 scripts/capsule.sh >/dev/null 2>"$capsule_err" || capsule_rc=$?
 if [ "$capsule_rc" = 0 ]; then
-    peer=$(cargo bench --locked --quiet --bench peer 2>/dev/null | grep '^|')
+    peer=$(cargo bench --locked --quiet --bench peer 2>>"$log" | grep '^|')
 elif [ "$capsule_rc" = 4 ]; then
     peer_why=$(grep -v '^[[:space:]]*$' "$capsule_err" | head -n 4)
 else

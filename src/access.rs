@@ -350,22 +350,25 @@ fn evaluate_member(
     }
 }
 
+/// When the member's MFA exemption ends (or ended), if it has an end.
+fn exemption_end(m: &Membership) -> Option<Timestamp> {
+    m.spec
+        .mfa
+        .as_ref()
+        .filter(|e| e.exempt)
+        .and_then(|e| e.exempt_until.as_ref())
+        .map(|t| t.0)
+}
+
 /// When `m`'s grace period to enrol MFA ends, the organization requiring it since `since`
 /// (when a plan has not recorded that yet: now). The period runs from the latest of: MFA
 /// became required, the member joined, the member's exemption ended. The controller cuts an
 /// unenrolled member off then; TokenReview and the authorization webhook refuse their tokens.
 pub fn mfa_grace_end(org: &Organization, since: Timestamp, m: &Membership) -> Timestamp {
-    let exempt_until = m
-        .spec
-        .mfa
-        .as_ref()
-        .filter(|e| e.exempt)
-        .and_then(|e| e.exempt_until.as_ref())
-        .map(|t| t.0);
     let start = [
         Some(since),
         m.metadata.creation_timestamp.as_ref().map(|t| t.0),
-        exempt_until,
+        exemption_end(m),
     ]
     .into_iter()
     .flatten()
@@ -384,13 +387,7 @@ fn mfa_status(inp: &Inputs<'_>, m: &Membership, next: &mut NextChange) -> MfaSta
             deadline: None,
         };
     };
-    let exempt_until = m
-        .spec
-        .mfa
-        .as_ref()
-        .filter(|e| e.exempt)
-        .and_then(|e| e.exempt_until.as_ref())
-        .map(|t| t.0);
+    let exempt_until = exemption_end(m);
     if mfa_exempt(m, now) {
         if let Some(u) = exempt_until {
             next.at(u, now);
