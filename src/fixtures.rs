@@ -5,8 +5,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{
-    Membership, MembershipSpec, OrgRole, Organization, OrganizationSpec, Project, ProjectGrant,
-    ProjectRole, ProjectSpec,
+    Membership, MembershipSpec, OrgRole, Organization, OrganizationSpec, OrganizationStatus,
+    Project, ProjectGrant, ProjectRole, ProjectSpec,
 };
 
 pub const NS: &str = "acme";
@@ -33,6 +33,23 @@ pub fn org(owner_email: &str) -> Organization {
     o.metadata.generation = Some(1);
     o.metadata.creation_timestamp = Some(Time(ts(CREATED)));
     o
+}
+
+/// An Organization status saying MFA has been required since `since` (what the controller
+/// writes when the policy turns it on).
+pub fn mfa_required_since(since: Timestamp) -> OrganizationStatus {
+    OrganizationStatus {
+        conditions: vec![crate::condition::make(
+            &[],
+            "MfaRequired",
+            true,
+            "Required",
+            "",
+            Some(1),
+            since,
+        )],
+        ..Default::default()
+    }
 }
 
 pub fn project(name: &str) -> Project {

@@ -1262,7 +1262,7 @@ async fn a_refused_write_does_not_stop_the_mfa_grace_clock() {
         let err = apply::apply(&ctx, &w, &p)
             .await
             .expect_err("refused binding");
-        apply::report_failure(&ctx, &w, &err).await;
+        apply::report_failure(&ctx, &w, Some(&p), &err).await;
         // What the API server holds now: the plan's writes, but the Organization's status is
         // the one report_failure wrote.
         let before = w.org.as_ref().and_then(|o| o.status.clone());
@@ -1288,6 +1288,23 @@ async fn a_refused_write_does_not_stop_the_mfa_grace_clock() {
         state,
         crate::api::MfaState::Overdue,
         "dave's MFA status on days 0..4 after MFA became required: {seen:#?}"
+    );
+    // And his address has spent its grace period, failing reconciles or not: declared again,
+    // he would get none.
+    let dave = w
+        .memberships
+        .iter()
+        .find(|m| m.name_any() == "dave")
+        .expect("dave");
+    let spent = w
+        .org
+        .as_ref()
+        .and_then(|o| o.status.as_ref())
+        .map(|s| s.mfa_grace_spent.clone())
+        .unwrap_or_default();
+    assert!(
+        spent.contains(&crate::access::address_digest(&dave.spec.email)),
+        "on day 4: {spent:?}"
     );
 }
 

@@ -80,7 +80,6 @@ impl OwnStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::condition;
     use crate::fixtures::{org, ts};
 
     fn cached(rv: &str, uid: &str) -> Organization {
@@ -91,18 +90,7 @@ mod tests {
     }
 
     fn mfa_since(t: &str) -> OrganizationStatus {
-        OrganizationStatus {
-            conditions: vec![condition::make(
-                &[],
-                "MfaRequired",
-                true,
-                "Required",
-                "",
-                Some(1),
-                ts(t),
-            )],
-            ..Default::default()
-        }
+        crate::fixtures::mfa_required_since(ts(t))
     }
 
     #[test]

@@ -528,18 +528,7 @@ fn mfa_grace_period_edges() {
         let mut w = acme();
         let o = w.org.as_mut().expect("org");
         o.spec.security.mfa.required = true;
-        o.status = Some(crate::api::OrganizationStatus {
-            conditions: vec![crate::condition::make(
-                &[],
-                "MfaRequired",
-                true,
-                "Required",
-                "",
-                Some(1),
-                ts(REQUIRED),
-            )],
-            ..Default::default()
-        });
+        o.status = Some(crate::fixtures::mfa_required_since(ts(REQUIRED)));
         w.now = ts(c.now);
         let dave = Arc::make_mut(&mut w.memberships[2]);
         dave.metadata.creation_timestamp = Some(Time(ts(c.joined)));
@@ -589,6 +578,111 @@ fn mfa_grace_period_edges() {
                 c.name
             );
         }
+    }
+}
+
+/// Red team 33: an Admin deleted an overdue Member and declared them again; the new
+/// Membership's creation started a new grace period, 72 hours of access without MFA that only
+/// the owner may grant (an exemption). An address that spent its grace period gets none from
+/// joining again; enrolling takes it off the list, and the list goes with the policy.
+#[test]
+fn an_address_that_spent_its_grace_period_gets_none_from_being_declared_again() {
+    const REQUIRED: &str = "2026-01-08T00:00:00Z";
+    const NOW: &str = "2026-02-01T00:00:00Z";
+    let dave = crate::access::address_digest("dave@acme.example");
+    let gone = crate::access::address_digest("gone@acme.example");
+    // alice and bob joined long ago and never enrolled: overdue, spent in every case where MFA
+    // is required.
+    let overdue = [
+        crate::access::address_digest("alice@acme.example"),
+        crate::access::address_digest("bob@acme.example"),
+    ];
+    let with = |extra: &[&String]| {
+        let mut v: Vec<String> = overdue.to_vec();
+        v.extend(extra.iter().map(|d| d.to_string()));
+        v.sort();
+        v
+    };
+    // (case, spent before, dave enrolled, MFA required, dave's state, dave has access, spent after)
+    let cases = [
+        (
+            "declared again, nothing spent",
+            vec![],
+            false,
+            true,
+            MfaState::Pending,
+            true,
+            with(&[]),
+        ),
+        (
+            "declared again after spending it",
+            vec![dave.clone()],
+            false,
+            true,
+            MfaState::Overdue,
+            false,
+            with(&[&dave]),
+        ),
+        (
+            "enrolled since; a member gone stays",
+            vec![dave.clone(), gone.clone()],
+            true,
+            true,
+            MfaState::Enrolled,
+            true,
+            with(&[&gone]),
+        ),
+        (
+            "MFA no longer required",
+            vec![dave.clone(), gone.clone()],
+            false,
+            false,
+            MfaState::NotRequired,
+            true,
+            vec![],
+        ),
+    ];
+    for (case, before, enrolled, required, state, access, after) in cases {
+        let mut w = acme();
+        let o = w.org.as_mut().expect("org");
+        o.spec.security.mfa.required = required;
+        let mut status = crate::fixtures::mfa_required_since(ts(REQUIRED));
+        status.mfa_grace_spent = before;
+        o.status = Some(status);
+        w.now = ts(NOW);
+        // Declared (again) an hour ago.
+        let m = Arc::make_mut(&mut w.memberships[2]);
+        m.metadata.creation_timestamp = Some(Time(ts("2026-01-31T23:00:00Z")));
+        if enrolled {
+            w.credentials.insert(
+                "dave@acme.example".into(),
+                crate::identity::store::Record {
+                    email: "dave@acme.example".into(),
+                    membership_uid: m.metadata.uid.clone(),
+                    totp_sealed: Some("sealed".into()),
+                    ..Default::default()
+                },
+            );
+        }
+        let p = plan(&w, &Settings::default());
+        let s = &p
+            .membership_status
+            .iter()
+            .find(|(n, _)| n == "dave")
+            .expect("dave status")
+            .1;
+        assert_eq!(s.mfa.as_ref().map(|m| m.state), Some(state), "{case}");
+        assert_eq!(
+            s.access_summary.as_deref() != Some("-"),
+            access,
+            "{case}: {s:?}"
+        );
+        let spent = p
+            .org_status
+            .as_ref()
+            .map(|o| o.mfa_grace_spent.clone())
+            .unwrap_or_default();
+        assert_eq!(spent, after, "{case}");
     }
 }
 

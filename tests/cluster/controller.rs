@@ -684,4 +684,20 @@ fn mfa_overdue_and_the_end_of_an_exemption_cut_access_on_time() {
         ),
         "Exempt"
     );
+    // Red team 33: gus, overdue, deleted and declared again as he was (what an Admin may do)
+    // gets no new grace period from his new Membership: Overdue at once, no access.
+    c.kubectl_ok(&["delete", "membership", "gus", "-n", &ns, "--wait=true"]);
+    apply(c, &member("gus", ""));
+    let state = wait_for("the new gus's MFA state", CONVERGE, || {
+        let s = jsonpath(c, &["membership", "gus", "-n", &ns], "{.status.mfa.state}");
+        (!s.is_empty()).then_some(s)
+    });
+    assert_eq!(
+        state, "Overdue",
+        "gus declared again got a new grace period"
+    );
+    assert_eq!(
+        subjects(c, &project_ns, "roster-developer"),
+        Some(vec!["forever".to_string()]),
+    );
 }

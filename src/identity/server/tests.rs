@@ -56,9 +56,13 @@ pub(super) fn members_cache(members: Vec<crate::api::Membership>) -> crate::cach
 }
 
 fn credential(email: &str, r: &Record) -> Credential {
+    credential_in(NS, email, r)
+}
+
+fn credential_in(org: &str, email: &str, r: &Record) -> Credential {
     Credential::of(&KubeSecret {
         metadata: kube::api::ObjectMeta {
-            name: Some(Store::secret_name(NS, email)),
+            name: Some(Store::secret_name(org, email)),
             namespace: Some(OWN_NS.into()),
             ..Default::default()
         },
@@ -100,7 +104,8 @@ fn fixture_of(
     let creds: Vec<Credential> = members
         .iter()
         .map(|m| {
-            credential(
+            credential_in(
+                m.metadata.namespace.as_deref().unwrap_or(NS),
                 &m.spec.email,
                 &Record {
                     email: m.spec.email.clone(),
@@ -996,18 +1001,7 @@ async fn a_member_past_the_mfa_grace_period_without_mfa_is_refused_a_token() {
     let required_since = |since: Timestamp, required: bool| {
         let mut o = org("alice@acme.example");
         o.spec.security.mfa.required = required;
-        o.status = Some(crate::api::OrganizationStatus {
-            conditions: vec![crate::condition::make(
-                &[],
-                "MfaRequired",
-                true,
-                "Required",
-                "",
-                Some(1),
-                since,
-            )],
-            ..Default::default()
-        });
+        o.status = Some(crate::fixtures::mfa_required_since(since));
         o
     };
     let long_ago = crate::fixtures::ts("2026-01-01T00:00:00Z");
@@ -1020,6 +1014,14 @@ async fn a_member_past_the_mfa_grace_period_without_mfa_is_refused_a_token() {
         exempt_until: None,
         reason: Some("hardware key on order".into()),
     });
+    let mut joined_an_hour_ago = bob();
+    joined_an_hour_ago.metadata.creation_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(an_hour_ago),
+    );
+    let mut spent = required_since(long_ago, true);
+    if let Some(s) = spent.status.as_mut() {
+        s.mfa_grace_spent = vec![crate::access::address_digest("bob@acme.example")];
+    }
     // (case, organization, member, enrolled, refused)
     let cases = [
         (
@@ -1057,6 +1059,21 @@ async fn a_member_past_the_mfa_grace_period_without_mfa_is_refused_a_token() {
             false,
             false,
         ),
+        (
+            "joined an hour ago",
+            required_since(long_ago, true),
+            joined_an_hour_ago.clone(),
+            false,
+            false,
+        ),
+        // Red team 33: an overdue member deleted and declared again by an Admin.
+        (
+            "joined again an hour ago, grace period spent",
+            spent,
+            joined_an_hour_ago,
+            false,
+            true,
+        ),
     ];
     let token = Signer::new(&KEY).sign(&claims(3, token::SESSION, super::now() + 3600));
     let ours = json!({"roster.dev/membership": ["bob"], "roster.dev/generation": ["3"]});
@@ -1088,6 +1105,47 @@ async fn a_member_past_the_mfa_grace_period_without_mfa_is_refused_a_token() {
                 json!({"allowed": false}),
                 "{case}: RBAC decides: {s}"
             );
+        }
+    }
+}
+
+/// MFA is judged by the token's own organization: globex's overdue policy, with a namesake
+/// Membership of the same e-mail in its namespace, leaves acme's bob his token; acme's own
+/// overdue policy does not, whatever globex's says.
+#[tokio::test]
+async fn an_overdue_mfa_policy_reaches_only_its_own_organization_s_tokens() {
+    let long_ago = crate::fixtures::ts("2026-01-01T00:00:00Z");
+    let policy = |name: &str, required: bool| {
+        let mut o = org("alice@acme.example");
+        o.metadata.name = Some(name.into());
+        o.metadata.namespace = Some(name.into());
+        o.metadata.uid = Some(format!("{name}-uid"));
+        o.spec.security.mfa.required = required;
+        o.status = Some(crate::fixtures::mfa_required_since(long_ago));
+        o
+    };
+    let mut namesake = bob();
+    namesake.metadata.namespace = Some("globex".into());
+    namesake.metadata.uid = Some("globex-bob-uid".into());
+    let token = Signer::new(&KEY).sign(&claims(3, token::SESSION, super::now() + 3600));
+    let ours = json!({"roster.dev/membership": ["bob"], "roster.dev/generation": ["3"]});
+    // (acme requires MFA, globex requires MFA, acme's bob refused)
+    for (acme, globex, refused) in [(false, true, false), (true, false, true)] {
+        let f = fixture_of(
+            vec![bob(), namesake.clone()],
+            3,
+            Limits::off(),
+            vec![policy("acme", acme), policy("globex", globex)],
+        );
+        let v = review(&f, token.expose()).await;
+        let s = authorize(&f, json!(["roster:acme"]), ours.clone()).await;
+        let case = format!("acme requires MFA: {acme}, globex: {globex}");
+        if refused {
+            assert_eq!(v["status"]["error"], "roster: MfaOverdue", "{case}: {v}");
+            assert_eq!(s["status"]["reason"], "roster: MfaOverdue", "{case}: {s}");
+        } else {
+            assert_eq!(v["status"]["authenticated"], true, "{case}: {v}");
+            assert_eq!(s["status"], json!({"allowed": false}), "{case}: {s}");
         }
     }
 }
