@@ -707,6 +707,15 @@ impl Identity {
         self.store.known_record(org, email)
     }
 
+    /// The member's cached credential, for its `Standing` (TokenReview, SubjectAccessReview).
+    pub fn known_credential(
+        &self,
+        org: &str,
+        email: &str,
+    ) -> Option<std::sync::Arc<crate::cache::Credential>> {
+        self.store.known_credential(org, email)
+    }
+
     pub fn sign(&self, claims: &token::Claims) -> Secret {
         self.signer.sign(claims)
     }

@@ -299,8 +299,8 @@ pub async fn authenticate(State(state): State<Arc<AppState>>, body: axum::body::
             );
         }
     };
-    let token = review.spec.token.clone();
-    let asked = review.spec.audiences.clone().unwrap_or_default();
+    let token = review.spec.token;
+    let asked = review.spec.audiences.unwrap_or_default();
     let status = match flow::review(&state, &token, &asked, super::now()) {
         Ok((c, m, audiences)) => {
             tracing::debug!(organization = %c.org, membership = %c.membership, "token accepted");
@@ -338,17 +338,14 @@ pub async fn authenticate(State(state): State<Arc<AppState>>, body: axum::body::
             }
         }
     };
-    let out = TokenReview {
+    // Serialized straight to the body (apiVersion and kind included): every kubectl call of a
+    // member pays for this answer.
+    Json(TokenReview {
         metadata: Default::default(),
         spec: Default::default(),
         status: Some(status),
-    };
-    let mut v = serde_json::to_value(&out).unwrap_or_default();
-    if let Some(o) = v.as_object_mut() {
-        o.insert("apiVersion".into(), json!("authentication.k8s.io/v1"));
-        o.insert("kind".into(), json!("TokenReview"));
-    }
-    Json(v).into_response()
+    })
+    .into_response()
 }
 
 /// The API server's authorization webhook (structured authorization configuration, asked only

@@ -464,11 +464,13 @@ fn standing(state: &AppState, c: &Claims, now: u64) -> Result<Arc<Membership>, &
     if let Some(why) = refused(state, &m, now) {
         return Err(why);
     }
-    let record = state
+    let credential = state
         .identity
-        .known_record(&c.org, &m.spec.email)
-        .ok_or("CredentialsGone")?
-        .map_err(|e| e.reason())?;
+        .known_credential(&c.org, &m.spec.email)
+        .ok_or("CredentialsGone")?;
+    let record = credential
+        .standing()
+        .map_err(|_| store::Error::Corrupt(String::new()).reason())?;
     if !record.belongs_to(&m) {
         return Err("CredentialsGone");
     }
@@ -478,7 +480,7 @@ fn standing(state: &AppState, c: &Claims, now: u64) -> Result<Arc<Membership>, &
     if record.locked_until.is_some_and(|u| u > now) {
         return Err("Locked");
     }
-    if mfa_overdue(state, c, &m, &record, now) {
+    if mfa_overdue(state, c, &m, record.enrolled, now) {
         return Err("MfaOverdue");
     }
     Ok(m)
@@ -489,18 +491,12 @@ fn standing(state: &AppState, c: &Claims, now: u64) -> Result<Arc<Membership>, &
 /// session to such a member, but one issued before MFA was required of them (or during an
 /// exemption) could outlive the grace period (red team 32), with whatever the cluster grants
 /// their organization's group or any authenticated user.
-fn mfa_overdue(
-    state: &AppState,
-    c: &Claims,
-    m: &Membership,
-    record: &store::Record,
-    now: u64,
-) -> bool {
+fn mfa_overdue(state: &AppState, c: &Claims, m: &Membership, enrolled: bool, now: u64) -> bool {
     let Some(o) = state.orgs.get(&c.org, &c.org) else {
         return false;
     };
     let now = timestamp(now);
-    if record.enrolled() || !mfa_required_of(&o, m, now) {
+    if enrolled || !mfa_required_of(&o, m, now) {
         return false;
     }
     let since = o
