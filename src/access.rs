@@ -139,6 +139,8 @@ pub struct Inputs<'a> {
     pub memberships: &'a [Arc<Membership>],
     /// E-mails of members enrolled in TOTP (the identity store's answer).
     pub enrolled: &'a BTreeSet<String>,
+    /// When each address first joined, as its credential record says (`mfa_grace_end`).
+    pub first_joined: &'a BTreeMap<String, Timestamp>,
     pub now: Timestamp,
 }
 
@@ -364,16 +366,23 @@ fn exemption_end(m: &Membership) -> Option<Timestamp> {
 /// (when a plan has not recorded that yet: now). The period runs from the latest of: MFA
 /// became required, the member joined, the member's exemption ended. The controller cuts an
 /// unenrolled member off then; TokenReview and the authorization webhook refuse their tokens.
-/// Joining counts only for an address that has not spent a grace period already
-/// (`OrganizationStatus::mfa_grace_spent`): a Membership deleted while overdue and declared
-/// again is overdue again at once (red team 33).
-pub fn mfa_grace_end(org: &Organization, since: Timestamp, m: &Membership) -> Timestamp {
-    let joined = m
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|t| t.0)
-        .filter(|_| !mfa_grace_spent(org, &m.spec.email));
+///
+/// Joined is when the *address* first joined (`first_joined`, from its credential record,
+/// which outlives the Membership while MFA is required), if earlier than this Membership's
+/// creation: deleting a member before or after their deadline and declaring them again would
+/// otherwise start another grace period, an exemption only the owner may grant (red teams
+/// 33 and 34).
+pub fn mfa_grace_end(
+    org: &Organization,
+    since: Timestamp,
+    m: &Membership,
+    first_joined: Option<Timestamp>,
+) -> Timestamp {
+    let created = m.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let joined = match (created, first_joined) {
+        (Some(c), Some(f)) => Some(c.min(f)),
+        (c, f) => c.or(f),
+    };
     let start = [Some(since), joined, exemption_end(m)]
         .into_iter()
         .flatten()
@@ -382,63 +391,6 @@ pub fn mfa_grace_end(org: &Organization, since: Timestamp, m: &Membership) -> Ti
     let grace = SignedDuration::try_from(org.spec.security.mfa.grace_period())
         .unwrap_or(SignedDuration::MAX);
     start.checked_add(grace).unwrap_or(Timestamp::MAX)
-}
-
-/// How an address is named in `OrganizationStatus::mfa_grace_spent`: stable, and not the
-/// address (more people read an Organization than its Memberships). Like the credential
-/// Secrets' names, the first 10 bytes of its SHA-256, in hex.
-pub fn address_digest(email: &str) -> String {
-    use std::fmt::Write as _;
-    let h = ring::digest::digest(&ring::digest::SHA256, email.as_bytes());
-    let mut hex = String::with_capacity(20);
-    for b in &h.as_ref()[..10] {
-        let _ = write!(hex, "{b:02x}");
-    }
-    hex
-}
-
-/// The address has spent its grace period in this organization (see `mfa_grace_end`).
-pub fn mfa_grace_spent(org: &Organization, email: &str) -> bool {
-    org.status
-        .as_ref()
-        .map(|s| s.mfa_grace_spent.as_slice())
-        .filter(|spent| !spent.is_empty())
-        .is_some_and(|spent| spent.binary_search(&address_digest(email)).is_ok())
-}
-
-/// Most addresses `OrganizationStatus::mfa_grace_spent` keeps that no Membership holds (an
-/// Organization is one object, at most 1.5 MB): beyond it, the ones dropped may be declared
-/// again with a new grace period. Those of members still declared are always kept.
-pub const MAX_GRACE_SPENT_UNHELD: usize = 10_000;
-
-/// `OrganizationStatus::mfa_grace_spent` after an evaluation: the addresses of members
-/// overdue now join it, those of members enrolled now leave it, those of members gone stay
-/// (up to `MAX_GRACE_SPENT_UNHELD`); all go when MFA is not required.
-pub fn grace_spent(previous: &[String], members: &[MemberAccess], required: bool) -> Vec<String> {
-    if !required {
-        return Vec::new();
-    }
-    let mut unheld: BTreeSet<&str> = previous.iter().map(String::as_str).collect();
-    let mut spent = BTreeSet::new();
-    for m in members {
-        let digest = address_digest(&m.email);
-        let was_spent = unheld.remove(digest.as_str());
-        let spent_now = match m.mfa.state {
-            MfaState::Overdue => true,
-            MfaState::Enrolled => false,
-            MfaState::Pending | MfaState::Exempt | MfaState::NotRequired => was_spent,
-        };
-        if spent_now {
-            spent.insert(digest);
-        }
-    }
-    spent.extend(
-        unheld
-            .into_iter()
-            .take(MAX_GRACE_SPENT_UNHELD)
-            .map(str::to_string),
-    );
-    spent.into_iter().collect()
 }
 
 fn mfa_status(inp: &Inputs<'_>, m: &Membership, next: &mut NextChange) -> MfaStatus {
@@ -465,7 +417,12 @@ fn mfa_status(inp: &Inputs<'_>, m: &Membership, next: &mut NextChange) -> MfaSta
             deadline: None,
         };
     }
-    let deadline = mfa_grace_end(org, inp.mfa_required_since.unwrap_or(now), m);
+    let deadline = mfa_grace_end(
+        org,
+        inp.mfa_required_since.unwrap_or(now),
+        m,
+        inp.first_joined.get(&m.spec.email).copied(),
+    );
     next.at(deadline, now);
     let state = if now < deadline {
         MfaState::Pending
@@ -504,50 +461,4 @@ pub fn mfa_compliance(members: &[MemberAccess]) -> (usize, usize) {
         })
         .count();
     (ok, counted.len())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn member(email: &str, state: MfaState) -> MemberAccess {
-        MemberAccess {
-            membership: email.into(),
-            email: email.into(),
-            phase: Phase::Active,
-            effective_role: EffectiveRole::Member,
-            mfa: MfaStatus {
-                state,
-                deadline: None,
-            },
-            blocked: None,
-            grants: BTreeMap::new(),
-            entries: Vec::new(),
-        }
-    }
-
-    /// The list is sorted (the lookups binary-search it), keeps addresses of members gone up
-    /// to its bound, and always those of members still declared.
-    #[test]
-    fn the_spent_list_is_sorted_and_bounded_by_addresses_no_one_holds() {
-        let unheld: Vec<String> = (0..MAX_GRACE_SPENT_UNHELD + 5)
-            .map(|i| address_digest(&format!("gone{i}@acme.example")))
-            .collect();
-        let mut previous = unheld.clone();
-        previous.sort();
-        let members: Vec<MemberAccess> = (0..20)
-            .map(|i| member(&format!("m{i}@acme.example"), MfaState::Overdue))
-            .collect();
-        let spent = grace_spent(&previous, &members, true);
-        assert!(spent.is_sorted());
-        assert_eq!(spent.len(), MAX_GRACE_SPENT_UNHELD + 20);
-        for m in &members {
-            assert!(spent.binary_search(&address_digest(&m.email)).is_ok());
-        }
-        // An unsorted list (written by someone else) is read as a set, and written sorted.
-        let mut shuffled = previous[..3].to_vec();
-        shuffled.reverse();
-        let again = grace_spent(&shuffled, &[], true);
-        assert_eq!(again, previous[..3].to_vec());
-    }
 }

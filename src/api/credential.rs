@@ -73,6 +73,13 @@ pub struct Record {
     /// `reset-mfa`), so each request is acted on once.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub handled: BTreeMap<String, String>,
+    /// Unix seconds: when the address first joined the organization (the creation of the
+    /// first Membership of it roster made a record for). Carried to the records of later
+    /// Memberships of the address, and kept alone (`tombstone`) while MFA is required after
+    /// the address leaves: an MFA grace period runs from here however often the address is
+    /// deleted and declared again (`access::mfa_grace_end`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_joined: Option<u64>,
 }
 
 /// Debug by hand: the token's hash stays out of logs (red team of ec1fff5).
@@ -161,6 +168,36 @@ impl Undelivered {
 }
 
 impl Record {
+    /// When the address first joined, as far as this record tells: `first_joined`, or for a
+    /// record written before roster kept that, its earliest invitation or acceptance.
+    pub fn grace_from(&self) -> Option<u64> {
+        self.first_joined.or_else(|| {
+            [
+                self.invitation.as_ref().map(|i| i.sent_at),
+                self.accepted_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+        })
+    }
+
+    /// What is kept of the record of an address no Membership holds while MFA is required:
+    /// the address and when it first joined; no Membership's, no password, no seed.
+    pub fn tombstone(email: &str, first_joined: u64) -> Record {
+        Record {
+            email: email.to_string(),
+            first_joined: Some(first_joined),
+            ..Default::default()
+        }
+    }
+
+    /// Whether this is a `tombstone` (made for no Membership).
+    pub fn is_tombstone(&self) -> bool {
+        *self == Record::tombstone(&self.email, self.first_joined.unwrap_or_default())
+            && self.first_joined.is_some()
+    }
+
     pub fn enrolled(&self) -> bool {
         self.totp_sealed.is_some()
     }
@@ -223,6 +260,7 @@ impl std::fmt::Debug for Record {
             .field("link_readers", &self.link_readers)
             .field("accepted_link", &self.accepted_link)
             .field("last_login", &self.last_login)
+            .field("first_joined", &self.first_joined)
             .finish_non_exhaustive()
     }
 }

@@ -238,12 +238,4 @@ pub struct OrganizationStatus {
     pub mfa_compliant: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// Addresses whose grace period to enrol MFA ran out while MFA was required and they had not
-    /// enrolled, each as the first 20 hex digits of its SHA-256, sorted. A Membership declared
-    /// again for one of them gets no new grace period from its creation (deleting an overdue
-    /// member and declaring them again would be an exemption, which only the owner may grant).
-    /// An address leaves the list when its member enrols; the list is emptied when MFA stops
-    /// being required. Written by roster only.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub mfa_grace_spent: Vec<String>,
 }

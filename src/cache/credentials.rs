@@ -31,7 +31,7 @@ pub struct Credential {
 
 /// What every TokenReview and SubjectAccessReview reads of a member's record, taken out of it
 /// once, when the record is cached: parsing the whole JSON per review (password hash, sealed
-/// seed, invitation) was most of what a valid token cost beyond a forged one. 40 bytes and
+/// seed, invitation) was most of what a valid token cost beyond a forged one. 56 bytes and
 /// the UID per member.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Standing {
@@ -41,6 +41,8 @@ pub struct Standing {
     pub locked_until: Option<u64>,
     /// `Record::enrolled`.
     pub enrolled: bool,
+    /// `Record::grace_from`.
+    pub grace_from: Option<u64>,
 }
 
 impl Standing {
@@ -50,6 +52,7 @@ impl Standing {
             generation: r.generation,
             locked_until: r.locked_until,
             enrolled: r.enrolled(),
+            grace_from: r.grace_from(),
         }
     }
 

@@ -25,7 +25,7 @@ mod lean;
 mod members;
 mod store;
 pub use bindings::Binding;
-pub use credentials::Credential;
+pub use credentials::{Credential, Standing};
 pub use emails::EmailIndex;
 use lean::Lean;
 use members::Pools;

@@ -633,7 +633,7 @@ async fn identity(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
                 membership.clone(),
                 id.reset_mfa(ns, email, nonce).await,
             ),
-            IdentityAction::Forget { email } => (
+            IdentityAction::Forget { email, keep_joined } => (
                 "removing credentials",
                 email.clone(),
                 id.forget(
@@ -642,6 +642,7 @@ async fn identity(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
                     w.credentials
                         .get(email)
                         .and_then(|r| r.membership_uid.as_deref()),
+                    *keep_joined,
                 )
                 .await,
             ),
@@ -816,10 +817,8 @@ async fn set_finalizer(ctx: &Context, w: &World, t: &Target, present: bool) -> R
 
 /// When a reconcile fails, say so where users look: a Warning Event and `Ready=False` on the
 /// Organization, both carrying the error's reason. Best effort: the API server may be the
-/// problem. The next successful reconcile flips Ready back. The MFA clock's records go in
-/// too (`plan`'s, when it has them): a reconcile that keeps failing must not keep an overdue
-/// member's address out of `mfaGraceSpent`.
-pub async fn report_failure(ctx: &Context, w: &World, plan: Option<&Plan>, err: &Error) {
+/// problem. The next successful reconcile flips Ready back.
+pub async fn report_failure(ctx: &Context, w: &World, err: &Error) {
     let Some(org) = w.org.as_ref() else { return };
     let event = PlannedEvent {
         target: Target::Organization(org.name_any()),
@@ -844,9 +843,6 @@ pub async fn report_failure(ctx: &Context, w: &World, plan: Option<&Plan>, err: 
         org.metadata.generation,
         w.now,
     );
-    if let Some(planned) = plan.and_then(|p| p.org_status.as_ref()) {
-        status.mfa_grace_spent = planned.mfa_grace_spent.clone();
-    }
     let uid = org.metadata.uid.as_deref();
     match patch_status::<Organization>(ctx, &w.namespace, &org.name_any(), uid, &status).await {
         Ok(rv) => {

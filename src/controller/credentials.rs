@@ -206,8 +206,12 @@ pub enum IdentityAction {
         email: String,
         nonce: String,
     },
-    /// Credentials of an e-mail no Membership holds any more.
-    Forget { email: String },
+    /// Credentials of an e-mail no Membership holds any more: deleted, or with `keep_joined`
+    /// (MFA required) cut down to a tombstone saying when the address first joined.
+    Forget {
+        email: String,
+        keep_joined: Option<u64>,
+    },
 }
 
 pub(super) fn plan_identity(
@@ -221,11 +225,19 @@ pub(super) fn plan_identity(
         .iter()
         .map(|m| (m.spec.email.as_str(), m.as_ref()))
         .collect();
-    // Credentials of an address no Membership holds any more go.
-    for email in w.credentials.keys() {
-        if !held.contains_key(email.as_str()) {
+    // Credentials of an address no Membership holds any more go; while MFA is required, all
+    // but when the address first joined: declared again, it gets no new grace period to enrol
+    // (red teams 33 and 34).
+    let mfa_required = org.is_some_and(|o| o.spec.security.mfa.required);
+    for (email, r) in &w.credentials {
+        if held.contains_key(email.as_str()) {
+            continue;
+        }
+        let keep_joined = r.grace_from().filter(|_| mfa_required);
+        if keep_joined.is_none() || !r.is_tombstone() {
             plan.identity.push(IdentityAction::Forget {
                 email: email.clone(),
+                keep_joined,
             });
         }
     }

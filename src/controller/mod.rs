@@ -157,7 +157,7 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> {
         }
     };
     if let Err(e) = applied {
-        apply::report_failure(&ctx, &world, Some(&plan), &e).await;
+        apply::report_failure(&ctx, &world, &e).await;
         ctx.config
             .metrics
             .reconciled(false, e.reason(), started.elapsed(), 0);

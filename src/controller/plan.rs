@@ -266,12 +266,26 @@ pub fn plan(w: &World, s: &Settings) -> Plan {
         })
         .map(|m| m.spec.email.clone())
         .collect();
+    // Any record of the address counts here, a deleted namesake's or a tombstone: when the
+    // address first joined is what a grace period runs from (access::mfa_grace_end).
+    let first_joined: BTreeMap<String, Timestamp> = if mfa_required {
+        w.credentials
+            .iter()
+            .filter_map(|(email, r)| {
+                let t = Timestamp::from_second(i64::try_from(r.grace_from()?).ok()?).ok()?;
+                Some((email.clone(), t))
+            })
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
     let eval = access::evaluate(&Inputs {
         org,
         mfa_required_since,
         projects: &views,
         memberships: &w.memberships,
         enrolled: &enrolled,
+        first_joined: &first_joined,
         now: w.now,
     });
     plan.requeue_at = eval.next_change;

@@ -581,87 +581,54 @@ fn mfa_grace_period_edges() {
     }
 }
 
-/// Red team 33: an Admin deleted an overdue Member and declared them again; the new
-/// Membership's creation started a new grace period, 72 hours of access without MFA that only
-/// the owner may grant (an exemption). An address that spent its grace period gets none from
-/// joining again; enrolling takes it off the list, and the list goes with the policy.
+/// Red teams 33 and 34: an Admin deleted an unenrolled Member, overdue or a minute before
+/// their deadline, and declared them again; the new Membership's creation started a new grace
+/// period (72 hours of access without MFA, again and again), an exemption only the owner may
+/// grant. The grace period runs from when the address first joined, which its credential
+/// record keeps: carried to the new Membership's record, and kept as a tombstone while no
+/// Membership holds the address.
 #[test]
-fn an_address_that_spent_its_grace_period_gets_none_from_being_declared_again() {
+fn a_member_declared_again_gets_no_new_grace_period() {
     const REQUIRED: &str = "2026-01-08T00:00:00Z";
-    const NOW: &str = "2026-02-01T00:00:00Z";
-    let dave = crate::access::address_digest("dave@acme.example");
-    let gone = crate::access::address_digest("gone@acme.example");
-    // alice and bob joined long ago and never enrolled: overdue, spent in every case where MFA
-    // is required.
-    let overdue = [
-        crate::access::address_digest("alice@acme.example"),
-        crate::access::address_digest("bob@acme.example"),
-    ];
-    let with = |extra: &[&String]| {
-        let mut v: Vec<String> = overdue.to_vec();
-        v.extend(extra.iter().map(|d| d.to_string()));
-        v.sort();
-        v
-    };
-    // (case, spent before, dave enrolled, MFA required, dave's state, dave has access, spent after)
+    let unix = |t: &str| u64::try_from(ts(t).as_second()).expect("unix");
+    // (case, first joined as the record says, now, dave's state, deadline)
     let cases = [
         (
-            "declared again, nothing spent",
-            vec![],
-            false,
-            true,
+            "no record of the address: from this Membership's creation",
+            None,
+            "2026-02-01T00:00:00Z",
             MfaState::Pending,
-            true,
-            with(&[]),
+            Some("2026-02-03T23:00:00Z"),
         ),
         (
-            "declared again after spending it",
-            vec![dave.clone()],
-            false,
-            true,
+            "first joined long ago (deleted overdue): overdue at once",
+            Some("2026-01-01T00:00:00Z"),
+            "2026-02-01T00:00:00Z",
             MfaState::Overdue,
-            false,
-            with(&[&dave]),
+            Some("2026-01-11T00:00:00Z"),
         ),
         (
-            "enrolled since; a member gone stays",
-            vec![dave.clone(), gone.clone()],
-            true,
-            true,
-            MfaState::Enrolled,
-            true,
-            with(&[&gone]),
-        ),
-        (
-            "MFA no longer required",
-            vec![dave.clone(), gone.clone()],
-            false,
-            false,
-            MfaState::NotRequired,
-            true,
-            vec![],
+            "first joined a day ago (deleted a minute before the deadline): the same deadline",
+            Some("2026-01-31T00:00:00Z"),
+            "2026-02-01T00:00:00Z",
+            MfaState::Pending,
+            Some("2026-02-03T00:00:00Z"),
         ),
     ];
-    for (case, before, enrolled, required, state, access, after) in cases {
+    for (case, first_joined, now, state, deadline) in cases {
         let mut w = acme();
         let o = w.org.as_mut().expect("org");
-        o.spec.security.mfa.required = required;
-        let mut status = crate::fixtures::mfa_required_since(ts(REQUIRED));
-        status.mfa_grace_spent = before;
-        o.status = Some(status);
-        w.now = ts(NOW);
-        // Declared (again) an hour ago.
-        let m = Arc::make_mut(&mut w.memberships[2]);
-        m.metadata.creation_timestamp = Some(Time(ts("2026-01-31T23:00:00Z")));
-        if enrolled {
+        o.spec.security.mfa.required = true;
+        o.status = Some(crate::fixtures::mfa_required_since(ts(REQUIRED)));
+        w.now = ts(now);
+        // dave declared (again) an hour ago.
+        let dave = Arc::make_mut(&mut w.memberships[2]);
+        dave.metadata.creation_timestamp = Some(Time(ts("2026-01-31T23:00:00Z")));
+        if let Some(t) = first_joined {
+            // The deleted Membership's record, cut down to its tombstone.
             w.credentials.insert(
                 "dave@acme.example".into(),
-                crate::identity::store::Record {
-                    email: "dave@acme.example".into(),
-                    membership_uid: m.metadata.uid.clone(),
-                    totp_sealed: Some("sealed".into()),
-                    ..Default::default()
-                },
+                crate::identity::store::Record::tombstone("dave@acme.example", unix(t)),
             );
         }
         let p = plan(&w, &Settings::default());
@@ -671,18 +638,65 @@ fn an_address_that_spent_its_grace_period_gets_none_from_being_declared_again() 
             .find(|(n, _)| n == "dave")
             .expect("dave status")
             .1;
-        assert_eq!(s.mfa.as_ref().map(|m| m.state), Some(state), "{case}");
+        let mfa = s.mfa.as_ref().expect("mfa");
+        assert_eq!(mfa.state, state, "{case}");
+        assert_eq!(
+            mfa.deadline.as_ref().map(|d| d.0),
+            deadline.map(ts),
+            "{case}"
+        );
         assert_eq!(
             s.access_summary.as_deref() != Some("-"),
-            access,
+            state != MfaState::Overdue,
             "{case}: {s:?}"
         );
-        let spent = p
-            .org_status
-            .as_ref()
-            .map(|o| o.mfa_grace_spent.clone())
-            .unwrap_or_default();
-        assert_eq!(spent, after, "{case}");
+    }
+}
+
+/// The record of an address no Membership holds: while MFA is required, cut down to a
+/// tombstone (once); otherwise, and a tombstone once MFA is no longer required, deleted.
+#[test]
+fn a_departed_address_leaves_a_tombstone_while_mfa_is_required() {
+    let joined = 1_700_000_000;
+    let left = crate::identity::store::Record {
+        email: "gone@acme.example".into(),
+        membership_uid: Some("gone-uid".into()),
+        first_joined: Some(joined),
+        accepted_at: Some(joined + 60),
+        password_hash: Some("hash".into()),
+        ..Default::default()
+    };
+    let tombstone = crate::identity::store::Record::tombstone("gone@acme.example", joined);
+    let settings = identity_settings();
+    // (case, MFA required, record, keep_joined of the Forget planned, if one is)
+    let cases = [
+        ("left, MFA required", true, left.clone(), Some(Some(joined))),
+        ("left, MFA not required", false, left, Some(None)),
+        ("tombstone, MFA required", true, tombstone.clone(), None),
+        (
+            "tombstone, MFA no longer required",
+            false,
+            tombstone,
+            Some(None),
+        ),
+    ];
+    for (case, required, record, want) in cases {
+        let mut w = acme();
+        w.org.as_mut().expect("org").spec.security.mfa.required = required;
+        w.credentials.insert(record.email.clone(), record);
+        let forgets: Vec<_> = plan(&w, &settings)
+            .identity
+            .into_iter()
+            .filter_map(|a| match a {
+                IdentityAction::Forget { email, keep_joined } => Some((email, keep_joined)),
+                _ => None,
+            })
+            .collect();
+        let want: Vec<_> = want
+            .into_iter()
+            .map(|k| ("gone@acme.example".to_string(), k))
+            .collect();
+        assert_eq!(forgets, want, "{case}");
     }
 }
 
@@ -1341,7 +1355,8 @@ fn identity_actions() {
     assert_eq!(
         plan(&w, &settings).identity,
         vec![IdentityAction::Forget {
-            email: "gone@acme.example".into()
+            email: "gone@acme.example".into(),
+            keep_joined: None,
         }]
     );
 }

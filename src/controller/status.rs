@@ -57,11 +57,6 @@ pub(super) fn statuses(
             projects: Some(u32::try_from(views.len()).unwrap_or(u32::MAX)),
             mfa_compliant: Some(format!("{ok}/{counted}")),
             conditions: vec![ready, reconciling, stalled, mfa],
-            mfa_grace_spent: access::grace_spent(
-                &prev.mfa_grace_spent,
-                &eval.members,
-                mfa_required,
-            ),
         };
         if let Some(previous_owner) = prev.owner.as_ref().filter(|p| **p != o.spec.owner) {
             plan.events.push(PlannedEvent {

@@ -245,6 +245,11 @@ impl Identity {
         };
         // The link this one replaces, if it was a Secret: deleted once this one is out.
         let mut replaced: Option<String> = None;
+        let created = m
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(|t| u64::try_from(t.0.as_second()).ok());
         // A record of a deleted namesake is replaced whole.
         let mut invited = |r: Option<&Record>| {
             let mut next = match r {
@@ -255,6 +260,12 @@ impl Identity {
                     ..Default::default()
                 },
             };
+            // When the address first joined: kept from any record of it (a deleted
+            // namesake's, a tombstone), else this Membership's creation.
+            next.first_joined = [r.and_then(Record::grace_from), next.first_joined, created]
+                .into_iter()
+                .flatten()
+                .min();
             // A delivered invitation before this one ends a run of failed ones.
             if next.invitation.is_some() {
                 next.undelivered = None;
@@ -633,9 +644,33 @@ impl Identity {
 
     /// The member is gone: so are their credentials — the record of that Membership
     /// (`membership_uid`), not one a new Membership of the same address has made meanwhile.
-    pub async fn forget(&self, org: &str, email: &str, membership_uid: Option<&str>) -> Result<()> {
-        self.store.delete_if(org, email, membership_uid).await?;
-        Ok(())
+    /// Removes the credentials of `email`, if they are still those of Membership
+    /// `membership_uid`. With `keep_joined`, the record stays as a tombstone saying when the
+    /// address first joined (`Record::tombstone`), for the MFA grace period of any later
+    /// Membership of it.
+    pub async fn forget(
+        &self,
+        org: &str,
+        email: &str,
+        membership_uid: Option<&str>,
+        keep_joined: Option<u64>,
+    ) -> Result<()> {
+        let Some(joined) = keep_joined else {
+            self.store.delete_if(org, email, membership_uid).await?;
+            return Ok(());
+        };
+        let tombstone = Record::tombstone(email, joined);
+        let outcome = self
+            .store
+            .update(org, email, |r| {
+                let theirs = r.membership_uid.as_deref() == membership_uid;
+                ((theirs && *r != tombstone).then(|| tombstone.clone()), ())
+            })
+            .await;
+        match outcome {
+            Ok(()) | Err(super::store::Error::NotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Moves ownership of `org` to `new_owner`: roster writes `spec.owner` (the caller has

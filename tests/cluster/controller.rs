@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    Cluster, RESYNC, ROSTER_NAMESPACE, cluster, examples_as_of_now, exclusive, http_get, shared,
-    small_org, wait_for,
+    Cluster, RESYNC, ROSTER_NAMESPACE, cluster, examples_as_of_now, exclusive, http_get,
+    link_secret, shared, small_org, wait_for,
 };
 
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -686,18 +686,35 @@ fn mfa_overdue_and_the_end_of_an_exemption_cut_access_on_time() {
     );
     // Red team 33: gus, overdue, deleted and declared again as he was (what an Admin may do)
     // gets no new grace period from his new Membership: Overdue at once, no access.
+    let mfa_of = |name: &str| {
+        wait_for(&format!("{name}'s MFA status"), CONVERGE, || {
+            let s = jsonpath(
+                c,
+                &["membership", name, "-n", &ns],
+                "{.status.mfa.state} {.status.mfa.deadline}",
+            );
+            (s.split_whitespace().count() == 2).then_some(s)
+        })
+    };
     c.kubectl_ok(&["delete", "membership", "gus", "-n", &ns, "--wait=true"]);
     apply(c, &member("gus", ""));
-    let state = wait_for("the new gus's MFA state", CONVERGE, || {
-        let s = jsonpath(c, &["membership", "gus", "-n", &ns], "{.status.mfa.state}");
-        (!s.is_empty()).then_some(s)
-    });
-    assert_eq!(
-        state, "Overdue",
-        "gus declared again got a new grace period"
-    );
+    let gus = mfa_of("gus");
+    assert!(gus.starts_with("Overdue "), "gus declared again: {gus}");
     assert_eq!(
         subjects(c, &project_ns, "roster-developer"),
         Some(vec!["forever".to_string()]),
+    );
+    // Red team 34: hop, deleted before his deadline (once invited) and declared again, keeps
+    // his first deadline.
+    apply(c, &member("hop", ""));
+    let first = mfa_of("hop");
+    link_secret(c, &ns, "hop");
+    c.kubectl_ok(&["delete", "membership", "hop", "-n", &ns, "--wait=true"]);
+    apply(c, &member("hop", ""));
+    let again = mfa_of("hop");
+    assert_eq!(
+        again.split_whitespace().nth(1),
+        first.split_whitespace().nth(1),
+        "hop's deadline, declared again ({again}) and first ({first})"
     );
 }

@@ -480,7 +480,7 @@ fn standing(state: &AppState, c: &Claims, now: u64) -> Result<Arc<Membership>, &
     if record.locked_until.is_some_and(|u| u > now) {
         return Err("Locked");
     }
-    if mfa_overdue(state, c, &m, record.enrolled, now) {
+    if mfa_overdue(state, c, &m, record, now) {
         return Err("MfaOverdue");
     }
     Ok(m)
@@ -491,12 +491,18 @@ fn standing(state: &AppState, c: &Claims, now: u64) -> Result<Arc<Membership>, &
 /// session to such a member, but one issued before MFA was required of them (or during an
 /// exemption) could outlive the grace period (red team 32), with whatever the cluster grants
 /// their organization's group or any authenticated user.
-fn mfa_overdue(state: &AppState, c: &Claims, m: &Membership, enrolled: bool, now: u64) -> bool {
+fn mfa_overdue(
+    state: &AppState,
+    c: &Claims,
+    m: &Membership,
+    record: &crate::cache::Standing,
+    now: u64,
+) -> bool {
     let Some(o) = state.orgs.get(&c.org, &c.org) else {
         return false;
     };
     let now = timestamp(now);
-    if enrolled || !mfa_required_of(&o, m, now) {
+    if record.enrolled || !mfa_required_of(&o, m, now) {
         return false;
     }
     let since = o
@@ -504,5 +510,6 @@ fn mfa_overdue(state: &AppState, c: &Claims, m: &Membership, enrolled: bool, now
         .as_ref()
         .and_then(|s| crate::condition::true_since(&s.conditions, "MfaRequired"))
         .unwrap_or(now);
-    crate::access::mfa_grace_end(&o, since, m) <= now
+    let first_joined = record.grace_from.map(timestamp);
+    crate::access::mfa_grace_end(&o, since, m, first_joined) <= now
 }

@@ -1018,76 +1018,77 @@ async fn a_member_past_the_mfa_grace_period_without_mfa_is_refused_a_token() {
     joined_an_hour_ago.metadata.creation_timestamp = Some(
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(an_hour_ago),
     );
-    let mut spent = required_since(long_ago, true);
-    if let Some(s) = spent.status.as_mut() {
-        s.mfa_grace_spent = vec![crate::access::address_digest("bob@acme.example")];
-    }
-    // (case, organization, member, enrolled, refused)
+    let unix = |t: Timestamp| u64::try_from(t.as_second()).expect("unix");
+    // bob's record as the case has it (None: the fixture's).
+    let record = |enrolled: bool, first_joined: Timestamp| {
+        Some(Record {
+            email: "bob@acme.example".into(),
+            membership_uid: Some("bob-uid".into()),
+            generation: 3,
+            totp_sealed: enrolled.then(|| "sealed".into()),
+            first_joined: Some(unix(first_joined)),
+            ..Default::default()
+        })
+    };
+    // (case, organization, member, record, refused)
     let cases = [
         (
             "grace over, never enrolled",
             required_since(long_ago, true),
             bob(),
-            false,
+            None,
             true,
         ),
         (
             "in the grace period",
             required_since(an_hour_ago, true),
             bob(),
-            false,
+            None,
             false,
         ),
         (
             "enrolled",
             required_since(long_ago, true),
             bob(),
-            true,
+            record(true, long_ago),
             false,
         ),
         (
             "exempt",
             required_since(long_ago, true),
             exempt,
-            false,
+            None,
             false,
         ),
         (
             "MFA no longer required",
             required_since(long_ago, false),
             bob(),
-            false,
+            None,
             false,
         ),
         (
             "joined an hour ago",
             required_since(long_ago, true),
             joined_an_hour_ago.clone(),
-            false,
+            record(false, an_hour_ago),
             false,
         ),
-        // Red team 33: an overdue member deleted and declared again by an Admin.
+        // Red teams 33 and 34: a member deleted and declared again by an Admin; the address
+        // first joined long ago (its record says so).
         (
-            "joined again an hour ago, grace period spent",
-            spent,
+            "declared again an hour ago, first joined long ago",
+            required_since(long_ago, true),
             joined_an_hour_ago,
-            false,
+            record(false, long_ago),
             true,
         ),
     ];
     let token = Signer::new(&KEY).sign(&claims(3, token::SESSION, super::now() + 3600));
     let ours = json!({"roster.dev/membership": ["bob"], "roster.dev/generation": ["3"]});
-    for (case, o, m, enrolled, refused) in cases {
+    for (case, o, m, record, refused) in cases {
         let mut f = fixture_of(vec![m.clone()], 3, Limits::off(), vec![o]);
-        if enrolled {
-            let record = Record {
-                email: m.spec.email.clone(),
-                membership_uid: m.metadata.uid.clone(),
-                generation: 3,
-                accepted_at: Some(1),
-                totp_sealed: Some("sealed".into()),
-                ..Default::default()
-            };
+        if let Some(record) = record {
             f.creds
                 .apply_watcher_event(&watcher::Event::Apply(credential(&m.spec.email, &record)));
         }
