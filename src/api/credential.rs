@@ -169,12 +169,14 @@ impl Undelivered {
 
 impl Record {
     /// When the address first joined, as far as this record tells: `first_joined`, or for a
-    /// record written before roster kept that, its earliest invitation or acceptance.
+    /// record written before roster kept that, its earliest invitation, acceptance or failed
+    /// delivery (later than the Membership's creation: a grace period from it is too long).
     pub fn grace_from(&self) -> Option<u64> {
         self.first_joined.or_else(|| {
             [
                 self.invitation.as_ref().map(|i| i.sent_at),
                 self.accepted_at,
+                self.undelivered.map(|u| u.at),
             ]
             .into_iter()
             .flatten()

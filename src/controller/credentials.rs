@@ -214,6 +214,13 @@ pub enum IdentityAction {
     },
 }
 
+/// Most tombstones (`Record::tombstone`) an organization keeps. They live in roster's
+/// namespace, and an Admin who invites and deletes members in a loop would otherwise grow it
+/// without bound, for every organization's cost (red team 35). The earliest joined are kept:
+/// newer departures cannot push an address out; past the bound, a new departure's record is
+/// deleted, and that address would get a new grace period if declared again.
+pub const MAX_TOMBSTONES: usize = 10_000;
+
 pub(super) fn plan_identity(
     w: &World,
     org: Option<&Organization>,
@@ -227,13 +234,24 @@ pub(super) fn plan_identity(
         .collect();
     // Credentials of an address no Membership holds any more go; while MFA is required, all
     // but when the address first joined: declared again, it gets no new grace period to enrol
-    // (red teams 33 and 34).
+    // (red teams 33 and 34). At most MAX_TOMBSTONES, the earliest joined.
     let mfa_required = org.is_some_and(|o| o.spec.security.mfa.required);
+    let mut departed: Vec<(u64, &String, &Record)> = Vec::new();
     for (email, r) in &w.credentials {
         if held.contains_key(email.as_str()) {
             continue;
         }
-        let keep_joined = r.grace_from().filter(|_| mfa_required);
+        match r.grace_from().filter(|_| mfa_required) {
+            Some(joined) => departed.push((joined, email, r)),
+            None => plan.identity.push(IdentityAction::Forget {
+                email: email.clone(),
+                keep_joined: None,
+            }),
+        }
+    }
+    departed.sort_by_key(|(joined, email, _)| (*joined, *email));
+    for (i, (joined, email, r)) in departed.into_iter().enumerate() {
+        let keep_joined = (i < MAX_TOMBSTONES).then_some(joined);
         if keep_joined.is_none() || !r.is_tombstone() {
             plan.identity.push(IdentityAction::Forget {
                 email: email.clone(),

@@ -700,6 +700,56 @@ fn a_departed_address_leaves_a_tombstone_while_mfa_is_required() {
     }
 }
 
+/// Tombstones are bounded per organization: the earliest joined are kept, so departures
+/// made later (an Admin inviting and deleting in a loop) cannot push an address out.
+#[test]
+fn tombstones_are_bounded_and_the_earliest_joined_are_kept() {
+    use super::super::credentials::MAX_TOMBSTONES;
+    use crate::identity::store::Record;
+    let mut w = acme();
+    w.org.as_mut().expect("org").spec.security.mfa.required = true;
+    for i in 0..MAX_TOMBSTONES {
+        let email = format!("t{i:05}@acme.example");
+        w.credentials
+            .insert(email.clone(), Record::tombstone(&email, 1_000 + i as u64));
+    }
+    let departed = |email: &str, joined: u64| Record {
+        email: email.into(),
+        membership_uid: Some(format!("{email}-uid")),
+        first_joined: Some(joined),
+        ..Default::default()
+    };
+    let forgets = |w: &World| -> Vec<(String, Option<u64>)> {
+        plan(w, &identity_settings())
+            .identity
+            .into_iter()
+            .filter_map(|a| match a {
+                IdentityAction::Forget { email, keep_joined } => Some((email, keep_joined)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(forgets(&w), vec![], "at the bound, nothing moves");
+    // A later departure past the bound is deleted; the tombstones stay.
+    let mut late = w.clone();
+    late.credentials.insert(
+        "late@acme.example".into(),
+        departed("late@acme.example", 1_000_000),
+    );
+    assert_eq!(forgets(&late), vec![("late@acme.example".into(), None)]);
+    // An earlier one is kept; the latest-joined tombstone goes.
+    let mut early = w;
+    early.credentials.insert(
+        "early@acme.example".into(),
+        departed("early@acme.example", 10),
+    );
+    let last = format!("t{:05}@acme.example", MAX_TOMBSTONES - 1);
+    assert_eq!(
+        forgets(&early),
+        vec![("early@acme.example".into(), Some(10)), (last, None)]
+    );
+}
+
 #[test]
 fn mfa_required_since_is_recorded_once() {
     let mut w = acme();

@@ -704,6 +704,17 @@ fn mfa_overdue_and_the_end_of_an_exemption_cut_access_on_time() {
         subjects(c, &project_ns, "roster-developer"),
         Some(vec!["forever".to_string()]),
     );
+    // Overdue, gus accepts his invitation and enrols: that gives him his access back (red
+    // team 35: an overdue member's enrolment page "expired").
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            let page = crate::harness::accept(c, &ns, "gus").await;
+            crate::members::enrol_on_page(c, &ns, "gus", &page).await;
+        });
+    wait_subjects(c, &project_ns, "roster-developer", &["forever", "gus"]);
     // Red team 34: hop, deleted before his deadline (once invited) and declared again, keeps
     // his first deadline.
     apply(c, &member("hop", ""));

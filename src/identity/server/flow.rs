@@ -357,7 +357,7 @@ pub fn enrol_ticket_now(state: &AppState, ticket: &str, now: u64) -> Option<Clai
     if c.purpose != token::ENROL {
         return None;
     }
-    standing(state, &c, now).ok()?;
+    standing_but_mfa(state, &c, now).ok()?;
     Some(c)
 }
 
@@ -455,6 +455,29 @@ pub fn authorize(
 /// unexpired, not revoked or locked, with a credential record made for it and of the token's
 /// generation. Reads caches only (by name, no scan).
 fn standing(state: &AppState, c: &Claims, now: u64) -> Result<Arc<Membership>, &'static str> {
+    let (m, mfa) = standing_but_mfa(state, c, now)?;
+    if mfa_overdue(state, c, &m, mfa, now) {
+        return Err("MfaOverdue");
+    }
+    Ok(m)
+}
+
+/// What `mfa_overdue` reads of the member's record: enrolled, and since when the address
+/// joined (`Record::grace_from`).
+#[derive(Clone, Copy)]
+struct MfaFacts {
+    enrolled: bool,
+    grace_from: Option<u64>,
+}
+
+/// `standing`, except MFA: what an enrolment ticket needs. A member past their grace period
+/// enrols to regain access; refusing them for being overdue left them no way back but an
+/// exemption from the owner (red team 35).
+fn standing_but_mfa(
+    state: &AppState,
+    c: &Claims,
+    now: u64,
+) -> Result<(Arc<Membership>, MfaFacts), &'static str> {
     let m = state
         .memberships
         .get_if(&c.org, &c.membership, |m| {
@@ -480,10 +503,11 @@ fn standing(state: &AppState, c: &Claims, now: u64) -> Result<Arc<Membership>, &
     if record.locked_until.is_some_and(|u| u > now) {
         return Err("Locked");
     }
-    if mfa_overdue(state, c, &m, record, now) {
-        return Err("MfaOverdue");
-    }
-    Ok(m)
+    let mfa = MfaFacts {
+        enrolled: record.enrolled,
+        grace_from: record.grace_from,
+    };
+    Ok((m, mfa))
 }
 
 /// MFA is required of the member, they have not enrolled, and their grace period is over:
@@ -491,13 +515,7 @@ fn standing(state: &AppState, c: &Claims, now: u64) -> Result<Arc<Membership>, &
 /// session to such a member, but one issued before MFA was required of them (or during an
 /// exemption) could outlive the grace period (red team 32), with whatever the cluster grants
 /// their organization's group or any authenticated user.
-fn mfa_overdue(
-    state: &AppState,
-    c: &Claims,
-    m: &Membership,
-    record: &crate::cache::Standing,
-    now: u64,
-) -> bool {
+fn mfa_overdue(state: &AppState, c: &Claims, m: &Membership, record: MfaFacts, now: u64) -> bool {
     let Some(o) = state.orgs.get(&c.org, &c.org) else {
         return false;
     };

@@ -1085,6 +1085,7 @@ async fn a_member_past_the_mfa_grace_period_without_mfa_is_refused_a_token() {
         ),
     ];
     let token = Signer::new(&KEY).sign(&claims(3, token::SESSION, super::now() + 3600));
+    let enrol = Signer::new(&KEY).sign(&claims(3, token::ENROL, super::now() + 600));
     let ours = json!({"roster.dev/membership": ["bob"], "roster.dev/generation": ["3"]});
     for (case, o, m, record, refused) in cases {
         let mut f = fixture_of(vec![m.clone()], 3, Limits::off(), vec![o]);
@@ -1094,6 +1095,12 @@ async fn a_member_past_the_mfa_grace_period_without_mfa_is_refused_a_token() {
         }
         let v = review(&f, token.expose()).await;
         let s = authorize(&f, json!(["roster:acme"]), ours.clone()).await;
+        // Overdue or not, the member may enrol: that is the way back (red team 35: an overdue
+        // member's enrolment page "expired", and only an exemption let them in again).
+        assert!(
+            super::flow::enrol_ticket_now(&f.state, enrol.expose(), super::now()).is_some(),
+            "{case}: the enrolment ticket is refused"
+        );
         if refused {
             assert_eq!(v["status"]["authenticated"], false, "{case}: {v}");
             assert_eq!(v["status"]["error"], "roster: MfaOverdue", "{case}: {v}");
