@@ -218,7 +218,8 @@ pub enum IdentityAction {
 /// namespace, and an Admin who invites and deletes members in a loop would otherwise grow it
 /// without bound, for every organization's cost (red team 35). The earliest joined are kept:
 /// newer departures cannot push an address out; past the bound, a new departure's record is
-/// deleted, and that address would get a new grace period if declared again.
+/// deleted, that address would get a new grace period if declared again, and a Warning Event
+/// on the Organization says so.
 pub const MAX_TOMBSTONES: usize = 10_000;
 
 pub(super) fn plan_identity(
@@ -250,6 +251,19 @@ pub(super) fn plan_identity(
         }
     }
     departed.sort_by_key(|(joined, email, _)| (*joined, *email));
+    // Past the bound the protection is gone for the addresses dropped: the owner is told, not
+    // left to find out (red team 36: 10,000 throwaway Memberships made and deleted fill it).
+    let past = departed.len().saturating_sub(MAX_TOMBSTONES);
+    if let Some(o) = org.filter(|_| past > 0) {
+        plan.events.push(PlannedEvent {
+            target: Target::Organization(o.name_any()),
+            warning: true,
+            reason: "MfaJoinTimesForgotten",
+            note: format!(
+                "{past} addresses no Membership holds lose the record of when they first joined (roster keeps {MAX_TOMBSTONES}, the earliest): declared again, they would get a new MFA grace period"
+            ),
+        });
+    }
     for (i, (joined, email, r)) in departed.into_iter().enumerate() {
         let keep_joined = (i < MAX_TOMBSTONES).then_some(joined);
         if keep_joined.is_none() || !r.is_tombstone() {

@@ -729,14 +729,28 @@ fn tombstones_are_bounded_and_the_earliest_joined_are_kept() {
             })
             .collect()
     };
+    let warned = |w: &World| {
+        plan(w, &identity_settings())
+            .events
+            .iter()
+            .filter(|e| e.warning && e.reason == "MfaJoinTimesForgotten")
+            .map(|e| e.note.clone())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(forgets(&w), vec![], "at the bound, nothing moves");
-    // A later departure past the bound is deleted; the tombstones stay.
+    assert_eq!(warned(&w), Vec::<String>::new());
+    // A later departure past the bound is deleted, and the owner told; the tombstones stay.
     let mut late = w.clone();
     late.credentials.insert(
         "late@acme.example".into(),
         departed("late@acme.example", 1_000_000),
     );
     assert_eq!(forgets(&late), vec![("late@acme.example".into(), None)]);
+    let notes = warned(&late);
+    assert!(
+        notes.len() == 1 && notes[0].starts_with("1 addresses"),
+        "{notes:?}"
+    );
     // An earlier one is kept; the latest-joined tombstone goes.
     let mut early = w;
     early.credentials.insert(
