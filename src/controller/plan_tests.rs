@@ -180,6 +180,15 @@ fn subjects(w: &World, ns: &str, rb: &str) -> Vec<String> {
         .collect()
 }
 
+/// The status `p` plans for `member`.
+fn planned<'a>(p: &'a Plan, member: &str) -> &'a crate::api::MembershipStatus {
+    &p.membership_status
+        .iter()
+        .find(|(n, _)| n == member)
+        .expect("planned status")
+        .1
+}
+
 fn status<'a>(w: &'a World, member: &str) -> &'a crate::api::MembershipStatus {
     w.memberships
         .iter()
@@ -550,12 +559,7 @@ fn mfa_grace_period_edges() {
             );
         }
         let p = plan(&w, &Settings::default());
-        let s = &p
-            .membership_status
-            .iter()
-            .find(|(n, _)| n == "dave")
-            .expect("dave status")
-            .1;
+        let s = planned(&p, "dave");
         let mfa = s.mfa.as_ref().expect("mfa");
         assert_eq!(mfa.state, c.state, "{}", c.name);
         assert_eq!(
@@ -632,12 +636,7 @@ fn a_member_declared_again_gets_no_new_grace_period() {
             );
         }
         let p = plan(&w, &Settings::default());
-        let s = &p
-            .membership_status
-            .iter()
-            .find(|(n, _)| n == "dave")
-            .expect("dave status")
-            .1;
+        let s = planned(&p, "dave");
         let mfa = s.mfa.as_ref().expect("mfa");
         assert_eq!(mfa.state, state, "{case}");
         assert_eq!(
