@@ -644,10 +644,8 @@ impl Identity {
 
     /// The member is gone: so are their credentials — the record of that Membership
     /// (`membership_uid`), not one a new Membership of the same address has made meanwhile.
-    /// Removes the credentials of `email`, if they are still those of Membership
-    /// `membership_uid`. With `keep_joined`, the record stays as a tombstone saying when the
-    /// address first joined (`Record::tombstone`), for the MFA grace period of any later
-    /// Membership of it.
+    /// With `keep_joined`, the record stays as a tombstone saying when the address first joined
+    /// (`Record::tombstone`), for the MFA grace period of any later Membership of it.
     pub async fn forget(
         &self,
         org: &str,
