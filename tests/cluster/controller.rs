@@ -628,6 +628,12 @@ fn mfa_overdue_and_the_end_of_an_exemption_cut_access_on_time() {
         "apiVersion: roster.dev/v1alpha1\nkind: Organization\nmetadata: {{name: {ns}, namespace: {ns}}}\nspec: {{owner: olga@acme.example, security: {{mfa: {{required: true, gracePeriod: 10s}}}}}}\n---\napiVersion: roster.dev/v1alpha1\nkind: Project\nmetadata: {{name: p, namespace: {ns}}}\n"
     );
     yaml.push_str(&member("gus", ""));
+    // A second organization requiring MFA from now on, 15 s of grace, nobody in it yet (gus
+    // joins it later, once it has required MFA for longer than that).
+    let other = c.namespace("mfaclock-b");
+    yaml.push_str(&format!(
+        "---\napiVersion: roster.dev/v1alpha1\nkind: Organization\nmetadata: {{name: {other}, namespace: {other}}}\nspec: {{owner: olga@acme.example, security: {{mfa: {{required: true, gracePeriod: 15s}}}}}}\n---\napiVersion: roster.dev/v1alpha1\nkind: Project\nmetadata: {{name: p, namespace: {other}}}\n"
+    ));
     yaml.push_str(&member(
         "ex",
         &format!(", mfa: {{exempt: true, exemptUntil: \"{exempt_until}\", reason: key on order}}"),
@@ -703,6 +709,37 @@ fn mfa_overdue_and_the_end_of_an_exemption_cut_access_on_time() {
     assert_eq!(
         subjects(c, &project_ns, "roster-developer"),
         Some(vec!["forever".to_string()]),
+    );
+    // The other organization's gus (the same address) is another member: what this one
+    // remembers of when gus first joined reaches no other organization. His grace period runs
+    // from his joining there, not from when he first joined here (which would make him overdue
+    // at once: that organization has required MFA longer than its grace period).
+    let joins = k8s_openapi::jiff::Timestamp::now();
+    apply(
+        c,
+        &member("gus", "").replace(&format!("namespace: {ns}"), &format!("namespace: {other}")),
+    );
+    let gus_there = wait_for("gus's MFA status there", CONVERGE, || {
+        let s = jsonpath(
+            c,
+            &["membership", "gus", "-n", &other],
+            "{.status.mfa.state} {.status.mfa.deadline}",
+        );
+        (s.split_whitespace().count() == 2).then_some(s)
+    });
+    let deadline: k8s_openapi::jiff::Timestamp = gus_there
+        .split_whitespace()
+        .nth(1)
+        .and_then(|d| d.parse().ok())
+        .expect("a deadline");
+    assert!(
+        deadline >= joins + k8s_openapi::jiff::SignedDuration::from_secs(14),
+        "gus in the other organization: {gus_there}, joined at {joins}"
+    );
+    // The status is written after the bindings.
+    assert_eq!(
+        subjects(c, &format!("{other}-p"), "roster-developer"),
+        Some(vec!["gus".to_string()]),
     );
     // Overdue, gus accepts his invitation and enrols: that gives him his access back (red
     // team 35: an overdue member's enrolment page "expired").
