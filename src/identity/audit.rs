@@ -3,7 +3,7 @@
 //! - one JSON line on standard output (for the cluster's log pipeline),
 //! - a Kubernetes Event on the member's Membership (for `kubectl describe`) — except for what
 //!   the controller does itself (invitations, unlocks, MFA resets), whose own Event says it;
-//!   the same Event seen several times within a batch is published once,
+//!   one per member, reason and note, its count the number of attempts (`security_events`),
 //! - a bounded per-organization log in a ConfigMap in roster's namespace, which outlives Event
 //!   TTL and restarts (`roster security-log ORG`).
 //!
@@ -26,11 +26,11 @@ use crate::cache::Store as Cache;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use super::security_events::{COUNTS_EVERY, Key, SecurityEvents};
 use crate::api::contract::{MANAGED_BY, MANAGER, ORGANIZATION_LABEL};
 use crate::api::{Membership, Organization};
 
@@ -165,13 +165,7 @@ impl SecurityLog {
         let (tx, rx) = mpsc::channel(10_000);
         let writer = Writer {
             api: Api::namespaced(client.clone(), namespace),
-            recorder: Recorder::new(
-                client,
-                kube::runtime::events::Reporter {
-                    controller: "roster-identity".into(),
-                    instance: None,
-                },
-            ),
+            events: SecurityEvents::new(client),
             orgs,
             memberships,
         };
@@ -242,7 +236,7 @@ pub fn parse(log: &str) -> Vec<Entry> {
 
 struct Writer {
     api: Api<ConfigMap>,
-    recorder: Recorder,
+    events: SecurityEvents,
     orgs: Cache<Organization>,
     /// Memberships by organization and e-mail: a scan of all of them per entry made a bulk
     /// invitation of 20,000 members quadratic (and the queue overflowed meanwhile).
@@ -250,9 +244,23 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(self, mut rx: mpsc::Receiver<Entry>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Entry>) {
         let mut batch = Vec::new();
-        while let Some(first) = rx.recv().await {
+        let mut counts = tokio::time::interval(COUNTS_EVERY);
+        counts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let first = tokio::select! {
+                next = rx.recv() => next,
+                _ = counts.tick() => {
+                    self.events.write_counts(false).await;
+                    continue;
+                }
+            };
+            let Some(first) = first else {
+                // Every sender gone (shutdown): the counts not yet written, now.
+                self.events.write_counts(true).await;
+                return;
+            };
             batch.push(first);
             // Collect what arrives within a second into one write per organization.
             let deadline = tokio::time::sleep(Duration::from_secs(1));
@@ -274,12 +282,13 @@ impl Writer {
                     continue;
                 };
                 if let Some(m) = member.filter(|_| !announced_by_controller(&e.event)) {
-                    announced.push((m.object_ref(&()), event(&e)));
+                    let regarding = m.object_ref(&());
+                    announced.push((event(&e, &regarding), regarding));
                 }
                 by_org.entry(e.organization.clone()).or_default().push(e);
             }
-            for (reference, ev) in distinct(announced) {
-                if let Err(err) = self.recorder.publish(&ev, &reference).await {
+            for (key, regarding, count) in distinct(announced) {
+                if let Err(err) = self.events.publish(key, &regarding, count).await {
                     tracing::debug!(error = %err, "security Event not published");
                 }
             }
@@ -319,6 +328,9 @@ impl Writer {
                 })
                 .collect::<BTreeMap<String, String>>()
         };
+        // Conflicts all the way: the last one is the error (the entries are lost to the
+        // ConfigMap, and the caller says so).
+        let mut conflict = None;
         for _ in 0..20 {
             match self.api.get_opt(&name).await? {
                 None => {
@@ -336,7 +348,9 @@ impl Writer {
                     };
                     match self.api.create(&PostParams::default(), &cm).await {
                         Ok(_) => return Ok(()),
-                        Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                        Err(kube::Error::Api(s)) if s.code == 409 => {
+                            conflict = Some(kube::Error::Api(s));
+                        }
                         Err(e) => return Err(e),
                     }
                 }
@@ -344,18 +358,20 @@ impl Writer {
                     cm.data = Some(merged(cm.data.as_ref()));
                     match self.api.replace(&name, &PostParams::default(), &cm).await {
                         Ok(_) => return Ok(()),
-                        Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                        Err(kube::Error::Api(s)) if s.code == 409 => {
+                            conflict = Some(kube::Error::Api(s));
+                        }
                         Err(e) => return Err(e),
                     }
                 }
             }
         }
-        Ok(())
+        conflict.map_or(Ok(()), Err)
     }
 }
 
 /// The Event an entry is shown as on its member's Membership.
-fn event(e: &Entry) -> Event {
+fn event(e: &Entry, regarding: &ObjectReference) -> Key {
     let note = [
         e.email.clone(),
         e.reason.clone(),
@@ -366,38 +382,24 @@ fn event(e: &Entry) -> Event {
     .flatten()
     .collect::<Vec<_>>()
     .join(", ");
-    Event {
-        type_: if e.warning() {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: e.event.clone(),
-        note: Some(note),
-        action: "Security".into(),
-        secondary: None,
-    }
+    Key::of(regarding, e.warning(), &e.event, note)
 }
 
-/// One publish per distinct Event of a batch (first-seen order): each publish is a write to
-/// the API server, and a script logging in a member in a loop made one per login — writes
-/// that took CPU from the logins' own hashing. The Event's count then counts the batches
-/// (seconds) it was seen in; the persisted log and standard output keep every attempt.
-fn distinct(events: Vec<(ObjectReference, Event)>) -> Vec<(ObjectReference, Event)> {
-    let mut seen = std::collections::HashSet::new();
-    events
-        .into_iter()
-        .filter(|(r, ev)| {
-            seen.insert((
-                r.uid.clone(),
-                r.namespace.clone(),
-                r.name.clone(),
-                ev.type_ == EventType::Warning,
-                ev.reason.clone(),
-                ev.note.clone(),
-            ))
-        })
-        .collect()
+/// Each distinct Event of a batch once (first-seen order), with how many times it was seen:
+/// one write for all of them. A script logging a member in a loop made one write per login.
+fn distinct(events: Vec<(Key, ObjectReference)>) -> Vec<(Key, ObjectReference, i32)> {
+    let mut out: Vec<(Key, ObjectReference, i32)> = Vec::new();
+    let mut at: std::collections::HashMap<Key, usize> = std::collections::HashMap::new();
+    for (key, regarding) in events {
+        match at.get(&key) {
+            Some(&i) => out[i].2 = out[i].2.saturating_add(1),
+            None => {
+                at.insert(key.clone(), out.len());
+                out.push((key, regarding, 1));
+            }
+        }
+    }
+    out
 }
 
 /// Reads an organization's log (the `security-log` command), both parts, oldest first.
@@ -455,7 +457,7 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_publishes_each_distinct_event_once() {
+    fn a_batch_publishes_each_distinct_event_once_with_its_count() {
         let at = |name: &str, uid: &str| ObjectReference {
             namespace: Some("acme".into()),
             name: Some(name.into()),
@@ -463,47 +465,56 @@ mod tests {
             ..Default::default()
         };
         let (bob, bob_again, carl) = (at("bob", "u1"), at("bob", "u2"), at("carl", "u3"));
-        let ok = |ip: &str| {
-            event(
-                &Entry::new("acme", Some("bob@acme.example"), "LoginSucceeded")
-                    .client(Some(ip.into()), None),
+        let ok = |ip: &str, r: &ObjectReference| {
+            (
+                event(
+                    &Entry::new("acme", Some("bob@acme.example"), "LoginSucceeded")
+                        .client(Some(ip.into()), None),
+                    r,
+                ),
+                r.clone(),
             )
         };
-        let failed = || {
-            event(
-                &Entry::new("acme", Some("bob@acme.example"), "LoginFailed")
-                    .reason("WrongPassword"),
+        let failed = |why: &str| {
+            (
+                event(
+                    &Entry::new("acme", Some("bob@acme.example"), "LoginFailed").reason(why),
+                    &bob,
+                ),
+                bob.clone(),
             )
         };
         let batch = vec![
-            (bob.clone(), ok("10.0.0.1")),
-            (bob.clone(), ok("10.0.0.1")),
-            (bob.clone(), failed()),
-            (bob.clone(), ok("10.0.0.2")),
-            (bob.clone(), ok("10.0.0.1")),
-            (carl.clone(), ok("10.0.0.1")),
+            ok("10.0.0.1", &bob),
+            ok("10.0.0.1", &bob),
+            failed("WrongPassword"),
+            ok("10.0.0.2", &bob),
+            ok("10.0.0.1", &bob),
+            // The same reason, another note: another Event, not a count of the first.
+            failed("CodeMissing"),
+            ok("10.0.0.1", &carl),
             // Another Membership of the same name (deleted and declared again).
-            (bob_again.clone(), ok("10.0.0.1")),
-            (bob.clone(), failed()),
+            ok("10.0.0.1", &bob_again),
+            failed("WrongPassword"),
         ];
         let published: Vec<String> = distinct(batch)
             .into_iter()
-            .map(|(r, e)| {
-                let (name, uid) = (r.name.unwrap_or_default(), r.uid.unwrap_or_default());
-                format!("{name} {uid} {}: {}", e.reason, e.note.unwrap_or_default())
+            .map(|(k, _, n)| {
+                let kind = if k.warning { "Warning" } else { "Normal" };
+                format!("{} {} {kind} {}: {} x{n}", k.name, k.uid, k.reason, k.note)
             })
             .collect();
         assert_eq!(
             published,
             [
-                "bob u1 LoginSucceeded: bob@acme.example, from 10.0.0.1",
-                "bob u1 LoginFailed: bob@acme.example, WrongPassword",
-                "bob u1 LoginSucceeded: bob@acme.example, from 10.0.0.2",
-                "carl u3 LoginSucceeded: bob@acme.example, from 10.0.0.1",
-                "bob u2 LoginSucceeded: bob@acme.example, from 10.0.0.1",
+                "bob u1 Normal LoginSucceeded: bob@acme.example, from 10.0.0.1 x3",
+                "bob u1 Warning LoginFailed: bob@acme.example, WrongPassword x2",
+                "bob u1 Normal LoginSucceeded: bob@acme.example, from 10.0.0.2 x1",
+                "bob u1 Warning LoginFailed: bob@acme.example, CodeMissing x1",
+                "carl u3 Normal LoginSucceeded: bob@acme.example, from 10.0.0.1 x1",
+                "bob u2 Normal LoginSucceeded: bob@acme.example, from 10.0.0.1 x1",
             ]
         );
-        assert_eq!(failed().type_, EventType::Warning);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod mail;
 pub mod password;
 pub mod revocation;
 pub mod seal;
+pub mod security_events;
 pub mod server;
 pub mod service;
 pub mod store;

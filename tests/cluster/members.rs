@@ -700,6 +700,45 @@ async fn failed_logins_lock_and_an_admin_unlocks() {
         .all(|r| events.contains(r))
         .then_some(())
     });
+    // One Event per reason and note, its count the attempts: the code missing after the
+    // wrong passwords, and the attempt that locked, are Events of their own (red team 37:
+    // each went into the first failure's count, under that one's note).
+    let failed = wait_for(
+        "carl's failed logins as Events",
+        Duration::from_secs(30),
+        || {
+            let out = c.kubectl_ok(&["get", "events.events.k8s.io", "-n", &ns, "-o", "json"]);
+            let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+            let mut notes: Vec<(String, i64)> = v["items"]
+                .as_array()?
+                .iter()
+                .filter(|e| e["regarding"]["name"] == "carl" && e["reason"] == "LoginFailed")
+                .map(|e| {
+                    (
+                        e["note"].as_str().unwrap_or_default().to_string(),
+                        e["series"]["count"].as_i64().unwrap_or(1),
+                    )
+                })
+                .collect();
+            notes.sort();
+            // Two wrong passwords before the one that locked, counted (every few seconds).
+            let wrong: i64 = notes
+                .iter()
+                .filter(|(n, _)| n.contains("WrongPassword"))
+                .map(|(_, k)| k)
+                .sum();
+            let missing = notes.iter().any(|(n, _)| n.contains("CodeMissing"));
+            (missing && wrong >= 2).then_some(notes)
+        },
+    );
+    assert!(
+        failed.iter().any(|(n, _)| n.contains("Locked")),
+        "{failed:?}"
+    );
+    assert!(
+        failed.iter().all(|(n, _)| n.contains("carl@acme.example")),
+        "{failed:?}"
+    );
 }
 
 /// A link resent while a change waits for acknowledgement is read by who read the one before
