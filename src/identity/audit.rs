@@ -30,7 +30,7 @@ use kube::{Api, Client, Resource};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::security_events::{COUNTS_EVERY, Key, SecurityEvents};
+use super::security_events::{EventsQueue, Key};
 use crate::api::contract::{MANAGED_BY, MANAGER, ORGANIZATION_LABEL};
 use crate::api::{Membership, Organization};
 
@@ -165,7 +165,7 @@ impl SecurityLog {
         let (tx, rx) = mpsc::channel(10_000);
         let writer = Writer {
             api: Api::namespaced(client.clone(), namespace),
-            events: SecurityEvents::new(client),
+            events: EventsQueue::start(client),
             orgs,
             memberships,
         };
@@ -236,7 +236,7 @@ pub fn parse(log: &str) -> Vec<Entry> {
 
 struct Writer {
     api: Api<ConfigMap>,
-    events: SecurityEvents,
+    events: EventsQueue,
     orgs: Cache<Organization>,
     /// Memberships by organization and e-mail: a scan of all of them per entry made a bulk
     /// invitation of 20,000 members quadratic (and the queue overflowed meanwhile).
@@ -244,23 +244,9 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Entry>) {
+    async fn run(self, mut rx: mpsc::Receiver<Entry>) {
         let mut batch = Vec::new();
-        let mut counts = tokio::time::interval(COUNTS_EVERY);
-        counts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let first = tokio::select! {
-                next = rx.recv() => next,
-                _ = counts.tick() => {
-                    self.events.write_counts(false).await;
-                    continue;
-                }
-            };
-            let Some(first) = first else {
-                // Every sender gone (shutdown): the counts not yet written, now.
-                self.events.write_counts(true).await;
-                return;
-            };
+        while let Some(first) = rx.recv().await {
             batch.push(first);
             // Collect what arrives within a second into one write per organization.
             let deadline = tokio::time::sleep(Duration::from_secs(1));
@@ -287,11 +273,7 @@ impl Writer {
                 }
                 by_org.entry(e.organization.clone()).or_default().push(e);
             }
-            for (key, regarding, count) in distinct(announced) {
-                if let Err(err) = self.events.publish(key, &regarding, count).await {
-                    tracing::debug!(error = %err, "security Event not published");
-                }
-            }
+            self.events.send(distinct(announced));
             for (org, entries) in by_org {
                 if let Err(e) = self.persist(&org, &entries).await {
                     tracing::warn!(organization = %org, error = %e, lost = entries.len(), "cannot append to the security log ConfigMap");
@@ -382,7 +364,11 @@ fn event(e: &Entry, regarding: &ObjectReference) -> Key {
     .flatten()
     .collect::<Vec<_>>()
     .join(", ");
-    Key::of(regarding, e.warning(), &e.event, note)
+    let folded = format!(
+        "{}, from more sources or for more reasons: `roster security-log` has each",
+        e.email.as_deref().unwrap_or_default()
+    );
+    Key::of(regarding, e.warning(), &e.event, &note, &folded)
 }
 
 /// Each distinct Event of a batch once (first-seen order), with how many times it was seen:

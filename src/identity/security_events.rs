@@ -6,6 +6,9 @@
 //! first, under the first one's note. A login from a new address, or a wrong code after a
 //! wrong password, showed in `kubectl describe` as one more of the older note (red team 37).
 //! Here a new Event is written at once; the counts of repeated ones every `COUNTS_EVERY`.
+//!
+//! Events are written by a task of their own: a slow or refusing API server delays Events,
+//! never the security log's ConfigMap (red team 38).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,17 +19,28 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
+use tokio::sync::mpsc;
 
-/// How long a published Event is counted into rather than published anew (the figure of
-/// client-go's and kube's recorders).
+/// How long after its last attempt an Event is counted into rather than written anew (the
+/// figure of client-go's and kube's recorders).
 const TTL: Duration = Duration::from_secs(6 * 60);
-/// Events remembered at most. Past it a new Event is published but not remembered: its
-/// repeats are Events of their own (more objects, nothing hidden).
-const REMEMBERED: usize = 10_000;
 /// How often the counts of repeated Events are written at most: a script logging members in
 /// a loop made one write per member a second, writes that took the API server's CPU from the
-/// logins' own hashing on the same cores (8% of the login throughput in benches/login.rs).
+/// logins' own hashing on the same cores (92% of raw argon2 in benches/login.rs, 96% so).
 pub const COUNTS_EVERY: Duration = Duration::from_secs(10);
+/// Events remembered at most. Past it a new Event is written but not remembered: its repeats
+/// are Events of their own (more objects, nothing hidden).
+const REMEMBERED: usize = 10_000;
+/// Notes per Membership, type and reason within `TTL`; the rest share one Event
+/// (`Key::folded`). One per source address let an outsider rotating addresses make an object
+/// per guess in the organization's namespace (red team 38).
+const NOTES_PER_REASON: usize = 5;
+/// Tries to write a count before it is given up (it stays in the log and on standard output).
+const TRIES: u8 = 3;
+/// The most bytes events.k8s.io/v1 takes in a note.
+const NOTE_BYTES: usize = 1024;
+/// Batches waiting for the Events task at most; past it a batch reaches only the log.
+const QUEUED: usize = 64;
 /// `reportingController` of the Events, `From` in `kubectl describe`.
 pub const REPORTER: &str = "roster-identity";
 
@@ -40,17 +54,72 @@ pub struct Key {
     pub warning: bool,
     pub reason: String,
     pub note: String,
+    /// The note of the Event shared past `NOTES_PER_REASON`.
+    pub folded: String,
 }
 
 impl Key {
-    pub fn of(regarding: &ObjectReference, warning: bool, reason: &str, note: String) -> Key {
+    pub fn of(
+        regarding: &ObjectReference,
+        warning: bool,
+        reason: &str,
+        note: &str,
+        folded: &str,
+    ) -> Key {
         Key {
             namespace: regarding.namespace.clone().unwrap_or_default(),
             name: regarding.name.clone().unwrap_or_default(),
             uid: regarding.uid.clone().unwrap_or_default(),
             warning,
             reason: reason.to_string(),
-            note,
+            note: cut(note),
+            folded: cut(folded),
+        }
+    }
+
+    fn same_reason(&self, other: &Key) -> bool {
+        (
+            &self.namespace,
+            &self.name,
+            &self.uid,
+            self.warning,
+            &self.reason,
+        ) == (
+            &other.namespace,
+            &other.name,
+            &other.uid,
+            other.warning,
+            &other.reason,
+        )
+    }
+}
+
+/// At most `NOTE_BYTES`, cut between characters: a longer note is refused whole.
+fn cut(note: &str) -> String {
+    let mut end = note.len().min(NOTE_BYTES);
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    note[..end].to_string()
+}
+
+/// Hands batches of Events (each distinct, with how many attempts) to the Events task.
+#[derive(Clone)]
+pub struct EventsQueue {
+    tx: mpsc::Sender<Vec<(Key, ObjectReference, i32)>>,
+}
+
+impl EventsQueue {
+    /// Starts the task that writes the Events.
+    pub fn start(client: Client) -> EventsQueue {
+        let (tx, rx) = mpsc::channel(QUEUED);
+        tokio::spawn(SecurityEvents::new(client).run(rx));
+        EventsQueue { tx }
+    }
+
+    pub fn send(&self, batch: Vec<(Key, ObjectReference, i32)>) {
+        if !batch.is_empty() && self.tx.try_send(batch).is_err() {
+            tracing::warn!("security Events behind; a batch reached only the security log");
         }
     }
 }
@@ -64,60 +133,86 @@ struct Published {
     unwritten: i32,
     last_seen: Timestamp,
     written: Timestamp,
+    failed: u8,
 }
 
-pub struct SecurityEvents {
+struct SecurityEvents {
     client: Client,
     published: HashMap<Key, Published>,
 }
 
 impl SecurityEvents {
-    pub fn new(client: Client) -> SecurityEvents {
+    fn new(client: Client) -> SecurityEvents {
         SecurityEvents {
             client,
             published: HashMap::new(),
         }
     }
 
+    async fn run(mut self, mut rx: mpsc::Receiver<Vec<(Key, ObjectReference, i32)>>) {
+        let mut counts = tokio::time::interval(COUNTS_EVERY);
+        counts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                batch = rx.recv() => match batch {
+                    Some(batch) => {
+                        for (key, regarding, count) in batch {
+                            self.publish(key, &regarding, count).await;
+                        }
+                    }
+                    None => {
+                        self.write_counts(true).await;
+                        return;
+                    }
+                },
+                _ = counts.tick() => self.write_counts(false).await,
+            }
+        }
+    }
+
     /// `count` attempts of the Event `key` about `regarding`. An Event not seen within `TTL` is
     /// written at once (what is new is never late); repeats of one are counted here and
     /// written by `write_counts`.
-    pub async fn publish(
-        &mut self,
-        key: Key,
-        regarding: &ObjectReference,
-        count: i32,
-    ) -> Result<(), kube::Error> {
+    async fn publish(&mut self, key: Key, regarding: &ObjectReference, mut count: i32) {
         let now = Timestamp::now();
-        if let Some(p) = self
-            .published
-            .get_mut(&key)
-            .filter(|p| within(p.last_seen, now, TTL))
-        {
-            p.unwritten = p.unwritten.saturating_add(count);
-            p.last_seen = now;
-            return Ok(());
+        let key = fold(&self.published, key, now);
+        if let Some(p) = self.published.get_mut(&key) {
+            if within(p.last_seen, now, TTL) {
+                p.unwritten = p.unwritten.saturating_add(count);
+                p.last_seen = now;
+                return;
+            }
+            // Seen too long ago for its Event to count on: a new one, with what was not
+            // written yet.
+            count = count.saturating_add(p.unwritten);
         }
-        let name = self.create(&key, regarding, count, now).await?;
-        if self.published.len() < REMEMBERED {
-            self.published.insert(
-                key,
-                Published {
-                    name,
-                    regarding: regarding.clone(),
-                    count,
-                    unwritten: 0,
-                    last_seen: now,
-                    written: now,
-                },
-            );
+        match self.create(&key, regarding, count).await {
+            Ok(name) => {
+                if self.published.len() < REMEMBERED || self.published.contains_key(&key) {
+                    self.published.insert(
+                        key,
+                        Published {
+                            name,
+                            regarding: regarding.clone(),
+                            count,
+                            unwritten: 0,
+                            last_seen: now,
+                            written: now,
+                            failed: 0,
+                        },
+                    );
+                }
+            }
+            Err(e) => {
+                self.published.remove(&key);
+                tracing::warn!(error = %e, reason = %key.reason, "security Event not written (the security log has it)");
+            }
         }
-        Ok(())
     }
 
     /// Writes the counts of repeated Events last written `COUNTS_EVERY` ago or more (all of
     /// them when `all`), then forgets Events not seen within `TTL` whose counts are written.
-    pub async fn write_counts(&mut self, all: bool) {
+    async fn write_counts(&mut self, all: bool) {
         let now = Timestamp::now();
         let due: Vec<Key> = self
             .published
@@ -144,21 +239,27 @@ impl SecurityEvents {
                 // the attempts since.
                 Err(kube::Error::Api(s)) if s.code == 404 => {
                     let (regarding, unwritten) = (p.regarding.clone(), p.unwritten);
-                    self.create(&key, &regarding, unwritten, now)
+                    self.create(&key, &regarding, unwritten)
                         .await
                         .map(|name| (name, unwritten))
                 }
                 Err(e) => Err(e),
             };
-            match (written, self.published.get_mut(&key)) {
-                (Ok((name, count)), Some(p)) => {
+            let Some(p) = self.published.get_mut(&key) else {
+                continue;
+            };
+            match written {
+                Ok((name, count)) => {
                     (p.name, p.count, p.unwritten, p.written) = (name, count, 0, now);
+                    p.failed = 0;
                 }
-                // Counted here still: the next round tries again.
-                (Err(e), _) => {
-                    tracing::debug!(error = %e, "security Event count not written");
+                Err(e) => {
+                    p.failed += 1;
+                    if p.failed >= TRIES {
+                        tracing::warn!(error = %e, event = %p.name, attempts = p.unwritten, "security Event count given up (the security log has each attempt)");
+                        self.published.remove(&key);
+                    }
                 }
-                (Ok(_), None) => {}
             }
         }
         self.published
@@ -170,8 +271,10 @@ impl SecurityEvents {
         key: &Key,
         regarding: &ObjectReference,
         count: i32,
-        now: Timestamp,
     ) -> Result<String, kube::Error> {
+        // Now, not the batch's time: two Events of one Membership written in one go get
+        // names of their own.
+        let now = Timestamp::now();
         let api: Api<Event> = Api::namespaced(self.client.clone(), &key.namespace);
         let event = Event {
             metadata: ObjectMeta {
@@ -198,9 +301,105 @@ impl SecurityEvents {
     }
 }
 
+/// `key`, or the Event its notes share once its Membership, type and reason have
+/// `NOTES_PER_REASON` others within `TTL`.
+fn fold(published: &HashMap<Key, Published>, mut key: Key, now: Timestamp) -> Key {
+    if published.contains_key(&key) {
+        return key;
+    }
+    let notes = published
+        .iter()
+        .filter(|(k, p)| k.same_reason(&key) && k.note != k.folded && within(p.last_seen, now, TTL))
+        .count();
+    if notes >= NOTES_PER_REASON {
+        key.note = key.folded.clone();
+    }
+    key
+}
+
 /// Whether `then` is less than `span` before `now`.
 fn within(then: Timestamp, now: Timestamp, span: Duration) -> bool {
     now.duration_since(then)
         .try_into()
         .is_ok_and(|d: Duration| d < span)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn past_a_few_notes_a_member_s_reason_shares_one_event() {
+        let now = Timestamp::now();
+        let bob = ObjectReference {
+            namespace: Some("acme".into()),
+            name: Some("bob".into()),
+            uid: Some("u1".into()),
+            ..Default::default()
+        };
+        let carl = ObjectReference {
+            name: Some("carl".into()),
+            ..bob.clone()
+        };
+        let guess = |who: &ObjectReference, ip: usize| {
+            Key::of(
+                who,
+                true,
+                "LoginFailed",
+                &format!("from 10.0.0.{ip}"),
+                "from more sources",
+            )
+        };
+        let seen = |ago: u64| Published {
+            name: String::new(),
+            regarding: bob.clone(),
+            count: 1,
+            unwritten: 0,
+            last_seen: now - Duration::from_secs(ago),
+            written: now,
+            failed: 0,
+        };
+        let mut published = HashMap::new();
+        for ip in 0..NOTES_PER_REASON {
+            let key = fold(&published, guess(&bob, ip), now);
+            assert_eq!(
+                key.note,
+                format!("from 10.0.0.{ip}"),
+                "note {ip} is its own"
+            );
+            published.insert(key, seen(1));
+        }
+        // One more source: the shared Event; one already written keeps its own.
+        assert_eq!(
+            fold(&published, guess(&bob, 99), now).note,
+            "from more sources"
+        );
+        assert_eq!(fold(&published, guess(&bob, 0), now).note, "from 10.0.0.0");
+        // Another member, another reason, or notes seen too long ago: their own.
+        assert_eq!(
+            fold(&published, guess(&carl, 99), now).note,
+            "from 10.0.0.99"
+        );
+        let other_reason = Key::of(&bob, false, "LoginSucceeded", "from 10.0.0.99", "x");
+        assert_eq!(fold(&published, other_reason, now).note, "from 10.0.0.99");
+        for p in published.values_mut() {
+            p.last_seen = now - TTL - Duration::from_secs(1);
+        }
+        assert_eq!(
+            fold(&published, guess(&bob, 99), now).note,
+            "from 10.0.0.99"
+        );
+    }
+
+    #[test]
+    fn notes_are_cut_between_characters_to_what_the_api_server_takes() {
+        let long = "é".repeat(NOTE_BYTES);
+        let key = Key::of(&ObjectReference::default(), true, "LoginFailed", &long, "x");
+        assert!(key.note.len() <= NOTE_BYTES && key.note.len() >= NOTE_BYTES - 1);
+        assert!(key.note.chars().all(|c| c == 'é'));
+        assert_eq!(
+            Key::of(&Default::default(), true, "R", "short", "x").note,
+            "short"
+        );
+    }
 }
