@@ -364,10 +364,15 @@ fn event(e: &Entry, regarding: &ObjectReference) -> Key {
     .flatten()
     .collect::<Vec<_>>()
     .join(", ");
-    let folded = format!(
-        "{}, from more sources or for more reasons: `roster security-log` has each",
-        e.email.as_deref().unwrap_or_default()
-    );
+    let folded = [
+        e.email.clone(),
+        e.reason.clone(),
+        Some("from more sources: `roster security-log` has each".to_string()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(", ");
     Key::of(regarding, e.warning(), &e.event, &note, &folded)
 }
 

@@ -31,16 +31,20 @@ pub const COUNTS_EVERY: Duration = Duration::from_secs(10);
 /// Events remembered at most. Past it a new Event is written but not remembered: its repeats
 /// are Events of their own (more objects, nothing hidden).
 const REMEMBERED: usize = 10_000;
-/// Notes per Membership, type and reason within `TTL`; the rest share one Event
-/// (`Key::folded`). One per source address let an outsider rotating addresses make an object
-/// per guess in the organization's namespace (red team 38).
+/// Notes per Membership, type, reason and failure reason within `TTL`; the rest share one
+/// Event (`Key::folded`). One per source address let an outsider rotating addresses make an
+/// object per guess in the organization's namespace (red team 38). Per failure reason, so that
+/// guesses of one kind (say, over the rate limit, which cost nothing) cannot fill the slots of
+/// another (a wrong code after a right password: red team 39).
 const NOTES_PER_REASON: usize = 5;
 /// Tries to write a count before it is given up (it stays in the log and on standard output).
 const TRIES: u8 = 3;
 /// The most bytes events.k8s.io/v1 takes in a note.
 const NOTE_BYTES: usize = 1024;
-/// Batches waiting for the Events task at most; past it a batch reaches only the log.
-const QUEUED: usize = 64;
+/// Batches waiting for the Events task at most, of at most `BATCH` Events; past either, the
+/// rest reach only the log. What the task holds stays bounded however it falls behind.
+const QUEUED: usize = 8;
+const BATCH: usize = 1000;
 /// `reportingController` of the Events, `From` in `kubectl describe`.
 pub const REPORTER: &str = "roster-identity";
 
@@ -54,7 +58,8 @@ pub struct Key {
     pub warning: bool,
     pub reason: String,
     pub note: String,
-    /// The note of the Event shared past `NOTES_PER_REASON`.
+    /// The note of the Event shared past `NOTES_PER_REASON`; it names the failure reason, and
+    /// tells the groups of notes apart.
     pub folded: String,
 }
 
@@ -77,19 +82,21 @@ impl Key {
         }
     }
 
-    fn same_reason(&self, other: &Key) -> bool {
+    fn same_group(&self, other: &Key) -> bool {
         (
             &self.namespace,
             &self.name,
             &self.uid,
             self.warning,
             &self.reason,
+            &self.folded,
         ) == (
             &other.namespace,
             &other.name,
             &other.uid,
             other.warning,
             &other.reason,
+            &other.folded,
         )
     }
 }
@@ -117,13 +124,21 @@ impl EventsQueue {
         EventsQueue { tx }
     }
 
-    pub fn send(&self, batch: Vec<(Key, ObjectReference, i32)>) {
+    pub fn send(&self, mut batch: Vec<(Key, ObjectReference, i32)>) {
+        if batch.len() > BATCH {
+            tracing::warn!(
+                events = batch.len() - BATCH,
+                "security Events past the batch's bound reached only the security log"
+            );
+            batch.truncate(BATCH);
+        }
         if !batch.is_empty() && self.tx.try_send(batch).is_err() {
             tracing::warn!("security Events behind; a batch reached only the security log");
         }
     }
 }
 
+#[derive(Clone)]
 struct Published {
     name: String,
     regarding: ObjectReference,
@@ -139,6 +154,8 @@ struct Published {
 struct SecurityEvents {
     client: Client,
     published: HashMap<Key, Published>,
+    /// Attempts not shown as Events since the last warning (the map full).
+    dropped: i32,
 }
 
 impl SecurityEvents {
@@ -146,6 +163,7 @@ impl SecurityEvents {
         SecurityEvents {
             client,
             published: HashMap::new(),
+            dropped: 0,
         }
     }
 
@@ -186,6 +204,10 @@ impl SecurityEvents {
             // written yet.
             count = count.saturating_add(p.unwritten);
         }
+        if self.published.len() >= REMEMBERED && !self.published.contains_key(&key) {
+            self.dropped = self.dropped.saturating_add(count);
+            return;
+        }
         match self.create(&key, regarding, count).await {
             Ok(name) => {
                 if self.published.len() < REMEMBERED || self.published.contains_key(&key) {
@@ -205,7 +227,7 @@ impl SecurityEvents {
             }
             Err(e) => {
                 self.published.remove(&key);
-                tracing::warn!(error = %e, reason = %key.reason, "security Event not written (the security log has it)");
+                tracing::warn!(error = %e, reason = %key.reason, attempts = count, "security Event not written (the security log has it)");
             }
         }
     }
@@ -264,6 +286,14 @@ impl SecurityEvents {
         }
         self.published
             .retain(|_, p| p.unwritten > 0 || within(p.last_seen, now, TTL));
+        if self.dropped > 0 {
+            tracing::warn!(
+                attempts = self.dropped,
+                remembered = REMEMBERED,
+                "security Events full; attempts reached only the security log"
+            );
+            self.dropped = 0;
+        }
     }
 
     async fn create(
@@ -309,9 +339,11 @@ fn fold(published: &HashMap<Key, Published>, mut key: Key, now: Timestamp) -> Ke
     }
     let notes = published
         .iter()
-        .filter(|(k, p)| k.same_reason(&key) && k.note != k.folded && within(p.last_seen, now, TTL))
+        .filter(|(k, p)| k.same_group(&key) && k.note != k.folded && within(p.last_seen, now, TTL))
         .count();
-    if notes >= NOTES_PER_REASON {
+    // Full, the map would forget each new note at once, and every repeat would be an object
+    // of its own (red team 39): the shared Event then.
+    if notes >= NOTES_PER_REASON || published.len() >= REMEMBERED {
         key.note = key.folded.clone();
     }
     key
@@ -382,6 +414,29 @@ mod tests {
         );
         let other_reason = Key::of(&bob, false, "LoginSucceeded", "from 10.0.0.99", "x");
         assert_eq!(fold(&published, other_reason, now).note, "from 10.0.0.99");
+        // Another failure reason (its own shared note): a wrong code after the slots of
+        // requests over the rate limit are full is seen as it is (red team 39).
+        let wrong_code = Key::of(
+            &bob,
+            true,
+            "LoginFailed",
+            "TotpWrong, from 10.0.0.99",
+            "TotpWrong, from more sources",
+        );
+        assert_eq!(
+            fold(&published, wrong_code.clone(), now).note,
+            "TotpWrong, from 10.0.0.99"
+        );
+        // The map full: a new note goes to the shared Event, never to an object of its own
+        // that nothing would count into.
+        let mut full = published.clone();
+        for i in full.len()..REMEMBERED {
+            full.insert(guess(&carl, 1000 + i), seen(1));
+        }
+        assert_eq!(
+            fold(&full, wrong_code, now).note,
+            "TotpWrong, from more sources"
+        );
         for p in published.values_mut() {
             p.last_seen = now - TTL - Duration::from_secs(1);
         }
