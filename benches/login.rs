@@ -56,7 +56,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let (raw, login, (work, answers, concurrent)) = rt.block_on(async {
+    let (raw, login, (work, answers, concurrent), (raw_cpu, login_cpu)) = rt.block_on(async {
         let client = common::client(&cp).await;
         let ns: kube::Api<Namespace> = kube::Api::all(client.clone());
         // roster's namespace, and the organization's: the security Events are written there
@@ -200,10 +200,18 @@ fn main() {
         let floored = router(state(Limits::off().with_failure_floor(floor)));
         let app = router(state(Limits::off()));
         let (mut raw, mut login) = (Vec::new(), Vec::new());
+        // CPU seconds per round, (this process in user space, in the kernel, the control
+        // plane): where the difference goes.
+        let (mut raw_cpu, mut login_cpu) = (Vec::new(), Vec::new());
+        let cpu = || {
+            let (user, system) = common::cpu_split(std::process::id());
+            (user, system, common::control_plane_cpu_seconds(&cp))
+        };
         // One round of each first, not counted: the first logins create each member's
         // security Event and log, and fill the caches, once in a process's life.
         for _ in 0..=ROUNDS {
             let (h, p) = (hasher.clone(), phc.clone());
+            let before = cpu();
             raw.push(
                 measure(move |_| {
                     let (hasher, phc) = (h.clone(), p.clone());
@@ -216,7 +224,9 @@ fn main() {
                 })
                 .await,
             );
+            raw_cpu.push(since(before, cpu()));
             let a = app.clone();
+            let before = cpu();
             login.push(
                 measure(move |i| {
                     let app = a.clone();
@@ -239,8 +249,11 @@ fn main() {
                 })
                 .await,
             );
+            login_cpu.push(since(before, cpu()));
         }
         raw.remove(0);
+        raw_cpu.remove(0);
+        login_cpu.remove(0);
         let warm_up = login.remove(0);
         // The logins' security Events are there, each login counted once (the counts of
         // repeated Events are written every COUNTS_EVERY: wait for the last).
@@ -271,7 +284,12 @@ fn main() {
         let work = failure_costs(&app).await;
         let answers = failure_costs(&floored).await;
         let concurrent = concurrent_guesses(&floored).await;
-        (raw, login, (work, answers, concurrent))
+        (
+            raw,
+            login,
+            (work, answers, concurrent),
+            (raw_cpu, login_cpu),
+        )
     });
     drop(cp);
     let sum = |v: &[(usize, usize, f64)]| {
@@ -309,6 +327,24 @@ fn main() {
     for line in rounds {
         println!("{line}");
     }
+    // CPU per completed operation: what login spends beside argon2, here and in the API server.
+    let per_op = |runs: &[(usize, usize, f64)], cpu: &[(f64, f64, f64)]| {
+        let ops = runs.iter().map(|r| r.0).sum::<usize>().max(1) as f64;
+        let (user, system, cp) = cpu.iter().fold((0.0, 0.0, 0.0), |(a, b, c), (x, y, z)| {
+            (a + x, b + y, c + z)
+        });
+        format!(
+            "{:.1} + {:.1} + {:.1} ms",
+            1000.0 * user / ops,
+            1000.0 * system / ops,
+            1000.0 * cp / ops
+        )
+    };
+    println!(
+        "| CPU per completed operation (this process in user space + in the kernel + the control plane): raw {}, login {} | | | | |",
+        per_op(&raw, &raw_cpu),
+        per_op(&login, &login_cpu)
+    );
     println!();
     println!(
         "| failed login ({FAILURE_SAMPLES} each, one at a time, kinds interleaved) | answers unlike a wrong password's | work: median ms | work / wrong password's | answer (floor {DEFAULT_FAILURE_FLOOR}): median ms | p90 ms | answer / wrong password's |"
@@ -344,6 +380,11 @@ fn main() {
             v.iter().copied().fold(0.0, f64::max)
         );
     }
+}
+
+/// CPU seconds used between two readings of (user, kernel, the control plane).
+fn since(before: (f64, f64, f64), after: (f64, f64, f64)) -> (f64, f64, f64) {
+    (after.0 - before.0, after.1 - before.1, after.2 - before.2)
 }
 
 /// Rounds of 9 wrong guesses for one address sent at once with 40 for unknown addresses (one

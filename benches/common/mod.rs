@@ -24,6 +24,9 @@ pub struct ControlPlane {
     pub kubeconfig: PathBuf,
     pub audit: PathBuf,
     pub bin: PathBuf,
+    /// devcluster's own process; etcd, kube-apiserver and kube-controller-manager are its
+    /// children.
+    pub pid: u32,
 }
 
 /// Runs a build script of the repository (its messages to the terminal) and returns the
@@ -61,7 +64,7 @@ pub fn start_control_plane(root: &Path, name: &str) -> ControlPlane {
         .spawn()
         .expect("devcluster");
     let lifeline = child.stdin.take();
-    let (mut kubeconfig, mut audit) = (None, None);
+    let (mut kubeconfig, mut audit, mut pid) = (None, None, 0);
     for line in BufReader::new(child.stdout.take().expect("stdout")).lines() {
         let line = line.expect("line");
         if let Some(k) = line.strip_prefix("kubeconfig=") {
@@ -70,7 +73,8 @@ pub fn start_control_plane(root: &Path, name: &str) -> ControlPlane {
         if let Some(a) = line.strip_prefix("audit=") {
             audit = Some(PathBuf::from(a));
         }
-        if line.starts_with("pid=") {
+        if let Some(p) = line.strip_prefix("pid=") {
+            pid = p.trim().parse().unwrap_or(0);
             break;
         }
     }
@@ -80,6 +84,7 @@ pub fn start_control_plane(root: &Path, name: &str) -> ControlPlane {
         kubeconfig: kubeconfig.expect("the control plane did not start"),
         audit: audit.expect("audit log"),
         bin,
+        pid,
     }
 }
 
@@ -177,9 +182,16 @@ fn status_mib(pid: u32, fields: [&str; 2]) -> (f64, f64) {
     (mib(fields[0]), mib(fields[1]))
 }
 
-/// CPU time (user and system) a process has used, in seconds (0 when unreadable). The clock
-/// tick is read from `getconf CLK_TCK`, 100 on Linux unless it answers otherwise.
+/// CPU time (user and system) a process has used, in seconds (0 when unreadable).
 pub fn cpu_seconds(pid: u32) -> f64 {
+    let (user, system) = cpu_split(pid);
+    user + system
+}
+
+/// CPU time a process has used in user space and in the kernel, in seconds (0 when
+/// unreadable). The clock tick is read from `getconf CLK_TCK`, 100 on Linux unless it answers
+/// otherwise.
+pub fn cpu_split(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
     let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
@@ -198,7 +210,27 @@ pub fn cpu_seconds(pid: u32) -> f64 {
         .and_then(|s| s.trim().parse::<f64>().ok())
         .unwrap_or(100.0);
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    (field(11) + field(12)) / tick
+    (field(11) / tick, field(12) / tick)
+}
+
+/// CPU time the control plane's processes (devcluster's children) have used, in seconds.
+pub fn control_plane_cpu_seconds(cp: &ControlPlane) -> f64 {
+    let parent = |pid: &str| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1).map(str::to_owned))
+    };
+    let ours = cp.pid.to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| parent(pid).as_deref() == Some(ours.as_str()))
+        .filter_map(|pid| pid.parse().ok())
+        .map(cpu_seconds)
+        .sum()
 }
 
 /// Resident and peak memory of a process, in MiB.

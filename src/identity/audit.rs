@@ -16,8 +16,10 @@
 //! already slowed by the rate limits — pushes out only older failures, never an action.
 //!
 //! Recording never waits on the API server: entries go through a channel to one task that
-//! appends them in batches (one compare-and-swap write per organization per batch), so a login
-//! flood costs one write per second per organization, not one per login.
+//! sends their Events once a second and appends them to the ConfigMap in batches (one
+//! compare-and-swap write per organization): within a second for a quiet organization, at most
+//! every `log_pacing::WRITE_EVERY` (5 s) for a busy one, so a login flood costs one write per
+//! organization every few seconds, not one per login.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -30,6 +32,7 @@ use kube::{Api, Client, Resource};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use super::log_pacing::Pending;
 use super::security_events::{EventsQueue, Key};
 use crate::api::contract::{MANAGED_BY, MANAGER, ORGANIZATION_LABEL};
 use crate::api::{Membership, Organization};
@@ -110,7 +113,7 @@ impl Entry {
     }
 
     /// The part of the persisted log this entry goes to (see the module's documentation).
-    fn part(&self) -> &'static str {
+    pub(super) fn part(&self) -> &'static str {
         match self.event.as_str() {
             "LoginFailed"
             | "LoginRefused"
@@ -150,7 +153,14 @@ fn clip(s: &str) -> String {
 /// The handle the identity server and the controller record through. Cheap to clone.
 #[derive(Clone)]
 pub struct SecurityLog {
-    tx: mpsc::Sender<Entry>,
+    tx: mpsc::Sender<Message>,
+}
+
+enum Message {
+    Entry(Entry),
+    /// Write what waits now, and every batch from now on at once (roster is stopping);
+    /// answered when written.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 impl SecurityLog {
@@ -175,16 +185,31 @@ impl SecurityLog {
 
     /// A log that only prints (tests of the HTTP layer, which have no API server).
     pub fn print_only() -> SecurityLog {
-        let (tx, mut rx) = mpsc::channel::<Entry>(1024);
-        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let (tx, mut rx) = mpsc::channel::<Message>(1024);
+        tokio::spawn(async move {
+            while let Some(m) = rx.recv().await {
+                if let Message::Flush(done) = m {
+                    let _ = done.send(());
+                }
+            }
+        });
         SecurityLog { tx }
     }
 
     pub fn record(&self, entry: Entry) {
         // The JSON line first and unconditionally: it is the record of last resort.
         println!("{}", serde_json::to_string(&entry).unwrap_or_default());
-        if self.tx.try_send(entry).is_err() {
+        if self.tx.try_send(Message::Entry(entry)).is_err() {
             tracing::warn!("security log queue full; an entry reached only standard output");
+        }
+    }
+
+    /// Writes what was recorded before this call to the ConfigMaps without waiting for its
+    /// organization's next turn, and from then on every batch at once: for shutdown.
+    pub async fn flush(&self) {
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self.tx.send(Message::Flush(done)).await.is_ok() {
+            let _ = written.await;
         }
     }
 }
@@ -234,6 +259,43 @@ pub fn parse(log: &str) -> Vec<Entry> {
         .collect()
 }
 
+/// `first` and what arrives within a second after it: one batch of Events, and the flushes
+/// asked for (a flush ends the batch: what came before it is to be written now).
+async fn collect(
+    first: Message,
+    rx: &mut mpsc::Receiver<Message>,
+) -> (Vec<Entry>, Vec<tokio::sync::oneshot::Sender<()>>) {
+    let (mut batch, mut flushes) = (Vec::new(), Vec::new());
+    let mut take = |m: Message| match m {
+        Message::Entry(e) => {
+            batch.push(e);
+            true
+        }
+        Message::Flush(done) => {
+            flushes.push(done);
+            false
+        }
+    };
+    if take(first) {
+        let deadline = tokio::time::sleep(Duration::from_secs(1));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break,
+                next = rx.recv() => match next {
+                    Some(m) => {
+                        if !take(m) {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+            }
+        }
+    }
+    (batch, flushes)
+}
+
 struct Writer {
     api: Api<ConfigMap>,
     events: EventsQueue,
@@ -244,42 +306,57 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(self, mut rx: mpsc::Receiver<Entry>) {
-        let mut batch = Vec::new();
-        while let Some(first) = rx.recv().await {
-            batch.push(first);
-            // Collect what arrives within a second into one write per organization.
-            let deadline = tokio::time::sleep(Duration::from_secs(1));
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    _ = &mut deadline => break,
-                    next = rx.recv() => match next {
-                        Some(e) => batch.push(e),
-                        None => break,
-                    },
-                }
+    async fn run(self, mut rx: mpsc::Receiver<Message>) {
+        let mut pending = Pending::default();
+        // Once stopping (or every sender gone), nothing waits for its turn.
+        let (mut open, mut stopping) = (true, false);
+        let now = || tokio::time::Instant::now().into_std();
+        while open {
+            let due = pending.next_due();
+            let wake = due.map_or_else(tokio::time::Instant::now, Into::into);
+            let mut flushed = Vec::new();
+            tokio::select! {
+                next = rx.recv() => match next {
+                    Some(first) => {
+                        let (batch, flushes) = collect(first, &mut rx).await;
+                        for (org, entries) in self.publish(batch) {
+                            pending.add(&org, entries, now());
+                        }
+                        stopping |= !flushes.is_empty();
+                        flushed = flushes;
+                    }
+                    None => open = false,
+                },
+                _ = tokio::time::sleep_until(wake), if due.is_some() => {}
             }
-            let mut by_org: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
-            let mut announced = Vec::new();
-            for e in batch.drain(..) {
-                // Made-up organizations and addresses stay on standard output.
-                let Some(member) = self.known(&e) else {
-                    continue;
-                };
-                if let Some(m) = member.filter(|_| !announced_by_controller(&e.event)) {
-                    let regarding = m.object_ref(&());
-                    announced.push((event(&e, &regarding), regarding));
-                }
-                by_org.entry(e.organization.clone()).or_default().push(e);
-            }
-            self.events.send(distinct(announced));
-            for (org, entries) in by_org {
+            for (org, entries) in pending.take_due(now(), stopping || !open) {
                 if let Err(e) = self.persist(&org, &entries).await {
                     tracing::warn!(organization = %org, error = %e, lost = entries.len(), "cannot append to the security log ConfigMap");
                 }
             }
+            for done in flushed {
+                let _ = done.send(());
+            }
         }
+    }
+
+    /// Sends a batch's Events and returns its entries for the ConfigMaps, by organization;
+    /// made-up organizations and addresses stay on standard output.
+    fn publish(&self, batch: Vec<Entry>) -> BTreeMap<String, Vec<Entry>> {
+        let mut by_org: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+        let mut announced = Vec::new();
+        for e in batch {
+            let Some(member) = self.known(&e) else {
+                continue;
+            };
+            if let Some(m) = member.filter(|_| !announced_by_controller(&e.event)) {
+                let regarding = m.object_ref(&());
+                announced.push((event(&e, &regarding), regarding));
+            }
+            by_org.entry(e.organization.clone()).or_default().push(e);
+        }
+        self.events.send(distinct(announced));
+        by_org
     }
 
     /// Whether an entry concerns a real organization (and, if it names an address, a member of

@@ -8,10 +8,13 @@
 //! prints a placeholder, so it cannot reach a log, a status or a panic message by accident.
 
 pub mod audit;
+#[cfg(test)]
+mod audit_writer_tests;
 pub mod invitation;
 pub mod kubeconfig;
 pub mod limit;
 pub mod lockout;
+pub mod log_pacing;
 pub mod login;
 pub mod mail;
 pub mod password;

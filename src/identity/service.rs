@@ -761,6 +761,11 @@ impl Identity {
         self.signer.verify(token, now)
     }
 
+    /// The security log this service records to (shutdown flushes it).
+    pub fn security_log(&self) -> SecurityLog {
+        self.log.clone()
+    }
+
     pub fn log(&self, entry: Entry) {
         self.log.record(entry);
     }

@@ -371,6 +371,7 @@ async fn serve(config: Config) -> Result<()> {
             }
         });
     }
+    let security_log = identity.as_ref().map(|i| i.security_log());
     let mut settings = config.settings.clone();
     settings.identity = identity.is_some();
     settings.hold_key = crate::controller::guard::HoldKey::random();
@@ -408,6 +409,17 @@ async fn serve(config: Config) -> Result<()> {
         .is_err()
     {
         tracing::warn!("listeners did not drain within 10s of shutdown; exiting");
+    }
+    // A busy organization's security log waits up to 5 s for its ConfigMap write: what waits,
+    // the last requests' entries included, is written now.
+    if let Some(log) = security_log
+        && tokio::time::timeout(Duration::from_secs(5), log.flush())
+            .await
+            .is_err()
+    {
+        tracing::warn!(
+            "the security log's last entries were not written within 5s; standard output has them"
+        );
     }
     Ok(())
 }

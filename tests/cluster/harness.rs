@@ -955,6 +955,46 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// `roster security-log ORG --json`: the organization's persisted log.
+    pub fn security_log(&self, org: &str) -> String {
+        let out = self.roster(
+            &[
+                "security-log",
+                org,
+                "--namespace",
+                ROSTER_NAMESPACE,
+                "--json",
+            ],
+            &[],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The persisted log once what was sent has reached it: two reads two write periods
+    /// apart agree (a busy organization's log is written at most every `WRITE_EVERY`, after a
+    /// second's batch and a write that may itself be slow). A fixed sleep here could read the
+    /// log before a flood's entries were written, and pass for it.
+    pub fn settled_security_log(&self, org: &str) -> String {
+        let period = 2 * roster::identity::log_pacing::WRITE_EVERY;
+        let mut before = self.security_log(org);
+        let give_up = Instant::now() + 6 * period;
+        loop {
+            std::thread::sleep(period);
+            let now = self.security_log(org);
+            if now == before {
+                return now;
+            }
+            assert!(
+                Instant::now() < give_up,
+                "the security log of {org} kept changing for {:?}",
+                6 * period
+            );
+            before = now;
+        }
+    }
+}
+
 /// The day the dates in `examples/` were written for (see the comment atop
 /// examples/acme/30-memberships.yaml). Tests apply the examples shifted by the time since, so an
 /// exemption "four months from now" stays four months from now whatever the calendar says.
