@@ -259,6 +259,19 @@ pub fn parse(log: &str) -> Vec<Entry> {
         .collect()
 }
 
+/// Organizations' logs written at once.
+const WRITERS: usize = 4;
+
+/// Whether a failed write is worth another try at the organization's next turn: the API server
+/// was unreachable, overloaded or busy with other writers, rather than refusing the entries.
+/// (What waits is bounded, so trying again costs a write a period at most.)
+fn worth_retrying(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code == 409 || s.code == 429 || s.code >= 500,
+        _ => true,
+    }
+}
+
 /// `first` and what arrives within a second after it: one batch of Events, and the flushes
 /// asked for (a flush ends the batch: what came before it is to be written now).
 async fn collect(
@@ -329,9 +342,29 @@ impl Writer {
                 },
                 _ = tokio::time::sleep_until(wake), if due.is_some() => {}
             }
-            for (org, entries) in pending.take_due(now(), stopping || !open) {
-                if let Err(e) = self.persist(&org, &entries).await {
-                    tracing::warn!(organization = %org, error = %e, lost = entries.len(), "cannot append to the security log ConfigMap");
+            // Organizations apart, a few at a time: at shutdown each gets its write within
+            // the same few seconds, whatever its name's place in the alphabet.
+            let due = pending.take_due(now(), stopping || !open);
+            let me = &self;
+            let written: Vec<_> =
+                futures::StreamExt::collect(futures::StreamExt::buffer_unordered(
+                    futures::stream::iter(due.into_iter().map(|(org, entries)| async move {
+                        let result = me.persist(&org, &entries).await;
+                        (org, entries, result)
+                    })),
+                    WRITERS,
+                ))
+                .await;
+            for (org, entries, result) in written {
+                match result {
+                    Ok(()) => {}
+                    Err(e) if worth_retrying(&e) && open => {
+                        tracing::warn!(organization = %org, error = %e, waiting = entries.len(), "cannot append to the security log ConfigMap; trying again at its next turn");
+                        pending.restore(&org, entries, now());
+                    }
+                    Err(e) => {
+                        tracing::warn!(organization = %org, error = %e, lost = entries.len(), "cannot append to the security log ConfigMap");
+                    }
                 }
             }
             for done in flushed {

@@ -23,6 +23,8 @@ const ROSTER_NS: &str = "roster-system";
 struct ConfigMaps {
     stored: Arc<Mutex<BTreeMap<String, Value>>>,
     writes: Arc<Mutex<usize>>,
+    /// How many of the next writes fail with 503.
+    unavailable: Arc<Mutex<usize>>,
 }
 
 impl ConfigMaps {
@@ -65,6 +67,16 @@ impl ConfigMaps {
                 ),
             },
             _ => {
+                let mut unavailable = self.unavailable.lock().unwrap_or_else(|e| e.into_inner());
+                if *unavailable > 0 {
+                    *unavailable -= 1;
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                            "status": "Failure", "reason": "ServiceUnavailable", "code": 503,
+                            "message": "etcd is away"}),
+                    );
+                }
                 let name = body["metadata"]["name"]
                     .as_str()
                     .unwrap_or_default()
@@ -91,16 +103,27 @@ impl ConfigMaps {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_busy_organization_s_log_waits_its_turn_and_is_written_at_once_on_shutdown() {
-    let api = ConfigMaps::default();
+/// acme, with bob, and a log writing to `api`.
+fn started(api: &ConfigMaps) -> SecurityLog {
     let mut orgs = crate::cache::Writer::<Organization>::default();
     orgs.apply_watcher_event(&Event::Apply(org("olga@acme.example")));
     let (_memberships, emails, mut members) = crate::cache::members();
     members.apply(Event::Apply(member("bob", None, &[])));
-    let log = SecurityLog::start(api.client(), ROSTER_NS, orgs.as_reader(), emails);
-    let login = |d: &str| Entry::new(NS, Some("bob@acme.example"), "LoginSucceeded").detail(d);
-    let wait = |ms| tokio::time::sleep(Duration::from_millis(ms));
+    SecurityLog::start(api.client(), ROSTER_NS, orgs.as_reader(), emails)
+}
+
+fn login(detail: &str) -> Entry {
+    Entry::new(NS, Some("bob@acme.example"), "LoginSucceeded").detail(detail)
+}
+
+async fn wait(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_organization_s_log_waits_its_turn_and_is_written_at_once_on_shutdown() {
+    let api = ConfigMaps::default();
+    let log = started(&api);
 
     log.record(login("1"));
     wait(1500).await;
@@ -138,4 +161,23 @@ async fn a_busy_organization_s_log_waits_its_turn_and_is_written_at_once_on_shut
         "after a flush nothing waits"
     );
     assert_eq!(api.writes(), 4, "one write per turn, not per entry");
+}
+
+/// A write the API server could not take (unavailable, overloaded, conflicting) loses nothing:
+/// its entries wait for the organization's next turn, ahead of newer ones (red team 41).
+#[tokio::test(start_paused = true)]
+async fn a_write_that_fails_on_the_way_is_tried_again_at_the_next_turn() {
+    let api = ConfigMaps::default();
+    *api.unavailable.lock().unwrap_or_else(|e| e.into_inner()) = 1;
+    let log = started(&api);
+    log.record(login("1"));
+    wait(1500).await;
+    assert!(api.logged().is_empty(), "the first write failed");
+    log.record(login("2"));
+    wait(5000).await;
+    assert_eq!(
+        api.logged(),
+        ["1", "2"],
+        "the next turn writes both, in order"
+    );
 }

@@ -49,27 +49,20 @@ impl Pending {
         let o = self.orgs.entry(org.to_string()).or_default();
         o.since.get_or_insert(now);
         o.entries.extend(entries);
-        let mut per_part: BTreeMap<&'static str, usize> = BTreeMap::new();
-        for e in &o.entries {
-            *per_part.entry(e.part()).or_default() += 1;
+        trim(&mut o.entries);
+    }
+
+    /// Entries whose write failed, back ahead of what came since, for the organization's next
+    /// turn (a period after the failed write, which counts as its last).
+    pub fn restore(&mut self, org: &str, mut entries: Vec<Entry>, now: Instant) {
+        if entries.is_empty() {
+            return;
         }
-        if per_part.values().any(|&n| n > KEPT) {
-            // Newest first: each part keeps its newest KEPT.
-            let mut kept: BTreeMap<&'static str, usize> = BTreeMap::new();
-            let mut keep: Vec<bool> = o
-                .entries
-                .iter()
-                .rev()
-                .map(|e| {
-                    let n = kept.entry(e.part()).or_default();
-                    *n += 1;
-                    *n <= KEPT
-                })
-                .collect();
-            keep.reverse();
-            let mut keep = keep.into_iter();
-            o.entries.retain(|_| keep.next().unwrap_or(false));
-        }
+        let o = self.orgs.entry(org.to_string()).or_default();
+        o.since.get_or_insert(now);
+        entries.append(&mut o.entries);
+        o.entries = entries;
+        trim(&mut o.entries);
     }
 
     /// When the next write is due, if anything waits.
@@ -95,6 +88,31 @@ impl Pending {
         });
         out
     }
+}
+
+/// Per part, the newest `KEPT` entries (older ones would be dropped by the write anyway).
+fn trim(entries: &mut Vec<Entry>) {
+    let mut per_part: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for e in entries.iter() {
+        *per_part.entry(e.part()).or_default() += 1;
+    }
+    if per_part.values().all(|&n| n <= KEPT) {
+        return;
+    }
+    // Newest first: each part keeps its newest KEPT.
+    let mut kept: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut keep: Vec<bool> = entries
+        .iter()
+        .rev()
+        .map(|e| {
+            let n = kept.entry(e.part()).or_default();
+            *n += 1;
+            *n <= KEPT
+        })
+        .collect();
+    keep.reverse();
+    let mut keep = keep.into_iter();
+    entries.retain(|_| keep.next().unwrap_or(false));
 }
 
 #[cfg(test)]
@@ -162,6 +180,31 @@ mod tests {
         assert!(p.orgs.is_empty(), "nothing kept for quiet organizations");
         p.add("acme", entries("LoginSucceeded", 1), later);
         assert_eq!(p.next_due(), Some(later));
+    }
+
+    #[test]
+    fn a_failed_write_s_entries_wait_for_the_next_turn_ahead_of_newer_ones() {
+        let t0 = Instant::now();
+        let mut p = Pending::default();
+        p.add("acme", entries("LoginSucceeded", 2), t0);
+        let (org, failed) = p.take_due(t0, false).pop().expect("due");
+        p.add(
+            "acme",
+            entries("LoginFailed", 1),
+            t0 + Duration::from_secs(1),
+        );
+        p.restore(&org, failed, t0 + Duration::from_secs(1));
+        assert_eq!(
+            p.next_due(),
+            Some(t0 + WRITE_EVERY),
+            "the failed write was a turn"
+        );
+        let (_, again) = p.take_due(t0 + WRITE_EVERY, false).pop().expect("due");
+        assert_eq!(
+            again.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
+            ["LoginSucceeded", "LoginSucceeded", "LoginFailed"],
+            "oldest first"
+        );
     }
 
     #[test]

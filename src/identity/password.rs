@@ -103,9 +103,9 @@ struct Wanted(Arc<Memory>);
 
 impl Drop for Wanted {
     fn drop(&mut self) {
-        // The last one out frees what the others left.
+        // The last one out frees what the others left (outside the lock).
         if self.0.wanted.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.free().clear();
+            drop(std::mem::take(&mut *self.0.free()));
         }
     }
 }
@@ -122,15 +122,16 @@ impl Memory {
     }
 
     fn take(&self) -> Vec<Block> {
-        self.free()
-            .pop()
-            .unwrap_or_else(|| vec![Block::new(); self.blocks])
+        // Popped under the lock, made outside it: 19 MiB are not filled while others wait.
+        let kept = self.free().pop();
+        kept.unwrap_or_else(|| vec![Block::new(); self.blocks])
     }
 
     /// Before a hash in memory of its own (other parameters, or a new password): one kept
     /// buffer fewer, so that kept and in use stay within one per permit.
     fn make_room(&self) {
-        drop(self.free().pop());
+        let kept = self.free().pop();
+        drop(kept);
     }
 
     /// By a check that is itself still wanted: kept when another is too.
