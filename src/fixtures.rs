@@ -10,6 +10,37 @@ use crate::api::{
 };
 
 pub const NS: &str = "acme";
+
+/// A client whose API server is `answer`: each request's method, path and JSON body (Null when
+/// there is none) in, a status and a JSON body out. The tier between pure functions and the
+/// real API server (as kube-rs's controller-rs tests do).
+pub fn scripted_client(
+    answer: impl Fn(&http::Method, &str, serde_json::Value) -> (http::StatusCode, serde_json::Value)
+    + Clone
+    + Send
+    + Sync
+    + 'static,
+    default_namespace: &str,
+) -> kube::Client {
+    use kube::client::Body;
+    let svc = tower::service_fn(move |req: http::Request<Body>| {
+        let answer = answer.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let bytes = body.collect_bytes().await.unwrap_or_default();
+            let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            let (status, json) = answer(&parts.method, parts.uri.path(), body);
+            Ok::<_, std::convert::Infallible>(
+                http::Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(Body::from(json.to_string().into_bytes()))
+                    .expect("response"),
+            )
+        }
+    });
+    kube::Client::new(svc, default_namespace)
+}
 pub const CREATED: &str = "2026-01-01T00:00:00Z";
 
 pub fn ts(s: &str) -> Timestamp {

@@ -6,8 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use http::{Method, Request, Response, StatusCode};
-use kube::client::Body;
+use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::plan::{Plan, Settings, World, plan};
@@ -40,28 +39,16 @@ impl Scripted {
 
     fn client(&self) -> Client {
         let me = self.clone();
-        let svc = tower::service_fn(move |req: Request<Body>| {
-            let me = me.clone();
-            async move {
-                let (parts, body) = req.into_parts();
-                let bytes = body.collect_bytes().await.unwrap_or_default();
-                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                let path = parts.uri.path().to_string();
+        crate::fixtures::scripted_client(
+            move |method, path, body| {
                 if let Ok(mut log) = me.log.lock() {
-                    log.push((parts.method.clone(), path.clone()));
+                    log.push((method.clone(), path.to_string()));
                 }
-                let (status, answer) = (me.rule)(&parts.method, &path, &body)
-                    .unwrap_or_else(|| (StatusCode::OK, echo(&parts.method, &path, body)));
-                Ok::<_, std::convert::Infallible>(
-                    Response::builder()
-                        .status(status)
-                        .header("content-type", "application/json")
-                        .body(Body::from(answer.to_string().into_bytes()))
-                        .expect("response"),
-                )
-            }
-        });
-        Client::new(svc, NS)
+                (me.rule)(method, path, &body)
+                    .unwrap_or_else(|| (StatusCode::OK, echo(method, path, body)))
+            },
+            NS,
+        )
     }
 
     /// The writes made, as "VERB path".

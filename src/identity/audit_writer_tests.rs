@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, StatusCode};
 use kube::Client;
-use kube::client::Body;
 use kube::runtime::watcher::Event;
 use serde_json::{Value, json};
 
@@ -30,24 +29,10 @@ struct ConfigMaps {
 impl ConfigMaps {
     fn client(&self) -> Client {
         let me = self.clone();
-        let svc = tower::service_fn(move |req: Request<Body>| {
-            let me = me.clone();
-            async move {
-                let (parts, body) = req.into_parts();
-                let bytes = body.collect_bytes().await.unwrap_or_default();
-                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                let path = parts.uri.path().to_string();
-                let (status, answer) = me.answer(&parts.method, &path, body);
-                Ok::<_, std::convert::Infallible>(
-                    Response::builder()
-                        .status(status)
-                        .header("content-type", "application/json")
-                        .body(Body::from(answer.to_string().into_bytes()))
-                        .expect("response"),
-                )
-            }
-        });
-        Client::new(svc, ROSTER_NS)
+        crate::fixtures::scripted_client(
+            move |method, path, body| me.answer(method, path, body),
+            ROSTER_NS,
+        )
     }
 
     fn answer(&self, method: &Method, path: &str, body: Value) -> (StatusCode, Value) {

@@ -412,6 +412,19 @@ mod tests {
             fold(&published, guess(&carl, 99), now).note,
             "from 10.0.0.99"
         );
+        // A member of the same name in another organization on the cluster: places of its
+        // own, whatever acme's bob has used (an outsider guessing at one cannot fold the
+        // other's Events, nor count into them).
+        let globex_bob = ObjectReference {
+            namespace: Some("globex".into()),
+            uid: Some("u9".into()),
+            ..bob.clone()
+        };
+        let theirs = fold(&published, guess(&globex_bob, 99), now);
+        assert_eq!(
+            (theirs.namespace.as_str(), theirs.note.as_str()),
+            ("globex", "from 10.0.0.99")
+        );
         let other_reason = Key::of(&bob, false, "LoginSucceeded", "from 10.0.0.99", "x");
         assert_eq!(fold(&published, other_reason, now).note, "from 10.0.0.99");
         // Another failure reason (its own shared note): a wrong code after the slots of
