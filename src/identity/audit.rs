@@ -358,7 +358,8 @@ impl Writer {
             for (org, entries, result) in written {
                 match result {
                     Ok(()) => {}
-                    Err(e) if worth_retrying(&e) && open => {
+                    // Stopping, there is no next turn: such entries are reported lost.
+                    Err(e) if worth_retrying(&e) && open && !stopping => {
                         tracing::warn!(organization = %org, error = %e, waiting = entries.len(), "cannot append to the security log ConfigMap; trying again at its next turn");
                         pending.restore(&org, entries, now());
                     }
