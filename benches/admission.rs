@@ -12,7 +12,7 @@
 //! charged to every request it delays). The total rate stays below what the machine can take
 //! (2 cores for the API server, etcd, roster and the writers): a saturated run measures queues.
 //! After a warm-up round with the webhook (not counted), rounds alternate (without, with,
-//! without, …; five of each); the cost is reported pooled and as the median of the rounds'
+//! without, …; seven of each); the cost is reported pooled and as the median of the rounds'
 //! paired differences. Between rounds the
 //! ValidatingWebhookConfiguration is deleted or created again, and a probe checks that the API
 //! server calls the webhook exactly when it should (the Admin deleting the owner's Membership,
@@ -46,8 +46,9 @@ fn writer_rate() -> f64 {
 const SECONDS: u64 = 10;
 /// Rounds per arm. The pooled p99 of all rounds moves with one bad round (a host hiccup in
 /// 10 s of one arm); the median of the rounds' paired differences does not, and is reported
-/// beside it.
-const ROUNDS: usize = 5;
+/// beside it. Seven, not five: with five, the median of the pairs' p99 differences moved
+/// between +5.8 and +11.3 ms in four runs on one machine within an hour.
+const ROUNDS: usize = 7;
 const ORG: &str = "w00";
 const MEMBERS: usize = 1000;
 const PROJECTS: usize = 10;
@@ -113,7 +114,7 @@ fn main() {
         // Warm-up with the webhook, not counted: the API server's first calls open its
         // connection to the webhook and fill its caches.
         let _ = writers(&writer, &targets, usize::MAX).await;
-        let mut rows: Vec<(bool, Vec<f64>, usize)> = Vec::new();
+        let mut rows: Vec<Round> = Vec::new();
         for round in 0..ROUNDS * 2 {
             let with = round % 2 == 1;
             if with {
@@ -131,8 +132,23 @@ fn main() {
                 );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            let roster_pid = roster.as_ref().map_or(0, |r| r.child.id());
+            let cpu = || {
+                [
+                    common::cpu_seconds(roster_pid),
+                    common::control_plane_cpu_seconds(&cp),
+                    common::cpu_seconds(std::process::id()),
+                ]
+            };
+            let before = cpu();
             let (latencies, failed) = writers(&writer, &targets, round).await;
-            rows.push((with, latencies, failed));
+            let after = cpu();
+            rows.push(Round {
+                with,
+                latencies,
+                failed,
+                cpu: std::array::from_fn(|k| after[k] - before[k]),
+            });
         }
         rows
     });
@@ -217,7 +233,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn report(rows: &[(bool, Vec<f64>, usize)]) {
+/// One round of one arm: its latencies, failed requests, and the CPU seconds roster, the control
+/// plane and this process (the writers) used during it.
+struct Round {
+    with: bool,
+    latencies: Vec<f64>,
+    failed: usize,
+    cpu: [f64; 3],
+}
+
+fn report(rows: &[Round]) {
     let label = |with: bool| {
         if with {
             "with roster's webhook"
@@ -232,7 +257,16 @@ fn report(rows: &[(bool, Vec<f64>, usize)]) {
     println!("|---|---:|---:|---:|---:|---:|---:|");
     let mut merged = [Vec::new(), Vec::new()];
     let mut failed = [0, 0];
-    for (i, (with, lat, f)) in rows.iter().enumerate() {
+    for (
+        i,
+        Round {
+            with,
+            latencies: lat,
+            failed: f,
+            ..
+        },
+    ) in rows.iter().enumerate()
+    {
         let mut s = lat.clone();
         s.sort_by(f64::total_cmp);
         println!(
@@ -277,8 +311,8 @@ fn report(rows: &[(bool, Vec<f64>, usize)]) {
         let mut diffs: Vec<f64> = rows
             .chunks_exact(2)
             .map(|pair| {
-                let at = |(_, lat, _): &(bool, Vec<f64>, usize)| {
-                    let mut s = lat.clone();
+                let at = |r: &Round| {
+                    let mut s = r.latencies.clone();
                     s.sort_by(f64::total_cmp);
                     percentile(&s, p)
                 };
@@ -293,5 +327,38 @@ fn report(rows: &[(bool, Vec<f64>, usize)]) {
         paired(0.5),
         paired(0.9),
         paired(0.99)
+    );
+    // Where the webhook's time goes: the CPU each party spends per write, with and without it.
+    println!();
+    println!(
+        "| CPU per completed write, ms (all rounds of an arm) | roster | control plane (etcd, kube-apiserver, kube-controller-manager) | the writers (this process) | all |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    let mut per_write = [[0.0; 4]; 2];
+    for with in [false, true] {
+        let arm = rows.iter().filter(|r| r.with == with);
+        let writes: usize = arm.clone().map(|r| r.latencies.len()).sum();
+        let mut ms: [f64; 4] = std::array::from_fn(|k| {
+            arm.clone()
+                .map(|r| r.cpu.get(k).copied().unwrap_or(0.0))
+                .sum::<f64>()
+                * 1000.0
+                / writes.max(1) as f64
+        });
+        ms[3] = ms[..3].iter().sum();
+        per_write[usize::from(with)] = ms;
+        println!(
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            label(with),
+            ms[0],
+            ms[1],
+            ms[2],
+            ms[3]
+        );
+    }
+    let d: [f64; 4] = std::array::from_fn(|k| per_write[1][k] - per_write[0][k]);
+    println!(
+        "| the webhook's cost (with − without) | {:+.2} | {:+.2} | {:+.2} | {:+.2} |",
+        d[0], d[1], d[2], d[3]
     );
 }

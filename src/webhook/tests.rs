@@ -1665,3 +1665,166 @@ async fn an_edit_admitted_against_the_pre_disable_object_keeps_the_revocation() 
         "an edit that enables nobody lifted the revocation of a member just disabled"
     );
 }
+
+/// roster's own kinds are read straight into their types (`answer_typed`); the general read
+/// (kube's AdmissionReview of a DynamicObject, then the type) must give the same answer to
+/// every body the typed read answers: every row of the matrix as every user, and reviews with
+/// fields roster does not model (managedFields, unknown ones).
+#[test]
+fn the_typed_read_answers_as_the_general_read_does() {
+    let answer = |got: (axum::http::StatusCode, axum::Json<Value>)| (got.0, got.1.0);
+    let mut bodies = Vec::new();
+    for row in &matrix_rows() {
+        for (user, _) in expectations(row) {
+            let (op, new, old) = (row.build)(&acme());
+            let mut body = review(
+                op_name(op),
+                &who(user),
+                object_json(&new),
+                object_json(&old),
+            );
+            if user == "root" {
+                body["request"]["userInfo"]["groups"] = json!(["system:masters"]);
+            }
+            body["request"]["dryRun"] = json!(row.action.len() % 2 == 0);
+            bodies.push(body);
+        }
+    }
+    let mut erin = serde_json::to_value(member("erin", Some(OrgRole::Member), &[])).expect("json");
+    erin["metadata"]["managedFields"] = json!([{"manager": "kubectl", "operation": "Apply",
+        "apiVersion": "roster.dev/v1alpha1", "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:spec": {"f:email": {}}}}]);
+    erin["metadata"]["uid"] = json!("8f0c");
+    erin["status"] = json!({"phase": "Invited", "unknownToRoster": [1, 2.5, null, {"a": "é"}]});
+    let mut disabled = erin.clone();
+    disabled["spec"]["disabled"] = json!(true);
+    bodies.push(review("UPDATE", &who("bob"), disabled, erin.clone()));
+    bodies.push(review("DELETE", &who("bob"), Value::Null, erin));
+    let mut unknown = review(
+        "CREATE",
+        &who("alice"),
+        serde_json::to_value(project("web")).expect("json"),
+        Value::Null,
+    );
+    unknown["request"]["options"] =
+        json!({"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"});
+    unknown["request"]["somethingNew"] = json!({"deep": [[["fine"]]]});
+    bodies.push(unknown);
+    let state = state(acme());
+    for body in bodies {
+        let bytes = serde_json::to_vec(&body).expect("json");
+        let typed = super::answer_typed(&bytes, &state).map(answer);
+        assert!(typed.is_some(), "read straight into the type: {body}");
+        assert_eq!(
+            typed,
+            Some(answer(super::answer_general(&bytes, &state))),
+            "{body}"
+        );
+    }
+}
+
+/// Bodies the general read refuses, which a derived type would read (it also takes an array
+/// for an object, and skips fields it does not know without looking inside): the typed read
+/// must leave them to the general one, which names what is wrong (red team 42).
+#[tokio::test]
+async fn bodies_the_general_read_refuses_are_not_read_the_typed_way() {
+    let erin = serde_json::to_value(member("erin", Some(OrgRole::Member), &[])).expect("json");
+    let good = review("CREATE", &who("alice"), erin.clone(), Value::Null).to_string();
+    let with = |path: &[&str], value: Value| {
+        let mut body = review("CREATE", &who("alice"), erin.clone(), Value::Null);
+        let mut at = &mut body;
+        for p in &path[..path.len() - 1] {
+            at = &mut at[*p];
+        }
+        at[path[path.len() - 1]] = value;
+        body.to_string()
+    };
+    let as_array = |o: &Value| {
+        Value::Array(
+            ["metadata", "spec", "status"]
+                .iter()
+                .map(|k| o[*k].clone())
+                .collect(),
+        )
+    };
+    let mut deep = String::from("\"x\":");
+    deep.push_str(&"[".repeat(200));
+    deep.push_str(&"]".repeat(200));
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "a response that is not one",
+            with(&["response"], json!(42)).into_bytes(),
+        ),
+        (
+            "the object as an array",
+            with(&["request", "object"], as_array(&erin)).into_bytes(),
+        ),
+        ("an old object as an array", {
+            let mut b = review("UPDATE", &who("alice"), erin.clone(), as_array(&erin));
+            b["request"]["operation"] = json!("UPDATE");
+            b.to_string().into_bytes()
+        }),
+        ("the review as an array", {
+            let b: Value = serde_json::from_str(&good).expect("json");
+            json!([b["apiVersion"], b["kind"], b["request"]])
+                .to_string()
+                .into_bytes()
+        }),
+        (
+            "admission.k8s.io/v1beta1",
+            with(&["apiVersion"], json!("admission.k8s.io/v1beta1")).into_bytes(),
+        ),
+        (
+            "a review of another kind",
+            with(&["kind"], json!("TokenReview")).into_bytes(),
+        ),
+        (
+            "nesting past serde_json's limit",
+            good.replacen('{', &format!("{{{deep},"), 1).into_bytes(),
+        ),
+        (
+            "a number out of range",
+            good.replacen('{', "{\"x\":1e999,", 1).into_bytes(),
+        ),
+        (
+            "a lone surrogate",
+            good.replacen('{', "{\"x\":\"\\ud800\",", 1).into_bytes(),
+        ),
+        (
+            "a duplicate field",
+            good.replacen("\"request\"", "\"request\":{},\"request\"", 1)
+                .into_bytes(),
+        ),
+    ];
+    let mut invalid_utf8 = b"{\"x\":\"\xff\",".to_vec();
+    invalid_utf8.extend_from_slice(&good.as_bytes()[1..]);
+    cases.push(("invalid UTF-8", invalid_utf8));
+    let state = state(acme());
+    let typed: Vec<&str> = cases
+        .iter()
+        .filter(|(_, body)| super::answer_typed(body, &state).is_some())
+        .map(|(what, _)| *what)
+        .collect();
+    assert!(typed.is_empty(), "read the typed way: {typed:?}");
+    for (what, body) in cases {
+        let general = super::answer_general(&body, &state).1.0;
+        assert_eq!(general["response"]["allowed"], false, "{what}: {general}");
+        assert_eq!(
+            post(app(acme(), true), body.clone()).await,
+            general,
+            "{what}"
+        );
+    }
+    // The body they were made from is read the typed way.
+    assert!(super::answer_typed(good.as_bytes(), &state).is_some());
+}
+
+fn state(index: Mem) -> AppState<Mem> {
+    AppState {
+        index,
+        policy: policy(),
+        ready: Box::new(|| true),
+        metrics: crate::metrics::Metrics::new(),
+        revocations: None,
+    }
+}
