@@ -1003,18 +1003,7 @@ async fn permission_matrix_over_http() {
                 Decision::Allow => None,
                 Decision::Deny { message, .. } => Some(message),
             };
-            let groups = if user == "root" {
-                json!(["system:masters"])
-            } else {
-                json!(["system:authenticated"])
-            };
-            let mut body = review(
-                op_name(op),
-                &who(user),
-                object_json(&new),
-                object_json(&old),
-            );
-            body["request"]["userInfo"]["groups"] = groups;
+            let body = review_as(user, op, &new, &old);
             let metrics = crate::metrics::Metrics::new();
             let app = router(Arc::new(AppState {
                 index,
@@ -1092,6 +1081,16 @@ fn review(op: &str, user: &str, object: Value, old: Value) -> Value {
     })
 }
 
+/// The review the API server sends when `user` (of the fixtures; root is in system:masters)
+/// does `op`.
+fn review_as(user: &str, op: Op, new: &Option<Object>, old: &Option<Object>) -> Value {
+    let mut body = review(op_name(op), &who(user), object_json(new), object_json(old));
+    if user == "root" {
+        body["request"]["userInfo"]["groups"] = json!(["system:masters"]);
+    }
+    body
+}
+
 async fn post(app: axum::Router, body: impl Into<Body>) -> Value {
     let response = app
         .oneshot(
@@ -1110,15 +1109,7 @@ async fn post(app: axum::Router, body: impl Into<Body>) -> Value {
 #[tokio::test]
 async fn single_owner_rules_over_http() {
     for (what, user, (op, new, old), want) in owner_cases() {
-        let mut body = review(
-            op_name(op),
-            &who(user),
-            object_json(&new),
-            object_json(&old),
-        );
-        if user == "root" {
-            body["request"]["userInfo"]["groups"] = json!(["system:masters"]);
-        }
+        let body = review_as(user, op, &new, &old);
         let out = post(app(acme(), true), body.to_string()).await;
         assert_eq!(out["response"]["allowed"], want == "Allow", "{what}: {out}");
     }
@@ -1677,15 +1668,7 @@ fn the_typed_read_answers_as_the_general_read_does() {
     for row in &matrix_rows() {
         for (user, _) in expectations(row) {
             let (op, new, old) = (row.build)(&acme());
-            let mut body = review(
-                op_name(op),
-                &who(user),
-                object_json(&new),
-                object_json(&old),
-            );
-            if user == "root" {
-                body["request"]["userInfo"]["groups"] = json!(["system:masters"]);
-            }
+            let mut body = review_as(user, op, &new, &old);
             body["request"]["dryRun"] = json!(row.action.len() % 2 == 0);
             bodies.push(body);
         }
