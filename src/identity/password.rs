@@ -105,7 +105,9 @@ impl Drop for Wanted {
     fn drop(&mut self) {
         // The last one out frees what the others left (outside the lock).
         if self.0.wanted.fetch_sub(1, Ordering::SeqCst) == 1 {
-            drop(std::mem::take(&mut *self.0.free()));
+            // Taken in a statement of its own: the guard ends with it, before the freeing.
+            let freed = std::mem::take(&mut *self.0.free());
+            drop(freed);
         }
     }
 }
