@@ -1693,6 +1693,45 @@ fn the_typed_read_answers_as_the_general_read_does() {
         json!({"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"});
     unknown["request"]["somethingNew"] = json!({"deep": [[["fine"]]]});
     bodies.push(unknown);
+    // Another organization's Admin on the same cluster, row by row: refused wherever acme's
+    // Admin is allowed, the same way on both paths.
+    let mut two = acme();
+    let mut globex = org("olga@globex.example");
+    globex.metadata.name = Some("globex".into());
+    globex.metadata.namespace = Some("globex".into());
+    two.orgs.push(globex);
+    let mut olga = member("olga", Some(OrgRole::Admin), &[]);
+    olga.metadata.namespace = Some("globex".into());
+    olga.spec.email = "olga@globex.example".into();
+    two.memberships.push(olga);
+    let two = state(two);
+    for row in matrix_rows().iter().filter(|r| r.admin == "Allow") {
+        let (op, new, old) = (row.build)(&acme());
+        let mut body = review_as("bob", op, &new, &old);
+        let bytes = serde_json::to_vec(&body).expect("json");
+        let allowed = super::answer_typed(&bytes, &two).map(answer);
+        assert_eq!(
+            allowed.map(|a| a.1["response"]["allowed"].clone()),
+            Some(json!(true)),
+            "{}: acme's Admin",
+            row.action
+        );
+        body["request"]["userInfo"]["username"] = json!("roster:globex:olga@globex.example");
+        let bytes = serde_json::to_vec(&body).expect("json");
+        let refused = super::answer_typed(&bytes, &two).map(answer);
+        assert_eq!(
+            refused.as_ref().map(|a| a.1["response"]["allowed"].clone()),
+            Some(json!(false)),
+            "{}: globex's Admin",
+            row.action
+        );
+        assert_eq!(
+            refused,
+            Some(answer(super::answer_general(&bytes, &two))),
+            "{}",
+            row.action
+        );
+    }
     let state = state(acme());
     for body in bodies {
         let bytes = serde_json::to_vec(&body).expect("json");
