@@ -42,11 +42,12 @@ const MEMBERS: usize = 32;
 /// Members (and credential records) in the caches besides the ones that log in.
 const CACHED: usize = 20_000;
 const IN_FLIGHT: usize = 8;
-/// Rounds per kind. argon2's own speed moves by ±5% from one round to the next on a shared
-/// machine (perf, 33d10aa): five rounds of 6 s gave ratios from 85% to 116% and a run's ratio
-/// anywhere in 94–101%. Sixteen shorter ones, in flipping order, narrow what one run measures.
-const ROUNDS: usize = 16;
-const ROUND: Duration = Duration::from_secs(4);
+/// Rounds per kind. argon2's own speed drifts on a shared machine: measured inside the hashing
+/// threads, its CPU time per check moved between 14 and 20 ms within two minutes, alike in raw
+/// and login rounds. Sixteen pairs of 4 s rounds put a run's ratio anywhere in 94–101%; pairs
+/// of shorter rounds sit closer in time, and more of them narrow what one run measures.
+const ROUNDS: usize = 48;
+const ROUND: Duration = Duration::from_secs(2);
 const PASSWORD: &str = "correct horse battery staple 42";
 
 fn main() {
@@ -325,13 +326,19 @@ fn main() {
         .map(|(r, l)| 100.0 * (l.0 as f64 / l.2) / (r.0 as f64 / r.2))
         .collect();
     let each: Vec<String> = ratios.iter().map(|r| format!("{r:.0}")).collect();
-    ratios.sort_by(f64::total_cmp);
     let n = ratios.len();
+    let mean = ratios.iter().sum::<f64>() / n as f64;
+    let variance = ratios.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1).max(1) as f64;
+    // Two standard errors of the pairs' mean: about a 95% interval for the ratio the machine
+    // would give over many runs, given how much one pair's ratio moves.
+    let spread = 2.0 * (variance / n as f64).sqrt();
+    ratios.sort_by(f64::total_cmp);
     let median = (ratios[(n - 1) / 2] + ratios[n / 2]) / 2.0;
     println!(
         "| the rounds' ratios (login / raw, %, in order): {}; their median | | | | {median:.0}% |",
         each.join(", "),
     );
+    println!("| the pairs' mean, ± two standard errors | | | | {mean:.1}% ± {spread:.1} |");
     // CPU per completed operation: what login spends beside argon2, here and in the API server.
     let per_op = |runs: &[(usize, usize, f64)], cpu: &[(f64, f64, f64)]| {
         let ops = runs.iter().map(|r| r.0).sum::<usize>().max(1) as f64;
