@@ -170,7 +170,12 @@ impl Shutdown {
 pub fn run(config: Config) -> Result<()> {
     init_logging(config.log_format);
     let rt = tokio::runtime::Runtime::new().map_err(Error::Runtime)?;
-    rt.block_on(serve(config))
+    let result = rt.block_on(serve(config));
+    // What is left is blocking work nothing waits for: the lifeline's read of standard input
+    // never ends while the pipe is open, and dropping the runtime waited for it, so a SIGTERM
+    // left `roster run --lifeline` running until its parent closed the pipe or killed it.
+    rt.shutdown_background();
+    result
 }
 
 fn init_logging(format: LogFormat) {

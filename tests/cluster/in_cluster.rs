@@ -634,7 +634,8 @@ async fn review_at(c: &Cluster, authn: &str, token: &str) -> Option<String> {
 
 /// Two replicas answer logins for the same member: a TOTP code spent at one is refused at the
 /// other; wrong passwords sent to both at once count exactly to the lockout limit; an unlock
-/// holds on both; a token either one issued is good at both, until the member is disabled.
+/// holds on both; a token either one issued is good at both, until the member is disabled. A
+/// replica stopped with SIGTERM writes the security-log entries it holds before it exits.
 #[allow(clippy::await_holding_lock)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_decide_logins_exactly() {
@@ -644,12 +645,13 @@ async fn two_replicas_decide_logins_exactly() {
     let mut values = values(cc, true);
     // Only the lockout counts here (the per-member rate limit is per replica).
     values.push("identity.rateLimit.perMember=0".into());
-    let release = Release::install(cc, &values);
+    let mut release = Release::install(cc, &values);
     let (a, b) = (&release.pods[0], &release.pods[1]);
     let (ia, ib) = (
         a.addr("identity").to_string(),
         b.addr("identity").to_string(),
     );
+    let b_name = b.name.clone();
 
     let ns = "exact";
     c.kubectl_ok(&["create", "namespace", ns]);
@@ -736,6 +738,42 @@ async fn two_replicas_decide_logins_exactly() {
     eprintln!(
         "a disabled member's token was refused by both replicas {:?} after the change",
         start.elapsed()
+    );
+
+    // A replica stopped with SIGTERM writes what its security log holds before it exits. Just
+    // after a write, the organization's next entry waits up to WRITE_EVERY for its own; a
+    // replica stopped meanwhile writes it all the same, not only to its standard output.
+    let carls = |log: &str| log.lines().filter(|l| l.contains(carl)).count();
+    let before = carls(&c.settled_security_log(ns));
+    // The first entry's write comes after this: the second's is due no sooner than WRITE_EVERY
+    // after it.
+    let first_sent = Instant::now();
+    let (status, body) = login_at(c, &ib, ns, carl, PASSWORD, None).await;
+    assert_eq!(status, 401, "a disabled member: {body}");
+    wait_for(
+        "the first refused login in the log",
+        roster::identity::log_pacing::WRITE_EVERY,
+        || (carls(&c.security_log(ns)) == before + 1).then_some(()),
+    );
+    let (status, body) = login_at(c, &ib, ns, carl, PASSWORD, None).await;
+    assert_eq!(status, 401, "a disabled member: {body}");
+    let mut b = release.take(&b_name);
+    b.signal("TERM");
+    let exit = b
+        .exited(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("{} still runs 30 s after SIGTERM", b.name));
+    assert!(exit.success(), "after SIGTERM: {exit}");
+    // Had the replica lived until the second entry's periodic write, this would prove nothing.
+    let lived = first_sent.elapsed();
+    eprintln!("SIGTERM'd replica exited {lived:?} after the first refused login");
+    assert!(
+        lived < roster::identity::log_pacing::WRITE_EVERY,
+        "the replica exited {lived:?} after the first login: its periodic write may have come first"
+    );
+    assert_eq!(
+        carls(&c.security_log(ns)),
+        before + 2,
+        "the refused login still waiting at SIGTERM is in the security log"
     );
 }
 

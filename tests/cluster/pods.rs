@@ -142,15 +142,22 @@ impl Pod {
                 .args([signal, &self.child.id().to_string()])
                 .status();
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        if self.exited(Duration::from_secs(30)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// How the process exited, once it has, within `within`.
+    pub fn exited(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
         while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        None
     }
 
     /// SIGKILL: a crash, or a node gone.
