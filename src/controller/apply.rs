@@ -1,7 +1,8 @@
 //! `apply()`: carries out a plan in an order that takes access away first and never lets one
 //! part that cannot converge hold back another:
 //! 1. removals of access — stale RoleBindings deleted, existing ones updated (their namespaces
-//!    exist; nothing else is needed first);
+//!    exist; nothing else is needed first); then a replaced invitation link's binding, which
+//!    opens nothing any more, but only once its replacement's is written;
 //! 2. finalizers, then per project its namespace (created, or a handed-over one adopted) and
 //!    its new RoleBindings; a project whose finalizer or namespace fails is skipped, the others
 //!    go on;
@@ -25,7 +26,8 @@ use serde_json::json;
 
 use super::credentials::IdentityAction;
 use super::plan::{Plan, PlannedEvent, Target, World};
-use super::{Context, Error, FIELD_MANAGER, Result, labels, own_status};
+use super::{Context, Error, FIELD_MANAGER, Result, guard, labels, own_status};
+use crate::api::contract::MEMBERSHIP_LABEL;
 use crate::api::{Membership, Organization, Project};
 use crate::condition;
 
@@ -66,6 +68,56 @@ fn project_of(meta: &kube::core::ObjectMeta) -> Option<&str> {
         .map(String::as_str)
 }
 
+async fn delete_binding(ctx: &Context, (rb_ns, name): &(String, String)) -> Result<()> {
+    ignore_not_found(
+        Api::<RoleBinding>::namespaced(ctx.client.clone(), rb_ns)
+            .delete(name, &DeleteParams::default())
+            .await,
+    )
+    .map_err(Error::api(format!(
+        "deletion of RoleBinding {rb_ns}/{name}"
+    )))
+}
+
+/// Links replaced by links whose bindings are new: the new bindings (by member), and the keys
+/// of the old ones, which plan() deletes.
+struct Replaced<'a> {
+    new: HashMap<String, Vec<&'a RoleBinding>>,
+    old: BTreeSet<&'a (String, String)>,
+}
+
+impl<'a> Replaced<'a> {
+    fn of(w: &'a World, plan: &'a Plan) -> Replaced<'a> {
+        let ns = w.namespace.as_str();
+        let member = |rb: &RoleBinding| rb.labels().get(MEMBERSHIP_LABEL).cloned();
+        let observed: HashMap<(String, String), &RoleBinding> =
+            w.rolebindings.iter().map(|rb| (key(rb), rb)).collect();
+        let mut new: HashMap<String, Vec<&RoleBinding>> = HashMap::new();
+        for rb in &plan.rolebindings {
+            if guard::is_link(rb, ns)
+                && !observed.contains_key(&key(rb))
+                && let Some(m) = member(rb)
+            {
+                new.entry(m).or_default().push(rb);
+            }
+        }
+        let old: BTreeSet<&(String, String)> = plan
+            .delete_rolebindings
+            .iter()
+            .filter(|k| {
+                observed.get(*k).is_some_and(|rb| {
+                    guard::is_link(rb, ns) && member(rb).is_some_and(|m| new.contains_key(&m))
+                })
+            })
+            .collect();
+        new.retain(|m, _| {
+            old.iter()
+                .any(|k| observed.get(*k).and_then(|rb| member(rb)).as_ref() == Some(m))
+        });
+        Replaced { new, old }
+    }
+}
+
 fn key(rb: &RoleBinding) -> (String, String) {
     (
         rb.metadata.namespace.clone().unwrap_or_default(),
@@ -86,20 +138,19 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
             .and_then(|rb| project_of(&rb.metadata).map(str::to_string))
     };
 
-    // 1. Removals of access: deletions, then updates of bindings that exist (and stay).
+    // 1. Removals of access: deletions, then updates of bindings that exist (and stay). The
+    // binding of a replaced link (which opens nothing any more) goes only once its
+    // replacement's is written, at the end of this step: deleted first, it left a moment in
+    // which the watch showed neither, and a reconcile during a hold took the member's links
+    // for never bound and bound the new one to the owner alone.
+    let replaced = Replaced::of(w, plan);
     let mut deletions = Vec::new();
-    for k in &plan.delete_rolebindings {
-        let (rb_ns, name) = k;
-        deletions.push((k, async move {
-            ignore_not_found(
-                Api::<RoleBinding>::namespaced(c.clone(), rb_ns)
-                    .delete(name, &DeleteParams::default())
-                    .await,
-            )
-            .map_err(Error::api(format!(
-                "deletion of RoleBinding {rb_ns}/{name}"
-            )))
-        }));
+    for k in plan
+        .delete_rolebindings
+        .iter()
+        .filter(|k| !replaced.old.contains(k))
+    {
+        deletions.push((k, delete_binding(ctx, k)));
     }
     // A link binding that could not be narrowed (or deleted) still names a former reader,
     // but only of its own link: the replacement (step 3) is written under new names, and
@@ -127,6 +178,49 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
     for (rb, r) in at_once(updates).await {
         if let Err(e) = r {
             failed.note(w, project_of(&rb.metadata), e);
+        }
+    }
+    // Replaced links: the new bindings (in the organization's own namespace, which needs
+    // nothing made first), then the old ones of the members whose new ones were all written.
+    // A member whose new binding failed keeps the old one until a reconcile writes it.
+    let ssa_ref = &ssa;
+    let writes = replaced
+        .new
+        .iter()
+        .map(|(m, rbs)| {
+            let ssa = ssa_ref;
+            (m, async move {
+                for rb in rbs {
+                    apply_binding(ctx, rb, ssa).await?;
+                }
+                Ok::<_, Error>(())
+            })
+        })
+        .collect();
+    let mut written = BTreeSet::new();
+    for (m, r) in at_once(writes).await {
+        match r {
+            Ok(()) => {
+                written.insert(m.as_str());
+            }
+            Err(e) => failed.note(w, None, e),
+        }
+    }
+    let deletions = replaced
+        .old
+        .iter()
+        .filter(|k| {
+            w.rolebindings
+                .iter()
+                .find(|rb| key(rb) == ***k)
+                .and_then(|rb| rb.labels().get(MEMBERSHIP_LABEL))
+                .is_some_and(|m| written.contains(m.as_str()))
+        })
+        .map(|k| (*k, delete_binding(ctx, k)))
+        .collect();
+    for (k, r) in at_once(deletions).await {
+        if let Err(e) = r {
+            failed.note(w, project_of_binding(k).as_deref(), e);
         }
     }
 
@@ -199,7 +293,12 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
     let creations = creations
         .into_iter()
         .filter(|rb| {
-            !failed.namespaces.contains(&key(rb).0)
+            let member = rb.labels().get(MEMBERSHIP_LABEL);
+            let replacement = member
+                .and_then(|m| replaced.new.get(m))
+                .is_some_and(|rbs| rbs.iter().any(|r| key(r) == key(rb)));
+            !replacement
+                && !failed.namespaces.contains(&key(rb).0)
                 && !project_of(&rb.metadata).is_some_and(|p| failed.projects.contains_key(p))
         })
         .map(|rb| (rb, apply_binding(ctx, rb, &ssa)))

@@ -1410,3 +1410,111 @@ async fn a_status_write_names_the_incarnation_it_was_planned_for() {
     let ctx = context(api.client());
     assert!(apply::apply(&ctx, &w, &p).await.is_err());
 }
+
+/// A link replaced (a resend during a hold): the new link's binding is written before the
+/// old one's deletion. The other way round, a reconcile planned from a watch that had shown
+/// the deletion and not yet the creation saw no binding of the member's links at all, and a
+/// held change bound the new link to the owner alone: Admin carl could not read it until the
+/// hold ended (cluster `members::a_link_resent_while_a_change_is_held_can_be_read`, once in
+/// CI). Another stale binding is still deleted first; the old link's binding waits for a
+/// reconcile that writes the new one.
+#[tokio::test]
+async fn a_replaced_link_s_binding_is_written_before_the_old_one_goes() {
+    use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
+    let link = |name: &str| RoleBinding {
+        metadata: kube::core::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(NS.into()),
+            labels: Some(
+                [(
+                    crate::api::contract::MEMBERSHIP_LABEL.to_string(),
+                    "dave".to_string(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: name.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "User".into(),
+            name: "roster:acme:alice@acme.example".into(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            namespace: None,
+        }]),
+    };
+    let (old, new) = (
+        "roster-invitation-dave-0000000000",
+        "roster-invitation-dave-1111111111",
+    );
+    let stale = RoleBinding {
+        metadata: kube::core::ObjectMeta {
+            name: Some("roster-viewer".into()),
+            namespace: Some("acme-one".into()),
+            ..Default::default()
+        },
+        ..link("roster-viewer")
+    };
+    let mut w = acme();
+    w.rolebindings = vec![link(old), stale];
+    let p = Plan {
+        rolebindings: vec![link(new)],
+        delete_rolebindings: vec![
+            (NS.to_string(), old.to_string()),
+            ("acme-one".to_string(), "roster-viewer".to_string()),
+        ],
+        ..Default::default()
+    };
+    let api = Scripted::ok();
+    let ctx = context(api.client());
+    apply::apply(&ctx, &w, &p).await.expect("applied");
+    let writes = api.writes();
+    assert_eq!(
+        writes.iter().filter(|w| w.contains(new)).count(),
+        1,
+        "the new link's binding written once: {writes:#?}"
+    );
+    let created = position(
+        &writes,
+        &format!("PATCH /apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/rolebindings/{new}"),
+    );
+    let deleted = position(
+        &writes,
+        &format!("DELETE /apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/rolebindings/{old}"),
+    );
+    assert!(
+        created < deleted,
+        "the old link's binding went first: {writes:#?}"
+    );
+    let removal = position(
+        &writes,
+        "DELETE /apis/rbac.authorization.k8s.io/v1/namespaces/acme-one/rolebindings/roster-viewer",
+    );
+    assert!(removal < created, "a removal of access waited: {writes:#?}");
+
+    // The new binding refused: the old one stays for a reconcile that writes the new one
+    // (deleted all the same, the next reconcile saw neither again).
+    let api = Scripted::new(move |method, path, _| {
+        (*method == Method::PATCH && path.ends_with(new))
+            .then(|| forbidden("rolebindings is forbidden"))
+    });
+    let ctx = context(api.client());
+    let err = apply::apply(&ctx, &w, &p)
+        .await
+        .expect_err("the new binding fails");
+    assert_eq!(crate::Reason::reason(&err), "Forbidden", "{err}");
+    let writes = api.writes();
+    assert!(
+        !writes
+            .iter()
+            .any(|w| w.starts_with("DELETE") && w.contains(old)),
+        "the old link's binding went with no replacement written: {writes:#?}"
+    );
+    position(
+        &writes,
+        "DELETE /apis/rbac.authorization.k8s.io/v1/namespaces/acme-one/rolebindings/roster-viewer",
+    );
+}

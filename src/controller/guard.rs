@@ -169,7 +169,7 @@ fn scope_role(rb: &RoleBinding, ns: &str, projects: &ProjectNamespaces) -> Optio
 
 /// Whether `rb` is the binding of an invitation link's readers, as roster writes one: in the
 /// organization's namespace, to the link's own Role.
-fn is_link(rb: &RoleBinding, ns: &str) -> bool {
+pub(super) fn is_link(rb: &RoleBinding, ns: &str) -> bool {
     let name = rb.name_any();
     rb.namespace().as_deref() == Some(ns)
         && name.starts_with("roster-invitation-")
