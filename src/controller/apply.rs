@@ -153,8 +153,8 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
         deletions.push((k, delete_binding(ctx, k)));
     }
     // A link binding that could not be narrowed (or deleted) still names a former reader,
-    // but only of its own link: the replacement (step 3) is written under new names, and
-    // the old link stops opening anything the moment it is replaced.
+    // but only of its own link: its replacement is written under new names, and the old
+    // link stops opening anything the moment it is replaced.
     let deleted = at_once(deletions).await;
     for (k, r) in deleted {
         if let Err(e) = r {
@@ -182,7 +182,8 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
     }
     // Replaced links: the new bindings (in the organization's own namespace, which needs
     // nothing made first), then the old ones of the members whose new ones were all written.
-    // A member whose new binding failed keeps the old one until a reconcile writes it.
+    // A member whose new binding failed keeps the old one until a reconcile writes it, unless
+    // it names someone the new ones do not (a reader cut off since): that one goes at once.
     let ssa_ref = &ssa;
     let writes = replaced
         .new
@@ -210,11 +211,26 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
         .old
         .iter()
         .filter(|k| {
-            w.rolebindings
-                .iter()
-                .find(|rb| key(rb) == ***k)
-                .and_then(|rb| rb.labels().get(MEMBERSHIP_LABEL))
-                .is_some_and(|m| written.contains(m.as_str()))
+            let Some(old) = w.rolebindings.iter().find(|rb| key(rb) == ***k) else {
+                return true;
+            };
+            let Some(m) = old.labels().get(MEMBERSHIP_LABEL) else {
+                return true;
+            };
+            let readers: BTreeSet<&str> = replaced
+                .new
+                .get(m)
+                .into_iter()
+                .flatten()
+                .flat_map(|rb| rb.subjects.iter().flatten())
+                .map(|s| s.name.as_str())
+                .collect();
+            written.contains(m.as_str())
+                || old
+                    .subjects
+                    .iter()
+                    .flatten()
+                    .any(|s| !readers.contains(s.name.as_str()))
         })
         .map(|k| (*k, delete_binding(ctx, k)))
         .collect();

@@ -1417,7 +1417,8 @@ async fn a_status_write_names_the_incarnation_it_was_planned_for() {
 /// held change bound the new link to the owner alone: Admin carl could not read it until the
 /// hold ended (cluster `members::a_link_resent_while_a_change_is_held_can_be_read`, once in
 /// CI). Another stale binding is still deleted first; the old link's binding waits for a
-/// reconcile that writes the new one.
+/// reconcile that writes the new one, unless it names a reader the new one does not (red
+/// team 44).
 #[tokio::test]
 async fn a_replaced_link_s_binding_is_written_before_the_old_one_goes() {
     use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
@@ -1516,5 +1517,29 @@ async fn a_replaced_link_s_binding_is_written_before_the_old_one_goes() {
     position(
         &writes,
         "DELETE /apis/rbac.authorization.k8s.io/v1/namespaces/acme-one/rolebindings/roster-viewer",
+    );
+
+    // ... unless the old one names someone the new one does not (a reader cut off since):
+    // then it goes all the same.
+    if let Some(subjects) = w.rolebindings[0].subjects.as_mut() {
+        subjects.push(Subject {
+            kind: "User".into(),
+            name: "roster:acme:carl@acme.example".into(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            namespace: None,
+        });
+    }
+    let api = Scripted::new(move |method, path, _| {
+        (*method == Method::PATCH && path.ends_with(new))
+            .then(|| forbidden("rolebindings is forbidden"))
+    });
+    let ctx = context(api.client());
+    apply::apply(&ctx, &w, &p)
+        .await
+        .expect_err("the new binding fails");
+    let writes = api.writes();
+    position(
+        &writes,
+        &format!("DELETE /apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/rolebindings/{old}"),
     );
 }
