@@ -79,11 +79,11 @@ async fn delete_binding(ctx: &Context, (rb_ns, name): &(String, String)) -> Resu
     )))
 }
 
-/// Links replaced by links whose bindings are new: the new bindings (by member), and the keys
-/// of the old ones, which plan() deletes.
+/// Links replaced by links whose bindings are new: the new bindings by member, and the old
+/// ones (which plan() deletes) with their keys and members.
 struct Replaced<'a> {
     new: HashMap<String, Vec<&'a RoleBinding>>,
-    old: BTreeSet<&'a (String, String)>,
+    old: Vec<(&'a (String, String), &'a RoleBinding, String)>,
 }
 
 impl<'a> Replaced<'a> {
@@ -101,20 +101,44 @@ impl<'a> Replaced<'a> {
                 new.entry(m).or_default().push(rb);
             }
         }
-        let old: BTreeSet<&(String, String)> = plan
+        let old: Vec<_> = plan
             .delete_rolebindings
             .iter()
-            .filter(|k| {
-                observed.get(*k).is_some_and(|rb| {
-                    guard::is_link(rb, ns) && member(rb).is_some_and(|m| new.contains_key(&m))
-                })
+            .filter_map(|k| {
+                let rb = *observed.get(k)?;
+                let m = member(rb).filter(|m| guard::is_link(rb, ns) && new.contains_key(m))?;
+                Some((k, rb, m))
             })
             .collect();
-        new.retain(|m, _| {
-            old.iter()
-                .any(|k| observed.get(*k).and_then(|rb| member(rb)).as_ref() == Some(m))
-        });
+        new.retain(|m, _| old.iter().any(|(_, _, o)| o == m));
         Replaced { new, old }
+    }
+
+    fn is_new(&self, rb: &RoleBinding) -> bool {
+        rb.labels()
+            .get(MEMBERSHIP_LABEL)
+            .and_then(|m| self.new.get(m))
+            .is_some_and(|rbs| rbs.iter().any(|r| key(r) == key(rb)))
+    }
+
+    fn is_old(&self, k: &(String, String)) -> bool {
+        self.old.iter().any(|(o, _, _)| *o == k)
+    }
+
+    /// Whether `old` names someone none of `member`'s new bindings does.
+    fn names_others(&self, member: &str, old: &RoleBinding) -> bool {
+        let readers: BTreeSet<&str> = self
+            .new
+            .get(member)
+            .into_iter()
+            .flatten()
+            .flat_map(|rb| rb.subjects.iter().flatten())
+            .map(|s| s.name.as_str())
+            .collect();
+        old.subjects
+            .iter()
+            .flatten()
+            .any(|s| !readers.contains(s.name.as_str()))
     }
 }
 
@@ -148,7 +172,7 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
     for k in plan
         .delete_rolebindings
         .iter()
-        .filter(|k| !replaced.old.contains(k))
+        .filter(|k| !replaced.is_old(k))
     {
         deletions.push((k, delete_binding(ctx, k)));
     }
@@ -210,29 +234,8 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
     let deletions = replaced
         .old
         .iter()
-        .filter(|k| {
-            let Some(old) = w.rolebindings.iter().find(|rb| key(rb) == ***k) else {
-                return true;
-            };
-            let Some(m) = old.labels().get(MEMBERSHIP_LABEL) else {
-                return true;
-            };
-            let readers: BTreeSet<&str> = replaced
-                .new
-                .get(m)
-                .into_iter()
-                .flatten()
-                .flat_map(|rb| rb.subjects.iter().flatten())
-                .map(|s| s.name.as_str())
-                .collect();
-            written.contains(m.as_str())
-                || old
-                    .subjects
-                    .iter()
-                    .flatten()
-                    .any(|s| !readers.contains(s.name.as_str()))
-        })
-        .map(|k| (*k, delete_binding(ctx, k)))
+        .filter(|(_, rb, m)| written.contains(m.as_str()) || replaced.names_others(m, rb))
+        .map(|(k, _, _)| (*k, delete_binding(ctx, k)))
         .collect();
     for (k, r) in at_once(deletions).await {
         if let Err(e) = r {
@@ -309,11 +312,7 @@ pub async fn apply(ctx: &Context, w: &World, plan: &Plan) -> Result<()> {
     let creations = creations
         .into_iter()
         .filter(|rb| {
-            let member = rb.labels().get(MEMBERSHIP_LABEL);
-            let replacement = member
-                .and_then(|m| replaced.new.get(m))
-                .is_some_and(|rbs| rbs.iter().any(|r| key(r) == key(rb)));
-            !replacement
+            !replaced.is_new(rb)
                 && !failed.namespaces.contains(&key(rb).0)
                 && !project_of(&rb.metadata).is_some_and(|p| failed.projects.contains_key(p))
         })
