@@ -449,6 +449,17 @@ async fn invitation_links_are_readable_only_by_who_could_create_the_membership()
         read_link(c, &bea, &b, &bootstrap).is_err(),
         "B's Admin read the bootstrap owner's link"
     );
+    // B's Admin reads none of A's links, which A's owner reads (above).
+    for member in ["carl", "erin", "dave"] {
+        assert!(
+            read_link(c, &olga, &ns, member).is_ok(),
+            "A's owner no longer reads {member}'s link"
+        );
+        assert!(
+            read_link(c, &bea, &ns, member).is_err(),
+            "B's Admin read A's {member}'s link"
+        );
+    }
 }
 
 /// Issue "Trust boundaries I", point 3: a disabled member cannot accept an invitation.
