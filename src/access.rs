@@ -11,9 +11,65 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 
 use crate::api::{
-    AccessEntry, EffectiveRole, Membership, MfaState, MfaStatus, OrgRole, Organization, Phase,
-    ProjectRole,
+    AccessEntry, EffectiveRole, Membership, MfaExemption, MfaState, MfaStatus, OrgRole,
+    Organization, Phase, ProjectRole,
 };
+
+/// What the cut-off and MFA rules read of a member: a Membership, or the cache's compact form
+/// of one, which TokenReview and SubjectAccessReview judge without rebuilding a Membership on
+/// every request of every member (rebuilding it was most of their cost once served).
+pub trait Member {
+    /// The Membership is being deleted.
+    fn deleting(&self) -> bool;
+    fn disabled(&self) -> bool;
+    fn expires_at(&self) -> Option<Timestamp>;
+    fn mfa_exemption(&self) -> Option<&MfaExemption>;
+    fn created(&self) -> Option<Timestamp>;
+    /// The Membership's UID, exactly as stored (absent stays absent).
+    fn member_uid(&self) -> Option<&str>;
+}
+
+impl<T: Member> Member for Arc<T> {
+    fn deleting(&self) -> bool {
+        T::deleting(self)
+    }
+    fn disabled(&self) -> bool {
+        T::disabled(self)
+    }
+    fn expires_at(&self) -> Option<Timestamp> {
+        T::expires_at(self)
+    }
+    fn mfa_exemption(&self) -> Option<&MfaExemption> {
+        T::mfa_exemption(self)
+    }
+    fn created(&self) -> Option<Timestamp> {
+        T::created(self)
+    }
+    fn member_uid(&self) -> Option<&str> {
+        T::member_uid(self)
+    }
+}
+
+impl Member for Membership {
+    fn deleting(&self) -> bool {
+        self.metadata.deletion_timestamp.is_some()
+    }
+    fn disabled(&self) -> bool {
+        self.spec.disabled
+    }
+    fn expires_at(&self) -> Option<Timestamp> {
+        self.spec.expires_at.as_ref().map(|t| t.0)
+    }
+    fn mfa_exemption(&self) -> Option<&MfaExemption> {
+        self.spec.mfa.as_ref()
+    }
+    fn created(&self) -> Option<Timestamp> {
+        self.metadata.creation_timestamp.as_ref().map(|t| t.0)
+    }
+    fn member_uid(&self) -> Option<&str> {
+        self.metadata.uid.as_deref()
+    }
+}
 
 /// Why a member is cut off from everything right now, judged on the Membership alone: the
 /// one rule the controller, the webhook, TokenReview, login and acceptance all apply.
@@ -35,12 +91,12 @@ impl CutOff {
     }
 }
 
-pub fn cut_off(m: &Membership, now: Timestamp) -> Option<CutOff> {
-    if m.metadata.deletion_timestamp.is_some() {
+pub fn cut_off(m: &impl Member, now: Timestamp) -> Option<CutOff> {
+    if m.deleting() {
         Some(CutOff::Deleted)
-    } else if m.spec.disabled {
+    } else if m.disabled() {
         Some(CutOff::Disabled)
-    } else if m.spec.expires_at.as_ref().is_some_and(|t| t.0 <= now) {
+    } else if m.expires_at().is_some_and(|t| t <= now) {
         Some(CutOff::Expired)
     } else {
         None
@@ -48,15 +104,13 @@ pub fn cut_off(m: &Membership, now: Timestamp) -> Option<CutOff> {
 }
 
 /// The member is exempt from the organization's MFA requirement at `now`.
-pub fn mfa_exempt(m: &Membership, now: Timestamp) -> bool {
-    m.spec
-        .mfa
-        .as_ref()
+pub fn mfa_exempt(m: &impl Member, now: Timestamp) -> bool {
+    m.mfa_exemption()
         .is_some_and(|e| e.exempt && e.exempt_until.as_ref().is_none_or(|u| u.0 > now))
 }
 
 /// MFA is required of this member at `now` (the organization requires it; no exemption).
-pub fn mfa_required_of(o: &Organization, m: &Membership, now: Timestamp) -> bool {
+pub fn mfa_required_of(o: &Organization, m: &impl Member, now: Timestamp) -> bool {
     o.spec.security.mfa.required && !mfa_exempt(m, now)
 }
 
@@ -353,10 +407,8 @@ fn evaluate_member(
 }
 
 /// When the member's MFA exemption ends (or ended), if it has an end.
-fn exemption_end(m: &Membership) -> Option<Timestamp> {
-    m.spec
-        .mfa
-        .as_ref()
+fn exemption_end(m: &impl Member) -> Option<Timestamp> {
+    m.mfa_exemption()
         .filter(|e| e.exempt)
         .and_then(|e| e.exempt_until.as_ref())
         .map(|t| t.0)
@@ -375,10 +427,10 @@ fn exemption_end(m: &Membership) -> Option<Timestamp> {
 pub fn mfa_grace_end(
     org: &Organization,
     since: Timestamp,
-    m: &Membership,
+    m: &impl Member,
     first_joined: Option<Timestamp>,
 ) -> Timestamp {
-    let created = m.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let created = m.created();
     let joined = match (created, first_joined) {
         (Some(c), Some(f)) => Some(c.min(f)),
         (c, f) => c.or(f),

@@ -57,8 +57,8 @@ impl Standing {
     }
 
     /// `Record::belongs_to`.
-    pub fn belongs_to(&self, m: &crate::api::Membership) -> bool {
-        self.membership_uid.as_deref() == m.metadata.uid.as_deref()
+    pub fn belongs_to(&self, m: &impl crate::access::Member) -> bool {
+        self.membership_uid.as_deref() == m.member_uid()
     }
 }
 

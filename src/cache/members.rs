@@ -346,6 +346,29 @@ impl CachedMembership {
     }
 }
 
+/// The rules judge the cached form as they would the Membership it was made from
+/// (`tests::the_cached_form_is_judged_as_the_membership`).
+impl crate::access::Member for CachedMembership {
+    fn deleting(&self) -> bool {
+        self.deleted.is_some()
+    }
+    fn disabled(&self) -> bool {
+        self.disabled
+    }
+    fn expires_at(&self) -> Option<k8s_openapi::jiff::Timestamp> {
+        self.expires_at.as_ref().map(|t| t.0)
+    }
+    fn mfa_exemption(&self) -> Option<&crate::api::MfaExemption> {
+        self.mfa.as_deref()
+    }
+    fn created(&self) -> Option<k8s_openapi::jiff::Timestamp> {
+        self.created.as_ref().map(|t| t.0)
+    }
+    fn member_uid(&self) -> Option<&str> {
+        self.uid.as_deref()
+    }
+}
+
 /// Found by namespace and name, like a Membership (the store compares the entry's own).
 impl Lookup for CachedMembership {
     type DynamicType = ();
@@ -407,6 +430,17 @@ impl Members {
             .iter()
             .map(|m| Arc::new(m.full()))
             .collect()
+    }
+
+    /// The cached form of the Membership named `name` in `namespace` if it passes `keep`, not
+    /// rebuilt: for the per-request paths that read only what `access::Member` gives.
+    pub fn cached_if(
+        &self,
+        namespace: &str,
+        name: &str,
+        keep: impl FnOnce(&CachedMembership) -> bool,
+    ) -> Option<Arc<CachedMembership>> {
+        self.store.get(namespace, name).filter(|m| keep(m))
     }
 
     /// The Membership named `name` in `namespace` if its cached form passes `keep` (checked
@@ -720,6 +754,66 @@ mod tests {
 
     /// Absent stays absent: a Membership without a uid or creation time must not come back with
     /// a default one (records are matched by uid; the oldest holder of an address wins).
+    /// TokenReview and SubjectAccessReview judge the cached form (`access::Member`), the
+    /// other paths the Membership: both must answer alike, field by field and rule by rule.
+    #[test]
+    fn the_cached_form_is_judged_as_the_membership() {
+        use crate::access::{Member, cut_off, mfa_exempt, mfa_grace_end};
+        let variants = [
+            |_: &mut Membership| {},
+            |m: &mut Membership| m.metadata.deletion_timestamp = None,
+            |m: &mut Membership| {
+                m.metadata.deletion_timestamp = None;
+                m.spec.disabled = false;
+            },
+            |m: &mut Membership| {
+                m.metadata.deletion_timestamp = None;
+                m.spec.disabled = false;
+                m.spec.expires_at = None;
+                m.metadata.uid = None;
+            },
+            |m: &mut Membership| {
+                if let Some(e) = m.spec.mfa.as_mut() {
+                    e.exempt_until = None;
+                }
+                m.metadata.creation_timestamp = Some(Time(ts("2026-01-05T00:00:00Z")));
+            },
+            |m: &mut Membership| {
+                if let Some(e) = m.spec.mfa.as_mut() {
+                    e.exempt = false;
+                }
+            },
+            |m: &mut Membership| m.spec.mfa = None,
+        ];
+        let o = crate::fixtures::org("alice@acme.example");
+        for (i, change) in variants.iter().enumerate() {
+            let mut m = whole();
+            change(&mut m);
+            let c = CachedMembership::from(m.clone());
+            assert_eq!(c.deleting(), m.deleting(), "{i}");
+            assert_eq!(c.disabled(), m.disabled(), "{i}");
+            assert_eq!(c.expires_at(), m.expires_at(), "{i}");
+            assert_eq!(c.mfa_exemption(), m.mfa_exemption(), "{i}");
+            assert_eq!(c.created(), m.created(), "{i}");
+            assert_eq!(c.member_uid(), m.member_uid(), "{i}");
+            for now in [
+                "2026-01-01T00:00:00Z",
+                "2026-01-20T00:00:00Z",
+                "2026-03-01T00:00:00Z",
+            ] {
+                let now = ts(now);
+                assert_eq!(cut_off(&c, now), cut_off(&m, now), "{i} at {now}");
+                assert_eq!(mfa_exempt(&c, now), mfa_exempt(&m, now), "{i} at {now}");
+                let joined = Some(ts("2026-01-03T00:00:00Z"));
+                assert_eq!(
+                    mfa_grace_end(&o, now, &c, joined),
+                    mfa_grace_end(&o, now, &m, joined),
+                    "{i} at {now}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn absent_metadata_stays_absent() {
         let mut m = whole();

@@ -513,7 +513,7 @@ fn permitted(req: &Request<'_>, subject: &Object, index: &impl Index, policy: &P
         return not_member(req.username, ns);
     };
     let members = index.memberships_with_email(ns, email);
-    let me = email_holder(&members, email).filter(|m| cut_off(m, req.now).is_none());
+    let me = email_holder(&members, email).filter(|m| cut_off(*m, req.now).is_none());
     let role = if email == org.spec.owner {
         Role::Owner
     } else {

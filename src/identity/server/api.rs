@@ -9,7 +9,6 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewStatus, UserInfo};
-use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use kube::ResourceExt;
 use serde::Deserialize;
 use serde_json::json;
@@ -136,6 +135,7 @@ pub async fn whoami(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
     }
     match flow::review(&state, token, &state.audiences, super::now()) {
         Ok((c, m, _)) => {
+            let m = m.full();
             let s = m.status.clone().unwrap_or_default();
             Json(json!({
                 "organization": c.org,
@@ -309,8 +309,8 @@ pub async fn authenticate(State(state): State<Arc<AppState>>, body: axum::body::
                 // Empty when none were asked: the API server's own, as the API documents.
                 audiences: (!audiences.is_empty()).then_some(audiences),
                 user: Some(UserInfo {
-                    username: Some(member_username(&c.org, &m.spec.email)),
-                    uid: m.metadata.uid.clone(),
+                    username: Some(member_username(&c.org, m.email())),
+                    uid: m.uid().map(str::to_string),
                     groups: Some(vec![organization_group(&c.org)]),
                     // Handed back in SubjectAccessReviews (`/authorize`) to find the member by
                     // name and check the token's generation.
@@ -352,8 +352,18 @@ pub async fn authenticate(State(state): State<Arc<AppState>>, body: axum::body::
 /// for requests by roster's members, before RBAC): denies a member who is no longer in good
 /// standing, else has no opinion.
 pub async fn authorize(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
-    let review: SubjectAccessReview = match serde_json::from_slice(&body) {
-        Ok(r) => r,
+    let review = match serde_json::from_slice::<AccessReview>(&body) {
+        Ok(r) if r.api_version == "authorization.k8s.io/v1" && r.kind == "SubjectAccessReview" => r,
+        Ok(r) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "Malformed",
+                &format!(
+                    "not a SubjectAccessReview: {}/{} where authorization.k8s.io/v1/SubjectAccessReview was expected",
+                    r.api_version, r.kind
+                ),
+            );
+        }
         Err(e) => {
             return problem(
                 StatusCode::BAD_REQUEST,
@@ -362,25 +372,54 @@ pub async fn authorize(State(state): State<Arc<AppState>>, body: axum::body::Byt
             );
         }
     };
-    let user = review.spec.user.clone().unwrap_or_default();
-    let extra = review.spec.extra.clone().unwrap_or_default();
-    let status = match flow::authorize(
+    let user = review.spec.user.as_deref().unwrap_or_default();
+    match flow::authorize(
         &state,
-        &user,
+        user,
         review.spec.uid.as_deref(),
-        &extra,
+        review.spec.extra.as_ref().unwrap_or(&Default::default()),
         super::now(),
     ) {
-        Ok(()) => json!({"allowed": false}),
+        // Every request of every member asks this: the answer is the same bytes each time.
+        Ok(()) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            NO_OPINION,
+        )
+            .into_response(),
         Err(reason) => {
             tracing::info!(reason, %user, "request denied: member no longer in good standing");
-            json!({"allowed": false, "denied": true, "reason": format!("roster: {reason}")})
+            Json(json!({
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SubjectAccessReview",
+                "status": {"allowed": false, "denied": true, "reason": format!("roster: {reason}")},
+            }))
+            .into_response()
         }
-    };
-    Json(json!({
-        "apiVersion": "authorization.k8s.io/v1",
-        "kind": "SubjectAccessReview",
-        "status": status,
-    }))
-    .into_response()
+    }
+}
+
+/// A SubjectAccessReview's answer with no opinion: neither allowed nor denied, RBAC decides.
+const NO_OPINION: &str = r#"{"apiVersion":"authorization.k8s.io/v1","kind":"SubjectAccessReview","status":{"allowed":false}}"#;
+
+/// What `authorize` reads of a SubjectAccessReview: who asks, and the extras roster's own
+/// TokenReview gave them. The attributes of the request are RBAC's to judge, not parsed here
+/// (the full k8s-openapi type copied each of them, on every request of every member).
+#[derive(Deserialize)]
+struct AccessReview<'a> {
+    #[serde(rename = "apiVersion", borrow)]
+    api_version: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    spec: AccessReviewSpec<'a>,
+}
+
+#[derive(Deserialize)]
+struct AccessReviewSpec<'a> {
+    #[serde(default, borrow)]
+    user: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    uid: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    extra: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }

@@ -8,9 +8,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use super::AppState;
-use crate::access::{cut_off, mfa_required_of};
+use crate::access::{Member, cut_off, mfa_required_of};
 use crate::api::contract::{EXTRA_GENERATION, EXTRA_MEMBERSHIP, parse_member_username};
 use crate::api::{Membership, Organization};
+use crate::cache::CachedMembership;
 use crate::identity::audit::Entry;
 use crate::identity::lockout::Policy;
 use crate::identity::login::Attempt;
@@ -115,13 +116,13 @@ pub fn timestamp(now: u64) -> Timestamp {
 /// Why a member may not log in, accept or use a token right now, if so: cut off (disabled,
 /// expired, being deleted), or cut off by a change the admission webhook has seen and the
 /// caches not yet.
-pub fn refused(state: &AppState, m: &Membership, now: u64) -> Option<&'static str> {
+pub fn refused(state: &AppState, m: &impl Member, now: u64) -> Option<&'static str> {
     if let Some(why) = cut_off(m, timestamp(now)) {
         return Some(why.reason());
     }
     state
         .revocations
-        .revoked(m.metadata.uid.as_deref().unwrap_or_default())
+        .revoked(m.member_uid().unwrap_or_default())
         .then_some("Revoked")
 }
 
@@ -399,7 +400,7 @@ pub fn review(
     token: &str,
     audiences: &[String],
     now: u64,
-) -> Result<(Claims, Arc<Membership>, Vec<String>), &'static str> {
+) -> Result<(Claims, Arc<CachedMembership>, Vec<String>), &'static str> {
     let c = state.identity.verify(token, now).map_err(|e| e.reason())?;
     if c.purpose != token::SESSION {
         return Err("TokenWrongPurpose");
@@ -454,7 +455,7 @@ pub fn authorize(
 /// The member a token names: present, the very Membership it was issued for (UID), enabled,
 /// unexpired, not revoked or locked, with a credential record made for it and of the token's
 /// generation. Reads caches only (by name, no scan).
-fn standing(state: &AppState, c: &Claims, now: u64) -> Result<Arc<Membership>, &'static str> {
+fn standing(state: &AppState, c: &Claims, now: u64) -> Result<Arc<CachedMembership>, &'static str> {
     let (m, mfa) = standing_but_mfa(state, c, now)?;
     if mfa_overdue(state, c, &m, mfa, now) {
         return Err("MfaOverdue");
@@ -477,10 +478,10 @@ fn standing_but_mfa(
     state: &AppState,
     c: &Claims,
     now: u64,
-) -> Result<(Arc<Membership>, MfaFacts), &'static str> {
+) -> Result<(Arc<CachedMembership>, MfaFacts), &'static str> {
     let m = state
         .memberships
-        .get_if(&c.org, &c.membership, |m| {
+        .cached_if(&c.org, &c.membership, |m| {
             m.email().eq_ignore_ascii_case(&c.email) && m.uid().unwrap_or_default() == c.uid
         })
         .ok_or("MemberGone")?;
@@ -489,7 +490,7 @@ fn standing_but_mfa(
     }
     let credential = state
         .identity
-        .known_credential(&c.org, &m.spec.email)
+        .known_credential(&c.org, m.email())
         .ok_or("CredentialsGone")?;
     let record = credential
         .standing()
@@ -515,7 +516,7 @@ fn standing_but_mfa(
 /// session to such a member, but one issued before MFA was required of them (or during an
 /// exemption) could outlive the grace period (red team 32), with whatever the cluster grants
 /// their organization's group or any authenticated user.
-fn mfa_overdue(state: &AppState, c: &Claims, m: &Membership, record: MfaFacts, now: u64) -> bool {
+fn mfa_overdue(state: &AppState, c: &Claims, m: &impl Member, record: MfaFacts, now: u64) -> bool {
     let Some(o) = state.orgs.get(&c.org, &c.org) else {
         return false;
     };

@@ -565,6 +565,60 @@ async fn authorization_denies_members_no_longer_in_good_standing_and_otherwise_a
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
+/// `/authorize` reads only who asks of a review, but still refuses what is not a
+/// SubjectAccessReview, with the reason, and answers one that is: the allowed twin first.
+#[tokio::test]
+async fn authorization_refuses_what_is_not_a_subject_access_review() {
+    let f = fixture(vec![bob()], 3);
+    let spec = json!({"user": "roster:acme:bob@acme.example", "uid": "bob-uid",
+        "extra": {"roster.dev/membership": ["bob"], "roster.dev/generation": ["2"]}});
+    let review = |api_version: &str, kind: &str| {
+        json!({"apiVersion": api_version, "kind": kind, "spec": spec}).to_string()
+    };
+    let post = |body: String| call(&f, "POST", "/authorize", "application/json", body);
+    let (status, _, text) = post(review("authorization.k8s.io/v1", "SubjectAccessReview")).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(text.contains("TokenRevoked"), "{text}");
+    for (body, says) in [
+        (
+            review("authentication.k8s.io/v1", "TokenReview"),
+            "authentication.k8s.io/v1/TokenReview",
+        ),
+        (
+            review("authorization.k8s.io/v1beta1", "SubjectAccessReview"),
+            "v1beta1",
+        ),
+        (
+            review("authorization.k8s.io/v1", "LocalSubjectAccessReview"),
+            "LocalSubjectAccessReview",
+        ),
+        (
+            json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview"})
+                .to_string(),
+            "spec",
+        ),
+        (
+            json!({"kind": "SubjectAccessReview", "spec": spec}).to_string(),
+            "apiVersion",
+        ),
+        (
+            json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": {"user": 7}})
+            .to_string(),
+            "invalid type",
+        ),
+    ] {
+        let (status, _, text) = post(body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {text}");
+        let v: Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(v["reason"], "Malformed", "{text}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| e.contains(says)),
+            "{body}: {text}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_api_servers_endpoints_are_not_served_to_members() {
     let f = fixture(vec![bob()], 3);
