@@ -752,8 +752,6 @@ mod tests {
         assert_eq!((&t.invitation, &t.last_login), (&None, &None));
     }
 
-    /// Absent stays absent: a Membership without a uid or creation time must not come back with
-    /// a default one (records are matched by uid; the oldest holder of an address wins).
     /// TokenReview and SubjectAccessReview judge the cached form (`access::Member`), the
     /// other paths the Membership: both must answer alike, field by field and rule by rule.
     #[test]
@@ -784,6 +782,13 @@ mod tests {
                 }
             },
             |m: &mut Membership| m.spec.mfa = None,
+            |m: &mut Membership| m.metadata.creation_timestamp = None,
+            |m: &mut Membership| {
+                m.metadata.creation_timestamp = Some(Time(ts("2026-01-25T00:00:00Z")));
+                if let Some(e) = m.spec.mfa.as_mut() {
+                    e.exempt = false;
+                }
+            },
         ];
         let o = crate::fixtures::org("alice@acme.example");
         for (i, change) in variants.iter().enumerate() {
@@ -814,6 +819,8 @@ mod tests {
         }
     }
 
+    /// Absent stays absent: a Membership without a uid or creation time must not come back with
+    /// a default one (records are matched by uid; the oldest holder of an address wins).
     #[test]
     fn absent_metadata_stays_absent() {
         let mut m = whole();

@@ -13,6 +13,7 @@ use kube::ResourceExt;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::access_review::AccessReview;
 use super::pages::client;
 use super::{AppState, LoginError, LoginOk, flow};
 use crate::api::contract::{
@@ -352,32 +353,16 @@ pub async fn authenticate(State(state): State<Arc<AppState>>, body: axum::body::
 /// for requests by roster's members, before RBAC): denies a member who is no longer in good
 /// standing, else has no opinion.
 pub async fn authorize(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
-    let review = match serde_json::from_slice::<AccessReview>(&body) {
-        Ok(r) if r.api_version == "authorization.k8s.io/v1" && r.kind == "SubjectAccessReview" => r,
-        Ok(r) => {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                "Malformed",
-                &format!(
-                    "not a SubjectAccessReview: {}/{} where authorization.k8s.io/v1/SubjectAccessReview was expected",
-                    r.api_version, r.kind
-                ),
-            );
-        }
-        Err(e) => {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                "Malformed",
-                &format!("not a SubjectAccessReview: {e}"),
-            );
-        }
+    let review = match AccessReview::parse(&body) {
+        Ok(r) => r.spec.0,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, "Malformed", &e),
     };
-    let user = review.spec.user.as_deref().unwrap_or_default();
+    let user = review.user.as_deref().unwrap_or_default();
     match flow::authorize(
         &state,
         user,
-        review.spec.uid.as_deref(),
-        review.spec.extra.as_ref().unwrap_or(&Default::default()),
+        review.uid.as_deref(),
+        review.extra.as_ref().unwrap_or(&Default::default()),
         super::now(),
     ) {
         // Every request of every member asks this: the answer is the same bytes each time.
@@ -400,26 +385,3 @@ pub async fn authorize(State(state): State<Arc<AppState>>, body: axum::body::Byt
 
 /// A SubjectAccessReview's answer with no opinion: neither allowed nor denied, RBAC decides.
 const NO_OPINION: &str = r#"{"apiVersion":"authorization.k8s.io/v1","kind":"SubjectAccessReview","status":{"allowed":false}}"#;
-
-/// What `authorize` reads of a SubjectAccessReview: who asks, and the extras roster's own
-/// TokenReview gave them. The attributes of the request are RBAC's to judge, not parsed here
-/// (the full k8s-openapi type copied each of them, on every request of every member).
-#[derive(Deserialize)]
-struct AccessReview<'a> {
-    #[serde(rename = "apiVersion", borrow)]
-    api_version: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    kind: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    spec: AccessReviewSpec<'a>,
-}
-
-#[derive(Deserialize)]
-struct AccessReviewSpec<'a> {
-    #[serde(default, borrow)]
-    user: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default, borrow)]
-    uid: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    extra: Option<std::collections::BTreeMap<String, Vec<String>>>,
-}

@@ -8,6 +8,7 @@
 //! Handlers are thin: they parse, call `flow` (the decisions shared by pages and API) and
 //! render. Every failure a guesser could learn from gets the same text.
 
+mod access_review;
 #[cfg(test)]
 mod account_tests;
 mod api;

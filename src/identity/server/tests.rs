@@ -579,6 +579,38 @@ async fn authorization_refuses_what_is_not_a_subject_access_review() {
     let (status, _, text) = post(review("authorization.k8s.io/v1", "SubjectAccessReview")).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     assert!(text.contains("TokenRevoked"), "{text}");
+    // As the API server sends them: metadata, status, groups and either kind of attributes;
+    // extra null and no uid for someone else's user.
+    let sar = "authorization.k8s.io/v1";
+    for (spec, says) in [
+        (
+            json!({"user": "roster:acme:bob@acme.example", "uid": "bob-uid",
+                "groups": ["roster:acme", "system:authenticated"],
+                "extra": {"roster.dev/membership": ["bob"], "roster.dev/generation": ["3"]},
+                "resourceAttributes": {"namespace": "acme-payments", "verb": "get", "version": "v1",
+                    "resource": "configmaps", "fieldSelector": {"requirements": []}}}),
+            r#""status":{"allowed":false}}"#,
+        ),
+        (
+            json!({"user": "roster:acme:bob@acme.example", "uid": "bob-uid", "groups": [],
+                "extra": {"roster.dev/membership": ["bob"], "roster.dev/generation": ["2"]},
+                "nonResourceAttributes": {"path": "/version", "verb": "get"}}),
+            "TokenRevoked",
+        ),
+        (
+            json!({"user": "system:serviceaccount:acme:ci", "extra": null,
+                "nonResourceAttributes": {"path": "/healthz", "verb": "get"}}),
+            r#""status":{"allowed":false}}"#,
+        ),
+    ] {
+        let body = json!({"apiVersion": sar, "kind": "SubjectAccessReview",
+            "metadata": {"creationTimestamp": null}, "spec": spec, "status": {"allowed": false}});
+        let (status, _, text) = post(body.to_string()).await;
+        assert_eq!(status, StatusCode::OK, "{body}: {text}");
+        assert!(text.contains(says), "{body}: {text}");
+    }
+    let long = "v".repeat(5000);
+    let shape = |v: Value| v.to_string();
     for (body, says) in [
         (
             review("authentication.k8s.io/v1", "TokenReview"),
@@ -589,24 +621,54 @@ async fn authorization_refuses_what_is_not_a_subject_access_review() {
             "v1beta1",
         ),
         (
-            review("authorization.k8s.io/v1", "LocalSubjectAccessReview"),
+            review(sar, "LocalSubjectAccessReview"),
             "LocalSubjectAccessReview",
         ),
         (
-            json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview"})
-                .to_string(),
+            shape(json!({"apiVersion": sar, "kind": "SubjectAccessReview"})),
             "spec",
         ),
         (
-            json!({"kind": "SubjectAccessReview", "spec": spec}).to_string(),
+            shape(json!({"kind": "SubjectAccessReview", "spec": spec})),
             "apiVersion",
         ),
         (
-            json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-            "spec": {"user": 7}})
-            .to_string(),
+            shape(json!({"apiVersion": sar, "kind": "SubjectAccessReview", "spec": {"user": 7}})),
             "invalid type",
         ),
+        // Red team 45: a derived struct also takes its fields as an array, in order.
+        (
+            shape(json!([sar, "SubjectAccessReview",
+                ["roster:acme:bob@acme.example", "bob-uid", {"roster.dev/membership": ["bob"]}]])),
+            "an object",
+        ),
+        (
+            shape(json!([sar, "SubjectAccessReview", spec])),
+            "an object",
+        ),
+        (
+            shape(json!({"apiVersion": sar, "kind": "SubjectAccessReview",
+                "spec": ["roster:acme:bob@acme.example"]})),
+            "an object",
+        ),
+        // What roster does not read is still checked for its shape.
+        (
+            shape(json!({"apiVersion": sar, "kind": "SubjectAccessReview",
+                "spec": {"user": "x", "groups": 7}})),
+            "invalid type",
+        ),
+        (
+            shape(json!({"apiVersion": sar, "kind": "SubjectAccessReview",
+                "spec": {"user": "x", "resourceAttributes": ["x"]}})),
+            "an object",
+        ),
+        (
+            shape(json!({"apiVersion": sar, "kind": "SubjectAccessReview",
+                "metadata": 5, "spec": {"user": "x"}})),
+            "an object",
+        ),
+        // The caller's own strings come back cut.
+        (review(&long, "SubjectAccessReview"), &long[..64]),
     ] {
         let (status, _, text) = post(body.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {text}");
@@ -616,6 +678,7 @@ async fn authorization_refuses_what_is_not_a_subject_access_review() {
             v["error"].as_str().is_some_and(|e| e.contains(says)),
             "{body}: {text}"
         );
+        assert!(text.len() < 512, "{text}");
     }
 }
 
