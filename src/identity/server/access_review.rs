@@ -1,7 +1,8 @@
 //! What `/authorize` reads of a SubjectAccessReview: who asks, and the extras roster's own
-//! TokenReview gave them. The request's attributes are RBAC's to judge: checked for their
-//! shape, never copied (the full k8s-openapi type copied each of them on every request of
-//! every member, and that was most of the handler's time).
+//! TokenReview gave them. The rest is checked for its shape (objects are objects, groups a
+//! list of strings) and not copied: the request's attributes are RBAC's to judge, and the
+//! full k8s-openapi type copied each of them on every request of every member, which was most
+//! of the handler's time. What lies inside the attributes is not checked here.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -14,15 +15,17 @@ use serde::{Deserialize, de::value::MapAccessDeserializer};
 pub const API_VERSION: &str = "authorization.k8s.io/v1";
 pub const KIND: &str = "SubjectAccessReview";
 
+/// Longest error message sent back: the caller's own strings are in it.
+const MESSAGE: usize = 240;
+
 #[derive(Deserialize)]
 pub struct AccessReview<'a> {
     #[serde(rename = "apiVersion", borrow)]
     pub api_version: Cow<'a, str>,
     #[serde(borrow)]
     pub kind: Cow<'a, str>,
-    #[serde(borrow)]
-    pub spec: Object<Spec<'a>>,
-    // Read for their shape only, as the fields below.
+    pub spec: Object<Spec>,
+    // Read for their shape only, as the last three fields of `Spec`.
     #[serde(default, rename = "metadata")]
     _metadata: Option<Object<IgnoredAny>>,
     #[serde(default, rename = "status")]
@@ -31,34 +34,47 @@ pub struct AccessReview<'a> {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Spec<'a> {
-    #[serde(default, borrow)]
-    pub user: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    pub uid: Option<Cow<'a, str>>,
+pub struct Spec {
     #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub uid: Option<String>,
+    #[serde(default, deserialize_with = "extra")]
     pub extra: Option<BTreeMap<String, Vec<String>>>,
-    #[serde(default, borrow, rename = "groups")]
-    _groups: Option<Vec<Cow<'a, str>>>,
+    #[serde(default, rename = "groups")]
+    _groups: Option<Vec<String>>,
     #[serde(default, rename = "resourceAttributes")]
     _resource_attributes: Option<Object<IgnoredAny>>,
     #[serde(default, rename = "nonResourceAttributes")]
     _non_resource_attributes: Option<Object<IgnoredAny>>,
 }
 
+/// Go writes an extra whose value is a nil list as `null`: an empty one (red team 46).
+fn extra<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, Vec<String>>>, D::Error> {
+    let extra = Option::<BTreeMap<String, Option<Vec<String>>>>::deserialize(d)?;
+    Ok(extra.map(|e| {
+        e.into_iter()
+            .map(|(k, v)| (k, v.unwrap_or_default()))
+            .collect()
+    }))
+}
+
 impl<'a> AccessReview<'a> {
     /// The review in `body`, or what is wrong with it.
     pub fn parse(body: &'a [u8]) -> Result<AccessReview<'a>, String> {
+        let cut = |m: String| match m.char_indices().nth(MESSAGE) {
+            Some((end, _)) => format!("{}…", &m[..end]),
+            None => m,
+        };
         let Object(r) = serde_json::from_slice::<Object<AccessReview>>(body)
-            .map_err(|e| format!("not a SubjectAccessReview: {e}"))?;
+            .map_err(|e| cut(format!("not a SubjectAccessReview: {e}")))?;
         if r.api_version != API_VERSION || r.kind != KIND {
-            // Cut: the caller's own strings, sent back.
-            let cut = |s: &str| s.chars().take(64).collect::<String>();
-            return Err(format!(
+            return Err(cut(format!(
                 "not a SubjectAccessReview: {}/{} where {API_VERSION}/{KIND} was expected",
-                cut(&r.api_version),
-                cut(&r.kind)
-            ));
+                r.api_version, r.kind
+            )));
         }
         Ok(r)
     }

@@ -35,6 +35,11 @@ pub use flow::{LoginError, LoginOk, Request};
 /// Bodies larger than this are refused before parsing (a form or login is a few hundred bytes).
 pub const MAX_BODY: usize = 16 * 1024;
 
+/// The API server's reviews: a SubjectAccessReview carries the member's own label and field
+/// selectors, which kubectl does not keep under 16 KiB, and a refused review denies the
+/// request (red team 46). Only the API server can send them (client certificate).
+pub const MAX_REVIEW: usize = 1024 * 1024;
+
 pub struct AppState {
     pub identity: Arc<Identity>,
     pub orgs: Cache<Organization>,
@@ -74,7 +79,7 @@ pub fn api_server_router(state: Arc<AppState>) -> Router {
         .route("/authenticate", post(api::authenticate))
         .route("/authorize", post(api::authorize))
         .route("/healthz", get(|| async { "ok" }))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(DefaultBodyLimit::max(MAX_REVIEW))
         .with_state(state)
 }
 

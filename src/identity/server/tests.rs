@@ -609,6 +609,35 @@ async fn authorization_refuses_what_is_not_a_subject_access_review() {
         assert_eq!(status, StatusCode::OK, "{body}: {text}");
         assert!(text.contains(says), "{body}: {text}");
     }
+    // Red team 46: as Go writes them. An extra whose value is a nil list (null) beside
+    // roster's own; escaped strings; no extra at all for one of roster's users (refused, not
+    // malformed); a label selector of 64 KiB (the body limit was 16 KiB: 413, a denial).
+    let escaped = r#"{"apiVersion":"authorization.k8s.io\u002fv1","kind":"SubjectAccess\u0052eview",
+        "spec":{"user":"roster:acme:bob\u0040acme.example","uid":"bob-uid",
+        "extra":{"roster.dev/membership":["bob"],"roster.dev/generation":["3"],"scopes":null}}}"#;
+    let selector = "app in (".to_string() + &"a,".repeat(32 * 1024) + "b)";
+    for (body, says) in [
+        (escaped.to_string(), r#""status":{"allowed":false}}"#),
+        (
+            json!({"apiVersion": sar, "kind": "SubjectAccessReview",
+                "spec": {"user": "roster:acme:bob@acme.example", "uid": "bob-uid", "extra": null}})
+            .to_string(),
+            "TokenMalformed",
+        ),
+        (
+            json!({"apiVersion": sar, "kind": "SubjectAccessReview",
+                "spec": {"user": "roster:acme:bob@acme.example", "uid": "bob-uid",
+                    "extra": {"roster.dev/membership": ["bob"], "roster.dev/generation": ["3"]},
+                    "resourceAttributes": {"verb": "list", "resource": "pods",
+                        "namespace": "acme-payments", "labelSelector": {"rawSelector": selector}}}})
+            .to_string(),
+            r#""status":{"allowed":false}}"#,
+        ),
+    ] {
+        let (status, _, text) = post(body.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{body:.300}: {text}");
+        assert!(text.contains(says), "{body:.300}: {text}");
+    }
     let long = "v".repeat(5000);
     let shape = |v: Value| v.to_string();
     for (body, says) in [
@@ -667,8 +696,22 @@ async fn authorization_refuses_what_is_not_a_subject_access_review() {
                 "metadata": 5, "spec": {"user": "x"}})),
             "an object",
         ),
-        // The caller's own strings come back cut.
+        (
+            shape(json!({"apiVersion": sar, "kind": "SubjectAccessReview",
+                "spec": {"user": "x", "nonResourceAttributes": ["/healthz"]}})),
+            "an object",
+        ),
+        (
+            shape(json!({"apiVersion": sar, "kind": "SubjectAccessReview",
+                "spec": {"user": "x"}, "status": [false]})),
+            "an object",
+        ),
+        // The caller's own strings come back cut, wherever serde names them.
         (review(&long, "SubjectAccessReview"), &long[..64]),
+        (
+            shape(json!({"apiVersion": sar, "kind": "SubjectAccessReview", "spec": long})),
+            &long[..64],
+        ),
     ] {
         let (status, _, text) = post(body.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {text}");
