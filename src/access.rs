@@ -17,7 +17,8 @@ use crate::api::{
 
 /// What the cut-off and MFA rules read of a member: a Membership, or the cache's compact form
 /// of one, which TokenReview and SubjectAccessReview judge without rebuilding a Membership on
-/// every request of every member (rebuilding it was most of their cost once served).
+/// every request of every member (with cold caches, as served, looking it up and rebuilding it
+/// took 3.5 µs of a SubjectAccessReview's 14).
 pub trait Member {
     /// The Membership is being deleted.
     fn deleting(&self) -> bool;

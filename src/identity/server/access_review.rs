@@ -1,8 +1,9 @@
 //! What `/authorize` reads of a SubjectAccessReview: who asks, and the extras roster's own
 //! TokenReview gave them. The rest is checked for its shape (objects are objects, groups a
 //! list of strings) and not copied: the request's attributes are RBAC's to judge, and the
-//! full k8s-openapi type copied each of them on every request of every member, which was most
-//! of the handler's time. What lies inside the attributes is not checked here.
+//! full k8s-openapi type copied each of them on every request of every member (with cold
+//! caches, as served, its parse took 4.3 µs of the handler's 14). What lies inside the
+//! attributes is not checked here.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
