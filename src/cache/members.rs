@@ -413,7 +413,7 @@ impl Members {
 
     /// The Membership named `name` in `namespace`.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Membership>> {
-        self.get_if(namespace, name, |_| true)
+        self.store.get(namespace, name).map(|m| Arc::new(m.full()))
     }
 
     /// Its resourceVersion (`None` if it is not cached), without rebuilding it.
@@ -441,18 +441,6 @@ impl Members {
         keep: impl FnOnce(&CachedMembership) -> bool,
     ) -> Option<Arc<CachedMembership>> {
         self.store.get(namespace, name).filter(|m| keep(m))
-    }
-
-    /// The Membership named `name` in `namespace` if its cached form passes `keep` (checked
-    /// before anything is rebuilt).
-    pub fn get_if(
-        &self,
-        namespace: &str,
-        name: &str,
-        keep: impl FnOnce(&CachedMembership) -> bool,
-    ) -> Option<Arc<Membership>> {
-        let m = self.store.get(namespace, name)?;
-        keep(&m).then(|| Arc::new(m.full()))
     }
 
     /// Every Membership `keep` accepts (each rebuilt first: for tests and fallbacks, not for
