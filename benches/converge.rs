@@ -23,7 +23,7 @@
 //! each on a fresh control plane; a table and docs/bench/scaling.svg (`ROSTER_BENCH_SIZES=10000`
 //! runs other sizes, without the picture). For profiling: `ROSTER_BENCH_WRAP=heaptrack` runs roster under that command,
 //! `ROSTER_BENCH_PRELOAD=/path/lib.so` preloads an allocator into it, `ROSTER_BENCH_SETTLE=S`
-//! waits S seconds (default 5) after convergence before measuring.
+//! waits S seconds (default 5) after convergence, then until RSS holds steady, before measuring.
 
 mod common;
 
@@ -666,9 +666,16 @@ fn main() {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(5);
             tokio::time::sleep(Duration::from_secs(settle)).await;
-            let (rss_now, peak) = rss(r.child.id());
-            let (anon, file) = common::rss_parts(r.child.id());
-            println!("| memory | {objects} objects, {records} credential records | converged {:.1} s | RSS {rss_now:.0} MiB (anonymous {anon:.0}, binary and libraries {file:.0}) | peak {peak:.0} MiB |", cold.as_secs_f64());
+            let pid = r.child.id();
+            let (early, _) = rss(pid);
+            let waited = steady(pid).await;
+            let (rss_now, peak) = rss(pid);
+            let (anon, file) = common::rss_parts(pid);
+            let steady = match waited {
+                Some(s) => format!("steady {} s after converging", settle + s.as_secs()),
+                None => format!("not steady {} s after converging", settle + STEADY_WITHIN.as_secs()),
+            };
+            println!("| memory | {objects} objects, {records} credential records | converged {:.1} s | RSS {rss_now:.0} MiB, {steady} ({early:.0} MiB {settle} s after; anonymous {anon:.0}, binary and libraries {file:.0}) | peak {peak:.0} MiB |", cold.as_secs_f64());
             let _ = r.child.kill();
             let _ = r.child.wait();
             return;
@@ -877,4 +884,33 @@ fn cold_start_rounds(root: &Path, members: usize) {
         "| median of the rounds' ratios | | | {:.2}× | | | |",
         ratios[ROUNDS / 2]
     );
+}
+
+/// How long RSS must hold within `STEADY_BAND` to count as steady, and how long to wait for it.
+const STEADY_FOR: usize = 10;
+const STEADY_BAND: f64 = 1.0;
+const STEADY_WITHIN: Duration = Duration::from_secs(60);
+
+/// Waits until `pid`'s RSS has stayed within `STEADY_BAND` MiB for `STEADY_FOR` one-second
+/// samples; how long that took, or `None` if it did not within `STEADY_WITHIN`. Near its
+/// convergence roster's anonymous memory fell in steps (68, 57, then 42 MiB in one trace, two
+/// seconds apart); read at a fixed 5 s after it, one run of five measured 65 MiB where the other
+/// four measured 59–61.
+async fn steady(pid: u32) -> Option<Duration> {
+    let start = Instant::now();
+    let mut samples = std::collections::VecDeque::with_capacity(STEADY_FOR);
+    while start.elapsed() < STEADY_WITHIN {
+        if samples.len() == STEADY_FOR {
+            samples.pop_front();
+        }
+        samples.push_back(rss(pid).0);
+        let (lo, hi) = samples
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        if samples.len() == STEADY_FOR && hi - lo <= STEADY_BAND {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    None
 }
